@@ -1,0 +1,54 @@
+//! A backend that stops writing at a chosen point, for crash tests: after `puts_allowed`
+//! successful writes every further `put` fails, as if the process had died there.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{Backend, BackendError, ObjectInfo};
+
+pub struct FaultBackend {
+    inner: Arc<dyn Backend>,
+    puts_allowed: AtomicI64,
+    puts_done: AtomicU64,
+}
+
+impl FaultBackend {
+    /// `puts_allowed < 0` never fails.
+    pub fn new(inner: Arc<dyn Backend>, puts_allowed: i64) -> Self {
+        FaultBackend { inner, puts_allowed: AtomicI64::new(puts_allowed), puts_done: AtomicU64::new(0) }
+    }
+    pub fn puts_done(&self) -> u64 {
+        self.puts_done.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Backend for FaultBackend {
+    async fn put(&self, path: &str, data: Vec<u8>) -> Result<(), BackendError> {
+        let allowed = self.puts_allowed.load(Ordering::SeqCst);
+        if allowed >= 0 && self.puts_done.fetch_add(1, Ordering::SeqCst) >= allowed as u64 {
+            return Err(BackendError::Injected { path: path.into() });
+        }
+        self.inner.put(path, data).await
+    }
+    async fn get(&self, path: &str) -> Result<Vec<u8>, BackendError> {
+        self.inner.get(path).await
+    }
+    async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        self.inner.get_range(path, offset, len).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+        self.inner.list(prefix).await
+    }
+    async fn stat(&self, path: &str) -> Result<Option<u64>, BackendError> {
+        self.inner.stat(path).await
+    }
+    async fn delete(&self, path: &str) -> Result<(), BackendError> {
+        self.inner.delete(path).await
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}

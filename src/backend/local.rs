@@ -1,0 +1,144 @@
+//! The local filesystem: the default backend. Writes go to a temporary file in the target
+//! directory, are fsynced, renamed into place, and the directory is fsynced.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use super::{Backend, BackendError, ObjectInfo};
+
+/// Temporary files of unfinished writes start with this; `list` skips them.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    fn full(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, BackendError> + Send + 'static) -> Result<T, BackendError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(BackendError::Io { path: String::new(), source: std::io::Error::other(e.to_string()) }),
+    }
+}
+
+fn put_sync(full: &Path, rel: &str, data: &[u8]) -> Result<(), BackendError> {
+    let err = |e| BackendError::from_io(rel, e);
+    let dir = full.parent().ok_or_else(|| BackendError::from_io(rel, std::io::Error::other("no parent")))?;
+    fs::create_dir_all(dir).map_err(err)?;
+    let mut rnd = [0u8; 8];
+    crate::codec::random_bytes(&mut rnd).map_err(|e| BackendError::from_io(rel, std::io::Error::other(e.to_string())))?;
+    let tmp = dir.join(format!("{TEMP_PREFIX}{}", hex::encode(rnd)));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, full)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+fn list_sync(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.join(prefix)];
+    while let Some(dir) = stack.pop() {
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(BackendError::from_io(&dir.to_string_lossy(), e)),
+        };
+        for ent in rd {
+            let ent = ent.map_err(|e| BackendError::from_io(&dir.to_string_lossy(), e))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let ft = ent.file_type().map_err(|e| BackendError::from_io(&name, e))?;
+            if ft.is_dir() {
+                stack.push(ent.path());
+            } else if ft.is_file() {
+                let size = ent.metadata().map_err(|e| BackendError::from_io(&name, e))?.len();
+                let rel = ent.path().strip_prefix(root).map(|p| p.to_string_lossy().replace('\\', "/")).unwrap_or(name);
+                out.push(ObjectInfo { path: rel, size });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    async fn put(&self, path: &str, data: Vec<u8>) -> Result<(), BackendError> {
+        let (full, rel) = (self.full(path), path.to_string());
+        blocking(move || put_sync(&full, &rel, &data)).await
+    }
+
+    async fn get(&self, path: &str) -> Result<Vec<u8>, BackendError> {
+        let (full, rel) = (self.full(path), path.to_string());
+        blocking(move || fs::read(&full).map_err(|e| BackendError::from_io(&rel, e))).await
+    }
+
+    async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        let (full, rel) = (self.full(path), path.to_string());
+        blocking(move || {
+            let err = |e| BackendError::from_io(&rel, e);
+            let mut f = fs::File::open(&full).map_err(err)?;
+            let size = f.metadata().map_err(err)?.len();
+            if offset.saturating_add(len) > size {
+                return Err(BackendError::ShortRead { path: rel.clone(), expected: len, got: size.saturating_sub(offset) });
+            }
+            f.seek(SeekFrom::Start(offset)).map_err(err)?;
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact(&mut buf).map_err(err)?;
+            Ok(buf)
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+        let (root, prefix) = (self.root.clone(), prefix.to_string());
+        blocking(move || list_sync(&root, &prefix)).await
+    }
+
+    async fn stat(&self, path: &str) -> Result<Option<u64>, BackendError> {
+        let (full, rel) = (self.full(path), path.to_string());
+        blocking(move || match fs::metadata(&full) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(BackendError::from_io(&rel, e)),
+        })
+        .await
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), BackendError> {
+        let (full, rel) = (self.full(path), path.to_string());
+        blocking(move || match fs::remove_file(&full) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::from_io(&rel, e)),
+        })
+        .await
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+}

@@ -1,0 +1,194 @@
+//! Content-defined chunking: FastCDC (v2020 cut points from the `fastcdc` crate) over a
+//! secret gear table.
+//!
+//! A public gear table lets anyone who can guess part of a backup's plaintext predict its
+//! chunk boundaries, and so recognise it from chunk sizes. The table here is 256 u64 words
+//! from the BLAKE3 XOF keyed by the repository's chunker key, so boundaries depend on a
+//! secret. (The crate's own seed only XORs one 64-bit value into its public table.)
+
+use std::io::{self, Read};
+
+use fastcdc::v2020::{cut_gear, select_masks, Normalization};
+
+use super::CodecError;
+use crate::format::config::Config;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkerParams {
+    pub min: usize,
+    pub avg: usize,
+    pub max: usize,
+}
+
+impl ChunkerParams {
+    /// Validated parameters; bad sizes are an error, never a panic in the scan loop.
+    pub fn new(min: u32, avg: u32, max: u32) -> Result<Self, CodecError> {
+        let probe = Config { repo_id: [0; 32], chunk_min: min, chunk_avg: avg, chunk_max: max, pack_target: 1 << 20, zstd_level: 3 };
+        probe.validate().map_err(|e| CodecError::ChunkerParams(e.to_string()))?;
+        Ok(ChunkerParams { min: min as usize, avg: avg as usize, max: max as usize })
+    }
+    pub fn from_config(c: &Config) -> Result<Self, CodecError> {
+        Self::new(c.chunk_min, c.chunk_avg, c.chunk_max)
+    }
+}
+
+/// The secret gear tables (the plain one and the one shifted left by one bit, which the
+/// v2020 two-bytes-at-a-time loop needs).
+pub struct Gear {
+    gear: Box<[u64; 256]>,
+    gear_ls: Box<[u64; 256]>,
+}
+
+impl Gear {
+    pub fn from_key(key: &[u8; 32]) -> Gear {
+        let mut xof = blake3::Hasher::new_keyed(key).update(b"repo gear table v1").finalize_xof();
+        let mut raw = [0u8; 256 * 8];
+        xof.fill(&mut raw);
+        let mut gear = Box::new([0u64; 256]);
+        let mut gear_ls = Box::new([0u64; 256]);
+        for i in 0..256 {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&raw[i * 8..i * 8 + 8]);
+            gear[i] = u64::from_le_bytes(w);
+            gear_ls[i] = gear[i] << 1;
+        }
+        Gear { gear, gear_ls }
+    }
+}
+
+/// Splits a byte stream into chunks. Memory: one buffer of twice the maximum chunk size.
+pub struct StreamChunker<'g, R: Read> {
+    source: R,
+    gear: &'g Gear,
+    params: ChunkerParams,
+    masks: (u64, u64),
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl<'g, R: Read> StreamChunker<'g, R> {
+    pub fn new(source: R, gear: &'g Gear, params: ChunkerParams) -> Self {
+        StreamChunker {
+            source,
+            gear,
+            params,
+            masks: select_masks(params.avg, Normalization::Level1),
+            buf: vec![0u8; params.max * 2],
+            start: 0,
+            end: 0,
+            eof: false,
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        while !self.eof && self.end < self.buf.len() {
+            match self.source.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next chunk, or `None` at the end of the stream.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.end - self.start < self.params.max && !self.eof {
+            self.fill()?;
+        }
+        if self.start == self.end {
+            return Ok(None);
+        }
+        let (ms, ml) = self.masks;
+        let (_, len) = cut_gear(
+            &self.buf[self.start..self.end],
+            self.params.min,
+            self.params.avg,
+            self.params.max,
+            ms,
+            ml,
+            ms << 1,
+            ml << 1,
+            &self.gear.gear[..],
+            &self.gear.gear_ls[..],
+        );
+        let chunk = self.buf[self.start..self.start + len].to_vec();
+        self.start += len;
+        Ok(Some(chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic pseudo-random test stream (xorshift), independent of any crate.
+    pub fn test_stream(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn lengths(data: &[u8], key: [u8; 32], p: ChunkerParams) -> Vec<usize> {
+        let gear = Gear::from_key(&key);
+        let mut c = StreamChunker::new(data, &gear, p);
+        let mut v = vec![];
+        while let Some(ch) = c.next_chunk().unwrap() {
+            v.push(ch.len());
+        }
+        v
+    }
+
+    #[test]
+    fn pinned_boundaries() {
+        let data = test_stream(1 << 20, 42);
+        let p = ChunkerParams::new(16 * 1024, 64 * 1024, 256 * 1024).unwrap();
+        let l = lengths(&data, [7; 32], p);
+        assert_eq!(l.iter().sum::<usize>(), data.len());
+        assert_eq!(l, PINNED);
+        // another key, other boundaries: they are secret
+        assert_ne!(lengths(&data, [8; 32], p), PINNED);
+    }
+    const PINNED: &[usize] = &[0];
+
+    #[test]
+    fn insertion_only_changes_nearby_chunks() {
+        let a = test_stream(4 << 20, 1);
+        let mut b = a.clone();
+        b.splice(2_000_000..2_000_000, test_stream(5000, 9));
+        let p = ChunkerParams::new(4096, 16384, 65536).unwrap();
+        let gear = Gear::from_key(&[1; 32]);
+        let set = |d: &[u8]| {
+            let mut c = StreamChunker::new(d, &gear, p);
+            let mut s = std::collections::HashSet::new();
+            while let Some(ch) = c.next_chunk().unwrap() {
+                s.insert(blake3::hash(&ch));
+            }
+            s
+        };
+        let (sa, sb) = (set(&a), set(&b));
+        let new = sb.difference(&sa).count();
+        assert!(new <= 3, "{new} new chunks after one insertion");
+    }
+
+    #[test]
+    fn bad_params_are_errors() {
+        assert!(ChunkerParams::new(0, 64, 128).is_err());
+        assert!(ChunkerParams::new(4096, 3000, 65536).is_err());
+        assert!(ChunkerParams::new(4096, 65536, 32768).is_err());
+    }
+}

@@ -1,0 +1,47 @@
+//! zstd per blob, kept raw where compression does not shrink it.
+
+use super::CodecError;
+use crate::format::pack::FLAG_ZSTD;
+
+/// Compresses `data`; returns the flags and the bytes to store.
+pub fn compress(level: i32, data: Vec<u8>) -> (u8, Vec<u8>) {
+    match zstd::bulk::compress(&data, level) {
+        // only worth a flag and a decompression when it saves at least 1/64
+        Ok(c) if c.len() + data.len() / 64 < data.len() => (FLAG_ZSTD, c),
+        _ => (0, data),
+    }
+}
+
+/// Reverses [`compress`]; `raw_len` (from the index) bounds the output buffer.
+pub fn decompress(flags: u8, data: Vec<u8>, raw_len: u32) -> Result<Vec<u8>, CodecError> {
+    if flags & FLAG_ZSTD == 0 {
+        if data.len() != raw_len as usize {
+            return Err(CodecError::Decompress(format!("stored {} bytes, expected {raw_len}", data.len())));
+        }
+        return Ok(data);
+    }
+    let out = zstd::bulk::decompress(&data, raw_len as usize).map_err(|e| CodecError::Decompress(e.to_string()))?;
+    if out.len() != raw_len as usize {
+        return Err(CodecError::Decompress(format!("got {} bytes, expected {raw_len}", out.len())));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_raw_fallback() {
+        let text = b"abcabcabc".repeat(1000);
+        let (f, c) = compress(3, text.clone());
+        assert_eq!(f, FLAG_ZSTD);
+        assert!(c.len() < text.len());
+        assert_eq!(decompress(f, c, text.len() as u32).unwrap(), text);
+        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let (f, c) = compress(3, noise.clone());
+        assert_eq!(f, 0);
+        assert_eq!(c, noise);
+        assert!(decompress(FLAG_ZSTD, vec![1, 2, 3], 10).is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! Index files (`index/<id>`): where each blob lives. Body of a sealed object (magic b"RIDX").
+//!
+//! ```text
+//! supersedes_count u32, then that many 32-byte index file ids this file replaces (prune)
+//! pack_count u32, then per pack:
+//!   pack id        32
+//!   pack_len       u64
+//!   blob_count     u32
+//!   blob_count entries of 48 bytes:
+//!     0  1  blob type
+//!     1  1  flags
+//!     2  2  reserved 0
+//!     4  4  offset      of the sealed blob in the pack
+//!     8  4  stored_len
+//!     12 4  raw_len
+//!     16 32 id
+//! ```
+
+use super::pack::{BlobType, FLAG_ZSTD, MAX_BLOB_LEN, MAX_PACK_BLOBS};
+use super::{invalid, FormatError, Id, Reader, Writer};
+
+pub const INDEX_ENTRY_LEN: usize = 48;
+pub const MAX_INDEX_PACKS: usize = 1 << 20;
+pub const MAX_SUPERSEDES: usize = 1 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub blob_type: BlobType,
+    pub flags: u8,
+    pub offset: u32,
+    pub stored_len: u32,
+    pub raw_len: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexPack {
+    pub pack: Id,
+    pub pack_len: u64,
+    pub blobs: Vec<(Id, BlobLocation)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexFile {
+    pub supersedes: Vec<Id>,
+    pub packs: Vec<IndexPack>,
+}
+
+impl IndexFile {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u32(self.supersedes.len() as u32);
+        for s in &self.supersedes {
+            w.id(s);
+        }
+        w.u32(self.packs.len() as u32);
+        for p in &self.packs {
+            w.id(&p.pack).u64(p.pack_len).u32(p.blobs.len() as u32);
+            for (id, l) in &p.blobs {
+                w.u8(l.blob_type as u8).u8(l.flags).u16(0).u32(l.offset).u32(l.stored_len).u32(l.raw_len).id(id);
+            }
+        }
+        w.finish()
+    }
+
+    pub fn decode(data: &[u8]) -> Result<IndexFile, FormatError> {
+        let mut r = Reader::new(data);
+        let ns = r.count("supersedes", 32, MAX_SUPERSEDES)?;
+        let mut supersedes = Vec::with_capacity(ns);
+        for _ in 0..ns {
+            supersedes.push(r.id()?);
+        }
+        let np = r.count("pack count", 44, MAX_INDEX_PACKS)?;
+        let mut packs = Vec::with_capacity(np);
+        for _ in 0..np {
+            let pack = r.id()?;
+            let pack_len = r.u64()?;
+            let nb = r.count("blob count", INDEX_ENTRY_LEN, MAX_PACK_BLOBS)?;
+            let mut blobs = Vec::with_capacity(nb);
+            for _ in 0..nb {
+                let blob_type = BlobType::from_u8(r.u8()?)?;
+                let flags = r.u8()?;
+                if flags & !FLAG_ZSTD != 0 || r.u16()? != 0 {
+                    return Err(invalid("index entry", "unknown flags or reserved bits"));
+                }
+                let (offset, stored_len, raw_len) = (r.u32()?, r.u32()?, r.u32()?);
+                if raw_len > MAX_BLOB_LEN || stored_len < 16 || offset as u64 + stored_len as u64 > pack_len {
+                    return Err(invalid("index entry", format!("blob at {offset}+{stored_len} outside pack of {pack_len}")));
+                }
+                let id = r.id()?;
+                blobs.push((id, BlobLocation { blob_type, flags, offset, stored_len, raw_len }));
+            }
+            packs.push(IndexPack { pack, pack_len, blobs });
+        }
+        r.finish()?;
+        Ok(IndexFile { supersedes, packs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_index() {
+        let f = IndexFile {
+            supersedes: vec![],
+            packs: vec![IndexPack {
+                pack: Id([5; 32]),
+                pack_len: 4096,
+                blobs: vec![(Id([6; 32]), BlobLocation { blob_type: BlobType::Data, flags: 1, offset: 40, stored_len: 100, raw_len: 200 })],
+            }],
+        };
+        let b = f.encode();
+        assert_eq!(b.len(), 4 + 4 + 32 + 8 + 4 + 48);
+        assert_eq!(&b[..8], &[0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(&b[40..52], &[0, 0x10, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(&b[52..68], &[0, 1, 0, 0, 40, 0, 0, 0, 100, 0, 0, 0, 200, 0, 0, 0]);
+        assert_eq!(IndexFile::decode(&b).unwrap(), f);
+        // truncated anywhere: an error, never a panic
+        for cut in 0..b.len() {
+            assert!(IndexFile::decode(&b[..cut]).is_err());
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Key files (`keys/<id>`): the master keys wrapped under a password-derived key.
+//!
+//! ```text
+//! 0    4  magic      b"RKEY"
+//! 4    1  version    1
+//! 5    1  kdf        0 = none (master keys stored in the clear), 1 = Argon2id
+//! 6    2  reserved   0
+//! 8    8  created    i64, Unix seconds
+//! 16   4  m_cost     Argon2 memory in KiB
+//! 20   4  t_cost     Argon2 passes
+//! 24   4  p_cost     Argon2 lanes
+//! 28  32  salt       KDF salt
+//! 60  12  nonce      AES-256-GCM nonce for the wrapped keys
+//! 72 112  wrapped    96 bytes of master keys + 16-byte tag
+//! = 184 bytes
+//! ```
+//! Bytes 0..72 are the associated data of the wrapping, so KDF parameters cannot be altered.
+
+use super::{invalid, FormatError, Reader, Writer};
+
+pub const MAGIC_KEY: [u8; 4] = *b"RKEY";
+pub const KEY_VERSION: u8 = 1;
+pub const MASTER_LEN: usize = 96;
+pub const KEY_FILE_LEN: usize = 72 + MASTER_LEN + 16;
+pub const AAD_LEN: usize = 72;
+
+/// Upper bounds on KDF parameters accepted from disk, so a hostile key file cannot make
+/// the opener allocate unbounded memory or spin forever.
+pub const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
+pub const MAX_T_COST: u32 = 64;
+pub const MAX_P_COST: u32 = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kdf {
+    None = 0,
+    Argon2id = 1,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyFile {
+    pub kdf: Kdf,
+    pub created: i64,
+    pub m_cost: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+    pub salt: [u8; 32],
+    pub nonce: [u8; 12],
+    pub wrapped: [u8; MASTER_LEN + 16],
+}
+
+impl KeyFile {
+    /// The first 72 bytes: authenticated with the wrapped keys.
+    pub fn aad(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(&MAGIC_KEY).u8(KEY_VERSION).u8(self.kdf as u8).u16(0).i64(self.created);
+        w.u32(self.m_cost).u32(self.t_cost).u32(self.p_cost).bytes(&self.salt).bytes(&self.nonce);
+        w.finish()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = self.aad();
+        b.extend_from_slice(&self.wrapped);
+        b
+    }
+
+    pub fn decode(data: &[u8]) -> Result<KeyFile, FormatError> {
+        let mut r = Reader::new(data);
+        r.expect_magic(&MAGIC_KEY)?;
+        let v = r.u8()?;
+        if v != KEY_VERSION {
+            return Err(FormatError::UnsupportedVersion(v));
+        }
+        let kdf = match r.u8()? {
+            0 => Kdf::None,
+            1 => Kdf::Argon2id,
+            k => return Err(invalid("kdf", format!("unknown kdf {k}"))),
+        };
+        if r.u16()? != 0 {
+            return Err(invalid("reserved", "not zero"));
+        }
+        let created = r.i64()?;
+        let (m_cost, t_cost, p_cost) = (r.u32()?, r.u32()?, r.u32()?);
+        if kdf == Kdf::Argon2id
+            && (m_cost > MAX_M_COST_KIB || t_cost == 0 || t_cost > MAX_T_COST || p_cost == 0 || p_cost > MAX_P_COST)
+        {
+            return Err(invalid("kdf parameters", format!("m={m_cost} t={t_cost} p={p_cost} out of range")));
+        }
+        let k = KeyFile { kdf, created, m_cost, t_cost, p_cost, salt: r.array()?, nonce: r.array()?, wrapped: r.array()? };
+        r.finish()?;
+        Ok(k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_key_file() {
+        let k = KeyFile {
+            kdf: Kdf::Argon2id,
+            created: 1_700_000_000,
+            m_cost: 65536,
+            t_cost: 3,
+            p_cost: 1,
+            salt: [1; 32],
+            nonce: [2; 12],
+            wrapped: [3; 112],
+        };
+        let b = k.encode();
+        assert_eq!(b.len(), KEY_FILE_LEN);
+        assert_eq!(&b[..16], &[b'R', b'K', b'E', b'Y', 1, 1, 0, 0, 0x00, 0xF1, 0x53, 0x65, 0, 0, 0, 0]);
+        assert_eq!(&b[16..28], &[0, 0, 1, 0, 3, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(KeyFile::decode(&b).unwrap(), k);
+        let mut hostile = b.clone();
+        hostile[19] = 0xFF; // m_cost = 0xFF010000 KiB
+        assert!(KeyFile::decode(&hostile).is_err());
+        assert!(KeyFile::decode(&b[..100]).is_err());
+    }
+}

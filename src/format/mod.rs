@@ -1,0 +1,74 @@
+//! Layer 1: the bytes of every on-disk structure. No I/O, no cryptography.
+//!
+//! Every structure uses fixed-width little-endian integers and bounds every length it reads
+//! before allocating. `format-spec/` is the normative description of these bytes; a change
+//! here changes the spec in the same commit.
+
+pub mod config;
+pub mod envelope;
+pub mod index;
+pub mod key;
+pub mod pack;
+pub mod snapshot;
+pub mod stream;
+
+mod wire;
+pub use wire::{Reader, Writer};
+
+use std::fmt;
+
+/// A 32-byte identifier: a chunk id (keyed BLAKE3 of the plaintext) or an object name
+/// (BLAKE3 of the stored bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(pub [u8; 32]);
+
+impl Id {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    pub fn from_hex(s: &str) -> Result<Id, FormatError> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| FormatError::BadId(s.chars().take(80).collect()))?;
+        Ok(Id(out))
+    }
+    /// BLAKE3 of `bytes`: the name of an immutable object (pack, index, snapshot, key file).
+    pub fn of_bytes(bytes: &[u8]) -> Id {
+        Id(*blake3::hash(bytes).as_bytes())
+    }
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({})", self.short())
+    }
+}
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// Errors decoding bytes. Decoding never panics and never allocates more than the input
+/// can justify.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("truncated: needed {needed} more bytes at offset {offset}")]
+    Truncated { offset: usize, needed: usize },
+    #[error("bad magic: expected {expected:?}, found {found:?}")]
+    BadMagic { expected: [u8; 4], found: [u8; 4] },
+    #[error("unsupported format version {0}")]
+    UnsupportedVersion(u8),
+    #[error("invalid field {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("{0} trailing bytes after the structure")]
+    TrailingBytes(usize),
+    #[error("not a valid id: {0:?}")]
+    BadId(String),
+}
+
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> FormatError {
+    FormatError::Invalid { field, reason: reason.into() }
+}

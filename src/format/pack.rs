@@ -1,0 +1,125 @@
+//! Pack files (`data/<xx>/<id>`): many sealed blobs, then a sealed footer describing them.
+//!
+//! ```text
+//! header (40 bytes, magic b"RPCK", see envelope)
+//! blob 0 sealed (ciphertext + 16-byte tag), nonce counter 0
+//! ...
+//! blob n-1 sealed, nonce counter n-1
+//! footer sealed, nonce counter u64::MAX
+//! footer_len  u32: length of the sealed footer
+//! ```
+//! Footer plaintext: `count u32` then `count` entries of 44 bytes:
+//! ```text
+//! 0  1  blob type   0 = data chunk, 1 = stream content list
+//! 1  1  flags       bit 0: zstd-compressed
+//! 2  2  reserved    0
+//! 4  4  raw_len     plaintext length after decompression
+//! 8  4  stored_len  sealed length in the pack (compressed length + 16)
+//! 12 32 id          chunk id
+//! ```
+//! Blob i starts at 40 + sum(stored_len of blobs 0..i).
+
+use super::{invalid, FormatError, Id, Reader, Writer};
+
+pub const FOOTER_ENTRY_LEN: usize = 44;
+pub const MAX_PACK_BLOBS: usize = 1 << 20;
+/// No blob may exceed this, before or after compression (bounds decompression buffers).
+pub const MAX_BLOB_LEN: u32 = 64 * 1024 * 1024;
+pub const FLAG_ZSTD: u8 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum BlobType {
+    Data = 0,
+    List = 1,
+}
+
+impl BlobType {
+    pub fn from_u8(v: u8) -> Result<Self, FormatError> {
+        match v {
+            0 => Ok(BlobType::Data),
+            1 => Ok(BlobType::List),
+            _ => Err(invalid("blob type", format!("unknown type {v}"))),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackEntry {
+    pub blob_type: BlobType,
+    pub flags: u8,
+    pub raw_len: u32,
+    pub stored_len: u32,
+    pub id: Id,
+}
+
+impl PackEntry {
+    pub(crate) fn write(&self, w: &mut Writer) {
+        w.u8(self.blob_type as u8).u8(self.flags).u16(0).u32(self.raw_len).u32(self.stored_len).id(&self.id);
+    }
+    pub(crate) fn read(r: &mut Reader) -> Result<PackEntry, FormatError> {
+        let blob_type = BlobType::from_u8(r.u8()?)?;
+        let flags = r.u8()?;
+        if flags & !FLAG_ZSTD != 0 {
+            return Err(invalid("flags", format!("unknown flags {flags:#x}")));
+        }
+        if r.u16()? != 0 {
+            return Err(invalid("reserved", "not zero"));
+        }
+        let raw_len = r.u32()?;
+        let stored_len = r.u32()?;
+        if raw_len > MAX_BLOB_LEN || stored_len > MAX_BLOB_LEN + 16 || stored_len < 16 {
+            return Err(invalid("blob length", format!("raw {raw_len} stored {stored_len}")));
+        }
+        Ok(PackEntry { blob_type, flags, raw_len, stored_len, id: r.id()? })
+    }
+}
+
+pub fn encode_footer(entries: &[PackEntry]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u32(entries.len() as u32);
+    for e in entries {
+        e.write(&mut w);
+    }
+    w.finish()
+}
+
+pub fn decode_footer(data: &[u8]) -> Result<Vec<PackEntry>, FormatError> {
+    let mut r = Reader::new(data);
+    let n = r.count("footer count", FOOTER_ENTRY_LEN, MAX_PACK_BLOBS)?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(PackEntry::read(&mut r)?);
+    }
+    r.finish()?;
+    Ok(v)
+}
+
+/// Reads the trailing footer length of a pack of `pack_len` bytes and returns the byte range
+/// of the sealed footer, checking it fits after the header.
+pub fn footer_range(pack_tail: &[u8; 4], pack_len: u64) -> Result<(u64, u64), FormatError> {
+    let flen = u32::from_le_bytes(*pack_tail) as u64;
+    let header = super::envelope::HEADER_LEN as u64;
+    if flen < 20 || flen + 4 + header > pack_len {
+        return Err(invalid("footer length", format!("{flen} does not fit a pack of {pack_len} bytes")));
+    }
+    Ok((pack_len - 4 - flen, flen))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_footer() {
+        let e = PackEntry { blob_type: BlobType::List, flags: FLAG_ZSTD, raw_len: 1000, stored_len: 516, id: Id([9; 32]) };
+        let b = encode_footer(&[e]);
+        assert_eq!(&b[..16], &[1, 0, 0, 0, 1, 1, 0, 0, 0xE8, 3, 0, 0, 4, 2, 0, 0]);
+        assert_eq!(&b[16..], &[9; 32]);
+        assert_eq!(decode_footer(&b).unwrap(), vec![e]);
+        // a count that the bytes cannot hold is refused before allocating
+        assert!(decode_footer(&[0xFF, 0xFF, 0x0F, 0]).is_err());
+        assert!(footer_range(&100u32.to_le_bytes(), 120).is_err());
+        assert_eq!(footer_range(&100u32.to_le_bytes(), 1000).unwrap(), (896, 100));
+    }
+}

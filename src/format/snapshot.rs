@@ -1,0 +1,151 @@
+//! Snapshots (`snapshots/<id>`): the commit point of a backup. Body of a sealed object
+//! (magic b"RSNP").
+//!
+//! ```text
+//! time_ns     i64   snapshot time, nanoseconds since the Unix epoch (UTC)
+//! kind        u8    1 = stream
+//! reserved    3     0
+//! size        u64   bytes of the stream
+//! chunks      u64   number of chunks of the stream
+//! name        str16 (<= 1024 bytes, not empty)
+//! host        str16 (<= 255)
+//! tag_count   u16   (<= 256), then tag_count str16 (<= 255 each)
+//! command     str16 (<= 4096): the command line in command mode, else empty
+//! program     str16 (<= 255): the writer's name and version
+//! list_count  u32   then list_count 32-byte ids of List blobs, in stream order
+//! ```
+//! str16 = u16 byte length + UTF-8 bytes.
+
+use super::{invalid, FormatError, Id, Reader, Writer};
+
+pub const MAX_NAME: usize = 1024;
+pub const MAX_HOST: usize = 255;
+pub const MAX_TAGS: usize = 256;
+pub const MAX_TAG: usize = 255;
+pub const MAX_COMMAND: usize = 4096;
+pub const MAX_LISTS: usize = 1 << 24;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SnapshotKind {
+    Stream = 1,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub time_ns: i64,
+    pub kind: SnapshotKind,
+    pub size: u64,
+    pub chunks: u64,
+    pub name: String,
+    pub host: String,
+    pub tags: Vec<String>,
+    pub command: String,
+    pub program: String,
+    pub lists: Vec<Id>,
+}
+
+impl Snapshot {
+    /// Checks the limits the decoder enforces, so that whatever is written can be read back.
+    pub fn validate(&self) -> Result<(), FormatError> {
+        if self.name.is_empty() || self.name.len() > MAX_NAME {
+            return Err(invalid("name", format!("length must be 1..={MAX_NAME}")));
+        }
+        if self.host.len() > MAX_HOST {
+            return Err(invalid("host", "too long"));
+        }
+        if self.tags.len() > MAX_TAGS || self.tags.iter().any(|t| t.len() > MAX_TAG) {
+            return Err(invalid("tags", "too many or too long"));
+        }
+        if self.command.len() > MAX_COMMAND || self.program.len() > MAX_HOST {
+            return Err(invalid("command", "too long"));
+        }
+        Ok(())
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, FormatError> {
+        self.validate()?;
+        let mut w = Writer::new();
+        w.i64(self.time_ns).u8(self.kind as u8).bytes(&[0; 3]).u64(self.size).u64(self.chunks);
+        w.str16(&self.name).str16(&self.host).u16(self.tags.len() as u16);
+        for t in &self.tags {
+            w.str16(t);
+        }
+        w.str16(&self.command).str16(&self.program).u32(self.lists.len() as u32);
+        for l in &self.lists {
+            w.id(l);
+        }
+        Ok(w.finish())
+    }
+
+    pub fn decode(data: &[u8]) -> Result<Snapshot, FormatError> {
+        let mut r = Reader::new(data);
+        let time_ns = r.i64()?;
+        let kind = match r.u8()? {
+            1 => SnapshotKind::Stream,
+            k => return Err(invalid("kind", format!("unknown snapshot kind {k}"))),
+        };
+        if r.array::<3>()? != [0; 3] {
+            return Err(invalid("reserved", "not zero"));
+        }
+        let size = r.u64()?;
+        let chunks = r.u64()?;
+        let name = r.str16("name", MAX_NAME)?;
+        let host = r.str16("host", MAX_HOST)?;
+        let ntags = r.u16()? as usize;
+        if ntags > MAX_TAGS {
+            return Err(invalid("tags", "too many"));
+        }
+        let mut tags = Vec::with_capacity(ntags.min(r.remaining() / 2));
+        for _ in 0..ntags {
+            tags.push(r.str16("tag", MAX_TAG)?);
+        }
+        let command = r.str16("command", MAX_COMMAND)?;
+        let program = r.str16("program", MAX_HOST)?;
+        let nl = r.count("list count", 32, MAX_LISTS)?;
+        let mut lists = Vec::with_capacity(nl);
+        for _ in 0..nl {
+            lists.push(r.id()?);
+        }
+        r.finish()?;
+        let s = Snapshot { time_ns, kind, size, chunks, name, host, tags, command, program, lists };
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Snapshot {
+        Snapshot {
+            time_ns: 1_771_034_400_000_000_000,
+            kind: SnapshotKind::Stream,
+            size: 5,
+            chunks: 1,
+            name: "postgres/db".into(),
+            host: "h".into(),
+            tags: vec!["daily".into()],
+            command: String::new(),
+            program: "repo 0.1.0".into(),
+            lists: vec![Id([4; 32])],
+        }
+    }
+
+    #[test]
+    fn golden_snapshot() {
+        let s = sample();
+        let b = s.encode().unwrap();
+        assert_eq!(&b[..12], &[0, 0, 0x06, 0xC0, 0xF3, 0x7C, 0x8F, 0x18, 1, 0, 0, 0]);
+        assert_eq!(&b[28..41], b"\x0b\x00postgres/db");
+        assert_eq!(b.len(), 28 + 13 + 3 + 2 + 7 + 2 + 12 + 4 + 32);
+        assert_eq!(Snapshot::decode(&b).unwrap(), s);
+        for cut in 0..b.len() {
+            assert!(Snapshot::decode(&b[..cut]).is_err());
+        }
+        let mut empty = s.clone();
+        empty.name.clear();
+        assert!(empty.encode().is_err());
+    }
+}

@@ -1,0 +1,130 @@
+//! Little-endian readers and writers with bounds checks.
+
+use super::{invalid, FormatError, Id};
+
+/// Appends little-endian fields to a buffer.
+#[derive(Default)]
+pub struct Writer {
+    pub buf: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn u8(&mut self, v: u8) -> &mut Self {
+        self.buf.push(v);
+        self
+    }
+    pub fn u16(&mut self, v: u16) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn i64(&mut self, v: i64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(v);
+        self
+    }
+    pub fn id(&mut self, id: &Id) -> &mut Self {
+        self.bytes(&id.0)
+    }
+    /// A string as u16 length + UTF-8 bytes. The caller has checked the length limit.
+    pub fn str16(&mut self, s: &str) -> &mut Self {
+        debug_assert!(s.len() <= u16::MAX as usize);
+        self.u16(s.len() as u16).bytes(s.as_bytes())
+    }
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Reads little-endian fields from a slice; every read is bounds-checked.
+pub struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Reader { data, pos: 0 }
+    }
+    pub fn remaining(&self) -> usize {
+        self.data.len() - self.pos
+    }
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+        if self.remaining() < n {
+            return Err(FormatError::Truncated { offset: self.pos, needed: n - self.remaining() });
+        }
+        let s = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], FormatError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    pub fn u8(&mut self) -> Result<u8, FormatError> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u16(&mut self) -> Result<u16, FormatError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    pub fn u32(&mut self) -> Result<u32, FormatError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    pub fn u64(&mut self) -> Result<u64, FormatError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    pub fn i64(&mut self) -> Result<i64, FormatError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+    pub fn id(&mut self) -> Result<Id, FormatError> {
+        Ok(Id(self.array()?))
+    }
+    /// A u16-length-prefixed UTF-8 string of at most `max` bytes.
+    pub fn str16(&mut self, field: &'static str, max: usize) -> Result<String, FormatError> {
+        let len = self.u16()? as usize;
+        if len > max {
+            return Err(invalid(field, format!("length {len} exceeds {max}")));
+        }
+        let b = self.take(len)?;
+        String::from_utf8(b.to_vec()).map_err(|_| invalid(field, "not UTF-8"))
+    }
+    /// A count that must be satisfiable by the remaining bytes at `min_each` bytes per item
+    /// and at most `max`: bounds allocations by the input size.
+    pub fn count(&mut self, field: &'static str, min_each: usize, max: usize) -> Result<usize, FormatError> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(invalid(field, format!("count {n} exceeds {max}")));
+        }
+        if n.saturating_mul(min_each) > self.remaining() {
+            return Err(FormatError::Truncated { offset: self.pos, needed: n * min_each - self.remaining() });
+        }
+        Ok(n)
+    }
+    pub fn expect_magic(&mut self, expected: &[u8; 4]) -> Result<(), FormatError> {
+        let found: [u8; 4] = self.array()?;
+        if &found != expected {
+            return Err(FormatError::BadMagic { expected: *expected, found });
+        }
+        Ok(())
+    }
+    pub fn finish(self) -> Result<(), FormatError> {
+        match self.remaining() {
+            0 => Ok(()),
+            n => Err(FormatError::TrailingBytes(n)),
+        }
+    }
+}

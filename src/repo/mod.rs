@@ -1,0 +1,217 @@
+//! Layer 3: the repository engine: keys, config, the packer, the index and its local cache,
+//! the stream writer and reader, snapshots.
+
+mod cache;
+mod object;
+mod packer;
+pub mod paths;
+mod reader;
+mod snapshots;
+mod writer;
+
+pub use cache::{BlobRef, IndexCache};
+pub use object::{open_object, seal_object};
+pub use reader::{read_blob, restore_stream, RestoreStats};
+pub use snapshots::{list_snapshots, resolve_snapshot, SnapshotFilter};
+pub use writer::{backup_stream, BackupStats, NoProgress, Progress, SnapshotMeta};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendError};
+use crate::codec::chunker::{ChunkerParams, Gear};
+use crate::codec::crypto::{unwrap_master, wrap_master, KdfParams, MasterKeys};
+use crate::codec::CodecError;
+use crate::format::config::Config;
+use crate::format::envelope::{CipherKind, MAGIC_CONFIG};
+use crate::format::key::KeyFile;
+use crate::format::{FormatError, Id};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("no repository at {location} (no config file; run `repo init` first)")]
+    NotARepository { location: String },
+    #[error("a repository already exists at {location}")]
+    AlreadyExists { location: String },
+    #[error("wrong password for the repository at {location}")]
+    WrongPassword { location: String },
+    #[error("the repository at {location} is encrypted: a password is needed (REPO_PASSWORD, REPO_PASSWORD_FILE or --password-file)")]
+    PasswordNeeded { location: String },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("{object}: corrupt: {source}")]
+    Format { object: String, source: FormatError },
+    #[error("{object}: corrupt: {source}")]
+    Codec { object: String, source: CodecError },
+    #[error("{object}: {reason}")]
+    Corrupt { object: String, reason: String },
+    #[error("local cache {path}: {reason}")]
+    Cache { path: String, reason: String },
+    #[error("no snapshot matches {0}")]
+    SnapshotNotFound(String),
+    #[error("snapshot id prefix {0} is ambiguous")]
+    AmbiguousSnapshot(String),
+    #[error("chunk {chunk} is not in the index (needed by {needed_by})")]
+    MissingChunk { chunk: String, needed_by: String },
+    #[error("reading the input: {0}")]
+    Input(std::io::Error),
+    #[error("writing the output: {0}")]
+    Output(std::io::Error),
+    #[error("{0}")]
+    Aborted(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RepoError {
+    pub(crate) fn format(object: impl Into<String>, source: FormatError) -> Self {
+        RepoError::Format { object: object.into(), source }
+    }
+    pub(crate) fn codec(object: impl Into<String>, source: CodecError) -> Self {
+        RepoError::Codec { object: object.into(), source }
+    }
+}
+
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;
+
+/// Options for a new repository.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub encrypted: bool,
+    pub chunk_min: u32,
+    pub chunk_avg: u32,
+    pub chunk_max: u32,
+    pub pack_target: u32,
+    pub zstd_level: i32,
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    /// Defaults chosen by the chunk-size experiment recorded in `benches/RESULTS.md`.
+    fn default() -> Self {
+        InitOptions {
+            encrypted: true,
+            chunk_min: 16 * 1024,
+            chunk_avg: 64 * 1024,
+            chunk_max: 256 * 1024,
+            pack_target: 16 * 1024 * 1024,
+            zstd_level: 3,
+            kdf: KdfParams::default(),
+        }
+    }
+}
+
+/// An open repository. Cheap to share behind an `Arc`.
+pub struct Repository {
+    pub backend: Arc<dyn Backend>,
+    pub keys: MasterKeys,
+    pub config: Config,
+    pub cipher: CipherKind,
+    pub gear: Gear,
+    pub chunker: ChunkerParams,
+    pub index: IndexCache,
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Creates a repository. Writes the key file first and the config last: the config is what
+/// makes a location a repository, so a crash in between leaves no half repository.
+pub async fn init(backend: &Arc<dyn Backend>, password: Option<&[u8]>, opts: &InitOptions) -> Result<Config> {
+    let location = backend.location();
+    if backend.stat(paths::CONFIG).await?.is_some() {
+        return Err(RepoError::AlreadyExists { location });
+    }
+    if opts.encrypted && password.is_none() {
+        return Err(RepoError::PasswordNeeded { location });
+    }
+    let keys = MasterKeys::generate().map_err(|e| RepoError::codec("keys", e))?;
+    let mut repo_id = [0u8; 32];
+    crate::codec::random_bytes(&mut repo_id).map_err(|e| RepoError::codec("config", e))?;
+    let config = Config {
+        repo_id,
+        chunk_min: opts.chunk_min,
+        chunk_avg: opts.chunk_avg,
+        chunk_max: opts.chunk_max,
+        pack_target: opts.pack_target,
+        zstd_level: opts.zstd_level,
+    };
+    config.validate().map_err(|e| RepoError::format("config", e))?;
+    let pw = if opts.encrypted { password } else { None };
+    let kf = wrap_master(&keys, pw, opts.kdf, now_unix()).map_err(|e| RepoError::codec("key file", e))?;
+    let kbytes = kf.encode();
+    backend.put(&paths::key(&Id::of_bytes(&kbytes)), kbytes).await?;
+    let cipher = if opts.encrypted { CipherKind::Aes256Gcm } else { CipherKind::None };
+    let cbytes = seal_object(&keys, cipher, MAGIC_CONFIG, &config.encode())?;
+    backend.put(paths::CONFIG, cbytes).await?;
+    Ok(config)
+}
+
+/// Unlocks the master keys with any key file the password opens.
+async fn unlock(backend: &Arc<dyn Backend>, password: Option<&[u8]>) -> Result<MasterKeys> {
+    let location = backend.location();
+    let files = backend.list(paths::KEYS_DIR).await?;
+    let mut last_err = None;
+    let mut needs_password = false;
+    for f in files {
+        let bytes = backend.get(&f.path).await?;
+        let kf = match KeyFile::decode(&bytes) {
+            Ok(kf) => kf,
+            Err(e) => {
+                last_err = Some(RepoError::format(f.path.clone(), e));
+                continue;
+            }
+        };
+        if kf.kdf == crate::format::key::Kdf::Argon2id && password.is_none() {
+            needs_password = true;
+            continue;
+        }
+        match unwrap_master(&kf, password) {
+            Ok(k) => return Ok(k),
+            Err(CodecError::WrongPassword) => last_err = Some(RepoError::WrongPassword { location: location.clone() }),
+            Err(e) => last_err = Some(RepoError::codec(f.path.clone(), e)),
+        }
+    }
+    if needs_password {
+        return Err(RepoError::PasswordNeeded { location });
+    }
+    Err(last_err.unwrap_or(RepoError::Corrupt { object: "keys/".into(), reason: "no key file".into() }))
+}
+
+impl Repository {
+    /// Opens the repository: unlocks the keys, reads the config, and brings the local index
+    /// cache (under `cache_base/<repository id>`) up to date with the repository.
+    pub async fn open(backend: Arc<dyn Backend>, password: Option<&[u8]>, cache_base: Option<PathBuf>) -> Result<Repository> {
+        let location = backend.location();
+        if backend.stat(paths::CONFIG).await?.is_none() {
+            return Err(RepoError::NotARepository { location });
+        }
+        let keys = unlock(&backend, password).await?;
+        let cbytes = backend.get(paths::CONFIG).await?;
+        let (cipher, body) = object::open_object_any(&keys, MAGIC_CONFIG, &cbytes, paths::CONFIG)?;
+        let config = Config::decode(&body).map_err(|e| RepoError::format(paths::CONFIG, e))?;
+        let chunker = ChunkerParams::from_config(&config).map_err(|e| RepoError::codec(paths::CONFIG, e))?;
+        let gear = Gear::from_key(&keys.chunker);
+        let base = cache_base.or_else(|| dirs::cache_dir().map(|d| d.join("repo"))).unwrap_or_else(std::env::temp_dir);
+        let index = IndexCache::open(&base.join(hex::encode(config.repo_id)))?;
+        let repo = Repository { backend, keys, config, cipher, gear, chunker, index };
+        repo.index.sync(&repo).await?;
+        Ok(repo)
+    }
+
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    /// Seals `body` as an object of this repository.
+    pub fn seal(&self, magic: [u8; 4], body: &[u8]) -> Result<Vec<u8>> {
+        seal_object(&self.keys, self.cipher, magic, body)
+    }
+
+    /// Opens an object of this repository, refusing one sealed with another cipher (an
+    /// unencrypted object slipped into an encrypted repository).
+    pub fn open_object(&self, magic: [u8; 4], bytes: &[u8], path: &str) -> Result<Vec<u8>> {
+        open_object(&self.keys, self.cipher, magic, bytes, path)
+    }
+}

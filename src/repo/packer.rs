@@ -1,0 +1,67 @@
+//! Builds pack files in memory: sealed blobs appended in order, then the sealed footer.
+
+use super::{RepoError, Result};
+use crate::codec::crypto::{MasterKeys, ObjectCipher, FOOTER_COUNTER};
+use crate::format::envelope::{CipherKind, Header, MAGIC_PACK};
+use crate::format::index::{BlobLocation, IndexPack};
+use crate::format::pack::{encode_footer, BlobType, PackEntry, MAX_PACK_BLOBS};
+use crate::format::Id;
+
+/// A finished pack: its name, bytes, and what the index must say about it.
+pub struct FinishedPack {
+    pub id: Id,
+    pub bytes: Vec<u8>,
+    pub index: IndexPack,
+}
+
+pub struct PackBuilder {
+    cipher: ObjectCipher,
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+    target: usize,
+}
+
+impl PackBuilder {
+    pub fn new(keys: &MasterKeys, kind: CipherKind, target: u32) -> Result<Self> {
+        let mut salt = [0u8; 32];
+        crate::codec::random_bytes(&mut salt).map_err(|e| RepoError::codec("pack salt", e))?;
+        let header = Header { magic: MAGIC_PACK, cipher: kind, salt };
+        let mut buf = Vec::with_capacity(target as usize + (1 << 20));
+        buf.extend_from_slice(&header.encode());
+        Ok(PackBuilder { cipher: ObjectCipher::new(keys, &header), buf, entries: vec![], target: target as usize })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    pub fn is_full(&self) -> bool {
+        self.buf.len() >= self.target || self.entries.len() >= MAX_PACK_BLOBS - 1
+    }
+
+    /// Seals `data` (already compressed as `flags` says) and appends it.
+    pub fn add(&mut self, blob_type: BlobType, id: Id, flags: u8, raw_len: u32, mut data: Vec<u8>) -> Result<()> {
+        // the nonce counter of a blob is its byte offset in the pack (unique within the pack)
+        self.cipher.seal_in_place(self.buf.len() as u64, &mut data).map_err(|e| RepoError::codec("pack", e))?;
+        self.entries.push(PackEntry { blob_type, flags, raw_len, stored_len: data.len() as u32, id });
+        self.buf.extend_from_slice(&data);
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<FinishedPack> {
+        let footer = self.cipher.seal(FOOTER_COUNTER, &encode_footer(&self.entries)).map_err(|e| RepoError::codec("pack footer", e))?;
+        self.buf.extend_from_slice(&footer);
+        self.buf.extend_from_slice(&(footer.len() as u32).to_le_bytes());
+        let id = Id::of_bytes(&self.buf);
+        let mut offset = crate::format::envelope::HEADER_LEN as u32;
+        let blobs = self
+            .entries
+            .iter()
+            .map(|e| {
+                let l = BlobLocation { blob_type: e.blob_type, flags: e.flags, offset, stored_len: e.stored_len, raw_len: e.raw_len };
+                offset += e.stored_len;
+                (e.id, l)
+            })
+            .collect();
+        Ok(FinishedPack { id, index: IndexPack { pack: id, pack_len: self.buf.len() as u64, blobs }, bytes: self.buf })
+    }
+}

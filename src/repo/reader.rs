@@ -1,0 +1,166 @@
+//! The stream reader: restores a snapshot in order, with read-ahead.
+//!
+//! Consecutive chunks stored next to each other in one pack are fetched with one range read
+//! (up to `GROUP_BYTES`); `READ_AHEAD` groups are fetched and decoded concurrently (decoding
+//! on blocking threads, so both cores work) and written strictly in order by a writer thread.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+
+use super::writer::Progress;
+use super::{paths, BlobRef, RepoError, Repository, Result};
+use crate::codec::compress::decompress;
+use crate::codec::crypto::ObjectCipher;
+use crate::format::envelope::{Header, HEADER_LEN, MAGIC_PACK};
+use crate::format::index::BlobLocation;
+use crate::format::snapshot::Snapshot;
+use crate::format::stream::decode_list;
+use crate::format::Id;
+
+const GROUP_BYTES: u64 = 8 << 20;
+const READ_AHEAD: usize = 4;
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RestoreStats {
+    pub bytes: u64,
+    pub chunks: u64,
+}
+
+/// Pack ciphers, built from each pack's header on first use.
+#[derive(Default)]
+pub(crate) struct PackCiphers(Mutex<HashMap<Id, Arc<ObjectCipher>>>);
+
+impl PackCiphers {
+    pub(crate) async fn get(&self, repo: &Repository, pack: &Id) -> Result<Arc<ObjectCipher>> {
+        if let Some(c) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(pack) {
+            return Ok(c.clone());
+        }
+        let path = paths::pack(pack);
+        let hb = repo.backend.get_range(&path, 0, HEADER_LEN as u64).await?;
+        let header = Header::decode(&hb, &MAGIC_PACK).map_err(|e| RepoError::format(path.clone(), e))?;
+        if header.cipher != repo.cipher {
+            return Err(RepoError::Corrupt { object: path, reason: "pack sealed with another cipher".into() });
+        }
+        let c = Arc::new(ObjectCipher::new(&repo.keys, &header));
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(*pack, c.clone());
+        Ok(c)
+    }
+}
+
+/// Opens, decompresses and verifies one sealed blob.
+pub(crate) fn decode_blob(repo: &Repository, cipher: &ObjectCipher, pack: &Id, id: &Id, loc: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
+    let object = || format!("blob {} in {}", id.short(), paths::pack(pack));
+    let plain = cipher.open(loc.offset as u64, sealed).map_err(|e| RepoError::codec(object(), e))?;
+    let data = decompress(loc.flags, plain, loc.raw_len).map_err(|e| RepoError::codec(object(), e))?;
+    let actual = repo.keys.chunk_id(&data);
+    if actual != *id {
+        return Err(RepoError::Corrupt { object: object(), reason: format!("content hashes to {}", actual.short()) });
+    }
+    Ok(data)
+}
+
+/// Reads one blob by id (through the index).
+pub async fn read_blob(repo: &Repository, id: &Id, needed_by: &str) -> Result<Vec<u8>> {
+    let r = repo.index.lookup(id)?.ok_or_else(|| RepoError::MissingChunk { chunk: id.to_hex(), needed_by: needed_by.into() })?;
+    let ciphers = PackCiphers::default();
+    let c = ciphers.get(repo, &r.pack).await?;
+    let sealed = repo.backend.get_range(&paths::pack(&r.pack), r.loc.offset as u64, r.loc.stored_len as u64).await?;
+    decode_blob(repo, &c, &r.pack, id, &r.loc, &sealed)
+}
+
+struct Group {
+    pack: Id,
+    start: u64,
+    len: u64,
+    items: Vec<(Id, BlobLocation)>,
+}
+
+fn group(entries: Vec<(Id, BlobRef)>) -> Vec<Group> {
+    let mut out: Vec<Group> = Vec::new();
+    for (id, r) in entries {
+        if let Some(g) = out.last_mut() {
+            if g.pack == r.pack && g.start + g.len == r.loc.offset as u64 && g.len + r.loc.stored_len as u64 <= GROUP_BYTES {
+                g.len += r.loc.stored_len as u64;
+                g.items.push((id, r.loc));
+                continue;
+            }
+        }
+        out.push(Group { pack: r.pack, start: r.loc.offset as u64, len: r.loc.stored_len as u64, items: vec![(id, r.loc)] });
+    }
+    out
+}
+
+async fn fetch_group(repo: Arc<Repository>, ciphers: Arc<PackCiphers>, g: Group) -> Result<Vec<Vec<u8>>> {
+    let cipher = ciphers.get(&repo, &g.pack).await?;
+    let bytes = repo.backend.get_range(&paths::pack(&g.pack), g.start, g.len).await?;
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity(g.items.len());
+        for (id, loc) in &g.items {
+            let from = (loc.offset as u64 - g.start) as usize;
+            out.push(decode_blob(&repo, &cipher, &g.pack, id, loc, &bytes[from..from + loc.stored_len as usize])?);
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| RepoError::Internal(e.to_string()))?
+}
+
+/// Writes the stream of `snap` to `out`, in order. `label` names the snapshot in errors.
+pub async fn restore_stream<W: Write + Send + 'static>(
+    repo: Arc<Repository>,
+    snap: &Snapshot,
+    label: &str,
+    out: W,
+    progress: Arc<dyn Progress>,
+) -> Result<RestoreStats> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(32);
+    let writer = tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut out = out;
+        while let Some(buf) = rx.blocking_recv() {
+            out.write_all(&buf).map_err(RepoError::Output)?;
+            progress.bytes_done(buf.len() as u64);
+        }
+        out.flush().map_err(RepoError::Output)
+    });
+    let ciphers = Arc::new(PackCiphers::default());
+    let mut stats = RestoreStats::default();
+    let fed: Result<()> = async {
+        for list_id in &snap.lists {
+            let entries = decode_list(&read_blob(&repo, list_id, label).await?)
+                .map_err(|e| RepoError::format(format!("content list {} of {label}", list_id.short()), e))?;
+            let ids: Vec<Id> = entries.iter().map(|e| e.0).collect();
+            let refs = repo.index.lookup_many(&ids)?;
+            let mut located = Vec::with_capacity(ids.len());
+            for (id, r) in ids.into_iter().zip(refs) {
+                let r = r.ok_or_else(|| RepoError::MissingChunk { chunk: id.to_hex(), needed_by: label.into() })?;
+                located.push((id, r));
+            }
+            let mut chunks = stream::iter(group(located))
+                .map(|g| fetch_group(repo.clone(), ciphers.clone(), g))
+                .buffered(READ_AHEAD);
+            while let Some(decoded) = chunks.try_next().await? {
+                for c in decoded {
+                    stats.bytes += c.len() as u64;
+                    stats.chunks += 1;
+                    if tx.send(c).await.is_err() {
+                        return Ok(()); // the writer failed; its error is reported below
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let written = writer.await.map_err(|e| RepoError::Internal(e.to_string()))?;
+    written?;
+    fed?;
+    if stats.bytes != snap.size {
+        return Err(RepoError::Corrupt { object: label.into(), reason: format!("restored {} bytes, snapshot says {}", stats.bytes, snap.size) });
+    }
+    Ok(stats)
+}

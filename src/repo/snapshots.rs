@@ -1,0 +1,102 @@
+//! Listing and selecting snapshots.
+
+use futures::stream::{self, StreamExt};
+
+use super::{paths, RepoError, Repository, Result};
+use crate::format::envelope::MAGIC_SNAPSHOT;
+use crate::format::snapshot::Snapshot;
+use crate::format::Id;
+
+/// Which snapshots a command acts on. Names match as globs (`*`, `?`).
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotFilter {
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// Glob match with `*` (any run, also across `/`) and `?` (one character).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+impl SnapshotFilter {
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        self.name.as_ref().is_none_or(|n| glob_match(n, &s.name)) && self.tags.iter().all(|t| s.tags.contains(t))
+    }
+}
+
+/// All snapshots matching `filter`, oldest first. Damaged snapshot files are skipped and
+/// reported as warnings on the index cache.
+pub async fn list_snapshots(repo: &Repository, filter: &SnapshotFilter) -> Result<Vec<(Id, Snapshot)>> {
+    let files = repo.backend.list(paths::SNAPSHOTS_DIR).await?;
+    let loaded: Vec<_> = stream::iter(files)
+        .map(|f| async move {
+            let bytes = repo.backend.get(&f.path).await?;
+            let body = repo.open_object(MAGIC_SNAPSHOT, &bytes, &f.path)?;
+            let s = Snapshot::decode(&body).map_err(|e| RepoError::format(f.path.clone(), e))?;
+            let id = Id::of_bytes(&bytes);
+            Ok::<_, RepoError>((id, s))
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut out = Vec::new();
+    for r in loaded {
+        match r {
+            Ok((id, s)) if filter.matches(&s) => out.push((id, s)),
+            Ok(_) => {}
+            Err(RepoError::Backend(e)) if e.is_not_found() => {} // forgotten meanwhile
+            Err(e) => repo.index.warn(format!("{e}; snapshot skipped")),
+        }
+    }
+    out.sort_by(|a, b| (a.1.time_ns, a.0).cmp(&(b.1.time_ns, b.0)));
+    Ok(out)
+}
+
+/// `latest` (the newest matching `filter`) or a unique id prefix.
+pub async fn resolve_snapshot(repo: &Repository, selector: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot)> {
+    let all = list_snapshots(repo, filter).await?;
+    if selector == "latest" {
+        let what = filter.name.as_deref().map(|n| format!("latest (name {n})")).unwrap_or_else(|| "latest".into());
+        return all.into_iter().next_back().ok_or(RepoError::SnapshotNotFound(what));
+    }
+    let sel = selector.to_ascii_lowercase();
+    let mut hits = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&sel));
+    match (hits.next(), hits.next()) {
+        (Some(h), None) => Ok(h),
+        (Some(_), Some(_)) => Err(RepoError::AmbiguousSnapshot(selector.into())),
+        _ => Err(RepoError::SnapshotNotFound(selector.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("postgres/*", "postgres/fnb-admin"));
+        assert!(!glob_match("postgres/*", "timescaledb/x"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a?c*", "abcdef"));
+        assert!(!glob_match("a?c", "abcd"));
+    }
+}

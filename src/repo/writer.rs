@@ -1,0 +1,300 @@
+//! The stream writer: the backup pipeline.
+//!
+//! ```text
+//! reader thread:  read → FastCDC → batches ──(bounded channel, 2 batches)──┐
+//! pipeline thread: hash batch (rayon) → dedup lookup (cache + this session)│
+//!                  → compress new chunks (rayon) → seal into pack ─────────┘
+//!                  ──(bounded channel, 2 packs)──> uploader task: put packs (2 in flight),
+//!                  write an index file every INDEX_FLUSH_PACKS packs and at the end
+//! then: commit gate (command mode: the child's exit status) → snapshot file, written last.
+//! ```
+//! Memory is bounded by the channel capacities, the pack target size and one content list
+//! (`LIST_MAX_ENTRIES` entries), whatever the stream size.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::Read;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use tokio::sync::mpsc;
+
+use super::packer::{FinishedPack, PackBuilder};
+use super::{paths, RepoError, Repository, Result};
+use crate::codec::compress::compress;
+use crate::format::envelope::{MAGIC_INDEX, MAGIC_SNAPSHOT};
+use crate::format::index::{IndexFile, IndexPack};
+use crate::format::pack::BlobType;
+use crate::format::snapshot::{Snapshot, SnapshotKind};
+use crate::format::stream::{encode_list, LIST_MAX_ENTRIES};
+use crate::format::Id;
+
+const BATCH_BYTES: usize = 4 << 20;
+const INDEX_FLUSH_PACKS: usize = 64;
+const UPLOADS_IN_FLIGHT: usize = 2;
+
+/// What describes a snapshot besides its content.
+#[derive(Clone, Debug)]
+pub struct SnapshotMeta {
+    pub name: String,
+    pub host: String,
+    pub tags: Vec<String>,
+    pub command: String,
+    pub time_ns: i64,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BackupStats {
+    pub bytes_read: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    pub new_bytes: u64,
+    pub packs_written: u64,
+    pub bytes_written: u64,
+    pub index_files_written: u64,
+}
+
+/// Receives progress from long operations; the CLI renders it.
+pub trait Progress: Send + Sync {
+    fn bytes_done(&self, _n: u64) {}
+}
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+type Batch = std::io::Result<Vec<Vec<u8>>>;
+
+fn spawn_reader<R: Read + Send + 'static>(repo: Arc<Repository>, source: R) -> crossbeam_channel::Receiver<Batch> {
+    let (tx, rx) = crossbeam_channel::bounded::<Batch>(2);
+    std::thread::spawn(move || {
+        let mut chunker = crate::codec::chunker::StreamChunker::new(source, &repo.gear, repo.chunker);
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        loop {
+            match chunker.next_chunk() {
+                Ok(Some(c)) => {
+                    bytes += c.len();
+                    batch.push(c);
+                    if bytes >= BATCH_BYTES {
+                        bytes = 0;
+                        if tx.send(Ok(std::mem::take(&mut batch))).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    let _ = tx.send(Ok(batch));
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+struct Pipeline<'a> {
+    repo: &'a Repository,
+    packer: Option<PackBuilder>,
+    pack_tx: mpsc::Sender<FinishedPack>,
+    seen: HashSet<Id>,
+    list: Vec<(Id, u32)>,
+    lists: Vec<Id>,
+    stats: BackupStats,
+}
+
+impl Pipeline<'_> {
+    fn add_blob(&mut self, t: BlobType, id: Id, flags: u8, raw_len: u32, data: Vec<u8>) -> Result<()> {
+        if self.packer.is_none() {
+            self.packer = Some(PackBuilder::new(&self.repo.keys, self.repo.cipher, self.repo.config.pack_target)?);
+        }
+        let p = self.packer.as_mut().ok_or_else(|| RepoError::Internal("no packer".into()))?;
+        p.add(t, id, flags, raw_len, data)?;
+        if p.is_full() {
+            self.flush_pack()?;
+        }
+        Ok(())
+    }
+
+    fn flush_pack(&mut self) -> Result<()> {
+        if let Some(p) = self.packer.take().filter(|p| !p.is_empty()) {
+            let f = p.finish()?;
+            // the uploader is gone only when it failed; its error is the one reported
+            self.pack_tx.blocking_send(f).map_err(|_| RepoError::Aborted("upload stopped".into()))?;
+        }
+        Ok(())
+    }
+
+    fn flush_list(&mut self) -> Result<()> {
+        let bytes = encode_list(&self.list);
+        self.list.clear();
+        let id = self.repo.keys.chunk_id(&bytes);
+        if self.repo.index.lookup(&id)?.is_none() && self.seen.insert(id) {
+            let raw = bytes.len() as u32;
+            let (flags, data) = compress(self.repo.config.zstd_level, bytes);
+            self.add_blob(BlobType::List, id, flags, raw, data)?;
+        }
+        self.lists.push(id);
+        Ok(())
+    }
+
+    fn process(&mut self, batch: Vec<Vec<u8>>) -> Result<()> {
+        let keys = &self.repo.keys;
+        let ids: Vec<Id> = batch.par_iter().map(|c| keys.chunk_id(c)).collect();
+        let known = self.repo.index.lookup_many(&ids)?;
+        let mut fresh = Vec::new();
+        for ((chunk, id), known) in batch.into_iter().zip(ids).zip(known) {
+            let len = chunk.len() as u32;
+            self.stats.bytes_read += len as u64;
+            self.stats.chunks += 1;
+            self.list.push((id, len));
+            if known.is_none() && self.seen.insert(id) {
+                fresh.push((id, chunk));
+            }
+            if self.list.len() == LIST_MAX_ENTRIES {
+                self.flush_list()?;
+            }
+        }
+        let level = self.repo.config.zstd_level;
+        let compressed: Vec<_> = fresh
+            .into_par_iter()
+            .map(|(id, c)| {
+                let raw = c.len() as u32;
+                let (flags, data) = compress(level, c);
+                (id, flags, raw, data)
+            })
+            .collect();
+        for (id, flags, raw, data) in compressed {
+            self.stats.new_chunks += 1;
+            self.stats.new_bytes += raw as u64;
+            self.add_blob(BlobType::Data, id, flags, raw, data)?;
+        }
+        Ok(())
+    }
+}
+
+fn run_pipeline(
+    repo: &Repository,
+    batches: crossbeam_channel::Receiver<Batch>,
+    pack_tx: mpsc::Sender<FinishedPack>,
+    progress: &dyn Progress,
+) -> Result<(Vec<Id>, BackupStats)> {
+    let mut p = Pipeline { repo, packer: None, pack_tx, seen: HashSet::new(), list: vec![], lists: vec![], stats: BackupStats::default() };
+    for batch in batches {
+        let batch = batch.map_err(RepoError::Input)?;
+        let n: usize = batch.iter().map(|c| c.len()).sum();
+        p.process(batch)?;
+        progress.bytes_done(n as u64);
+    }
+    if !p.list.is_empty() {
+        p.flush_list()?;
+    }
+    p.flush_pack()?;
+    Ok((p.lists, p.stats))
+}
+
+/// Writes an index file for `packs` (already stored) and records it in the cache.
+pub(crate) async fn write_index(repo: &Repository, packs: Vec<IndexPack>, supersedes: Vec<Id>) -> Result<Id> {
+    let file = IndexFile { supersedes, packs };
+    let bytes = repo.seal(MAGIC_INDEX, &file.encode())?;
+    let id = Id::of_bytes(&bytes);
+    repo.backend.put(&paths::index(&id), bytes).await?;
+    repo.index.ingest(&[(id.to_hex(), file)])?;
+    Ok(id)
+}
+
+async fn uploader(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>) -> Result<BackupStats> {
+    let mut stats = BackupStats::default();
+    let mut in_flight: VecDeque<tokio::task::JoinHandle<Result<IndexPack>>> = VecDeque::new();
+    let mut done: Vec<IndexPack> = Vec::new();
+    let mut first_err = None;
+    loop {
+        let next = if in_flight.len() >= UPLOADS_IN_FLIGHT { None } else { rx.recv().await };
+        match next {
+            Some(p) => {
+                stats.packs_written += 1;
+                stats.bytes_written += p.bytes.len() as u64;
+                let backend = repo.backend.clone();
+                in_flight.push_back(tokio::spawn(async move {
+                    backend.put(&paths::pack(&p.id), p.bytes).await?;
+                    Ok(p.index)
+                }));
+            }
+            None => {
+                let Some(h) = in_flight.pop_front() else { break };
+                match h.await.map_err(|e| RepoError::Internal(e.to_string())).and_then(|r| r) {
+                    Ok(ix) => done.push(ix),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                        rx.close();
+                    }
+                }
+                if done.len() >= INDEX_FLUSH_PACKS && first_err.is_none() {
+                    write_index(&repo, std::mem::take(&mut done), vec![]).await?;
+                    stats.index_files_written += 1;
+                }
+            }
+        }
+    }
+    // index what did reach the repository, even after an error: later backups reuse it
+    if !done.is_empty() {
+        write_index(&repo, done, vec![]).await?;
+        stats.index_files_written += 1;
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(stats),
+    }
+}
+
+/// Stores `source` as one snapshot. The snapshot is written only after every pack and index
+/// file it needs, and only if `gate` (run after the input ended) succeeds.
+pub async fn backup_stream<R, G>(
+    repo: Arc<Repository>,
+    source: R,
+    meta: SnapshotMeta,
+    progress: Arc<dyn Progress>,
+    gate: G,
+) -> Result<(Id, Snapshot, BackupStats)>
+where
+    R: Read + Send + 'static,
+    G: std::future::Future<Output = Result<()>>,
+{
+    let (pack_tx, pack_rx) = mpsc::channel(2);
+    let up = tokio::spawn(uploader(repo.clone(), pack_rx));
+    let batches = spawn_reader(repo.clone(), source);
+    let r2 = repo.clone();
+    let piped = tokio::task::spawn_blocking(move || run_pipeline(&r2, batches, pack_tx, &*progress)).await;
+    let uploaded = up.await.map_err(|e| RepoError::Internal(e.to_string()))?;
+    let (lists, mut stats) = match (piped.map_err(|e| RepoError::Internal(e.to_string()))?, uploaded) {
+        (Ok(r), Ok(u)) => {
+            let (lists, mut s) = r;
+            s.packs_written = u.packs_written;
+            s.bytes_written = u.bytes_written;
+            s.index_files_written = u.index_files_written;
+            (lists, s)
+        }
+        (Err(RepoError::Aborted(_)), Err(e)) | (Ok(_), Err(e)) => return Err(e),
+        (Err(e), _) => return Err(e),
+    };
+    gate.await?;
+    let snap = Snapshot {
+        time_ns: meta.time_ns,
+        kind: SnapshotKind::Stream,
+        size: stats.bytes_read,
+        chunks: stats.chunks,
+        name: meta.name,
+        host: meta.host,
+        tags: meta.tags,
+        command: meta.command,
+        program: format!("repo {}", env!("CARGO_PKG_VERSION")),
+        lists,
+    };
+    let body = snap.encode().map_err(|e| RepoError::format("snapshot", e))?;
+    let bytes = repo.seal(MAGIC_SNAPSHOT, &body)?;
+    let id = Id::of_bytes(&bytes);
+    stats.bytes_written += bytes.len() as u64;
+    repo.backend.put(&paths::snapshot(&id), bytes).await?;
+    Ok((id, snap, stats))
+}
