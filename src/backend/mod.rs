@@ -71,3 +71,17 @@ pub trait Backend: Send + Sync + 'static {
     /// A human-readable location for messages.
     fn location(&self) -> String;
 }
+
+/// Opens the backend a repository URL names. A plain path is the local filesystem.
+pub fn from_url(url: &str) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
+    if let Some((scheme, _)) = url.split_once("://") {
+        if scheme != "file" {
+            return Err(BackendError::Io {
+                path: url.into(),
+                source: std::io::Error::other(format!("the {scheme}:// backend is not available in this version (only local paths)")),
+            });
+        }
+        return Ok(std::sync::Arc::new(LocalBackend::new(&url["file://".len()..])));
+    }
+    Ok(std::sync::Arc::new(LocalBackend::new(url)))
+}

@@ -38,7 +38,15 @@ mod tests {
         assert_eq!(f, FLAG_ZSTD);
         assert!(c.len() < text.len());
         assert_eq!(decompress(f, c, text.len() as u32).unwrap(), text);
-        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
         let (f, c) = compress(3, noise.clone());
         assert_eq!(f, 0);
         assert_eq!(c, noise);

@@ -137,7 +137,7 @@ mod tests {
     fn golden_snapshot() {
         let s = sample();
         let b = s.encode().unwrap();
-        assert_eq!(&b[..12], &[0, 0, 0x06, 0xC0, 0xF3, 0x7C, 0x8F, 0x18, 1, 0, 0, 0]);
+        assert_eq!(&b[..12], &[0, 64, 255, 72, 103, 250, 147, 24, 1, 0, 0, 0]);
         assert_eq!(&b[28..41], b"\x0b\x00postgres/db");
         assert_eq!(b.len(), 28 + 13 + 3 + 2 + 7 + 2 + 12 + 4 + 32);
         assert_eq!(Snapshot::decode(&b).unwrap(), s);

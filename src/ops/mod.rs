@@ -1,1 +1,48 @@
+//! Layer 4: one module per command. Each takes options, does the work through the engine and
+//! returns a serialisable report; none of them prints.
 
+pub mod backup;
+pub mod init;
+pub mod restore;
+pub mod snapshots;
+pub mod stats;
+
+use crate::format::snapshot::Snapshot;
+use crate::format::Id;
+
+/// RFC 3339 (UTC, nanosecond precision when present) of a snapshot time.
+pub fn rfc3339(time_ns: i64) -> String {
+    let dt = chrono::DateTime::from_timestamp_nanos(time_ns);
+    dt.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// How a snapshot is shown in reports.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub short_id: String,
+    pub time: String,
+    pub name: String,
+    pub host: String,
+    pub tags: Vec<String>,
+    pub size: u64,
+    pub chunks: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub command: String,
+}
+
+impl SnapshotInfo {
+    pub fn new(id: &Id, s: &Snapshot) -> Self {
+        SnapshotInfo {
+            id: id.to_hex(),
+            short_id: id.to_hex()[..8].to_string(),
+            time: rfc3339(s.time_ns),
+            name: s.name.clone(),
+            host: s.host.clone(),
+            tags: s.tags.clone(),
+            size: s.size,
+            chunks: s.chunks,
+            command: s.command.clone(),
+        }
+    }
+}

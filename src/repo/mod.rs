@@ -59,6 +59,10 @@ pub enum RepoError {
     Output(std::io::Error),
     #[error("{0}")]
     Aborted(String),
+    #[error("{command}: could not start: {source}")]
+    CommandStart { command: String, source: std::io::Error },
+    #[error("{command} failed ({status}); no snapshot was committed")]
+    CommandFailed { command: String, status: String },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -1,0 +1,122 @@
+//! Command-line arguments (the contract in the design brief).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "repo", version, about = "Deduplicating, encrypted backups of database dumps", max_term_width = 100)]
+pub struct Cli {
+    /// Repository location: a local path (default backend).
+    #[arg(short = 'r', long = "repo", env = "REPO_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// File holding the password (first line). REPO_PASSWORD gives it directly.
+    #[arg(long, env = "REPO_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Where the local index cache lives (default: the user's cache directory).
+    #[arg(long, env = "REPO_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Print reports as JSON on standard output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print more detail.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create a repository (encrypted unless --encryption none).
+    Init(InitArgs),
+    /// Store standard input, or a command's output, as one snapshot.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(SnapshotsArgs),
+    /// Write a snapshot's stream to standard output or a file.
+    Restore(RestoreArgs),
+    /// Repository size, deduplication and counts.
+    Stats,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Encryption {
+    #[value(name = "aes256gcm")]
+    Aes256Gcm,
+    None,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    #[arg(long, value_enum, default_value = "aes256gcm")]
+    pub encryption: Encryption,
+    /// Average chunk size in bytes (a power of two); min and max default to 1/4 and 4x.
+    #[arg(long)]
+    pub chunk_avg: Option<u32>,
+    #[arg(long)]
+    pub chunk_min: Option<u32>,
+    #[arg(long)]
+    pub chunk_max: Option<u32>,
+    /// Target pack size in bytes.
+    #[arg(long)]
+    pub pack_size: Option<u32>,
+    /// zstd level for chunks.
+    #[arg(long)]
+    pub compression_level: Option<i32>,
+    /// Argon2id memory in KiB (default 65536).
+    #[arg(long, hide = true)]
+    pub kdf_memory: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Read the data to store from standard input.
+    #[arg(long)]
+    pub stdin: bool,
+    /// Snapshot name, e.g. postgres/fnb-admin: snapshots are grouped and found by it.
+    #[arg(long)]
+    pub name: String,
+    /// A tag (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host to record (default: this host's name).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Snapshot time, RFC 3339 (default: now).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Command whose standard output is stored; no snapshot unless it exits 0.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    /// Only snapshots of this name (glob: postgres/*).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only snapshots with this tag (repeatable: all must match).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only the newest K snapshots of each name.
+    #[arg(long)]
+    pub latest: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot id prefix, or `latest`.
+    pub snapshot: String,
+    /// With `latest`: the newest snapshot of this name (glob).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Write to this file (atomically: a temporary name, then renamed) instead of stdout.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+}

@@ -1,0 +1,249 @@
+//! Layer 5: arguments → options, reports → text or JSON, errors → one line and an exit code.
+//!
+//! Exit codes (documented in the README):
+//! 0 success · 1 failure · 10 no repository at the location · 11 lock conflict (reserved) ·
+//! 12 wrong password · 130 interrupted (SIGINT/SIGTERM). A closed standard output
+//! (`repo restore … | head`) counts as success.
+
+mod args;
+mod progress;
+mod render;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+
+use args::{Cli, Cmd, Encryption};
+use progress::Bar;
+use repo::ops;
+use repo::repo::{InitOptions, RepoError, Repository, SnapshotFilter, SnapshotMeta};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_NO_REPOSITORY: i32 = 10;
+pub const EXIT_WRONG_PASSWORD: i32 = 12;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("repo: cannot start the runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("repo: cannot install signal handlers: {e}");
+                return EXIT_FAILURE;
+            }
+        };
+        tokio::select! {
+            r = run(&cli) => match r {
+                Ok(()) => EXIT_OK,
+                Err(e) => report_error(&e),
+            },
+            _ = tokio::signal::ctrl_c() => interrupted(),
+            _ = term.recv() => interrupted(),
+        }
+    })
+}
+
+fn interrupted() -> i32 {
+    eprintln!("repo: interrupted; nothing was committed by the unfinished operation");
+    EXIT_INTERRUPTED
+}
+
+/// One line naming the cause, and the exit code for it.
+fn report_error(e: &anyhow::Error) -> i32 {
+    let code = match e.downcast_ref::<RepoError>() {
+        Some(RepoError::NotARepository { .. }) => EXIT_NO_REPOSITORY,
+        Some(RepoError::WrongPassword { .. }) => EXIT_WRONG_PASSWORD,
+        Some(RepoError::Output(io)) if io.kind() == std::io::ErrorKind::BrokenPipe => return EXIT_OK,
+        _ => EXIT_FAILURE,
+    };
+    let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    eprintln!("repo: {}", chain.join(": "));
+    code
+}
+
+fn password(cli: &Cli) -> anyhow::Result<Option<Vec<u8>>> {
+    if let Ok(p) = std::env::var("REPO_PASSWORD") {
+        return Ok(Some(p.into_bytes()));
+    }
+    match &cli.password_file {
+        Some(f) => {
+            let text = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
+            let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            Ok(Some(line.to_vec()))
+        }
+        None => Ok(None),
+    }
+}
+
+fn repo_url(cli: &Cli) -> anyhow::Result<&str> {
+    cli.repo.as_deref().ok_or_else(|| anyhow!("no repository given: use -r/--repo or set REPO_REPOSITORY"))
+}
+
+async fn open(cli: &Cli) -> anyhow::Result<Arc<Repository>> {
+    let backend = repo::backend::from_url(repo_url(cli)?)?;
+    let pw = password(cli)?;
+    let repo = Repository::open(backend, pw.as_deref(), cli.cache_dir.clone()).await?;
+    warnings(cli, &repo);
+    Ok(Arc::new(repo))
+}
+
+fn warnings(cli: &Cli, repo: &Repository) {
+    for w in repo.index.take_warnings() {
+        if !cli.quiet {
+            eprintln!("repo: warning: {w}");
+        }
+    }
+}
+
+fn emit<T: serde::Serialize>(cli: &Cli, report: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+    let text = if cli.json { serde_json::to_string(report)? } else { human(report) };
+    if cli.json || !cli.quiet {
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "{text}") {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_time(t: Option<&str>) -> anyhow::Result<i64> {
+    match t {
+        None => Ok(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .and_then(|d| d.timestamp_nanos_opt())
+            .ok_or_else(|| anyhow!("--time {s:?}: not an RFC 3339 time such as 2026-02-14T02:00:00Z")),
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<()> {
+    let show_progress = !cli.quiet && !cli.json;
+    match &cli.command {
+        Cmd::Init(a) => {
+            let backend = repo::backend::from_url(repo_url(cli)?)?;
+            let encrypted = matches!(a.encryption, Encryption::Aes256Gcm);
+            let pw = password(cli)?;
+            let mut o = InitOptions { encrypted, ..InitOptions::default() };
+            if let Some(avg) = a.chunk_avg {
+                o.chunk_avg = avg;
+                o.chunk_min = avg / 4;
+                o.chunk_max = avg.saturating_mul(4);
+            }
+            o.chunk_min = a.chunk_min.unwrap_or(o.chunk_min);
+            o.chunk_max = a.chunk_max.unwrap_or(o.chunk_max);
+            o.pack_target = a.pack_size.unwrap_or(o.pack_target);
+            o.zstd_level = a.compression_level.unwrap_or(o.zstd_level);
+            if let Some(m) = a.kdf_memory {
+                o.kdf.m_cost_kib = m;
+            }
+            let r = ops::init::run(&backend, pw.as_deref(), &o).await?;
+            emit(cli, &r, render::init)
+        }
+        Cmd::Backup(a) => {
+            let source = match (a.stdin, a.command.is_empty()) {
+                (true, true) => ops::backup::Source::Stdin,
+                (false, false) => ops::backup::Source::Command(a.command.clone()),
+                (true, false) => return Err(anyhow!("give either --stdin or a command after --, not both")),
+                (false, true) => return Err(anyhow!("nothing to back up: give --stdin or a command after --")),
+            };
+            let meta = SnapshotMeta {
+                name: a.name.clone(),
+                host: a.host.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+                tags: a.tags.clone(),
+                command: String::new(),
+                time_ns: parse_time(a.time.as_deref())?,
+            };
+            let repo = open(cli).await?;
+            let bar = Bar::start("read", show_progress);
+            let r = ops::backup::run(repo.clone(), source, meta, bar.clone()).await;
+            bar.finish();
+            warnings(cli, &repo);
+            emit(cli, &r?, render::backup)
+        }
+        Cmd::Snapshots(a) => {
+            let repo = open(cli).await?;
+            let filter = SnapshotFilter { name: a.name.clone(), tags: a.tags.clone() };
+            let r = ops::snapshots::run(&repo, &filter, a.latest).await?;
+            warnings(cli, &repo);
+            emit(cli, &r, |l| render::snapshots(l))
+        }
+        Cmd::Restore(a) => {
+            let repo = open(cli).await?;
+            let filter = SnapshotFilter { name: a.name.clone(), tags: a.tags.clone() };
+            let bar = Bar::start("restored", show_progress && a.output.is_some());
+            let r = match &a.output {
+                None => {
+                    // a duplicate of fd 1 as a plain file: no line buffering on binary data
+                    use std::os::fd::AsFd;
+                    let out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+                    ops::restore::run(repo.clone(), &a.snapshot, &filter, out, bar.clone()).await.map_err(anyhow::Error::from)
+                }
+                Some(path) => restore_to_file(repo.clone(), &a.snapshot, &filter, path, bar.clone()).await,
+            };
+            bar.finish();
+            warnings(cli, &repo);
+            let r = r?;
+            // the data may be on stdout: the report goes there only with -o
+            if a.output.is_some() {
+                emit(cli, &r, render::restore)
+            } else {
+                if cli.verbose {
+                    eprintln!("{}", render::restore(&r));
+                }
+                Ok(())
+            }
+        }
+        Cmd::Stats => {
+            let repo = open(cli).await?;
+            let r = ops::stats::run(&repo).await?;
+            emit(cli, &r, render::stats)
+        }
+    }
+}
+
+/// Restores into a temporary file beside `path`, then renames it: never a half file under
+/// the final name.
+async fn restore_to_file(
+    repo: Arc<Repository>,
+    selector: &str,
+    filter: &SnapshotFilter,
+    path: &Path,
+    bar: Arc<Bar>,
+) -> anyhow::Result<ops::restore::RestoreReport> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;
+    let tmp: PathBuf = dir.join(format!(".{}.repo-tmp-{}", name.to_string_lossy(), std::process::id()));
+    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let writer = std::io::BufWriter::with_capacity(1 << 20, file.try_clone()?);
+    let result = ops::restore::run(repo, selector, filter, writer, bar).await;
+    let finished = result.map_err(anyhow::Error::from).and_then(|r| {
+        file.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+        Ok(r)
+    });
+    if finished.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    finished
+}

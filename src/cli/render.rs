@@ -1,0 +1,67 @@
+//! Human-readable rendering of reports.
+
+use repo::ops::backup::BackupReport;
+use repo::ops::init::InitReport;
+use repo::ops::restore::RestoreReport;
+use repo::ops::stats::StatsReport;
+use repo::ops::SnapshotInfo;
+
+pub fn size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+pub fn init(r: &InitReport) -> String {
+    format!("created repository {} at {} (encryption: {})", &r.repository_id[..8], r.location, r.encryption)
+}
+
+pub fn backup(r: &BackupReport) -> String {
+    let s = &r.stats;
+    format!(
+        "snapshot {} saved: {} at {}, {} read, {} new in {} of {} chunks, {} written, {:.1} s",
+        r.snapshot.short_id,
+        r.snapshot.name,
+        r.snapshot.time,
+        size(s.bytes_read),
+        size(s.new_bytes),
+        s.new_chunks,
+        s.chunks,
+        size(s.bytes_written),
+        r.seconds
+    )
+}
+
+pub fn snapshots(list: &[SnapshotInfo]) -> String {
+    let mut out = format!("{:<8}  {:<25}  {:<30}  {:>10}  {}\n", "ID", "Time", "Name", "Size", "Tags");
+    for s in list {
+        out += &format!("{:<8}  {:<25}  {:<30}  {:>10}  {}\n", s.short_id, s.time, s.name, size(s.size), s.tags.join(","));
+    }
+    out += &format!("{} snapshots", list.len());
+    out
+}
+
+pub fn restore(r: &RestoreReport) -> String {
+    format!("restored snapshot {} ({}): {} in {:.1} s", r.snapshot.short_id, r.snapshot.name, size(r.stats.bytes), r.seconds)
+}
+
+pub fn stats(r: &StatsReport) -> String {
+    format!(
+        "repository   {}\nencryption   {}\nsnapshots    {}\ntotal size   {}\nunique data  {}\nstored       {} in {} packs ({} blobs, {} index files)\nratio        {:.2}x",
+        r.location,
+        r.encryption,
+        r.snapshots,
+        size(r.total_size),
+        size(r.unique_bytes),
+        size(r.pack_bytes),
+        r.packs,
+        r.blobs,
+        r.index_files,
+        r.ratio
+    )
+}

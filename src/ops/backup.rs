@@ -1,0 +1,73 @@
+//! `repo backup --stdin` and command mode `repo backup -- CMD ARGS...`.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::SnapshotInfo;
+use crate::repo::{backup_stream, BackupStats, Progress, RepoError, Repository, Result, SnapshotMeta};
+
+pub enum Source {
+    /// Read from this process's standard input.
+    Stdin,
+    /// Run this command and read its standard output; its standard error passes through.
+    Command(Vec<String>),
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct BackupReport {
+    pub snapshot: SnapshotInfo,
+    #[serde(flatten)]
+    pub stats: BackupStats,
+    pub seconds: f64,
+}
+
+/// Quotes a command line for messages and the snapshot record.
+pub fn command_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c)) { format!("'{}'", a.replace('\'', "'\\''")) } else { a.clone() })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub async fn run(repo: Arc<Repository>, source: Source, mut meta: SnapshotMeta, progress: Arc<dyn Progress>) -> Result<BackupReport> {
+    let start = Instant::now();
+    let (id, snap, stats) = match source {
+        Source::Stdin => backup_stream(repo, std::io::stdin(), meta, progress, async { Ok(()) }).await?,
+        Source::Command(argv) => {
+            let cmd = command_line(&argv);
+            let prog = argv.first().ok_or_else(|| RepoError::CommandStart { command: String::new(), source: std::io::Error::other("empty command") })?;
+            let mut child = Command::new(prog)
+                .args(&argv[1..])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| RepoError::CommandStart { command: cmd.clone(), source: e })?;
+            let out: Box<dyn Read + Send> = match child.stdout.take() {
+                Some(o) => Box::new(o),
+                None => return Err(RepoError::Internal("child has no stdout".into())),
+            };
+            meta.command = cmd.clone();
+            let gate = async move {
+                let status = tokio::task::spawn_blocking(move || child.wait())
+                    .await
+                    .map_err(|e| RepoError::Internal(e.to_string()))?
+                    .map_err(|e| RepoError::CommandStart { command: cmd.clone(), source: e })?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    let status = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+                        (Some(c), _) => format!("exit status {c}"),
+                        (None, Some(s)) => format!("killed by signal {s}"),
+                        _ => status.to_string(),
+                    };
+                    Err(RepoError::CommandFailed { command: cmd, status })
+                }
+            };
+            backup_stream(repo, out, meta, progress, gate).await?
+        }
+    };
+    Ok(BackupReport { snapshot: SnapshotInfo::new(&id, &snap), stats, seconds: start.elapsed().as_secs_f64() })
+}
