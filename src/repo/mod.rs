@@ -78,6 +78,11 @@ impl RepoError {
 
 pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 
+/// Cheap Argon2id parameters for tests only (never for real repositories).
+pub fn codec_kdf_for_tests() -> KdfParams {
+    KdfParams { m_cost_kib: 256, t_cost: 1, p_cost: 1 }
+}
+
 /// Options for a new repository.
 #[derive(Clone, Debug)]
 pub struct InitOptions {
