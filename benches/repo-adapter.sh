@@ -1,6 +1,6 @@
 # Adapter for ../shared/bench/run-peers.sh (pass as EXTRA_TOOLS=benches/repo-adapter.sh).
 # Config "repo": the release binary with the defaults a user gets (encrypted, default chunker).
-# Configs "repo-c16k", "repo-c64k", "repo-c256k", "repo-c1m": the chunk-size experiment.
+# Configs "repo-c4k" … "repo-c1m" (average chunk size 4 KiB … 1 MiB; min = avg/4, max = 4 avg): the chunk-size experiment.
 # REPO_BIN overrides the binary (default: target/release/repo beside this file).
 _REPO_BIN=${REPO_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/release/repo}
 export _REPO_BIN
@@ -17,7 +17,7 @@ repo_init() { exec "$_REPO_BIN" -q -r "$1" init; }
 repo_backup_stdin() { _repo_backup_stdin "$@"; }
 repo_restore_latest() { _repo_restore_latest "$@"; }
 
-for _avg in 16k:16384 64k:65536 256k:262144 1m:1048576; do
+for _avg in 4k:4096 8k:8192 16k:16384 32k:32768 64k:65536 256k:262144 1m:1048576; do
   _n=${_avg%%:*}; _b=${_avg#*:}
   eval "repo_c${_n}_version() { echo \"\$(\"\$_REPO_BIN\" --version) avg=${_b}\"; }"
   eval "repo_c${_n}_env() { _repo_env; }"

@@ -3,7 +3,7 @@
 
 mod cache;
 mod object;
-mod packer;
+pub mod packer;
 pub mod paths;
 mod reader;
 mod snapshots;

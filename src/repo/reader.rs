@@ -1,8 +1,11 @@
 //! The stream reader: restores a snapshot in order, with read-ahead.
 //!
 //! Consecutive chunks stored next to each other in one pack are fetched with one range read
-//! (up to `GROUP_BYTES`); `READ_AHEAD` groups are fetched and decoded concurrently (decoding
-//! on blocking threads, so both cores work) and written strictly in order by a writer thread.
+//! (a group: at most `GROUP_BYTES` both stored and decompressed); `READ_AHEAD` groups are
+//! fetched and decoded concurrently (decoding on blocking threads, so both cores work) and
+//! written strictly in order by a writer thread. Memory: about
+//! `(READ_AHEAD + WRITE_QUEUE + 1) × 2 × GROUP_BYTES` plus one maximal chunk, whatever the
+//! stream size or compression ratio.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -21,8 +24,9 @@ use crate::format::snapshot::Snapshot;
 use crate::format::stream::decode_list;
 use crate::format::Id;
 
-const GROUP_BYTES: u64 = 8 << 20;
+const GROUP_BYTES: u64 = 4 << 20;
 const READ_AHEAD: usize = 4;
+const WRITE_QUEUE: usize = 2;
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RestoreStats {
@@ -76,6 +80,7 @@ struct Group {
     pack: Id,
     start: u64,
     len: u64,
+    raw: u64,
     items: Vec<(Id, BlobLocation)>,
 }
 
@@ -83,13 +88,16 @@ fn group(entries: Vec<(Id, BlobRef)>) -> Vec<Group> {
     let mut out: Vec<Group> = Vec::new();
     for (id, r) in entries {
         if let Some(g) = out.last_mut() {
-            if g.pack == r.pack && g.start + g.len == r.loc.offset as u64 && g.len + r.loc.stored_len as u64 <= GROUP_BYTES {
-                g.len += r.loc.stored_len as u64;
+            let (stored, raw) = (r.loc.stored_len as u64, r.loc.raw_len as u64);
+            if g.pack == r.pack && g.start + g.len == r.loc.offset as u64 && g.len + stored <= GROUP_BYTES && g.raw + raw <= GROUP_BYTES {
+                g.len += stored;
+                g.raw += raw;
                 g.items.push((id, r.loc));
                 continue;
             }
         }
-        out.push(Group { pack: r.pack, start: r.loc.offset as u64, len: r.loc.stored_len as u64, items: vec![(id, r.loc)] });
+        let (len, raw) = (r.loc.stored_len as u64, r.loc.raw_len as u64);
+        out.push(Group { pack: r.pack, start: r.loc.offset as u64, len, raw, items: vec![(id, r.loc)] });
     }
     out
 }
@@ -117,12 +125,14 @@ pub async fn restore_stream<W: Write + Send + 'static>(
     out: W,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreStats> {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(32);
+    let (tx, mut rx) = mpsc::channel::<Vec<Vec<u8>>>(WRITE_QUEUE);
     let writer = tokio::task::spawn_blocking(move || -> Result<()> {
         let mut out = out;
-        while let Some(buf) = rx.blocking_recv() {
-            out.write_all(&buf).map_err(RepoError::Output)?;
-            progress.bytes_done(buf.len() as u64);
+        while let Some(group) = rx.blocking_recv() {
+            for buf in group {
+                out.write_all(&buf).map_err(RepoError::Output)?;
+                progress.bytes_done(buf.len() as u64);
+            }
         }
         out.flush().map_err(RepoError::Output)
     });
@@ -143,12 +153,10 @@ pub async fn restore_stream<W: Write + Send + 'static>(
                 .map(|g| fetch_group(repo.clone(), ciphers.clone(), g))
                 .buffered(READ_AHEAD);
             while let Some(decoded) = chunks.try_next().await? {
-                for c in decoded {
-                    stats.bytes += c.len() as u64;
-                    stats.chunks += 1;
-                    if tx.send(c).await.is_err() {
-                        return Ok(()); // the writer failed; its error is reported below
-                    }
+                stats.bytes += decoded.iter().map(|c| c.len() as u64).sum::<u64>();
+                stats.chunks += decoded.len() as u64;
+                if tx.send(decoded).await.is_err() {
+                    return Ok(()); // the writer failed; its error is reported below
                 }
             }
         }

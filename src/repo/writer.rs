@@ -8,12 +8,13 @@
 //!                  write an index file every INDEX_FLUSH_PACKS packs and at the end
 //! then: commit gate (command mode: the child's exit status) → snapshot file, written last.
 //! ```
-//! Memory is bounded by the channel capacities, the pack target size and one content list
-//! (`LIST_MAX_ENTRIES` entries), whatever the stream size.
+//! Memory is bounded by the channel capacities, the pack target size, one content list
+//! (`LIST_MAX_ENTRIES` entries) and the ids of chunks written but not yet indexed (the
+//! uploader forgets them once their index file is in the cache), whatever the stream size.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use tokio::sync::mpsc;
@@ -94,11 +95,19 @@ fn spawn_reader<R: Read + Send + 'static>(repo: Arc<Repository>, source: R) -> c
     rx
 }
 
+/// Ids of blobs this backup stored that the index cache does not know yet. The pipeline adds
+/// them; the uploader removes them once an index file naming them is in the cache.
+type Pending = Arc<Mutex<HashSet<Id>>>;
+
+fn pending_insert(p: &Pending, id: Id) -> bool {
+    p.lock().unwrap_or_else(|e| e.into_inner()).insert(id)
+}
+
 struct Pipeline<'a> {
     repo: &'a Repository,
     packer: Option<PackBuilder>,
     pack_tx: mpsc::Sender<FinishedPack>,
-    seen: HashSet<Id>,
+    pending: Pending,
     list: Vec<(Id, u32)>,
     lists: Vec<Id>,
     stats: BackupStats,
@@ -130,7 +139,7 @@ impl Pipeline<'_> {
         let bytes = encode_list(&self.list);
         self.list.clear();
         let id = self.repo.keys.chunk_id(&bytes);
-        if self.repo.index.lookup(&id)?.is_none() && self.seen.insert(id) {
+        if self.repo.index.lookup(&id)?.is_none() && pending_insert(&self.pending, id) {
             let raw = bytes.len() as u32;
             let (flags, data) = compress(self.repo.config.zstd_level, bytes);
             self.add_blob(BlobType::List, id, flags, raw, data)?;
@@ -149,7 +158,7 @@ impl Pipeline<'_> {
             self.stats.bytes_read += len as u64;
             self.stats.chunks += 1;
             self.list.push((id, len));
-            if known.is_none() && self.seen.insert(id) {
+            if known.is_none() && pending_insert(&self.pending, id) {
                 fresh.push((id, chunk));
             }
             if self.list.len() == LIST_MAX_ENTRIES {
@@ -178,9 +187,10 @@ fn run_pipeline(
     repo: &Repository,
     batches: crossbeam_channel::Receiver<Batch>,
     pack_tx: mpsc::Sender<FinishedPack>,
+    pending: Pending,
     progress: &dyn Progress,
 ) -> Result<(Vec<Id>, BackupStats)> {
-    let mut p = Pipeline { repo, packer: None, pack_tx, seen: HashSet::new(), list: vec![], lists: vec![], stats: BackupStats::default() };
+    let mut p = Pipeline { repo, packer: None, pack_tx, pending, list: vec![], lists: vec![], stats: BackupStats::default() };
     for batch in batches {
         let batch = batch.map_err(RepoError::Input)?;
         let n: usize = batch.iter().map(|c| c.len()).sum();
@@ -204,7 +214,18 @@ pub(crate) async fn write_index(repo: &Repository, packs: Vec<IndexPack>, supers
     Ok(id)
 }
 
-async fn uploader(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>) -> Result<BackupStats> {
+/// Writes the index file for `done` and forgets its ids from `pending` (the cache has them).
+async fn index_and_forget(repo: &Repository, done: Vec<IndexPack>, pending: &Pending) -> Result<()> {
+    let ids: Vec<Id> = done.iter().flat_map(|p| p.blobs.iter().map(|b| b.0)).collect();
+    write_index(repo, done, vec![]).await?;
+    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+    for id in ids {
+        p.remove(&id);
+    }
+    Ok(())
+}
+
+async fn uploader(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>, pending: Pending) -> Result<BackupStats> {
     let mut stats = BackupStats::default();
     let mut in_flight: VecDeque<tokio::task::JoinHandle<Result<IndexPack>>> = VecDeque::new();
     let mut done: Vec<IndexPack> = Vec::new();
@@ -231,7 +252,7 @@ async fn uploader(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>) -
                     }
                 }
                 if done.len() >= INDEX_FLUSH_PACKS && first_err.is_none() {
-                    write_index(&repo, std::mem::take(&mut done), vec![]).await?;
+                    index_and_forget(&repo, std::mem::take(&mut done), &pending).await?;
                     stats.index_files_written += 1;
                 }
             }
@@ -239,7 +260,7 @@ async fn uploader(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>) -
     }
     // index what did reach the repository, even after an error: later backups reuse it
     if !done.is_empty() {
-        write_index(&repo, done, vec![]).await?;
+        index_and_forget(&repo, done, &pending).await?;
         stats.index_files_written += 1;
     }
     match first_err {
@@ -262,10 +283,11 @@ where
     G: std::future::Future<Output = Result<()>>,
 {
     let (pack_tx, pack_rx) = mpsc::channel(2);
-    let up = tokio::spawn(uploader(repo.clone(), pack_rx));
+    let pending = Pending::default();
+    let up = tokio::spawn(uploader(repo.clone(), pack_rx, pending.clone()));
     let batches = spawn_reader(repo.clone(), source);
     let r2 = repo.clone();
-    let piped = tokio::task::spawn_blocking(move || run_pipeline(&r2, batches, pack_tx, &*progress)).await;
+    let piped = tokio::task::spawn_blocking(move || run_pipeline(&r2, batches, pack_tx, pending, &*progress)).await;
     let uploaded = up.await.map_err(|e| RepoError::Internal(e.to_string()))?;
     let (lists, mut stats) = match (piped.map_err(|e| RepoError::Internal(e.to_string()))?, uploaded) {
         (Ok(r), Ok(u)) => {
