@@ -119,3 +119,32 @@ fn command_mode_with_a_failing_pg_dump_commits_nothing() {
     let listing = shell(&f, &format!("\"$REPO\" restore latest --name postgres/ok | {}", pg.sh("pg_restore", "-l"))).ok();
     assert!(listing.text().contains("TABLE public t"), "{}", listing.text());
 }
+
+#[test]
+fn verify_restore_passes_real_dumps_and_fails_truncated_ones() {
+    let pg = Pg::start();
+    pg.psql("postgres", "CREATE DATABASE app");
+    ok(Command::new("bash").arg("-c").arg(pg.sh("pgbench", "-i -s 1 -q app")));
+    let f = Fixture::new();
+    let custom = pg.sh("pg_dump", "-Fc -Z0 app");
+    let plain = pg.sh("pg_dump", "app");
+    shell(&f, &format!("{custom} | \"$REPO\" backup --stdin --name good/custom")).ok();
+    shell(&f, &format!("{plain} | \"$REPO\" backup --stdin --name good/plain")).ok();
+    // truncated in the data section: pg_restore --list alone would still read the TOC
+    shell(&f, &format!("({custom} || true) | head -c 3000000 | \"$REPO\" backup --stdin --name bad/custom")).ok();
+    shell(&f, &format!("({plain} || true) | head -c 2000000 | \"$REPO\" backup --stdin --name bad/plain")).ok();
+    let r = f.run(&["--json", "check", "--verify-restore", "pg"], b"");
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    let v = r.json();
+    let verdicts = v["restores"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 4);
+    for d in verdicts {
+        let good = d["name"].as_str().unwrap().starts_with("good/");
+        assert_eq!(d["ok"], good, "{d}");
+        let fmt = if d["name"].as_str().unwrap().ends_with("custom") { "custom" } else { "plain" };
+        assert_eq!(d["format"], fmt, "{d}");
+    }
+    let r = f.run(&["check", "--verify-restore", "pg", "--name", "good/*", "--latest", "1"], b"");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.text().contains("restore ok"), "{}", r.text());
+}

@@ -41,6 +41,55 @@ pub enum Cmd {
     Restore(RestoreArgs),
     /// Repository size, deduplication and counts.
     Stats,
+    /// Verify the repository: structure, and on request every byte and that dumps restore.
+    Check(CheckArgs),
+    /// Rebuild the index from the packs, or remove snapshots that cannot be restored.
+    Repair {
+        #[command(subcommand)]
+        what: RepairCmd,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Read, decrypt and verify every stored byte.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read part of the data: n/m (1/12: all data in twelve runs), a percentage (5%) or a size (500M).
+    #[arg(long, value_name = "SUBSET")]
+    pub read_data_subset: Option<String>,
+    /// Restore the selected dump snapshots through the real pg_restore.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub verify_restore: Option<VerifyKind>,
+    /// With --verify-restore: snapshots of this name (glob).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// With --verify-restore: only the newest K of each name.
+    #[arg(long)]
+    pub latest: Option<usize>,
+    /// The pg_restore program to use.
+    #[arg(long)]
+    pub pg_restore: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum VerifyKind {
+    /// PostgreSQL dumps: custom format through pg_restore, plain SQL checked for completeness.
+    Pg,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCmd {
+    /// Rebuild the index from the pack files (after index files were lost or damaged).
+    Index,
+    /// List snapshots that cannot be restored; remove them with --forget-broken.
+    Snapshots {
+        /// Remove the broken snapshots (refused while the index may be incomplete).
+        #[arg(long)]
+        forget_broken: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

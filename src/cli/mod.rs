@@ -1,9 +1,9 @@
 //! Layer 5: arguments → options, reports → text or JSON, errors → one line and an exit code.
 //!
 //! Exit codes (documented in the README):
-//! 0 success · 1 failure · 10 no repository at the location · 11 lock conflict (reserved) ·
-//! 12 wrong password · 130 interrupted (SIGINT/SIGTERM). A closed standard output
-//! (`repo restore … | head`) counts as success.
+//! 0 success · 1 failure · 4 `check` found damage · 10 no repository at the location ·
+//! 11 lock conflict (reserved) · 12 wrong password · 130 interrupted (SIGINT/SIGTERM).
+//! A closed standard output (`repo restore … | head`) counts as success.
 
 mod args;
 mod progress;
@@ -23,6 +23,7 @@ use repo::repo::{InitOptions, RepoError, Repository, SnapshotFilter, SnapshotMet
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_DAMAGE: i32 = 4;
 pub const EXIT_NO_REPOSITORY: i32 = 10;
 pub const EXIT_WRONG_PASSWORD: i32 = 12;
 pub const EXIT_INTERRUPTED: i32 = 130;
@@ -52,7 +53,7 @@ pub fn main() -> i32 {
         };
         tokio::select! {
             r = run(&cli) => match r {
-                Ok(()) => EXIT_OK,
+                Ok(code) => code,
                 Err(e) => report_error(&e),
             },
             _ = tokio::signal::ctrl_c() => interrupted(),
@@ -99,11 +100,16 @@ fn repo_url(cli: &Cli) -> anyhow::Result<&str> {
 }
 
 async fn open(cli: &Cli) -> anyhow::Result<Arc<Repository>> {
+    let repo = open_keep_warnings(cli).await?;
+    warnings(cli, &repo);
+    Ok(repo)
+}
+
+/// Opens without printing the warnings gathered while opening (`check` reports them itself).
+async fn open_keep_warnings(cli: &Cli) -> anyhow::Result<Arc<Repository>> {
     let backend = repo::backend::from_url(repo_url(cli)?)?;
     let pw = password(cli)?;
-    let repo = Repository::open(backend, pw.as_deref(), cli.cache_dir.clone()).await?;
-    warnings(cli, &repo);
-    Ok(Arc::new(repo))
+    Ok(Arc::new(Repository::open(backend, pw.as_deref(), cli.cache_dir.clone()).await?))
 }
 
 fn warnings(cli: &Cli, repo: &Repository) {
@@ -137,7 +143,42 @@ fn parse_time(t: Option<&str>) -> anyhow::Result<i64> {
     }
 }
 
-async fn run(cli: &Cli) -> anyhow::Result<()> {
+async fn run(cli: &Cli) -> anyhow::Result<i32> {
+    match &cli.command {
+        Cmd::Check(a) => check(cli, a).await,
+        Cmd::Repair { what } => {
+            let repo = open(cli).await?;
+            match what {
+                args::RepairCmd::Index => emit(cli, &ops::repair::repair_index(repo).await?, render::repair_index)?,
+                args::RepairCmd::Snapshots { forget_broken } => {
+                    emit(cli, &ops::repair::repair_snapshots(repo, *forget_broken).await?, render::repair_snapshots)?
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        _ => run_basic(cli).await.map(|()| EXIT_OK),
+    }
+}
+
+async fn check(cli: &Cli, a: &args::CheckArgs) -> anyhow::Result<i32> {
+    use ops::check::{CheckOptions, Subset};
+    let read_data = match (&a.read_data_subset, a.read_data) {
+        (Some(s), _) => Some(s.parse::<Subset>().map_err(|e| anyhow!("--read-data-subset {e}"))?),
+        (None, true) => Some(Subset::All),
+        (None, false) => None,
+    };
+    let verify_restore = a.verify_restore.map(|_| ops::verify_restore::VerifyRestoreOptions {
+        filter: SnapshotFilter { name: a.name.clone(), tags: a.tags.clone() },
+        latest: a.latest,
+        pg_restore: a.pg_restore.clone(),
+    });
+    let repo = open_keep_warnings(cli).await?;
+    let r = ops::check::run(repo, &CheckOptions { read_data, verify_restore }).await?;
+    emit(cli, &r, render::check)?;
+    Ok(if r.ok { EXIT_OK } else { EXIT_DAMAGE })
+}
+
+async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
     let show_progress = !cli.quiet && !cli.json;
     match &cli.command {
         Cmd::Init(a) => {
@@ -219,6 +260,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             let r = ops::stats::run(&repo).await?;
             emit(cli, &r, render::stats)
         }
+        Cmd::Check(_) | Cmd::Repair { .. } => Err(anyhow!("internal: dispatched above")),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Human-readable rendering of reports.
 
 use repo::ops::backup::BackupReport;
+use repo::ops::check::CheckReport;
+use repo::ops::repair::{RepairIndexReport, RepairSnapshotsReport};
 use repo::ops::init::InitReport;
 use repo::ops::restore::RestoreReport;
 use repo::ops::stats::StatsReport;
@@ -64,4 +66,53 @@ pub fn stats(r: &StatsReport) -> String {
         r.index_files,
         r.ratio
     )
+}
+
+pub fn check(r: &CheckReport) -> String {
+    let mut out = format!(
+        "checked {} snapshots, {} index files, {} packs ({} chunks)",
+        r.snapshots, r.index_files, r.packs, r.blobs
+    );
+    if r.packs_read > 0 {
+        out += &format!("; read {} packs ({}) in {:.1} s", r.packs_read, size(r.bytes_read), r.seconds);
+    }
+    for n in &r.notes {
+        out += &format!("\nnote: {n}");
+    }
+    for v in &r.restores {
+        out += &format!("\nrestore {}  {} {} ({}, {}): {}", if v.ok { "ok    " } else { "FAILED" }, v.snapshot, v.name, v.format, size(v.bytes), v.message);
+    }
+    for d in &r.damage {
+        out += &format!("\nDAMAGE {}: {}", d.object, d.problem);
+        if !d.snapshots.is_empty() {
+            out += &format!("\n  needed by {} snapshots: {}", d.snapshots.len(), d.snapshots.join("; "));
+        }
+    }
+    out += &if r.ok { "\nno damage found".to_string() } else { format!("\n{} damaged objects found", r.damage.len()) };
+    out
+}
+
+pub fn repair_index(r: &RepairIndexReport) -> String {
+    let mut out = format!(
+        "read {} packs ({} blobs); wrote {} index files, removed {} old ones",
+        r.packs_read, r.blobs, r.index_files_written, r.index_files_removed
+    );
+    for u in &r.unreadable_packs {
+        out += &format!("\nunreadable pack (its data is not indexed): {u}");
+    }
+    out
+}
+
+pub fn repair_snapshots(r: &RepairSnapshotsReport) -> String {
+    if r.broken.is_empty() {
+        return "no broken snapshots".into();
+    }
+    let mut out = format!("{} snapshots cannot be restored completely:", r.broken.len());
+    for b in &r.broken {
+        out += &format!("\n  {}{}", &b[..8.min(b.len())], if r.removed.contains(b) { " (removed)" } else { "" });
+    }
+    if r.removed.is_empty() {
+        out += "\nnothing removed: pass --forget-broken to remove them";
+    }
+    out
 }

@@ -2,10 +2,13 @@
 //! returns a serialisable report; none of them prints.
 
 pub mod backup;
+pub mod check;
 pub mod init;
+pub mod repair;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;
+pub mod verify_restore;
 
 use crate::format::snapshot::Snapshot;
 use crate::format::Id;

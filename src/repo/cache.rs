@@ -69,6 +69,7 @@ impl IndexCache {
     pub fn open(dir: &Path) -> Result<IndexCache> {
         std::fs::create_dir_all(dir).map_err(|e| cache_err(dir, e))?;
         let path = dir.join("index.redb");
+        let mut notes = vec![];
         let (db, path, temporary) = match Database::create(&path) {
             Ok(db) => (db, path, false),
             Err(DatabaseError::DatabaseAlreadyOpen) => {
@@ -77,13 +78,14 @@ impl IndexCache {
                 let tmp = dir.join(format!("index-{}-{}.redb", std::process::id(), hex::encode(r)));
                 (Database::create(&tmp).map_err(|e| cache_err(&tmp, e))?, tmp, true)
             }
-            Err(_) => {
+            Err(e) => {
                 // unreadable: it is only a cache, so start over
+                notes.push(format!("local cache {} was unreadable ({e}) and was rebuilt", path.display()));
                 let _ = std::fs::remove_file(&path);
                 (Database::create(&path).map_err(|e| cache_err(&path, e))?, path, false)
             }
         };
-        let cache = IndexCache { db, path, temporary, warnings: Mutex::new(vec![]) };
+        let cache = IndexCache { db, path, temporary, warnings: Mutex::new(notes) };
         if cache.version().ok() != Some(CACHE_VERSION) {
             cache.clear()?;
         }

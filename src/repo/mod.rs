@@ -7,13 +7,15 @@ pub mod packer;
 pub mod paths;
 mod reader;
 mod snapshots;
+mod verify;
 mod writer;
 
 pub use cache::{BlobRef, IndexCache};
 pub use object::{open_object, seal_object};
-pub use reader::{read_blob, restore_stream, RestoreStats};
+pub use reader::{read_blob, restore_stream, PackCiphers, RestoreStats};
 pub use snapshots::{list_snapshots, resolve_snapshot, SnapshotFilter};
-pub use writer::{backup_stream, BackupStats, NoProgress, Progress, SnapshotMeta};
+pub use verify::{load_index_file, read_pack_footer, verify_pack_bytes, PackVerdict};
+pub use writer::{backup_stream, write_index, BackupStats, NoProgress, Progress, SnapshotMeta};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -100,9 +102,9 @@ impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
             encrypted: true,
-            chunk_min: 16 * 1024,
-            chunk_avg: 64 * 1024,
-            chunk_max: 256 * 1024,
+            chunk_min: 4 * 1024,
+            chunk_avg: 16 * 1024,
+            chunk_max: 64 * 1024,
             pack_target: 16 * 1024 * 1024,
             zstd_level: 3,
             kdf: KdfParams::default(),

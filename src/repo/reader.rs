@@ -1,7 +1,7 @@
 //! The stream reader: restores a snapshot in order, with read-ahead.
 //!
-//! Consecutive chunks stored next to each other in one pack are fetched with one range read
-//! (a group: at most `GROUP_BYTES` both stored and decompressed); `READ_AHEAD` groups are
+//! Consecutive chunks stored near each other (gaps up to `GROUP_GAP`) in one pack are fetched
+//! with one range read (a group: at most `GROUP_BYTES` both stored and decompressed); `READ_AHEAD` groups are
 //! fetched and decoded concurrently (decoding on blocking threads, so both cores work) and
 //! written strictly in order by a writer thread. Memory: about
 //! `(READ_AHEAD + WRITE_QUEUE + 1) × 2 × GROUP_BYTES` plus one maximal chunk, whatever the
@@ -25,7 +25,9 @@ use crate::format::stream::decode_list;
 use crate::format::Id;
 
 const GROUP_BYTES: u64 = 4 << 20;
-const READ_AHEAD: usize = 4;
+/// Chunks in one pack separated by at most this many unneeded bytes share one read.
+const GROUP_GAP: u64 = 256 << 10;
+const READ_AHEAD: usize = 8;
 const WRITE_QUEUE: usize = 2;
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -36,9 +38,16 @@ pub struct RestoreStats {
 
 /// Pack ciphers, built from each pack's header on first use.
 #[derive(Default)]
-pub(crate) struct PackCiphers(Mutex<HashMap<Id, Arc<ObjectCipher>>>);
+pub struct PackCiphers(Mutex<HashMap<Id, Arc<ObjectCipher>>>);
 
 impl PackCiphers {
+    /// Reads and verifies one blob at a known location (without the index cache).
+    pub async fn read(&self, repo: &Repository, pack: &Id, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let c = self.get(repo, pack).await?;
+        let sealed = repo.backend.get_range(&paths::pack(pack), loc.offset as u64, loc.stored_len as u64).await?;
+        decode_blob(repo, &c, pack, id, loc, &sealed)
+    }
+
     pub(crate) async fn get(&self, repo: &Repository, pack: &Id) -> Result<Arc<ObjectCipher>> {
         if let Some(c) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(pack) {
             return Ok(c.clone());
@@ -70,10 +79,7 @@ pub(crate) fn decode_blob(repo: &Repository, cipher: &ObjectCipher, pack: &Id, i
 /// Reads one blob by id (through the index).
 pub async fn read_blob(repo: &Repository, id: &Id, needed_by: &str) -> Result<Vec<u8>> {
     let r = repo.index.lookup(id)?.ok_or_else(|| RepoError::MissingChunk { chunk: id.to_hex(), needed_by: needed_by.into() })?;
-    let ciphers = PackCiphers::default();
-    let c = ciphers.get(repo, &r.pack).await?;
-    let sealed = repo.backend.get_range(&paths::pack(&r.pack), r.loc.offset as u64, r.loc.stored_len as u64).await?;
-    decode_blob(repo, &c, &r.pack, id, &r.loc, &sealed)
+    PackCiphers::default().read(repo, &r.pack, id, &r.loc).await
 }
 
 struct Group {
@@ -89,8 +95,9 @@ fn group(entries: Vec<(Id, BlobRef)>) -> Vec<Group> {
     for (id, r) in entries {
         if let Some(g) = out.last_mut() {
             let (stored, raw) = (r.loc.stored_len as u64, r.loc.raw_len as u64);
-            if g.pack == r.pack && g.start + g.len == r.loc.offset as u64 && g.len + stored <= GROUP_BYTES && g.raw + raw <= GROUP_BYTES {
-                g.len += stored;
+            let (end, at) = (g.start + g.len, r.loc.offset as u64);
+            if g.pack == r.pack && at >= end && at - end <= GROUP_GAP && at + stored - g.start <= GROUP_BYTES && g.raw + raw <= GROUP_BYTES {
+                g.len = at + stored - g.start;
                 g.raw += raw;
                 g.items.push((id, r.loc));
                 continue;

@@ -205,7 +205,7 @@ fn run_pipeline(
 }
 
 /// Writes an index file for `packs` (already stored) and records it in the cache.
-pub(crate) async fn write_index(repo: &Repository, packs: Vec<IndexPack>, supersedes: Vec<Id>) -> Result<Id> {
+pub async fn write_index(repo: &Repository, packs: Vec<IndexPack>, supersedes: Vec<Id>) -> Result<Id> {
     let file = IndexFile { supersedes, packs };
     let bytes = repo.seal(MAGIC_INDEX, &file.encode())?;
     let id = Id::of_bytes(&bytes);

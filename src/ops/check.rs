@@ -1,0 +1,392 @@
+//! `repo check`: structure, optionally every byte, optionally that dumps restore.
+//!
+//! It only reads the repository (the local cache is the one thing it may rebuild) and takes no
+//! lock, so backups run on during a check. Damage is reported per damaged object together with
+//! every snapshot that needs it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::stream::{self, StreamExt};
+
+use super::verify_restore::{verify_restore, RestoreVerdict, VerifyRestoreOptions};
+use crate::format::envelope::MAGIC_SNAPSHOT;
+use crate::format::index::BlobLocation;
+use crate::format::snapshot::Snapshot;
+use crate::format::stream::decode_list;
+use crate::format::Id;
+use crate::repo::{load_index_file, paths, verify_pack_bytes, RepoError, Repository, Result};
+
+/// Which packs `--read-data-subset` reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Subset {
+    All,
+    /// Part n of m (1-based): a pack is in part `(first 4 bytes of its id as u32 LE) % m + 1`,
+    /// so parts 1..=m together read every pack exactly once.
+    Part { n: u32, m: u32 },
+    /// Each pack with this probability (0..=1).
+    Fraction(f64),
+    /// Random packs up to this many bytes.
+    Bytes(u64),
+}
+
+impl FromStr for Subset {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("{s:?}: expected n/m (1/12), a percentage (5%) or a size (500M, 2G)");
+        if let Some((n, m)) = s.split_once('/') {
+            let (n, m): (u32, u32) = (n.trim().parse().map_err(|_| bad())?, m.trim().parse().map_err(|_| bad())?);
+            if n == 0 || m == 0 || n > m {
+                return Err(bad());
+            }
+            return Ok(Subset::Part { n, m });
+        }
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(bad());
+            }
+            return Ok(Subset::Fraction(p / 100.0));
+        }
+        let (num, mult) = match s.trim().chars().last() {
+            Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+            Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+            Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+            Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
+            _ => (s, 1),
+        };
+        let n: u64 = num.trim().parse().map_err(|_| bad())?;
+        Ok(Subset::Bytes(n.saturating_mul(mult)))
+    }
+}
+
+impl Subset {
+    fn select(&self, packs: Vec<(Id, u64)>) -> Vec<(Id, u64)> {
+        match *self {
+            Subset::All => packs,
+            Subset::Part { n, m } => packs.into_iter().filter(|(id, _)| u32::from_le_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]) % m == n - 1).collect(),
+            Subset::Fraction(f) => packs.into_iter().filter(|_| random_unit() < f).collect(),
+            Subset::Bytes(budget) => {
+                let mut keyed: Vec<_> = packs.into_iter().map(|p| (random_unit(), p)).collect();
+                keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let mut used = 0u64;
+                keyed.into_iter().map(|(_, p)| p).take_while(|(_, len)| {
+                    let take = used < budget;
+                    used += len;
+                    take
+                }).collect()
+            }
+        }
+    }
+}
+
+fn random_unit() -> f64 {
+    let mut b = [0u8; 8];
+    let _ = crate::codec::random_bytes(&mut b);
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    pub read_data: Option<Subset>,
+    pub verify_restore: Option<VerifyRestoreOptions>,
+}
+
+/// One damaged object and the snapshots that cannot be restored because of it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Damage {
+    pub object: String,
+    pub problem: String,
+    pub snapshots: Vec<String>,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub ok: bool,
+    pub snapshots: u64,
+    pub index_files: u64,
+    pub packs: u64,
+    pub blobs: u64,
+    pub duplicate_blobs: u64,
+    pub orphan_packs: u64,
+    pub packs_read: u64,
+    pub bytes_read: u64,
+    /// Ids of the packs read by the data check.
+    pub read_packs: Vec<String>,
+    pub damage: Vec<Damage>,
+    /// Not damage: orphan packs, duplicates, a rebuilt cache.
+    pub notes: Vec<String>,
+    pub restores: Vec<RestoreVerdict>,
+    /// Full ids of snapshots that cannot be restored completely.
+    pub broken_snapshots: Vec<String>,
+    /// True when index files are damaged or packs are in no index: the index may be
+    /// incomplete, so nothing should be removed on the strength of this check.
+    pub index_incomplete: bool,
+    pub seconds: f64,
+}
+
+/// Damage causes, keyed by the object at fault, with the snapshots hurt.
+#[derive(Default)]
+struct Causes(BTreeMap<String, (String, BTreeSet<String>, u64)>);
+
+impl Causes {
+    fn add(&mut self, object: String, problem: impl FnOnce() -> String, snapshot: Option<&str>) {
+        let e = self.0.entry(object).or_insert_with(|| (problem(), BTreeSet::new(), 0));
+        e.2 += 1;
+        if let Some(s) = snapshot {
+            e.1.insert(s.to_string());
+        }
+    }
+}
+
+struct State {
+    locs: HashMap<Id, Vec<(Id, BlobLocation)>>,
+    indexed_packs: HashMap<Id, u64>,
+    bad_packs: HashMap<Id, String>,
+    bad_blobs: HashSet<(Id, Id)>,
+}
+
+impl State {
+    fn usable(&self, id: &Id) -> Option<(Id, BlobLocation)> {
+        self.locs.get(id)?.iter().find(|(p, _)| !self.bad_packs.contains_key(p) && !self.bad_blobs.contains(&(*p, *id))).copied()
+    }
+    /// The object to blame for an unusable blob.
+    fn blame(&self, id: &Id) -> String {
+        match self.locs.get(id).and_then(|l| l.first()) {
+            None => "index".into(),
+            Some((p, _)) => paths::pack(p),
+        }
+    }
+}
+
+const NOT_INDEXED: &str = "chunks needed by snapshots are in no index file";
+
+pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport> {
+    let start = Instant::now();
+    let mut r = CheckReport::default();
+    r.notes.extend(repo.index.take_warnings());
+    let mut causes = Causes::default();
+
+    // packs present
+    let mut present: HashMap<Id, u64> = HashMap::new();
+    for o in repo.backend.list(paths::DATA_DIR).await? {
+        match paths::id_of(&o.path) {
+            Some(id) => {
+                present.insert(id, o.size);
+            }
+            None => r.notes.push(format!("{}: not a repository object (ignored)", o.path)),
+        }
+    }
+    r.packs = present.len() as u64;
+
+    // index files
+    let mut st = State { locs: HashMap::new(), indexed_packs: HashMap::new(), bad_packs: HashMap::new(), bad_blobs: HashSet::new() };
+    let mut damaged_index = Vec::new();
+    let names: Vec<Id> = repo.backend.list(paths::INDEX_DIR).await?.iter().filter_map(|o| paths::id_of(&o.path)).collect();
+    r.index_files = names.len() as u64;
+    for name in names {
+        match load_index_file(&repo, &name).await {
+            Ok(f) => {
+                for p in f.packs {
+                    st.indexed_packs.insert(p.pack, p.pack_len);
+                    for (id, loc) in p.blobs {
+                        st.locs.entry(id).or_default().push((p.pack, loc));
+                    }
+                }
+            }
+            Err(RepoError::Backend(e)) if e.is_not_found() => {} // replaced meanwhile
+            Err(e) => damaged_index.push((paths::index(&name), e.to_string())),
+        }
+    }
+    r.blobs = st.locs.len() as u64;
+    r.duplicate_blobs = st.locs.values().filter(|v| v.len() > 1).count() as u64;
+    if r.duplicate_blobs > 0 {
+        r.notes.push(format!("{} chunks are stored more than once (concurrent backups; prune reclaims the space)", r.duplicate_blobs));
+    }
+
+    for (p, len) in &st.indexed_packs {
+        match present.get(p) {
+            None => drop(st.bad_packs.insert(*p, "missing".into())),
+            Some(s) if s != len => drop(st.bad_packs.insert(*p, format!("size {s} bytes, the index says {len}"))),
+            Some(_) => {}
+        }
+    }
+    let orphans: Vec<&Id> = present.keys().filter(|p| !st.indexed_packs.contains_key(p)).collect();
+    r.orphan_packs = orphans.len() as u64;
+    if !orphans.is_empty() {
+        r.notes.push(format!(
+            "{} packs are in no index file (a backup still running or killed, or a lost index file): {}{}",
+            orphans.len(),
+            orphans.iter().take(3).map(|p| paths::pack(p)).collect::<Vec<_>>().join(", "),
+            if orphans.len() > 3 { ", …" } else { "" }
+        ));
+    }
+    r.index_incomplete = !damaged_index.is_empty() || !orphans.is_empty();
+
+    if let Some(subset) = opts.read_data {
+        read_packs(&repo, &mut st, subset, &mut r, &mut causes).await;
+    }
+
+    check_snapshots(&repo, &st, &mut r, &mut causes).await?;
+
+    // assemble the damage list: every damaged object, with the snapshots it hurts
+    for (p, why) in &st.bad_packs {
+        let obj = paths::pack(p);
+        let hurt = causes.0.remove(&obj).map(|c| c.1).unwrap_or_default();
+        r.damage.push(Damage { object: obj, problem: why.clone(), snapshots: hurt.into_iter().collect() });
+    }
+    let unindexed = causes.0.remove("index");
+    for (obj, (problem, hurt, _)) in std::mem::take(&mut causes.0) {
+        r.damage.push(Damage { object: obj, problem, snapshots: hurt.into_iter().collect() });
+    }
+    let unindexed_hurt: Vec<String> = unindexed.as_ref().map(|c| c.1.iter().cloned().collect()).unwrap_or_default();
+    for (obj, why) in damaged_index {
+        r.damage.push(Damage { object: obj, problem: why, snapshots: unindexed_hurt.clone() });
+    }
+    if let Some((_, hurt, n)) = unindexed {
+        let hint = if r.orphan_packs > 0 { format!("; {} packs are in no index: run `repo repair index`", r.orphan_packs) } else { String::new() };
+        r.damage.push(Damage { object: "index".into(), problem: format!("{n} {NOT_INDEXED}{hint}"), snapshots: hurt.into_iter().collect() });
+    }
+
+    check_cache(&repo, &st, &mut r).await?;
+
+    if let Some(vr) = &opts.verify_restore {
+        r.restores = verify_restore(repo.clone(), vr).await?;
+        for v in r.restores.iter().filter(|v| !v.ok) {
+            r.damage.push(Damage { object: format!("snapshot {}", v.snapshot), problem: format!("{} dump does not restore: {}", v.format, v.message), snapshots: vec![v.snapshot.clone()] });
+        }
+    }
+    r.damage.sort_by(|a, b| a.object.cmp(&b.object));
+    r.ok = r.damage.is_empty();
+    r.seconds = start.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+async fn read_packs(repo: &Arc<Repository>, st: &mut State, subset: Subset, r: &mut CheckReport, causes: &mut Causes) {
+    let mut candidates: Vec<(Id, u64)> = st.indexed_packs.iter().filter(|(p, _)| !st.bad_packs.contains_key(*p)).map(|(p, l)| (*p, *l)).collect();
+    candidates.sort();
+    let chosen = subset.select(candidates);
+    let mut verdicts = stream::iter(chosen)
+        .map(|(p, _)| {
+            let repo = repo.clone();
+            async move {
+                let bytes = repo.backend.get(&paths::pack(&p)).await;
+                let n = bytes.as_ref().map(|b| b.len() as u64).unwrap_or(0);
+                let v = match bytes {
+                    Ok(b) => tokio::task::spawn_blocking(move || verify_pack_bytes(&repo, &p, &b)).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (p, n, v)
+            }
+        })
+        .buffer_unordered(2);
+    while let Some((p, n, v)) = verdicts.next().await {
+        r.packs_read += 1;
+        r.read_packs.push(p.to_hex());
+        r.bytes_read += n;
+        let v = match v {
+            Ok(v) => v,
+            Err(e) => {
+                st.bad_packs.insert(p, e);
+                continue;
+            }
+        };
+        if v.footer.is_none() {
+            st.bad_packs.insert(p, v.pack_error.unwrap_or_else(|| "unreadable".into()));
+            continue;
+        }
+        let obj = paths::pack(&p);
+        if let Some(first) = v.bad_blobs.first() {
+            let problem = format!("{} of {} blobs damaged (first: {})", v.bad_blobs.len(), v.blobs, first.1);
+            causes.0.entry(obj.clone()).or_insert_with(|| (problem, BTreeSet::new(), 0));
+        } else if let Some(e) = &v.pack_error {
+            causes.0.entry(obj.clone()).or_insert_with(|| (e.clone(), BTreeSet::new(), 0));
+        }
+        for (id, _) in v.bad_blobs {
+            st.bad_blobs.insert((p, id));
+        }
+        // the pack must say what the index says about it
+        if let Some(footer) = v.footer {
+            let inside: HashSet<(Id, u32)> = footer.blobs.iter().map(|(id, l)| (*id, l.offset)).collect();
+            let wrong = st.locs.iter().flat_map(|(id, ls)| ls.iter().map(move |(pk, l)| (id, pk, l))).filter(|(id, pk, l)| **pk == p && !inside.contains(&(**id, l.offset))).count();
+            if wrong > 0 {
+                causes.0.entry(obj).or_insert_with(|| (format!("{wrong} index entries disagree with the pack's own footer"), BTreeSet::new(), 0));
+            }
+        }
+    }
+}
+
+async fn check_snapshots(repo: &Arc<Repository>, st: &State, r: &mut CheckReport, causes: &mut Causes) -> Result<()> {
+    let files = repo.backend.list(paths::SNAPSHOTS_DIR).await?;
+    let ciphers = crate::repo::PackCiphers::default();
+    for f in files {
+        let Some(sid) = paths::id_of(&f.path) else { continue };
+        let snap = async {
+            let bytes = repo.backend.get(&f.path).await?;
+            if Id::of_bytes(&bytes) != sid {
+                return Err(RepoError::Corrupt { object: f.path.clone(), reason: "content does not match its name".into() });
+            }
+            let body = repo.open_object(MAGIC_SNAPSHOT, &bytes, &f.path)?;
+            Snapshot::decode(&body).map_err(|e| RepoError::format(f.path.clone(), e))
+        }
+        .await;
+        let snap = match snap {
+            Ok(s) => s,
+            Err(RepoError::Backend(e)) if e.is_not_found() => continue,
+            Err(e) => {
+                r.damage.push(Damage { object: f.path.clone(), problem: e.to_string(), snapshots: vec![sid.to_hex()[..8].to_string()] });
+                r.broken_snapshots.push(sid.to_hex());
+                continue;
+            }
+        };
+        r.snapshots += 1;
+        let label = format!("{} {} {}", &sid.to_hex()[..8], snap.name, super::rfc3339(snap.time_ns));
+        let mut broken = false;
+        for list in &snap.lists {
+            let Some((pack, loc)) = st.usable(list) else {
+                causes.add(st.blame(list), || NOT_INDEXED.into(), Some(&label));
+                broken = true;
+                continue;
+            };
+            let entries = match ciphers.read(repo, &pack, list, &loc).await.and_then(|b| decode_list(&b).map_err(|e| RepoError::format(format!("content list {}", list.short()), e))) {
+                Ok(e) => e,
+                Err(e) => {
+                    causes.add(paths::pack(&pack), || e.to_string(), Some(&label));
+                    broken = true;
+                    continue;
+                }
+            };
+            for (id, _) in entries {
+                if st.usable(&id).is_none() {
+                    causes.add(st.blame(&id), || NOT_INDEXED.into(), Some(&label));
+                    broken = true;
+                }
+            }
+        }
+        if broken {
+            r.broken_snapshots.push(sid.to_hex());
+        }
+    }
+    Ok(())
+}
+
+/// The local cache must agree with the index files; if not, it is rebuilt.
+async fn check_cache(repo: &Repository, st: &State, r: &mut CheckReport) -> Result<()> {
+    let ids: Vec<&Id> = st.locs.keys().collect();
+    let mut disagree = 0u64;
+    for batch in ids.chunks(4096) {
+        let owned: Vec<Id> = batch.iter().map(|i| **i).collect();
+        for (id, c) in owned.iter().zip(repo.index.lookup_many(&owned)?) {
+            let ok = c.is_some_and(|c| st.locs[id].iter().any(|(p, l)| *p == c.pack && *l == c.loc));
+            disagree += u64::from(!ok);
+        }
+    }
+    if disagree > 0 {
+        r.notes.push(format!("the local cache disagreed with the repository on {disagree} chunks and was rebuilt"));
+        repo.index.clear()?;
+        repo.index.sync(repo).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! `repo repair index` and `repo repair snapshots`.
+
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt};
+
+use super::check::{self, CheckOptions};
+use crate::format::Id;
+use crate::repo::{paths, read_pack_footer, write_index, RepoError, Repository, Result};
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RepairIndexReport {
+    pub packs_read: u64,
+    pub blobs: u64,
+    pub index_files_written: u64,
+    pub index_files_removed: u64,
+    /// Packs whose footer could not be read: their data is not indexed.
+    pub unreadable_packs: Vec<String>,
+}
+
+const PACKS_PER_INDEX: usize = 64;
+
+/// Rebuilds the index from the packs' own footers. New index files are written first; only
+/// then are the old ones removed, so a crash in between leaves a complete (duplicated) index.
+pub async fn repair_index(repo: Arc<Repository>) -> Result<RepairIndexReport> {
+    let mut r = RepairIndexReport::default();
+    let old: Vec<Id> = repo.backend.list(paths::INDEX_DIR).await?.iter().filter_map(|o| paths::id_of(&o.path)).collect();
+    let packs = repo.backend.list(paths::DATA_DIR).await?;
+    let mut read = stream::iter(packs.into_iter().filter_map(|o| paths::id_of(&o.path).map(|id| (id, o.size))))
+        .map(|(id, size)| {
+            let repo = repo.clone();
+            async move { (id, read_pack_footer(&repo, &id, size).await) }
+        })
+        .buffer_unordered(8);
+    let mut batch = Vec::new();
+    while let Some((id, res)) = read.next().await {
+        match res {
+            Ok(p) => {
+                r.packs_read += 1;
+                r.blobs += p.blobs.len() as u64;
+                batch.push(p);
+            }
+            Err(e) => r.unreadable_packs.push(format!("{}: {e}", paths::pack(&id))),
+        }
+        if batch.len() >= PACKS_PER_INDEX {
+            write_index(&repo, std::mem::take(&mut batch), vec![]).await?;
+            r.index_files_written += 1;
+        }
+    }
+    if !batch.is_empty() {
+        write_index(&repo, batch, vec![]).await?;
+        r.index_files_written += 1;
+    }
+    for id in old {
+        repo.backend.delete(&paths::index(&id)).await?;
+        r.index_files_removed += 1;
+    }
+    repo.index.clear()?;
+    repo.index.sync(&repo).await?;
+    Ok(r)
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RepairSnapshotsReport {
+    /// Snapshots that cannot be restored completely (full ids).
+    pub broken: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// Lists snapshots that cannot be restored; removes them only with `forget_broken`, and never
+/// while the index may be incomplete (then a snapshot may only look broken).
+pub async fn repair_snapshots(repo: Arc<Repository>, forget_broken: bool) -> Result<RepairSnapshotsReport> {
+    let c = check::run(repo.clone(), &CheckOptions::default()).await?;
+    let mut r = RepairSnapshotsReport { broken: c.broken_snapshots.clone(), removed: vec![] };
+    if forget_broken && !r.broken.is_empty() {
+        if c.index_incomplete {
+            return Err(RepoError::Aborted(format!(
+                "{} snapshots look broken, but the index may be incomplete ({} packs in no index, damaged index files possible): run `repo repair index` first; nothing was removed",
+                r.broken.len(),
+                c.orphan_packs
+            )));
+        }
+        for s in &r.broken {
+            let id = Id::from_hex(s).map_err(|e| RepoError::format("snapshot id", e))?;
+            repo.backend.delete(&paths::snapshot(&id)).await?;
+            r.removed.push(s.clone());
+        }
+    }
+    Ok(r)
+}

@@ -1,0 +1,113 @@
+//! Reading packs and index files back for verification and repair.
+
+use super::reader::decode_blob;
+use super::{paths, RepoError, Repository, Result};
+use crate::codec::crypto::{ObjectCipher, FOOTER_COUNTER};
+use crate::format::envelope::{Header, HEADER_LEN, MAGIC_INDEX, MAGIC_PACK};
+use crate::format::index::{BlobLocation, IndexFile, IndexPack};
+use crate::format::pack::{decode_footer, footer_range};
+use crate::format::Id;
+
+/// Reads and decodes one index file.
+pub async fn load_index_file(repo: &Repository, id: &Id) -> Result<IndexFile> {
+    let path = paths::index(id);
+    let bytes = repo.backend.get(&path).await?;
+    if Id::of_bytes(&bytes) != *id {
+        return Err(RepoError::Corrupt { object: path, reason: "content does not match its name".into() });
+    }
+    let body = repo.open_object(MAGIC_INDEX, &bytes, &path)?;
+    IndexFile::decode(&body).map_err(|e| RepoError::format(path, e))
+}
+
+fn pack_cipher(repo: &Repository, path: &str, head: &[u8]) -> Result<ObjectCipher> {
+    let header = Header::decode(head, &MAGIC_PACK).map_err(|e| RepoError::format(path, e))?;
+    if header.cipher != repo.cipher {
+        return Err(RepoError::Corrupt { object: path.into(), reason: "pack sealed with another cipher".into() });
+    }
+    Ok(ObjectCipher::new(&repo.keys, &header))
+}
+
+/// Decodes a pack's footer (given its header and its tail ending at `pack_len`) into index
+/// entries, checking that the blobs tile the space between header and footer.
+fn footer_entries(repo: &Repository, pack: &Id, head: &[u8], footer: &[u8], footer_start: u64) -> Result<IndexPack> {
+    let path = paths::pack(pack);
+    let cipher = pack_cipher(repo, &path, head)?;
+    let plain = cipher.open(FOOTER_COUNTER, footer).map_err(|e| RepoError::codec(format!("{path} footer"), e))?;
+    let entries = decode_footer(&plain).map_err(|e| RepoError::format(format!("{path} footer"), e))?;
+    let mut offset = HEADER_LEN as u64;
+    let mut blobs = Vec::with_capacity(entries.len());
+    for e in entries {
+        blobs.push((e.id, BlobLocation { blob_type: e.blob_type, flags: e.flags, offset: offset as u32, stored_len: e.stored_len, raw_len: e.raw_len }));
+        offset += e.stored_len as u64;
+    }
+    if offset != footer_start {
+        return Err(RepoError::Corrupt { object: path, reason: format!("blobs end at {offset}, footer starts at {footer_start}") });
+    }
+    Ok(IndexPack { pack: *pack, pack_len: footer_start + footer.len() as u64 + 4, blobs })
+}
+
+/// Reads only the header and footer of a pack: what `repair index` needs.
+pub async fn read_pack_footer(repo: &Repository, pack: &Id, pack_len: u64) -> Result<IndexPack> {
+    let path = paths::pack(pack);
+    if pack_len < HEADER_LEN as u64 + 24 {
+        return Err(RepoError::Corrupt { object: path, reason: format!("{pack_len} bytes is too short for a pack") });
+    }
+    let head = repo.backend.get_range(&path, 0, HEADER_LEN as u64).await?;
+    let tail = repo.backend.get_range(&path, pack_len - 4, 4).await?;
+    let t: [u8; 4] = [tail[0], tail[1], tail[2], tail[3]];
+    let (start, len) = footer_range(&t, pack_len).map_err(|e| RepoError::format(path.clone(), e))?;
+    let footer = repo.backend.get_range(&path, start, len).await?;
+    footer_entries(repo, pack, &head, &footer, start)
+}
+
+/// The outcome of reading a whole pack.
+#[derive(Debug, Default)]
+pub struct PackVerdict {
+    /// A problem with the pack as a whole (name mismatch, unreadable footer).
+    pub pack_error: Option<String>,
+    /// Blobs that failed to decrypt, decompress or hash to their id, with the reason.
+    pub bad_blobs: Vec<(Id, String)>,
+    pub blobs: u64,
+    /// What the footer says (when readable).
+    pub footer: Option<IndexPack>,
+}
+
+/// Verifies every byte of a pack already in memory: its name, its footer and every blob.
+pub fn verify_pack_bytes(repo: &Repository, pack: &Id, bytes: &[u8]) -> PackVerdict {
+    let mut v = PackVerdict::default();
+    if Id::of_bytes(bytes) != *pack {
+        v.pack_error = Some("content does not match its name".into());
+    }
+    let len = bytes.len() as u64;
+    let footer = (|| {
+        if bytes.len() < HEADER_LEN + 24 {
+            return Err(RepoError::Corrupt { object: paths::pack(pack), reason: "too short".into() });
+        }
+        let t: [u8; 4] = [bytes[bytes.len() - 4], bytes[bytes.len() - 3], bytes[bytes.len() - 2], bytes[bytes.len() - 1]];
+        let (start, flen) = footer_range(&t, len).map_err(|e| RepoError::format(paths::pack(pack), e))?;
+        footer_entries(repo, pack, &bytes[..HEADER_LEN], &bytes[start as usize..(start + flen) as usize], start)
+    })();
+    let footer = match footer {
+        Ok(f) => f,
+        Err(e) => {
+            v.pack_error = Some(e.to_string());
+            return v;
+        }
+    };
+    let cipher = match pack_cipher(repo, &paths::pack(pack), &bytes[..HEADER_LEN]) {
+        Ok(c) => c,
+        Err(e) => {
+            v.pack_error = Some(e.to_string());
+            return v;
+        }
+    };
+    for (id, loc) in &footer.blobs {
+        v.blobs += 1;
+        let sealed = &bytes[loc.offset as usize..(loc.offset + loc.stored_len) as usize];
+        if let Err(e) = decode_blob(repo, &cipher, pack, id, loc, sealed) {
+            v.bad_blobs.push((*id, e.to_string()));
+        }
+    }
+    v.footer = Some(footer);
+    v
+}
