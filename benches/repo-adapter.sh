@@ -25,3 +25,13 @@ for _avg in 4k:4096 8k:8192 16k:16384 32k:32768 64k:65536 256k:262144 1m:1048576
   eval "repo_c${_n}_backup_stdin() { _repo_backup_stdin \"\$@\"; }"
   eval "repo_c${_n}_restore_latest() { _repo_restore_latest \"\$@\"; }"
 done
+
+# Pack-size experiment: "repo-p4m", "repo-p64m" (default chunker; pack target 4 MiB / 64 MiB).
+for _p in 4m:4194304 64m:67108864; do
+  _n=${_p%%:*}; _b=${_p#*:}
+  eval "repo_p${_n}_version() { echo \"\$(\"\$_REPO_BIN\" --version) pack=${_b}\"; }"
+  eval "repo_p${_n}_env() { _repo_env; }"
+  eval "repo_p${_n}_init() { exec \"\$_REPO_BIN\" -q -r \"\$1\" init --pack-size ${_b}; }"
+  eval "repo_p${_n}_backup_stdin() { _repo_backup_stdin \"\$@\"; }"
+  eval "repo_p${_n}_restore_latest() { _repo_restore_latest \"\$@\"; }"
+done

@@ -20,6 +20,7 @@ pub const MAGIC_CONFIG: [u8; 4] = *b"RCFG";
 pub const MAGIC_PACK: [u8; 4] = *b"RPCK";
 pub const MAGIC_INDEX: [u8; 4] = *b"RIDX";
 pub const MAGIC_SNAPSHOT: [u8; 4] = *b"RSNP";
+pub const MAGIC_PRUNE_RECORD: [u8; 4] = *b"RPRN";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]

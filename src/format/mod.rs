@@ -8,7 +8,9 @@ pub mod config;
 pub mod envelope;
 pub mod index;
 pub mod key;
+pub mod lock;
 pub mod pack;
+pub mod prune;
 pub mod snapshot;
 pub mod stream;
 

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod forget;
 pub mod init;
 pub mod repair;
 pub mod restore;

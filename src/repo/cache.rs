@@ -24,6 +24,13 @@ const INDEX_FILES: TableDefinition<&str, u64> = TableDefinition::new("index_file
 const PACKS: TableDefinition<&[u8], u64> = TableDefinition::new("packs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const CACHE_VERSION: u64 = 1;
+/// redb's page cache defaults to 1 GiB and grows with the table: cap it so that memory does
+/// not depend on the repository or stream size.
+const PAGE_CACHE_BYTES: usize = 16 << 20;
+
+fn create_db(path: &Path) -> std::result::Result<Database, DatabaseError> {
+    Database::builder().set_cache_size(PAGE_CACHE_BYTES).create(path)
+}
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,19 +77,19 @@ impl IndexCache {
         std::fs::create_dir_all(dir).map_err(|e| cache_err(dir, e))?;
         let path = dir.join("index.redb");
         let mut notes = vec![];
-        let (db, path, temporary) = match Database::create(&path) {
+        let (db, path, temporary) = match create_db(&path) {
             Ok(db) => (db, path, false),
             Err(DatabaseError::DatabaseAlreadyOpen) => {
                 let mut r = [0u8; 8];
                 crate::codec::random_bytes(&mut r).map_err(|e| cache_err(dir, e))?;
                 let tmp = dir.join(format!("index-{}-{}.redb", std::process::id(), hex::encode(r)));
-                (Database::create(&tmp).map_err(|e| cache_err(&tmp, e))?, tmp, true)
+                (create_db(&tmp).map_err(|e| cache_err(&tmp, e))?, tmp, true)
             }
             Err(e) => {
                 // unreadable: it is only a cache, so start over
                 notes.push(format!("local cache {} was unreadable ({e}) and was rebuilt", path.display()));
                 let _ = std::fs::remove_file(&path);
-                (Database::create(&path).map_err(|e| cache_err(&path, e))?, path, false)
+                (create_db(&path).map_err(|e| cache_err(&path, e))?, path, false)
             }
         };
         let cache = IndexCache { db, path, temporary, warnings: Mutex::new(notes) };

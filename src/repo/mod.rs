@@ -2,6 +2,7 @@
 //! the stream writer and reader, snapshots.
 
 mod cache;
+pub mod lease;
 mod object;
 pub mod packer;
 pub mod paths;
@@ -51,6 +52,8 @@ pub enum RepoError {
     Cache { path: String, reason: String },
     #[error("no snapshot matches {0}")]
     SnapshotNotFound(String),
+    #[error("{0}")]
+    LockConflict(String),
     #[error("snapshot id prefix {0} is ambiguous")]
     AmbiguousSnapshot(String),
     #[error("chunk {chunk} is not in the index (needed by {needed_by})")]

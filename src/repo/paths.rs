@@ -7,6 +7,8 @@ pub const KEYS_DIR: &str = "keys/";
 pub const DATA_DIR: &str = "data/";
 pub const INDEX_DIR: &str = "index/";
 pub const SNAPSHOTS_DIR: &str = "snapshots/";
+pub const LOCKS_DIR: &str = "locks/";
+pub const PRUNE_DIR: &str = "prune/";
 
 pub fn key(id: &Id) -> String {
     format!("keys/{}", id.to_hex())
@@ -26,4 +28,7 @@ pub fn snapshot(id: &Id) -> String {
 pub fn id_of(path: &str) -> Option<Id> {
     let name = path.rsplit('/').next()?;
     Id::from_hex(name).ok()
+}
+pub fn prune_record(id: &Id) -> String {
+    format!("prune/{}", id.to_hex())
 }

@@ -1,0 +1,101 @@
+//! Leases (`locks/<name>`): a running backup or prune announces itself. Nothing ever waits
+//! for a backup lease; a prune only delays deleting data until the leases that existed when it
+//! condemned the data are gone (see `format-spec/prune.md`).
+//!
+//! Name: `<kind>-<lease id: 16 hex digits>-<refresh time: Unix seconds, decimal>`, kind =
+//! `backup` | `prune`. A lease is refreshed by writing the same kind and id with a new time and
+//! then deleting the older name, so the newest time of a lease id is its last refresh, readable
+//! from a listing alone. Body (informational, for messages):
+//! ```text
+//! 0 4 magic b"RLCK" | 4 1 version 1 | 5 4 pid u32 | 9 str16 host (<= 255)
+//! ```
+
+use super::{invalid, FormatError, Reader, Writer};
+
+pub const MAGIC_LOCK: [u8; 4] = *b"RLCK";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LeaseKind {
+    Backup,
+    Prune,
+}
+
+impl LeaseKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LeaseKind::Backup => "backup",
+            LeaseKind::Prune => "prune",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseName {
+    pub kind: LeaseKind,
+    pub id: u64,
+    pub time: i64,
+}
+
+impl LeaseName {
+    pub fn encode(&self) -> String {
+        format!("{}-{:016x}-{}", self.kind.as_str(), self.id, self.time)
+    }
+    pub fn decode(name: &str) -> Result<LeaseName, FormatError> {
+        let mut parts = name.splitn(3, '-');
+        let kind = match parts.next() {
+            Some("backup") => LeaseKind::Backup,
+            Some("prune") => LeaseKind::Prune,
+            _ => return Err(invalid("lease name", name.chars().take(80).collect::<String>())),
+        };
+        let id = parts.next().filter(|s| s.len() == 16).and_then(|s| u64::from_str_radix(s, 16).ok());
+        let time = parts.next().and_then(|s| s.parse::<i64>().ok());
+        match (id, time) {
+            (Some(id), Some(time)) => Ok(LeaseName { kind, id, time }),
+            _ => Err(invalid("lease name", name.chars().take(80).collect::<String>())),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseBody {
+    pub pid: u32,
+    pub host: String,
+}
+
+impl LeaseBody {
+    pub fn encode(&self) -> Vec<u8> {
+        let host: String = self.host.chars().take(255).collect();
+        let host = if host.len() > 255 { String::new() } else { host };
+        let mut w = Writer::new();
+        w.bytes(&MAGIC_LOCK).u8(1).u32(self.pid).str16(&host);
+        w.finish()
+    }
+    pub fn decode(data: &[u8]) -> Result<LeaseBody, FormatError> {
+        let mut r = Reader::new(data);
+        r.expect_magic(&MAGIC_LOCK)?;
+        let v = r.u8()?;
+        if v != 1 {
+            return Err(FormatError::UnsupportedVersion(v));
+        }
+        let b = LeaseBody { pid: r.u32()?, host: r.str16("host", 255)? };
+        r.finish()?;
+        Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_lease() {
+        let n = LeaseName { kind: LeaseKind::Backup, id: 0xabc, time: 1_771_034_400 };
+        assert_eq!(n.encode(), "backup-0000000000000abc-1771034400");
+        assert_eq!(LeaseName::decode(&n.encode()).unwrap(), n);
+        assert!(LeaseName::decode("backup-xyz-1").is_err());
+        assert!(LeaseName::decode("other-0000000000000abc-1").is_err());
+        let b = LeaseBody { pid: 7, host: "h".into() };
+        assert_eq!(b.encode(), vec![b'R', b'L', b'C', b'K', 1, 7, 0, 0, 0, 1, 0, b'h']);
+        assert_eq!(LeaseBody::decode(&b.encode()).unwrap(), b);
+    }
+}
