@@ -51,14 +51,14 @@ async fn backup_killed_at_every_write_point_leaves_a_usable_repository() {
     let mut v2 = v1.clone();
     v2.extend(common::noise(600_000, 2));
     let r = Arc::new(open(base.clone(), tmp.path()).await);
-    backup_stream(r.clone(), std::io::Cursor::new(v1.clone()), meta("a"), Arc::new(NoProgress), async { Ok(()) }).await.unwrap();
+    backup_stream(r.clone(), std::io::Cursor::new(v1.clone()), meta("a"), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await.unwrap();
     drop(r);
 
     let mut points = 0;
     for allowed in 0.. {
         let fault = Arc::new(FaultBackend::new(base.clone(), allowed));
         let r = Arc::new(open(fault.clone(), tmp.path()).await);
-        let res = backup_stream(r.clone(), std::io::Cursor::new(v2.clone()), meta("b"), Arc::new(NoProgress), async { Ok(()) }).await;
+        let res = backup_stream(r.clone(), std::io::Cursor::new(v2.clone()), meta("b"), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await;
         drop(r);
         let r = Arc::new(open(base.clone(), tmp.path()).await);
         let snaps = list_snapshots(&r, &SnapshotFilter::default()).await.unwrap();
@@ -74,7 +74,7 @@ async fn backup_killed_at_every_write_point_leaves_a_usable_repository() {
     assert!(points >= 5, "the test covered {points} kill points");
     // and the repository takes the next backup
     let r = Arc::new(open(base.clone(), tmp.path()).await);
-    backup_stream(r.clone(), std::io::Cursor::new(v2.clone()), meta("c"), Arc::new(NoProgress), async { Ok(()) }).await.unwrap();
+    backup_stream(r.clone(), std::io::Cursor::new(v2.clone()), meta("c"), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await.unwrap();
     assert_eq!(restore(r, "c").await, v2);
 }
 
@@ -85,7 +85,7 @@ async fn a_failing_commit_gate_writes_no_snapshot() {
     let opts = InitOptions { kdf: engine::codec_kdf_for_tests(), ..InitOptions::default() };
     engine::init(&base, Some(b"pw"), &opts).await.unwrap();
     let r = Arc::new(open(base.clone(), tmp.path()).await);
-    let res = backup_stream(r.clone(), std::io::Cursor::new(vec![1u8; 1000]), meta("x"), Arc::new(NoProgress), async {
+    let res = backup_stream(r.clone(), std::io::Cursor::new(vec![1u8; 1000]), meta("x"), Arc::new(NoProgress), Default::default(), async {
         Err(engine::RepoError::CommandFailed { command: "pg_dump".into(), status: "exit status 1".into() })
     })
     .await;

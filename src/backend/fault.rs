@@ -1,5 +1,6 @@
 //! A backend that stops writing at a chosen point, for crash tests: after `puts_allowed`
-//! successful writes every further `put` fails, as if the process had died there.
+//! successful writes every further `put` fails, as if the process had died there. With
+//! `count_deletes`, deletes count as writes too (for prune, whose steps are mostly deletes).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,12 +13,24 @@ pub struct FaultBackend {
     inner: Arc<dyn Backend>,
     puts_allowed: AtomicI64,
     puts_done: AtomicU64,
+    count_deletes: bool,
 }
 
 impl FaultBackend {
     /// `puts_allowed < 0` never fails.
     pub fn new(inner: Arc<dyn Backend>, puts_allowed: i64) -> Self {
-        FaultBackend { inner, puts_allowed: AtomicI64::new(puts_allowed), puts_done: AtomicU64::new(0) }
+        FaultBackend { inner, puts_allowed: AtomicI64::new(puts_allowed), puts_done: AtomicU64::new(0), count_deletes: false }
+    }
+    /// Like `new`, but deletes count as writes and fail too once the budget is spent.
+    pub fn counting_deletes(inner: Arc<dyn Backend>, writes_allowed: i64) -> Self {
+        FaultBackend { count_deletes: true, ..Self::new(inner, writes_allowed) }
+    }
+    fn spend(&self, path: &str) -> Result<(), BackendError> {
+        let allowed = self.puts_allowed.load(Ordering::SeqCst);
+        if allowed >= 0 && self.puts_done.fetch_add(1, Ordering::SeqCst) >= allowed as u64 {
+            return Err(BackendError::Injected { path: path.into() });
+        }
+        Ok(())
     }
     pub fn puts_done(&self) -> u64 {
         self.puts_done.load(Ordering::SeqCst)
@@ -27,10 +40,7 @@ impl FaultBackend {
 #[async_trait]
 impl Backend for FaultBackend {
     async fn put(&self, path: &str, data: Vec<u8>) -> Result<(), BackendError> {
-        let allowed = self.puts_allowed.load(Ordering::SeqCst);
-        if allowed >= 0 && self.puts_done.fetch_add(1, Ordering::SeqCst) >= allowed as u64 {
-            return Err(BackendError::Injected { path: path.into() });
-        }
+        self.spend(path)?;
         self.inner.put(path, data).await
     }
     async fn get(&self, path: &str) -> Result<Vec<u8>, BackendError> {
@@ -46,6 +56,9 @@ impl Backend for FaultBackend {
         self.inner.stat(path).await
     }
     async fn delete(&self, path: &str) -> Result<(), BackendError> {
+        if self.count_deletes {
+            self.spend(path)?;
+        }
         self.inner.delete(path).await
     }
     fn location(&self) -> String {

@@ -43,6 +43,10 @@ pub enum Cmd {
     Stats,
     /// Verify the repository: structure, and on request every byte and that dumps restore.
     Check(CheckArgs),
+    /// Remove snapshots by retention policy (grouped by name) or by id.
+    Forget(ForgetArgs),
+    /// Reclaim the space of data no snapshot needs (safe while backups run).
+    Prune(PruneArgs),
     /// Rebuild the index from the packs, or remove snapshots that cannot be restored.
     Repair {
         #[command(subcommand)]
@@ -168,4 +172,56 @@ pub struct RestoreArgs {
     /// Write to this file (atomically: a temporary name, then renamed) instead of stdout.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshots to remove by id prefix (instead of a policy).
+    pub snapshots: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    pub keep_last: usize,
+    #[arg(long, default_value_t = 0)]
+    pub keep_hourly: usize,
+    #[arg(long, default_value_t = 0)]
+    pub keep_daily: usize,
+    #[arg(long, default_value_t = 0)]
+    pub keep_weekly: usize,
+    #[arg(long, default_value_t = 0)]
+    pub keep_monthly: usize,
+    #[arg(long, default_value_t = 0)]
+    pub keep_yearly: usize,
+    /// Keep every snapshot within this duration of the newest one (7d, 24h, 2w, 1y6m).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long = "keep-tag")]
+    pub keep_tags: Vec<String>,
+    /// Only snapshots of this name (glob).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only snapshots with this tag.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Time zone of the hour/day/week/month/year buckets (IANA name, e.g. Europe/Berlin).
+    #[arg(long, default_value = "UTC")]
+    pub tz: String,
+    /// Show what would be kept and removed, and why; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run `prune` afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: see `repo prune --max-unused`.
+    #[arg(long, default_value = "5%")]
+    pub max_unused: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Report what would be removed and repacked; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Repack partly used packs while more than this share of stored bytes is unused.
+    #[arg(long, default_value = "5%")]
+    pub max_unused: String,
 }

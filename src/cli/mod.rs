@@ -2,7 +2,7 @@
 //!
 //! Exit codes (documented in the README):
 //! 0 success · 1 failure · 4 `check` found damage · 10 no repository at the location ·
-//! 11 lock conflict (reserved) · 12 wrong password · 130 interrupted (SIGINT/SIGTERM).
+//! 11 another prune is running · 12 wrong password · 130 interrupted (SIGINT/SIGTERM).
 //! A closed standard output (`repo restore … | head`) counts as success.
 
 mod args;
@@ -25,6 +25,7 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_DAMAGE: i32 = 4;
 pub const EXIT_NO_REPOSITORY: i32 = 10;
+pub const EXIT_LOCKED: i32 = 11;
 pub const EXIT_WRONG_PASSWORD: i32 = 12;
 pub const EXIT_INTERRUPTED: i32 = 130;
 
@@ -72,6 +73,7 @@ fn report_error(e: &anyhow::Error) -> i32 {
     let code = match e.downcast_ref::<RepoError>() {
         Some(RepoError::NotARepository { .. }) => EXIT_NO_REPOSITORY,
         Some(RepoError::WrongPassword { .. }) => EXIT_WRONG_PASSWORD,
+        Some(RepoError::LockConflict(_)) => EXIT_LOCKED,
         Some(RepoError::Output(io)) if io.kind() == std::io::ErrorKind::BrokenPipe => return EXIT_OK,
         _ => EXIT_FAILURE,
     };
@@ -156,8 +158,54 @@ async fn run(cli: &Cli) -> anyhow::Result<i32> {
             }
             Ok(EXIT_OK)
         }
+        Cmd::Forget(a) => forget(cli, a).await.map(|()| EXIT_OK),
+        Cmd::Prune(a) => {
+            let repo = open(cli).await?;
+            let opts = ops::prune::PruneOptions { dry_run: a.dry_run, max_unused: parse_share(&a.max_unused)? };
+            emit(cli, &ops::prune::run(repo, &opts).await?, render::prune)?;
+            Ok(EXIT_OK)
+        }
         _ => run_basic(cli).await.map(|()| EXIT_OK),
     }
+}
+
+fn parse_share(s: &str) -> anyhow::Result<f64> {
+    let v: f64 = s.trim().trim_end_matches('%').parse().map_err(|_| anyhow!("--max-unused {s:?}: expected a percentage such as 5%"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(anyhow!("--max-unused {s:?}: must be between 0% and 100%"));
+    }
+    Ok(v / 100.0)
+}
+
+async fn forget(cli: &Cli, a: &args::ForgetArgs) -> anyhow::Result<()> {
+    use ops::forget::policy::{parse_duration, Policy};
+    let policy = Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within_ns: a.keep_within.as_deref().map(parse_duration).transpose().map_err(|e| anyhow!("--keep-within {e}"))?,
+        tags: a.keep_tags.clone(),
+    };
+    let tz: chrono_tz::Tz = a.tz.parse().map_err(|_| anyhow!("--tz {:?}: not a time zone name such as UTC or Europe/Berlin", a.tz))?;
+    let max_unused = parse_share(&a.max_unused)?;
+    let repo = open(cli).await?;
+    let opts = ops::forget::ForgetOptions {
+        policy,
+        ids: a.snapshots.clone(),
+        filter: SnapshotFilter { name: a.name.clone(), tags: a.tags.clone() },
+        tz,
+        dry_run: a.dry_run,
+    };
+    let r = ops::forget::run(&repo, &opts).await?;
+    emit(cli, &r, render::forget)?;
+    if a.prune && !a.dry_run {
+        let p = ops::prune::run(repo, &ops::prune::PruneOptions { dry_run: false, max_unused }).await?;
+        emit(cli, &p, render::prune)?;
+    }
+    Ok(())
 }
 
 async fn check(cli: &Cli, a: &args::CheckArgs) -> anyhow::Result<i32> {
@@ -260,7 +308,7 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
             let r = ops::stats::run(&repo).await?;
             emit(cli, &r, render::stats)
         }
-        Cmd::Check(_) | Cmd::Repair { .. } => Err(anyhow!("internal: dispatched above")),
+        Cmd::Check(_) | Cmd::Repair { .. } | Cmd::Forget(_) | Cmd::Prune(_) => Err(anyhow!("internal: dispatched above")),
     }
 }
 

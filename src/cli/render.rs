@@ -2,6 +2,8 @@
 
 use repo::ops::backup::BackupReport;
 use repo::ops::check::CheckReport;
+use repo::ops::forget::ForgetReport;
+use repo::ops::prune::PruneReport;
 use repo::ops::repair::{RepairIndexReport, RepairSnapshotsReport};
 use repo::ops::init::InitReport;
 use repo::ops::restore::RestoreReport;
@@ -113,6 +115,45 @@ pub fn repair_snapshots(r: &RepairSnapshotsReport) -> String {
     }
     if r.removed.is_empty() {
         out += "\nnothing removed: pass --forget-broken to remove them";
+    }
+    out
+}
+
+pub fn forget(r: &ForgetReport) -> String {
+    let mut out = String::new();
+    for g in &r.groups {
+        out += &format!("{}: keep {}, remove {}\n", g.name, g.keep.len(), g.remove.len());
+        for e in &g.keep {
+            out += &format!("  keep    {}  {}  ({})\n", e.snapshot.short_id, e.snapshot.time, e.reasons.join(", "));
+        }
+        for e in &g.remove {
+            out += &format!("  remove  {}  {}\n", e.snapshot.short_id, e.snapshot.time);
+        }
+    }
+    out += &format!("{} {} snapshots, kept {}", if r.dry_run { "would remove" } else { "removed" }, r.removed, r.kept);
+    out
+}
+
+pub fn prune(r: &PruneReport) -> String {
+    let mut out = format!(
+        "{} snapshots need {} chunks in {} packs; {} {} packs ({}), {} of them repacked into {}",
+        r.snapshots,
+        r.live_chunks,
+        r.packs,
+        if r.dry_run { "would condemn" } else { "condemned" },
+        r.packs_condemned,
+        size(r.bytes_condemned),
+        r.packs_repacked,
+        size(r.bytes_repacked_into)
+    );
+    if !r.dry_run {
+        out += &format!("\ndeleted {} packs and {} index files: {} freed", r.packs_deleted, r.index_files_deleted, size(r.bytes_freed));
+        if r.packs_resurrected > 0 {
+            out += &format!("; {} packs kept because snapshots committed meanwhile need them", r.packs_resurrected);
+        }
+        if r.records_waiting > 0 {
+            out += &format!("\n{} prune records wait for {} running backups; the next prune finishes them", r.records_waiting, r.running_backups);
+        }
     }
     out
 }

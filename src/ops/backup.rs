@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::SnapshotInfo;
+use crate::format::lock::LeaseKind;
+use crate::repo::lease::{condemned_packs, Lease, LEASE_EXPIRY_SECS};
 use crate::repo::{backup_stream, BackupStats, Progress, RepoError, Repository, Result, SnapshotMeta};
 
 pub enum Source {
@@ -31,10 +33,33 @@ pub fn command_line(argv: &[String]) -> String {
         .join(" ")
 }
 
-pub async fn run(repo: Arc<Repository>, source: Source, mut meta: SnapshotMeta, progress: Arc<dyn Progress>) -> Result<BackupReport> {
+/// Runs a backup under a lease (see `format-spec/prune.md`): the lease is written before the
+/// prune records are read, kept fresh while the backup runs, and checked before the snapshot is
+/// committed; it is removed at the end, also on failure.
+pub async fn run(repo: Arc<Repository>, source: Source, meta: SnapshotMeta, progress: Arc<dyn Progress>) -> Result<BackupReport> {
+    let lease = Lease::acquire(repo.backend.clone(), LeaseKind::Backup).await?;
+    let keep = lease.keep_alive();
+    let r = run_leased(repo, source, meta, progress, &lease).await;
+    keep.abort();
+    lease.release().await;
+    r
+}
+
+async fn lease_still_fresh(lease: &Lease) -> Result<()> {
+    if lease.fresh() {
+        return Ok(());
+    }
+    Err(RepoError::Aborted(format!(
+        "this backup could not refresh its lease for nearly {} minutes (paused or cut off from the repository); a prune may have removed data it deduplicated against, so no snapshot was committed",
+        LEASE_EXPIRY_SECS / 60
+    )))
+}
+
+async fn run_leased(repo: Arc<Repository>, source: Source, mut meta: SnapshotMeta, progress: Arc<dyn Progress>, lease: &Lease) -> Result<BackupReport> {
     let start = Instant::now();
+    let exclude = Arc::new(condemned_packs(&repo).await?);
     let (id, snap, stats) = match source {
-        Source::Stdin => backup_stream(repo, std::io::stdin(), meta, progress, async { Ok(()) }).await?,
+        Source::Stdin => backup_stream(repo, std::io::stdin(), meta, progress, exclude, lease_still_fresh(lease)).await?,
         Source::Command(argv) => {
             let cmd = command_line(&argv);
             let prog = argv.first().ok_or_else(|| RepoError::CommandStart { command: String::new(), source: std::io::Error::other("empty command") })?;
@@ -56,7 +81,7 @@ pub async fn run(repo: Arc<Repository>, source: Source, mut meta: SnapshotMeta, 
                     .map_err(|e| RepoError::Internal(e.to_string()))?
                     .map_err(|e| RepoError::CommandStart { command: cmd.clone(), source: e })?;
                 if status.success() {
-                    Ok(())
+                    lease_still_fresh(lease).await
                 } else {
                     let status = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
                         (Some(c), _) => format!("exit status {c}"),
@@ -66,7 +91,7 @@ pub async fn run(repo: Arc<Repository>, source: Source, mut meta: SnapshotMeta, 
                     Err(RepoError::CommandFailed { command: cmd, status })
                 }
             };
-            backup_stream(repo, out, meta, progress, gate).await?
+            backup_stream(repo, out, meta, progress, exclude, gate).await?
         }
     };
     Ok(BackupReport { snapshot: SnapshotInfo::new(&id, &snap), stats, seconds: start.elapsed().as_secs_f64() })

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod check;
 pub mod forget;
 pub mod init;
+pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;

@@ -2,6 +2,7 @@
 //! the stream writer and reader, snapshots.
 
 mod cache;
+pub mod idset;
 pub mod lease;
 mod object;
 pub mod packer;

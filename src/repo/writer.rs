@@ -105,6 +105,8 @@ fn pending_insert(p: &Pending, id: Id) -> bool {
 
 struct Pipeline<'a> {
     repo: &'a Repository,
+    /// Packs a prune has condemned: their chunks do not count as stored.
+    exclude: &'a HashSet<Id>,
     packer: Option<PackBuilder>,
     pack_tx: mpsc::Sender<FinishedPack>,
     pending: Pending,
@@ -139,7 +141,8 @@ impl Pipeline<'_> {
         let bytes = encode_list(&self.list);
         self.list.clear();
         let id = self.repo.keys.chunk_id(&bytes);
-        if self.repo.index.lookup(&id)?.is_none() && pending_insert(&self.pending, id) {
+        let known = self.repo.index.lookup(&id)?.filter(|r| !self.exclude.contains(&r.pack));
+        if known.is_none() && pending_insert(&self.pending, id) {
             let raw = bytes.len() as u32;
             let (flags, data) = compress(self.repo.config.zstd_level, bytes);
             self.add_blob(BlobType::List, id, flags, raw, data)?;
@@ -158,6 +161,7 @@ impl Pipeline<'_> {
             self.stats.bytes_read += len as u64;
             self.stats.chunks += 1;
             self.list.push((id, len));
+            let known = known.filter(|r| !self.exclude.contains(&r.pack));
             if known.is_none() && pending_insert(&self.pending, id) {
                 fresh.push((id, chunk));
             }
@@ -188,9 +192,10 @@ fn run_pipeline(
     batches: crossbeam_channel::Receiver<Batch>,
     pack_tx: mpsc::Sender<FinishedPack>,
     pending: Pending,
+    exclude: &HashSet<Id>,
     progress: &dyn Progress,
 ) -> Result<(Vec<Id>, BackupStats)> {
-    let mut p = Pipeline { repo, packer: None, pack_tx, pending, list: vec![], lists: vec![], stats: BackupStats::default() };
+    let mut p = Pipeline { repo, exclude, packer: None, pack_tx, pending, list: vec![], lists: vec![], stats: BackupStats::default() };
     for batch in batches {
         let batch = batch.map_err(RepoError::Input)?;
         let n: usize = batch.iter().map(|c| c.len()).sum();
@@ -270,12 +275,14 @@ async fn uploader(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>, p
 }
 
 /// Stores `source` as one snapshot. The snapshot is written only after every pack and index
-/// file it needs, and only if `gate` (run after the input ended) succeeds.
+/// file it needs, and only if `gate` (run after the input ended) succeeds. Chunks stored only
+/// in `exclude` (packs condemned by a prune) are stored again rather than deduplicated.
 pub async fn backup_stream<R, G>(
     repo: Arc<Repository>,
     source: R,
     meta: SnapshotMeta,
     progress: Arc<dyn Progress>,
+    exclude: Arc<HashSet<Id>>,
     gate: G,
 ) -> Result<(Id, Snapshot, BackupStats)>
 where
@@ -287,7 +294,7 @@ where
     let up = tokio::spawn(uploader(repo.clone(), pack_rx, pending.clone()));
     let batches = spawn_reader(repo.clone(), source);
     let r2 = repo.clone();
-    let piped = tokio::task::spawn_blocking(move || run_pipeline(&r2, batches, pack_tx, pending, &*progress)).await;
+    let piped = tokio::task::spawn_blocking(move || run_pipeline(&r2, batches, pack_tx, pending, &exclude, &*progress)).await;
     let uploaded = up.await.map_err(|e| RepoError::Internal(e.to_string()))?;
     let (lists, mut stats) = match (piped.map_err(|e| RepoError::Internal(e.to_string()))?, uploaded) {
         (Ok(r), Ok(u)) => {

@@ -1,0 +1,354 @@
+//! `repo prune`: reclaim the space of data no snapshot needs, safely while backups run.
+//!
+//! Two phases (`format-spec/prune.md` argues the safety):
+//! * mark: compute the chunks every snapshot needs (an on-disk set), write new index files for
+//!   the packs that stay (repacking partly used packs while more than `max_unused` of the stored
+//!   bytes would be unused), and store a prune record condemning the other packs and the old
+//!   index files. Nothing is deleted in this phase.
+//! * sweep: a record is confirmed by listing the backup leases alive after it was stored; once
+//!   every one of them is gone, the packs it condemns are deleted, except any that a snapshot
+//!   committed meanwhile needs (those are indexed again: "resurrected"). Old index files go
+//!   before the packs, so a crash in between leaves only unindexed packs, never an index entry
+//!   for a deleted pack.
+//! A run sweeps what earlier runs condemned, marks, and sweeps its own record at once when no
+//! backup is running; otherwise the next run finishes it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::stream::{self, StreamExt};
+
+use crate::format::envelope::MAGIC_PRUNE_RECORD;
+use crate::format::index::{IndexFile, IndexPack};
+use crate::format::lock::LeaseKind;
+use crate::format::prune::PruneRecord;
+use crate::format::stream::decode_list;
+use crate::format::Id;
+use crate::repo::idset::{IdSet, Keep};
+use crate::repo::lease::{live_leases, prune_records, remove_expired_leases, Lease};
+use crate::repo::packer::PackBuilder;
+use crate::repo::{list_snapshots, load_index_file, paths, read_blob, read_pack_footer, write_index, PackCiphers, RepoError, Repository, Result, SnapshotFilter};
+
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    pub dry_run: bool,
+    /// Repack partly used packs while unused bytes exceed this share of the stored bytes.
+    pub max_unused: f64,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions { dry_run: false, max_unused: 0.05 }
+    }
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub snapshots: u64,
+    pub live_chunks: u64,
+    pub packs: u64,
+    /// Packs condemned by this run (no chunk needed, or repacked).
+    pub packs_condemned: u64,
+    pub packs_repacked: u64,
+    pub bytes_condemned: u64,
+    pub bytes_repacked_into: u64,
+    pub index_files_written: u64,
+    /// Deleted by this run (from this or earlier records).
+    pub packs_deleted: u64,
+    pub bytes_freed: u64,
+    pub index_files_deleted: u64,
+    pub packs_resurrected: u64,
+    pub records_swept: u64,
+    /// Records that wait for backups still running (finished by a later prune).
+    pub records_waiting: u64,
+    pub running_backups: u64,
+    pub seconds: f64,
+}
+
+pub async fn run(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport> {
+    let start = Instant::now();
+    let mut r = PruneReport { dry_run: opts.dry_run, ..Default::default() };
+    if opts.dry_run {
+        let live = live_set(&repo, &mut r).await?;
+        mark(&repo, &live, opts, &mut r, &HashSet::new()).await?;
+        r.seconds = start.elapsed().as_secs_f64();
+        return Ok(r);
+    }
+    let lease = Lease::acquire(repo.backend.clone(), LeaseKind::Prune).await?;
+    let others: Vec<_> = live_leases(&repo.backend).await?.into_iter().filter(|l| l.kind == LeaseKind::Prune && l.id != lease.id()).collect();
+    if let Some(o) = others.first() {
+        lease.release().await;
+        return Err(RepoError::LockConflict(format!(
+            "another prune is running (lease {:016x}, refreshed {} s ago); try again later",
+            o.id,
+            crate::repo::lease::now_secs() - o.time
+        )));
+    }
+    let keep = lease.keep_alive();
+    let result = async {
+        sweep(&repo, &mut r).await?;
+        let live = live_set(&repo, &mut r).await?;
+        let waiting: HashSet<Id> = prune_records(&repo).await?.into_iter().flat_map(|(_, rec)| rec.packs).collect();
+        mark(&repo, &live, opts, &mut r, &waiting).await?;
+        drop(live);
+        sweep(&repo, &mut r).await?;
+        remove_expired_leases(&repo.backend).await
+    }
+    .await;
+    keep.abort();
+    lease.release().await;
+    result?;
+    r.seconds = start.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+fn temp_dir(repo: &Repository) -> std::path::PathBuf {
+    repo.index.path().parent().map(|p| p.to_path_buf()).unwrap_or_else(std::env::temp_dir)
+}
+
+/// Every chunk and content list that some snapshot needs. Any unreadable snapshot or list
+/// stops the prune: nothing is deleted while unsure.
+async fn live_set(repo: &Repository, r: &mut PruneReport) -> Result<IdSet> {
+    repo.index.sync(repo).await?;
+    let set = IdSet::temp(&temp_dir(repo))?;
+    let snaps = list_snapshots(repo, &SnapshotFilter::default()).await?;
+    let damaged = repo.index.take_warnings();
+    if !damaged.is_empty() {
+        return Err(RepoError::Aborted(format!("{}; prune stops without deleting anything (run `repo check`)", damaged.join("; "))));
+    }
+    r.snapshots = snaps.len() as u64;
+    for (id, s) in &snaps {
+        set.insert_many(&s.lists)?;
+        for l in &s.lists {
+            let label = format!("snapshot {} ({})", &id.to_hex()[..8], s.name);
+            let entries = decode_list(&read_blob(repo, l, &label).await?).map_err(|e| RepoError::format(format!("content list of {label}"), e))?;
+            let ids: Vec<Id> = entries.into_iter().map(|e| e.0).collect();
+            set.insert_many(&ids)?;
+        }
+    }
+    r.live_chunks = set.len()?;
+    Ok(set)
+}
+
+#[derive(Default, Clone, Copy)]
+struct PackUse {
+    len: u64,
+    live: u64,
+    dead: u64,
+}
+
+async fn mark(repo: &Arc<Repository>, live: &IdSet, opts: &PruneOptions, r: &mut PruneReport, doomed_before: &HashSet<Id>) -> Result<()> {
+    let index_ids: Vec<Id> = repo.backend.list(paths::INDEX_DIR).await?.iter().filter_map(|o| paths::id_of(&o.path)).collect();
+    // pass 1: which copy of each needed chunk is kept, and how much of each pack is used
+    let mut usage: HashMap<Id, PackUse> = HashMap::new();
+    for ix in &index_ids {
+        let f = load_index_file(repo, ix).await?;
+        for p in &f.packs {
+            if doomed_before.contains(&p.pack) || usage.contains_key(&p.pack) {
+                continue;
+            }
+            let ids: Vec<Id> = p.blobs.iter().map(|b| b.0).collect();
+            let keep = live.keep_many(&ids, &p.pack)?;
+            let mut u = PackUse { len: p.pack_len, ..Default::default() };
+            for ((_, loc), k) in p.blobs.iter().zip(keep) {
+                if k == Keep::Here {
+                    u.live += loc.stored_len as u64;
+                } else {
+                    u.dead += loc.stored_len as u64;
+                }
+            }
+            usage.insert(p.pack, u);
+        }
+    }
+    r.packs = usage.len() as u64;
+    // packs in no index: a dead backup's, unless a backup is running (then maybe its own)
+    let running = live_leases(&repo.backend).await?.iter().filter(|l| l.kind == LeaseKind::Backup).count();
+    let mut condemned: Vec<(Id, u64)> = usage.iter().filter(|(_, u)| u.live == 0).map(|(p, u)| (*p, u.len)).collect();
+    if running == 0 {
+        for o in repo.backend.list(paths::DATA_DIR).await? {
+            if let Some(p) = paths::id_of(&o.path).filter(|p| !usage.contains_key(p) && !doomed_before.contains(p)) {
+                condemned.push((p, o.size));
+            }
+        }
+    }
+    // repack the emptiest packs while too much stored space is unused
+    let total: u64 = usage.values().map(|u| u.live + u.dead).sum();
+    let mut unused: u64 = usage.values().filter(|u| u.live > 0).map(|u| u.dead).sum();
+    let mut partly: Vec<(Id, PackUse)> = usage.iter().filter(|(_, u)| u.live > 0 && u.dead > 0).map(|(p, u)| (*p, *u)).collect();
+    partly.sort_by(|a, b| (b.1.dead * a.1.len).cmp(&(a.1.dead * b.1.len)).then(a.0.cmp(&b.0)));
+    let mut repack = Vec::new();
+    for (p, u) in partly {
+        if (unused as f64) <= opts.max_unused * total as f64 {
+            break;
+        }
+        unused -= u.dead;
+        repack.push((p, u.len));
+    }
+    r.packs_condemned = (condemned.len() + repack.len()) as u64;
+    r.packs_repacked = repack.len() as u64;
+    r.bytes_condemned = condemned.iter().chain(&repack).map(|(_, l)| l).sum();
+    if opts.dry_run || (condemned.is_empty() && repack.is_empty()) {
+        return Ok(());
+    }
+    let new_packs = repack_packs(repo, live, &repack, r).await?;
+    // pass 2: index files for everything that stays, then the record; nothing deleted yet
+    let gone: HashSet<Id> = condemned.iter().chain(&repack).map(|(p, _)| *p).chain(doomed_before.iter().copied()).collect();
+    let mut written: HashSet<Id> = HashSet::new();
+    let mut batch: Vec<IndexPack> = new_packs;
+    for ix in &index_ids {
+        let f = load_index_file(repo, ix).await?;
+        for p in f.packs {
+            if !gone.contains(&p.pack) && written.insert(p.pack) {
+                batch.push(p);
+            }
+        }
+        while batch.len() >= 64 {
+            let rest = batch.split_off(64);
+            write_index(repo, std::mem::replace(&mut batch, rest), vec![]).await?;
+            r.index_files_written += 1;
+        }
+    }
+    if !batch.is_empty() {
+        write_index(repo, batch, vec![]).await?;
+        r.index_files_written += 1;
+    }
+    let rec = PruneRecord {
+        time_ns: chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
+        confirmed: false,
+        waiting: vec![],
+        packs: condemned.iter().chain(&repack).map(|(p, _)| *p).collect(),
+        index_files: index_ids,
+    };
+    put_record(repo, &rec).await?;
+    Ok(())
+}
+
+async fn put_record(repo: &Repository, rec: &PruneRecord) -> Result<Id> {
+    let bytes = repo.seal(MAGIC_PRUNE_RECORD, &rec.encode())?;
+    let id = Id::of_bytes(&bytes);
+    repo.backend.put(&paths::prune_record(&id), bytes).await?;
+    Ok(id)
+}
+
+/// Copies the kept chunks of `packs` into new packs; returns their index entries.
+async fn repack_packs(repo: &Arc<Repository>, live: &IdSet, packs: &[(Id, u64)], r: &mut PruneReport) -> Result<Vec<IndexPack>> {
+    let ciphers = PackCiphers::default();
+    let mut out = Vec::new();
+    let mut builder: Option<PackBuilder> = None;
+    for (p, len) in packs {
+        let footer = read_pack_footer(repo, p, *len).await?;
+        let ids: Vec<Id> = footer.blobs.iter().map(|b| b.0).collect();
+        let keep = live.keep_many(&ids, p)?;
+        for ((id, loc), k) in footer.blobs.iter().zip(keep) {
+            if k != Keep::Here {
+                continue;
+            }
+            let cipher = ciphers.get(repo, p).await?;
+            let sealed = repo.backend.get_range(&paths::pack(p), loc.offset as u64, loc.stored_len as u64).await?;
+            let stored = cipher.open(loc.offset as u64, &sealed).map_err(|e| RepoError::codec(format!("blob {} in {}", id.short(), paths::pack(p)), e))?;
+            let b = match builder.as_mut() {
+                Some(b) => b,
+                None => builder.insert(PackBuilder::new(&repo.keys, repo.cipher, repo.config.pack_target)?),
+            };
+            b.add(loc.blob_type, *id, loc.flags, loc.raw_len, stored)?;
+            if b.is_full() {
+                if let Some(full) = builder.take() {
+                    out.push(store_pack(repo, full, r).await?);
+                }
+            }
+        }
+    }
+    if let Some(b) = builder.filter(|b| !b.is_empty()) {
+        out.push(store_pack(repo, b, r).await?);
+    }
+    Ok(out)
+}
+
+async fn store_pack(repo: &Repository, b: PackBuilder, r: &mut PruneReport) -> Result<IndexPack> {
+    let f = b.finish()?;
+    r.bytes_repacked_into += f.bytes.len() as u64;
+    repo.backend.put(&paths::pack(&f.id), f.bytes).await?;
+    Ok(f.index)
+}
+
+/// Confirms unconfirmed records, then deletes what every confirmed record whose backups have
+/// all ended condemns, resurrecting packs that snapshots committed meanwhile need.
+async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<()> {
+    let records = prune_records(repo).await?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let backups: HashSet<u64> = live_leases(&repo.backend).await?.iter().filter(|l| l.kind == LeaseKind::Backup).map(|l| l.id).collect();
+    let mut ready = Vec::new();
+    for (mut rid, mut rec) in records {
+        if !rec.confirmed {
+            // the leases alive now include every backup that could have missed this record
+            rec.confirmed = true;
+            rec.waiting = backups.iter().copied().collect();
+            rec.waiting.sort();
+            let confirmed = put_record(repo, &rec).await?;
+            repo.backend.delete(&paths::prune_record(&rid)).await?;
+            rid = confirmed;
+        }
+        if rec.waiting.iter().any(|l| backups.contains(l)) {
+            r.records_waiting += 1;
+            r.running_backups = backups.len() as u64;
+            continue;
+        }
+        ready.push((rid, rec));
+    }
+    if ready.is_empty() {
+        return Ok(());
+    }
+    // snapshots listed now include every backup that ended before the leases were listed
+    let mut scratch = PruneReport::default();
+    let live = live_set(repo, &mut scratch).await?;
+    let doomed_packs: HashSet<Id> = ready.iter().flat_map(|(_, rec)| rec.packs.iter().copied()).collect();
+    let doomed_index: HashSet<Id> = ready.iter().flat_map(|(_, rec)| rec.index_files.iter().copied()).collect();
+    // chunks available in packs that stay, per the index files that stay
+    let avail = IdSet::temp(&temp_dir(repo))?;
+    for o in repo.backend.list(paths::INDEX_DIR).await? {
+        let Some(ix) = paths::id_of(&o.path).filter(|i| !doomed_index.contains(i)) else { continue };
+        let f: IndexFile = load_index_file(repo, &ix).await?;
+        for p in f.packs.iter().filter(|p| !doomed_packs.contains(&p.pack)) {
+            avail.insert_many(&p.blobs.iter().map(|b| b.0).collect::<Vec<_>>())?;
+        }
+    }
+    let sizes: HashMap<Id, u64> = repo.backend.list(paths::DATA_DIR).await?.iter().filter_map(|o| paths::id_of(&o.path).map(|i| (i, o.size))).collect();
+    let mut delete = Vec::new();
+    for p in &doomed_packs {
+        let Some(size) = sizes.get(p) else { continue };
+        let footer = match read_pack_footer(repo, p, *size).await {
+            Ok(f) => f,
+            Err(e) => return Err(RepoError::Aborted(format!("cannot read {} to sweep it: {e}; nothing of it was deleted", paths::pack(p)))),
+        };
+        let ids: Vec<Id> = footer.blobs.iter().map(|b| b.0).collect();
+        let needed = live.contains_many(&ids)?;
+        let there = avail.contains_many(&ids)?;
+        if needed.iter().zip(&there).any(|(n, a)| *n && !*a) {
+            write_index(repo, vec![footer], vec![]).await?; // needed again: keep and index it
+            avail.insert_many(&ids)?;
+            r.packs_resurrected += 1;
+        } else {
+            delete.push((*p, *size));
+        }
+    }
+    for ix in &doomed_index {
+        repo.backend.delete(&paths::index(ix)).await?;
+        r.index_files_deleted += 1;
+    }
+    let mut deletions = stream::iter(delete).map(|(p, size)| async move { repo.backend.delete(&paths::pack(&p)).await.map(|_| size) }).buffer_unordered(8);
+    while let Some(res) = deletions.next().await {
+        r.bytes_freed += res?;
+        r.packs_deleted += 1;
+    }
+    for (rid, _) in &ready {
+        repo.backend.delete(&paths::prune_record(rid)).await?;
+        r.records_swept += 1;
+    }
+    repo.index.clear()?;
+    repo.index.sync(repo).await?;
+    Ok(())
+}

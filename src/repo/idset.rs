@@ -1,0 +1,118 @@
+//! A temporary on-disk set of chunk ids (redb), for prune's live set: memory stays bounded
+//! however many chunks a repository holds. Deleted when dropped.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use super::{RepoError, Result};
+use crate::format::Id;
+
+const SET: TableDefinition<&[u8], &[u8]> = TableDefinition::new("set");
+const NO_PACK: [u8; 32] = [0; 32];
+
+/// What `IdSet::keep` decided for one blob copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Not in the set: no snapshot needs it.
+    Dead,
+    /// Needed, and this pack holds the copy that is kept.
+    Here,
+    /// Needed, but another pack's copy is kept (a duplicate).
+    Elsewhere,
+}
+
+pub struct IdSet {
+    db: Database,
+    path: PathBuf,
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> RepoError {
+    RepoError::Cache { path: path.display().to_string(), reason: e.to_string() }
+}
+
+impl IdSet {
+    pub fn temp(dir: &Path) -> Result<IdSet> {
+        std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+        let mut r = [0u8; 8];
+        crate::codec::random_bytes(&mut r).map_err(|e| err(dir, e))?;
+        let path = dir.join(format!("idset-{}-{}.redb", std::process::id(), hex::encode(r)));
+        let db = Database::builder().set_cache_size(16 << 20).create(&path).map_err(|e| err(&path, e))?;
+        let set = IdSet { db, path };
+        set.write(|t| {
+            let _ = t;
+            Ok(())
+        })?;
+        Ok(set)
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut redb::Table<&[u8], &[u8]>) -> Result<T>) -> Result<T> {
+        let mut tx = self.db.begin_write().map_err(|e| err(&self.path, e))?;
+        tx.set_durability(Durability::None).map_err(|e| err(&self.path, e))?;
+        let out = {
+            let mut t = tx.open_table(SET).map_err(|e| err(&self.path, e))?;
+            f(&mut t)?
+        };
+        tx.commit().map_err(|e| err(&self.path, e))?;
+        Ok(out)
+    }
+
+    /// Adds ids (not yet kept anywhere).
+    pub fn insert_many(&self, ids: &[Id]) -> Result<()> {
+        let p = self.path.clone();
+        self.write(|t| {
+            for id in ids {
+                if t.get(&id.0[..]).map_err(|e| err(&p, e))?.is_none() {
+                    t.insert(&id.0[..], &NO_PACK[..]).map_err(|e| err(&p, e))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub fn contains_many(&self, ids: &[Id]) -> Result<Vec<bool>> {
+        let tx = self.db.begin_read().map_err(|e| err(&self.path, e))?;
+        let t = tx.open_table(SET).map_err(|e| err(&self.path, e))?;
+        ids.iter().map(|id| Ok(t.get(&id.0[..]).map_err(|e| err(&self.path, e))?.is_some())).collect()
+    }
+
+    /// For copies of `ids` stored in `pack`: decides which copy of each needed id is kept (the
+    /// first pack asked keeps it), in one transaction.
+    pub fn keep_many(&self, ids: &[Id], pack: &Id) -> Result<Vec<Keep>> {
+        let p = self.path.clone();
+        self.write(|t| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let cur: Option<[u8; 32]> = t.get(&id.0[..]).map_err(|e| err(&p, e))?.map(|g| {
+                    let mut a = [0u8; 32];
+                    a.copy_from_slice(&g.value()[..32.min(g.value().len())]);
+                    a
+                });
+                out.push(match cur {
+                    None => Keep::Dead,
+                    Some(k) if k == NO_PACK => {
+                        t.insert(&id.0[..], &pack.0[..]).map_err(|e| err(&p, e))?;
+                        Keep::Here
+                    }
+                    Some(k) if k == pack.0 => Keep::Here,
+                    Some(_) => Keep::Elsewhere,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn len(&self) -> Result<u64> {
+        let tx = self.db.begin_read().map_err(|e| err(&self.path, e))?;
+        tx.open_table(SET).map_err(|e| err(&self.path, e))?.len().map_err(|e| err(&self.path, e))
+    }
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+impl Drop for IdSet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -1,0 +1,148 @@
+//! forget and prune: retention over forty days, space freed, safety with running backups
+//! (leases, condemned packs, resurrection), and prune stopped at every write point.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+fn day(d: u32) -> String {
+    // day 1 = 2026-01-01
+    if d <= 31 { format!("2026-01-{d:02}T02:00:00Z") } else { format!("2026-02-{:02}T02:00:00Z", d - 31) }
+}
+
+/// Day d's dump: a shared base plus 100 kB of its own.
+fn dump(d: u32) -> Vec<u8> {
+    let mut v = noise(400_000, 1);
+    v.extend(noise(100_000, 1000 + d as u64));
+    v
+}
+
+fn snapshots(f: &Fixture) -> Vec<Value> {
+    f.run(&["--json", "snapshots"], b"").ok().json().as_array().unwrap().clone()
+}
+
+#[test]
+fn forty_days_keep_daily_7_weekly_4_then_prune_frees_the_space() {
+    let f = Fixture::with_init(&["--pack-size", "262144"]);
+    for d in 1..=40 {
+        f.run(&["backup", "--stdin", "--name", "postgres/db", "--time", &day(d), "--tag", &format!("d{d}")], &dump(d)).ok();
+    }
+    let before = f.repo_bytes("data");
+    let dry = f.run(&["--json", "forget", "--keep-daily", "7", "--keep-weekly", "4", "--dry-run"], b"").ok().json();
+    assert_eq!(dry["removed"], 31);
+    assert_eq!(snapshots(&f).len(), 40, "a dry run removes nothing");
+    let r = f.run(&["--json", "forget", "--keep-daily", "7", "--keep-weekly", "4", "--prune"], b"").ok();
+    // two JSON documents: the forget report, then the prune report
+    let text = r.text();
+    let mut docs = serde_json::Deserializer::from_str(&text).into_iter::<Value>();
+    let forget = docs.next().unwrap().unwrap();
+    let prune = docs.next().unwrap().unwrap();
+    let reasons: BTreeMap<String, Vec<String>> = forget["groups"][0]["keep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["time"].as_str().unwrap().to_string(), e["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect()))
+        .collect();
+    // 2026-02-09 is a Monday: daily keeps Feb 3..9; weekly keeps Feb 9, Feb 8 (Sunday of the
+    // previous ISO week), Feb 1 and Jan 25
+    let want: Vec<String> = [25, 32, 34, 35, 36, 37, 38, 39, 40].iter().map(|d| day(*d)).collect();
+    assert_eq!(reasons.keys().cloned().collect::<Vec<_>>(), want);
+    assert_eq!(reasons[&day(40)], vec!["daily", "weekly"]);
+    assert_eq!(reasons[&day(25)], vec!["weekly"]);
+    let left: Vec<String> = snapshots(&f).iter().map(|s| s["time"].as_str().unwrap().to_string()).collect();
+    assert_eq!(left, want);
+    let after = f.repo_bytes("data");
+    assert!(prune["bytes_freed"].as_u64().unwrap() > 0);
+    assert!(before - after > 31 * 90_000, "freed {} of {before}", before - after);
+    for s in snapshots(&f) {
+        let d: u32 = s["tags"][0].as_str().unwrap()[1..].parse().unwrap();
+        assert_eq!(f.restore(s["short_id"].as_str().unwrap()), dump(d), "day {d}");
+    }
+    let c = f.run(&["--json", "check", "--read-data"], b"").ok().json();
+    assert_eq!(c["ok"], true, "{c}");
+    assert!(f.files("prune").is_empty() && f.files("locks").is_empty());
+}
+
+fn write_lease(f: &Fixture, kind: &str, age_secs: i64) -> std::path::PathBuf {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let p = f.repo().join("locks").join(format!("{kind}-00000000deadbeef-{}", now - age_secs));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, b"RLCK\x01\x00\x00\x00\x00\x00\x00").unwrap();
+    p
+}
+
+#[test]
+fn a_running_backup_delays_deletion_and_is_never_broken() {
+    let f = Fixture::with_init(&["--pack-size", "131072"]);
+    let old = noise(500_000, 5);
+    f.backup("db", &old);
+    f.backup("db", &noise(300_000, 6));
+    let lease = write_lease(&f, "backup", 0); // a backup that started before the prune
+    f.run(&["forget", "--keep-last", "1"], b"").ok();
+    let p = f.run(&["--json", "prune"], b"").ok().json();
+    assert_eq!(p["records_waiting"], 1, "{p}");
+    assert_eq!(p["packs_deleted"], 0, "{p}");
+    assert!(p["packs_condemned"].as_u64().unwrap() > 0);
+    // a backup now must not deduplicate against the condemned packs: it stores them again
+    let r = f.run(&["--json", "backup", "--stdin", "--name", "db2"], &old).ok().json();
+    assert!(r["new_chunks"].as_u64().unwrap() > 0, "{r}");
+    // the running backup ends; the next prune deletes, and everything restores
+    std::fs::remove_file(lease).unwrap();
+    let p = f.run(&["--json", "prune"], b"").ok().json();
+    assert!(p["packs_deleted"].as_u64().unwrap() > 0, "{p}");
+    assert_eq!(f.run(&["restore", "latest", "--name", "db2"], b"").ok().stdout, old);
+    assert_eq!(f.run(&["--json", "check", "--read-data"], b"").ok().json()["ok"], true);
+}
+
+#[test]
+fn expired_leases_do_not_block_and_a_second_prune_is_refused() {
+    let f = Fixture::with_init(&["--pack-size", "131072"]);
+    f.backup("db", &noise(300_000, 8));
+    f.backup("db", &noise(300_000, 9));
+    write_lease(&f, "backup", 3 * 3600); // a backup killed hours ago
+    f.run(&["forget", "--keep-last", "1"], b"").ok();
+    let p = f.run(&["--json", "prune"], b"").ok().json();
+    assert!(p["packs_deleted"].as_u64().unwrap() > 0, "{p}");
+    assert!(f.files("locks").is_empty(), "expired leases are cleaned up");
+    let l = write_lease(&f, "prune", 0);
+    let r = f.run(&["prune"], b"");
+    assert_eq!(r.code, 11, "{}", r.stderr);
+    assert!(r.stderr.contains("another prune is running"), "{}", r.stderr);
+    std::fs::remove_file(l).unwrap();
+}
+
+#[test]
+fn backups_and_prunes_in_loops_every_committed_snapshot_restores() {
+    let f = Fixture::with_init(&["--pack-size", "131072"]);
+    let repo = f.repo();
+    let cache2 = f.dir.path().join("cache2");
+    let pw = f.password.clone();
+    let writer = std::thread::spawn(move || {
+        for i in 0..8u64 {
+            let mut c = std::process::Command::new(BIN);
+            c.args(["-q", "backup", "--stdin", "--name", "db", "--tag", &format!("s{i}")])
+                .env("REPO_REPOSITORY", &repo)
+                .env("REPO_PASSWORD", &pw)
+                .env("REPO_CACHE_DIR", &cache2);
+            let mut d = noise(300_000, 50); // shared with every other backup
+            d.extend(noise(200_000, 60 + i));
+            let r = run_with_input(c, &d);
+            assert_eq!(r.code, 0, "backup {i} failed while prunes ran: {}", r.stderr);
+        }
+    });
+    for _ in 0..6 {
+        let _ = f.run(&["-q", "forget", "--keep-last", "3"], b""); // may find nothing yet
+        let r = f.run(&["prune"], b"");
+        assert!(r.code == 0 || r.code == 11, "{}", r.stderr);
+    }
+    writer.join().unwrap();
+    f.run(&["prune"], b"").ok();
+    for s in snapshots(&f) {
+        let i: u64 = s["tags"][0].as_str().unwrap()[1..].parse().unwrap();
+        let mut d = noise(300_000, 50);
+        d.extend(noise(200_000, 60 + i));
+        assert_eq!(f.restore(s["short_id"].as_str().unwrap()), d, "snapshot s{i}");
+    }
+    assert_eq!(f.run(&["--json", "check", "--read-data"], b"").ok().json()["ok"], true);
+}

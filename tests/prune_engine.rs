@@ -1,0 +1,139 @@
+//! Prune through the library: the interleaving a CLI test cannot force (a backup that opened
+//! the repository before the prune condemned data it then deduplicates against), and prune
+//! stopped after every possible number of writes and deletes.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use ::repo::backend::{Backend, FaultBackend, MemBackend};
+use ::repo::format::lock::LeaseKind;
+use ::repo::ops::check::{self, CheckOptions};
+use ::repo::ops::prune::{self, PruneOptions};
+use ::repo::repo::lease::Lease;
+use ::repo::repo::{self as engine, backup_stream, list_snapshots, restore_stream, InitOptions, NoProgress, Repository, SnapshotFilter, SnapshotMeta};
+
+#[path = "common/mod.rs"]
+mod common;
+
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+impl Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn meta(name: &str) -> SnapshotMeta {
+    SnapshotMeta { name: name.into(), host: "h".into(), tags: vec![], command: String::new(), time_ns: 0 }
+}
+
+async fn open(b: Arc<dyn Backend>, cache: &std::path::Path) -> Arc<Repository> {
+    Arc::new(Repository::open(b, Some(b"pw"), Some(cache.to_path_buf())).await.expect("open"))
+}
+
+async fn backup(r: &Arc<Repository>, name: &str, data: &[u8]) -> ::repo::format::Id {
+    backup_stream(r.clone(), std::io::Cursor::new(data.to_vec()), meta(name), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await.expect("backup").0
+}
+
+async fn restore(r: &Arc<Repository>, name: &str) -> Vec<u8> {
+    let f = SnapshotFilter { name: Some(name.into()), tags: vec![] };
+    let (_, snap) = engine::resolve_snapshot(r, "latest", &f).await.expect("resolve");
+    let out = Shared::default();
+    restore_stream(r.clone(), &snap, name, out.clone(), Arc::new(NoProgress)).await.expect("restore");
+    let v = out.0.lock().unwrap().clone();
+    v
+}
+
+fn opts() -> InitOptions {
+    InitOptions { chunk_min: 1024, chunk_avg: 4096, chunk_max: 16384, pack_target: 65536, kdf: engine::codec_kdf_for_tests(), ..InitOptions::default() }
+}
+
+async fn clean(r: &Arc<Repository>) {
+    let c = check::run(r.clone(), &CheckOptions { read_data: Some(check::Subset::All), verify_restore: None }).await.expect("check");
+    assert!(c.ok, "damage: {:?}", c.damage);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_a_running_backup_deduplicated_against_is_resurrected_not_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let data = common::noise(300_000, 1);
+    let r = open(base.clone(), tmp.path()).await;
+    let first = backup(&r, "db", &data).await;
+    backup(&r, "other", b"something else").await;
+
+    // backup B starts: lease first, then (no prune record yet) it knows every pack
+    let b_lease = Lease::acquire(base.clone(), LeaseKind::Backup).await.unwrap();
+    let b_repo = open(base.clone(), &tmp.path().join("b")).await;
+
+    // the only snapshot needing `data` is forgotten; prune condemns its packs but must wait for B
+    base.delete(&engine::paths::snapshot(&first)).await.unwrap();
+    let p = prune::run(r.clone(), &PruneOptions::default()).await.unwrap();
+    assert!(p.packs_condemned > 0 && p.records_waiting == 1 && p.packs_deleted == 0, "{p:?}");
+
+    // B deduplicates the same data entirely against the condemned packs and commits
+    let (_, _, stats) = backup_stream(b_repo.clone(), std::io::Cursor::new(data.clone()), meta("db"), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await.unwrap();
+    assert_eq!(stats.new_chunks, 0, "B stored nothing new: it relies on condemned packs");
+    b_lease.release().await;
+
+    // the next prune sees B's snapshot, keeps (resurrects) those packs, deletes the rest
+    let p = prune::run(r.clone(), &PruneOptions::default()).await.unwrap();
+    assert!(p.packs_resurrected > 0, "{p:?}");
+    let r2 = open(base.clone(), &tmp.path().join("fresh")).await;
+    assert_eq!(restore(&r2, "db").await, data);
+    clean(&r2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_stopped_at_every_write_point_loses_nothing_and_a_rerun_finishes() {
+    let mut points = 0;
+    for allowed in 0.. {
+        let tmp = tempfile::tempdir().unwrap();
+        let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+        engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+        let keep = {
+            let mut v = common::noise(100_000, 10);
+            v.extend(common::noise(60_000, 11));
+            v
+        };
+        let r = open(base.clone(), tmp.path()).await;
+        for i in 0..3u64 {
+            let mut v = common::noise(100_000, 10);
+            v.extend(common::noise(60_000, 20 + i));
+            let id = backup(&r, &format!("old{i}"), &v).await;
+            base.delete(&engine::paths::snapshot(&id)).await.unwrap(); // forgotten
+        }
+        backup(&r, "keep", &keep).await;
+        drop(r);
+
+        let fault: Arc<dyn Backend> = Arc::new(FaultBackend::counting_deletes(base.clone(), allowed));
+        let rf = open(fault, &tmp.path().join("f")).await;
+        let res = prune::run(rf, &PruneOptions { dry_run: false, max_unused: 0.0 }).await;
+
+        // the killed prune's lease expires (30 minutes); the repository must be intact
+        for l in base.list("locks/").await.unwrap() {
+            base.delete(&l.path).await.unwrap();
+        }
+        let r = open(base.clone(), &tmp.path().join("after")).await;
+        assert_eq!(restore(&r, "keep").await, keep, "after {allowed} writes");
+        clean(&r).await;
+        assert_eq!(list_snapshots(&r, &SnapshotFilter::default()).await.unwrap().len(), 1);
+        if res.is_ok() {
+            assert!(base.list("prune/").await.unwrap().is_empty());
+            break;
+        }
+        points += 1;
+        let p = prune::run(r.clone(), &PruneOptions { dry_run: false, max_unused: 0.0 }).await.expect("rerun");
+        assert!(base.list("prune/").await.unwrap().is_empty(), "rerun finished the job: {p:?}");
+        let r = open(base.clone(), &tmp.path().join("rerun")).await;
+        assert_eq!(restore(&r, "keep").await, keep);
+        clean(&r).await;
+    }
+    eprintln!("prune kill points tested: {points}");
+    assert!(points >= 10, "only {points} kill points");
+}
