@@ -7,7 +7,9 @@ use repo::format::config::Config;
 use repo::format::envelope::{CipherKind, MAGIC_SNAPSHOT};
 use repo::format::index::{BlobLocation, IndexFile, IndexPack};
 use repo::format::key::{Kdf, KeyFile};
+use repo::format::lock::{LeaseBody, LeaseName};
 use repo::format::pack::{decode_footer, encode_footer, BlobType, PackEntry};
+use repo::format::prune::PruneRecord;
 use repo::format::snapshot::{Snapshot, SnapshotKind};
 use repo::format::stream::{decode_list, encode_list};
 use repo::format::Id;
@@ -44,6 +46,9 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("config", cfg.encode()),
         ("list", encode_list(&[(Id([6; 32]), 10), (Id([7; 32]), 20)])),
         ("object", sealed),
+        ("prune", PruneRecord { time_ns: 3, confirmed: true, waiting: vec![1, 2], packs: vec![Id([8; 32])], index_files: vec![Id([9; 32])] }.encode()),
+        ("lease", LeaseBody { pid: 1, host: "host".into() }.encode()),
+        ("lease-name", b"backup-0000000000000abc-1771034400".to_vec()),
     ]
 }
 
@@ -55,6 +60,9 @@ fn decode_all(kind: &str, b: &[u8]) {
         "key" => drop(KeyFile::decode(b)),
         "config" => drop(Config::decode(b)),
         "list" => drop(decode_list(b)),
+        "prune" => drop(PruneRecord::decode(b)),
+        "lease" => drop(LeaseBody::decode(b)),
+        "lease-name" => drop(LeaseName::decode(&String::from_utf8_lossy(b))),
         _ => {
             let keys = MasterKeys::from_bytes(&[7u8; 96]);
             for c in [CipherKind::None, CipherKind::Aes256Gcm] {
@@ -76,6 +84,9 @@ fn valid_samples_decode() {
             "key" => assert!(KeyFile::decode(&b).is_ok()),
             "config" => assert!(Config::decode(&b).is_ok()),
             "list" => assert!(decode_list(&b).is_ok()),
+            "prune" => assert!(PruneRecord::decode(&b).is_ok()),
+            "lease" => assert!(LeaseBody::decode(&b).is_ok()),
+            "lease-name" => assert!(LeaseName::decode(&String::from_utf8_lossy(&b)).is_ok()),
             _ => {}
         }
     }

@@ -204,8 +204,15 @@ async fn mark(repo: &Arc<Repository>, live: &IdSet, opts: &PruneOptions, r: &mut
                 batch.push(p);
             }
         }
-        while batch.len() >= 64 {
-            let rest = batch.split_off(64);
+        // index files of at most 64 packs or about 65536 entries, as backups write them
+        while batch.len() >= 64 || batch.iter().map(|p| p.blobs.len()).sum::<usize>() >= 1 << 16 {
+            let mut n = 0;
+            let mut entries = 0;
+            while n < batch.len() && n < 64 && entries < 1 << 16 {
+                entries += batch[n].blobs.len();
+                n += 1;
+            }
+            let rest = batch.split_off(n);
             write_index(repo, std::mem::replace(&mut batch, rest), vec![]).await?;
             r.index_files_written += 1;
         }

@@ -164,7 +164,9 @@ impl IndexCache {
                 Err(RepoError::Backend(e)) if e.is_not_found() => {} // removed meanwhile by a prune
                 Err(e) => self.warn(format!("{e}; its entries are ignored (run `repo check`)")),
             }
-            if batch.len() >= 64 {
+            // bounded by entries, not files: memory must not grow with the repository
+            let entries: usize = batch.iter().map(|(_, f): &(String, IndexFile)| f.packs.iter().map(|p| p.blobs.len()).sum::<usize>()).sum();
+            if batch.len() >= 64 || entries >= 1 << 16 {
                 self.ingest(&std::mem::take(&mut batch))?;
             }
         }

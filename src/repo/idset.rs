@@ -39,16 +39,13 @@ impl IdSet {
         let path = dir.join(format!("idset-{}-{}.redb", std::process::id(), hex::encode(r)));
         let db = Database::builder().set_cache_size(16 << 20).create(&path).map_err(|e| err(&path, e))?;
         let set = IdSet { db, path };
-        set.write(|t| {
-            let _ = t;
-            Ok(())
-        })?;
+        set.write(|_| Ok(()))?; // creates the table, so that reads of an empty set work
         Ok(set)
     }
 
     fn write<T>(&self, f: impl FnOnce(&mut redb::Table<&[u8], &[u8]>) -> Result<T>) -> Result<T> {
         let mut tx = self.db.begin_write().map_err(|e| err(&self.path, e))?;
-        tx.set_durability(Durability::None).map_err(|e| err(&self.path, e))?;
+        tx.set_durability(Durability::None).map_err(|e| err(&self.path, e))?; // a temporary set: no fsync
         let out = {
             let mut t = tx.open_table(SET).map_err(|e| err(&self.path, e))?;
             f(&mut t)?

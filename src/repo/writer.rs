@@ -5,7 +5,8 @@
 //! pipeline thread: hash batch (rayon) → dedup lookup (cache + this session)│
 //!                  → compress new chunks (rayon) → seal into pack ─────────┘
 //!                  ──(bounded channel, 2 packs)──> uploader task: put packs (2 in flight),
-//!                  write an index file every INDEX_FLUSH_PACKS packs and at the end
+//!                  write an index file every INDEX_FLUSH_PACKS packs or INDEX_FLUSH_BLOBS
+//!                  blobs, and at the end
 //! then: commit gate (command mode: the child's exit status) → snapshot file, written last.
 //! ```
 //! Memory is bounded by the channel capacities, the pack target size, one content list
@@ -31,6 +32,9 @@ use crate::format::Id;
 
 const BATCH_BYTES: usize = 4 << 20;
 const INDEX_FLUSH_PACKS: usize = 64;
+/// Also flush after this many blobs: with small chunks, 64 packs hold millions of them, and
+/// the pending ids and entries are held in memory until their index file is written.
+const INDEX_FLUSH_BLOBS: usize = 65536;
 const UPLOADS_IN_FLIGHT: usize = 2;
 
 /// What describes a snapshot besides its content.
@@ -256,7 +260,8 @@ async fn uploader(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>, p
                         rx.close();
                     }
                 }
-                if done.len() >= INDEX_FLUSH_PACKS && first_err.is_none() {
+                let blobs: usize = done.iter().map(|p| p.blobs.len()).sum();
+                if (done.len() >= INDEX_FLUSH_PACKS || blobs >= INDEX_FLUSH_BLOBS) && first_err.is_none() {
                     index_and_forget(&repo, std::mem::take(&mut done), &pending).await?;
                     stats.index_files_written += 1;
                 }
