@@ -147,7 +147,7 @@ fn damaged_snapshot_file_is_named() {
 #[test]
 fn corrupt_local_cache_is_reported_and_rebuilt_never_trusted() {
     let (f, ia, _) = fixture();
-    for p in walk(&f.cache()) {
+    for p in files_below(&f.cache()) {
         if p.extension().is_some_and(|e| e == "redb") {
             std::fs::write(&p, vec![0xAB; 4096]).unwrap();
         }
@@ -227,16 +227,3 @@ fn repair_snapshots_removes_only_when_asked() {
     }
 }
 
-fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut v = vec![];
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            if e.path().is_dir() {
-                v.extend(walk(&e.path()));
-            } else {
-                v.push(e.path());
-            }
-        }
-    }
-    v
-}

@@ -215,7 +215,7 @@ fn the_cache_is_rebuilt_when_deleted_or_garbage() {
     f.backup("a", &d);
     std::fs::remove_dir_all(f.cache()).unwrap();
     assert_eq!(f.restore("latest"), d);
-    for e in walkdir(&f.cache()) {
+    for e in files_below(&f.cache()) {
         if e.extension().is_some_and(|x| x == "redb") {
             std::fs::write(&e, b"garbage garbage garbage").unwrap();
         }
@@ -225,16 +225,3 @@ fn the_cache_is_rebuilt_when_deleted_or_garbage() {
     assert_eq!(f.repo_bytes("data") < (3 << 20) / 2, true, "the second backup deduplicated");
 }
 
-fn walkdir(p: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut v = vec![];
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            if e.path().is_dir() {
-                v.extend(walkdir(&e.path()));
-            } else {
-                v.push(e.path());
-            }
-        }
-    }
-    v
-}

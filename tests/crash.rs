@@ -2,43 +2,16 @@
 //! after any number of writes leaves a repository whose committed snapshots restore, lists
 //! no partial snapshot, and takes the next backup.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ::repo::backend::{Backend, FaultBackend, MemBackend};
-use ::repo::repo::{self as engine, backup_stream, list_snapshots, restore_stream, InitOptions, NoProgress, Repository, SnapshotFilter, SnapshotMeta};
+use ::repo::repo::{self as engine, backup_stream, list_snapshots, InitOptions, NoProgress, SnapshotFilter};
 
 #[path = "common/mod.rs"]
 mod common;
-
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
-impl Write for Shared {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn meta(name: &str) -> SnapshotMeta {
-    SnapshotMeta { name: name.into(), host: "h".into(), tags: vec![], command: String::new(), time_ns: 0 }
-}
-
-async fn open(b: Arc<dyn Backend>, cache: &std::path::Path) -> Repository {
-    Repository::open(b, Some(b"pw"), Some(cache.to_path_buf())).await.expect("open")
-}
-
-async fn restore(r: Arc<Repository>, name: &str) -> Vec<u8> {
-    let f = SnapshotFilter { name: Some(name.into()), tags: vec![] };
-    let (_, snap) = engine::resolve_snapshot(&r, "latest", &f).await.expect("resolve");
-    let out = Shared::default();
-    restore_stream(r, &snap, name, out.clone(), Arc::new(NoProgress)).await.expect("restore");
-    let v = out.0.lock().unwrap().clone();
-    v
-}
+#[path = "common/engine.rs"]
+mod helpers;
+use helpers::{meta, open, restore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_killed_at_every_write_point_leaves_a_usable_repository() {
@@ -50,22 +23,22 @@ async fn backup_killed_at_every_write_point_leaves_a_usable_repository() {
     let v1 = common::noise(400_000, 1);
     let mut v2 = v1.clone();
     v2.extend(common::noise(600_000, 2));
-    let r = Arc::new(open(base.clone(), tmp.path()).await);
+    let r = open(base.clone(), tmp.path()).await;
     backup_stream(r.clone(), std::io::Cursor::new(v1.clone()), meta("a"), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await.unwrap();
     drop(r);
 
     let mut points = 0;
     for allowed in 0.. {
         let fault = Arc::new(FaultBackend::new(base.clone(), allowed));
-        let r = Arc::new(open(fault.clone(), tmp.path()).await);
+        let r = open(fault.clone(), tmp.path()).await;
         let res = backup_stream(r.clone(), std::io::Cursor::new(v2.clone()), meta("b"), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await;
         drop(r);
-        let r = Arc::new(open(base.clone(), tmp.path()).await);
+        let r = open(base.clone(), tmp.path()).await;
         let snaps = list_snapshots(&r, &SnapshotFilter::default()).await.unwrap();
-        assert_eq!(restore(r.clone(), "a").await, v1, "committed snapshot intact after {allowed} writes");
+        assert_eq!(restore(&r, "a").await, v1, "committed snapshot intact after {allowed} writes");
         if res.is_ok() {
             assert_eq!(snaps.len(), 2);
-            assert_eq!(restore(r, "b").await, v2);
+            assert_eq!(restore(&r, "b").await, v2);
             break;
         }
         assert_eq!(snaps.len(), 1, "no partial snapshot after {allowed} writes");
@@ -73,9 +46,9 @@ async fn backup_killed_at_every_write_point_leaves_a_usable_repository() {
     }
     assert!(points >= 5, "the test covered {points} kill points");
     // and the repository takes the next backup
-    let r = Arc::new(open(base.clone(), tmp.path()).await);
+    let r = open(base.clone(), tmp.path()).await;
     backup_stream(r.clone(), std::io::Cursor::new(v2.clone()), meta("c"), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await.unwrap();
-    assert_eq!(restore(r, "c").await, v2);
+    assert_eq!(restore(&r, "c").await, v2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +57,7 @@ async fn a_failing_commit_gate_writes_no_snapshot() {
     let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
     let opts = InitOptions { kdf: engine::codec_kdf_for_tests(), ..InitOptions::default() };
     engine::init(&base, Some(b"pw"), &opts).await.unwrap();
-    let r = Arc::new(open(base.clone(), tmp.path()).await);
+    let r = open(base.clone(), tmp.path()).await;
     let res = backup_stream(r.clone(), std::io::Cursor::new(vec![1u8; 1000]), meta("x"), Arc::new(NoProgress), Default::default(), async {
         Err(engine::RepoError::CommandFailed { command: "pg_dump".into(), status: "exit status 1".into() })
     })

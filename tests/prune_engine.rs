@@ -2,50 +2,23 @@
 //! the repository before the prune condemned data it then deduplicates against), and prune
 //! stopped after every possible number of writes and deletes.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ::repo::backend::{Backend, FaultBackend, MemBackend};
 use ::repo::format::lock::LeaseKind;
 use ::repo::ops::check::{self, CheckOptions};
 use ::repo::ops::prune::{self, PruneOptions};
 use ::repo::repo::lease::Lease;
-use ::repo::repo::{self as engine, backup_stream, list_snapshots, restore_stream, InitOptions, NoProgress, Repository, SnapshotFilter, SnapshotMeta};
+use ::repo::repo::{self as engine, backup_stream, list_snapshots, InitOptions, NoProgress, Repository, SnapshotFilter};
 
 #[path = "common/mod.rs"]
 mod common;
-
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
-impl Write for Shared {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn meta(name: &str) -> SnapshotMeta {
-    SnapshotMeta { name: name.into(), host: "h".into(), tags: vec![], command: String::new(), time_ns: 0 }
-}
-
-async fn open(b: Arc<dyn Backend>, cache: &std::path::Path) -> Arc<Repository> {
-    Arc::new(Repository::open(b, Some(b"pw"), Some(cache.to_path_buf())).await.expect("open"))
-}
+#[path = "common/engine.rs"]
+mod helpers;
+use helpers::{meta, open, restore};
 
 async fn backup(r: &Arc<Repository>, name: &str, data: &[u8]) -> ::repo::format::Id {
     backup_stream(r.clone(), std::io::Cursor::new(data.to_vec()), meta(name), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await.expect("backup").0
-}
-
-async fn restore(r: &Arc<Repository>, name: &str) -> Vec<u8> {
-    let f = SnapshotFilter { name: Some(name.into()), tags: vec![] };
-    let (_, snap) = engine::resolve_snapshot(r, "latest", &f).await.expect("resolve");
-    let out = Shared::default();
-    restore_stream(r.clone(), &snap, name, out.clone(), Arc::new(NoProgress)).await.expect("restore");
-    let v = out.0.lock().unwrap().clone();
-    v
 }
 
 fn opts() -> InitOptions {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use crate::repo::{list_snapshots, restore_stream, NoProgress, RepoError, Repository, Result, SnapshotFilter};
+use crate::repo::{list_snapshots, newest_per_name, restore_stream, NoProgress, RepoError, Repository, Result, SnapshotFilter};
 
 #[derive(Clone, Debug, Default)]
 pub struct VerifyRestoreOptions {
@@ -182,14 +182,7 @@ pub async fn verify_restore(repo: Arc<Repository>, opts: &VerifyRestoreOptions) 
     let pg_restore = opts.pg_restore.clone().or_else(find_pg_restore).ok_or_else(|| RepoError::Aborted("pg_restore not found: install PostgreSQL client tools or pass --pg-restore".into()))?;
     let mut snaps = list_snapshots(&repo, &opts.filter).await?;
     if let Some(k) = opts.latest {
-        let mut seen: std::collections::HashMap<String, usize> = Default::default();
-        snaps.reverse();
-        snaps.retain(|(_, s)| {
-            let n = seen.entry(s.name.clone()).or_default();
-            *n += 1;
-            *n <= k
-        });
-        snaps.reverse();
+        snaps = newest_per_name(snaps, k);
     }
     let mut out = Vec::new();
     for (id, snap) in snaps {

@@ -71,6 +71,22 @@ pub async fn list_snapshots(repo: &Repository, filter: &SnapshotFilter) -> Resul
     Ok(out)
 }
 
+/// Keeps only the newest `k` snapshots of each name from a list sorted oldest first.
+pub fn newest_per_name(all: Vec<(Id, Snapshot)>, k: usize) -> Vec<(Id, Snapshot)> {
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    let mut kept: Vec<_> = all
+        .into_iter()
+        .rev()
+        .filter(|(_, s)| {
+            let n = seen.entry(s.name.clone()).or_default();
+            *n += 1;
+            *n <= k
+        })
+        .collect();
+    kept.reverse();
+    kept
+}
+
 /// `latest` (the newest matching `filter`) or a unique id prefix.
 pub async fn resolve_snapshot(repo: &Repository, selector: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot)> {
     let all = list_snapshots(repo, filter).await?;

@@ -104,6 +104,13 @@ pub fn run_with_input(mut c: Command, input: &[u8]) -> Run {
     Run::from(out)
 }
 
+/// Every file below `dir`.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut v = vec![];
+    walk(dir, &mut v);
+    v
+}
+
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {

@@ -1,0 +1,39 @@
+//! Helpers for tests that drive the engine through the library.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use ::repo::backend::Backend;
+use ::repo::repo::{self as engine, restore_stream, NoProgress, Repository, SnapshotFilter, SnapshotMeta};
+
+/// A writer whose bytes the test can read afterwards.
+#[derive(Clone, Default)]
+pub struct Shared(pub Arc<Mutex<Vec<u8>>>);
+impl Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn meta(name: &str) -> SnapshotMeta {
+    SnapshotMeta { name: name.into(), host: "h".into(), tags: vec![], command: String::new(), time_ns: 0 }
+}
+
+pub async fn open(b: Arc<dyn Backend>, cache: &std::path::Path) -> Arc<Repository> {
+    Arc::new(Repository::open(b, Some(b"pw"), Some(cache.to_path_buf())).await.expect("open"))
+}
+
+/// The newest snapshot named `name`, restored into memory.
+pub async fn restore(r: &Arc<Repository>, name: &str) -> Vec<u8> {
+    let f = SnapshotFilter { name: Some(name.into()), tags: vec![] };
+    let (_, snap) = engine::resolve_snapshot(r, "latest", &f).await.expect("resolve");
+    let out = Shared::default();
+    restore_stream(r.clone(), &snap, name, out.clone(), Arc::new(NoProgress)).await.expect("restore");
+    let v = out.0.lock().unwrap().clone();
+    v
+}
