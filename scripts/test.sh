@@ -15,4 +15,13 @@ id postgres >/dev/null 2>&1 || { echo "no postgres user after installing Postgre
 case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) PATH=$HOME/.cargo/bin:$PATH ;; esac
 # benches must keep compiling; the tests run last so that their summary closes the output
 cargo build --locked --benches
-cargo test --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --locked --lib --bins --tests "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# one closing line for the whole suite
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$rc"
