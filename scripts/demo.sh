@@ -36,4 +36,10 @@ fi
 "$REPO_BIN" restore latest --name postgres/app -o "$W/restored.dump"
 echo "restored $(stat -c %s "$W/restored.dump") bytes to $W/restored.dump"
 "$REPO_BIN" stats
+if [ -x $PGBIN/initdb ] && id postgres >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  runuser -u postgres -- $PGBIN/createdb -h "$W" -p 5433 -U postgres copy
+  "$REPO_BIN" restore latest --name postgres/app | runuser -u postgres -- $PGBIN/pg_restore -h "$W" -p 5433 -U postgres -d copy
+  echo "restored into database copy: $(runuser -u postgres -- $PGBIN/psql -h "$W" -p 5433 -U postgres -At -d copy -c 'SELECT count(*) FROM pgbench_accounts') rows in pgbench_accounts"
+  "$REPO_BIN" check --read-data --verify-restore pg --name 'postgres/*' --latest 1
+fi
 echo "== demo repository: $W/repo"
