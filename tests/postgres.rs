@@ -148,3 +148,19 @@ fn verify_restore_passes_real_dumps_and_fails_truncated_ones() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.text().contains("restore ok"), "{}", r.text());
 }
+
+#[test]
+fn a_compressed_pg_dump_or_gzip_on_stdin_gets_the_z0_advice() {
+    let pg = Pg::start();
+    pg.psql("postgres", "CREATE DATABASE app");
+    pg.psql("app", "CREATE TABLE t AS SELECT i, md5(i::text) AS m FROM generate_series(1, 20000) i");
+    let f = Fixture::new();
+    let compressed = shell(&f, &format!("{} | \"$REPO\" backup --stdin --name a", pg.sh("pg_dump", "-Fc app"))).ok();
+    assert!(compressed.stderr.contains("compressed pg_dump archive") && compressed.stderr.contains("-Z0"), "{}", compressed.stderr);
+    let gz = shell(&f, &format!("{} | gzip | \"$REPO\" backup --stdin --name b", pg.sh("pg_dump", "app"))).ok();
+    assert!(gz.stderr.contains("gzip"), "{}", gz.stderr);
+    let plain = shell(&f, &format!("{} | \"$REPO\" backup --stdin --name c", pg.sh("pg_dump", "-Fc -Z0 app"))).ok();
+    assert!(!plain.stderr.contains("warning"), "{}", plain.stderr);
+    let cmd = shell(&f, &format!("\"$REPO\" --json backup --name d -- {}", pg.sh("pg_dump", "-Fc app"))).ok();
+    assert!(cmd.json()["warnings"][0].as_str().unwrap().contains("-Z0"));
+}

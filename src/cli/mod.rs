@@ -268,7 +268,13 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
             let r = ops::backup::run(repo.clone(), source, meta, bar.clone()).await;
             bar.finish();
             warnings(cli, &repo);
-            emit(cli, &r?, render::backup)
+            let r = r?;
+            if !cli.quiet {
+                for w in &r.warnings {
+                    eprintln!("repo: warning: {w}");
+                }
+            }
+            emit(cli, &r, render::backup)
         }
         Cmd::Snapshots(a) => {
             let repo = open(cli).await?;

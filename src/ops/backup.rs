@@ -20,6 +20,9 @@ pub enum Source {
 #[derive(Debug, serde::Serialize)]
 pub struct BackupReport {
     pub snapshot: SnapshotInfo,
+    /// Advice about the input (compressed data that deduplicates poorly).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     #[serde(flatten)]
     pub stats: BackupStats,
     pub seconds: f64,
@@ -58,8 +61,12 @@ async fn lease_still_fresh(lease: &Lease) -> Result<()> {
 async fn run_leased(repo: Arc<Repository>, source: Source, mut meta: SnapshotMeta, progress: Arc<dyn Progress>, lease: &Lease) -> Result<BackupReport> {
     let start = Instant::now();
     let exclude = Arc::new(condemned_packs(&repo).await?);
-    let (id, snap, stats) = match source {
-        Source::Stdin => backup_stream(repo, std::io::stdin(), meta, progress, exclude, lease_still_fresh(lease)).await?,
+    let (id, snap, stats, head) = match source {
+        Source::Stdin => {
+            let (input, head) = super::sniff::Sniff::new(std::io::stdin());
+            let (id, snap, stats) = backup_stream(repo, input, meta, progress, exclude, lease_still_fresh(lease)).await?;
+            (id, snap, stats, head)
+        }
         Source::Command(argv) => {
             let cmd = command_line(&argv);
             let prog = argv.first().ok_or_else(|| RepoError::CommandStart { command: String::new(), source: std::io::Error::other("empty command") })?;
@@ -70,8 +77,11 @@ async fn run_leased(repo: Arc<Repository>, source: Source, mut meta: SnapshotMet
                 .stderr(Stdio::inherit())
                 .spawn()
                 .map_err(|e| RepoError::CommandStart { command: cmd.clone(), source: e })?;
-            let out: Box<dyn Read + Send> = match child.stdout.take() {
-                Some(o) => Box::new(o),
+            let (out, head): (Box<dyn Read + Send>, _) = match child.stdout.take() {
+                Some(o) => {
+                    let (s, head) = super::sniff::Sniff::new(o);
+                    (Box::new(s), head)
+                }
                 None => return Err(RepoError::Internal("child has no stdout".into())),
             };
             meta.command = cmd.clone();
@@ -91,8 +101,10 @@ async fn run_leased(repo: Arc<Repository>, source: Source, mut meta: SnapshotMet
                     Err(RepoError::CommandFailed { command: cmd, status })
                 }
             };
-            backup_stream(repo, out, meta, progress, exclude, gate).await?
+            let (id, snap, stats) = backup_stream(repo, out, meta, progress, exclude, gate).await?;
+            (id, snap, stats, head)
         }
     };
-    Ok(BackupReport { snapshot: SnapshotInfo::new(&id, &snap), stats, seconds: start.elapsed().as_secs_f64() })
+    let warnings = super::sniff::advice(&head.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
+    Ok(BackupReport { snapshot: SnapshotInfo::new(&id, &snap), warnings, stats, seconds: start.elapsed().as_secs_f64() })
 }

@@ -8,6 +8,7 @@ pub mod init;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod sniff;
 pub mod snapshots;
 pub mod stats;
 pub mod verify_restore;
