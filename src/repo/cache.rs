@@ -27,6 +27,8 @@ const CACHE_VERSION: u64 = 1;
 /// redb's page cache defaults to 1 GiB and grows with the table: cap it so that memory does
 /// not depend on the repository or stream size.
 const PAGE_CACHE_BYTES: usize = 16 << 20;
+/// Entries per write transaction when taking in index files.
+const INGEST_SLICE: usize = 4096;
 
 fn create_db(path: &Path) -> std::result::Result<Database, DatabaseError> {
     Database::builder().set_cache_size(PAGE_CACHE_BYTES).create(path)
@@ -180,26 +182,40 @@ impl IndexCache {
         std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Records index files (by name) and their entries in one transaction.
+    /// Records index files (by name) and their entries. Entries are committed in slices of
+    /// `INGEST_SLICE`: a write transaction keeps every page it touches in memory, and random
+    /// ids touch nearly every leaf, so one large transaction would cost memory in proportion
+    /// to the table. A file's name is recorded with its last slice: after a crash in between,
+    /// the file is simply taken in again (inserts are idempotent).
     pub fn ingest(&self, files: &[(String, IndexFile)]) -> Result<()> {
-        if files.is_empty() {
-            return Ok(());
+        for (name, f) in files {
+            let entries: Vec<(&Id, [u8; 46])> = f.packs.iter().flat_map(|p| p.blobs.iter().map(move |(id, l)| (id, encode_ref(&p.pack, l)))).collect();
+            let mut slices = entries.chunks(INGEST_SLICE).peekable();
+            if slices.peek().is_none() {
+                self.ingest_slice(&[], Some((name, f)))?;
+            }
+            while let Some(slice) = slices.next() {
+                let last = slices.peek().is_none();
+                self.ingest_slice(slice, last.then_some((name, f)))?;
+            }
         }
+        Ok(())
+    }
+
+    fn ingest_slice(&self, entries: &[(&Id, [u8; 46])], file: Option<(&String, &IndexFile)>) -> Result<()> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
-            let mut packs = tx.open_table(PACKS).map_err(|e| self.err(e))?;
-            let mut idx = tx.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
-            for (name, f) in files {
-                let mut n = 0u64;
+            for (id, r) in entries {
+                blobs.insert(&id.0[..], &r[..]).map_err(|e| self.err(e))?;
+            }
+            if let Some((name, f)) = file {
+                let mut packs = tx.open_table(PACKS).map_err(|e| self.err(e))?;
                 for p in &f.packs {
                     packs.insert(&p.pack.0[..], p.pack_len).map_err(|e| self.err(e))?;
-                    for (id, l) in &p.blobs {
-                        blobs.insert(&id.0[..], &encode_ref(&p.pack, l)[..]).map_err(|e| self.err(e))?;
-                        n += 1;
-                    }
                 }
-                idx.insert(name.as_str(), n).map_err(|e| self.err(e))?;
+                let n: u64 = f.packs.iter().map(|p| p.blobs.len() as u64).sum();
+                tx.open_table(INDEX_FILES).map_err(|e| self.err(e))?.insert(name.as_str(), n).map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
