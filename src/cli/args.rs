@@ -65,11 +65,9 @@ pub struct CheckArgs {
     /// Restore the selected dump snapshots through the real pg_restore.
     #[arg(long, value_enum, value_name = "KIND")]
     pub verify_restore: Option<VerifyKind>,
-    /// With --verify-restore: snapshots of this name (glob).
-    #[arg(long)]
-    pub name: Option<String>,
-    #[arg(long = "tag")]
-    pub tags: Vec<String>,
+    /// With --verify-restore: which snapshots.
+    #[command(flatten)]
+    pub filter: Filter,
     /// With --verify-restore: only the newest K of each name.
     #[arg(long)]
     pub latest: Option<usize>,
@@ -94,6 +92,23 @@ pub enum RepairCmd {
         #[arg(long)]
         forget_broken: bool,
     },
+}
+
+/// Which snapshots a command considers.
+#[derive(Args, Debug, Clone)]
+pub struct Filter {
+    /// Only snapshots of this name (glob: 'postgres/*').
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only snapshots with this tag (repeatable: all must match).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+}
+
+impl Filter {
+    pub fn snapshots(&self) -> repo::repo::SnapshotFilter {
+        repo::repo::SnapshotFilter { name: self.name.clone(), tags: self.tags.clone() }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -149,12 +164,8 @@ pub struct BackupArgs {
 
 #[derive(Args, Debug)]
 pub struct SnapshotsArgs {
-    /// Only snapshots of this name (glob: postgres/*).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Only snapshots with this tag (repeatable: all must match).
-    #[arg(long = "tag")]
-    pub tags: Vec<String>,
+    #[command(flatten)]
+    pub filter: Filter,
     /// Only the newest K snapshots of each name.
     #[arg(long)]
     pub latest: Option<usize>,
@@ -164,11 +175,9 @@ pub struct SnapshotsArgs {
 pub struct RestoreArgs {
     /// Snapshot id prefix, or `latest`.
     pub snapshot: String,
-    /// With `latest`: the newest snapshot of this name (glob).
-    #[arg(long)]
-    pub name: Option<String>,
-    #[arg(long = "tag")]
-    pub tags: Vec<String>,
+    /// With `latest`: the newest snapshot matching these.
+    #[command(flatten)]
+    pub filter: Filter,
     /// Write to this file (atomically: a temporary name, then renamed) instead of stdout.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
@@ -196,12 +205,8 @@ pub struct ForgetArgs {
     /// Keep every snapshot with this tag (repeatable).
     #[arg(long = "keep-tag")]
     pub keep_tags: Vec<String>,
-    /// Only snapshots of this name (glob).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Only snapshots with this tag.
-    #[arg(long = "tag")]
-    pub tags: Vec<String>,
+    #[command(flatten)]
+    pub filter: Filter,
     /// Time zone of the hour/day/week/month/year buckets (IANA name, e.g. Europe/Berlin).
     #[arg(long, default_value = "UTC")]
     pub tz: String,

@@ -195,7 +195,7 @@ async fn forget(cli: &Cli, a: &args::ForgetArgs) -> anyhow::Result<()> {
     let opts = ops::forget::ForgetOptions {
         policy,
         ids: a.snapshots.clone(),
-        filter: SnapshotFilter { name: a.name.clone(), tags: a.tags.clone() },
+        filter: a.filter.snapshots(),
         tz,
         dry_run: a.dry_run,
     };
@@ -216,7 +216,7 @@ async fn check(cli: &Cli, a: &args::CheckArgs) -> anyhow::Result<i32> {
         (None, false) => None,
     };
     let verify_restore = a.verify_restore.map(|_| ops::verify_restore::VerifyRestoreOptions {
-        filter: SnapshotFilter { name: a.name.clone(), tags: a.tags.clone() },
+        filter: a.filter.snapshots(),
         latest: a.latest,
         pg_restore: a.pg_restore.clone(),
     });
@@ -278,14 +278,13 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
         }
         Cmd::Snapshots(a) => {
             let repo = open(cli).await?;
-            let filter = SnapshotFilter { name: a.name.clone(), tags: a.tags.clone() };
-            let r = ops::snapshots::run(&repo, &filter, a.latest).await?;
+            let r = ops::snapshots::run(&repo, &a.filter.snapshots(), a.latest).await?;
             warnings(cli, &repo);
             emit(cli, &r, |l| render::snapshots(l))
         }
         Cmd::Restore(a) => {
             let repo = open(cli).await?;
-            let filter = SnapshotFilter { name: a.name.clone(), tags: a.tags.clone() };
+            let filter = a.filter.snapshots();
             let bar = Bar::start("restored", show_progress && a.output.is_some());
             let r = match &a.output {
                 None => {
