@@ -126,11 +126,10 @@ fn emit<T: serde::Serialize>(cli: &Cli, report: &T, human: impl FnOnce(&T) -> St
     let text = if cli.json { serde_json::to_string(report)? } else { human(report) };
     if cli.json || !cli.quiet {
         let mut out = std::io::stdout().lock();
-        if let Err(e) = writeln!(out, "{text}") {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
+        if let Err(e) = writeln!(out, "{text}")
+            && e.kind() != std::io::ErrorKind::BrokenPipe {
                 return Err(e.into());
             }
-        }
     }
     Ok(())
 }

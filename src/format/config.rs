@@ -30,7 +30,7 @@ impl Config {
     /// Checks the chunker and packer parameters; bad values are an error, never a panic later.
     pub fn validate(&self) -> Result<(), FormatError> {
         let (min, avg, max) = (self.chunk_min, self.chunk_avg, self.chunk_max);
-        if min < MIN_CHUNK_FLOOR || min > 1 << 20 || avg > 4 << 20 || max > MAX_CHUNK_CEIL || !(min < avg && avg < max) {
+        if !(MIN_CHUNK_FLOOR..=1 << 20).contains(&min) || avg > 4 << 20 || max > MAX_CHUNK_CEIL || !(min < avg && avg < max) {
             return Err(invalid(
                 "chunker",
                 format!("need {MIN_CHUNK_FLOOR} <= min <= 1 MiB, min < avg <= 4 MiB, avg < max <= 16 MiB; got {min}/{avg}/{max}"),

@@ -68,7 +68,7 @@ impl PackEntry {
         }
         let raw_len = r.u32()?;
         let stored_len = r.u32()?;
-        if raw_len > MAX_BLOB_LEN || stored_len > MAX_BLOB_LEN + 16 || stored_len < 16 {
+        if raw_len > MAX_BLOB_LEN || !(16..=MAX_BLOB_LEN + 16).contains(&stored_len) {
             return Err(invalid("blob length", format!("raw {raw_len} stored {stored_len}")));
         }
         Ok(PackEntry { blob_type, flags, raw_len, stored_len, id: r.id()? })

@@ -10,6 +10,7 @@
 //!   committed meanwhile needs (those are indexed again: "resurrected"). Old index files go
 //!   before the packs, so a crash in between leaves only unindexed packs, never an index entry
 //!   for a deleted pack.
+//!
 //! A run sweeps what earlier runs condemned, marks, and sweeps its own record at once when no
 //! backup is running; otherwise the next run finishes it.
 
@@ -260,11 +261,10 @@ async fn repack_packs(repo: &Arc<Repository>, live: &IdSet, packs: &[(Id, u64)],
                 None => builder.insert(PackBuilder::new(&repo.keys, repo.cipher, repo.config.pack_target)?),
             };
             b.add(loc.blob_type, *id, loc.flags, loc.raw_len, stored)?;
-            if b.is_full() {
-                if let Some(full) = builder.take() {
+            if b.is_full()
+                && let Some(full) = builder.take() {
                     out.push(store_pack(repo, full, r).await?);
                 }
-            }
         }
     }
     if let Some(b) = builder.filter(|b| !b.is_empty()) {

@@ -253,11 +253,10 @@ impl IndexCache {
         let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
         let mut sum = 0u64;
         for r in t.iter().map_err(|e| self.err(e))? {
-            if let Some(b) = decode_ref(r.map_err(|e| self.err(e))?.1.value()) {
-                if b.loc.blob_type == BlobType::Data {
+            if let Some(b) = decode_ref(r.map_err(|e| self.err(e))?.1.value())
+                && b.loc.blob_type == BlobType::Data {
                     sum += b.loc.raw_len as u64;
                 }
-            }
         }
         Ok(sum)
     }

@@ -85,11 +85,10 @@ pub async fn live_leases(backend: &Arc<dyn Backend>) -> Result<Vec<LeaseName>> {
     let mut newest: HashMap<u64, LeaseName> = HashMap::new();
     for o in backend.list(paths::LOCKS_DIR).await? {
         let Some(name) = o.path.rsplit('/').next() else { continue };
-        if let Ok(n) = LeaseName::decode(name) {
-            if newest.get(&n.id).is_none_or(|m| m.time < n.time) {
+        if let Ok(n) = LeaseName::decode(name)
+            && newest.get(&n.id).is_none_or(|m| m.time < n.time) {
                 newest.insert(n.id, n);
             }
-        }
     }
     let now = now_secs();
     Ok(newest.into_values().filter(|n| now - n.time < LEASE_EXPIRY_SECS).collect())

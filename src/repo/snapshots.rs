@@ -67,7 +67,7 @@ pub async fn list_snapshots(repo: &Repository, filter: &SnapshotFilter) -> Resul
             Err(e) => repo.index.warn(format!("{e}; snapshot skipped")),
         }
     }
-    out.sort_by(|a, b| (a.1.time_ns, a.0).cmp(&(b.1.time_ns, b.0)));
+    out.sort_by_key(|a| (a.1.time_ns, a.0));
     Ok(out)
 }
 

@@ -34,6 +34,6 @@ pub async fn restore(r: &Arc<Repository>, name: &str) -> Vec<u8> {
     let (_, snap) = engine::resolve_snapshot(r, "latest", &f).await.expect("resolve");
     let out = Shared::default();
     restore_stream(r.clone(), &snap, name, out.clone(), Arc::new(NoProgress)).await.expect("restore");
-    let v = out.0.lock().unwrap().clone();
-    v
+    
+    out.0.lock().unwrap().clone()
 }

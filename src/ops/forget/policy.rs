@@ -10,6 +10,7 @@
 //! * `within d`: every snapshot at or after the newest snapshot's time minus d (relative to
 //!   the newest snapshot, not to now, so a stopped backup job never makes everything expire).
 //! * `tag t`: every snapshot carrying tag t.
+//!
 //! A snapshot is removed only if no rule keeps it; an empty policy keeps everything.
 
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
@@ -123,11 +124,10 @@ pub fn apply<Tz: TimeZone>(policy: &Policy, items: &[Item], tz: &Tz) -> Vec<Deci
                 }
             }
         }
-        if let Some(w) = policy.within_ns {
-            if it.time_ns >= newest.saturating_sub(w) {
+        if let Some(w) = policy.within_ns
+            && it.time_ns >= newest.saturating_sub(w) {
                 reasons.push("within".to_string());
             }
-        }
         for t in &policy.tags {
             if it.tags.contains(t) {
                 reasons.push(format!("tag {t}"));
