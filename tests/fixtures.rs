@@ -20,24 +20,21 @@ fn fixture_dir() -> PathBuf {
 #[test]
 fn frozen_v1_repository_opens_and_restores() {
     let cache = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["--json", "snapshots"])
-        .env("REPO_REPOSITORY", fixture_dir())
-        .env("REPO_PASSWORD", "fixture")
-        .env("REPO_CACHE_DIR", cache.path())
-        .output()
-        .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("REPO_REPOSITORY", fixture_dir())
+            .env("REPO_PASSWORD", "fixture")
+            .env("REPO_CACHE_DIR", cache.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--json", "snapshots"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list[0]["name"], "postgres/fixture");
     assert_eq!(list[0]["time"], "2026-02-14T02:00:00Z");
-    let out = std::process::Command::new(BIN)
-        .args(["restore", "latest", "--name", "postgres/fixture"])
-        .env("REPO_REPOSITORY", fixture_dir())
-        .env("REPO_PASSWORD", "fixture")
-        .env("REPO_CACHE_DIR", cache.path())
-        .output()
-        .unwrap();
+    let out = run(&["restore", "latest", "--name", "postgres/fixture"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, fixture_content());
 }

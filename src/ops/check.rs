@@ -268,6 +268,14 @@ async fn read_packs(repo: &Arc<Repository>, st: &mut State, subset: Subset, r: &
     let mut candidates: Vec<(Id, u64)> = st.indexed_packs.iter().filter(|(p, _)| !st.bad_packs.contains_key(*p)).map(|(p, l)| (*p, *l)).collect();
     candidates.sort();
     let chosen = subset.select(candidates);
+    // what the index says each chosen pack holds, gathered in one pass over the index
+    let chosen_set: HashSet<Id> = chosen.iter().map(|(p, _)| *p).collect();
+    let mut expected: HashMap<Id, Vec<(Id, u32)>> = HashMap::new();
+    for (id, ls) in &st.locs {
+        for (pk, l) in ls.iter().filter(|(pk, _)| chosen_set.contains(pk)) {
+            expected.entry(*pk).or_default().push((*id, l.offset));
+        }
+    }
     let mut verdicts = stream::iter(chosen)
         .map(|(p, _)| {
             let repo = repo.clone();
@@ -310,7 +318,7 @@ async fn read_packs(repo: &Arc<Repository>, st: &mut State, subset: Subset, r: &
         // the pack must say what the index says about it
         if let Some(footer) = v.footer {
             let inside: HashSet<(Id, u32)> = footer.blobs.iter().map(|(id, l)| (*id, l.offset)).collect();
-            let wrong = st.locs.iter().flat_map(|(id, ls)| ls.iter().map(move |(pk, l)| (id, pk, l))).filter(|(id, pk, l)| **pk == p && !inside.contains(&(**id, l.offset))).count();
+            let wrong = expected.remove(&p).unwrap_or_default().iter().filter(|e| !inside.contains(e)).count();
             if wrong > 0 {
                 causes.0.entry(obj).or_insert_with(|| (format!("{wrong} index entries disagree with the pack's own footer"), BTreeSet::new(), 0));
             }

@@ -29,7 +29,7 @@ use crate::format::Id;
 use crate::repo::idset::{IdSet, Keep};
 use crate::repo::lease::{live_leases, prune_records, remove_expired_leases, Lease};
 use crate::repo::packer::PackBuilder;
-use crate::repo::{list_snapshots, load_index_file, paths, read_blob, read_pack_footer, write_index, PackCiphers, RepoError, Repository, Result, SnapshotFilter};
+use crate::repo::{list_snapshots, load_index_file, parse_pack, paths, read_blob, read_pack_footer, write_index, RepoError, Repository, Result, SnapshotFilter};
 
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
@@ -242,29 +242,30 @@ async fn put_record(repo: &Repository, rec: &PruneRecord) -> Result<Id> {
 
 /// Copies the kept chunks of `packs` into new packs; returns their index entries.
 async fn repack_packs(repo: &Arc<Repository>, live: &IdSet, packs: &[(Id, u64)], r: &mut PruneReport) -> Result<Vec<IndexPack>> {
-    let ciphers = PackCiphers::default();
     let mut out = Vec::new();
     let mut builder: Option<PackBuilder> = None;
-    for (p, len) in packs {
-        let footer = read_pack_footer(repo, p, *len).await?;
+    for (p, _) in packs {
+        // one read per pack: it is small, and every kept blob of it is needed
+        let bytes = repo.backend.get(&paths::pack(p)).await?;
+        let (cipher, footer) = parse_pack(repo, p, &bytes)?;
         let ids: Vec<Id> = footer.blobs.iter().map(|b| b.0).collect();
         let keep = live.keep_many(&ids, p)?;
         for ((id, loc), k) in footer.blobs.iter().zip(keep) {
             if k != Keep::Here {
                 continue;
             }
-            let cipher = ciphers.get(repo, p).await?;
-            let sealed = repo.backend.get_range(&paths::pack(p), loc.offset as u64, loc.stored_len as u64).await?;
-            let stored = cipher.open(loc.offset as u64, &sealed).map_err(|e| RepoError::codec(format!("blob {} in {}", id.short(), paths::pack(p)), e))?;
+            let sealed = &bytes[loc.offset as usize..(loc.offset + loc.stored_len) as usize];
+            let stored = cipher.open(loc.offset as u64, sealed).map_err(|e| RepoError::codec(format!("blob {} in {}", id.short(), paths::pack(p)), e))?;
             let b = match builder.as_mut() {
                 Some(b) => b,
                 None => builder.insert(PackBuilder::new(&repo.keys, repo.cipher, repo.config.pack_target)?),
             };
             b.add(loc.blob_type, *id, loc.flags, loc.raw_len, stored)?;
             if b.is_full()
-                && let Some(full) = builder.take() {
-                    out.push(store_pack(repo, full, r).await?);
-                }
+                && let Some(full) = builder.take()
+            {
+                out.push(store_pack(repo, full, r).await?);
+            }
         }
     }
     if let Some(b) = builder.filter(|b| !b.is_empty()) {

@@ -27,11 +27,10 @@ fn pack_cipher(repo: &Repository, path: &str, head: &[u8]) -> Result<ObjectCiphe
     Ok(ObjectCipher::new(&repo.keys, &header))
 }
 
-/// Decodes a pack's footer (given its header and its tail ending at `pack_len`) into index
+/// Decodes a pack's footer (with the pack's cipher, built from its header) into index
 /// entries, checking that the blobs tile the space between header and footer.
-fn footer_entries(repo: &Repository, pack: &Id, head: &[u8], footer: &[u8], footer_start: u64) -> Result<IndexPack> {
+fn footer_entries(cipher: &ObjectCipher, pack: &Id, footer: &[u8], footer_start: u64) -> Result<IndexPack> {
     let path = paths::pack(pack);
-    let cipher = pack_cipher(repo, &path, head)?;
     let plain = cipher.open(FOOTER_COUNTER, footer).map_err(|e| RepoError::codec(format!("{path} footer"), e))?;
     let entries = decode_footer(&plain).map_err(|e| RepoError::format(format!("{path} footer"), e))?;
     let mut offset = HEADER_LEN as u64;
@@ -57,7 +56,21 @@ pub async fn read_pack_footer(repo: &Repository, pack: &Id, pack_len: u64) -> Re
     let t: [u8; 4] = [tail[0], tail[1], tail[2], tail[3]];
     let (start, len) = footer_range(&t, pack_len).map_err(|e| RepoError::format(path.clone(), e))?;
     let footer = repo.backend.get_range(&path, start, len).await?;
-    footer_entries(repo, pack, &head, &footer, start)
+    footer_entries(&pack_cipher(repo, &path, &head)?, pack, &footer, start)
+}
+
+/// Parses a whole pack held in memory: its cipher and what its footer says.
+pub fn parse_pack(repo: &Repository, pack: &Id, bytes: &[u8]) -> Result<(ObjectCipher, IndexPack)> {
+    let path = paths::pack(pack);
+    if bytes.len() < HEADER_LEN + 24 {
+        return Err(RepoError::Corrupt { object: path, reason: "too short".into() });
+    }
+    let n = bytes.len();
+    let t: [u8; 4] = [bytes[n - 4], bytes[n - 3], bytes[n - 2], bytes[n - 1]];
+    let (start, flen) = footer_range(&t, n as u64).map_err(|e| RepoError::format(path.clone(), e))?;
+    let cipher = pack_cipher(repo, &path, &bytes[..HEADER_LEN])?;
+    let footer = footer_entries(&cipher, pack, &bytes[start as usize..(start + flen) as usize], start)?;
+    Ok((cipher, footer))
 }
 
 /// The outcome of reading a whole pack.
@@ -78,24 +91,8 @@ pub fn verify_pack_bytes(repo: &Repository, pack: &Id, bytes: &[u8]) -> PackVerd
     if Id::of_bytes(bytes) != *pack {
         v.pack_error = Some("content does not match its name".into());
     }
-    let len = bytes.len() as u64;
-    let footer = (|| {
-        if bytes.len() < HEADER_LEN + 24 {
-            return Err(RepoError::Corrupt { object: paths::pack(pack), reason: "too short".into() });
-        }
-        let t: [u8; 4] = [bytes[bytes.len() - 4], bytes[bytes.len() - 3], bytes[bytes.len() - 2], bytes[bytes.len() - 1]];
-        let (start, flen) = footer_range(&t, len).map_err(|e| RepoError::format(paths::pack(pack), e))?;
-        footer_entries(repo, pack, &bytes[..HEADER_LEN], &bytes[start as usize..(start + flen) as usize], start)
-    })();
-    let footer = match footer {
-        Ok(f) => f,
-        Err(e) => {
-            v.pack_error = Some(e.to_string());
-            return v;
-        }
-    };
-    let cipher = match pack_cipher(repo, &paths::pack(pack), &bytes[..HEADER_LEN]) {
-        Ok(c) => c,
+    let (cipher, footer) = match parse_pack(repo, pack, bytes) {
+        Ok(parsed) => parsed,
         Err(e) => {
             v.pack_error = Some(e.to_string());
             return v;
