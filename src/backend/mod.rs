@@ -3,10 +3,14 @@
 mod fault;
 mod local;
 mod mem;
+mod remote;
+mod throttle;
 
 pub use fault::FaultBackend;
 pub use local::LocalBackend;
 pub use mem::MemBackend;
+pub use remote::{RemoteBackend, RemoteUrl};
+pub use throttle::{parse_rate, Throttle, ThrottledBackend};
 
 use async_trait::async_trait;
 
@@ -31,6 +35,12 @@ pub enum BackendError {
     ShortRead { path: String, expected: u64, got: u64 },
     #[error("{path}: injected fault")]
     Injected { path: String },
+    /// A storage service answered with an error (after the retries for transient ones).
+    #[error("{path}: {message}")]
+    Remote { path: String, message: String, temporary: bool },
+    /// The repository URL or the service configuration is unusable.
+    #[error("{location}: {message}")]
+    Config { location: String, message: String },
 }
 
 impl BackendError {
@@ -72,16 +82,15 @@ pub trait Backend: Send + Sync + 'static {
     fn location(&self) -> String;
 }
 
-/// Opens the backend a repository URL names. A plain path is the local filesystem.
+/// Opens the backend a repository URL names: a plain path (or `file://`) is the local
+/// filesystem, `s3://`, `sftp://`, `webdav://` and every other scheme the storage library
+/// offers go through [`RemoteBackend`].
 pub fn from_url(url: &str) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
-    if let Some((scheme, _)) = url.split_once("://") {
-        if scheme != "file" {
-            return Err(BackendError::Io {
-                path: url.into(),
-                source: std::io::Error::other(format!("the {scheme}:// backend is not available in this version (only local paths)")),
-            });
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if scheme == "file" {
+            return Ok(std::sync::Arc::new(LocalBackend::new(rest)));
         }
-        return Ok(std::sync::Arc::new(LocalBackend::new(&url["file://".len()..])));
+        return Ok(std::sync::Arc::new(RemoteBackend::open(url)?));
     }
     Ok(std::sync::Arc::new(LocalBackend::new(url)))
 }

@@ -25,6 +25,9 @@ pub struct Cli {
     /// Print more detail.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Limit uploads to this rate (500K, 10M, 1.5MiB; a bare number is KiB/s).
+    #[arg(long, env = "REPO_LIMIT_UPLOAD", global = true, value_name = "RATE")]
+    pub limit_upload: Option<String>,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -47,6 +50,10 @@ pub enum Cmd {
     Forget(ForgetArgs),
     /// Reclaim the space of data no snapshot needs (safe while backups run).
     Prune(PruneArgs),
+    /// Make DEST an exact copy of this repository, copying only what it lacks (no password needed).
+    Sync(SyncArgs),
+    /// Copy snapshots into another repository (its own password), deduplicating there.
+    Copy(CopyArgs),
     /// Rebuild the index from the packs, or remove snapshots that cannot be restored.
     Repair {
         #[command(subcommand)]
@@ -160,6 +167,40 @@ pub struct BackupArgs {
     /// Command whose standard output is stored; no snapshot unless it exits 0.
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    /// Destination URL: a path, s3://bucket/prefix, sftp://user@host/path, …
+    pub destination: String,
+    /// Also delete what the destination holds and this repository no longer does (after
+    /// everything else is copied).
+    #[arg(long)]
+    pub delete: bool,
+    /// Report what would be copied and deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Objects transferred at the same time.
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Destination repository URL (created with `repo init` beforehand).
+    #[arg(long)]
+    pub to: String,
+    /// Password file of the destination (REPO_TO_PASSWORD gives it directly); default: the
+    /// source's password.
+    #[arg(long, env = "REPO_TO_PASSWORD_FILE")]
+    pub to_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: Filter,
+    /// Only the newest K snapshots of each name.
+    #[arg(long)]
+    pub latest: Option<usize>,
+    /// Snapshot ids (prefixes) to copy; default: all matching the filter.
+    pub snapshots: Vec<String>,
 }
 
 #[derive(Args, Debug)]

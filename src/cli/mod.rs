@@ -83,10 +83,14 @@ fn report_error(e: &anyhow::Error) -> i32 {
 }
 
 fn password(cli: &Cli) -> anyhow::Result<Option<Vec<u8>>> {
-    if let Ok(p) = std::env::var("REPO_PASSWORD") {
+    password_from("REPO_PASSWORD", cli.password_file.as_deref())
+}
+
+fn password_from(var: &str, file: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
+    if let Ok(p) = std::env::var(var) {
         return Ok(Some(p.into_bytes()));
     }
-    match &cli.password_file {
+    match file {
         Some(f) => {
             let text = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
             let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
@@ -109,9 +113,22 @@ async fn open(cli: &Cli) -> anyhow::Result<Arc<Repository>> {
 
 /// Opens without printing the warnings gathered while opening (`check` reports them itself).
 async fn open_keep_warnings(cli: &Cli) -> anyhow::Result<Arc<Repository>> {
-    let backend = repo::backend::from_url(repo_url(cli)?)?;
+    let backend = backend(cli, repo_url(cli)?)?;
     let pw = password(cli)?;
     Ok(Arc::new(Repository::open(backend, pw.as_deref(), cli.cache_dir.clone()).await?))
+}
+
+/// The backend a URL names, with the upload limit applied when one is set.
+fn backend(cli: &Cli, url: &str) -> anyhow::Result<Arc<dyn repo::backend::Backend>> {
+    let b = repo::backend::from_url(url)?;
+    Ok(match &cli.limit_upload {
+        None => b,
+        Some(rate) => {
+            let rate = repo::backend::parse_rate(rate).map_err(|e| anyhow!("--limit-upload {e}"))?;
+            let throttle = Arc::new(repo::backend::Throttle::new(rate));
+            Arc::new(repo::backend::ThrottledBackend::new(b, throttle))
+        }
+    })
 }
 
 fn warnings(cli: &Cli, repo: &Repository) {
@@ -229,7 +246,7 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
     let show_progress = !cli.quiet && !cli.json;
     match &cli.command {
         Cmd::Init(a) => {
-            let backend = repo::backend::from_url(repo_url(cli)?)?;
+            let backend = backend(cli, repo_url(cli)?)?;
             let encrypted = matches!(a.encryption, Encryption::Aes256Gcm);
             let pw = password(cli)?;
             let mut o = InitOptions { encrypted, ..InitOptions::default() };
@@ -306,6 +323,40 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
                 }
                 Ok(())
             }
+        }
+        Cmd::Sync(a) => {
+            let src = backend(cli, repo_url(cli)?)?;
+            let dst = backend(cli, &a.destination)?;
+            let opts = ops::sync::SyncOptions { delete: a.delete, dry_run: a.dry_run, jobs: a.jobs };
+            let bar = Bar::start("copied", show_progress);
+            let r = ops::sync::run(src, dst, &opts, &*bar).await;
+            bar.finish();
+            emit(cli, &r?, render::sync)
+        }
+        Cmd::Copy(a) => {
+            let src = open(cli).await?;
+            let pw = match password_from("REPO_TO_PASSWORD", a.to_password_file.as_deref())? {
+                Some(p) => Some(p),
+                None => password(cli)?,
+            };
+            let dst = Arc::new(Repository::open(backend(cli, &a.to)?, pw.as_deref(), cli.cache_dir.clone()).await?);
+            warnings(cli, &dst);
+            let mut selected = repo::repo::list_snapshots(&src, &a.filter.snapshots()).await?;
+            if !a.snapshots.is_empty() {
+                let mut picked = Vec::new();
+                for sel in &a.snapshots {
+                    picked.push(repo::repo::resolve_snapshot(&src, sel, &a.filter.snapshots()).await?);
+                }
+                selected = picked;
+            }
+            if let Some(k) = a.latest {
+                selected = repo::repo::newest_per_name(selected, k);
+            }
+            selected.sort_by_key(|(_, s)| s.time_ns);
+            let bar = Bar::start("copied", show_progress);
+            let r = ops::copy::run(src, dst.clone(), selected, bar.clone()).await;
+            bar.finish();
+            emit(cli, &r?, render::copy)
         }
         Cmd::Stats => {
             let repo = open(cli).await?;

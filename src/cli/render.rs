@@ -8,6 +8,8 @@ use repo::ops::repair::{RepairIndexReport, RepairSnapshotsReport};
 use repo::ops::init::InitReport;
 use repo::ops::restore::RestoreReport;
 use repo::ops::stats::StatsReport;
+use repo::ops::sync::SyncReport;
+use repo::ops::copy::CopyReport;
 use repo::ops::SnapshotInfo;
 
 pub fn size(n: u64) -> String {
@@ -156,4 +158,38 @@ pub fn prune(r: &PruneReport) -> String {
         }
     }
     out
+}
+
+pub fn sync(r: &SyncReport) -> String {
+    let rate = r.copied_bytes as f64 / r.seconds.max(0.001);
+    let mut out = format!(
+        "{}{} → {}: copied {} objects ({}), {} already there ({}), deleted {} ({}) in {:.1} s ({}/s)",
+        if r.dry_run { "dry run: " } else { "" },
+        r.source,
+        r.destination,
+        r.copied_objects,
+        size(r.copied_bytes),
+        r.skipped_objects,
+        size(r.skipped_bytes),
+        r.deleted_objects,
+        size(r.deleted_bytes),
+        r.seconds,
+        size(rate as u64)
+    );
+    if r.vanished_objects > 0 {
+        out += &format!("\nnote: {} objects disappeared from the source during the sync (a prune); the next sync settles them", r.vanished_objects);
+    }
+    out
+}
+
+pub fn copy(r: &CopyReport) -> String {
+    let mut lines = Vec::new();
+    for s in &r.snapshots {
+        match &s.copy {
+            Some(c) => lines.push(format!("copied  {} {} {} → {} ({} stored)", s.source.short_id, s.source.name, s.source.time, c.short_id, size(s.bytes_written))),
+            None => lines.push(format!("present {} {} {} (already in the destination)", s.source.short_id, s.source.name, s.source.time)),
+        }
+    }
+    lines.push(format!("{} → {}: {} snapshots copied, {} already there, {:.1} s", r.source, r.destination, r.copied, r.skipped, r.seconds));
+    lines.join("\n")
 }

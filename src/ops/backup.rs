@@ -15,6 +15,9 @@ pub enum Source {
     Stdin,
     /// Run this command and read its standard output; its standard error passes through.
     Command(Vec<String>),
+    /// Read `input`, written by `producer` (a restore from another repository, for `copy`);
+    /// the snapshot is committed only if the producer finished successfully.
+    Piped { input: Box<dyn Read + Send>, producer: tokio::task::JoinHandle<Result<()>> },
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -103,6 +106,14 @@ async fn run_leased(repo: Arc<Repository>, source: Source, mut meta: SnapshotMet
             };
             let (id, snap, stats) = backup_stream(repo, out, meta, progress, exclude, gate).await?;
             (id, snap, stats, head)
+        }
+        Source::Piped { input, producer } => {
+            let gate = async move {
+                producer.await.map_err(|e| RepoError::Internal(e.to_string()))??;
+                lease_still_fresh(lease).await
+            };
+            let (id, snap, stats) = backup_stream(repo, input, meta, progress, exclude, gate).await?;
+            (id, snap, stats, Default::default())
         }
     };
     let warnings = super::sniff::advice(&head.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();

@@ -3,12 +3,14 @@
 
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod forget;
 pub mod init;
 pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod sniff;
+pub mod sync;
 pub mod snapshots;
 pub mod stats;
 pub mod verify_restore;
