@@ -194,10 +194,23 @@ impl RemoteBackend {
 }
 
 /// The error's kind and message, without the long context list (which may name endpoints).
+/// With the innermost cause (connection refused, ssh's own message, the service's error code).
 fn short(e: &opendal::Error) -> String {
     let msg = e.message();
-    let kind = e.kind();
-    if msg.is_empty() { format!("{kind}") } else { format!("{kind}: {msg}") }
+    let mut out = if msg.is_empty() { e.kind().to_string() } else { msg.to_string() };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut last = None;
+    while let Some(c) = cause {
+        last = Some(c);
+        cause = c.source();
+    }
+    if let Some(c) = last {
+        let c = c.to_string();
+        // Causes that quote a request URL could carry presigned query strings: cut them.
+        let c = match c.find('?') { Some(i) => format!("{}…", &c[..i]), None => c };
+        out = format!("{out}: {}", c.trim());
+    }
+    out
 }
 
 /// A URL that did not even parse is shown by its scheme only: the rest may hold secrets.

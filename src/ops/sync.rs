@@ -6,7 +6,8 @@
 //!
 //! Order keeps the destination a consistent repository at every instant, so a sync killed
 //! anywhere leaves something `check` passes and the next sync finishes:
-//! 1. `config` and `keys/` (a repository with nothing in it is consistent);
+//! 1. `keys/`, then `config` (a location with a config is a repository; one with keys and
+//!    nothing else is not yet, and an empty repository is consistent);
 //! 2. `data/` packs, then `index/` files: an index never names a pack the destination lacks;
 //! 3. `snapshots/` last: a snapshot appears only once everything it needs is there. The
 //!    source's snapshots are listed *before* its packs and index files, so everything a
@@ -95,20 +96,25 @@ pub async fn run(src: Arc<dyn Backend>, dst: Arc<dyn Backend>, opts: &SyncOption
     }
     let dst_has_config = dst.stat(CONFIG).await?.is_some();
 
-    if !dst_has_config {
-        report.copied_objects += 1;
-        report.copied_bytes += config.len() as u64;
-        if !opts.dry_run {
-            put_verified(&*dst, CONFIG, config).await?;
-        }
-    } else {
-        report.skipped_objects += 1;
-        report.skipped_bytes += config.len() as u64;
-    }
-
     let source_paths: HashMap<&str, HashSet<String>> =
         PHASES.iter().map(|d| (*d, source[d].iter().map(|o| o.path.clone()).collect())).collect();
+    let mut config = Some(config);
     for dir in PHASES {
+        if dir == DATA_DIR {
+            // `config` after the keys: a location with a config is a repository, and a
+            // repository needs its keys to open.
+            let config = config.take().expect("once");
+            if dst_has_config {
+                report.skipped_objects += 1;
+                report.skipped_bytes += config.len() as u64;
+            } else {
+                report.copied_objects += 1;
+                report.copied_bytes += config.len() as u64;
+                if !opts.dry_run {
+                    put_verified(&*dst, CONFIG, config).await?;
+                }
+            }
+        }
         let mut wanted = std::mem::take(source.get_mut(dir).expect("listed"));
         if dir == SNAPSHOTS_DIR && !opts.dry_run {
             // Copy only snapshots the source still has: one forgotten meanwhile may need

@@ -10,6 +10,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_repo");
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub password: String,
+    /// The repository URL when it is not the local directory `repo()`.
+    pub url: Option<String>,
 }
 
 pub struct Run {
@@ -49,7 +51,17 @@ impl Fixture {
         f
     }
     pub fn empty() -> Fixture {
-        Fixture { dir: tempfile::tempdir().expect("tempdir"), password: "correct horse".into() }
+        Fixture { dir: tempfile::tempdir().expect("tempdir"), password: "correct horse".into(), url: None }
+    }
+    /// An initialised repository at `url` (any backend).
+    pub fn at(url: &str) -> Fixture {
+        let f = Fixture { url: Some(url.into()), ..Fixture::empty() };
+        f.run(&["init", "--kdf-memory", "1024"], b"").ok();
+        f
+    }
+    /// The repository's URL: `url`, or the local directory.
+    pub fn location(&self) -> String {
+        self.url.clone().unwrap_or_else(|| self.repo().display().to_string())
     }
     pub fn repo(&self) -> PathBuf {
         self.dir.path().join("repo")
@@ -60,7 +72,9 @@ impl Fixture {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.args(args)
-            .env("REPO_REPOSITORY", self.repo())
+            .env("REPO_REPOSITORY", self.location())
+            .env("AWS_ACCESS_KEY_ID", "repo-test")
+            .env("AWS_SECRET_ACCESS_KEY", "repo-test-secret")
             .env("REPO_PASSWORD", &self.password)
             .env("REPO_CACHE_DIR", self.cache())
             .env_remove("REPO_PASSWORD_FILE");
