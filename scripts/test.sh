@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need on a fresh Debian machine (PostgreSQL 15
-# server binaries), then runs every test. Usage: bash scripts/test.sh [cargo test args...]
+# server binaries, OpenSSH's sshd and ssh client, and moto_server, an S3-compatible server,
+# into target/test-tools/venv), then runs every test. Usage: bash scripts/test.sh [cargo test args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v runuser >/dev/null || need+=(util-linux)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null || need+=(openssh-client)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+venv=target/test-tools/venv
+if [ ! -x "$venv/bin/moto_server" ]; then
+  echo "installing moto_server into $venv" >&2
+  mkdir -p "$(dirname "$venv")"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'moto[server]==5.*'
+fi
+export REPO_TEST_MOTO_SERVER=$PWD/$venv/bin/moto_server
 id postgres >/dev/null 2>&1 || { echo "no postgres user after installing PostgreSQL" >&2; exit 1; }
 case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) PATH=$HOME/.cargo/bin:$PATH ;; esac
 # benches must keep compiling; the tests run last so that their summary closes the output

@@ -208,9 +208,11 @@ async fn copy_object(src: &dyn Backend, dst: &dyn Backend, o: &ObjectInfo) -> Re
 }
 
 /// Stores an object and checks that the destination reports the size that was sent.
+/// (Remote backends retry transient upload errors inside, with the bytes they hold; no copy
+/// of a pack is kept here for a retry.)
 async fn put_verified(dst: &dyn Backend, path: &str, data: Vec<u8>) -> Result<()> {
     let len = data.len() as u64;
-    retrying(|| dst.put(path, data.clone())).await?;
+    dst.put(path, data).await?;
     match dst.stat(path).await? {
         Some(n) if n == len => Ok(()),
         got => Err(RepoError::Corrupt {
@@ -220,8 +222,8 @@ async fn put_verified(dst: &dyn Backend, path: &str, data: Vec<u8>) -> Result<()
     }
 }
 
-/// Retries transient failures a few more times with growing pauses (remote backends already
-/// retry inside; this covers a service that stays unavailable for longer).
+/// Retries transient read failures a few more times with growing pauses (remote backends
+/// already retry inside; this covers a service that stays unavailable for longer).
 async fn retrying<T, F, Fut>(mut f: F) -> std::result::Result<T, BackendError>
 where
     F: FnMut() -> Fut,
