@@ -8,6 +8,7 @@ need=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v runuser >/dev/null || need+=(util-linux)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v rclone >/dev/null || need+=(rclone)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 if [ ${#need[@]} -gt 0 ]; then

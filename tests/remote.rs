@@ -246,3 +246,11 @@ fn unreachable_servers_fail_with_one_line() {
     let r = std::process::Command::new(BIN).args(["-r", "nosuch://x/y", "snapshots"]).output().unwrap();
     assert_eq!(r.status.code(), Some(1));
 }
+
+#[test]
+fn webdav_every_command() {
+    let dav = servers::Webdav::start();
+    let f = Fixture::at(&dav.repo_url("repo"));
+    every_command(&f);
+    assert!(objects(&dav.dir.path().join("repo")).keys().all(|p| !p.contains(".tmp-")));
+}

@@ -116,3 +116,24 @@ async fn sync_stopped_at_every_write_leaves_a_consistent_destination() {
     }
     assert!(delete_points >= 3, "only {delete_points} kill points with --delete");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_source_object_is_reported_and_not_shipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src: Arc<dyn Backend> = Arc::new(LocalBackend::new(tmp.path().join("src")));
+    let dst: Arc<dyn Backend> = Arc::new(LocalBackend::new(tmp.path().join("dst")));
+    let opts = InitOptions { kdf: engine::codec_kdf_for_tests(), ..InitOptions::default() };
+    engine::init(&src, Some(b"pw"), &opts).await.unwrap();
+    let r = open(src.clone(), &tmp.path().join("cache")).await;
+    backup_stream(r.clone(), std::io::Cursor::new(common::noise(300_000, 3)), meta("db"), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await.unwrap();
+    let pack = src.list("data/").await.unwrap().remove(0).path;
+    let file = tmp.path().join("src").join(&pack);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[1000] ^= 0x40;
+    std::fs::write(&file, bytes).unwrap();
+
+    let err = sync_op::run(src.clone(), dst.clone(), &SyncOptions::default(), &NoProgress).await.unwrap_err().to_string();
+    assert!(err.contains(&pack) && err.contains("does not match its name"), "{err}");
+    assert_eq!(dst.stat(&pack).await.unwrap(), None, "the damaged pack was shipped");
+    assert!(dst.list("snapshots/").await.unwrap().is_empty(), "a snapshot needing it was shipped");
+}

@@ -15,6 +15,10 @@
 //! 4. with `--delete`, only once all of that succeeded: snapshots the source no longer has,
 //!    then index files, then packs, then keys — the reverse of the order they are written.
 //!
+//! Every copied object is verified: its BLAKE3 must match its name before it is sent (a
+//! damaged source object is reported, not shipped), the destination must report the size
+//! sent, and on S3 the ETag must equal the MD5 of the bytes.
+//!
 //! `locks/` and `prune/` belong to the operations running at each location and are neither
 //! copied nor deleted.
 
@@ -25,7 +29,8 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 
 use crate::backend::{Backend, BackendError, ObjectInfo};
-use crate::repo::paths::{CONFIG, DATA_DIR, INDEX_DIR, KEYS_DIR, SNAPSHOTS_DIR};
+use crate::format::Id;
+use crate::repo::paths::{self, CONFIG, DATA_DIR, INDEX_DIR, KEYS_DIR, SNAPSHOTS_DIR};
 use crate::repo::{Progress, RepoError, Result};
 
 #[derive(Clone, Debug)]
@@ -202,6 +207,25 @@ async fn copy_object(src: &dyn Backend, dst: &dyn Backend, o: &ObjectInfo) -> Re
             object: format!("{}/{}", src.location(), o.path),
             reason: format!("listed with {} bytes but read {} bytes", o.size, data.len()),
         });
+    }
+    // Every mirrored object is named by the BLAKE3 of its bytes: a damaged source object is
+    // never shipped as if it were good (hashing runs off the async threads).
+    if let Some(id) = paths::id_of(&o.path) {
+        let (data2, want) = (data, id);
+        let (data, ok) = tokio::task::spawn_blocking(move || {
+            let ok = Id::of_bytes(&data2) == want;
+            (data2, ok)
+        })
+        .await
+        .map_err(|e| RepoError::Internal(e.to_string()))?;
+        if !ok {
+            return Err(RepoError::Corrupt {
+                object: format!("{}/{}", src.location(), o.path),
+                reason: "content does not match its name (BLAKE3); not copied — run `repo check` at the source".into(),
+            });
+        }
+        put_verified(dst, &o.path, data).await?;
+        return Ok(true);
     }
     put_verified(dst, &o.path, data).await?;
     Ok(true)

@@ -136,3 +136,38 @@ impl Drop for Sshd {
         let _ = self.child.wait();
     }
 }
+
+/// A WebDAV server: `rclone serve webdav` over a temporary directory.
+pub struct Webdav {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Webdav {
+    pub fn start() -> Webdav {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut child = Command::new("rclone")
+            .args(["serve", "webdav", "--addr", &format!("127.0.0.1:{port}")])
+            .arg(dir.path())
+            .env_remove("AWS_CA_BUNDLE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rclone not installed; scripts/test.sh installs it");
+        wait_for_line(child.stderr.take().expect("stderr"), "WebDav Server started", "rclone serve webdav");
+        Webdav { child, dir, port }
+    }
+    pub fn repo_url(&self, path: &str) -> String {
+        format!("webdav://127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+impl Drop for Webdav {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
