@@ -50,7 +50,6 @@ async fn assert_consistent(dst: &Arc<dyn Backend>, expected: &BTreeMap<String, V
 async fn sync_stopped_at_every_write_leaves_a_consistent_destination() {
     let tmp = tempfile::tempdir().unwrap();
     let src: Arc<dyn Backend> = Arc::new(LocalBackend::new(tmp.path().join("src")));
-    let dst: Arc<dyn Backend> = Arc::new(LocalBackend::new(tmp.path().join("dst")));
     let opts = InitOptions { chunk_min: 4096, chunk_avg: 16384, chunk_max: 65536, pack_target: 65536, kdf: engine::codec_kdf_for_tests(), ..InitOptions::default() };
     engine::init(&src, Some(b"pw"), &opts).await.unwrap();
     let mut expected = BTreeMap::new();

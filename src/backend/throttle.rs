@@ -54,7 +54,7 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M or G)")),
     };
     let v = n * mult;
-    if !(v >= 1.0) || !v.is_finite() {
+    if v.is_nan() || v < 1.0 || !v.is_finite() {
         return Err(format!("{s:?}: the limit must be at least 1 byte per second"));
     }
     Ok(v as u64)

@@ -141,7 +141,7 @@ pub async fn run(src: Arc<dyn Backend>, dst: Arc<dyn Backend>, opts: &SyncOption
             }
         }
         // Large objects first, so the slowest transfer does not start last.
-        todo.sort_by(|a, b| b.size.cmp(&a.size));
+        todo.sort_by_key(|o| std::cmp::Reverse(o.size));
         for o in &todo {
             report.copied_objects += 1;
             report.copied_bytes += o.size;
