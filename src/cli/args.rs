@@ -50,6 +50,10 @@ pub enum Cmd {
     Forget(ForgetArgs),
     /// Reclaim the space of data no snapshot needs (safe while backups run).
     Prune(PruneArgs),
+    /// Write snapshots as classic files (.dump.gz, .sql.gz, …) into a directory.
+    Export(ExportArgs),
+    /// Store existing dump files as snapshots (name and time from the file names).
+    Import(ImportArgs),
     /// Make DEST an exact copy of this repository, copying only what it lacks (no password needed).
     Sync(SyncArgs),
     /// Copy snapshots into another repository (its own password), deduplicating there.
@@ -164,6 +168,10 @@ pub struct BackupArgs {
     /// Snapshot time, RFC 3339 (default: now).
     #[arg(long)]
     pub time: Option<String>,
+    /// With --stdin: the input is gzip; store it decompressed (it then deduplicates;
+    /// `restore --gzip` gives a .gz back).
+    #[arg(long, requires = "stdin")]
+    pub gunzip: bool,
     /// Command whose standard output is stored; no snapshot unless it exits 0.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -222,6 +230,68 @@ pub struct RestoreArgs {
     /// Write to this file (atomically: a temporary name, then renamed) instead of stdout.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    /// Write gzip (compressed on every core; gunzip reads it as one stream).
+    #[arg(long)]
+    pub gzip: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ExportFormat {
+    Gz,
+    Zst,
+    Raw,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Directory to write into (created if missing).
+    pub directory: PathBuf,
+    #[command(flatten)]
+    pub filter: Filter,
+    /// Only the newest K snapshots of each name.
+    #[arg(long)]
+    pub latest: Option<usize>,
+    /// Only snapshots within this span of the newest of their name (7d, 24h, 2w).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// File name template: {name} {base} {time:%Y%m%d-%H%M%S} {host} {tags} {id}.
+    /// Default: {name}-{time} plus .dump/.sql/.tar by content and .gz/.zst.
+    #[arg(long)]
+    pub template: Option<String>,
+    #[arg(long, value_enum, default_value = "gz")]
+    pub format: ExportFormat,
+    /// Compression level (gzip 1–9, default 6; zstd 1–19, default 3).
+    #[arg(long)]
+    pub level: Option<i32>,
+    /// Delete files this tool exported whose snapshots are no longer selected (nothing else).
+    #[arg(long)]
+    pub mirror: bool,
+    /// Replace an existing file export did not write when it differs.
+    #[arg(long)]
+    pub force: bool,
+    /// Time zone of {time} (IANA name).
+    #[arg(long, default_value = "UTC")]
+    pub tz: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Files to import (.dump.gz, .sql.gz, .dump, .sql, .tar.gz, .tar, …).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Snapshot name (default: from the file name, e.g. postgres/fnb-admin).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Snapshot time, RFC 3339 (default: from the file name).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// How file names spell name and time, as for export ({base}-{time:%Y%m%d}.tar.gz).
+    #[arg(long)]
+    pub template: Option<String>,
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    #[arg(long)]
+    pub host: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -267,6 +267,7 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
         }
         Cmd::Backup(a) => {
             let source = match (a.stdin, a.command.is_empty()) {
+                (true, true) if a.gunzip => ops::backup::Source::StdinGunzip,
                 (true, true) => ops::backup::Source::Stdin,
                 (false, false) => ops::backup::Source::Command(a.command.clone()),
                 (true, false) => return Err(anyhow!("give either --stdin or a command after --, not both")),
@@ -307,9 +308,9 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
                     // a duplicate of fd 1 as a plain file: no line buffering on binary data
                     use std::os::fd::AsFd;
                     let out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
-                    ops::restore::run(repo.clone(), &a.snapshot, &filter, out, bar.clone()).await.map_err(anyhow::Error::from)
+                    ops::restore::run(repo.clone(), &a.snapshot, &filter, gzip_if(a.gzip, out), bar.clone()).await.map_err(anyhow::Error::from)
                 }
-                Some(path) => restore_to_file(repo.clone(), &a.snapshot, &filter, path, bar.clone()).await,
+                Some(path) => restore_to_file(repo.clone(), &a.snapshot, &filter, path, a.gzip, bar.clone()).await,
             };
             bar.finish();
             warnings(cli, &repo);
@@ -323,6 +324,53 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
                 }
                 Ok(())
             }
+        }
+        Cmd::Export(a) => {
+            let repo = open(cli).await?;
+            let tz: chrono_tz::Tz = a.tz.parse().map_err(|_| anyhow!("--tz {:?}: not a time zone name such as UTC or Europe/Berlin", a.tz))?;
+            let mut selected = repo::repo::list_snapshots(&repo, &a.filter.snapshots()).await?;
+            if let Some(k) = a.latest {
+                selected = repo::repo::newest_per_name(selected, k);
+            }
+            if let Some(w) = &a.keep_within {
+                let secs = ops::forget::policy::parse_duration(w).map_err(|e| anyhow!("--keep-within {e}"))?;
+                let mut newest: std::collections::HashMap<String, i64> = Default::default();
+                for (_, s) in &selected {
+                    let n = newest.entry(s.name.clone()).or_insert(i64::MIN);
+                    *n = (*n).max(s.time_ns);
+                }
+                selected.retain(|(_, s)| s.time_ns >= newest[&s.name].saturating_sub(secs.saturating_mul(1_000_000_000)));
+            }
+            selected.sort_by_key(|(_, s)| s.time_ns);
+            let compression = match a.format {
+                args::ExportFormat::Gz => ops::export::Compression::Gzip { level: a.level.unwrap_or(6).clamp(1, 9) as u32 },
+                args::ExportFormat::Zst => ops::export::Compression::Zstd { level: a.level.unwrap_or(3) },
+                args::ExportFormat::Raw => ops::export::Compression::None,
+            };
+            let opts = ops::export::ExportOptions { template: a.template.clone(), compression, mirror: a.mirror, force: a.force, tz, name_scope: a.filter.name.clone() };
+            let bar = Bar::start("exported", show_progress);
+            let r = ops::export::run(repo.clone(), &a.directory, selected, &opts, bar.clone()).await;
+            bar.finish();
+            let r = r?;
+            emit(cli, &r, render::export)?;
+            if r.conflicts > 0 {
+                return Err(anyhow!("{} files exist with other content and were not overwritten (--force replaces them)", r.conflicts));
+            }
+            Ok(())
+        }
+        Cmd::Import(a) => {
+            let repo = open(cli).await?;
+            let opts = ops::import::ImportOptions {
+                name: a.name.clone(),
+                time_ns: match &a.time { Some(t) => Some(parse_time(Some(t))?), None => None },
+                template: a.template.clone(),
+                host: a.host.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+                tags: a.tags.clone(),
+            };
+            let bar = Bar::start("imported", show_progress);
+            let r = ops::import::run(repo.clone(), &a.files, &opts, bar.clone()).await;
+            bar.finish();
+            emit(cli, &r?, render::import)
         }
         Cmd::Sync(a) => {
             let src = backend(cli, repo_url(cli)?)?;
@@ -369,11 +417,17 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
 
 /// Restores into a temporary file beside `path`, then renames it: never a half file under
 /// the final name.
+/// The writer itself, or a parallel gzip compressor in front of it (`--gzip`).
+fn gzip_if<W: Write + Send + 'static>(gzip: bool, w: W) -> Box<dyn Write + Send> {
+    if gzip { Box::new(repo::codec::gzip::ParallelGzWriter::new(w, 6)) } else { Box::new(w) }
+}
+
 async fn restore_to_file(
     repo: Arc<Repository>,
     selector: &str,
     filter: &SnapshotFilter,
     path: &Path,
+    gzip: bool,
     bar: Arc<Bar>,
 ) -> anyhow::Result<ops::restore::RestoreReport> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -381,7 +435,7 @@ async fn restore_to_file(
     let tmp: PathBuf = dir.join(format!(".{}.repo-tmp-{}", name.to_string_lossy(), std::process::id()));
     let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let writer = std::io::BufWriter::with_capacity(1 << 20, file.try_clone()?);
-    let result = ops::restore::run(repo, selector, filter, writer, bar).await;
+    let result = ops::restore::run(repo, selector, filter, gzip_if(gzip, writer), bar).await;
     let finished = result.map_err(anyhow::Error::from).and_then(|r| {
         file.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;

@@ -10,6 +10,8 @@ use repo::ops::restore::RestoreReport;
 use repo::ops::stats::StatsReport;
 use repo::ops::sync::SyncReport;
 use repo::ops::copy::CopyReport;
+use repo::ops::export::ExportReport;
+use repo::ops::import::ImportReport;
 use repo::ops::SnapshotInfo;
 
 pub fn size(n: u64) -> String {
@@ -191,5 +193,25 @@ pub fn copy(r: &CopyReport) -> String {
         }
     }
     lines.push(format!("{} → {}: {} snapshots copied, {} already there, {:.1} s", r.source, r.destination, r.copied, r.skipped, r.seconds));
+    lines.join("\n")
+}
+
+pub fn export(r: &ExportReport) -> String {
+    let mut lines: Vec<String> = r.files.iter().map(|f| format!("{:<8} {} ({})", f.action, f.path, size(f.bytes))).collect();
+    let rate = r.bytes_restored as f64 / r.seconds.max(0.001);
+    lines.push(format!(
+        "{}: {} written ({}), {} unchanged, {} deleted, {} conflicts in {:.1} s ({}/s of dump data)",
+        r.directory, r.written, size(r.bytes_written), r.skipped, r.deleted, r.conflicts, r.seconds, size(rate as u64)
+    ));
+    lines.join("\n")
+}
+
+pub fn import(r: &ImportReport) -> String {
+    let mut lines: Vec<String> = r
+        .files
+        .iter()
+        .map(|f| format!("{:<8} {} → {} {} {} ({} stored)", f.action, f.file, f.snapshot.short_id, f.snapshot.name, f.snapshot.time, size(f.bytes_written)))
+        .collect();
+    lines.push(format!("{} imported ({} of files, {} stored), {} already there, {:.1} s", r.imported, size(r.file_bytes), size(r.bytes_written), r.skipped, r.seconds));
     lines.join("\n")
 }

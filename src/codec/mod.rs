@@ -4,6 +4,7 @@
 pub mod chunker;
 pub mod compress;
 pub mod crypto;
+pub mod gzip;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

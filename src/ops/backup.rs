@@ -15,6 +15,10 @@ pub enum Source {
     Stdin,
     /// Run this command and read its standard output; its standard error passes through.
     Command(Vec<String>),
+    /// Read standard input as a gzip stream and store it decompressed (`--gunzip`).
+    StdinGunzip,
+    /// Read from `input` (`import`: a file, decompressed as needed).
+    Reader(Box<dyn Read + Send>),
     /// Read `input`, written by `producer` (a restore from another repository, for `copy`);
     /// the snapshot is committed only if the producer finished successfully.
     Piped { input: Box<dyn Read + Send>, producer: tokio::task::JoinHandle<Result<()>> },
@@ -106,6 +110,15 @@ async fn run_leased(repo: Arc<Repository>, source: Source, mut meta: SnapshotMet
             };
             let (id, snap, stats) = backup_stream(repo, out, meta, progress, exclude, gate).await?;
             (id, snap, stats, head)
+        }
+        Source::StdinGunzip => {
+            let (input, head) = super::sniff::Sniff::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())));
+            let (id, snap, stats) = backup_stream(repo, input, meta, progress, exclude, lease_still_fresh(lease)).await?;
+            (id, snap, stats, head)
+        }
+        Source::Reader(input) => {
+            let (id, snap, stats) = backup_stream(repo, input, meta, progress, exclude, lease_still_fresh(lease)).await?;
+            (id, snap, stats, Default::default())
         }
         Source::Piped { input, producer } => {
             let gate = async move {

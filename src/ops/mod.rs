@@ -4,6 +4,8 @@
 pub mod backup;
 pub mod check;
 pub mod copy;
+pub mod export;
+pub mod import;
 pub mod forget;
 pub mod init;
 pub mod prune;
@@ -11,6 +13,7 @@ pub mod repair;
 pub mod restore;
 pub mod sniff;
 pub mod sync;
+pub mod template;
 pub mod snapshots;
 pub mod stats;
 pub mod verify_restore;

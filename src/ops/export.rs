@@ -1,0 +1,375 @@
+//! `repo export DIR`: write snapshots as the classic files runbooks expect
+//! (`postgres/fnb-admin-20260214-020000.dump.gz`), from the deduplicated store.
+//!
+//! * Each file is written under a temporary name beside its final one
+//!   (`.tmp-repo-export-…`), fsynced, renamed, and its directory fsynced: a file at its final
+//!   name is always complete.
+//! * The directory's manifest (`.repo-export.json`, format-spec/export-manifest.md) records
+//!   which files export wrote, for which snapshot. A file already exported for the same
+//!   snapshot with the same size is skipped without reading anything. A file of the same name
+//!   that export did not write is compared byte for byte with what export would write:
+//!   identical → adopted and skipped; different → left alone and reported (`force`
+//!   replaces it).
+//! * `mirror` deletes the files of the manifest whose snapshots are no longer selected (gone
+//!   from the repository, or outside `--keep-within`), among the names this export selects.
+//!   Nothing the manifest does not list is ever deleted.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::template::{stream_extension, Fields, Template};
+use super::SnapshotInfo;
+use crate::codec::gzip::ParallelGzWriter;
+use crate::format::snapshot::Snapshot;
+use crate::format::Id;
+use crate::repo::glob_match;
+use crate::repo::{restore_stream, Progress, RepoError, Repository, Result};
+
+pub const MANIFEST: &str = ".repo-export.json";
+const TMP_PREFIX: &str = ".tmp-repo-export-";
+/// Manifests larger than this are refused rather than read (hostile or damaged file).
+const MAX_MANIFEST: u64 = 64 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Gzip { level: u32 },
+    Zstd { level: i32 },
+    None,
+}
+
+impl Compression {
+    fn extension(&self) -> &'static str {
+        match self {
+            Compression::Gzip { .. } => ".gz",
+            Compression::Zstd { .. } => ".zst",
+            Compression::None => "",
+        }
+    }
+}
+
+pub struct ExportOptions {
+    /// `None`: `{name}-{time}` plus an extension from the content (`.dump`, `.sql`, `.tar`)
+    /// and the compression's (`.gz`, `.zst`).
+    pub template: Option<String>,
+    pub compression: Compression,
+    pub mirror: bool,
+    /// Replace files export did not write when they differ.
+    pub force: bool,
+    pub tz: chrono_tz::Tz,
+    /// The name glob of this export (scope of `mirror`); `None` = every name.
+    pub name_scope: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ExportedFile {
+    pub path: String,
+    /// written, skipped, adopted, conflict, deleted
+    pub action: &'static str,
+    pub snapshot: Option<SnapshotInfo>,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ExportReport {
+    pub directory: String,
+    pub files: Vec<ExportedFile>,
+    pub written: u64,
+    pub skipped: u64,
+    pub deleted: u64,
+    pub conflicts: u64,
+    pub bytes_written: u64,
+    /// Uncompressed bytes restored for the written files.
+    pub bytes_restored: u64,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestEntry {
+    pub snapshot: String,
+    pub name: String,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    /// Relative path → what export wrote there.
+    pub files: BTreeMap<String, ManifestEntry>,
+}
+
+impl Manifest {
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Manifest, String> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| format!("not an export manifest: {e}"))?;
+        if m.version != 1 {
+            return Err(format!("export manifest version {} is not supported (1 is)", m.version));
+        }
+        for (path, e) in &m.files {
+            if !safe_relative(path) {
+                return Err(format!("export manifest names {path:?}, which is not inside the directory"));
+            }
+            if Id::from_hex(&e.snapshot).is_err() {
+                return Err(format!("export manifest: {path:?} has a malformed snapshot id"));
+            }
+        }
+        Ok(m)
+    }
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("serialisable");
+        v.push(b'\n');
+        v
+    }
+}
+
+pub fn safe_relative(p: &str) -> bool {
+    !p.is_empty() && !p.starts_with('/') && !p.contains('\0') && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> RepoError {
+    RepoError::Output(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+fn load_manifest(dir: &Path) -> Result<Manifest> {
+    let p = dir.join(MANIFEST);
+    match std::fs::metadata(&p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest { version: 1, files: BTreeMap::new() }),
+        Err(e) => Err(io_err(&p, e)),
+        Ok(m) if m.len() > MAX_MANIFEST => Err(RepoError::Corrupt { object: p.display().to_string(), reason: "export manifest is implausibly large".into() }),
+        Ok(_) => {
+            let bytes = std::fs::read(&p).map_err(|e| io_err(&p, e))?;
+            Manifest::decode(&bytes).map_err(|reason| RepoError::Corrupt { object: p.display().to_string(), reason })
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary name, fsync, rename, directory fsync).
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_beside(path);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+    sync_dir(path)
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, e))
+}
+
+fn temp_beside(path: &Path) -> PathBuf {
+    let mut r = [0u8; 6];
+    let _ = getrandom::fill(&mut r);
+    let base = path.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{TMP_PREFIX}{}-{base}", hex::encode(r)))
+}
+
+/// Keeps the first bytes of the (uncompressed) stream, to name the file by its content.
+struct Head<W> {
+    inner: W,
+    head: Arc<Mutex<Vec<u8>>>,
+}
+
+impl<W: Write> Write for Head<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b)?;
+        let mut h = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        if h.len() < 512 {
+            let take = (512 - h.len()).min(n);
+            h.extend_from_slice(&b[..take]);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A zstd encoder whose `flush` ends the frame (restore flushes exactly once, at the end).
+struct ZstdSink<W: Write>(zstd::stream::write::Encoder<'static, W>);
+
+impl<W: Write> Write for ZstdSink<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.do_finish()?;
+        self.0.get_mut().flush()
+    }
+}
+
+/// Restores `snap` into a new temporary file beside `final_hint`, compressed as asked.
+/// Returns the temporary path, the first bytes of the stream, and the restored size.
+async fn restore_to_temp(
+    repo: &Arc<Repository>,
+    id: &Id,
+    snap: &Snapshot,
+    final_hint: &Path,
+    compression: Compression,
+    progress: Arc<dyn Progress>,
+) -> Result<(PathBuf, Vec<u8>, u64)> {
+    if let Some(parent) = final_hint.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+    }
+    let tmp = temp_beside(final_hint);
+    let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    let keep = file.try_clone().map_err(|e| io_err(&tmp, e))?;
+    let head = Arc::new(Mutex::new(Vec::new()));
+    let buffered = std::io::BufWriter::with_capacity(1 << 20, file);
+    let sink: Box<dyn Write + Send> = match compression {
+        Compression::Gzip { level } => Box::new(ParallelGzWriter::new(buffered, level)),
+        Compression::Zstd { level } => Box::new(ZstdSink(zstd::stream::write::Encoder::new(buffered, level).map_err(|e| io_err(&tmp, e))?)),
+        Compression::None => Box::new(buffered),
+    };
+    let out = Head { inner: sink, head: head.clone() };
+    let label = format!("snapshot {} ({})", id.short(), snap.name);
+    let r = restore_stream(repo.clone(), snap, &label, out, progress).await;
+    let stats = match r {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = keep.sync_all() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(&tmp, e));
+    }
+    let head = head.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok((tmp, head, stats.bytes))
+}
+
+fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    if std::fs::metadata(a)?.len() != std::fs::metadata(b)?.len() {
+        return Ok(false);
+    }
+    let (mut fa, mut fb) = (std::io::BufReader::new(std::fs::File::open(a)?), std::io::BufReader::new(std::fs::File::open(b)?));
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+pub async fn run(repo: Arc<Repository>, dir: &Path, selected: Vec<(Id, Snapshot)>, opts: &ExportOptions, progress: Arc<dyn Progress>) -> Result<ExportReport> {
+    let t0 = Instant::now();
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    let mut manifest = load_manifest(dir)?;
+    let mut report = ExportReport { directory: dir.display().to_string(), ..Default::default() };
+    let explicit = match &opts.template {
+        Some(t) => Some(Template::parse(t).map_err(RepoError::Aborted)?),
+        None => None,
+    };
+    let stem = Template::parse("{name}-{time}").expect("valid");
+    let selected_ids: HashSet<String> = selected.iter().map(|(id, _)| id.to_hex()).collect();
+
+    for (id, snap) in &selected {
+        let hex = id.to_hex();
+        let info = SnapshotInfo::new(id, snap);
+        let fields = Fields { name: &snap.name, host: &snap.host, tags: &snap.tags, id_hex: &hex, time_ns: snap.time_ns };
+        // Already exported for this snapshot, and still there with its size: nothing to do.
+        let known: Vec<(String, u64)> = manifest.files.iter().filter(|(_, e)| e.snapshot == hex).map(|(p, e)| (p.clone(), e.size)).collect();
+        let wanted = match &explicit {
+            Some(t) => Some(t.render(&fields, &opts.tz).map_err(RepoError::Aborted)?),
+            None => None,
+        };
+        if let Some((p, size)) = known.iter().find(|(p, _)| wanted.as_ref().is_none_or(|w| w == p))
+            && std::fs::metadata(dir.join(p)).map(|m| m.len() == *size).unwrap_or(false)
+        {
+            report.skipped += 1;
+            report.files.push(ExportedFile { path: p.clone(), action: "skipped", snapshot: Some(info), bytes: *size });
+            continue;
+        }
+        let hint = match &wanted {
+            Some(w) => dir.join(w),
+            None => dir.join(stem.render(&fields, &opts.tz).map_err(RepoError::Aborted)?),
+        };
+        let (tmp, head, restored) = restore_to_temp(&repo, id, snap, &hint, opts.compression, progress.clone()).await?;
+        let rel = match wanted {
+            Some(w) => w,
+            None => format!("{}{}{}", stem.render(&fields, &opts.tz).map_err(RepoError::Aborted)?, stream_extension(&head), opts.compression.extension()),
+        };
+        let final_path = dir.join(&rel);
+        let size = std::fs::metadata(&tmp).map_err(|e| io_err(&tmp, e))?.len();
+        let ours = manifest.files.get(&rel).is_some_and(|e| e.snapshot == hex);
+        if final_path.exists() && !ours {
+            let identical = same_content(&tmp, &final_path).map_err(|e| io_err(&final_path, e))?;
+            if identical || !opts.force {
+                let _ = std::fs::remove_file(&tmp);
+                if identical {
+                    manifest.files.insert(rel.clone(), ManifestEntry { snapshot: hex.clone(), name: snap.name.clone(), size });
+                    write_atomic(&dir.join(MANIFEST), &manifest.encode())?;
+                    report.skipped += 1;
+                    report.files.push(ExportedFile { path: rel, action: "adopted", snapshot: Some(info), bytes: size });
+                } else {
+                    report.conflicts += 1;
+                    report.files.push(ExportedFile { path: rel, action: "conflict", snapshot: Some(info), bytes: 0 });
+                }
+                continue;
+            }
+        }
+        std::fs::rename(&tmp, &final_path).map_err(|e| io_err(&final_path, e))?;
+        sync_dir(&final_path)?;
+        manifest.files.insert(rel.clone(), ManifestEntry { snapshot: hex.clone(), name: snap.name.clone(), size });
+        write_atomic(&dir.join(MANIFEST), &manifest.encode())?;
+        report.written += 1;
+        report.bytes_written += size;
+        report.bytes_restored += restored;
+        report.files.push(ExportedFile { path: rel, action: "written", snapshot: Some(info), bytes: size });
+    }
+
+    if opts.mirror {
+        let in_scope = |name: &str| opts.name_scope.as_deref().is_none_or(|g| glob_match(g, name));
+        let gone: Vec<(String, ManifestEntry)> =
+            manifest.files.iter().filter(|(_, e)| in_scope(&e.name) && !selected_ids.contains(&e.snapshot)).map(|(p, e)| (p.clone(), e.clone())).collect();
+        for (rel, e) in gone {
+            let p = dir.join(&rel);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(er) if er.kind() == std::io::ErrorKind::NotFound => {}
+                Err(er) => return Err(io_err(&p, er)),
+            }
+            manifest.files.remove(&rel);
+            write_atomic(&dir.join(MANIFEST), &manifest.encode())?;
+            report.deleted += 1;
+            report.files.push(ExportedFile { path: rel, action: "deleted", snapshot: None, bytes: e.size });
+        }
+    }
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_golden_bytes_and_hostile_input() {
+        let mut m = Manifest { version: 1, files: BTreeMap::new() };
+        m.files.insert("postgres/db-20260214-020000.dump.gz".into(), ManifestEntry { snapshot: "ab".repeat(32), name: "postgres/db".into(), size: 1234 });
+        let golden = format!(
+            "{{\n  \"version\": 1,\n  \"files\": {{\n    \"postgres/db-20260214-020000.dump.gz\": {{\n      \"snapshot\": \"{}\",\n      \"name\": \"postgres/db\",\n      \"size\": 1234\n    }}\n  }}\n}}\n",
+            "ab".repeat(32)
+        );
+        assert_eq!(String::from_utf8(m.encode()).unwrap(), golden);
+        assert_eq!(Manifest::decode(golden.as_bytes()).unwrap(), m);
+        for bad in [
+            &b"{"[..],
+            br#"{"version":2,"files":{}}"#,
+            br#"{"version":1,"files":{"../x":{"snapshot":"00","name":"a","size":1}}}"#,
+            br#"{"version":1,"files":{"/etc/passwd":{"snapshot":"00","name":"a","size":1}}}"#,
+            br#"{"version":1,"files":{"a":{"snapshot":"zz","name":"a","size":1}}}"#,
+            br#"{"version":1,"files":{"a":{"snapshot":"00","name":"a","size":-1}}}"#,
+        ] {
+            assert!(Manifest::decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! `repo import FILE...`: take an existing directory of classic dump files in, so a site
+//! switches over without losing its history.
+//!
+//! gzip (also multi-member, as pigz writes) and zstd files are decompressed before chunking,
+//! so imported dumps deduplicate with each other and with later backups; other files are
+//! stored as they are. Name and time come from the file name (`postgres/fnb-admin-20260214-020000.dump.gz`
+//! → `postgres/fnb-admin` at 2026-02-14T02:00:00Z), from a template, or from `--name` /
+//! `--time`. A file whose name and time already have a snapshot is skipped, so importing
+//! twice makes no second snapshot.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::template::Template;
+use super::SnapshotInfo;
+use crate::codec::gzip::is_gzip;
+use crate::repo::{list_snapshots, Progress, RepoError, Repository, Result, SnapshotFilter, SnapshotMeta};
+
+pub struct ImportOptions {
+    pub name: Option<String>,
+    pub time_ns: Option<i64>,
+    pub template: Option<String>,
+    pub host: String,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ImportedFile {
+    pub file: String,
+    /// imported, skipped
+    pub action: &'static str,
+    pub snapshot: SnapshotInfo,
+    pub file_bytes: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ImportReport {
+    pub files: Vec<ImportedFile>,
+    pub imported: u64,
+    pub skipped: u64,
+    /// Sum of the imported files' sizes as they were on disk.
+    pub file_bytes: u64,
+    /// What the repository stored for them.
+    pub bytes_written: u64,
+    pub seconds: f64,
+}
+
+const COMPRESSED: [&str; 3] = [".gz", ".zst", ".tgz"];
+const KINDS: [&str; 4] = [".dump", ".sql", ".tar", ".backup"];
+const TIMES: [&str; 6] = ["%Y%m%d-%H%M%S", "%Y%m%dT%H%M%SZ", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d-%H%M%S", "%Y%m%d", "%Y-%m-%d"];
+
+/// Name and time from a file name: `[dir/]base-TIME.kind[.gz]` with the time in one of the
+/// usual cron spellings.
+pub fn from_file_name(path: &str) -> Option<(String, i64)> {
+    let mut stem = path.to_string();
+    for ext in COMPRESSED {
+        if let Some(s) = stem.strip_suffix(ext) {
+            stem = s.to_string();
+            break;
+        }
+    }
+    for ext in KINDS {
+        if let Some(s) = stem.strip_suffix(ext) {
+            stem = s.to_string();
+            break;
+        }
+    }
+    for fmt in TIMES {
+        let t = Template::parse(&format!("{{base}}-{{time:{fmt}}}")).expect("valid");
+        if let Some((Some(name), Some(time))) = t.match_path(&stem) {
+            return Some((name, time));
+        }
+    }
+    None
+}
+
+fn open_decompressed(path: &Path) -> std::io::Result<Box<dyn Read + Send>> {
+    let mut f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let head = std::io::BufRead::fill_buf(&mut f)?.to_vec();
+    Ok(if is_gzip(&head) {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(f)?)
+    } else {
+        Box::new(f)
+    })
+}
+
+pub async fn run(repo: Arc<Repository>, files: &[PathBuf], opts: &ImportOptions, progress: Arc<dyn Progress>) -> Result<ImportReport> {
+    let t0 = Instant::now();
+    let template = match &opts.template {
+        Some(t) => Some(Template::parse(t).map_err(RepoError::Aborted)?),
+        None => None,
+    };
+    // Work out every file's name and time before storing anything: a bad name stops the
+    // import before it starts, not halfway.
+    let mut plan = Vec::new();
+    for f in files {
+        let shown = f.display().to_string();
+        let (mut name, mut time) = (None, None);
+        match &template {
+            Some(t) => {
+                if let Some((n, tm)) = t.match_path(&shown) {
+                    (name, time) = (n, tm);
+                } else if opts.name.is_none() || opts.time_ns.is_none() {
+                    return Err(RepoError::Aborted(format!("{shown}: does not match the template")));
+                }
+            }
+            None => {
+                if let Some((n, tm)) = from_file_name(&shown) {
+                    (name, time) = (Some(n), Some(tm));
+                }
+            }
+        }
+        let name = opts.name.clone().or(name).ok_or_else(|| RepoError::Aborted(format!("{shown}: cannot tell the snapshot name from the file name; give --name or --template")))?;
+        let time = opts.time_ns.or(time).ok_or_else(|| RepoError::Aborted(format!("{shown}: cannot tell the time from the file name; give --time or --template")))?;
+        plan.push((f.clone(), name, time));
+    }
+
+    let mut report = ImportReport::default();
+    for (path, name, time_ns) in plan {
+        let existing = list_snapshots(&repo, &SnapshotFilter { name: Some(name.clone()), tags: vec![] }).await?;
+        let file_bytes = std::fs::metadata(&path).map_err(|e| RepoError::Input(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?.len();
+        if let Some((id, s)) = existing.iter().find(|(_, s)| s.name == name && s.time_ns == time_ns) {
+            report.skipped += 1;
+            report.files.push(ImportedFile { file: path.display().to_string(), action: "skipped", snapshot: SnapshotInfo::new(id, s), file_bytes, bytes_written: 0 });
+            continue;
+        }
+        let input = open_decompressed(&path).map_err(|e| RepoError::Input(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
+        let base = path.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
+        let meta = SnapshotMeta { name, host: opts.host.clone(), tags: opts.tags.clone(), command: format!("import {base}"), time_ns };
+        let r = super::backup::run(repo.clone(), super::backup::Source::Reader(input), meta, progress.clone())
+            .await
+            .map_err(|e| match e {
+                RepoError::Input(io) => RepoError::Input(std::io::Error::new(io.kind(), format!("{}: {io}", path.display()))),
+                other => other,
+            })?;
+        report.imported += 1;
+        report.file_bytes += file_bytes;
+        report.bytes_written += r.stats.bytes_written;
+        report.files.push(ImportedFile { file: path.display().to_string(), action: "imported", snapshot: r.snapshot, file_bytes, bytes_written: r.stats.bytes_written });
+    }
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_nanos_opt().unwrap()
+    }
+
+    #[test]
+    fn names_and_times_from_classic_file_names() {
+        let cases = [
+            ("/mnt/backup/postgres/fnb-admin-20260214-020000.dump.gz", "postgres/fnb-admin", "2026-02-14T02:00:00Z"),
+            ("/mnt/backup/timescaledb/timescaledb-20260214-020000.dump.gz", "timescaledb/timescaledb", "2026-02-14T02:00:00Z"),
+            ("/mnt/backup/lvm-snapshots/ubuntu-lv-snap-20260209.tar.gz", "lvm-snapshots/ubuntu-lv-snap", "2026-02-09T00:00:00Z"),
+            ("db-2026-02-14.sql", "db", "2026-02-14T00:00:00Z"),
+        ];
+        for (path, name, time) in cases {
+            assert_eq!(from_file_name(path), Some((name.to_string(), ns(time))), "{path}");
+        }
+        assert_eq!(from_file_name("/backup/hourly/backup-2022-11-28T08:51:08Z-dumpall.sql.gz"), None);
+        assert_eq!(from_file_name("notes.txt"), None);
+    }
+}
