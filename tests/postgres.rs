@@ -164,3 +164,71 @@ fn a_compressed_pg_dump_or_gzip_on_stdin_gets_the_z0_advice() {
     let cmd = shell(&f, &format!("\"$REPO\" --json backup --name d -- {}", pg.sh("pg_dump", "-Fc app"))).ok();
     assert!(cmd.json()["warnings"][0].as_str().unwrap().contains("-Z0"));
 }
+
+#[test]
+fn export_of_a_real_dump_reads_back_with_gunzip_and_pg_restore() {
+    let pg = Pg::start();
+    pg.psql("postgres", "CREATE DATABASE app");
+    ok(Command::new("bash").arg("-c").arg(pg.sh("pgbench", "-i -s 1 -q app")));
+    pg.psql("app", "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes SELECT i, repeat(md5(i::text), 20) FROM generate_series(1, 2000) i");
+    let f = Fixture::new();
+    shell(&f, &format!("{} | \"$REPO\" backup --stdin --name postgres/fnb-admin --time 2026-02-14T02:00:00Z", pg.sh("pg_dump", "-Fc -Z0 app"))).ok();
+    let out = f.dir.path().join("mnt-backup");
+    let r = f.run(&["--json", "export", out.to_str().unwrap(), "--name", "postgres/*", "--latest", "1"], b"").ok().json();
+    assert_eq!(r["written"], 1, "{r}");
+    let file = out.join("postgres/fnb-admin-20260214-020000.dump.gz");
+    assert!(file.exists(), "{r}");
+    let q = |s: &str| shell(&f, s);
+    q(&format!("gunzip -t {}", file.display())).ok();
+    // (pg_restore -l stops reading after the table of contents: gunzip's SIGPIPE is expected)
+    let toc = q(&format!("set +o pipefail; gunzip -c {} | runuser -u postgres -- {}/pg_restore -l", file.display(), PGBIN)).ok().text();
+    assert!(toc.contains("TABLE DATA public pgbench_accounts") && toc.contains("TABLE DATA public notes"), "{toc}");
+    pg.psql("postgres", "CREATE DATABASE copy");
+    q(&format!("gunzip -c {} | {}", file.display(), pg.sh("pg_restore", "-d copy --no-owner"))).ok();
+    assert_eq!(fingerprint(&pg, "app"), fingerprint(&pg, "copy"));
+
+    // The same snapshot again: nothing is read or written.
+    let r = f.run(&["--json", "export", out.to_str().unwrap(), "--name", "postgres/*"], b"").ok().json();
+    assert_eq!((r["written"].as_u64(), r["skipped"].as_u64()), (Some(0), Some(1)), "{r}");
+    // restore --gzip gives the same dump, gzip-compressed.
+    q(&format!("\"$REPO\" restore latest --gzip > {0}/r.gz && gunzip -c {0}/r.gz | cmp - <(\"$REPO\" restore latest)", f.dir.path().display())).ok();
+}
+
+#[test]
+fn import_of_real_dump_gz_files_deduplicates_and_restores_byte_identical() {
+    let pg = Pg::start();
+    pg.psql("postgres", "CREATE DATABASE app");
+    ok(Command::new("bash").arg("-c").arg(pg.sh("pgbench", "-i -s 2 -q app")));
+    pg.psql("app", "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes SELECT i, repeat(md5(i::text), 20) FROM generate_series(1, 5000) i");
+    let f = Fixture::new();
+    let dir = f.dir.path().join("mnt/backup/postgres");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: Vec<PathBuf> = (1..=3).map(|h| dir.join(format!("app-20260214-0{h}0000.dump.gz"))).collect();
+    for (i, file) in files.iter().enumerate() {
+        pg.psql("app", &format!("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 97 = {i}"));
+        shell(&f, &format!("{} | gzip -6 > {}", pg.sh("pg_dump", "-Fc -Z0 app"), file.display())).ok();
+    }
+    let mut args = vec!["--json", "import"];
+    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    args.extend(names.iter().map(|s| s.as_str()));
+    let r = f.run(&args, b"").ok().json();
+    assert_eq!(r["imported"], 3, "{r}");
+    let snaps = f.run(&["--json", "snapshots"], b"").ok().json();
+    let times: Vec<&str> = snaps.as_array().unwrap().iter().map(|s| s["time"].as_str().unwrap()).collect();
+    assert_eq!(times, ["2026-02-14T01:00:00Z", "2026-02-14T02:00:00Z", "2026-02-14T03:00:00Z"]);
+    assert!(snaps.as_array().unwrap().iter().all(|s| s["name"] == "postgres/app"));
+    let file_bytes: u64 = files.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert!(f.repo_bytes("") < file_bytes * 2 / 3, "repository {} bytes for {file_bytes} bytes of files", f.repo_bytes(""));
+    for (s, file) in snaps.as_array().unwrap().iter().zip(&files) {
+        let id = s["id"].as_str().unwrap();
+        shell(&f, &format!("\"$REPO\" restore {id} | cmp - <(gunzip -c {})", file.display())).ok();
+    }
+    // Importing again makes no second snapshot.
+    let r = f.run(&args, b"").ok().json();
+    assert_eq!((r["imported"].as_u64(), r["skipped"].as_u64()), (Some(0), Some(3)), "{r}");
+    assert_eq!(f.snapshot_count(), 3);
+    // and the imported dump loads into PostgreSQL
+    pg.psql("postgres", "CREATE DATABASE copy");
+    shell(&f, &format!("\"$REPO\" restore latest --name postgres/app | {}", pg.sh("pg_restore", "-d copy --no-owner"))).ok();
+    assert_eq!(fingerprint(&pg, "app"), fingerprint(&pg, "copy"));
+}

@@ -333,13 +333,13 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
                 selected = repo::repo::newest_per_name(selected, k);
             }
             if let Some(w) = &a.keep_within {
-                let secs = ops::forget::policy::parse_duration(w).map_err(|e| anyhow!("--keep-within {e}"))?;
+                let span_ns = ops::forget::policy::parse_duration(w).map_err(|e| anyhow!("--keep-within {e}"))?;
                 let mut newest: std::collections::HashMap<String, i64> = Default::default();
                 for (_, s) in &selected {
                     let n = newest.entry(s.name.clone()).or_insert(i64::MIN);
                     *n = (*n).max(s.time_ns);
                 }
-                selected.retain(|(_, s)| s.time_ns >= newest[&s.name].saturating_sub(secs.saturating_mul(1_000_000_000)));
+                selected.retain(|(_, s)| s.time_ns >= newest[&s.name].saturating_sub(span_ns));
             }
             selected.sort_by_key(|(_, s)| s.time_ns);
             let compression = match a.format {

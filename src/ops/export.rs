@@ -281,7 +281,11 @@ pub async fn run(repo: Arc<Repository>, dir: &Path, selected: Vec<(Id, Snapshot)
             Some(t) => Some(t.render(&fields, &opts.tz).map_err(RepoError::Aborted)?),
             None => None,
         };
-        if let Some((p, size)) = known.iter().find(|(p, _)| wanted.as_ref().is_none_or(|w| w == p))
+        let fits = |p: &str| match opts.compression {
+            Compression::None => !p.ends_with(".gz") && !p.ends_with(".zst"),
+            c => p.ends_with(c.extension()),
+        };
+        if let Some((p, size)) = known.iter().find(|(p, _)| wanted.as_ref().map_or(fits(p), |w| w == p))
             && std::fs::metadata(dir.join(p)).map(|m| m.len() == *size).unwrap_or(false)
         {
             report.skipped += 1;

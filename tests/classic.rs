@@ -1,0 +1,201 @@
+//! Classic files: `export` paths and templates, skipping, `--mirror`, conflicts, a crash during
+//! export, `import` (names, times, idempotence), `backup --gunzip` and `restore --gzip`, all
+//! read back by the real gzip.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{noise, run_with_input, Fixture};
+
+/// Text-like data (compressible, as dumps are).
+fn dumpish(len: usize, seed: u64) -> Vec<u8> {
+    let n = noise(len / 4 + 8, seed);
+    let mut v = Vec::with_capacity(len);
+    for b in n {
+        v.extend_from_slice(format!("{:02}\t", b % 100).as_bytes());
+        if v.len() >= len {
+            break;
+        }
+    }
+    v.truncate(len);
+    v
+}
+
+fn gunzip(path: &Path) -> Vec<u8> {
+    let o = Command::new("gunzip").arg("-c").arg(path).output().unwrap();
+    assert!(o.status.success(), "gunzip {}: {}", path.display(), String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+fn at(f: &Fixture, name: &str, time: &str, data: &[u8]) {
+    f.run(&["backup", "--stdin", "--name", name, "--time", time], data).ok();
+}
+
+#[test]
+fn templates_give_the_four_classic_paths_and_files_gunzip_to_the_snapshots() {
+    let f = Fixture::new();
+    let pgdump = [b"PGDMP\x01\x0f\x00".as_slice(), &dumpish(200_000, 1)].concat();
+    let sql = [b"--\n-- PostgreSQL database cluster dump\n".as_slice(), &dumpish(150_000, 2)].concat();
+    at(&f, "postgres/fnb-admin", "2026-02-14T02:00:00Z", &pgdump);
+    at(&f, "timescaledb/timescaledb", "2026-02-14T02:00:00Z", &pgdump);
+    at(&f, "lvm/ubuntu-lv", "2026-02-09T03:00:00Z", &dumpish(100_000, 3));
+    at(&f, "prod/dumpall", "2022-11-28T08:51:08Z", &sql);
+    let mnt = f.dir.path().join("mnt/backup");
+    let m = mnt.to_str().unwrap();
+    f.run(&["export", m, "--name", "postgres/*"], b"").ok();
+    f.run(&["export", m, "--name", "timescaledb/*"], b"").ok();
+    f.run(&["export", m, "--name", "lvm/*", "--template", "lvm-snapshots/{base}-snap-{time:%Y%m%d}.tar.gz"], b"").ok();
+    let other = f.dir.path().join("backup");
+    f.run(&["export", other.to_str().unwrap(), "--name", "prod/dumpall", "--template", "hourly/backup-{time:%Y-%m-%dT%H:%M:%SZ}-dumpall.sql.gz"], b"").ok();
+
+    let expect = [
+        (mnt.join("postgres/fnb-admin-20260214-020000.dump.gz"), &pgdump),
+        (mnt.join("timescaledb/timescaledb-20260214-020000.dump.gz"), &pgdump),
+        (other.join("hourly/backup-2022-11-28T08:51:08Z-dumpall.sql.gz"), &sql),
+    ];
+    for (p, data) in expect {
+        assert!(p.exists(), "{} missing", p.display());
+        assert!(gunzip(&p) == *data, "{} differs", p.display());
+    }
+    assert!(mnt.join("lvm-snapshots/ubuntu-lv-snap-20260209.tar.gz").exists());
+    // Nothing else (no temporary files) is left, apart from the manifests.
+    let mut all: Vec<String> = common::files_below(&mnt).iter().map(|p| p.strip_prefix(&mnt).unwrap().display().to_string()).collect();
+    all.sort();
+    assert_eq!(all, [".repo-export.json", "lvm-snapshots/ubuntu-lv-snap-20260209.tar.gz", "postgres/fnb-admin-20260214-020000.dump.gz", "timescaledb/timescaledb-20260214-020000.dump.gz"]);
+
+    // zstd and raw
+    let z = f.dir.path().join("z");
+    f.run(&["export", z.to_str().unwrap(), "--name", "postgres/*", "--format", "zst"], b"").ok();
+    let zst = std::fs::read(z.join("postgres/fnb-admin-20260214-020000.dump.zst")).unwrap();
+    assert!(zstd::decode_all(&zst[..]).unwrap() == pgdump);
+    f.run(&["export", z.to_str().unwrap(), "--name", "postgres/*", "--format", "raw"], b"").ok();
+    assert!(std::fs::read(z.join("postgres/fnb-admin-20260214-020000.dump")).unwrap() == pgdump);
+
+    // A hostile template is refused.
+    let r = f.run(&["export", m, "--template", "../{name}"], b"");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+}
+
+#[test]
+fn mirror_removes_only_exported_files_of_gone_snapshots_and_conflicts_are_kept() {
+    let f = Fixture::new();
+    for (i, t) in ["2026-02-12T02:00:00Z", "2026-02-13T02:00:00Z", "2026-02-14T02:00:00Z"].iter().enumerate() {
+        at(&f, "postgres/db", t, &dumpish(50_000, i as u64));
+    }
+    at(&f, "other/x", "2026-02-14T02:00:00Z", &dumpish(10_000, 9));
+    let dir = f.dir.path().join("out");
+    let d = dir.to_str().unwrap();
+    let r = f.run(&["--json", "export", d], b"").ok().json();
+    assert_eq!(r["written"], 4, "{r}");
+    std::fs::write(dir.join("postgres/operator-notes.txt"), "mine").unwrap();
+
+    // Keep-within 1d selects the two newest; --mirror removes the oldest file, and only it.
+    let r = f.run(&["--json", "export", d, "--name", "postgres/*", "--keep-within", "1d", "--mirror"], b"").ok().json();
+    assert_eq!((r["written"].as_u64(), r["skipped"].as_u64(), r["deleted"].as_u64()), (Some(0), Some(2), Some(1)), "{r}");
+    assert!(!dir.join("postgres/db-20260212-020000.gz").exists());
+    assert!(dir.join("postgres/db-20260213-020000.gz").exists());
+    assert!(dir.join("postgres/operator-notes.txt").exists(), "a file export did not write was deleted");
+    assert!(dir.join("other/x-20260214-020000.gz").exists(), "a file outside the export's names was deleted");
+
+    // A file export did not write, with other content, is not overwritten.
+    let target = dir.join("postgres/db-20260212-020000.gz");
+    std::fs::write(&target, b"not this").unwrap();
+    let r = f.run(&["export", d, "--name", "postgres/*"], b"");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("not overwritten"), "{}", r.stderr);
+    assert_eq!(std::fs::read(&target).unwrap(), b"not this");
+    // With identical content it is adopted; --force replaces a different one.
+    f.run(&["export", d, "--name", "postgres/*", "--force"], b"").ok();
+    assert!(gunzip(&target) == dumpish(50_000, 0));
+    let r = f.run(&["--json", "export", d, "--name", "postgres/*"], b"").ok().json();
+    assert_eq!(r["written"], 0, "{r}");
+    // A damaged manifest is reported, not trusted or overwritten.
+    std::fs::write(dir.join(".repo-export.json"), b"{\"version\":1,\"files\":{\"../../etc/passwd\":{\"snapshot\":\"00\",\"name\":\"a\",\"size\":1}}}").unwrap();
+    let r = f.run(&["export", d, "--mirror"], b"");
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains(".repo-export.json") && r.stderr.lines().count() == 1, "{}", r.stderr);
+}
+
+#[test]
+fn an_export_killed_midway_leaves_no_file_under_its_final_name() {
+    let mut len = 48 << 20;
+    for _attempt in 0..3 {
+        let f = Fixture::new();
+        let data = noise(len, 42);
+        at(&f, "postgres/big", "2026-02-14T02:00:00Z", &data);
+        let dir = f.dir.path().join("out");
+        let mut c = f.cmd(&["export", dir.to_str().unwrap()]);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if finished {
+            len *= 2;
+            continue;
+        }
+        let final_name = dir.join("postgres/big-20260214-020000.gz");
+        assert!(!final_name.exists(), "a partial export sits under its final name");
+        // The rerun writes the complete file.
+        f.run(&["export", dir.to_str().unwrap()], b"").ok();
+        assert!(gunzip(&final_name) == data);
+        return;
+    }
+    panic!("the export always finished before the kill; no kill point was tested");
+}
+
+#[test]
+fn import_names_times_idempotence_and_gunzip_backup() {
+    let f = Fixture::new();
+    let dir = f.dir.path().join("mnt/backup/postgres");
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = dumpish(300_000, 5);
+    let mut b = a.clone();
+    b[100_000..100_100].copy_from_slice(&[b'x'; 100]);
+    for (name, data) in [("fnb-admin-20260214-020000.dump.gz", &a), ("fnb-admin-20260214-030000.dump.gz", &b)] {
+        let mut gz = Command::new("gzip").arg("-c").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        gz.stdin.take().unwrap().write_all(data).unwrap();
+        std::fs::write(dir.join(name), gz.wait_with_output().unwrap().stdout).unwrap();
+    }
+    std::fs::write(dir.join("plain-20260214.sql"), &a).unwrap();
+    let files: Vec<String> = ["fnb-admin-20260214-020000.dump.gz", "fnb-admin-20260214-030000.dump.gz", "plain-20260214.sql"].iter().map(|n| dir.join(n).display().to_string()).collect();
+    let mut args = vec!["--json", "import"];
+    args.extend(files.iter().map(|s| s.as_str()));
+    let r = f.run(&args, b"").ok().json();
+    assert_eq!(r["imported"], 3, "{r}");
+    let second = r["files"][1]["bytes_written"].as_u64().unwrap();
+    assert!(second < 60_000, "the second version did not deduplicate against the first: {second}");
+    assert!(f.run(&["restore", "latest", "--name", "postgres/fnb-admin"], b"").ok().stdout == b);
+    assert!(f.run(&["restore", "latest", "--name", "postgres/plain"], b"").ok().stdout == a);
+    let snaps = f.run(&["--json", "snapshots", "--name", "postgres/fnb-admin"], b"").ok().json();
+    assert_eq!(snaps[1]["time"], "2026-02-14T03:00:00Z");
+    let r = f.run(&args, b"").ok().json();
+    assert_eq!(r["imported"], 0, "{r}");
+
+    // --name/--time when the file name does not tell, and a clear error when nothing tells.
+    std::fs::write(dir.join("notes.bin"), b"abc").unwrap();
+    let p = dir.join("notes.bin").display().to_string();
+    let r = f.run(&["import", &p], b"");
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("notes.bin") && r.stderr.contains("--name"), "{}", r.stderr);
+    f.run(&["import", &p, "--name", "misc/notes", "--time", "2026-01-01T00:00:00Z"], b"").ok();
+    // A truncated gzip file is refused, and no snapshot is made of it.
+    let gz = std::fs::read(dir.join("fnb-admin-20260214-020000.dump.gz")).unwrap();
+    std::fs::write(dir.join("cut-20260215-010000.dump.gz"), &gz[..gz.len() / 2]).unwrap();
+    let r = f.run(&["import", &dir.join("cut-20260215-010000.dump.gz").display().to_string()], b"");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(f.run(&["--json", "snapshots", "--name", "postgres/cut"], b"").ok().json().as_array().unwrap().len(), 0);
+
+    // backup --gunzip stores the stream decompressed; restore --gzip gives a valid .gz back.
+    let r = run_with_input(f.cmd(&["--json", "backup", "--stdin", "--gunzip", "--name", "gz/stream"]), &gz).ok().json();
+    assert!(r.get("warnings").is_none(), "decompressed input still warned: {r}");
+    assert!(f.run(&["restore", "latest", "--name", "gz/stream"], b"").ok().stdout == a);
+    let out = f.dir.path().join("back.gz");
+    f.run(&["restore", "latest", "--name", "gz/stream", "--gzip", "-o", out.to_str().unwrap()], b"").ok();
+    assert!(gunzip(&out) == a);
+}
