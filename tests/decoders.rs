@@ -2,6 +2,7 @@
 //! valid encodings (bit flips, truncations, extensions). Each must return, never panic. The
 //! same decoders are fuzzed coverage-guided by `fuzz/` (see the README).
 
+use repo::ops::export::{Manifest, ManifestEntry};
 use repo::codec::crypto::MasterKeys;
 use repo::format::config::Config;
 use repo::format::envelope::{CipherKind, MAGIC_SNAPSHOT};
@@ -49,6 +50,11 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("prune", PruneRecord { time_ns: 3, confirmed: true, waiting: vec![1, 2], packs: vec![Id([8; 32])], index_files: vec![Id([9; 32])] }.encode()),
         ("lease", LeaseBody { pid: 1, host: "host".into() }.encode()),
         ("lease-name", b"backup-0000000000000abc-1771034400".to_vec()),
+        ("export-manifest", {
+            let mut m = Manifest { version: 1, files: Default::default() };
+            m.files.insert("postgres/db-20260214-020000.dump.gz".into(), ManifestEntry { snapshot: "ab".repeat(32), name: "postgres/db".into(), size: 7 });
+            m.encode()
+        }),
     ]
 }
 
@@ -63,6 +69,7 @@ fn decode_all(kind: &str, b: &[u8]) {
         "prune" => drop(PruneRecord::decode(b)),
         "lease" => drop(LeaseBody::decode(b)),
         "lease-name" => drop(LeaseName::decode(&String::from_utf8_lossy(b))),
+        "export-manifest" => drop(Manifest::decode(b)),
         _ => {
             let keys = MasterKeys::from_bytes(&[7u8; 96]);
             for c in [CipherKind::None, CipherKind::Aes256Gcm] {
@@ -87,6 +94,7 @@ fn valid_samples_decode() {
             "prune" => assert!(PruneRecord::decode(&b).is_ok()),
             "lease" => assert!(LeaseBody::decode(&b).is_ok()),
             "lease-name" => assert!(LeaseName::decode(&String::from_utf8_lossy(&b)).is_ok()),
+            "export-manifest" => assert!(Manifest::decode(&b).is_ok()),
             _ => {}
         }
     }
