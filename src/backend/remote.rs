@@ -82,10 +82,17 @@ impl RemoteUrl {
         })
     }
 
+    /// `host[:port]`.
+    fn host_port(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}:{p}", self.host),
+            None => self.host.clone(),
+        }
+    }
+
     /// `scheme://host[:port]/path`: no user, no password, no query options.
     pub fn redacted(&self) -> String {
-        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
-        format!("{}://{}{}{}", self.scheme, self.host, port, self.path)
+        format!("{}://{}{}", self.scheme, self.host_port(), self.path)
     }
 
     fn option(&self, key: &str) -> Option<&str> {
@@ -142,15 +149,8 @@ impl RemoteBackend {
                 (Operator::new(b).map_err(|e| bad(short(&e)))?, false, true)
             }
             "sftp" => {
-                let mut endpoint = String::from("ssh://");
-                if !u.user.is_empty() {
-                    endpoint.push_str(&u.user);
-                    endpoint.push('@');
-                }
-                endpoint.push_str(&u.host);
-                if let Some(p) = u.port {
-                    endpoint.push_str(&format!(":{p}"));
-                }
+                let user = if u.user.is_empty() { String::new() } else { format!("{}@", u.user) };
+                let endpoint = format!("ssh://{user}{}", u.host_port());
                 let mut b = opendal::services::Sftp::default().endpoint(&endpoint).root(if u.path.is_empty() { "/" } else { &u.path });
                 if let Some(k) = u.option("key").map(String::from).or_else(|| env("REPO_SFTP_KEY")) {
                     b = b.key(&k);
@@ -162,8 +162,7 @@ impl RemoteBackend {
             }
             "webdav" | "webdavs" => {
                 let http = if u.scheme == "webdavs" { "https" } else { "http" };
-                let port = u.port.map(|p| format!(":{p}")).unwrap_or_default();
-                let mut b = opendal::services::Webdav::default().endpoint(&format!("{http}://{}{port}", u.host)).root(&format!("{}/", u.path));
+                let mut b = opendal::services::Webdav::default().endpoint(&format!("{http}://{}", u.host_port())).root(&format!("{}/", u.path));
                 if !u.user.is_empty() {
                     b = b.username(&u.user);
                 }
@@ -193,18 +192,13 @@ impl RemoteBackend {
     }
 }
 
-/// The error's kind and message, without the long context list (which may name endpoints).
-/// With the innermost cause (connection refused, ssh's own message, the service's error code).
+/// The error's message (or kind) and its innermost cause (connection refused, ssh's own
+/// message, the service's error code), without the long context list, which may name endpoints.
 fn short(e: &opendal::Error) -> String {
     let msg = e.message();
     let mut out = if msg.is_empty() { e.kind().to_string() } else { msg.to_string() };
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    let mut last = None;
-    while let Some(c) = cause {
-        last = Some(c);
-        cause = c.source();
-    }
-    if let Some(c) = last {
+    let root = std::iter::successors(std::error::Error::source(e), |c| c.source()).last();
+    if let Some(c) = root {
         let c = c.to_string();
         // Causes that quote a request URL could carry presigned query strings: cut them.
         let c = match c.find('?') { Some(i) => format!("{}…", &c[..i]), None => c };

@@ -328,20 +328,11 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
         Cmd::Export(a) => {
             let repo = open(cli).await?;
             let tz: chrono_tz::Tz = a.tz.parse().map_err(|_| anyhow!("--tz {:?}: not a time zone name such as UTC or Europe/Berlin", a.tz))?;
-            let mut selected = repo::repo::list_snapshots(&repo, &a.filter.snapshots()).await?;
-            if let Some(k) = a.latest {
-                selected = repo::repo::newest_per_name(selected, k);
-            }
+            let mut selected = repo::repo::select_snapshots(&repo, &a.filter.snapshots(), a.latest).await?;
             if let Some(w) = &a.keep_within {
                 let span_ns = ops::forget::policy::parse_duration(w).map_err(|e| anyhow!("--keep-within {e}"))?;
-                let mut newest: std::collections::HashMap<String, i64> = Default::default();
-                for (_, s) in &selected {
-                    let n = newest.entry(s.name.clone()).or_insert(i64::MIN);
-                    *n = (*n).max(s.time_ns);
-                }
-                selected.retain(|(_, s)| s.time_ns >= newest[&s.name].saturating_sub(span_ns));
+                selected = ops::export::keep_within(selected, span_ns);
             }
-            selected.sort_by_key(|(_, s)| s.time_ns);
             let compression = match a.format {
                 args::ExportFormat::Gz => ops::export::Compression::Gzip { level: a.level.unwrap_or(6).clamp(1, 9) as u32 },
                 args::ExportFormat::Zst => ops::export::Compression::Zstd { level: a.level.unwrap_or(3) },
@@ -389,18 +380,19 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
             };
             let dst = Arc::new(Repository::open(backend(cli, &a.to)?, pw.as_deref(), cli.cache_dir.clone()).await?);
             warnings(cli, &dst);
-            let mut selected = repo::repo::list_snapshots(&src, &a.filter.snapshots()).await?;
-            if !a.snapshots.is_empty() {
+            let selected = if a.snapshots.is_empty() {
+                repo::repo::select_snapshots(&src, &a.filter.snapshots(), a.latest).await?
+            } else {
                 let mut picked = Vec::new();
                 for sel in &a.snapshots {
                     picked.push(repo::repo::resolve_snapshot(&src, sel, &a.filter.snapshots()).await?);
                 }
-                selected = picked;
-            }
-            if let Some(k) = a.latest {
-                selected = repo::repo::newest_per_name(selected, k);
-            }
-            selected.sort_by_key(|(_, s)| s.time_ns);
+                picked.sort_by_key(|(id, s)| (s.time_ns, *id));
+                match a.latest {
+                    Some(k) => repo::repo::newest_per_name(picked, k),
+                    None => picked,
+                }
+            };
             let bar = Bar::start("copied", show_progress);
             let r = ops::copy::run(src, dst.clone(), selected, bar.clone()).await;
             bar.finish();

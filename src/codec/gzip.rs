@@ -15,7 +15,7 @@ use flate2::Compression;
 pub const BLOCK: usize = 1 << 20;
 
 pub struct ParallelGzWriter<W: Write> {
-    inner: Option<W>,
+    inner: W,
     level: u32,
     buf: Vec<u8>,
     /// Members being compressed, in output order.
@@ -29,7 +29,7 @@ impl<W: Write> ParallelGzWriter<W> {
     /// `level` 1–9 as in gzip (6 is gzip's default).
     pub fn new(inner: W, level: u32) -> Self {
         let threads = rayon::current_num_threads().max(1);
-        ParallelGzWriter { inner: Some(inner), level: level.clamp(1, 9), buf: Vec::with_capacity(BLOCK), queue: VecDeque::new(), max_in_flight: threads * 2, started: false }
+        ParallelGzWriter { inner, level: level.clamp(1, 9), buf: Vec::with_capacity(BLOCK), queue: VecDeque::new(), max_in_flight: threads * 2, started: false }
     }
 
     fn submit(&mut self) -> io::Result<()> {
@@ -50,7 +50,7 @@ impl<W: Write> ParallelGzWriter<W> {
     fn write_front(&mut self) -> io::Result<()> {
         if let Some(rx) = self.queue.pop_front() {
             let member = rx.recv().map_err(|_| io::Error::other("gzip worker stopped"))??;
-            self.inner.as_mut().expect("open").write_all(&member)?;
+            self.inner.write_all(&member)?;
         }
         Ok(())
     }
@@ -58,7 +58,7 @@ impl<W: Write> ParallelGzWriter<W> {
     /// Writes everything still buffered and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.flush()?;
-        Ok(self.inner.take().expect("open"))
+        Ok(self.inner)
     }
 }
 
@@ -87,7 +87,7 @@ impl<W: Write> Write for ParallelGzWriter<W> {
         while !self.queue.is_empty() {
             self.write_front()?;
         }
-        self.inner.as_mut().expect("open").flush()
+        self.inner.flush()
     }
 }
 

@@ -65,14 +65,33 @@ async fn lease_still_fresh(lease: &Lease) -> Result<()> {
     )))
 }
 
+/// The first bytes of the input, kept by [`super::sniff::Sniff`].
+type SniffHead = Arc<std::sync::Mutex<Vec<u8>>>;
+/// Runs after the input ended; the snapshot is committed only if it succeeds.
+type Gate<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>;
+
 async fn run_leased(repo: Arc<Repository>, source: Source, mut meta: SnapshotMeta, progress: Arc<dyn Progress>, lease: &Lease) -> Result<BackupReport> {
     let start = Instant::now();
     let exclude = Arc::new(condemned_packs(&repo).await?);
-    let (id, snap, stats, head) = match source {
+    // What to read, what its first bytes were (for the compressed-input advice), and the
+    // check that must pass before the snapshot is committed.
+    let (input, head, gate): (Box<dyn Read + Send>, Option<SniffHead>, Gate) = match source {
         Source::Stdin => {
             let (input, head) = super::sniff::Sniff::new(std::io::stdin());
-            let (id, snap, stats) = backup_stream(repo, input, meta, progress, exclude, lease_still_fresh(lease)).await?;
-            (id, snap, stats, head)
+            (Box::new(input), Some(head), Box::pin(lease_still_fresh(lease)))
+        }
+        Source::StdinGunzip => {
+            let gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()));
+            let (input, head) = super::sniff::Sniff::new(gz);
+            (Box::new(input), Some(head), Box::pin(lease_still_fresh(lease)))
+        }
+        Source::Reader(input) => (input, None, Box::pin(lease_still_fresh(lease))),
+        Source::Piped { input, producer } => {
+            let gate = async move {
+                producer.await.map_err(|e| RepoError::Internal(e.to_string()))??;
+                lease_still_fresh(lease).await
+            };
+            (input, None, Box::pin(gate))
         }
         Source::Command(argv) => {
             let cmd = command_line(&argv);
@@ -84,11 +103,8 @@ async fn run_leased(repo: Arc<Repository>, source: Source, mut meta: SnapshotMet
                 .stderr(Stdio::inherit())
                 .spawn()
                 .map_err(|e| RepoError::CommandStart { command: cmd.clone(), source: e })?;
-            let (out, head): (Box<dyn Read + Send>, _) = match child.stdout.take() {
-                Some(o) => {
-                    let (s, head) = super::sniff::Sniff::new(o);
-                    (Box::new(s), head)
-                }
+            let (out, head) = match child.stdout.take() {
+                Some(o) => super::sniff::Sniff::new(o),
                 None => return Err(RepoError::Internal("child has no stdout".into())),
             };
             meta.command = cmd.clone();
@@ -108,27 +124,10 @@ async fn run_leased(repo: Arc<Repository>, source: Source, mut meta: SnapshotMet
                     Err(RepoError::CommandFailed { command: cmd, status })
                 }
             };
-            let (id, snap, stats) = backup_stream(repo, out, meta, progress, exclude, gate).await?;
-            (id, snap, stats, head)
-        }
-        Source::StdinGunzip => {
-            let (input, head) = super::sniff::Sniff::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())));
-            let (id, snap, stats) = backup_stream(repo, input, meta, progress, exclude, lease_still_fresh(lease)).await?;
-            (id, snap, stats, head)
-        }
-        Source::Reader(input) => {
-            let (id, snap, stats) = backup_stream(repo, input, meta, progress, exclude, lease_still_fresh(lease)).await?;
-            (id, snap, stats, Default::default())
-        }
-        Source::Piped { input, producer } => {
-            let gate = async move {
-                producer.await.map_err(|e| RepoError::Internal(e.to_string()))??;
-                lease_still_fresh(lease).await
-            };
-            let (id, snap, stats) = backup_stream(repo, input, meta, progress, exclude, gate).await?;
-            (id, snap, stats, Default::default())
+            (Box::new(out), Some(head), Box::pin(gate))
         }
     };
-    let warnings = super::sniff::advice(&head.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
+    let (id, snap, stats) = backup_stream(repo, input, meta, progress, exclude, gate).await?;
+    let warnings = head.and_then(|h| super::sniff::advice(&h.lock().unwrap_or_else(|p| p.into_inner()))).into_iter().collect();
     Ok(BackupReport { snapshot: SnapshotInfo::new(&id, &snap), warnings, stats, seconds: start.elapsed().as_secs_f64() })
 }

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::forget::policy::{apply, Item, Policy};
 use super::template::{stream_extension, Fields, Template};
 use super::SnapshotInfo;
 use crate::codec::gzip::ParallelGzWriter;
@@ -116,10 +117,10 @@ impl Manifest {
         }
         Ok(m)
     }
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).expect("serialisable");
+    pub fn encode(&self) -> std::result::Result<Vec<u8>, String> {
+        let mut v = serde_json::to_vec_pretty(self).map_err(|e| format!("encoding the export manifest: {e}"))?;
         v.push(b'\n');
-        v
+        Ok(v)
     }
 }
 
@@ -142,6 +143,10 @@ fn load_manifest(dir: &Path) -> Result<Manifest> {
             Manifest::decode(&bytes).map_err(|reason| RepoError::Corrupt { object: p.display().to_string(), reason })
         }
     }
+}
+
+fn save_manifest(dir: &Path, m: &Manifest) -> Result<()> {
+    write_atomic(&dir.join(MANIFEST), &m.encode().map_err(RepoError::Internal)?)
 }
 
 /// Writes `bytes` to `path` atomically (temporary name, fsync, rename, directory fsync).
@@ -259,6 +264,24 @@ fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
     }
 }
 
+/// The snapshots `forget --keep-within SPAN` keeps: per name, those at or after the newest
+/// snapshot's time minus `span_ns`. Order is kept.
+pub fn keep_within(selected: Vec<(Id, Snapshot)>, span_ns: i64) -> Vec<(Id, Snapshot)> {
+    let policy = Policy { within_ns: Some(span_ns), ..Default::default() };
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, (_, s)) in selected.iter().enumerate() {
+        groups.entry(s.name.as_str()).or_default().push(i);
+    }
+    let mut keep = vec![false; selected.len()];
+    for members in groups.values() {
+        let items: Vec<Item> = members.iter().map(|&i| Item { time_ns: selected[i].1.time_ns, tags: vec![] }).collect();
+        for (&i, d) in members.iter().zip(apply(&policy, &items, &chrono::Utc)) {
+            keep[i] = d.keep;
+        }
+    }
+    selected.into_iter().zip(keep).filter_map(|(s, k)| k.then_some(s)).collect()
+}
+
 pub async fn run(repo: Arc<Repository>, dir: &Path, selected: Vec<(Id, Snapshot)>, opts: &ExportOptions, progress: Arc<dyn Progress>) -> Result<ExportReport> {
     let t0 = Instant::now();
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
@@ -268,7 +291,7 @@ pub async fn run(repo: Arc<Repository>, dir: &Path, selected: Vec<(Id, Snapshot)
         Some(t) => Some(Template::parse(t).map_err(RepoError::Aborted)?),
         None => None,
     };
-    let stem = Template::parse("{name}-{time}").expect("valid");
+    let stem = Template::parse("{name}-{time}").map_err(RepoError::Internal)?;
     let selected_ids: HashSet<String> = selected.iter().map(|(id, _)| id.to_hex()).collect();
 
     for (id, snap) in &selected {
@@ -292,14 +315,16 @@ pub async fn run(repo: Arc<Repository>, dir: &Path, selected: Vec<(Id, Snapshot)
             report.files.push(ExportedFile { path: p.clone(), action: "skipped", snapshot: Some(info), bytes: *size });
             continue;
         }
-        let hint = match &wanted {
-            Some(w) => dir.join(w),
-            None => dir.join(stem.render(&fields, &opts.tz).map_err(RepoError::Aborted)?),
+        // Without a template the extension comes from the content: the stem names the
+        // temporary file, the full name is known once the first bytes are restored.
+        let stem_path = match &wanted {
+            Some(w) => w.clone(),
+            None => stem.render(&fields, &opts.tz).map_err(RepoError::Aborted)?,
         };
-        let (tmp, head, restored) = restore_to_temp(&repo, id, snap, &hint, opts.compression, progress.clone()).await?;
+        let (tmp, head, restored) = restore_to_temp(&repo, id, snap, &dir.join(&stem_path), opts.compression, progress.clone()).await?;
         let rel = match wanted {
             Some(w) => w,
-            None => format!("{}{}{}", stem.render(&fields, &opts.tz).map_err(RepoError::Aborted)?, stream_extension(&head), opts.compression.extension()),
+            None => format!("{stem_path}{}{}", stream_extension(&head), opts.compression.extension()),
         };
         let final_path = dir.join(&rel);
         let size = std::fs::metadata(&tmp).map_err(|e| io_err(&tmp, e))?.len();
@@ -310,7 +335,7 @@ pub async fn run(repo: Arc<Repository>, dir: &Path, selected: Vec<(Id, Snapshot)
                 let _ = std::fs::remove_file(&tmp);
                 if identical {
                     manifest.files.insert(rel.clone(), ManifestEntry { snapshot: hex.clone(), name: snap.name.clone(), size });
-                    write_atomic(&dir.join(MANIFEST), &manifest.encode())?;
+                    save_manifest(dir, &manifest)?;
                     report.skipped += 1;
                     report.files.push(ExportedFile { path: rel, action: "adopted", snapshot: Some(info), bytes: size });
                 } else {
@@ -323,7 +348,7 @@ pub async fn run(repo: Arc<Repository>, dir: &Path, selected: Vec<(Id, Snapshot)
         std::fs::rename(&tmp, &final_path).map_err(|e| io_err(&final_path, e))?;
         sync_dir(&final_path)?;
         manifest.files.insert(rel.clone(), ManifestEntry { snapshot: hex.clone(), name: snap.name.clone(), size });
-        write_atomic(&dir.join(MANIFEST), &manifest.encode())?;
+        save_manifest(dir, &manifest)?;
         report.written += 1;
         report.bytes_written += size;
         report.bytes_restored += restored;
@@ -342,7 +367,7 @@ pub async fn run(repo: Arc<Repository>, dir: &Path, selected: Vec<(Id, Snapshot)
                 Err(er) => return Err(io_err(&p, er)),
             }
             manifest.files.remove(&rel);
-            write_atomic(&dir.join(MANIFEST), &manifest.encode())?;
+            save_manifest(dir, &manifest)?;
             report.deleted += 1;
             report.files.push(ExportedFile { path: rel, action: "deleted", snapshot: None, bytes: e.size });
         }
@@ -363,7 +388,7 @@ mod tests {
             "{{\n  \"version\": 1,\n  \"files\": {{\n    \"postgres/db-20260214-020000.dump.gz\": {{\n      \"snapshot\": \"{}\",\n      \"name\": \"postgres/db\",\n      \"size\": 1234\n    }}\n  }}\n}}\n",
             "ab".repeat(32)
         );
-        assert_eq!(String::from_utf8(m.encode()).unwrap(), golden);
+        assert_eq!(String::from_utf8(m.encode().unwrap()).unwrap(), golden);
         assert_eq!(Manifest::decode(golden.as_bytes()).unwrap(), m);
         for bad in [
             &b"{"[..],

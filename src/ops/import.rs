@@ -69,7 +69,7 @@ pub fn from_file_name(path: &str) -> Option<(String, i64)> {
         }
     }
     for fmt in TIMES {
-        let t = Template::parse(&format!("{{base}}-{{time:{fmt}}}")).expect("valid");
+        let Ok(t) = Template::parse(&format!("{{base}}-{{time:{fmt}}}")) else { continue };
         if let Some((Some(name), Some(time))) = t.match_path(&stem) {
             return Some((name, time));
         }

@@ -78,17 +78,17 @@ pub async fn run(src: Arc<dyn Backend>, dst: Arc<dyn Backend>, opts: &SyncOption
         Err(e) if e.is_not_found() => return Err(RepoError::NotARepository { location: src.location() }),
         Err(e) => return Err(e.into()),
     };
-    match dst.get(CONFIG).await {
-        Ok(theirs) if theirs == config => {}
+    let dst_has_config = match dst.get(CONFIG).await {
+        Ok(theirs) if theirs == config => true,
         Ok(_) => {
             return Err(RepoError::Aborted(format!(
                 "{} holds a different repository; sync only updates a copy of the same one (use `repo copy` between repositories)",
                 dst.location()
             )));
         }
-        Err(e) if e.is_not_found() => {}
+        Err(e) if e.is_not_found() => false,
         Err(e) => return Err(e.into()),
-    }
+    };
 
     // Snapshots first: see the module comment.
     let mut source: HashMap<&str, Vec<ObjectInfo>> = HashMap::new();
@@ -99,89 +99,42 @@ pub async fn run(src: Arc<dyn Backend>, dst: Arc<dyn Backend>, opts: &SyncOption
     for dir in PHASES {
         held.insert(dir, dst.list(dir).await?.into_iter().map(|o| (o.path, o.size)).collect());
     }
-    let dst_has_config = dst.stat(CONFIG).await?.is_some();
-
     let source_paths: HashMap<&str, HashSet<String>> =
-        PHASES.iter().map(|d| (*d, source[d].iter().map(|o| o.path.clone()).collect())).collect();
-    let mut config = Some(config);
+        source.iter().map(|(d, objects)| (*d, objects.iter().map(|o| o.path.clone()).collect())).collect();
+
     for dir in PHASES {
-        if dir == DATA_DIR {
-            // `config` after the keys: a location with a config is a repository, and a
-            // repository needs its keys to open.
-            let config = config.take().expect("once");
-            if dst_has_config {
-                report.skipped_objects += 1;
-                report.skipped_bytes += config.len() as u64;
-            } else {
-                report.copied_objects += 1;
-                report.copied_bytes += config.len() as u64;
-                if !opts.dry_run {
-                    put_verified(&*dst, CONFIG, config).await?;
-                }
-            }
-        }
-        let mut wanted = std::mem::take(source.get_mut(dir).expect("listed"));
+        let mut wanted = source.remove(dir).unwrap_or_default();
         if dir == SNAPSHOTS_DIR && !opts.dry_run {
             // Copy only snapshots the source still has: one forgotten meanwhile may need
             // packs a prune has removed since the listing.
             let now: HashSet<String> = src.list(dir).await?.into_iter().map(|o| o.path).collect();
             wanted.retain(|o| now.contains(&o.path));
         }
-        let have = &held[dir];
-        let mut todo = Vec::new();
-        for o in wanted {
-            match have.get(&o.path) {
-                Some(&size) if size == o.size => {
-                    report.skipped_objects += 1;
-                    report.skipped_bytes += o.size;
+        copy_missing(&src, &dst, wanted, &held[dir], opts, progress, &mut report).await?;
+        if dir == KEYS_DIR {
+            // `config` after the keys: a location with a config is a repository, and a
+            // repository needs its keys to open.
+            let len = config.len() as u64;
+            if dst_has_config {
+                report.skipped_objects += 1;
+                report.skipped_bytes += len;
+            } else {
+                report.copied_objects += 1;
+                report.copied_bytes += len;
+                if !opts.dry_run {
+                    put_verified(&*dst, CONFIG, config.clone()).await?;
                 }
-                // A different size under an immutable name is an object a killed writer
-                // left unfinished on a backend without atomic writes: replace it.
-                _ => todo.push(o),
-            }
-        }
-        // Large objects first, so the slowest transfer does not start last.
-        todo.sort_by_key(|o| std::cmp::Reverse(o.size));
-        for o in &todo {
-            report.copied_objects += 1;
-            report.copied_bytes += o.size;
-        }
-        if opts.dry_run {
-            continue;
-        }
-        let results: Vec<Result<bool>> = stream::iter(todo)
-            .map(|o| {
-                let (src, dst) = (src.clone(), dst.clone());
-                async move {
-                    let copied = copy_object(&*src, &*dst, &o).await?;
-                    if copied {
-                        progress.bytes_done(o.size);
-                    }
-                    Ok(copied)
-                }
-            })
-            .buffer_unordered(opts.jobs.max(1))
-            .collect()
-            .await;
-        for r in results {
-            if !r? {
-                report.vanished_objects += 1;
-                report.copied_objects -= 1;
             }
         }
     }
 
     if opts.delete {
-        // Everything the source holds is at the destination now; remove the rest, in the
-        // reverse of the write order.
+        // Everything the source holds (its keys too) is at the destination now; remove the
+        // rest, in the reverse of the write order.
         for dir in PHASES.iter().rev() {
             let keep = &source_paths[dir];
             let mut gone: Vec<(&String, u64)> = held[dir].iter().filter(|(p, _)| !keep.contains(*p)).map(|(p, s)| (p, *s)).collect();
             gone.sort();
-            if *dir == KEYS_DIR && gone.len() == held[dir].len() && !gone.is_empty() {
-                // Never leave an encrypted destination without any key.
-                return Err(RepoError::Aborted(format!("{}: refusing to delete every key", dst.location())));
-            }
             for (path, size) in gone {
                 report.deleted_objects += 1;
                 report.deleted_bytes += size;
@@ -193,6 +146,58 @@ pub async fn run(src: Arc<dyn Backend>, dst: Arc<dyn Backend>, opts: &SyncOption
     }
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Copies the objects of `wanted` that `have` (the destination's listing: path → size) lacks,
+/// in parallel, largest first, and counts them into `report`.
+async fn copy_missing(
+    src: &Arc<dyn Backend>,
+    dst: &Arc<dyn Backend>,
+    wanted: Vec<ObjectInfo>,
+    have: &HashMap<String, u64>,
+    opts: &SyncOptions,
+    progress: &dyn Progress,
+    report: &mut SyncReport,
+) -> Result<()> {
+    let mut todo = Vec::new();
+    for o in wanted {
+        match have.get(&o.path) {
+            Some(&size) if size == o.size => {
+                report.skipped_objects += 1;
+                report.skipped_bytes += o.size;
+            }
+            // A different size under an immutable name is an object a killed writer left
+            // unfinished on a backend without atomic writes: replace it.
+            _ => todo.push(o),
+        }
+    }
+    // Large objects first, so the slowest transfer does not start last.
+    todo.sort_by_key(|o| std::cmp::Reverse(o.size));
+    for o in &todo {
+        report.copied_objects += 1;
+        report.copied_bytes += o.size;
+    }
+    if opts.dry_run {
+        return Ok(());
+    }
+    let results: Vec<Result<bool>> = stream::iter(todo)
+        .map(|o| async move {
+            let copied = copy_object(&**src, &**dst, &o).await?;
+            if copied {
+                progress.bytes_done(o.size);
+            }
+            Ok(copied)
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        .collect()
+        .await;
+    for r in results {
+        if !r? {
+            report.vanished_objects += 1;
+            report.copied_objects -= 1;
+        }
+    }
+    Ok(())
 }
 
 /// Copies one object and checks the copy's size. `false` when the source no longer has it.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use crate::repo::{list_snapshots, newest_per_name, restore_stream, NoProgress, RepoError, Repository, Result, SnapshotFilter};
+use crate::repo::{restore_stream, select_snapshots, NoProgress, RepoError, Repository, Result, SnapshotFilter};
 
 #[derive(Clone, Debug, Default)]
 pub struct VerifyRestoreOptions {
@@ -180,10 +180,7 @@ impl Write for SharedSink {
 
 pub async fn verify_restore(repo: Arc<Repository>, opts: &VerifyRestoreOptions) -> Result<Vec<RestoreVerdict>> {
     let pg_restore = opts.pg_restore.clone().or_else(find_pg_restore).ok_or_else(|| RepoError::Aborted("pg_restore not found: install PostgreSQL client tools or pass --pg-restore".into()))?;
-    let mut snaps = list_snapshots(&repo, &opts.filter).await?;
-    if let Some(k) = opts.latest {
-        snaps = newest_per_name(snaps, k);
-    }
+    let snaps = select_snapshots(&repo, &opts.filter, opts.latest).await?;
     let mut out = Vec::new();
     for (id, snap) in snaps {
         let label = format!("{} {}", &id.to_hex()[..8], snap.name);

@@ -15,7 +15,7 @@ mod writer;
 pub use cache::{BlobRef, IndexCache};
 pub use object::{open_object, seal_object};
 pub use reader::{read_blob, restore_stream, PackCiphers, RestoreStats};
-pub use snapshots::{glob_match, list_snapshots, newest_per_name, resolve_snapshot, SnapshotFilter};
+pub use snapshots::{glob_match, list_snapshots, newest_per_name, resolve_snapshot, select_snapshots, SnapshotFilter};
 pub use verify::{load_index_file, parse_pack, read_pack_footer, verify_pack_bytes, PackVerdict};
 pub use writer::{backup_stream, write_index, BackupStats, NoProgress, Progress, SnapshotMeta};
 

@@ -71,6 +71,16 @@ pub async fn list_snapshots(repo: &Repository, filter: &SnapshotFilter) -> Resul
     Ok(out)
 }
 
+/// The snapshots matching `filter`, oldest first; with `latest`, only the newest `latest` of
+/// each name.
+pub async fn select_snapshots(repo: &Repository, filter: &SnapshotFilter, latest: Option<usize>) -> Result<Vec<(Id, Snapshot)>> {
+    let all = list_snapshots(repo, filter).await?;
+    Ok(match latest {
+        None => all,
+        Some(k) => newest_per_name(all, k),
+    })
+}
+
 /// Keeps only the newest `k` snapshots of each name from a list sorted oldest first.
 pub fn newest_per_name(all: Vec<(Id, Snapshot)>, k: usize) -> Vec<(Id, Snapshot)> {
     let mut seen: std::collections::HashMap<String, usize> = Default::default();
