@@ -36,11 +36,13 @@ pub struct Cli {
 pub enum Cmd {
     /// Create a repository (encrypted unless --encryption none).
     Init(InitArgs),
-    /// Store standard input, or a command's output, as one snapshot.
+    /// Store standard input, a command's output, or directory trees, as one snapshot.
     Backup(BackupArgs),
+    /// List the files of a tree snapshot.
+    Ls(LsArgs),
     /// List snapshots.
     Snapshots(SnapshotsArgs),
-    /// Write a snapshot's stream to standard output or a file.
+    /// Write a snapshot's stream to standard output or a file, or a tree into a directory.
     Restore(RestoreArgs),
     /// Repository size, deduplication and counts.
     Stats,
@@ -172,9 +174,37 @@ pub struct BackupArgs {
     /// `restore --gzip` gives a .gz back).
     #[arg(long, requires = "stdin")]
     pub gunzip: bool,
+    /// Directory trees to store, relative to --root (`.` = all of it).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Store PATHs relative to this directory, so that `restore --target /` puts them back
+    /// where they were (default: /).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Back up from an LVM snapshot of VG/LV: created, mounted read-only at
+    /// /run/repo/lvm/VG-LV, and always removed afterwards. PATHs are inside the volume.
+    #[arg(long, value_name = "VG/LV", conflicts_with_all = ["btrfs", "root", "stdin"])]
+    pub lvm: Option<String>,
+    /// With --lvm: the snapshot's copy-on-write space (lvcreate --size), e.g. 5G.
+    #[arg(long, value_name = "SIZE", requires = "lvm")]
+    pub snapshot_size: Option<String>,
+    /// Back up from a read-only snapshot of this btrfs subvolume (always removed afterwards).
+    /// PATHs are inside the subvolume.
+    #[arg(long, value_name = "SUBVOLUME", conflicts_with_all = ["root", "stdin"])]
+    pub btrfs: Option<PathBuf>,
     /// Command whose standard output is stored; no snapshot unless it exits 0.
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot id prefix, or `latest`.
+    pub snapshot: String,
+    #[command(flatten)]
+    pub filter: Filter,
+    /// Only this path and what is below it.
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -233,6 +263,19 @@ pub struct RestoreArgs {
     /// Write gzip (compressed on every core; gunzip reads it as one stream).
     #[arg(long)]
     pub gzip: bool,
+    /// Of a tree snapshot: without --target, this one file to stdout (or -o); with --target,
+    /// only this path.
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// Restore a tree snapshot into this directory (`/` puts files back where they were).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["output", "gzip"])]
+    pub target: Option<PathBuf>,
+    /// With --target: only these stored paths (repeatable).
+    #[arg(long, value_name = "PATH", requires = "target")]
+    pub include: Vec<PathBuf>,
+    /// With --target: replace files that already exist (default: refuse before writing anything).
+    #[arg(long, requires = "target")]
+    pub overwrite: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

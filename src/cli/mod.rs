@@ -8,6 +8,7 @@
 mod args;
 mod progress;
 mod render;
+mod tree;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ pub const EXIT_NO_REPOSITORY: i32 = 10;
 pub const EXIT_LOCKED: i32 = 11;
 pub const EXIT_WRONG_PASSWORD: i32 = 12;
 pub const EXIT_INTERRUPTED: i32 = 130;
+/// A tree backup finished, but some files vanished or could not be read.
+pub const EXIT_PARTIAL: i32 = 3;
 
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -74,6 +77,7 @@ fn report_error(e: &anyhow::Error) -> i32 {
         Some(RepoError::NotARepository { .. }) => EXIT_NO_REPOSITORY,
         Some(RepoError::WrongPassword { .. }) => EXIT_WRONG_PASSWORD,
         Some(RepoError::LockConflict(_)) => EXIT_LOCKED,
+        Some(RepoError::Interrupted) => EXIT_INTERRUPTED,
         Some(RepoError::Output(io)) if io.kind() == std::io::ErrorKind::BrokenPipe => return EXIT_OK,
         _ => EXIT_FAILURE,
     };
@@ -161,6 +165,16 @@ fn parse_time(t: Option<&str>) -> anyhow::Result<i64> {
     }
 }
 
+fn backup_meta(a: &args::BackupArgs) -> anyhow::Result<SnapshotMeta> {
+    Ok(SnapshotMeta {
+        name: a.name.clone(),
+        host: a.host.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+        tags: a.tags.clone(),
+        command: String::new(),
+        time_ns: parse_time(a.time.as_deref())?,
+    })
+}
+
 async fn run(cli: &Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Cmd::Check(a) => check(cli, a).await,
@@ -175,6 +189,12 @@ async fn run(cli: &Cli) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
         Cmd::Forget(a) => forget(cli, a).await.map(|()| EXIT_OK),
+        Cmd::Ls(a) => tree::ls(cli, a).await,
+        Cmd::Restore(a) if a.target.is_some() || a.path.is_some() => tree::restore(cli, a).await,
+        Cmd::Backup(a) if !a.stdin && a.command.is_empty() => {
+            let meta = backup_meta(a)?;
+            tree::backup(cli, a, meta).await
+        }
         Cmd::Prune(a) => {
             let repo = open(cli).await?;
             let opts = ops::prune::PruneOptions { dry_run: a.dry_run, max_unused: parse_share(&a.max_unused)? };
@@ -273,13 +293,10 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
                 (true, false) => return Err(anyhow!("give either --stdin or a command after --, not both")),
                 (false, true) => return Err(anyhow!("nothing to back up: give --stdin or a command after --")),
             };
-            let meta = SnapshotMeta {
-                name: a.name.clone(),
-                host: a.host.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
-                tags: a.tags.clone(),
-                command: String::new(),
-                time_ns: parse_time(a.time.as_deref())?,
-            };
+            if !a.paths.is_empty() || a.root.is_some() || a.btrfs.is_some() {
+                return Err(anyhow!("give either PATHs or --stdin / a command after --, not both"));
+            }
+            let meta = backup_meta(a)?;
             let repo = open(cli).await?;
             let bar = Bar::start("read", show_progress);
             let r = ops::backup::run(repo.clone(), source, meta, bar.clone()).await;
@@ -403,7 +420,7 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
             let r = ops::stats::run(&repo).await?;
             emit(cli, &r, render::stats)
         }
-        Cmd::Check(_) | Cmd::Repair { .. } | Cmd::Forget(_) | Cmd::Prune(_) => Err(anyhow!("internal: dispatched above")),
+        Cmd::Check(_) | Cmd::Repair { .. } | Cmd::Forget(_) | Cmd::Prune(_) | Cmd::Ls(_) => Err(anyhow!("internal: dispatched above")),
     }
 }
 

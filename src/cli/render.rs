@@ -13,6 +13,9 @@ use repo::ops::copy::CopyReport;
 use repo::ops::export::ExportReport;
 use repo::ops::import::ImportReport;
 use repo::ops::SnapshotInfo;
+use repo::ops::tree::backup::TreeBackupReport;
+use repo::ops::tree::restore::TreeRestoreReport;
+use repo::format::tree::{Entry, Kind};
 
 pub fn size(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -214,4 +217,71 @@ pub fn import(r: &ImportReport) -> String {
         .collect();
     lines.push(format!("{} imported ({} of files, {} stored), {} already there, {:.1} s", r.imported, size(r.file_bytes), size(r.bytes_written), r.skipped, r.seconds));
     lines.join("\n")
+}
+
+pub fn tree_backup(r: &TreeBackupReport) -> String {
+    let t = &r.tree;
+    let mut s = format!(
+        "snapshot {} saved: {} files, {} directories, {} other; {} read, {} unchanged ({}); {} new in {} packs; {:.1}s",
+        r.snapshot.short_id, t.files, t.dirs, t.other, t.files_read, t.files_unchanged, size(t.bytes_unchanged), size(r.stats.new_bytes), r.stats.packs_written, r.seconds
+    );
+    if !t.errors.is_empty() {
+        s.push_str(&format!("\n{} files could not be read and are not in the snapshot (exit code 3)", t.errors.len()));
+    }
+    s
+}
+
+pub fn tree_restore(r: &TreeRestoreReport) -> String {
+    format!("restored {} files, {} directories, {} other, {} in {:.1}s", r.files, r.dirs, r.other, size(r.bytes), r.seconds)
+}
+
+fn mode_string(e: &Entry) -> String {
+    let t = match e.kind() {
+        Kind::Dir => 'd',
+        Kind::Symlink => 'l',
+        Kind::CharDev => 'c',
+        Kind::BlockDev => 'b',
+        Kind::Fifo => 'p',
+        Kind::File | Kind::Hardlink => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let bits = (e.mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn owner(name: &[u8], id: u32) -> String {
+    if name.is_empty() { id.to_string() } else { String::from_utf8_lossy(name).into_owned() }
+}
+
+/// `ls -l`-like: mode, owner/group, size, mtime (UTC), path[ -> link].
+pub fn ls_line(e: &Entry) -> String {
+    let time = chrono::DateTime::from_timestamp_nanos(e.mtime_ns).format("%Y-%m-%d %H:%M:%S");
+    let mut s = format!("{} {}/{} {:>12} {} {}", mode_string(e), owner(&e.user, e.uid), owner(&e.group, e.gid), e.size, time, String::from_utf8_lossy(&e.path));
+    match e.kind() {
+        Kind::Symlink => s.push_str(&format!(" -> {}", String::from_utf8_lossy(&e.link))),
+        Kind::Hardlink => s.push_str(&format!(" link to {}", String::from_utf8_lossy(&e.link))),
+        _ => {}
+    }
+    s
+}
+
+pub fn ls_json(e: &Entry) -> serde_json::Value {
+    serde_json::json!({
+        "path": String::from_utf8_lossy(&e.path),
+        "type": e.kind(),
+        "mode": format!("{:04o}", e.mode),
+        "uid": e.uid, "gid": e.gid,
+        "user": String::from_utf8_lossy(&e.user), "group": String::from_utf8_lossy(&e.group),
+        "size": e.size,
+        "mtime": repo::ops::rfc3339(e.mtime_ns),
+        "link": if e.link.is_empty() { None } else { Some(String::from_utf8_lossy(&e.link)) },
+        "xattrs": e.xattrs.iter().map(|(n, _)| String::from_utf8_lossy(n).into_owned()).collect::<Vec<_>>(),
+        "sparse": e.flags & repo::format::tree::FLAG_SPARSE != 0,
+        "changed_while_read": e.flags & repo::format::tree::FLAG_CHANGED != 0,
+    })
 }

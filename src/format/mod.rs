@@ -13,6 +13,7 @@ pub mod pack;
 pub mod prune;
 pub mod snapshot;
 pub mod stream;
+pub mod tree;
 
 mod wire;
 pub use wire::{Reader, Writer};

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! time_ns     i64   snapshot time, nanoseconds since the Unix epoch (UTC)
-//! kind        u8    1 = stream
+//! kind        u8    1 = stream, 2 = tree (the lists describe its catalog)
 //! reserved    3     0
 //! size        u64   bytes of the stream
 //! chunks      u64   number of chunks of the stream
@@ -29,6 +29,8 @@ pub const MAX_LISTS: usize = 1 << 24;
 #[repr(u8)]
 pub enum SnapshotKind {
     Stream = 1,
+    /// A file tree: the content lists describe its catalog (`format::tree`).
+    Tree = 2,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +85,7 @@ impl Snapshot {
         let time_ns = r.i64()?;
         let kind = match r.u8()? {
             1 => SnapshotKind::Stream,
+            2 => SnapshotKind::Tree,
             k => return Err(invalid("kind", format!("unknown snapshot kind {k}"))),
         };
         if r.array::<3>()? != [0; 3] {

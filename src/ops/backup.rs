@@ -55,7 +55,7 @@ pub async fn run(repo: Arc<Repository>, source: Source, meta: SnapshotMeta, prog
     r
 }
 
-async fn lease_still_fresh(lease: &Lease) -> Result<()> {
+pub(crate) async fn lease_still_fresh(lease: &Lease) -> Result<()> {
     if lease.fresh() {
         return Ok(());
     }

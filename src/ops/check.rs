@@ -373,6 +373,22 @@ async fn check_snapshots(repo: &Arc<Repository>, st: &State, r: &mut CheckReport
                 }
             }
         }
+        if !broken && snap.kind == crate::format::snapshot::SnapshotKind::Tree {
+            match crate::repo::tree::file_blobs(repo, &snap, &label).await {
+                Ok(ids) => {
+                    for id in ids {
+                        if st.usable(&id).is_none() {
+                            causes.add(st.blame(&id), || NOT_INDEXED.into(), Some(&label));
+                            broken = true;
+                        }
+                    }
+                }
+                Err(e) => {
+                    r.damage.push(Damage { object: format!("snapshot {}", &sid.to_hex()[..8]), problem: e.to_string(), snapshots: vec![sid.to_hex()[..8].to_string()] });
+                    broken = true;
+                }
+            }
+        }
         if broken {
             r.broken_snapshots.push(sid.to_hex());
         }

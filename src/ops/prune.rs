@@ -24,6 +24,7 @@ use crate::format::envelope::MAGIC_PRUNE_RECORD;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::lock::LeaseKind;
 use crate::format::prune::PruneRecord;
+use crate::format::snapshot::SnapshotKind;
 use crate::format::stream::decode_list;
 use crate::format::Id;
 use crate::repo::idset::{IdSet, Keep};
@@ -111,7 +112,7 @@ fn temp_dir(repo: &Repository) -> std::path::PathBuf {
 
 /// Every chunk and content list that some snapshot needs. Any unreadable snapshot or list
 /// stops the prune: nothing is deleted while unsure.
-async fn live_set(repo: &Repository, r: &mut PruneReport) -> Result<IdSet> {
+async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<IdSet> {
     repo.index.sync(repo).await?;
     let set = IdSet::temp(&temp_dir(repo))?;
     let snaps = list_snapshots(repo, &SnapshotFilter::default()).await?;
@@ -127,6 +128,10 @@ async fn live_set(repo: &Repository, r: &mut PruneReport) -> Result<IdSet> {
             let entries = decode_list(&read_blob(repo, l, &label).await?).map_err(|e| RepoError::format(format!("content list of {label}"), e))?;
             let ids: Vec<Id> = entries.into_iter().map(|e| e.0).collect();
             set.insert_many(&ids)?;
+        }
+        if s.kind == SnapshotKind::Tree {
+            let label = format!("snapshot {} ({})", &id.to_hex()[..8], s.name);
+            set.insert_many(&crate::repo::tree::file_blobs(repo, s, &label).await?)?;
         }
     }
     r.live_chunks = set.len()?;

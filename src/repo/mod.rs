@@ -7,6 +7,7 @@ pub mod lease;
 mod object;
 pub mod packer;
 pub mod paths;
+pub mod tree;
 mod reader;
 mod snapshots;
 mod verify;
@@ -14,10 +15,10 @@ mod writer;
 
 pub use cache::{BlobRef, IndexCache};
 pub use object::{open_object, seal_object};
-pub use reader::{read_blob, restore_stream, PackCiphers, RestoreStats};
+pub use reader::{read_blob, restore_stream, OrderedReader, PackCiphers, RestoreStats};
 pub use snapshots::{glob_match, list_snapshots, newest_per_name, resolve_snapshot, select_snapshots, SnapshotFilter};
 pub use verify::{load_index_file, parse_pack, read_pack_footer, verify_pack_bytes, PackVerdict};
-pub use writer::{backup_stream, write_index, BackupStats, NoProgress, Progress, SnapshotMeta};
+pub use writer::{backup_stream, backup_with, write_index, BackupStats, ChunkSink, Content, NoProgress, Progress, SnapshotMeta};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,6 +70,18 @@ pub enum RepoError {
     CommandStart { command: String, source: std::io::Error },
     #[error("{command} failed ({status}); no snapshot was committed")]
     CommandFailed { command: String, status: String },
+    #[error("{0} is a file tree, not a stream: restore it with --target DIR (or name one file)")]
+    NotAStream(String),
+    #[error("{0} is a stream, not a file tree")]
+    NotATree(String),
+    #[error("{path}: {reason}")]
+    Source { path: String, reason: String },
+    #[error("{path}: {reason}")]
+    Target { path: String, reason: String },
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{0}")]
+    Snapshot(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

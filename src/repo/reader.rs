@@ -124,6 +124,60 @@ async fn fetch_group(repo: Arc<Repository>, ciphers: Arc<PackCiphers>, g: Group)
     .map_err(|e| RepoError::Internal(e.to_string()))?
 }
 
+/// Fetches chunks in order with read-ahead and hands their plaintext, in order, to the
+/// receiver returned by `new` (in groups; a chunk is never split).
+pub struct OrderedReader {
+    repo: Arc<Repository>,
+    ciphers: Arc<PackCiphers>,
+    tx: mpsc::Sender<Vec<Vec<u8>>>,
+    label: String,
+    pub stats: RestoreStats,
+}
+
+impl OrderedReader {
+    pub fn new(repo: Arc<Repository>, label: &str) -> (OrderedReader, mpsc::Receiver<Vec<Vec<u8>>>) {
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let r = OrderedReader { repo, ciphers: Arc::new(PackCiphers::default()), tx, label: label.into(), stats: RestoreStats::default() };
+        (r, rx)
+    }
+
+    /// Sends the chunks named by these content lists. Returns false if the receiver is gone.
+    pub async fn feed_lists(&mut self, lists: &[Id]) -> Result<bool> {
+        for list_id in lists {
+            let entries = decode_list(&read_blob(&self.repo, list_id, &self.label).await?)
+                .map_err(|e| RepoError::format(format!("content list {} of {}", list_id.short(), self.label), e))?;
+            let ids: Vec<Id> = entries.iter().map(|e| e.0).collect();
+            if !self.feed(&ids).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends these chunks. Returns false if the receiver is gone.
+    pub async fn feed(&mut self, ids: &[Id]) -> Result<bool> {
+        for part in ids.chunks(crate::format::stream::LIST_MAX_ENTRIES) {
+            let refs = self.repo.index.lookup_many(part)?;
+            let mut located = Vec::with_capacity(part.len());
+            for (id, r) in part.iter().zip(refs) {
+                let r = r.ok_or_else(|| RepoError::MissingChunk { chunk: id.to_hex(), needed_by: self.label.clone() })?;
+                located.push((*id, r));
+            }
+            let mut chunks = stream::iter(group(located))
+                .map(|g| fetch_group(self.repo.clone(), self.ciphers.clone(), g))
+                .buffered(READ_AHEAD);
+            while let Some(decoded) = chunks.try_next().await? {
+                self.stats.bytes += decoded.iter().map(|c| c.len() as u64).sum::<u64>();
+                self.stats.chunks += decoded.len() as u64;
+                if self.tx.send(decoded).await.is_err() {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// Writes the stream of `snap` to `out`, in order. `label` names the snapshot in errors.
 pub async fn restore_stream<W: Write + Send + 'static>(
     repo: Arc<Repository>,
@@ -132,7 +186,10 @@ pub async fn restore_stream<W: Write + Send + 'static>(
     out: W,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreStats> {
-    let (tx, mut rx) = mpsc::channel::<Vec<Vec<u8>>>(WRITE_QUEUE);
+    if snap.kind != crate::format::snapshot::SnapshotKind::Stream {
+        return Err(RepoError::NotAStream(label.into()));
+    }
+    let (mut reader, mut rx) = OrderedReader::new(repo, label);
     let writer = tokio::task::spawn_blocking(move || -> Result<()> {
         let mut out = out;
         while let Some(group) = rx.blocking_recv() {
@@ -143,34 +200,9 @@ pub async fn restore_stream<W: Write + Send + 'static>(
         }
         out.flush().map_err(RepoError::Output)
     });
-    let ciphers = Arc::new(PackCiphers::default());
-    let mut stats = RestoreStats::default();
-    let fed: Result<()> = async {
-        for list_id in &snap.lists {
-            let entries = decode_list(&read_blob(&repo, list_id, label).await?)
-                .map_err(|e| RepoError::format(format!("content list {} of {label}", list_id.short()), e))?;
-            let ids: Vec<Id> = entries.iter().map(|e| e.0).collect();
-            let refs = repo.index.lookup_many(&ids)?;
-            let mut located = Vec::with_capacity(ids.len());
-            for (id, r) in ids.into_iter().zip(refs) {
-                let r = r.ok_or_else(|| RepoError::MissingChunk { chunk: id.to_hex(), needed_by: label.into() })?;
-                located.push((id, r));
-            }
-            let mut chunks = stream::iter(group(located))
-                .map(|g| fetch_group(repo.clone(), ciphers.clone(), g))
-                .buffered(READ_AHEAD);
-            while let Some(decoded) = chunks.try_next().await? {
-                stats.bytes += decoded.iter().map(|c| c.len() as u64).sum::<u64>();
-                stats.chunks += decoded.len() as u64;
-                if tx.send(decoded).await.is_err() {
-                    return Ok(()); // the writer failed; its error is reported below
-                }
-            }
-        }
-        Ok(())
-    }
-    .await;
-    drop(tx);
+    let fed = reader.feed_lists(&snap.lists).await;
+    let stats = std::mem::take(&mut reader.stats);
+    drop(reader);
     let written = writer.await.map_err(|e| RepoError::Internal(e.to_string()))?;
     written?;
     fed?;

@@ -155,22 +155,40 @@ impl Pipeline<'_> {
         Ok(())
     }
 
+    /// Stores chunks of a stream, appending them to the current content list.
     fn process(&mut self, batch: Vec<Vec<u8>>) -> Result<()> {
+        for r in self.store(batch)? {
+            self.list.push(r);
+            if self.list.len() == LIST_MAX_ENTRIES {
+                self.flush_list()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the current stream: writes its last content list and returns all of its lists.
+    fn take_lists(&mut self) -> Result<Vec<Id>> {
+        if !self.list.is_empty() {
+            self.flush_list()?;
+        }
+        Ok(std::mem::take(&mut self.lists))
+    }
+
+    /// Hashes, deduplicates, compresses and packs chunks; returns (id, length) of each.
+    fn store(&mut self, batch: Vec<Vec<u8>>) -> Result<Vec<(Id, u32)>> {
         let keys = &self.repo.keys;
         let ids: Vec<Id> = batch.par_iter().map(|c| keys.chunk_id(c)).collect();
         let known = self.repo.index.lookup_many(&ids)?;
         let mut fresh = Vec::new();
+        let mut refs = Vec::with_capacity(ids.len());
         for ((chunk, id), known) in batch.into_iter().zip(ids).zip(known) {
             let len = chunk.len() as u32;
             self.stats.bytes_read += len as u64;
             self.stats.chunks += 1;
-            self.list.push((id, len));
+            refs.push((id, len));
             let known = known.filter(|r| !self.exclude.contains(&r.pack));
             if known.is_none() && pending_insert(&self.pending, id) {
                 fresh.push((id, chunk));
-            }
-            if self.list.len() == LIST_MAX_ENTRIES {
-                self.flush_list()?;
             }
         }
         let level = self.repo.config.zstd_level;
@@ -187,30 +205,90 @@ impl Pipeline<'_> {
             self.stats.new_bytes += raw as u64;
             self.add_blob(BlobType::Data, id, flags, raw, data)?;
         }
-        Ok(())
+        Ok(refs)
     }
 }
 
 fn run_pipeline(
-    repo: &Repository,
     batches: crossbeam_channel::Receiver<Batch>,
-    pack_tx: mpsc::Sender<FinishedPack>,
-    pending: Pending,
-    exclude: &HashSet<Id>,
+    p: &mut Pipeline,
     progress: &dyn Progress,
-) -> Result<(Vec<Id>, BackupStats)> {
-    let mut p = Pipeline { repo, exclude, packer: None, pack_tx, pending, list: vec![], lists: vec![], stats: BackupStats::default() };
+) -> Result<Content> {
     for batch in batches {
         let batch = batch.map_err(RepoError::Input)?;
         let n: usize = batch.iter().map(|c| c.len()).sum();
         p.process(batch)?;
         progress.bytes_done(n as u64);
     }
-    if !p.list.is_empty() {
-        p.flush_list()?;
+    let lists = p.take_lists()?;
+    Ok(Content { lists, size: p.stats.bytes_read, chunks: p.stats.chunks })
+}
+
+/// What a snapshot's content lists describe, and the totals its record carries.
+pub struct Content {
+    pub lists: Vec<Id>,
+    pub size: u64,
+    pub chunks: u64,
+}
+
+/// The deduplicating, packing sink that a tree backup feeds (on a blocking thread).
+pub struct ChunkSink<'a> {
+    p: Pipeline<'a>,
+}
+
+impl ChunkSink<'_> {
+    pub fn repo(&self) -> &Repository {
+        self.p.repo
     }
-    p.flush_pack()?;
-    Ok((p.lists, p.stats))
+
+    /// Stores the chunks of several small files at once (hashing and compressing them in
+    /// parallel) and returns each file's chunk list.
+    pub fn store_files(&mut self, files: Vec<Vec<Vec<u8>>>) -> Result<Vec<Vec<(Id, u32)>>> {
+        let counts: Vec<usize> = files.iter().map(|f| f.len()).collect();
+        let all: Vec<Vec<u8>> = files.into_iter().flatten().collect();
+        let refs = self.p.store(all)?;
+        let mut it = refs.into_iter();
+        Ok(counts.into_iter().map(|n| it.by_ref().take(n).collect()).collect())
+    }
+
+    /// Chunks `source` and stores it; returns its content lists. After an error the partial
+    /// stream is forgotten (its chunks stay stored, unreferenced) and the sink stays usable.
+    pub fn store_stream(&mut self, source: impl Read, progress: &dyn Progress) -> Result<Vec<Id>> {
+        let r = self.store_stream_inner(source, progress);
+        if r.is_err() {
+            self.p.list.clear();
+            self.p.lists.clear();
+        }
+        r
+    }
+
+    fn store_stream_inner(&mut self, source: impl Read, progress: &dyn Progress) -> Result<Vec<Id>> {
+        let repo = self.p.repo;
+        let mut chunker = crate::codec::chunker::StreamChunker::new(source, &repo.gear, repo.chunker);
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(c) = chunker.next_chunk().map_err(RepoError::Input)? {
+            bytes += c.len();
+            batch.push(c);
+            if bytes >= BATCH_BYTES {
+                progress.bytes_done(bytes as u64);
+                self.p.process(std::mem::take(&mut batch))?;
+                bytes = 0;
+            }
+        }
+        progress.bytes_done(bytes as u64);
+        self.p.process(batch)?;
+        self.p.take_lists()
+    }
+
+    /// True if every chunk is stored (and not only in packs a prune has condemned).
+    pub fn all_stored(&self, ids: &[Id]) -> Result<bool> {
+        Ok(self.p.repo.index.lookup_many(ids)?.into_iter().all(|r| r.is_some_and(|r| !self.p.exclude.contains(&r.pack))))
+    }
+
+    pub fn stats(&self) -> &BackupStats {
+        &self.p.stats
+    }
 }
 
 /// Writes an index file for `packs` (already stored) and records it in the cache.
@@ -294,20 +372,46 @@ where
     R: Read + Send + 'static,
     G: std::future::Future<Output = Result<()>>,
 {
+    let batches = spawn_reader(repo.clone(), source);
+    let body = move |sink: &mut ChunkSink| run_pipeline(batches, &mut sink.p, &*progress);
+    backup_with(repo, SnapshotKind::Stream, meta, exclude, body, gate).await
+}
+
+/// Runs `body` on a blocking thread with a sink whose packs are uploaded concurrently, then
+/// (after every pack and index file is stored, and if `gate` succeeds) writes the snapshot
+/// of `kind` whose content lists `body` returned.
+pub async fn backup_with<F, G>(
+    repo: Arc<Repository>,
+    kind: SnapshotKind,
+    meta: SnapshotMeta,
+    exclude: Arc<HashSet<Id>>,
+    body: F,
+    gate: G,
+) -> Result<(Id, Snapshot, BackupStats)>
+where
+    F: FnOnce(&mut ChunkSink) -> Result<Content> + Send + 'static,
+    G: std::future::Future<Output = Result<()>>,
+{
     let (pack_tx, pack_rx) = mpsc::channel(2);
     let pending = Pending::default();
     let up = tokio::spawn(uploader(repo.clone(), pack_rx, pending.clone()));
-    let batches = spawn_reader(repo.clone(), source);
     let r2 = repo.clone();
-    let piped = tokio::task::spawn_blocking(move || run_pipeline(&r2, batches, pack_tx, pending, &exclude, &*progress)).await;
+    let piped = tokio::task::spawn_blocking(move || {
+        let p = Pipeline { repo: &r2, exclude: &exclude, packer: None, pack_tx, pending, list: vec![], lists: vec![], stats: BackupStats::default() };
+        let mut sink = ChunkSink { p };
+        let content = body(&mut sink)?;
+        sink.p.flush_pack()?;
+        Ok((content, sink.p.stats))
+    })
+    .await;
     let uploaded = up.await.map_err(|e| RepoError::Internal(e.to_string()))?;
-    let (lists, mut stats) = match (piped.map_err(|e| RepoError::Internal(e.to_string()))?, uploaded) {
+    let (content, mut stats) = match (piped.map_err(|e| RepoError::Internal(e.to_string()))?, uploaded) {
         (Ok(r), Ok(u)) => {
-            let (lists, mut s) = r;
+            let (content, mut s): (Content, BackupStats) = r;
             s.packs_written = u.packs_written;
             s.bytes_written = u.bytes_written;
             s.index_files_written = u.index_files_written;
-            (lists, s)
+            (content, s)
         }
         (Err(RepoError::Aborted(_)), Err(e)) | (Ok(_), Err(e)) => return Err(e),
         (Err(e), _) => return Err(e),
@@ -315,15 +419,15 @@ where
     gate.await?;
     let snap = Snapshot {
         time_ns: meta.time_ns,
-        kind: SnapshotKind::Stream,
-        size: stats.bytes_read,
-        chunks: stats.chunks,
+        kind,
+        size: content.size,
+        chunks: content.chunks,
         name: meta.name,
         host: meta.host,
         tags: meta.tags,
         command: meta.command,
         program: format!("repo {}", env!("CARGO_PKG_VERSION")),
-        lists,
+        lists: content.lists,
     };
     let body = snap.encode().map_err(|e| RepoError::format("snapshot", e))?;
     let bytes = repo.seal(MAGIC_SNAPSHOT, &body)?;

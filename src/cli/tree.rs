@@ -1,0 +1,162 @@
+//! CLI for file trees: `backup PATH...` (optionally from an LVM or btrfs snapshot),
+//! `restore --target` / one file to stdout, and `ls`.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+
+use super::args::{BackupArgs, LsArgs, RestoreArgs};
+use super::progress::Bar;
+use super::{emit, open, render, warnings, Cli, EXIT_OK, EXIT_PARTIAL};
+use repo::ops;
+use repo::ops::fs_snapshot::{Btrfs, Held, Lvm, Provider, System};
+use repo::ops::tree::backup::TreeOptions;
+use repo::repo::{resolve_snapshot, SnapshotMeta};
+
+fn provider(a: &BackupArgs) -> anyhow::Result<Option<Box<dyn Provider>>> {
+    if let Some(spec) = &a.lvm {
+        let (vg, lv) = spec.split_once('/').filter(|(v, l)| !v.is_empty() && !l.is_empty() && !l.contains('/')).ok_or_else(|| anyhow!("--lvm {spec:?}: expected VG/LV, e.g. ubuntu-vg/ubuntu-lv"))?;
+        let size = a.snapshot_size.clone().ok_or_else(|| anyhow!("--lvm needs --snapshot-size (the snapshot's copy-on-write space, e.g. 5G)"))?;
+        ops::fs_snapshot::parse_lvm_size(&size)?;
+        let mount_base = std::env::var_os("REPO_LVM_MOUNT_BASE").map(PathBuf::from).unwrap_or_else(|| "/run/repo/lvm".into());
+        return Ok(Some(Box::new(Lvm { vg: vg.into(), lv: lv.into(), size, mount_base, runner: Arc::new(System) })));
+    }
+    if let Some(sub) = &a.btrfs {
+        let sub = std::path::absolute(sub)?;
+        return Ok(Some(Box::new(Btrfs { subvolume: sub, runner: Arc::new(System) })));
+    }
+    Ok(None)
+}
+
+pub async fn backup(cli: &Cli, a: &BackupArgs, meta: SnapshotMeta) -> anyhow::Result<i32> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut paths = a.paths.clone();
+    let provider = provider(a)?;
+    if paths.is_empty() {
+        if provider.is_none() {
+            return Err(anyhow!("nothing to back up: give PATHs, --stdin or a command after --"));
+        }
+        paths.push(".".into());
+    }
+    let repo = open(cli).await?;
+    // the snapshot is held from here; dropping it (error, SIGINT/SIGTERM) removes it
+    let held = match provider {
+        Some(p) => {
+            let h = tokio::task::spawn_blocking({
+                let cancel = cancel.clone();
+                move || Held::create(p, cancel)
+            })
+            .await??;
+            if let (Some(l), false) = (&h.leftover, cli.quiet) {
+                eprintln!("repo: removed {l}, left behind by an earlier run that was killed");
+            }
+            Some(h)
+        }
+        None => None,
+    };
+    let root = match (&held, &a.root) {
+        (Some(h), _) => h.root.clone(),
+        (None, Some(r)) => r.clone(),
+        (None, None) => {
+            // relative PATHs are relative to the working directory, stored from /
+            let cwd = std::env::current_dir()?;
+            paths = paths.iter().map(|p| cwd.join(p)).collect();
+            PathBuf::from("/")
+        }
+    };
+    let bar = Bar::start("read", !cli.quiet && !cli.json);
+    let opts = TreeOptions { root, paths, cancel };
+    let r = ops::tree::backup::run(repo.clone(), opts, meta, bar.clone()).await;
+    bar.finish();
+    if let Some(h) = held {
+        let released = tokio::task::spawn_blocking(move || h.release()).await?;
+        if let Err(e) = released {
+            // the backup's own error matters more; a snapshot that would not go away is reported too
+            eprintln!("repo: {e}");
+            if r.is_ok() {
+                return Err(e.into());
+            }
+        }
+    }
+    warnings(cli, &repo);
+    let r = r?;
+    if !cli.quiet {
+        for e in &r.tree.errors {
+            eprintln!("repo: warning: {e} (not in the snapshot)");
+        }
+        for c in &r.tree.changed {
+            eprintln!("repo: warning: {c} changed while it was read");
+        }
+    }
+    emit(cli, &r, render::tree_backup)?;
+    Ok(if r.tree.errors.is_empty() { EXIT_OK } else { EXIT_PARTIAL })
+}
+
+pub async fn restore(cli: &Cli, a: &RestoreArgs) -> anyhow::Result<i32> {
+    let repo = open(cli).await?;
+    let (id, snap) = resolve_snapshot(&repo, &a.snapshot, &a.filter.snapshots()).await?;
+    let show = !cli.quiet && !cli.json;
+    match (&a.target, &a.path) {
+        (Some(target), path) => {
+            let mut include = a.include.clone();
+            include.extend(path.clone());
+            let bar = Bar::start("restored", show);
+            let opts = ops::tree::restore::TreeRestoreOptions { target: target.clone(), include, overwrite: a.overwrite };
+            let r = ops::tree::restore::run(repo.clone(), &id, &snap, opts, bar.clone()).await;
+            bar.finish();
+            let r = r?;
+            if !cli.quiet {
+                for w in &r.warnings {
+                    eprintln!("repo: warning: {w}");
+                }
+            }
+            emit(cli, &r, render::tree_restore)?;
+        }
+        (None, Some(path)) => {
+            let r = match &a.output {
+                None => {
+                    use std::os::fd::AsFd;
+                    let out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+                    ops::tree::restore::run_file(repo.clone(), &id, &snap, path, out, Arc::new(repo::repo::NoProgress)).await?
+                }
+                Some(o) => {
+                    let f = std::fs::File::create(o).map_err(|e| anyhow!("{}: {e}", o.display()))?;
+                    let r = ops::tree::restore::run_file(repo.clone(), &id, &snap, path, std::io::BufWriter::new(f), Arc::new(repo::repo::NoProgress)).await?;
+                    emit(cli, &r, render::tree_restore)?;
+                    r
+                }
+            };
+            if cli.verbose {
+                eprintln!("{}", render::tree_restore(&r));
+            }
+        }
+        (None, None) => return Err(anyhow!("internal: not a tree restore")),
+    }
+    Ok(EXIT_OK)
+}
+
+pub async fn ls(cli: &Cli, a: &LsArgs) -> anyhow::Result<i32> {
+    let repo = open(cli).await?;
+    let (id, snap) = resolve_snapshot(&repo, &a.snapshot, &a.filter.snapshots()).await?;
+    let entries = ops::tree::restore::list(&repo, &id, &snap, a.path.as_deref().unwrap_or(std::path::Path::new(""))).await?;
+    if cli.json {
+        let rows: Vec<_> = entries.iter().map(render::ls_json).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        let mut out = String::new();
+        for e in &entries {
+            out.push_str(&render::ls_line(e));
+            out.push('\n');
+        }
+        use std::io::Write;
+        let mut so = std::io::stdout().lock();
+        if let Err(e) = so.write_all(out.as_bytes()) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}

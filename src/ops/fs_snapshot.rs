@@ -1,0 +1,403 @@
+//! File-system snapshots owned by a backup: an LVM snapshot volume mounted read-only, or a
+//! read-only btrfs subvolume snapshot, behind one small trait.
+//!
+//! Lifecycle: `remove_leftover` (a killed earlier run's snapshot, found under the same
+//! stable name), `create` (returns the directory to back up; always the same path, so
+//! inode-based change detection works from run to run), `remove`. [`Held`] calls `remove`
+//! when dropped, so the snapshot goes away on errors and when the backup future is dropped
+//! on SIGINT/SIGTERM; only SIGKILL leaves one behind, for the next run to clear.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::repo::{RepoError, Result};
+
+/// Runs external commands (a recording fake in unit tests).
+pub trait Runner: Send + Sync {
+    /// Runs `argv`; its standard output, or an error with its standard error.
+    fn run(&self, argv: &[String]) -> Result<String>;
+}
+
+pub struct System;
+
+impl Runner for System {
+    fn run(&self, argv: &[String]) -> Result<String> {
+        let line = argv.join(" ");
+        let out = Command::new(&argv[0]).args(&argv[1..]).output().map_err(|e| RepoError::Snapshot(format!("{line}: could not start: {e}")))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let err = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            return Err(RepoError::Snapshot(format!("{line}: {} ({err})", out.status)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+fn argv(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+pub trait Provider: Send + Sync {
+    fn describe(&self) -> String;
+    /// Removes a snapshot a killed earlier run left; says what it removed.
+    fn remove_leftover(&self) -> Result<Option<String>>;
+    /// Creates (and mounts) the snapshot; returns the directory to back up.
+    fn create(&self) -> Result<PathBuf>;
+    fn remove(&self) -> Result<()>;
+}
+
+/// Is `dir` a mount point now (from /proc/self/mountinfo)?
+fn mounted(dir: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = dir.to_string_lossy().replace(' ', "\\040");
+    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+// ------------------------------------------------------------------ btrfs
+
+pub struct Btrfs {
+    pub subvolume: PathBuf,
+    pub runner: Arc<dyn Runner>,
+}
+
+impl Btrfs {
+    /// `<parent of SUBVOLUME>/.repo-snapshot-<name>`: beside the subvolume, on the same file system.
+    pub fn snapshot_path(&self) -> PathBuf {
+        let name = self.subvolume.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+        self.subvolume.parent().unwrap_or(Path::new("/")).join(format!(".repo-snapshot-{name}"))
+    }
+    fn delete(&self) -> Result<()> {
+        let snap = self.snapshot_path();
+        self.runner.run(&argv(&["btrfs", "subvolume", "delete", &snap.to_string_lossy()])).map(|_| ())
+    }
+}
+
+impl Provider for Btrfs {
+    fn describe(&self) -> String {
+        format!("btrfs snapshot {} of {}", self.snapshot_path().display(), self.subvolume.display())
+    }
+    fn remove_leftover(&self) -> Result<Option<String>> {
+        let snap = self.snapshot_path();
+        if std::fs::symlink_metadata(&snap).is_err() {
+            return Ok(None);
+        }
+        self.runner.run(&argv(&["btrfs", "subvolume", "show", &snap.to_string_lossy()]))
+            .map_err(|e| RepoError::Snapshot(format!("{} exists but is not a btrfs subvolume; refusing to touch it ({e})", snap.display())))?;
+        self.delete()?;
+        Ok(Some(snap.display().to_string()))
+    }
+    fn create(&self) -> Result<PathBuf> {
+        let snap = self.snapshot_path();
+        self.runner.run(&argv(&["btrfs", "subvolume", "snapshot", "-r", &self.subvolume.to_string_lossy(), &snap.to_string_lossy()]))?;
+        Ok(snap)
+    }
+    fn remove(&self) -> Result<()> {
+        if std::fs::symlink_metadata(self.snapshot_path()).is_err() {
+            return Ok(());
+        }
+        self.delete()
+    }
+}
+
+// ------------------------------------------------------------------ LVM
+
+pub struct Lvm {
+    pub vg: String,
+    pub lv: String,
+    /// `--snapshot-size`, as lvcreate takes it (5G, 512M).
+    pub size: String,
+    /// Where snapshots are mounted: `<mount_base>/<vg>-<lv>`.
+    pub mount_base: PathBuf,
+    pub runner: Arc<dyn Runner>,
+}
+
+/// One logical volume as `lvs --reportformat json` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct LvInfo {
+    pub lv_name: String,
+    pub vg_name: String,
+    #[serde(default)]
+    pub lv_attr: String,
+    #[serde(default)]
+    pub origin: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Report<T> {
+    report: Vec<T>,
+}
+#[derive(serde::Deserialize)]
+struct LvReport {
+    #[serde(default)]
+    lv: Vec<LvInfo>,
+}
+#[derive(serde::Deserialize)]
+struct VgReport {
+    #[serde(default)]
+    vg: Vec<VgInfo>,
+}
+
+/// One volume group as `vgs --reportformat json --units b` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct VgInfo {
+    pub vg_name: String,
+    #[serde(default)]
+    pub vg_free: String,
+}
+
+/// Parses `lvs --reportformat json -o lv_name,vg_name,lv_attr,origin` output.
+pub fn parse_lvs(json: &str) -> Result<Vec<LvInfo>> {
+    let r: Report<LvReport> = serde_json::from_str(json).map_err(|e| RepoError::Snapshot(format!("cannot read lvs output: {e}")))?;
+    Ok(r.report.into_iter().flat_map(|r| r.lv).collect())
+}
+
+/// Parses `vgs --reportformat json --units b -o vg_name,vg_free` output.
+pub fn parse_vgs(json: &str) -> Result<Vec<VgInfo>> {
+    let r: Report<VgReport> = serde_json::from_str(json).map_err(|e| RepoError::Snapshot(format!("cannot read vgs output: {e}")))?;
+    Ok(r.report.into_iter().flat_map(|r| r.vg).collect())
+}
+
+/// Bytes of an LVM size such as `5G`, `512M`, `1024` (MiB, LVM's default unit), `123B`.
+pub fn parse_lvm_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let bad = || RepoError::Snapshot(format!("snapshot size {s:?}: expected a number with an optional unit B, K, M, G or T (5G)"));
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "m"));
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        "t" | "tib" | "tb" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    if n <= 0.0 {
+        return Err(bad());
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+impl Lvm {
+    pub fn snapshot_name(&self) -> String {
+        format!("{}-repo-snap", self.lv)
+    }
+    pub fn device(&self) -> String {
+        format!("/dev/{}/{}", self.vg, self.snapshot_name())
+    }
+    pub fn mount_dir(&self) -> PathBuf {
+        self.mount_base.join(format!("{}-{}", self.vg, self.lv))
+    }
+    pub fn lvs_argv(&self) -> Vec<String> {
+        argv(&["lvs", "--reportformat", "json", "-o", "lv_name,vg_name,lv_attr,origin", &self.vg])
+    }
+    pub fn vgs_argv(&self) -> Vec<String> {
+        argv(&["vgs", "--reportformat", "json", "--units", "b", "-o", "vg_name,vg_free", &self.vg])
+    }
+    pub fn create_argv(&self) -> Vec<String> {
+        argv(&["lvcreate", "--snapshot", "--size", &self.size, "--name", &self.snapshot_name(), &format!("{}/{}", self.vg, self.lv)])
+    }
+    pub fn remove_argv(&self) -> Vec<String> {
+        argv(&["lvremove", "-y", &format!("{}/{}", self.vg, self.snapshot_name())])
+    }
+    /// The mount command for a file system type (ext4 must not replay its journal on a
+    /// read-only snapshot; XFS must accept the duplicate UUID).
+    pub fn mount_argv(&self, fstype: &str) -> Vec<String> {
+        let opts = match fstype {
+            "ext2" | "ext3" | "ext4" => "ro,noload",
+            "xfs" => "ro,nouuid,norecovery",
+            _ => "ro",
+        };
+        argv(&["mount", "-t", fstype, "-o", opts, &self.device(), &self.mount_dir().to_string_lossy()])
+    }
+
+    pub fn logical_volumes(&self) -> Result<Vec<LvInfo>> {
+        parse_lvs(&self.runner.run(&self.lvs_argv())?)
+    }
+
+    fn unmount_and_remove(&self) -> Result<()> {
+        let dir = self.mount_dir();
+        if mounted(&dir) {
+            self.runner.run(&argv(&["umount", &dir.to_string_lossy()]))?;
+        }
+        self.runner.run(&self.remove_argv()).map(|_| ())
+    }
+}
+
+impl Provider for Lvm {
+    fn describe(&self) -> String {
+        format!("LVM snapshot {}/{} of {}/{} at {}", self.vg, self.snapshot_name(), self.vg, self.lv, self.mount_dir().display())
+    }
+    fn remove_leftover(&self) -> Result<Option<String>> {
+        let name = self.snapshot_name();
+        let lvs = self.logical_volumes()?;
+        if !lvs.iter().any(|l| l.lv_name == self.lv) {
+            return Err(RepoError::Snapshot(format!("volume group {} has no logical volume {}", self.vg, self.lv)));
+        }
+        let Some(old) = lvs.into_iter().find(|l| l.lv_name == name) else { return Ok(None) };
+        if old.origin != self.lv && !old.lv_attr.starts_with(['s', 'S']) {
+            return Err(RepoError::Snapshot(format!("{}/{name} exists and is not a snapshot of {}; refusing to remove it", self.vg, self.lv)));
+        }
+        self.unmount_and_remove()?;
+        Ok(Some(format!("{}/{name}", self.vg)))
+    }
+    fn create(&self) -> Result<PathBuf> {
+        let want = parse_lvm_size(&self.size)?;
+        let vgs = parse_vgs(&self.runner.run(&self.vgs_argv())?)?;
+        let free = vgs.iter().find(|v| v.vg_name == self.vg).map(|v| v.vg_free.trim_end_matches(['B', 'b']).parse::<u64>().unwrap_or(0));
+        match free {
+            None => return Err(RepoError::Snapshot(format!("no volume group {}", self.vg))),
+            Some(f) if f < want => return Err(RepoError::Snapshot(format!("volume group {} has {f} bytes free, the snapshot needs {want}", self.vg))),
+            _ => {}
+        }
+        self.runner.run(&self.create_argv())?;
+        let mounted_ok = (|| {
+            let fstype = self.runner.run(&argv(&["blkid", "-o", "value", "-s", "TYPE", &self.device()]))?.trim().to_string();
+            std::fs::create_dir_all(self.mount_dir()).map_err(|e| RepoError::Snapshot(format!("{}: {e}", self.mount_dir().display())))?;
+            self.runner.run(&self.mount_argv(&fstype))
+        })();
+        if let Err(e) = mounted_ok {
+            let _ = self.runner.run(&self.remove_argv());
+            return Err(e);
+        }
+        Ok(self.mount_dir())
+    }
+    fn remove(&self) -> Result<()> {
+        self.unmount_and_remove()
+    }
+}
+
+// ------------------------------------------------------------------ lifetime
+
+/// A created snapshot; removed by [`Held::release`] or, failing that, when dropped.
+pub struct Held {
+    provider: Option<Box<dyn Provider>>,
+    /// Set before removing, so the walk (on another thread) stops reading the snapshot.
+    pub cancel: Arc<AtomicBool>,
+    pub root: PathBuf,
+    pub leftover: Option<String>,
+}
+
+impl Held {
+    pub fn create(provider: Box<dyn Provider>, cancel: Arc<AtomicBool>) -> Result<Held> {
+        let leftover = provider.remove_leftover()?;
+        let root = provider.create()?;
+        Ok(Held { provider: Some(provider), cancel, root, leftover })
+    }
+
+    /// Removes the snapshot now (retrying while it is still busy).
+    pub fn release(mut self) -> Result<()> {
+        self.remove()
+    }
+
+    fn remove(&mut self) -> Result<()> {
+        let Some(p) = self.provider.take() else { return Ok(()) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match p.remove() {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => return Err(RepoError::Snapshot(format!("could not remove the {}: {e}", p.describe()))),
+                Err(_) => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.provider.is_some() {
+            self.cancel.store(true, Ordering::SeqCst);
+            if let Err(e) = self.remove() {
+                eprintln!("repo: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records every command; answers lvs/vgs/blkid with canned output.
+    struct Fake {
+        calls: Mutex<Vec<String>>,
+        lvs: String,
+    }
+    impl Runner for Fake {
+        fn run(&self, argv: &[String]) -> Result<String> {
+            self.calls.lock().unwrap().push(argv.join(" "));
+            Ok(match argv[0].as_str() {
+                "lvs" => self.lvs.clone(),
+                "vgs" => r#"{"report":[{"vg":[{"vg_name":"ubuntu-vg","vg_free":"10737418240B"}]}]}"#.into(),
+                "blkid" => "ext4\n".into(),
+                _ => String::new(),
+            })
+        }
+    }
+
+    fn lvm(lvs: &str) -> (Lvm, Arc<Fake>) {
+        let fake = Arc::new(Fake { calls: Mutex::new(vec![]), lvs: lvs.into() });
+        let l = Lvm { vg: "ubuntu-vg".into(), lv: "ubuntu-lv".into(), size: "5G".into(), mount_base: "/run/repo/lvm".into(), runner: fake.clone() };
+        (l, fake)
+    }
+
+    const LVS_WITH_LEFTOVER: &str = r#"{
+      "report": [ { "lv": [
+        {"lv_name":"ubuntu-lv", "vg_name":"ubuntu-vg", "lv_attr":"owi-aos---", "origin":""},
+        {"lv_name":"ubuntu-lv-repo-snap", "vg_name":"ubuntu-vg", "lv_attr":"swi-a-s---", "origin":"ubuntu-lv"}
+      ] } ]
+    }"#;
+
+    #[test]
+    fn lvm_command_lines() {
+        let (l, fake) = lvm(r#"{"report":[{"lv":[{"lv_name":"ubuntu-lv","vg_name":"ubuntu-vg","lv_attr":"-wi-ao----","origin":""}]}]}"#);
+        assert_eq!(l.remove_leftover().unwrap(), None);
+        assert_eq!(l.create().unwrap(), PathBuf::from("/run/repo/lvm/ubuntu-vg-ubuntu-lv"));
+        let calls = fake.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            vec![
+                "lvs --reportformat json -o lv_name,vg_name,lv_attr,origin ubuntu-vg",
+                "vgs --reportformat json --units b -o vg_name,vg_free ubuntu-vg",
+                "lvcreate --snapshot --size 5G --name ubuntu-lv-repo-snap ubuntu-vg/ubuntu-lv",
+                "blkid -o value -s TYPE /dev/ubuntu-vg/ubuntu-lv-repo-snap",
+                "mount -t ext4 -o ro,noload /dev/ubuntu-vg/ubuntu-lv-repo-snap /run/repo/lvm/ubuntu-vg-ubuntu-lv",
+            ]
+        );
+        assert_eq!(l.mount_argv("xfs")[4], "ro,nouuid,norecovery");
+    }
+
+    #[test]
+    fn lvm_leftover_is_removed_and_foreign_volume_refused() {
+        let (l, fake) = lvm(LVS_WITH_LEFTOVER);
+        assert_eq!(l.remove_leftover().unwrap().as_deref(), Some("ubuntu-vg/ubuntu-lv-repo-snap"));
+        assert!(fake.calls.lock().unwrap().contains(&"lvremove -y ubuntu-vg/ubuntu-lv-repo-snap".to_string()));
+        let (l, fake) = lvm(&LVS_WITH_LEFTOVER.replace("swi-a-s---", "-wi-a-----").replace(r#""origin":"ubuntu-lv""#, r#""origin":"""#));
+        let e = l.remove_leftover().unwrap_err().to_string();
+        assert!(e.contains("not a snapshot"), "{e}");
+        assert!(!fake.calls.lock().unwrap().iter().any(|c| c.starts_with("lvremove")));
+        let (l, _) = lvm(r#"{"report":[{"lv":[]}]}"#);
+        assert!(l.remove_leftover().unwrap_err().to_string().contains("no logical volume ubuntu-lv"));
+    }
+
+    #[test]
+    fn lvm_refuses_when_the_group_lacks_space() {
+        let (mut l, fake) = lvm(LVS_WITH_LEFTOVER);
+        l.size = "20G".into();
+        let e = l.create().unwrap_err().to_string();
+        assert!(e.contains("needs 21474836480"), "{e}");
+        assert!(!fake.calls.lock().unwrap().iter().any(|c| c.starts_with("lvcreate")));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_lvm_size("5G").unwrap(), 5 << 30);
+        assert_eq!(parse_lvm_size("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_lvm_size("100").unwrap(), 100 << 20);
+        assert!(parse_lvm_size("5X").is_err());
+        assert!(parse_lvm_size("-1G").is_err());
+    }
+}

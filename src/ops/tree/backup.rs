@@ -1,0 +1,509 @@
+//! `repo backup [--root DIR] PATH...`: a file tree as one snapshot (kind 2).
+//!
+//! The walk is sequential and sorted (depth-first, names by bytes); file contents are read in
+//! parallel: small files in batches (read and chunked on rayon, then hashed, deduplicated and
+//! compressed together), large and sparse files one at a time as a stream. A file whose size,
+//! mtime, ctime and inode match the previous snapshot of the same name keeps that snapshot's
+//! chunks and is not read. The catalog is stored last, as the snapshot's content stream.
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use super::fsmeta::{self, Owners};
+use crate::codec::chunker::StreamChunker;
+use crate::format::lock::LeaseKind;
+use crate::format::snapshot::SnapshotKind;
+use crate::format::tree::{catalog_header, Content, Entry, Kind, FLAG_CHANGED, FLAG_SPARSE};
+use crate::format::Id;
+use crate::ops::SnapshotInfo;
+use crate::repo::lease::{condemned_packs, Lease};
+use crate::repo::{backup_with, list_snapshots, BackupStats, ChunkSink, Progress, RepoError, Repository, Result, SnapshotFilter, SnapshotMeta};
+
+/// Files up to this size are read whole, in parallel batches.
+const SMALL_FILE: u64 = 8 << 20;
+const BATCH_BYTES: u64 = 32 << 20;
+const BATCH_FILES: usize = 1024;
+
+pub struct TreeOptions {
+    /// Paths are stored relative to this directory (`/` by default).
+    pub root: PathBuf,
+    /// What to back up, relative to `root` (a leading `/` is ignored); `.` is all of it.
+    pub paths: Vec<PathBuf>,
+    /// Set to stop the walk (SIGINT, SIGTERM); the backup then fails with `Interrupted`.
+    pub cancel: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct TreeCounts {
+    pub files: u64,
+    pub dirs: u64,
+    pub other: u64,
+    pub files_read: u64,
+    pub files_unchanged: u64,
+    pub bytes_unchanged: u64,
+    /// Files that vanished or could not be read: not in the snapshot (exit code 3).
+    pub errors: Vec<String>,
+    /// Files that changed while they were read: stored as read, flagged in the catalog.
+    pub changed: Vec<String>,
+    /// The snapshot whose unchanged files were reused, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct TreeBackupReport {
+    pub snapshot: SnapshotInfo,
+    #[serde(flatten)]
+    pub tree: TreeCounts,
+    #[serde(flatten)]
+    pub stats: BackupStats,
+    pub seconds: f64,
+}
+
+/// Makes `p` a relative path of normal components (a leading `/` is dropped); `.` gives an
+/// empty path (the whole root). `..` is refused.
+pub fn relative(p: &Path) -> Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(RepoError::Source { path: p.display().to_string(), reason: "paths to back up may not contain `..`".into() });
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub async fn run(repo: Arc<Repository>, opts: TreeOptions, meta: SnapshotMeta, progress: Arc<dyn Progress>) -> Result<TreeBackupReport> {
+    let mut rels: Vec<PathBuf> = opts.paths.iter().map(|p| relative(p)).collect::<Result<_>>()?;
+    rels.sort();
+    rels.dedup();
+    // a path inside another one given is already covered
+    let rels: Vec<PathBuf> = rels.iter().filter(|p| !rels.iter().any(|q| q != *p && p.starts_with(q))).cloned().collect();
+    for r in &rels {
+        let abs = opts.root.join(r);
+        std::fs::symlink_metadata(&abs).map_err(|e| RepoError::Source { path: abs.display().to_string(), reason: e.to_string() })?;
+    }
+    let lease = Lease::acquire(repo.backend.clone(), LeaseKind::Backup).await?;
+    let keep = lease.keep_alive();
+    let r = run_leased(repo, opts, rels, meta, progress, &lease).await;
+    keep.abort();
+    lease.release().await;
+    r
+}
+
+async fn run_leased(repo: Arc<Repository>, opts: TreeOptions, rels: Vec<PathBuf>, meta: SnapshotMeta, progress: Arc<dyn Progress>, lease: &Lease) -> Result<TreeBackupReport> {
+    let start = Instant::now();
+    let exclude = Arc::new(condemned_packs(&repo).await?);
+    let (parent_id, parent) = parent_files(&repo, &meta.name).await?;
+    let counts = Arc::new(std::sync::Mutex::new(TreeCounts { parent: parent_id, ..Default::default() }));
+    let c2 = counts.clone();
+    let body = move |sink: &mut ChunkSink| {
+        let mut w = Walker { sink, root: opts.root, parent, owners: Owners::load(), links: HashMap::new(), queue: vec![], queued_bytes: 0, catalog: catalog_header(), counts: TreeCounts::default(), cancel: opts.cancel, progress: &*progress, size: 0, entries: 0 };
+        w.counts.parent = c2.lock().unwrap_or_else(|p| p.into_inner()).parent.clone();
+        let r = w.walk_all(&rels);
+        let (catalog, size, entries) = (std::mem::take(&mut w.catalog), w.size, w.entries);
+        *c2.lock().unwrap_or_else(|p| p.into_inner()) = std::mem::take(&mut w.counts);
+        r?;
+        let lists = sink.store_stream(&catalog[..], &crate::repo::NoProgress)?;
+        Ok(crate::repo::Content { lists, size, chunks: entries })
+    };
+    let gate = crate::ops::backup::lease_still_fresh(lease);
+    let (id, snap, stats) = backup_with(repo, SnapshotKind::Tree, meta, exclude, body, gate).await?;
+    let tree = std::mem::take(&mut *counts.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(TreeBackupReport { snapshot: SnapshotInfo::new(&id, &snap), tree, stats, seconds: start.elapsed().as_secs_f64() })
+}
+
+/// The files of the newest tree snapshot named `name`, by path, for change detection.
+async fn parent_files(repo: &Arc<Repository>, name: &str) -> Result<(Option<String>, HashMap<Vec<u8>, Entry>)> {
+    let filter = SnapshotFilter { name: Some(name.to_string()), tags: vec![] };
+    let snaps = list_snapshots(repo, &filter).await?;
+    let Some((id, snap)) = snaps.into_iter().filter(|(_, s)| s.kind == SnapshotKind::Tree && s.name == name).max_by_key(|(_, s)| s.time_ns) else {
+        return Ok((None, HashMap::new()));
+    };
+    let label = format!("snapshot {} ({})", &id.to_hex()[..8], snap.name);
+    let entries = crate::repo::tree::read_entries(repo, &snap, &label).await?;
+    let files = entries.into_iter().filter(|e| e.kind() == Kind::File && e.flags & FLAG_CHANGED == 0).map(|e| (e.path.clone(), e)).collect();
+    Ok((Some(id.to_hex()[..8].to_string()), files))
+}
+
+/// An entry waiting for the current batch of small files to be read.
+struct Queued {
+    entry: Entry,
+    /// Set for a file whose content is still to be read.
+    read: Option<PathBuf>,
+}
+
+struct Walker<'a, 's> {
+    sink: &'a mut ChunkSink<'s>,
+    root: PathBuf,
+    parent: HashMap<Vec<u8>, Entry>,
+    owners: Owners,
+    /// (dev, ino) of files with several links → the path stored first.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    queue: Vec<Queued>,
+    queued_bytes: u64,
+    catalog: Vec<u8>,
+    counts: TreeCounts,
+    cancel: Arc<AtomicBool>,
+    progress: &'a dyn Progress,
+    size: u64,
+    entries: u64,
+}
+
+fn mtime_ns(m: &Metadata) -> i64 {
+    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+}
+fn ctime_ns(m: &Metadata) -> i64 {
+    m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec())
+}
+
+/// The file was modified between the walk's lstat and the end of reading it.
+fn changed_since(before: &Metadata, after: &Metadata) -> bool {
+    before.len() != after.len() || mtime_ns(before) != mtime_ns(after) || ctime_ns(before) != ctime_ns(after)
+}
+
+/// Reads exactly `want` bytes (zero-padded if the file shrank); true if it was short.
+fn read_exact_padded(r: &mut impl Read, want: u64, out: &mut Vec<u8>) -> io::Result<bool> {
+    let got = r.take(want).read_to_end(out)? as u64;
+    if got < want {
+        out.resize(out.len() + (want - got) as usize, 0);
+    }
+    Ok(got < want)
+}
+
+/// Reads a small file whole and chunks it. Returns the chunks and whether it changed.
+fn read_small(path: &Path, entry: &Entry, gear: &crate::codec::chunker::Gear, params: crate::codec::chunker::ChunkerParams) -> io::Result<(Vec<Vec<u8>>, bool)> {
+    let mut f = File::open(path)?;
+    let before = f.metadata()?;
+    let mut data = Vec::with_capacity(entry.size as usize);
+    let short = read_exact_padded(&mut f, entry.size, &mut data)?;
+    let after = f.metadata()?;
+    let changed = short || changed_since(&before, &after) || before.ino() != entry.ino || mtime_ns(&before) != entry.mtime_ns;
+    let mut chunks = Vec::new();
+    let mut c = StreamChunker::new(&data[..], gear, params);
+    while let Some(x) = c.next_chunk()? {
+        chunks.push(x);
+    }
+    Ok((chunks, changed))
+}
+
+/// Reads the data extents of a file in order, zero-padding whatever is missing.
+struct ExtentReader {
+    file: File,
+    extents: std::vec::IntoIter<(u64, u64)>,
+    current: Option<(u64, u64)>,
+    short: bool,
+}
+
+impl Read for ExtentReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        loop {
+            let Some((off, len)) = self.current.or_else(|| self.extents.next()) else { return Ok(0) };
+            if len == 0 {
+                self.current = None;
+                continue;
+            }
+            let n = (len.min(buf.len() as u64)) as usize;
+            let mut got = self.file.read_at(&mut buf[..n], off)?;
+            if got == 0 {
+                self.short = true;
+                buf[..n].fill(0);
+                got = n;
+            }
+            self.current = Some((off + got as u64, len - got as u64));
+            return Ok(got);
+        }
+    }
+}
+
+impl Walker<'_, '_> {
+    fn walk_all(&mut self, rels: &[PathBuf]) -> Result<()> {
+        let mut emitted_dirs: Vec<PathBuf> = Vec::new();
+        for rel in rels {
+            // the directories above a given path, with their metadata, as tar stores them
+            let mut above = PathBuf::new();
+            let comps: Vec<_> = rel.components().collect();
+            for c in comps.iter().take(comps.len().saturating_sub(1)) {
+                above.push(c);
+                if !emitted_dirs.contains(&above) {
+                    emitted_dirs.push(above.clone());
+                    let abs = self.root.join(&above);
+                    let md = std::fs::symlink_metadata(&abs).map_err(|e| RepoError::Source { path: abs.display().to_string(), reason: e.to_string() })?;
+                    let e = self.base_entry(above.as_os_str().as_bytes(), &abs, &md, Kind::Dir);
+                    self.counts.dirs += 1;
+                    self.push(e, None)?;
+                }
+            }
+            if rel.as_os_str().is_empty() {
+                let root = self.root.clone();
+                self.walk_children(&root, &[])?;
+            } else {
+                let abs = self.root.join(rel);
+                self.walk(rel.as_os_str().as_bytes().to_vec(), &abs)?;
+            }
+        }
+        self.flush()
+    }
+
+    fn error(&mut self, path: &Path, e: &io::Error) {
+        let what = if e.kind() == io::ErrorKind::NotFound { "vanished during the backup".to_string() } else { e.to_string() };
+        self.counts.errors.push(format!("{}: {what}", path.display()));
+    }
+
+    fn base_entry(&mut self, rel: &[u8], abs: &Path, md: &Metadata, kind: Kind) -> Entry {
+        let xattrs = match fsmeta::get_xattrs(abs) {
+            Ok(x) => x,
+            Err(e) => {
+                self.counts.errors.push(format!("{}: extended attributes: {e}", abs.display()));
+                vec![]
+            }
+        };
+        Entry {
+            kind: Some(kind),
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            mtime_ns: mtime_ns(md),
+            ctime_ns: ctime_ns(md),
+            ino: md.ino(),
+            size: if kind == Kind::File { md.len() } else { 0 },
+            rdev: md.rdev(),
+            path: rel.to_vec(),
+            user: self.owners.user(md.uid()),
+            group: self.owners.group(md.gid()),
+            xattrs,
+            content: if kind == Kind::File { Content::Inline(vec![]) } else { Content::None },
+            ..Default::default()
+        }
+    }
+
+    fn walk_children(&mut self, abs: &Path, rel: &[u8]) -> Result<()> {
+        let mut names: Vec<std::ffi::OsString> = match std::fs::read_dir(abs) {
+            Ok(rd) => {
+                let mut v = Vec::new();
+                for d in rd {
+                    match d {
+                        Ok(d) => v.push(d.file_name()),
+                        Err(e) => self.error(abs, &e),
+                    }
+                }
+                v
+            }
+            Err(e) => {
+                self.error(abs, &e);
+                return Ok(());
+            }
+        };
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for n in names {
+            let mut child = rel.to_vec();
+            if !child.is_empty() {
+                child.push(b'/');
+            }
+            child.extend_from_slice(n.as_bytes());
+            self.walk(child, &abs.join(&n))?;
+        }
+        Ok(())
+    }
+
+    fn walk(&mut self, rel: Vec<u8>, abs: &Path) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(RepoError::Interrupted);
+        }
+        if rel.len() > crate::format::tree::MAX_PATH {
+            self.counts.errors.push(format!("{}: path longer than {} bytes, skipped", abs.display(), crate::format::tree::MAX_PATH));
+            return Ok(());
+        }
+        let md = match std::fs::symlink_metadata(abs) {
+            Ok(m) => m,
+            Err(e) => {
+                self.error(abs, &e);
+                return Ok(());
+            }
+        };
+        let ft = md.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_char_device() {
+            Kind::CharDev
+        } else if ft.is_block_device() {
+            Kind::BlockDev
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else {
+            return Ok(()); // sockets are recreated by their servers, as tar does
+        };
+        let mut e = self.base_entry(&rel, abs, &md, kind);
+        match kind {
+            Kind::Dir => {
+                self.counts.dirs += 1;
+                self.push(e, None)?;
+                return self.walk_children(abs, &rel);
+            }
+            Kind::Symlink => match std::fs::read_link(abs) {
+                Ok(t) => e.link = t.as_os_str().as_bytes().to_vec(),
+                Err(err) => {
+                    self.error(abs, &err);
+                    return Ok(());
+                }
+            },
+            Kind::File => return self.file(e, abs, &md),
+            _ => {}
+        }
+        self.counts.other += 1;
+        self.push(e, None)
+    }
+
+    fn file(&mut self, mut e: Entry, abs: &Path, md: &Metadata) -> Result<()> {
+        self.counts.files += 1;
+        if md.nlink() > 1 {
+            if let Some(first) = self.links.get(&(md.dev(), md.ino())) {
+                e.kind = Some(Kind::Hardlink);
+                e.link = first.clone();
+                e.size = 0;
+                e.content = Content::None;
+                return self.push(e, None);
+            }
+            self.links.insert((md.dev(), md.ino()), e.path.clone());
+        }
+        self.size += e.size;
+        if let Some(p) = self.parent.get(&e.path) {
+            if p.size == e.size && p.mtime_ns == e.mtime_ns && p.ctime_ns == e.ctime_ns && p.ino == e.ino && self.reusable(&p.content)? {
+                e.flags = p.flags;
+                e.extents = p.extents.clone();
+                e.content = p.content.clone();
+                self.counts.files_unchanged += 1;
+                self.counts.bytes_unchanged += e.size;
+                return self.push(e, None);
+            }
+        }
+        self.counts.files_read += 1;
+        let sparse = md.blocks() * 512 < md.len();
+        if e.size <= SMALL_FILE && !sparse {
+            self.queued_bytes += e.size;
+            return self.push(e, Some(abs.to_path_buf()));
+        }
+        self.flush()?;
+        match self.read_large(&mut e, abs, sparse)? {
+            Ok(()) => self.push(e, None),
+            Err(err) => {
+                self.size -= e.size;
+                self.error(abs, &err);
+                Ok(())
+            }
+        }
+    }
+
+    fn reusable(&self, c: &Content) -> Result<bool> {
+        match c {
+            Content::Inline(v) => self.sink.all_stored(&v.iter().map(|c| c.0).collect::<Vec<Id>>()),
+            Content::Lists(l) => self.sink.all_stored(l),
+            Content::None => Ok(false),
+        }
+    }
+
+    /// Streams a large or sparse file into the sink and fills the entry's content. The inner
+    /// error is the file's (it is skipped); the outer one fails the backup.
+    fn read_large(&mut self, e: &mut Entry, abs: &Path, sparse: bool) -> Result<io::Result<()>> {
+        let opened = File::open(abs).and_then(|f| {
+            let before = f.metadata()?;
+            let extents = if sparse { fsmeta::data_extents(&f, e.size)? } else { vec![(0, e.size)] };
+            Ok((f, before, extents))
+        });
+        let (file, before, extents) = match opened {
+            Ok(x) => x,
+            Err(err) => return Ok(Err(err)),
+        };
+        if sparse {
+            e.flags |= FLAG_SPARSE;
+            e.extents = extents.clone();
+        }
+        let mut reader = ExtentReader { file, extents: extents.into_iter(), current: None, short: false };
+        let lists = match self.sink.store_stream(&mut reader, self.progress) {
+            Ok(l) => l,
+            Err(RepoError::Input(err)) => return Ok(Err(err)),
+            Err(other) => return Err(other),
+        };
+        let after = match reader.file.metadata() {
+            Ok(m) => m,
+            Err(err) => return Ok(Err(err)),
+        };
+        if reader.short || changed_since(&before, &after) || before.ino() != e.ino {
+            e.flags |= FLAG_CHANGED;
+            self.counts.changed.push(abs.display().to_string());
+        }
+        e.flags |= crate::format::tree::FLAG_LISTS;
+        e.content = Content::Lists(lists);
+        Ok(Ok(()))
+    }
+
+    fn push(&mut self, e: Entry, read: Option<PathBuf>) -> Result<()> {
+        self.queue.push(Queued { entry: e, read });
+        if self.queued_bytes >= BATCH_BYTES || self.queue.len() >= BATCH_FILES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Reads the queued small files in parallel, stores them, and writes the queued entries
+    /// to the catalog in walk order.
+    fn flush(&mut self) -> Result<()> {
+        let queue = std::mem::take(&mut self.queue);
+        self.queued_bytes = 0;
+        let (gear, params) = (&self.sink.repo().gear, self.sink.repo().chunker);
+        let read: Vec<Option<io::Result<(Vec<Vec<u8>>, bool)>>> =
+            queue.par_iter().map(|q| q.read.as_ref().map(|p| read_small(p, &q.entry, gear, params))).collect();
+        let mut ok_files = Vec::new();
+        let mut keep = Vec::with_capacity(queue.len());
+        for (q, r) in queue.into_iter().zip(read) {
+            match r {
+                None => keep.push((q.entry, false)),
+                Some(Ok((chunks, changed))) => {
+                    let n: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+                    self.progress.bytes_done(n);
+                    if changed {
+                        self.counts.changed.push(self.root.join(Path::new(std::ffi::OsStr::from_bytes(&q.entry.path))).display().to_string());
+                    }
+                    ok_files.push(chunks);
+                    let mut e = q.entry;
+                    if changed {
+                        e.flags |= FLAG_CHANGED;
+                    }
+                    keep.push((e, true));
+                }
+                Some(Err(err)) => {
+                    let p = q.read.unwrap_or_default();
+                    self.size -= q.entry.size;
+                    self.error(&p, &err);
+                }
+            }
+        }
+        let mut stored = self.sink.store_files(ok_files)?.into_iter();
+        for (mut e, was_read) in keep {
+            if was_read {
+                e.content = Content::Inline(stored.next().unwrap_or_default());
+            }
+            e.encode_into(&mut self.catalog).map_err(|err| RepoError::Source { path: String::from_utf8_lossy(&e.path).into_owned(), reason: err.to_string() })?;
+            self.entries += 1;
+        }
+        Ok(())
+    }
+}
+

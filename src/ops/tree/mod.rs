@@ -1,0 +1,5 @@
+//! File trees: backup of directory trees with their metadata, listing, and restore.
+
+pub mod backup;
+pub mod fsmeta;
+pub mod restore;
