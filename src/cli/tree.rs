@@ -152,11 +152,10 @@ pub async fn ls(cli: &Cli, a: &LsArgs) -> anyhow::Result<i32> {
         }
         use std::io::Write;
         let mut so = std::io::stdout().lock();
-        if let Err(e) = so.write_all(out.as_bytes()) {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
+        if let Err(e) = so.write_all(out.as_bytes())
+            && e.kind() != std::io::ErrorKind::BrokenPipe {
                 return Err(e.into());
             }
-        }
     }
     Ok(EXIT_OK)
 }

@@ -166,11 +166,10 @@ impl Entry {
             }
             end = stop;
         }
-        if let Content::Inline(c) = &self.content {
-            if c.iter().map(|(_, l)| *l as u64).sum::<u64>() != self.data_len() {
+        if let Content::Inline(c) = &self.content
+            && c.iter().map(|(_, l)| *l as u64).sum::<u64>() != self.data_len() {
                 return Err(invalid("content", "chunk lengths do not add up to the data length"));
             }
-        }
         Ok(())
     }
 

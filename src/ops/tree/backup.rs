@@ -183,8 +183,11 @@ fn read_exact_padded(r: &mut impl Read, want: u64, out: &mut Vec<u8>) -> io::Res
     Ok(got < want)
 }
 
-/// Reads a small file whole and chunks it. Returns the chunks and whether it changed.
-fn read_small(path: &Path, entry: &Entry, gear: &crate::codec::chunker::Gear, params: crate::codec::chunker::ChunkerParams) -> io::Result<(Vec<Vec<u8>>, bool)> {
+/// A small file's chunks, and whether it changed while it was read.
+type SmallFile = (Vec<Vec<u8>>, bool);
+
+/// Reads a small file whole and chunks it.
+fn read_small(path: &Path, entry: &Entry, gear: &crate::codec::chunker::Gear, params: crate::codec::chunker::ChunkerParams) -> io::Result<SmallFile> {
     let mut f = File::open(path)?;
     let before = f.metadata()?;
     let mut data = Vec::with_capacity(entry.size as usize);
@@ -384,8 +387,8 @@ impl Walker<'_, '_> {
             self.links.insert((md.dev(), md.ino()), e.path.clone());
         }
         self.size += e.size;
-        if let Some(p) = self.parent.get(&e.path) {
-            if p.size == e.size && p.mtime_ns == e.mtime_ns && p.ctime_ns == e.ctime_ns && p.ino == e.ino && self.reusable(&p.content)? {
+        if let Some(p) = self.parent.get(&e.path)
+            && p.size == e.size && p.mtime_ns == e.mtime_ns && p.ctime_ns == e.ctime_ns && p.ino == e.ino && self.reusable(&p.content)? {
                 e.flags = p.flags;
                 e.extents = p.extents.clone();
                 e.content = p.content.clone();
@@ -393,7 +396,6 @@ impl Walker<'_, '_> {
                 self.counts.bytes_unchanged += e.size;
                 return self.push(e, None);
             }
-        }
         self.counts.files_read += 1;
         let sparse = md.blocks() * 512 < md.len();
         if e.size <= SMALL_FILE && !sparse {
@@ -468,7 +470,7 @@ impl Walker<'_, '_> {
         let queue = std::mem::take(&mut self.queue);
         self.queued_bytes = 0;
         let (gear, params) = (&self.sink.repo().gear, self.sink.repo().chunker);
-        let read: Vec<Option<io::Result<(Vec<Vec<u8>>, bool)>>> =
+        let read: Vec<Option<io::Result<SmallFile>>> =
             queue.par_iter().map(|q| q.read.as_ref().map(|p| read_small(p, &q.entry, gear, params))).collect();
         let mut ok_files = Vec::new();
         let mut keep = Vec::with_capacity(queue.len());

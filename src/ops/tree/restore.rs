@@ -141,11 +141,10 @@ pub async fn run(repo: Arc<Repository>, id: &Id, snap: &Snapshot, opts: TreeRest
     if !opts.overwrite {
         for e in &plan {
             let p = opts.target.join(safe_path(&e.path)?);
-            if let Ok(m) = fs::symlink_metadata(&p) {
-                if !(e.kind() == Kind::Dir && m.is_dir()) {
+            if let Ok(m) = fs::symlink_metadata(&p)
+                && !(e.kind() == Kind::Dir && m.is_dir()) {
                     return Err(RepoError::Target { path: p.display().to_string(), reason: "already exists; nothing was restored (use --overwrite to replace)".into() });
                 }
-            }
         }
     }
     let contents: Vec<Content> = plan.iter().map(|e| e.content.clone()).collect();
@@ -234,14 +233,13 @@ fn write_tree(target: &Path, plan: Vec<Entry>, rx: mpsc::Receiver<Vec<Vec<u8>>>,
         check_parents(target, &rel)?;
         let p = target.join(&rel);
         let existing = fs::symlink_metadata(&p).ok();
-        if let Some(m) = &existing {
-            if !(e.kind() == Kind::Dir && m.is_dir()) {
+        if let Some(m) = &existing
+            && !(e.kind() == Kind::Dir && m.is_dir()) {
                 if !overwrite {
                     return Err(RepoError::Target { path: p.display().to_string(), reason: "appeared during the restore; not replaced".into() });
                 }
                 if m.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) }.map_err(target_err(&p))?;
             }
-        }
         match e.kind() {
             Kind::Dir => {
                 if !existing.is_some_and(|m| m.is_dir()) {
@@ -301,11 +299,10 @@ fn apply_meta(p: &Path, e: &Entry, warnings: &mut Vec<String>) {
     if let Err(err) = std::os::unix::fs::lchown(p, Some(e.uid), Some(e.gid)) {
         warn("owner", err);
     }
-    if e.kind() != Kind::Symlink {
-        if let Err(err) = fs::set_permissions(p, fs::Permissions::from_mode(e.mode)) {
+    if e.kind() != Kind::Symlink
+        && let Err(err) = fs::set_permissions(p, fs::Permissions::from_mode(e.mode)) {
             warn("mode", err);
         }
-    }
     if let Err(err) = fsmeta::set_mtime(p, e.mtime_ns) {
         warn("mtime", err);
     }

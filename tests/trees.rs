@@ -1,0 +1,260 @@
+//! Tree snapshots through the real binary: metadata round trip (compared entry by entry with
+//! the source, xattrs and ACLs read back by getfattr/getfacl), change detection, unreadable
+//! files (exit 3), files changing while read, restore safety and refusal to overwrite.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+#[path = "common/mod.rs"]
+mod common;
+use common::Fixture;
+
+fn sh(script: &str) {
+    let o = Command::new("sh").arg("-ec").arg(script).output().expect("sh");
+    assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success())
+}
+
+/// A tree with every kind of entry and metadata the format keeps.
+fn make_tree(root: &Path) {
+    let r = root.display();
+    sh(&format!(
+        "cd {r} && mkdir -p data/base/1 data/empty data/setgid && \
+         printf 'PG 15\\n' > data/PG_VERSION && : > data/zero && \
+         head -c 200000 /dev/urandom > data/base/1/1259 && \
+         head -c 12000000 /dev/urandom > data/base/1/big && \
+         ln data/base/1/1259 data/base/1/hardlink && ln -s ../PG_VERSION data/base/link && \
+         mkfifo data/fifo && mknod data/null c 1 3 && \
+         truncate -s 50M data/sparse && printf 'middle' | dd of=data/sparse bs=1 seek=20000000 conv=notrunc 2>/dev/null && \
+         chown 65534:65534 data/setgid && chmod 2750 data/setgid && chmod 600 data/PG_VERSION && \
+         touch -h -d '2021-03-04 05:06:07.123456789' data/base/link data/PG_VERSION"
+    ));
+    if have("setfattr") {
+        sh(&format!("cd {r} && setfattr -n user.origin -v weekly data/PG_VERSION && setfattr -n user.bin -v 0x00ff00 data/setgid"));
+    }
+    if have("setfacl") {
+        sh(&format!("cd {r} && setfacl -m u:65534:r data/base/1/1259 && setfacl -d -m g:65534:rx data/setgid"));
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Meta {
+    kind: String,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, i64),
+    size: u64,
+    content: Option<Vec<u8>>,
+    link: Option<PathBuf>,
+    rdev: u64,
+    xattrs: String,
+}
+
+/// Every entry below `dir` with what a restore must keep (directory times included).
+fn snapshot_of(dir: &Path) -> BTreeMap<PathBuf, Meta> {
+    let mut out = BTreeMap::new();
+    for p in walk(dir) {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let ft = m.file_type();
+        let kind = if ft.is_dir() { "dir" } else if ft.is_symlink() { "symlink" } else if ft.is_fifo() { "fifo" } else if ft.is_char_device() { "chr" } else { "file" };
+        let xattrs = if have("getfattr") && !ft.is_symlink() {
+            let o = Command::new("getfattr").args(["-d", "-m", "-", "-e", "hex", "--absolute-names"]).arg(&p).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).lines().skip(1).collect::<Vec<_>>().join(";")
+        } else {
+            String::new()
+        };
+        out.insert(
+            p.strip_prefix(dir).unwrap().to_path_buf(),
+            Meta {
+                kind: kind.into(),
+                mode: m.mode(),
+                uid: m.uid(),
+                gid: m.gid(),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                size: if ft.is_dir() { 0 } else { m.len() },
+                content: ft.is_file().then(|| std::fs::read(&p).unwrap()),
+                link: ft.is_symlink().then(|| std::fs::read_link(&p).unwrap()),
+                rdev: m.rdev(),
+                xattrs,
+            },
+        );
+    }
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        out.push(p.clone());
+        if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+            out.extend(walk(&p));
+        }
+    }
+    out
+}
+
+#[test]
+fn tree_round_trip_keeps_every_kind_of_entry_and_its_metadata() {
+    let f = Fixture::new();
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path());
+    let root = src.path().to_str().unwrap();
+    let r = f.run(&["--json", "backup", "--name", "lvm/ubuntu-lv", "--root", root, "data"], b"").ok().json();
+    assert_eq!((r["files"].as_u64(), r["files_read"].as_u64()), (Some(6), Some(5)), "{r}");
+    assert_eq!(r["errors"].as_array().unwrap().len(), 0);
+
+    let out = tempfile::tempdir().unwrap();
+    f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "--target", out.path().to_str().unwrap()], b"").ok();
+    let (a, b) = (snapshot_of(src.path()), snapshot_of(out.path()));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, v) in &a {
+        assert_eq!(v, &b[k], "{}", k.display());
+    }
+    if have("getfacl") {
+        let acl = Command::new("getfacl").args(["-c", "-d"]).arg(out.path().join("data/setgid")).output().unwrap();
+        assert!(String::from_utf8_lossy(&acl.stdout).contains("group:nogroup:r-x") || String::from_utf8_lossy(&acl.stdout).contains("group:65534:r-x"));
+    }
+    // hard links stay one inode; holes stay holes
+    let (x, y) = (std::fs::metadata(out.path().join("data/base/1/1259")).unwrap(), std::fs::metadata(out.path().join("data/base/1/hardlink")).unwrap());
+    assert_eq!((x.ino(), x.nlink()), (y.ino(), 2));
+    let sparse = std::fs::metadata(out.path().join("data/sparse")).unwrap();
+    assert!(sparse.blocks() * 512 < 1 << 20, "sparse file restored with {} blocks", sparse.blocks());
+
+    // one file to stdout; ls; a directory without --target is refused
+    let one = f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "data/base/1/big"], b"").ok();
+    assert_eq!(one.stdout, std::fs::read(src.path().join("data/base/1/big")).unwrap());
+    let holes = f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "data/sparse"], b"").ok();
+    assert_eq!(holes.stdout, std::fs::read(src.path().join("data/sparse")).unwrap());
+    let ls = f.run(&["ls", "latest", "--name", "lvm/ubuntu-lv", "data/base"], b"").ok().text();
+    assert!(ls.contains("data/base/link -> ../PG_VERSION") && ls.contains("data/base/1/hardlink link to data/base/1/1259"), "{ls}");
+    assert!(!ls.contains("data/PG_VERSION"), "{ls}");
+    let e = f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "data/base"], b"");
+    assert_eq!(e.code, 1);
+    assert!(e.stderr.contains("not a file"), "{}", e.stderr);
+    let e = f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv"], b"");
+    assert!(e.code == 1 && e.stderr.contains("is a file tree"), "{}", e.stderr);
+
+    // a subtree
+    let part = tempfile::tempdir().unwrap();
+    f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "--target", part.path().to_str().unwrap(), "--include", "data/base/1"], b"").ok();
+    assert_eq!(std::fs::read(part.path().join("data/base/1/1259")).unwrap(), std::fs::read(src.path().join("data/base/1/1259")).unwrap());
+    assert!(!part.path().join("data/PG_VERSION").exists() && !part.path().join("data/base/link").exists());
+
+    // check follows the files' chunks; prune keeps them
+    f.run(&["check", "--read-data"], b"").ok();
+    f.run(&["prune"], b"").ok();
+    let again = tempfile::tempdir().unwrap();
+    f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "--target", again.path().to_str().unwrap()], b"").ok();
+    assert_eq!(snapshot_of(again.path()).len(), a.len());
+}
+
+#[test]
+fn second_backup_reads_only_what_changed() {
+    let f = Fixture::new();
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path());
+    let root = src.path().to_str().unwrap();
+    let args = ["--json", "backup", "--name", "t", "--root", root, "."];
+    f.run(&args, b"").ok();
+    let r = f.run(&args, b"").ok().json();
+    assert_eq!((r["files_read"].as_u64(), r["files_unchanged"].as_u64()), (Some(0), Some(5)), "{r}");
+    assert!(r["new_bytes"].as_u64().unwrap() < 1000, "{r}");
+    // content changed (same size, mtime put back): ctime still tells
+    sh(&format!("cd {root} && printf 'PG 16\\n' > data/PG_VERSION && touch -d '2021-03-04 05:06:07.123456789' data/PG_VERSION"));
+    // replaced by a copy with the same size and mtime: the inode tells
+    sh(&format!("cd {root} && cp -p data/base/1/big data/big.tmp && mv data/big.tmp data/base/1/big"));
+    let r = f.run(&args, b"").ok().json();
+    assert_eq!((r["files_read"].as_u64(), r["files_unchanged"].as_u64()), (Some(2), Some(3)), "{r}");
+    let out = tempfile::tempdir().unwrap();
+    f.run(&["restore", "latest", "--name", "t", "--target", out.path().to_str().unwrap()], b"").ok();
+    assert_eq!(std::fs::read(out.path().join("data/PG_VERSION")).unwrap(), b"PG 16\n");
+    assert_eq!(snapshot_of(out.path()), snapshot_of(src.path()));
+}
+
+#[test]
+fn restore_refuses_to_overwrite_unless_asked() {
+    let f = Fixture::new();
+    let src = tempfile::tempdir().unwrap();
+    sh(&format!("cd {} && mkdir d && echo new > d/a && echo new > d/b", src.path().display()));
+    f.run(&["backup", "--name", "t", "--root", src.path().to_str().unwrap(), "d"], b"").ok();
+    let out = tempfile::tempdir().unwrap();
+    sh(&format!("cd {} && mkdir d && echo old > d/b", out.path().display()));
+    let t = out.path().to_str().unwrap();
+    let e = f.run(&["restore", "latest", "--name", "t", "--target", t], b"");
+    assert_eq!(e.code, 1);
+    assert!(e.stderr.contains("d/b: already exists"), "{}", e.stderr);
+    assert!(!out.path().join("d/a").exists(), "nothing may be written before the refusal");
+    assert_eq!(std::fs::read(out.path().join("d/b")).unwrap(), b"old\n");
+    f.run(&["restore", "latest", "--name", "t", "--target", t, "--overwrite"], b"").ok();
+    assert_eq!(std::fs::read(out.path().join("d/b")).unwrap(), b"new\n");
+}
+
+#[test]
+fn unreadable_files_are_reported_and_give_exit_code_3() {
+    // root reads everything: run the backup as `nobody`
+    let f = Fixture::new();
+    let src = tempfile::tempdir().unwrap();
+    let d = src.path().display();
+    sh(&format!("chmod 755 {d} && mkdir {d}/t && echo ok > {d}/t/ok && echo secret > {d}/t/secret && chmod 600 {d}/t/secret && chmod -R a+rX {}", f.dir.path().display()));
+    sh(&format!("chmod 755 {} && chown -R nobody {}", f.dir.path().display(), f.dir.path().display()));
+    let mut c = f.cmd(&["backup", "--name", "t", "--root", &d.to_string(), "t"]);
+    let argv: Vec<String> = std::iter::once(c.get_program()).chain(c.get_args()).map(|s| s.to_string_lossy().into_owned()).collect();
+    let envs: Vec<String> = c.get_envs().filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy()))).collect();
+    let mut run = Command::new("runuser");
+    run.args(["-u", "nobody", "--", "env"]).args(&envs).args(&argv).current_dir("/");
+    c = run;
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("t/secret: Permission denied"), "{err}");
+    let ls = f.run(&["ls", "latest", "--name", "t"], b"").ok().text();
+    assert!(ls.contains("t/ok") && !ls.contains("t/secret"), "{ls}");
+}
+
+#[test]
+fn a_file_written_during_the_backup_is_flagged() {
+    let f = Fixture::new();
+    let src = tempfile::tempdir().unwrap();
+    let log = src.path().join("d/growing.log");
+    sh(&format!("mkdir {}/d && head -c 30000000 /dev/urandom > {}", src.path().display(), log.display()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s2, l2) = (stop.clone(), log.clone());
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut fh = std::fs::OpenOptions::new().append(true).open(&l2).unwrap();
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            fh.write_all(b"a line of log\n").unwrap();
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    });
+    let r = f.run(&["--json", "backup", "--name", "t", "--root", src.path().to_str().unwrap(), "d"], b"");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let changed = r.json()["changed"].clone();
+    assert!(changed.as_array().unwrap().iter().any(|c| c.as_str().unwrap().ends_with("d/growing.log")), "{changed}");
+    let ls = f.run(&["--json", "ls", "latest", "--name", "t", "d/growing.log"], b"").ok().json();
+    assert_eq!(ls[0]["changed_while_read"], true);
+    // the next backup reads it again rather than trusting the flagged copy
+    let r = f.run(&["--json", "backup", "--name", "t", "--root", src.path().to_str().unwrap(), "d"], b"").ok().json();
+    assert_eq!(r["files_read"], 1, "{r}");
+}
+
+#[test]
+fn backup_of_missing_path_fails_without_snapshot() {
+    let f = Fixture::new();
+    let e = f.run(&["backup", "--name", "t", "--root", "/nonexistent-root", "x"], b"");
+    assert_eq!(e.code, 1);
+    assert!(e.stderr.contains("/nonexistent-root/x") && e.stderr.lines().count() == 1, "{}", e.stderr);
+    assert_eq!(f.snapshot_count(), 0);
+    let e = f.run(&["backup", "--name", "t", "--root", "/", "../etc"], b"");
+    assert!(e.code == 1 && e.stderr.contains("`..`"), "{}", e.stderr);
+}
