@@ -16,6 +16,8 @@ repo_env() { _repo_env; }
 repo_init() { exec "$_REPO_BIN" -q -r "$1" init; }
 repo_backup_stdin() { _repo_backup_stdin "$@"; }
 repo_restore_latest() { _repo_restore_latest "$@"; }
+# The tree series: DIR is stored relative to itself, as with --root on an LVM snapshot mount.
+repo_backup_dir() { exec "$_REPO_BIN" -q -r "$1" backup --name tree --host bench --root "$2" .; }
 
 for _avg in 4k:4096 8k:8192 16k:16384 32k:32768 64k:65536 256k:262144 1m:1048576; do
   _n=${_avg%%:*}; _b=${_avg#*:}

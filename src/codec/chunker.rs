@@ -30,7 +30,19 @@ impl ChunkerParams {
     pub fn from_config(c: &Config) -> Result<Self, CodecError> {
         Self::new(c.chunk_min, c.chunk_avg, c.chunk_max)
     }
+
+    /// The parameters for the files of tree snapshots: each size × `TREE_SCALE`, clamped to
+    /// the limits (min <= 1 MiB, avg <= 4 MiB, max <= 16 MiB). Data files of a database
+    /// compress far better in larger chunks, and their week-to-week changes are scattered
+    /// over whole files anyway (benches/RESULTS.md, "File trees").
+    pub fn for_tree_files(&self) -> ChunkerParams {
+        let scale = |v: usize, cap: usize| (v * TREE_SCALE).min(cap);
+        let (min, avg, max) = (scale(self.min, 1 << 20), scale(self.avg, 4 << 20), scale(self.max, 16 << 20));
+        if min < avg && avg < max { ChunkerParams { min, avg, max } } else { *self }
+    }
 }
+
+pub const TREE_SCALE: usize = 16;
 
 /// The secret gear tables (the plain one and the one shifted left by one bit, which the
 /// v2020 two-bytes-at-a-time loop needs).

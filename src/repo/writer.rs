@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::packer::{FinishedPack, PackBuilder};
 use super::{paths, RepoError, Repository, Result};
+use crate::codec::chunker::ChunkerParams;
 use crate::codec::compress::compress;
 use crate::format::envelope::{MAGIC_INDEX, MAGIC_SNAPSHOT};
 use crate::format::index::{IndexFile, IndexPack};
@@ -253,8 +254,8 @@ impl ChunkSink<'_> {
 
     /// Chunks `source` and stores it; returns its content lists. After an error the partial
     /// stream is forgotten (its chunks stay stored, unreferenced) and the sink stays usable.
-    pub fn store_stream(&mut self, source: impl Read, progress: &dyn Progress) -> Result<Vec<Id>> {
-        let r = self.store_stream_inner(source, progress);
+    pub fn store_stream(&mut self, source: impl Read, params: ChunkerParams, progress: &dyn Progress) -> Result<Vec<Id>> {
+        let r = self.store_stream_inner(source, params, progress);
         if r.is_err() {
             self.p.list.clear();
             self.p.lists.clear();
@@ -262,9 +263,9 @@ impl ChunkSink<'_> {
         r
     }
 
-    fn store_stream_inner(&mut self, source: impl Read, progress: &dyn Progress) -> Result<Vec<Id>> {
+    fn store_stream_inner(&mut self, source: impl Read, params: ChunkerParams, progress: &dyn Progress) -> Result<Vec<Id>> {
         let repo = self.p.repo;
-        let mut chunker = crate::codec::chunker::StreamChunker::new(source, &repo.gear, repo.chunker);
+        let mut chunker = crate::codec::chunker::StreamChunker::new(source, &repo.gear, params);
         let mut batch = Vec::new();
         let mut bytes = 0;
         while let Some(c) = chunker.next_chunk().map_err(RepoError::Input)? {

@@ -116,7 +116,8 @@ async fn run_leased(repo: Arc<Repository>, opts: TreeOptions, rels: Vec<PathBuf>
         let (catalog, size, entries) = (std::mem::take(&mut w.catalog), w.size, w.entries);
         *c2.lock().unwrap_or_else(|p| p.into_inner()) = std::mem::take(&mut w.counts);
         r?;
-        let lists = sink.store_stream(&catalog[..], &crate::repo::NoProgress)?;
+        let params = sink.repo().chunker;
+        let lists = sink.store_stream(&catalog[..], params, &crate::repo::NoProgress)?;
         Ok(crate::repo::Content { lists, size, chunks: entries })
     };
     let gate = crate::ops::backup::lease_still_fresh(lease);
@@ -438,7 +439,8 @@ impl Walker<'_, '_> {
             e.extents = extents.clone();
         }
         let mut reader = ExtentReader { file, extents: extents.into_iter(), current: None, short: false };
-        let lists = match self.sink.store_stream(&mut reader, self.progress) {
+        let params = self.sink.repo().chunker.for_tree_files();
+        let lists = match self.sink.store_stream(&mut reader, params, self.progress) {
             Ok(l) => l,
             Err(RepoError::Input(err)) => return Ok(Err(err)),
             Err(other) => return Err(other),
@@ -469,7 +471,7 @@ impl Walker<'_, '_> {
     fn flush(&mut self) -> Result<()> {
         let queue = std::mem::take(&mut self.queue);
         self.queued_bytes = 0;
-        let (gear, params) = (&self.sink.repo().gear, self.sink.repo().chunker);
+        let (gear, params) = (&self.sink.repo().gear, self.sink.repo().chunker.for_tree_files());
         let read: Vec<Option<io::Result<SmallFile>>> =
             queue.par_iter().map(|q| q.read.as_ref().map(|p| read_small(p, &q.entry, gear, params))).collect();
         let mut ok_files = Vec::new();
