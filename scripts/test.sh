@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need on a fresh Debian machine (PostgreSQL 15
-# server binaries, OpenSSH's sshd and ssh client, and moto_server, an S3-compatible server,
+# server binaries, OpenSSH's sshd and ssh client, btrfs-progs, lvm2, attr, acl, and moto_server, an S3-compatible server,
 # into target/test-tools/venv), then runs every test. Usage: bash scripts/test.sh [cargo test args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,11 @@ command -v runuser >/dev/null || need+=(util-linux)
 command -v rclone >/dev/null || need+=(rclone)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
+# file trees: btrfs on a loop device, LVM metadata on a loop device, xattrs and ACLs read back
+command -v mkfs.btrfs >/dev/null || need+=(btrfs-progs)
+command -v pvcreate >/dev/null || need+=(lvm2)
+command -v getfattr >/dev/null || need+=(attr)
+command -v getfacl >/dev/null || need+=(acl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   apt-get update -qq

@@ -13,6 +13,7 @@ use repo::format::pack::{decode_footer, encode_footer, BlobType, PackEntry};
 use repo::format::prune::PruneRecord;
 use repo::format::snapshot::{Snapshot, SnapshotKind};
 use repo::format::stream::{decode_list, encode_list};
+use repo::format::tree::{self, decode_catalog};
 use repo::format::Id;
 
 struct Rng(u64);
@@ -50,6 +51,24 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("prune", PruneRecord { time_ns: 3, confirmed: true, waiting: vec![1, 2], packs: vec![Id([8; 32])], index_files: vec![Id([9; 32])] }.encode()),
         ("lease", LeaseBody { pid: 1, host: "host".into() }.encode()),
         ("lease-name", b"backup-0000000000000abc-1771034400".to_vec()),
+        ("catalog", {
+            let mut c = tree::catalog_header();
+            let dir = tree::Entry { kind: Some(tree::Kind::Dir), mode: 0o755, path: b"d".to_vec(), xattrs: vec![(b"user.a".to_vec(), b"b".to_vec())], ..Default::default() };
+            let file = tree::Entry {
+                kind: Some(tree::Kind::File),
+                flags: tree::FLAG_SPARSE,
+                size: 100,
+                path: b"d/f".to_vec(),
+                extents: vec![(10, 5)],
+                content: tree::Content::Inline(vec![(Id([3; 32]), 5)]),
+                ..Default::default()
+            };
+            let big = tree::Entry { kind: Some(tree::Kind::File), flags: tree::FLAG_LISTS, size: 1 << 30, path: b"d/g".to_vec(), content: tree::Content::Lists(vec![Id([4; 32])]), ..Default::default() };
+            for e in [dir, file, big] {
+                e.encode_into(&mut c).unwrap();
+            }
+            c
+        }),
         ("export-manifest", {
             let mut m = Manifest { version: 1, files: Default::default() };
             m.files.insert("postgres/db-20260214-020000.dump.gz".into(), ManifestEntry { snapshot: "ab".repeat(32), name: "postgres/db".into(), size: 7 });
@@ -70,6 +89,7 @@ fn decode_all(kind: &str, b: &[u8]) {
         "lease" => drop(LeaseBody::decode(b)),
         "lease-name" => drop(LeaseName::decode(&String::from_utf8_lossy(b))),
         "export-manifest" => drop(Manifest::decode(b)),
+        "catalog" => drop(decode_catalog(b)),
         _ => {
             let keys = MasterKeys::from_bytes(&[7u8; 96]);
             for c in [CipherKind::None, CipherKind::Aes256Gcm] {
@@ -95,6 +115,7 @@ fn valid_samples_decode() {
             "lease" => assert!(LeaseBody::decode(&b).is_ok()),
             "lease-name" => assert!(LeaseName::decode(&String::from_utf8_lossy(&b)).is_ok()),
             "export-manifest" => assert!(Manifest::decode(&b).is_ok()),
+            "catalog" => assert_eq!(decode_catalog(&b).unwrap().len(), 3),
             _ => {}
         }
     }

@@ -15,7 +15,7 @@ mod common;
 use common::Fixture;
 
 fn sh(script: &str) -> Result<String, String> {
-    let o = Command::new("sh").arg("-ec").arg(script).output().map_err(|e| e.to_string())?;
+    let o = Command::new("sh").arg("-ec").arg(script).env("LVM_SUPPRESS_FD_WARNINGS", "1").output().map_err(|e| e.to_string())?;
     if o.status.success() { Ok(String::from_utf8_lossy(&o.stdout).trim().to_string()) } else { Err(String::from_utf8_lossy(&o.stderr).trim().to_string()) }
 }
 

@@ -258,3 +258,47 @@ fn backup_of_missing_path_fails_without_snapshot() {
     let e = f.run(&["backup", "--name", "t", "--root", "/", "../etc"], b"");
     assert!(e.code == 1 && e.stderr.contains("`..`"), "{}", e.stderr);
 }
+
+/// Commits a tree snapshot whose catalog holds exactly `entries` (bypassing the walker).
+async fn hostile_snapshot(f: &Fixture, entries: Vec<::repo::format::tree::Entry>) {
+    use ::repo::format::snapshot::SnapshotKind;
+    use ::repo::repo::{backup_with, Content, Repository, SnapshotMeta};
+    let backend = ::repo::backend::from_url(f.repo().to_str().unwrap()).unwrap();
+    let repo = Arc::new(Repository::open(backend, Some(f.password.as_bytes()), Some(f.cache())).await.unwrap());
+    let mut catalog = ::repo::format::tree::catalog_header();
+    for e in &entries {
+        e.encode_into(&mut catalog).unwrap();
+    }
+    let meta = SnapshotMeta { name: "evil".into(), host: "h".into(), tags: vec![], command: String::new(), time_ns: 1 };
+    let body = move |sink: &mut ::repo::repo::ChunkSink| {
+        let p = sink.repo().chunker;
+        let lists = sink.store_stream(&catalog[..], p, &::repo::repo::NoProgress)?;
+        Ok(Content { lists, size: 0, chunks: entries.len() as u64 })
+    };
+    backup_with(repo, SnapshotKind::Tree, meta, Default::default(), body, async { Ok(()) }).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refuses_hostile_paths_and_symlink_escapes() {
+    use ::repo::format::tree::{Content, Entry, Kind};
+    let dir = |p: &str| Entry { kind: Some(Kind::Dir), mode: 0o755, path: p.as_bytes().to_vec(), ..Default::default() };
+    let file = |p: &str| Entry { kind: Some(Kind::File), mode: 0o644, path: p.as_bytes().to_vec(), content: Content::Inline(vec![]), ..Default::default() };
+    let outside = tempfile::tempdir().unwrap();
+    let link = Entry { kind: Some(Kind::Symlink), path: b"d/escape".to_vec(), link: outside.path().to_str().unwrap().as_bytes().to_vec(), ..Default::default() };
+    let cases: Vec<(Vec<Entry>, &str)> = vec![
+        (vec![dir("d"), file("d/../../pwned")], "`..` component"),
+        (vec![file("/etc/pwned")], "absolute"),
+        (vec![dir("d"), file("d/./x")], "`.` component"),
+        (vec![dir("d"), link, file("d/escape/pwned")], "is a symlink; refusing"),
+    ];
+    for (entries, why) in cases {
+        let f = Fixture::new();
+        hostile_snapshot(&f, entries).await;
+        let target = tempfile::tempdir().unwrap();
+        let t = target.path().to_str().unwrap().to_string();
+        let r = tokio::task::spawn_blocking(move || f.run(&["restore", "latest", "--name", "evil", "--target", &t], b"")).await.unwrap();
+        assert_eq!(r.code, 1, "{why}: {}", r.stderr);
+        assert!(r.stderr.contains(why) && r.stderr.lines().count() == 1, "{why}: {}", r.stderr);
+        assert!(!outside.path().join("pwned").exists() && !target.path().parent().unwrap().join("pwned").exists());
+    }
+}

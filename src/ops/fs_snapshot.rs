@@ -26,7 +26,7 @@ pub struct System;
 impl Runner for System {
     fn run(&self, argv: &[String]) -> Result<String> {
         let line = argv.join(" ");
-        let out = Command::new(&argv[0]).args(&argv[1..]).output().map_err(|e| RepoError::Snapshot(format!("{line}: could not start: {e}")))?;
+        let out = Command::new(&argv[0]).args(&argv[1..]).env("LVM_SUPPRESS_FD_WARNINGS", "1").output().map_err(|e| RepoError::Snapshot(format!("{line}: could not start: {e}")))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             let err = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
