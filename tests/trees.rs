@@ -302,3 +302,34 @@ async fn restore_refuses_hostile_paths_and_symlink_escapes() {
         assert!(!outside.path().join("pwned").exists() && !target.path().parent().unwrap().join("pwned").exists());
     }
 }
+
+#[test]
+fn tree_exported_as_tar_gz_extracts_like_a_restore() {
+    let f = Fixture::new();
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path());
+    let long = "d".repeat(120);
+    sh(&format!("cd {} && mkdir -p data/{long} && echo deep > data/{long}/f", src.path().display()));
+    let root = src.path().to_str().unwrap();
+    f.run(&["backup", "--name", "lvm/ubuntu-lv", "--root", root, "--time", "2026-02-14T03:00:00Z", "data"], b"").ok();
+    let exp = tempfile::tempdir().unwrap();
+    let e = exp.path().to_str().unwrap();
+    let r = f.run(&["--json", "export", e, "--name", "lvm/*", "--template", "lvm-snapshots/{base}-snap-{time:%Y%m%d}.tar.gz"], b"").ok().json();
+    let file = exp.path().join("lvm-snapshots/ubuntu-lv-snap-20260214.tar.gz");
+    assert!(file.exists(), "{r}");
+    sh(&format!("gunzip -t {}", file.display()));
+
+    let (by_tar, by_repo) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    sh(&format!("tar -xzf {} --xattrs --xattrs-include='*' --numeric-owner -C {}", file.display(), by_tar.path().display()));
+    f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "--target", by_repo.path().to_str().unwrap()], b"").ok();
+    let (a, b) = (snapshot_of(by_repo.path()), snapshot_of(by_tar.path()));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, v) in &a {
+        assert_eq!(v, &b[k], "{}", k.display());
+    }
+    // and both equal the source
+    assert_eq!(snapshot_of(src.path()), a);
+    // the tar lists the hard link as a link
+    let listing = Command::new("tar").arg("-tvzf").arg(&file).output().unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("data/base/1/hardlink link to data/base/1/1259"));
+}

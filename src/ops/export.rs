@@ -27,6 +27,7 @@ use crate::codec::gzip::ParallelGzWriter;
 use crate::format::snapshot::Snapshot;
 use crate::format::Id;
 use crate::repo::glob_match;
+use crate::format::snapshot::SnapshotKind;
 use crate::repo::{restore_stream, Progress, RepoError, Repository, Result};
 
 pub const MANIFEST: &str = ".repo-export.json";
@@ -229,8 +230,12 @@ async fn restore_to_temp(
     };
     let out = Head { inner: sink, head: head.clone() };
     let label = format!("snapshot {} ({})", id.short(), snap.name);
-    let r = restore_stream(repo.clone(), snap, &label, out, progress).await;
-    let stats = match r {
+    let r = if snap.kind == SnapshotKind::Tree {
+        super::tree::tar::write_tar(repo.clone(), id, snap, out, progress).await
+    } else {
+        restore_stream(repo.clone(), snap, &label, out, progress).await.map(|s| s.bytes)
+    };
+    let bytes = match r {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
@@ -242,7 +247,7 @@ async fn restore_to_temp(
         return Err(io_err(&tmp, e));
     }
     let head = head.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    Ok((tmp, head, stats.bytes))
+    Ok((tmp, head, bytes))
 }
 
 fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {

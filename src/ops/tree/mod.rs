@@ -3,3 +3,4 @@
 pub mod backup;
 pub mod fsmeta;
 pub mod restore;
+pub mod tar;

@@ -85,7 +85,7 @@ pub async fn list(repo: &Arc<Repository>, id: &Id, snap: &Snapshot, prefix: &Pat
 
 /// The entries to restore, with hard links whose first name is not restored turned into
 /// files of their own.
-fn select(entries: Vec<Entry>, include: &[Vec<u8>]) -> Result<Vec<Entry>> {
+pub(super) fn select(entries: Vec<Entry>, include: &[Vec<u8>]) -> Result<Vec<Entry>> {
     let files: HashMap<Vec<u8>, Entry> = entries.iter().filter(|e| e.kind() == Kind::File).map(|e| (e.path.clone(), e.clone())).collect();
     let mut out = Vec::new();
     let mut restored: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
@@ -160,7 +160,7 @@ pub async fn run(repo: Arc<Repository>, id: &Id, snap: &Snapshot, opts: TreeRest
     Ok(report)
 }
 
-async fn feed(reader: &mut OrderedReader, contents: &[Content]) -> Result<()> {
+pub(super) async fn feed(reader: &mut OrderedReader, contents: &[Content]) -> Result<()> {
     for c in contents {
         let more = match c {
             Content::None => true,
@@ -175,13 +175,17 @@ async fn feed(reader: &mut OrderedReader, contents: &[Content]) -> Result<()> {
 }
 
 /// Chunks in the order the feeder sends them.
-struct Chunks {
+pub(super) struct Chunks {
     rx: mpsc::Receiver<Vec<Vec<u8>>>,
     group: std::vec::IntoIter<Vec<u8>>,
 }
 
 impl Chunks {
-    fn next(&mut self) -> Result<Vec<u8>> {
+    pub(super) fn new(rx: mpsc::Receiver<Vec<Vec<u8>>>) -> Chunks {
+        Chunks { rx, group: Vec::new().into_iter() }
+    }
+
+    pub(super) fn next(&mut self) -> Result<Vec<u8>> {
         loop {
             if let Some(c) = self.group.next() {
                 return Ok(c);

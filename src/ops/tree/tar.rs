@@ -1,0 +1,183 @@
+//! A tree snapshot as a pax tar stream (for `repo export`: the classic `.tar.gz` files).
+//!
+//! pax extended headers carry what ustar cannot: nanosecond mtimes, long or non-ASCII paths
+//! and link targets, and extended attributes as `SCHILY.xattr.<name>` (GNU tar restores them
+//! with `--xattrs --xattrs-include='*'`; POSIX ACLs are the `system.posix_acl_*` attributes).
+//! Sparse files are written with their holes as zeros.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use tar::{EntryType, Header};
+
+use super::restore::{feed, select, Chunks};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Content, Entry, Kind, FLAG_SPARSE};
+use crate::format::Id;
+use crate::repo::{OrderedReader, Progress, RepoError, Repository, Result};
+
+/// Writes the whole tree of `snap` as a tar stream to `out`; returns the bytes of file data.
+pub async fn write_tar<W: Write + Send + 'static>(repo: Arc<Repository>, id: &Id, snap: &Snapshot, out: W, progress: Arc<dyn Progress>) -> Result<u64> {
+    let label = format!("snapshot {} ({})", &id.to_hex()[..8], snap.name);
+    let entries = crate::repo::tree::read_entries(&repo, snap, &label).await?;
+    let plan = select(entries, &[])?;
+    let contents: Vec<Content> = plan.iter().map(|e| e.content.clone()).collect();
+    let (mut reader, rx) = OrderedReader::new(repo.clone(), &label);
+    let writer = tokio::task::spawn_blocking(move || write_entries(plan, Chunks::new(rx), out, &*progress));
+    let fed = feed(&mut reader, &contents).await;
+    drop(reader);
+    let bytes = writer.await.map_err(|e| RepoError::Internal(e.to_string()))??;
+    fed?;
+    Ok(bytes)
+}
+
+fn out_err(e: io::Error) -> RepoError {
+    RepoError::Output(e)
+}
+
+fn write_entries<W: Write>(plan: Vec<Entry>, mut chunks: Chunks, out: W, progress: &dyn Progress) -> Result<u64> {
+    let mut b = tar::Builder::new(out);
+    let mut bytes = 0;
+    for e in plan {
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut path = e.path.clone();
+        if e.kind() == Kind::Dir {
+            path.push(b'/');
+        }
+        let mut h = Header::new_ustar();
+        if path.len() > 100 || !path.is_ascii() {
+            pax.push(("path".into(), path.clone()));
+        }
+        set_name(&mut h, &path);
+        if e.link.len() > 100 || !e.link.is_ascii() {
+            pax.push(("linkpath".into(), e.link.clone()));
+        }
+        if !e.link.is_empty() {
+            let n = e.link.len().min(100);
+            h.as_old_mut().linkname[..n].copy_from_slice(&e.link[..n]);
+        }
+        let secs = e.mtime_ns.div_euclid(1_000_000_000);
+        pax.push(("mtime".into(), format!("{secs}.{:09}", e.mtime_ns.rem_euclid(1_000_000_000)).into_bytes()));
+        for (n, v) in &e.xattrs {
+            pax.push((format!("SCHILY.xattr.{}", String::from_utf8_lossy(n)), v.clone()));
+        }
+        h.set_mode(e.mode);
+        h.set_uid(e.uid as u64);
+        h.set_gid(e.gid as u64);
+        h.set_mtime(secs.max(0) as u64);
+        if let Ok(u) = std::str::from_utf8(&e.user) {
+            let _ = h.set_username(u);
+        }
+        if let Ok(g) = std::str::from_utf8(&e.group) {
+            let _ = h.set_groupname(g);
+        }
+        let (kind, size) = match e.kind() {
+            Kind::Dir => (EntryType::Directory, 0),
+            Kind::File => (EntryType::Regular, e.size),
+            Kind::Symlink => (EntryType::Symlink, 0),
+            Kind::Hardlink => (EntryType::Link, 0),
+            Kind::CharDev => (EntryType::Char, 0),
+            Kind::BlockDev => (EntryType::Block, 0),
+            Kind::Fifo => (EntryType::Fifo, 0),
+        };
+        h.set_entry_type(kind);
+        h.set_size(size);
+        if matches!(e.kind(), Kind::CharDev | Kind::BlockDev) {
+            let (major, minor) = (libc::major(e.rdev as libc::dev_t), libc::minor(e.rdev as libc::dev_t));
+            h.set_device_major(major).map_err(out_err)?;
+            h.set_device_minor(minor).map_err(out_err)?;
+        }
+        if size > 8_589_934_591 {
+            pax.push(("size".into(), size.to_string().into_bytes()));
+        }
+        h.set_cksum();
+        b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).map_err(out_err)?;
+        if e.kind() == Kind::File {
+            let mut r = FileReader::new(&e, &mut chunks, progress);
+            b.append(&h, &mut r).map_err(|err| r.error.take().unwrap_or(RepoError::Output(err)))?;
+            bytes += e.data_len();
+        } else {
+            b.append(&h, io::empty()).map_err(out_err)?;
+        }
+    }
+    let mut out = b.into_inner().map_err(out_err)?;
+    out.flush().map_err(out_err)?;
+    Ok(bytes)
+}
+
+/// The ustar name field (and prefix) for paths that fit; pax `path` covers the rest.
+fn set_name(h: &mut Header, path: &[u8]) {
+    let old = h.as_old_mut();
+    let n = path.len().min(100);
+    old.name = [0; 100];
+    old.name[..n].copy_from_slice(&path[..n]);
+}
+
+/// A file's bytes in order: its chunks, with holes of a sparse file as zeros.
+struct FileReader<'a> {
+    chunks: &'a mut Chunks,
+    progress: &'a dyn Progress,
+    /// (offset, len, is_data) segments covering [0, size).
+    segments: std::vec::IntoIter<(u64, u64, bool)>,
+    current: Option<(u64, bool)>,
+    pending: Vec<u8>,
+    at: usize,
+    error: Option<RepoError>,
+}
+
+impl<'a> FileReader<'a> {
+    fn new(e: &Entry, chunks: &'a mut Chunks, progress: &'a dyn Progress) -> FileReader<'a> {
+        let extents = if e.flags & FLAG_SPARSE != 0 { e.extents.clone() } else { vec![(0, e.size)] };
+        let mut segs = Vec::new();
+        let mut pos = 0;
+        for (off, len) in extents {
+            if off > pos {
+                segs.push((pos, off - pos, false));
+            }
+            segs.push((off, len, true));
+            pos = off + len;
+        }
+        if e.size > pos {
+            segs.push((pos, e.size - pos, false));
+        }
+        FileReader { chunks, progress, segments: segs.into_iter(), current: None, pending: vec![], at: 0, error: None }
+    }
+}
+
+impl Read for FileReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some((left, data)) = self.current.or_else(|| self.segments.next().map(|(_, l, d)| (l, d))) else { return Ok(0) };
+            if left == 0 {
+                self.current = None;
+                continue;
+            }
+            let want = (left as usize).min(buf.len());
+            let n = if data {
+                if self.at == self.pending.len() {
+                    match self.chunks.next() {
+                        Ok(c) => {
+                            self.pending = c;
+                            self.at = 0;
+                        }
+                        Err(e) => {
+                            let msg = e.to_string();
+                            self.error = Some(e);
+                            return Err(io::Error::other(msg));
+                        }
+                    }
+                }
+                let n = want.min(self.pending.len() - self.at);
+                buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+                self.at += n;
+                self.progress.bytes_done(n as u64);
+                n
+            } else {
+                buf[..want].fill(0);
+                want
+            };
+            self.current = Some((left - n as u64, data));
+            return Ok(n);
+        }
+    }
+}
