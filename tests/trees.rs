@@ -333,3 +333,29 @@ fn tree_exported_as_tar_gz_extracts_like_a_restore() {
     let listing = Command::new("tar").arg("-tvzf").arg(&file).output().unwrap();
     assert!(String::from_utf8_lossy(&listing.stdout).contains("data/base/1/hardlink link to data/base/1/1259"));
 }
+
+#[test]
+fn copy_moves_a_tree_snapshot_into_another_repository() {
+    let f = Fixture::new();
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path());
+    f.run(&["backup", "--name", "lvm/ubuntu-lv", "--root", src.path().to_str().unwrap(), "data"], b"").ok();
+    let dst = {
+        let d = Fixture::empty();
+        let d = Fixture { password: "another password".into(), ..d };
+        d.run(&["init", "--kdf-memory", "1024", "--chunk-avg", "8192"], b"").ok();
+        d
+    };
+    let mut c = f.cmd(&["--json", "copy", "--to", dst.repo().to_str().unwrap()]);
+    c.env("REPO_TO_PASSWORD", &dst.password);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = tempfile::tempdir().unwrap();
+    dst.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "--target", out.path().to_str().unwrap()], b"").ok();
+    assert_eq!(snapshot_of(out.path()), snapshot_of(src.path()));
+    dst.run(&["check", "--read-data"], b"").ok();
+    // a second copy skips it
+    let o = f.cmd(&["--json", "copy", "--to", dst.repo().to_str().unwrap()]).env("REPO_TO_PASSWORD", &dst.password).output().unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((r["copied"].as_u64(), r["skipped"].as_u64()), (Some(0), Some(1)), "{r}");
+}

@@ -50,6 +50,13 @@ pub async fn run(src: Arc<Repository>, dst: Arc<Repository>, selected: Vec<(crat
             report.snapshots.push(CopiedSnapshot { source: info, copy: None, bytes_written: 0 });
             continue;
         }
+        if snap.kind == crate::format::snapshot::SnapshotKind::Tree {
+            let meta = SnapshotMeta { name: snap.name.clone(), host: snap.host.clone(), tags: snap.tags.clone(), command: snap.command.clone(), time_ns: snap.time_ns };
+            let (new_id, new, stats) = super::tree::copy::run(src.clone(), dst.clone(), &id, &snap, meta, progress.clone()).await?;
+            report.copied += 1;
+            report.snapshots.push(CopiedSnapshot { source: info, copy: Some(SnapshotInfo::new(&new_id, &new)), bytes_written: stats.bytes_written });
+            continue;
+        }
         let (reader, writer) = std::io::pipe().map_err(|e| RepoError::Internal(format!("pipe: {e}")))?;
         let label = format!("snapshot {}", &info.short_id);
         let (s2, snap2) = (src.clone(), snap.clone());

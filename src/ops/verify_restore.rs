@@ -180,7 +180,8 @@ impl Write for SharedSink {
 
 pub async fn verify_restore(repo: Arc<Repository>, opts: &VerifyRestoreOptions) -> Result<Vec<RestoreVerdict>> {
     let pg_restore = opts.pg_restore.clone().or_else(find_pg_restore).ok_or_else(|| RepoError::Aborted("pg_restore not found: install PostgreSQL client tools or pass --pg-restore".into()))?;
-    let snaps = select_snapshots(&repo, &opts.filter, opts.latest).await?;
+    // file trees hold no dump to hand to pg_restore
+    let snaps: Vec<_> = select_snapshots(&repo, &opts.filter, opts.latest).await?.into_iter().filter(|(_, s)| s.kind == crate::format::snapshot::SnapshotKind::Stream).collect();
     let mut out = Vec::new();
     for (id, snap) in snaps {
         let label = format!("{} {}", &id.to_hex()[..8], snap.name);

@@ -1,6 +1,7 @@
 //! File trees: backup of directory trees with their metadata, listing, and restore.
 
 pub mod backup;
+pub mod copy;
 pub mod fsmeta;
 pub mod restore;
 pub mod tar;
