@@ -359,3 +359,40 @@ fn copy_moves_a_tree_snapshot_into_another_repository() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((r["copied"].as_u64(), r["skipped"].as_u64()), (Some(0), Some(1)), "{r}");
 }
+
+#[test]
+fn import_of_a_classic_tar_gz_gives_a_tree_snapshot() {
+    let f = Fixture::new();
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path());
+    let files = tempfile::tempdir().unwrap();
+    let archive = files.path().join("lvm-snapshots/ubuntu-lv-snap-20260209.tar.gz");
+    sh(&format!(
+        "mkdir -p {d}/lvm-snapshots && tar --xattrs --xattrs-include='*' --format=pax -czf {a} -C {s} data",
+        d = files.path().display(),
+        a = archive.display(),
+        s = src.path().display()
+    ));
+    let r = f.run(&["--json", "import", archive.to_str().unwrap()], b"").ok().json();
+    assert_eq!(r["imported"], 1, "{r}");
+    let name = r["files"][0]["snapshot"]["name"].as_str().unwrap().to_string();
+    assert_eq!(name, "lvm-snapshots/ubuntu-lv-snap");
+    assert_eq!(r["files"][0]["snapshot"]["time"], "2026-02-09T00:00:00Z");
+    let ls = f.run(&["ls", "latest", "--name", &name, "data/base"], b"").ok().text();
+    assert!(ls.contains("data/base/1/hardlink link to data/base/1/1259"), "{ls}");
+    let out = tempfile::tempdir().unwrap();
+    f.run(&["restore", "latest", "--name", &name, "--target", out.path().to_str().unwrap()], b"").ok();
+    let (a, b) = (snapshot_of(src.path()), snapshot_of(out.path()));
+    for (k, v) in &a {
+        let w = &b[k];
+        // GNU tar keeps directory times and nanoseconds too; everything must match
+        assert_eq!(v, w, "{}", k.display());
+    }
+    assert_eq!(a.len(), b.len());
+    // the same files backed up as a tree afterwards deduplicate against the import
+    let r = f.run(&["--json", "backup", "--name", "lvm/ubuntu-lv", "--root", src.path().to_str().unwrap(), "data"], b"").ok().json();
+    assert!(r["new_bytes"].as_u64().unwrap() < 100_000, "{r}");
+    // importing it again stores nothing
+    let r = f.run(&["--json", "import", archive.to_str().unwrap()], b"").ok().json();
+    assert_eq!(r["skipped"], 1);
+}

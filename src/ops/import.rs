@@ -89,6 +89,15 @@ fn open_decompressed(path: &Path) -> std::io::Result<Box<dyn Read + Send>> {
     })
 }
 
+/// Reads the first 512 bytes to tell a tar archive (ustar magic) from a dump; gives the whole
+/// stream back.
+fn peek_tar(mut input: Box<dyn Read + Send>) -> std::io::Result<(Box<dyn Read + Send>, bool)> {
+    let mut head = Vec::with_capacity(512);
+    (&mut input).take(512).read_to_end(&mut head)?;
+    let tar = head.len() == 512 && &head[257..262] == b"ustar";
+    Ok((Box::new(std::io::Cursor::new(head).chain(input)), tar))
+}
+
 pub async fn run(repo: Arc<Repository>, files: &[PathBuf], opts: &ImportOptions, progress: Arc<dyn Progress>) -> Result<ImportReport> {
     let t0 = Instant::now();
     let template = match &opts.template {
@@ -129,19 +138,26 @@ pub async fn run(repo: Arc<Repository>, files: &[PathBuf], opts: &ImportOptions,
             report.files.push(ImportedFile { file: path.display().to_string(), action: "skipped", snapshot: SnapshotInfo::new(id, s), file_bytes, bytes_written: 0 });
             continue;
         }
-        let input = open_decompressed(&path).map_err(|e| RepoError::Input(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
+        let in_err = |e: std::io::Error| RepoError::Input(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+        let (input, tar) = peek_tar(open_decompressed(&path).map_err(in_err)?).map_err(in_err)?;
         let base = path.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
         let meta = SnapshotMeta { name, host: opts.host.clone(), tags: opts.tags.clone(), command: format!("import {base}"), time_ns };
-        let r = super::backup::run(repo.clone(), super::backup::Source::Reader(input), meta, progress.clone())
-            .await
-            .map_err(|e| match e {
-                RepoError::Input(io) => RepoError::Input(std::io::Error::new(io.kind(), format!("{}: {io}", path.display()))),
-                other => other,
-            })?;
+        let named = |e: RepoError| match e {
+            RepoError::Input(io) => RepoError::Input(std::io::Error::new(io.kind(), format!("{}: {io}", path.display()))),
+            other => other,
+        };
+        // a tar archive becomes a tree snapshot; anything else a stream
+        let (snapshot, written) = if tar {
+            let (id, snap, stats) = super::tree::import_tar::run(repo.clone(), input, meta, progress.clone()).await.map_err(named)?;
+            (SnapshotInfo::new(&id, &snap), stats.bytes_written)
+        } else {
+            let r = super::backup::run(repo.clone(), super::backup::Source::Reader(input), meta, progress.clone()).await.map_err(named)?;
+            (r.snapshot, r.stats.bytes_written)
+        };
         report.imported += 1;
         report.file_bytes += file_bytes;
-        report.bytes_written += r.stats.bytes_written;
-        report.files.push(ImportedFile { file: path.display().to_string(), action: "imported", snapshot: r.snapshot, file_bytes, bytes_written: r.stats.bytes_written });
+        report.bytes_written += written;
+        report.files.push(ImportedFile { file: path.display().to_string(), action: "imported", snapshot, file_bytes, bytes_written: written });
     }
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)

@@ -3,5 +3,6 @@
 pub mod backup;
 pub mod copy;
 pub mod fsmeta;
+pub mod import_tar;
 pub mod restore;
 pub mod tar;

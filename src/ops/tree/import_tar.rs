@@ -1,0 +1,157 @@
+//! `repo import` of a `.tar` / `.tar.gz` file: stored as a tree snapshot, entry by entry
+//! (paths, owners, modes, nanosecond mtimes from pax, links, devices, `SCHILY.xattr.*`
+//! attributes), so that it deduplicates with tree backups and restores as a tree.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use crate::codec::chunker::StreamChunker;
+use crate::format::lock::LeaseKind;
+use crate::format::snapshot::SnapshotKind;
+use crate::format::tree::{catalog_header, Content, Entry, Kind, FLAG_LISTS};
+use crate::repo::lease::{condemned_packs, Lease};
+use crate::repo::{backup_with, BackupStats, ChunkSink, NoProgress, Progress, RepoError, Repository, Result, SnapshotMeta};
+use crate::format::snapshot::Snapshot;
+use crate::format::Id;
+
+const SMALL_FILE: u64 = 8 << 20;
+
+/// A tar member's path as a stored path: leading `/` and `./` dropped, no trailing `/`;
+/// `None` for the archive root itself. `..` is refused.
+fn stored_path(raw: &[u8]) -> Result<Option<Vec<u8>>> {
+    let mut parts = Vec::new();
+    for p in raw.split(|b| *b == b'/') {
+        match p {
+            b"" | b"." => {}
+            b".." => return Err(RepoError::Source { path: String::from_utf8_lossy(raw).into_owned(), reason: "tar member with a `..` component; refused".into() }),
+            p => parts.push(p),
+        }
+    }
+    Ok(if parts.is_empty() { None } else { Some(parts.join(&b'/')) })
+}
+
+fn bad(what: &str, e: impl std::fmt::Display) -> RepoError {
+    RepoError::Input(std::io::Error::other(format!("{what}: {e}")))
+}
+
+fn entry_of<R: Read>(en: &mut tar::Entry<R>) -> Result<Option<Entry>> {
+    let h = en.header().clone();
+    let kind = match h.entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => Kind::File,
+        tar::EntryType::Directory => Kind::Dir,
+        tar::EntryType::Symlink => Kind::Symlink,
+        tar::EntryType::Link => Kind::Hardlink,
+        tar::EntryType::Char => Kind::CharDev,
+        tar::EntryType::Block => Kind::BlockDev,
+        tar::EntryType::Fifo => Kind::Fifo,
+        _ => return Ok(None),
+    };
+    let Some(path) = stored_path(&en.path_bytes())? else { return Ok(None) };
+    let mut e = Entry { kind: Some(kind), path, ..Default::default() };
+    e.mode = h.mode().map_err(|x| bad("tar header mode", x))? & 0o7777;
+    e.uid = h.uid().map_err(|x| bad("tar header uid", x))? as u32;
+    e.gid = h.gid().map_err(|x| bad("tar header gid", x))? as u32;
+    e.mtime_ns = (h.mtime().map_err(|x| bad("tar header mtime", x))? as i64).saturating_mul(1_000_000_000);
+    e.user = h.username_bytes().unwrap_or_default().to_vec();
+    e.group = h.groupname_bytes().unwrap_or_default().to_vec();
+    if let Some(l) = en.link_name_bytes() {
+        e.link = if kind == Kind::Hardlink { stored_path(&l)?.unwrap_or_default() } else { l.into_owned() };
+    }
+    if matches!(kind, Kind::CharDev | Kind::BlockDev) {
+        let (ma, mi) = (h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0));
+        e.rdev = libc::makedev(ma, mi);
+    }
+    if let Some(pax) = en.pax_extensions().map_err(|x| bad("tar pax header", x))? {
+        for ext in pax {
+            let ext = ext.map_err(|x| bad("tar pax header", x))?;
+            let key = ext.key_bytes();
+            if key == b"mtime" {
+                if let Some(ns) = std::str::from_utf8(ext.value_bytes()).ok().and_then(parse_pax_time) {
+                    e.mtime_ns = ns;
+                }
+            } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                e.xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    e.xattrs.sort();
+    if kind == Kind::File {
+        e.size = en.size();
+        e.content = Content::Inline(vec![]);
+    }
+    Ok(Some(e))
+}
+
+/// "1771034400.123456789" → ns.
+fn parse_pax_time(s: &str) -> Option<i64> {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let mut f = frac.chars().take(9).collect::<String>();
+    while f.len() < 9 {
+        f.push('0');
+    }
+    let nanos: i64 = f.parse().ok()?;
+    Some(secs.saturating_mul(1_000_000_000) + if secs < 0 { -nanos } else { nanos })
+}
+
+fn store_archive(sink: &mut ChunkSink, input: Box<dyn Read + Send>, progress: &dyn Progress) -> Result<crate::repo::Content> {
+    let mut ar = tar::Archive::new(input);
+    let mut catalog = catalog_header();
+    let (mut size, mut n) = (0u64, 0u64);
+    let repo_params = sink.repo().chunker.for_tree_files();
+    for en in ar.entries().map_err(|x| bad("tar", x))? {
+        let mut en = en.map_err(|x| bad("tar", x))?;
+        let Some(mut e) = entry_of(&mut en)? else { continue };
+        if e.kind() == Kind::File {
+            size += e.size;
+            if e.size <= SMALL_FILE {
+                let mut data = Vec::with_capacity(e.size as usize);
+                en.read_to_end(&mut data).map_err(|x| bad("tar member", x))?;
+                progress.bytes_done(data.len() as u64);
+                let mut chunks = Vec::new();
+                let mut c = StreamChunker::new(&data[..], &sink.repo().gear, repo_params);
+                while let Some(x) = c.next_chunk().map_err(RepoError::Input)? {
+                    chunks.push(x);
+                }
+                e.content = Content::Inline(sink.store_files(vec![chunks])?.pop().unwrap_or_default());
+            } else {
+                e.content = Content::Lists(sink.store_stream(&mut en, repo_params, progress)?);
+                e.flags |= FLAG_LISTS;
+            }
+        }
+        e.encode_into(&mut catalog).map_err(|x| RepoError::format(format!("tar member {}", String::from_utf8_lossy(&e.path)), x))?;
+        n += 1;
+    }
+    let lists = sink.store_stream(&catalog[..], sink.repo().chunker, &NoProgress)?;
+    Ok(crate::repo::Content { lists, size, chunks: n })
+}
+
+/// Stores the tar stream `input` as a tree snapshot.
+pub async fn run(repo: Arc<Repository>, input: Box<dyn Read + Send>, meta: SnapshotMeta, progress: Arc<dyn Progress>) -> Result<(Id, Snapshot, BackupStats)> {
+    let lease = Lease::acquire(repo.backend.clone(), LeaseKind::Backup).await?;
+    let keep = lease.keep_alive();
+    let r = async {
+        let exclude = Arc::new(condemned_packs(&repo).await?);
+        let body = move |sink: &mut ChunkSink| store_archive(sink, input, &*progress);
+        backup_with(repo.clone(), SnapshotKind::Tree, meta, exclude, body, crate::ops::backup::lease_still_fresh(&lease)).await
+    }
+    .await;
+    keep.abort();
+    lease.release().await;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_paths_and_times() {
+        assert_eq!(stored_path(b"./mnt/data/").unwrap(), Some(b"mnt/data".to_vec()));
+        assert_eq!(stored_path(b"/etc//passwd").unwrap(), Some(b"etc/passwd".to_vec()));
+        assert_eq!(stored_path(b"./").unwrap(), None);
+        assert!(stored_path(b"a/../../etc").is_err());
+        assert_eq!(parse_pax_time("1771034400.5"), Some(1_771_034_400_500_000_000));
+        assert_eq!(parse_pax_time("12"), Some(12_000_000_000));
+    }
+}
