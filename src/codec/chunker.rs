@@ -68,6 +68,23 @@ impl Gear {
     }
 }
 
+/// Splits bytes already in memory into chunks, with the same boundaries as [`StreamChunker`]
+/// (the cut point depends only on the next `max` bytes) but without its buffer.
+pub fn chunk_slice(data: &[u8], gear: &Gear, params: ChunkerParams) -> Vec<Vec<u8>> {
+    if data.len() <= params.min {
+        return if data.is_empty() { vec![] } else { vec![data.to_vec()] };
+    }
+    let (ms, ml) = select_masks(params.avg, Normalization::Level1);
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let (_, len) = cut_gear(&data[at..], params.min, params.avg, params.max, ms, ml, ms << 1, ml << 1, &gear.gear[..], &gear.gear_ls[..]);
+        out.push(data[at..at + len].to_vec());
+        at += len;
+    }
+    out
+}
+
 /// Splits a byte stream into chunks. Memory: one buffer of twice the maximum chunk size.
 pub struct StreamChunker<'g, R: Read> {
     source: R,
@@ -141,6 +158,22 @@ impl<'g, R: Read> StreamChunker<'g, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slice_and_stream_chunkers_cut_alike() {
+        let gear = Gear::from_key(&[5; 32]);
+        let p = ChunkerParams::new(1024, 4096, 16384).unwrap();
+        let mut x = 1u64;
+        let data: Vec<u8> = (0..300_000).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
+        for len in [0, 10, 1024, 1025, 5000, 300_000] {
+            let mut c = StreamChunker::new(&data[..len], &gear, p);
+            let mut streamed = Vec::new();
+            while let Some(ch) = c.next_chunk().unwrap() {
+                streamed.push(ch);
+            }
+            assert_eq!(chunk_slice(&data[..len], &gear, p), streamed, "{len}");
+        }
+    }
 
     /// A deterministic pseudo-random test stream (xorshift), independent of any crate.
     pub fn test_stream(len: usize, seed: u64) -> Vec<u8> {

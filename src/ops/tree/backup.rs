@@ -19,7 +19,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::fsmeta::{self, Owners};
-use crate::codec::chunker::StreamChunker;
+use crate::codec::chunker::chunk_slice;
 use crate::format::lock::LeaseKind;
 use crate::format::snapshot::SnapshotKind;
 use crate::format::tree::{catalog_header, Content, Entry, Kind, FLAG_CHANGED, FLAG_SPARSE};
@@ -195,12 +195,7 @@ fn read_small(path: &Path, entry: &Entry, gear: &crate::codec::chunker::Gear, pa
     let short = read_exact_padded(&mut f, entry.size, &mut data)?;
     let after = f.metadata()?;
     let changed = short || changed_since(&before, &after) || before.ino() != entry.ino || mtime_ns(&before) != entry.mtime_ns;
-    let mut chunks = Vec::new();
-    let mut c = StreamChunker::new(&data[..], gear, params);
-    while let Some(x) = c.next_chunk()? {
-        chunks.push(x);
-    }
-    Ok((chunks, changed))
+    Ok((chunk_slice(&data, gear, params), changed))
 }
 
 /// Reads the data extents of a file in order, zero-padding whatever is missing.

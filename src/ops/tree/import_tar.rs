@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use crate::codec::chunker::StreamChunker;
+use crate::codec::chunker::chunk_slice;
 use crate::format::lock::LeaseKind;
 use crate::format::snapshot::SnapshotKind;
 use crate::format::tree::{catalog_header, Content, Entry, Kind, FLAG_LISTS};
@@ -108,11 +108,7 @@ fn store_archive(sink: &mut ChunkSink, input: Box<dyn Read + Send>, progress: &d
                 let mut data = Vec::with_capacity(e.size as usize);
                 en.read_to_end(&mut data).map_err(|x| bad("tar member", x))?;
                 progress.bytes_done(data.len() as u64);
-                let mut chunks = Vec::new();
-                let mut c = StreamChunker::new(&data[..], &sink.repo().gear, repo_params);
-                while let Some(x) = c.next_chunk().map_err(RepoError::Input)? {
-                    chunks.push(x);
-                }
+                let chunks = chunk_slice(&data, &sink.repo().gear, repo_params);
                 e.content = Content::Inline(sink.store_files(vec![chunks])?.pop().unwrap_or_default());
             } else {
                 e.content = Content::Lists(sink.store_stream(&mut en, repo_params, progress)?);
