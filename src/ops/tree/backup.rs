@@ -201,6 +201,8 @@ fn read_small(path: &Path, entry: &Entry, gear: &crate::codec::chunker::Gear, pa
 /// Reads the data extents of a file in order, zero-padding whatever is missing.
 struct ExtentReader {
     file: File,
+    /// Checked on every read, so that SIGINT/SIGTERM stop a large file promptly.
+    cancel: Arc<AtomicBool>,
     extents: std::vec::IntoIter<(u64, u64)>,
     current: Option<(u64, u64)>,
     short: bool,
@@ -209,6 +211,9 @@ struct ExtentReader {
 impl Read for ExtentReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use std::os::unix::fs::FileExt;
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("interrupted"));
+        }
         loop {
             let Some((off, len)) = self.current.or_else(|| self.extents.next()) else { return Ok(0) };
             if len == 0 {
@@ -253,6 +258,9 @@ impl Walker<'_, '_> {
                 let abs = self.root.join(rel);
                 self.walk(rel.as_os_str().as_bytes().to_vec(), &abs)?;
             }
+        }
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(RepoError::Interrupted);
         }
         self.flush()
     }
@@ -433,7 +441,7 @@ impl Walker<'_, '_> {
             e.flags |= FLAG_SPARSE;
             e.extents = extents.clone();
         }
-        let mut reader = ExtentReader { file, extents: extents.into_iter(), current: None, short: false };
+        let mut reader = ExtentReader { file, cancel: self.cancel.clone(), extents: extents.into_iter(), current: None, short: false };
         let params = self.sink.repo().chunker.for_tree_files();
         let lists = match self.sink.store_stream(&mut reader, params, self.progress) {
             Ok(l) => l,
