@@ -20,7 +20,7 @@ use clap::Parser;
 use args::{Cli, Cmd, Encryption};
 use progress::Bar;
 use repo::ops;
-use repo::repo::{InitOptions, RepoError, Repository, SnapshotFilter, SnapshotMeta};
+use repo::repo::{InitOptions, RepoError, Repository, SnapshotMeta};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
@@ -321,13 +321,8 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
             let filter = a.filter.snapshots();
             let bar = Bar::start("restored", show_progress && a.output.is_some());
             let r = match &a.output {
-                None => {
-                    // a duplicate of fd 1 as a plain file: no line buffering on binary data
-                    use std::os::fd::AsFd;
-                    let out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
-                    ops::restore::run(repo.clone(), &a.snapshot, &filter, gzip_if(a.gzip, out), bar.clone()).await.map_err(anyhow::Error::from)
-                }
-                Some(path) => restore_to_file(repo.clone(), &a.snapshot, &filter, path, a.gzip, bar.clone()).await,
+                None => ops::restore::run(repo.clone(), &a.snapshot, &filter, gzip_if(a.gzip, stdout_file()?), bar.clone()).await.map_err(anyhow::Error::from),
+                Some(path) => write_atomically(path, |w| ops::restore::run(repo.clone(), &a.snapshot, &filter, gzip_if(a.gzip, w), bar.clone())).await,
             };
             bar.finish();
             warnings(cli, &repo);
@@ -424,27 +419,30 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Restores into a temporary file beside `path`, then renames it: never a half file under
-/// the final name.
 /// The writer itself, or a parallel gzip compressor in front of it (`--gzip`).
 fn gzip_if<W: Write + Send + 'static>(gzip: bool, w: W) -> Box<dyn Write + Send> {
     if gzip { Box::new(repo::codec::gzip::ParallelGzWriter::new(w, 6)) } else { Box::new(w) }
 }
 
-async fn restore_to_file(
-    repo: Arc<Repository>,
-    selector: &str,
-    filter: &SnapshotFilter,
-    path: &Path,
-    gzip: bool,
-    bar: Arc<Bar>,
-) -> anyhow::Result<ops::restore::RestoreReport> {
+/// Standard output as a plain file (a duplicate of fd 1): no line buffering on binary data.
+fn stdout_file() -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    Ok(std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?))
+}
+
+/// Runs `produce` into a temporary file beside `path`, then fsyncs and renames it: never a
+/// half file under the final name.
+async fn write_atomically<T, F, Fut>(path: &Path, produce: F) -> anyhow::Result<T>
+where
+    F: FnOnce(std::io::BufWriter<std::fs::File>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, RepoError>>,
+{
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;
     let tmp: PathBuf = dir.join(format!(".{}.repo-tmp-{}", name.to_string_lossy(), std::process::id()));
     let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let writer = std::io::BufWriter::with_capacity(1 << 20, file.try_clone()?);
-    let result = ops::restore::run(repo, selector, filter, gzip_if(gzip, writer), bar).await;
+    let result = produce(writer).await;
     let finished = result.map_err(anyhow::Error::from).and_then(|r| {
         file.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;

@@ -9,7 +9,7 @@ use anyhow::anyhow;
 
 use super::args::{BackupArgs, LsArgs, RestoreArgs};
 use super::progress::Bar;
-use super::{emit, open, render, warnings, Cli, EXIT_OK, EXIT_PARTIAL};
+use super::{emit, open, render, stdout_file, warnings, write_atomically, Cli, EXIT_OK, EXIT_PARTIAL};
 use repo::ops;
 use repo::ops::fs_snapshot::{Btrfs, Held, Lvm, Provider, System};
 use repo::ops::tree::backup::TreeOptions;
@@ -116,14 +116,9 @@ pub async fn restore(cli: &Cli, a: &RestoreArgs) -> anyhow::Result<i32> {
         }
         (None, Some(path)) => {
             let r = match &a.output {
-                None => {
-                    use std::os::fd::AsFd;
-                    let out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
-                    ops::tree::restore::run_file(repo.clone(), &id, &snap, path, out, Arc::new(repo::repo::NoProgress)).await?
-                }
+                None => ops::tree::restore::run_file(repo.clone(), &id, &snap, path, stdout_file()?, Arc::new(repo::repo::NoProgress)).await?,
                 Some(o) => {
-                    let f = std::fs::File::create(o).map_err(|e| anyhow!("{}: {e}", o.display()))?;
-                    let r = ops::tree::restore::run_file(repo.clone(), &id, &snap, path, std::io::BufWriter::new(f), Arc::new(repo::repo::NoProgress)).await?;
+                    let r = write_atomically(o, |w| ops::tree::restore::run_file(repo.clone(), &id, &snap, path, w, Arc::new(repo::repo::NoProgress))).await?;
                     emit(cli, &r, render::tree_restore)?;
                     r
                 }

@@ -167,15 +167,21 @@ impl Entry {
             end = stop;
         }
         if let Content::Inline(c) = &self.content
-            && c.iter().map(|(_, l)| *l as u64).sum::<u64>() != self.data_len() {
-                return Err(invalid("content", "chunk lengths do not add up to the data length"));
-            }
+            && c.iter().map(|(_, l)| *l as u64).sum::<u64>() != self.data_len()
+        {
+            return Err(invalid("content", "chunk lengths do not add up to the data length"));
+        }
         Ok(())
     }
 
     /// Bytes of stored data: the size, or the sum of the extents of a sparse file.
     pub fn data_len(&self) -> u64 {
-        if self.flags & FLAG_SPARSE != 0 { self.extents.iter().map(|e| e.1).sum() } else { self.size }
+        self.data_extents().iter().map(|e| e.1).sum()
+    }
+
+    /// Where the stored data goes in the file: the extents of a sparse file, else all of it.
+    pub fn data_extents(&self) -> Vec<(u64, u64)> {
+        if self.flags & FLAG_SPARSE != 0 { self.extents.clone() } else { vec![(0, self.size)] }
     }
 
     /// Appends `body_len` and the body to `out`.

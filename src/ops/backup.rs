@@ -47,9 +47,15 @@ pub fn command_line(argv: &[String]) -> String {
 /// prune records are read, kept fresh while the backup runs, and checked before the snapshot is
 /// committed; it is removed at the end, also on failure.
 pub async fn run(repo: Arc<Repository>, source: Source, meta: SnapshotMeta, progress: Arc<dyn Progress>) -> Result<BackupReport> {
+    under_lease(&repo.clone(), async move |lease| run_leased(repo, source, meta, progress, lease).await).await
+}
+
+/// Runs `f` under a backup lease: written first (so before `f` reads the prune records),
+/// refreshed while `f` runs, and removed at the end, also on failure.
+pub(crate) async fn under_lease<T>(repo: &Repository, f: impl AsyncFnOnce(&Lease) -> Result<T>) -> Result<T> {
     let lease = Lease::acquire(repo.backend.clone(), LeaseKind::Backup).await?;
     let keep = lease.keep_alive();
-    let r = run_leased(repo, source, meta, progress, &lease).await;
+    let r = f(&lease).await;
     keep.abort();
     lease.release().await;
     r

@@ -29,6 +29,11 @@ pub fn rfc3339(time_ns: i64) -> String {
     dt.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// How a snapshot is named in error messages: "snapshot 3fa1c2d4 (postgres/db)".
+pub fn snapshot_label(id: &Id, snap: &Snapshot) -> String {
+    format!("snapshot {} ({})", &id.to_hex()[..8], snap.name)
+}
+
 /// How a snapshot is shown in reports.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SnapshotInfo {

@@ -122,15 +122,14 @@ async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<IdSet> 
     }
     r.snapshots = snaps.len() as u64;
     for (id, s) in &snaps {
+        let label = super::snapshot_label(id, s);
         set.insert_many(&s.lists)?;
         for l in &s.lists {
-            let label = format!("snapshot {} ({})", &id.to_hex()[..8], s.name);
             let entries = decode_list(&read_blob(repo, l, &label).await?).map_err(|e| RepoError::format(format!("content list of {label}"), e))?;
             let ids: Vec<Id> = entries.into_iter().map(|e| e.0).collect();
             set.insert_many(&ids)?;
         }
         if s.kind == SnapshotKind::Tree {
-            let label = format!("snapshot {} ({})", &id.to_hex()[..8], s.name);
             set.insert_many(&crate::repo::tree::file_blobs(repo, s, &label).await?)?;
         }
     }

@@ -23,7 +23,7 @@ pub async fn run<W: Write + Send + 'static>(
 ) -> Result<RestoreReport> {
     let start = Instant::now();
     let (id, snap) = resolve_snapshot(&repo, selector, filter).await?;
-    let label = format!("snapshot {} ({})", &id.to_hex()[..8], snap.name);
+    let label = crate::ops::snapshot_label(&id, &snap);
     let stats = restore_stream(repo, &snap, &label, out, progress).await?;
     Ok(RestoreReport { snapshot: SnapshotInfo::new(&id, &snap), stats, seconds: start.elapsed().as_secs_f64() })
 }

@@ -68,32 +68,55 @@ impl Progress for NoProgress {}
 
 type Batch = std::io::Result<Vec<Vec<u8>>>;
 
-fn spawn_reader<R: Read + Send + 'static>(repo: Arc<Repository>, source: R) -> crossbeam_channel::Receiver<Batch> {
-    let (tx, rx) = crossbeam_channel::bounded::<Batch>(2);
-    std::thread::spawn(move || {
-        let mut chunker = crate::codec::chunker::StreamChunker::new(source, &repo.gear, repo.chunker);
+/// A stream's chunks in batches of about `BATCH_BYTES` (the last one possibly empty).
+struct Batches<'g, R: Read> {
+    chunker: crate::codec::chunker::StreamChunker<'g, R>,
+    done: bool,
+}
+
+impl<'g, R: Read> Batches<'g, R> {
+    fn new(source: R, repo: &'g Repository, params: ChunkerParams) -> Self {
+        Batches { chunker: crate::codec::chunker::StreamChunker::new(source, &repo.gear, params), done: false }
+    }
+}
+
+impl<R: Read> Iterator for Batches<'_, R> {
+    type Item = Batch;
+    fn next(&mut self) -> Option<Batch> {
+        if self.done {
+            return None;
+        }
         let mut batch = Vec::new();
         let mut bytes = 0;
         loop {
-            match chunker.next_chunk() {
+            match self.chunker.next_chunk() {
                 Ok(Some(c)) => {
                     bytes += c.len();
                     batch.push(c);
                     if bytes >= BATCH_BYTES {
-                        bytes = 0;
-                        if tx.send(Ok(std::mem::take(&mut batch))).is_err() {
-                            return;
-                        }
+                        return Some(Ok(batch));
                     }
                 }
                 Ok(None) => {
-                    let _ = tx.send(Ok(batch));
-                    return;
+                    self.done = true;
+                    return Some(Ok(batch));
                 }
                 Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
+                    self.done = true;
+                    return Some(Err(e));
                 }
+            }
+        }
+    }
+}
+
+/// Chunks `source` on a thread of its own, so reading overlaps hashing and compression.
+fn spawn_reader<R: Read + Send + 'static>(repo: Arc<Repository>, source: R) -> crossbeam_channel::Receiver<Batch> {
+    let (tx, rx) = crossbeam_channel::bounded::<Batch>(2);
+    std::thread::spawn(move || {
+        for batch in Batches::new(source, &repo, repo.chunker) {
+            if tx.send(batch).is_err() {
+                return;
             }
         }
     });
@@ -167,6 +190,17 @@ impl Pipeline<'_> {
         Ok(())
     }
 
+    /// Stores a whole stream, given in batches; returns its content lists.
+    fn process_all(&mut self, batches: impl Iterator<Item = Batch>, progress: &dyn Progress) -> Result<Vec<Id>> {
+        for batch in batches {
+            let batch = batch.map_err(RepoError::Input)?;
+            let n: usize = batch.iter().map(|c| c.len()).sum();
+            self.process(batch)?;
+            progress.bytes_done(n as u64);
+        }
+        self.take_lists()
+    }
+
     /// Ends the current stream: writes its last content list and returns all of its lists.
     fn take_lists(&mut self) -> Result<Vec<Id>> {
         if !self.list.is_empty() {
@@ -210,21 +244,6 @@ impl Pipeline<'_> {
     }
 }
 
-fn run_pipeline(
-    batches: crossbeam_channel::Receiver<Batch>,
-    p: &mut Pipeline,
-    progress: &dyn Progress,
-) -> Result<Content> {
-    for batch in batches {
-        let batch = batch.map_err(RepoError::Input)?;
-        let n: usize = batch.iter().map(|c| c.len()).sum();
-        p.process(batch)?;
-        progress.bytes_done(n as u64);
-    }
-    let lists = p.take_lists()?;
-    Ok(Content { lists, size: p.stats.bytes_read, chunks: p.stats.chunks })
-}
-
 /// What a snapshot's content lists describe, and the totals its record carries.
 pub struct Content {
     pub lists: Vec<Id>,
@@ -255,7 +274,8 @@ impl ChunkSink<'_> {
     /// Chunks `source` and stores it; returns its content lists. After an error the partial
     /// stream is forgotten (its chunks stay stored, unreferenced) and the sink stays usable.
     pub fn store_stream(&mut self, source: impl Read, params: ChunkerParams, progress: &dyn Progress) -> Result<Vec<Id>> {
-        let r = self.store_stream_inner(source, params, progress);
+        let repo = self.p.repo;
+        let r = self.p.process_all(Batches::new(source, repo, params), progress);
         if r.is_err() {
             self.p.list.clear();
             self.p.lists.clear();
@@ -263,32 +283,9 @@ impl ChunkSink<'_> {
         r
     }
 
-    fn store_stream_inner(&mut self, source: impl Read, params: ChunkerParams, progress: &dyn Progress) -> Result<Vec<Id>> {
-        let repo = self.p.repo;
-        let mut chunker = crate::codec::chunker::StreamChunker::new(source, &repo.gear, params);
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        while let Some(c) = chunker.next_chunk().map_err(RepoError::Input)? {
-            bytes += c.len();
-            batch.push(c);
-            if bytes >= BATCH_BYTES {
-                progress.bytes_done(bytes as u64);
-                self.p.process(std::mem::take(&mut batch))?;
-                bytes = 0;
-            }
-        }
-        progress.bytes_done(bytes as u64);
-        self.p.process(batch)?;
-        self.p.take_lists()
-    }
-
     /// True if every chunk is stored (and not only in packs a prune has condemned).
     pub fn all_stored(&self, ids: &[Id]) -> Result<bool> {
         Ok(self.p.repo.index.lookup_many(ids)?.into_iter().all(|r| r.is_some_and(|r| !self.p.exclude.contains(&r.pack))))
-    }
-
-    pub fn stats(&self) -> &BackupStats {
-        &self.p.stats
     }
 }
 
@@ -374,7 +371,10 @@ where
     G: std::future::Future<Output = Result<()>>,
 {
     let batches = spawn_reader(repo.clone(), source);
-    let body = move |sink: &mut ChunkSink| run_pipeline(batches, &mut sink.p, &*progress);
+    let body = move |sink: &mut ChunkSink| {
+        let lists = sink.p.process_all(batches.into_iter(), &*progress)?;
+        Ok(Content { lists, size: sink.p.stats.bytes_read, chunks: sink.p.stats.chunks })
+    };
     backup_with(repo, SnapshotKind::Stream, meta, exclude, body, gate).await
 }
 

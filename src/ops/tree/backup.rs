@@ -20,13 +20,11 @@ use rayon::prelude::*;
 
 use super::fsmeta::{self, Owners};
 use crate::codec::chunker::chunk_slice;
-use crate::format::lock::LeaseKind;
 use crate::format::snapshot::SnapshotKind;
-use crate::format::tree::{catalog_header, Content, Entry, Kind, FLAG_CHANGED, FLAG_SPARSE};
+use crate::format::tree::{catalog_header, Content, Entry, Kind, FLAG_CHANGED, FLAG_LISTS, FLAG_SPARSE};
 use crate::format::Id;
 use crate::ops::SnapshotInfo;
-use crate::repo::lease::{condemned_packs, Lease};
-use crate::repo::{backup_with, list_snapshots, BackupStats, ChunkSink, Progress, RepoError, Repository, Result, SnapshotFilter, SnapshotMeta};
+use crate::repo::{list_snapshots, BackupStats, ChunkSink, Progress, RepoError, Repository, Result, SnapshotFilter, SnapshotMeta};
 
 /// Files up to this size are read whole, in parallel batches.
 const SMALL_FILE: u64 = 8 << 20;
@@ -95,23 +93,14 @@ pub async fn run(repo: Arc<Repository>, opts: TreeOptions, meta: SnapshotMeta, p
         let abs = opts.root.join(r);
         std::fs::symlink_metadata(&abs).map_err(|e| RepoError::Source { path: abs.display().to_string(), reason: e.to_string() })?;
     }
-    let lease = Lease::acquire(repo.backend.clone(), LeaseKind::Backup).await?;
-    let keep = lease.keep_alive();
-    let r = run_leased(repo, opts, rels, meta, progress, &lease).await;
-    keep.abort();
-    lease.release().await;
-    r
-}
-
-async fn run_leased(repo: Arc<Repository>, opts: TreeOptions, rels: Vec<PathBuf>, meta: SnapshotMeta, progress: Arc<dyn Progress>, lease: &Lease) -> Result<TreeBackupReport> {
     let start = Instant::now();
-    let exclude = Arc::new(condemned_packs(&repo).await?);
     let (parent_id, parent) = parent_files(&repo, &meta.name).await?;
-    let counts = Arc::new(std::sync::Mutex::new(TreeCounts { parent: parent_id, ..Default::default() }));
+    // the walker's counts, kept also when the walk fails (the body's result is the catalog)
+    let counts = Arc::new(std::sync::Mutex::new(TreeCounts::default()));
     let c2 = counts.clone();
     let body = move |sink: &mut ChunkSink| {
-        let mut w = Walker { sink, root: opts.root, parent, owners: Owners::load(), links: HashMap::new(), queue: vec![], queued_bytes: 0, catalog: catalog_header(), counts: TreeCounts::default(), cancel: opts.cancel, progress: &*progress, size: 0, entries: 0 };
-        w.counts.parent = c2.lock().unwrap_or_else(|p| p.into_inner()).parent.clone();
+        let counts = TreeCounts { parent: parent_id, ..Default::default() };
+        let mut w = Walker { sink, root: opts.root, parent, owners: Owners::load(), links: HashMap::new(), queue: vec![], queued_bytes: 0, catalog: catalog_header(), counts, cancel: opts.cancel, progress: &*progress, size: 0, entries: 0 };
         let r = w.walk_all(&rels);
         let (catalog, size, entries) = (std::mem::take(&mut w.catalog), w.size, w.entries);
         *c2.lock().unwrap_or_else(|p| p.into_inner()) = std::mem::take(&mut w.counts);
@@ -120,8 +109,7 @@ async fn run_leased(repo: Arc<Repository>, opts: TreeOptions, rels: Vec<PathBuf>
         let lists = sink.store_stream(&catalog[..], params, &crate::repo::NoProgress)?;
         Ok(crate::repo::Content { lists, size, chunks: entries })
     };
-    let gate = crate::ops::backup::lease_still_fresh(lease);
-    let (id, snap, stats) = backup_with(repo, SnapshotKind::Tree, meta, exclude, body, gate).await?;
+    let (id, snap, stats) = super::commit_tree(repo, meta, body, async { Ok(()) }).await?;
     let tree = std::mem::take(&mut *counts.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(TreeBackupReport { snapshot: SnapshotInfo::new(&id, &snap), tree, stats, seconds: start.elapsed().as_secs_f64() })
 }
@@ -133,7 +121,7 @@ async fn parent_files(repo: &Arc<Repository>, name: &str) -> Result<(Option<Stri
     let Some((id, snap)) = snaps.into_iter().filter(|(_, s)| s.kind == SnapshotKind::Tree && s.name == name).max_by_key(|(_, s)| s.time_ns) else {
         return Ok((None, HashMap::new()));
     };
-    let label = format!("snapshot {} ({})", &id.to_hex()[..8], snap.name);
+    let label = crate::ops::snapshot_label(&id, &snap);
     let entries = crate::repo::tree::read_entries(repo, &snap, &label).await?;
     let files = entries.into_iter().filter(|e| e.kind() == Kind::File && e.flags & FLAG_CHANGED == 0).map(|e| (e.path.clone(), e)).collect();
     Ok((Some(id.to_hex()[..8].to_string()), files))
@@ -392,14 +380,19 @@ impl Walker<'_, '_> {
         }
         self.size += e.size;
         if let Some(p) = self.parent.get(&e.path)
-            && p.size == e.size && p.mtime_ns == e.mtime_ns && p.ctime_ns == e.ctime_ns && p.ino == e.ino && self.reusable(&p.content)? {
-                e.flags = p.flags;
-                e.extents = p.extents.clone();
-                e.content = p.content.clone();
-                self.counts.files_unchanged += 1;
-                self.counts.bytes_unchanged += e.size;
-                return self.push(e, None);
-            }
+            && p.size == e.size
+            && p.mtime_ns == e.mtime_ns
+            && p.ctime_ns == e.ctime_ns
+            && p.ino == e.ino
+            && self.reusable(&p.content)?
+        {
+            e.flags = p.flags;
+            e.extents = p.extents.clone();
+            e.content = p.content.clone();
+            self.counts.files_unchanged += 1;
+            self.counts.bytes_unchanged += e.size;
+            return self.push(e, None);
+        }
         self.counts.files_read += 1;
         let sparse = md.blocks() * 512 < md.len();
         if e.size <= SMALL_FILE && !sparse {
@@ -456,7 +449,7 @@ impl Walker<'_, '_> {
             e.flags |= FLAG_CHANGED;
             self.counts.changed.push(abs.display().to_string());
         }
-        e.flags |= crate::format::tree::FLAG_LISTS;
+        e.flags |= FLAG_LISTS;
         e.content = Content::Lists(lists);
         Ok(Ok(()))
     }
@@ -485,13 +478,11 @@ impl Walker<'_, '_> {
                 Some(Ok((chunks, changed))) => {
                     let n: u64 = chunks.iter().map(|c| c.len() as u64).sum();
                     self.progress.bytes_done(n);
-                    if changed {
-                        self.counts.changed.push(self.root.join(Path::new(std::ffi::OsStr::from_bytes(&q.entry.path))).display().to_string());
-                    }
                     ok_files.push(chunks);
                     let mut e = q.entry;
                     if changed {
                         e.flags |= FLAG_CHANGED;
+                        self.counts.changed.push(q.read.unwrap_or_default().display().to_string());
                     }
                     keep.push((e, true));
                 }

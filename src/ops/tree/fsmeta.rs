@@ -132,9 +132,10 @@ impl Owners {
             for line in std::fs::read(file).unwrap_or_default().split(|b| *b == b'\n') {
                 let f: Vec<&[u8]> = line.split(|b| *b == b':').collect();
                 if let (Some(name), Some(id)) = (f.first(), f.get(2).and_then(|i| std::str::from_utf8(i).ok()?.parse::<u32>().ok()))
-                    && name.len() <= crate::format::tree::MAX_OWNER {
-                        m.entry(id).or_insert_with(|| name.to_vec());
-                    }
+                    && name.len() <= crate::format::tree::MAX_OWNER
+                {
+                    m.entry(id).or_insert_with(|| name.to_vec());
+                }
             }
             m
         };

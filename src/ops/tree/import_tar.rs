@@ -6,11 +6,8 @@ use std::io::Read;
 use std::sync::Arc;
 
 use crate::codec::chunker::chunk_slice;
-use crate::format::lock::LeaseKind;
-use crate::format::snapshot::SnapshotKind;
 use crate::format::tree::{catalog_header, Content, Entry, Kind, FLAG_LISTS};
-use crate::repo::lease::{condemned_packs, Lease};
-use crate::repo::{backup_with, BackupStats, ChunkSink, NoProgress, Progress, RepoError, Repository, Result, SnapshotMeta};
+use crate::repo::{BackupStats, ChunkSink, NoProgress, Progress, RepoError, Repository, Result, SnapshotMeta};
 use crate::format::snapshot::Snapshot;
 use crate::format::Id;
 
@@ -124,17 +121,8 @@ fn store_archive(sink: &mut ChunkSink, input: Box<dyn Read + Send>, progress: &d
 
 /// Stores the tar stream `input` as a tree snapshot.
 pub async fn run(repo: Arc<Repository>, input: Box<dyn Read + Send>, meta: SnapshotMeta, progress: Arc<dyn Progress>) -> Result<(Id, Snapshot, BackupStats)> {
-    let lease = Lease::acquire(repo.backend.clone(), LeaseKind::Backup).await?;
-    let keep = lease.keep_alive();
-    let r = async {
-        let exclude = Arc::new(condemned_packs(&repo).await?);
-        let body = move |sink: &mut ChunkSink| store_archive(sink, input, &*progress);
-        backup_with(repo.clone(), SnapshotKind::Tree, meta, exclude, body, crate::ops::backup::lease_still_fresh(&lease)).await
-    }
-    .await;
-    keep.abort();
-    lease.release().await;
-    r
+    let body = move |sink: &mut ChunkSink| store_archive(sink, input, &*progress);
+    super::commit_tree(repo, meta, body, async { Ok(()) }).await
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::fsmeta;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Content, Entry, Kind, FLAG_SPARSE};
+use crate::format::tree::{Content, Entry, Kind};
 use crate::format::Id;
 use crate::ops::SnapshotInfo;
 use crate::repo::{OrderedReader, Progress, RepoError, Repository, Result};
@@ -73,7 +73,7 @@ fn under(path: &[u8], prefix: &[u8]) -> bool {
 
 /// The entries at or below `prefix` (all for an empty prefix).
 pub async fn list(repo: &Arc<Repository>, id: &Id, snap: &Snapshot, prefix: &Path) -> Result<Vec<Entry>> {
-    let label = format!("snapshot {} ({})", &id.to_hex()[..8], snap.name);
+    let label = crate::ops::snapshot_label(id, snap);
     let prefix = include_bytes(&[prefix.to_path_buf()])?.remove(0);
     let entries = crate::repo::tree::read_entries(repo, snap, &label).await?;
     let out: Vec<Entry> = entries.into_iter().filter(|e| under(&e.path, &prefix)).collect();
@@ -130,7 +130,7 @@ fn check_parents(target: &Path, rel: &Path) -> Result<()> {
 
 pub async fn run(repo: Arc<Repository>, id: &Id, snap: &Snapshot, opts: TreeRestoreOptions, progress: Arc<dyn Progress>) -> Result<TreeRestoreReport> {
     let start = Instant::now();
-    let label = format!("snapshot {} ({})", &id.to_hex()[..8], snap.name);
+    let label = crate::ops::snapshot_label(id, snap);
     let include = include_bytes(&opts.include)?;
     let entries = crate::repo::tree::read_entries(&repo, snap, &label).await?;
     let plan = select(entries, &include)?;
@@ -142,25 +142,21 @@ pub async fn run(repo: Arc<Repository>, id: &Id, snap: &Snapshot, opts: TreeRest
         for e in &plan {
             let p = opts.target.join(safe_path(&e.path)?);
             if let Ok(m) = fs::symlink_metadata(&p)
-                && !(e.kind() == Kind::Dir && m.is_dir()) {
-                    return Err(RepoError::Target { path: p.display().to_string(), reason: "already exists; nothing was restored (use --overwrite to replace)".into() });
-                }
+                && replaces(e, &m)
+            {
+                return Err(RepoError::Target { path: p.display().to_string(), reason: "already exists; nothing was restored (use --overwrite to replace)".into() });
+            }
         }
     }
     let contents: Vec<Content> = plan.iter().map(|e| e.content.clone()).collect();
-    let (mut reader, rx) = OrderedReader::new(repo.clone(), &label);
     let target = opts.target.clone();
-    let writer = tokio::task::spawn_blocking(move || write_tree(&target, plan, rx, opts.overwrite, &*progress));
-    let fed = feed(&mut reader, &contents).await;
-    drop(reader);
-    let mut report = writer.await.map_err(|e| RepoError::Internal(e.to_string()))??;
-    fed?;
+    let mut report = read_contents(&repo, &label, contents, move |chunks| write_tree(&target, plan, chunks, opts.overwrite, &*progress)).await?;
     report.snapshot = Some(SnapshotInfo::new(id, snap));
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
 }
 
-pub(super) async fn feed(reader: &mut OrderedReader, contents: &[Content]) -> Result<()> {
+async fn feed(reader: &mut OrderedReader, contents: &[Content]) -> Result<()> {
     for c in contents {
         let more = match c {
             Content::None => true,
@@ -168,68 +164,166 @@ pub(super) async fn feed(reader: &mut OrderedReader, contents: &[Content]) -> Re
             Content::Lists(l) => reader.feed_lists(l).await?,
         };
         if !more {
-            break; // the writer stopped; its error is the one reported
+            break; // the consumer stopped; its error is the one reported
         }
     }
     Ok(())
 }
 
-/// Chunks in the order the feeder sends them.
+/// Starts fetching the chunks of `contents`, in order; the returned [`Chunks`] yields them.
+/// The task's error (a missing or damaged chunk) comes back when it is awaited.
+pub(super) fn spawn_feed(repo: &Arc<Repository>, label: &str, contents: Vec<Content>) -> (tokio::task::JoinHandle<Result<()>>, Chunks) {
+    let (mut reader, rx) = OrderedReader::new(repo.clone(), label);
+    let task = tokio::spawn(async move { feed(&mut reader, &contents).await });
+    (task, Chunks::new(rx))
+}
+
+/// Runs `consume` on a blocking thread over the chunks of `contents`, fetched concurrently.
+pub(super) async fn read_contents<T: Send + 'static>(repo: &Arc<Repository>, label: &str, contents: Vec<Content>, consume: impl FnOnce(Chunks) -> Result<T> + Send + 'static) -> Result<T> {
+    let (fed, chunks) = spawn_feed(repo, label, contents);
+    let consumed = tokio::task::spawn_blocking(move || consume(chunks)).await.map_err(|e| RepoError::Internal(e.to_string()))?;
+    // a failed fetch (a damaged or missing chunk) is the cause of the consumer's failure
+    fed.await.map_err(|e| RepoError::Internal(e.to_string()))??;
+    consumed
+}
+
+/// File contents in catalog order. A chunk never spans two files.
 pub(super) struct Chunks {
     rx: mpsc::Receiver<Vec<Vec<u8>>>,
     group: std::vec::IntoIter<Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
 }
 
 impl Chunks {
-    pub(super) fn new(rx: mpsc::Receiver<Vec<Vec<u8>>>) -> Chunks {
-        Chunks { rx, group: Vec::new().into_iter() }
+    fn new(rx: mpsc::Receiver<Vec<Vec<u8>>>) -> Chunks {
+        Chunks { rx, group: Vec::new().into_iter(), current: Vec::new(), at: 0 }
     }
 
-    pub(super) fn next(&mut self) -> Result<Vec<u8>> {
-        loop {
-            if let Some(c) = self.group.next() {
-                return Ok(c);
-            }
-            match self.rx.blocking_recv() {
-                Some(g) => self.group = g.into_iter(),
-                None => return Err(RepoError::Internal("the chunk feeder stopped early".into())),
+    /// Up to `max` (> 0) next bytes, from the current chunk or the next one.
+    fn take(&mut self, max: usize) -> Result<&[u8]> {
+        while self.at == self.current.len() {
+            match self.group.next() {
+                Some(c) => (self.current, self.at) = (c, 0),
+                None => match self.rx.blocking_recv() {
+                    Some(g) => self.group = g.into_iter(),
+                    None => return Err(RepoError::Internal("the chunk feeder stopped early".into())),
+                },
             }
         }
+        let n = max.min(self.current.len() - self.at);
+        self.at += n;
+        Ok(&self.current[self.at - n..self.at])
     }
 
-    /// Writes `len` bytes of content; sparse extents are written at their offsets.
+    /// A file's content must end where one of its chunks ends.
+    fn end_file(&self, e: &Entry) -> Result<()> {
+        if self.at != self.current.len() {
+            return Err(RepoError::Corrupt { object: String::from_utf8_lossy(&e.path).into_owned(), reason: "stored content is longer than the file".into() });
+        }
+        Ok(())
+    }
+
+    /// Writes a file's data at its offsets; the holes of a sparse file are left as holes.
     fn copy_to(&mut self, e: &Entry, out: &mut (impl Write + Seek), progress: &dyn Progress) -> Result<u64> {
-        let extents = if e.flags & FLAG_SPARSE != 0 { e.extents.clone() } else { vec![(0, e.size)] };
-        let mut pending: Vec<u8> = Vec::new();
-        let mut at = 0usize;
-        for (off, len) in extents {
+        for (off, len) in e.data_extents() {
             out.seek(SeekFrom::Start(off)).map_err(RepoError::Output)?;
             let mut left = len as usize;
             while left > 0 {
-                if at == pending.len() {
-                    pending = self.next()?;
-                    at = 0;
-                }
-                let n = left.min(pending.len() - at);
-                out.write_all(&pending[at..at + n]).map_err(RepoError::Output)?;
-                progress.bytes_done(n as u64);
-                at += n;
-                left -= n;
+                let part = self.take(left)?;
+                out.write_all(part).map_err(RepoError::Output)?;
+                progress.bytes_done(part.len() as u64);
+                left -= part.len();
             }
         }
-        if at != pending.len() {
-            return Err(RepoError::Corrupt { object: String::from_utf8_lossy(&e.path).into_owned(), reason: "stored content is longer than the file".into() });
-        }
+        self.end_file(e)?;
         Ok(e.data_len())
     }
+}
+
+/// One file's bytes as a reader: its data, with the holes of a sparse file as zeros if
+/// `holes` is set (tar, stdout) or left out (the data alone, to store again). An engine
+/// error while reading is kept in `error` (the `io::Error` only carries its message).
+pub(super) struct ContentReader<'a> {
+    chunks: &'a mut Chunks,
+    entry: &'a Entry,
+    progress: &'a dyn Progress,
+    /// (length, is data) segments, in file order.
+    segments: std::vec::IntoIter<(u64, bool)>,
+    current: Option<(u64, bool)>,
+    pub(super) error: Option<RepoError>,
+}
+
+impl<'a> ContentReader<'a> {
+    pub(super) fn new(entry: &'a Entry, chunks: &'a mut Chunks, holes: bool, progress: &'a dyn Progress) -> ContentReader<'a> {
+        let mut segments = Vec::new();
+        if holes {
+            let mut pos = 0;
+            for (off, len) in entry.data_extents() {
+                segments.extend([(off - pos, false), (len, true)]);
+                pos = off + len;
+            }
+            segments.push((entry.size - pos, false));
+        } else {
+            segments.push((entry.data_len(), true));
+        }
+        ContentReader { chunks, entry, progress, segments: segments.into_iter(), current: None, error: None }
+    }
+
+    fn fail(&mut self, e: RepoError) -> io::Error {
+        let err = io::Error::other(e.to_string());
+        self.error = Some(e);
+        err
+    }
+}
+
+impl io::Read for ContentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let Some((left, data)) = self.current.take().or_else(|| self.segments.next()) else {
+                return match self.chunks.end_file(self.entry) {
+                    Ok(()) => Ok(0),
+                    Err(e) => Err(self.fail(e)),
+                };
+            };
+            if left == 0 {
+                continue;
+            }
+            let want = (left as usize).min(buf.len());
+            let n = if data {
+                match self.chunks.take(want) {
+                    Ok(part) => {
+                        buf[..part.len()].copy_from_slice(part);
+                        part.len()
+                    }
+                    Err(e) => return Err(self.fail(e)),
+                }
+            } else {
+                buf[..want].fill(0);
+                want
+            };
+            if data {
+                self.progress.bytes_done(n as u64);
+            }
+            self.current = Some((left - n as u64, data));
+            return Ok(n);
+        }
+    }
+}
+
+/// Restoring `e` would replace what is at its path (an existing directory is merged into).
+fn replaces(e: &Entry, existing: &fs::Metadata) -> bool {
+    !(e.kind() == Kind::Dir && existing.is_dir())
 }
 
 fn target_err(p: &Path) -> impl Fn(io::Error) -> RepoError + '_ {
     move |e| RepoError::Target { path: p.display().to_string(), reason: e.to_string() }
 }
 
-fn write_tree(target: &Path, plan: Vec<Entry>, rx: mpsc::Receiver<Vec<Vec<u8>>>, overwrite: bool, progress: &dyn Progress) -> Result<TreeRestoreReport> {
-    let mut chunks = Chunks { rx, group: Vec::new().into_iter() };
+fn write_tree(target: &Path, plan: Vec<Entry>, mut chunks: Chunks, overwrite: bool, progress: &dyn Progress) -> Result<TreeRestoreReport> {
     let mut r = TreeRestoreReport::default();
     let mut dirs = Vec::new();
     for e in plan {
@@ -238,12 +332,13 @@ fn write_tree(target: &Path, plan: Vec<Entry>, rx: mpsc::Receiver<Vec<Vec<u8>>>,
         let p = target.join(&rel);
         let existing = fs::symlink_metadata(&p).ok();
         if let Some(m) = &existing
-            && !(e.kind() == Kind::Dir && m.is_dir()) {
-                if !overwrite {
-                    return Err(RepoError::Target { path: p.display().to_string(), reason: "appeared during the restore; not replaced".into() });
-                }
-                if m.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) }.map_err(target_err(&p))?;
+            && replaces(&e, m)
+        {
+            if !overwrite {
+                return Err(RepoError::Target { path: p.display().to_string(), reason: "appeared during the restore; not replaced".into() });
             }
+            if m.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) }.map_err(target_err(&p))?;
+        }
         match e.kind() {
             Kind::Dir => {
                 if !existing.is_some_and(|m| m.is_dir()) {
@@ -304,9 +399,10 @@ fn apply_meta(p: &Path, e: &Entry, warnings: &mut Vec<String>) {
         warn("owner", err);
     }
     if e.kind() != Kind::Symlink
-        && let Err(err) = fs::set_permissions(p, fs::Permissions::from_mode(e.mode)) {
-            warn("mode", err);
-        }
+        && let Err(err) = fs::set_permissions(p, fs::Permissions::from_mode(e.mode))
+    {
+        warn("mode", err);
+    }
     if let Err(err) = fsmeta::set_mtime(p, e.mtime_ns) {
         warn("mtime", err);
     }
@@ -315,7 +411,7 @@ fn apply_meta(p: &Path, e: &Entry, warnings: &mut Vec<String>) {
 /// Writes one file of a tree snapshot (holes as zeros) to `out`.
 pub async fn run_file<W: Write + Send + 'static>(repo: Arc<Repository>, id: &Id, snap: &Snapshot, path: &Path, out: W, progress: Arc<dyn Progress>) -> Result<TreeRestoreReport> {
     let start = Instant::now();
-    let label = format!("snapshot {} ({})", &id.to_hex()[..8], snap.name);
+    let label = crate::ops::snapshot_label(id, snap);
     let want = include_bytes(&[path.to_path_buf()])?.remove(0);
     let entries = crate::repo::tree::read_entries(&repo, snap, &label).await?;
     let not_found = || RepoError::Target { path: path.display().to_string(), reason: format!("not in {label}") };
@@ -326,52 +422,14 @@ pub async fn run_file<W: Write + Send + 'static>(repo: Arc<Repository>, id: &Id,
     if e.kind() != Kind::File {
         return Err(RepoError::Target { path: path.display().to_string(), reason: format!("is a {:?}, not a file: restore it with --target DIR", e.kind()).to_lowercase() });
     }
-    let (mut reader, rx) = OrderedReader::new(repo.clone(), &label);
     let e2 = e.clone();
-    let writer = tokio::task::spawn_blocking(move || -> Result<u64> {
-        let mut chunks = Chunks { rx, group: Vec::new().into_iter() };
-        let mut out = ZeroFill { out, pos: 0 };
-        let n = chunks.copy_to(&e2, &mut out, &*progress)?;
-        out.seek(SeekFrom::Start(e2.size)).map_err(RepoError::Output)?;
-        out.out.flush().map_err(RepoError::Output)?;
-        Ok(n)
-    });
-    let fed = feed(&mut reader, std::slice::from_ref(&e.content)).await;
-    drop(reader);
-    let bytes = writer.await.map_err(|e| RepoError::Internal(e.to_string()))??;
-    fed?;
+    let bytes = read_contents(&repo, &label, vec![e.content.clone()], move |mut chunks| {
+        let mut out = out;
+        let mut r = ContentReader::new(&e2, &mut chunks, true, &*progress);
+        io::copy(&mut r, &mut out).map_err(|err| r.error.take().unwrap_or(RepoError::Output(err)))?;
+        out.flush().map_err(RepoError::Output)?;
+        Ok(e2.data_len())
+    })
+    .await?;
     Ok(TreeRestoreReport { snapshot: Some(SnapshotInfo::new(id, snap)), files: 1, bytes, seconds: start.elapsed().as_secs_f64(), ..Default::default() })
-}
-
-/// A forward-only writer whose seeks past the end write zeros (holes on a pipe).
-struct ZeroFill<W: Write> {
-    out: W,
-    pos: u64,
-}
-
-impl<W: Write> Write for ZeroFill<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
-impl<W: Write> Seek for ZeroFill<W> {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let SeekFrom::Start(at) = to else { return Err(io::Error::other("only forward seeks")) };
-        if at < self.pos {
-            return Err(io::Error::other("backward seek"));
-        }
-        let zeros = vec![0u8; 64 << 10];
-        while self.pos < at {
-            let n = ((at - self.pos) as usize).min(zeros.len());
-            self.out.write_all(&zeros[..n])?;
-            self.pos += n as u64;
-        }
-        Ok(self.pos)
-    }
 }

@@ -5,30 +5,24 @@
 //! with `--xattrs --xattrs-include='*'`; POSIX ACLs are the `system.posix_acl_*` attributes).
 //! Sparse files are written with their holes as zeros.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use tar::{EntryType, Header};
 
-use super::restore::{feed, select, Chunks};
+use super::restore::{read_contents, select, Chunks, ContentReader};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Content, Entry, Kind, FLAG_SPARSE};
+use crate::format::tree::{Content, Entry, Kind};
 use crate::format::Id;
-use crate::repo::{OrderedReader, Progress, RepoError, Repository, Result};
+use crate::repo::{Progress, RepoError, Repository, Result};
 
 /// Writes the whole tree of `snap` as a tar stream to `out`; returns the bytes of file data.
 pub async fn write_tar<W: Write + Send + 'static>(repo: Arc<Repository>, id: &Id, snap: &Snapshot, out: W, progress: Arc<dyn Progress>) -> Result<u64> {
-    let label = format!("snapshot {} ({})", &id.to_hex()[..8], snap.name);
+    let label = crate::ops::snapshot_label(id, snap);
     let entries = crate::repo::tree::read_entries(&repo, snap, &label).await?;
     let plan = select(entries, &[])?;
     let contents: Vec<Content> = plan.iter().map(|e| e.content.clone()).collect();
-    let (mut reader, rx) = OrderedReader::new(repo.clone(), &label);
-    let writer = tokio::task::spawn_blocking(move || write_entries(plan, Chunks::new(rx), out, &*progress));
-    let fed = feed(&mut reader, &contents).await;
-    drop(reader);
-    let bytes = writer.await.map_err(|e| RepoError::Internal(e.to_string()))??;
-    fed?;
-    Ok(bytes)
+    read_contents(&repo, &label, contents, move |chunks| write_entries(plan, chunks, out, &*progress)).await
 }
 
 fn out_err(e: io::Error) -> RepoError {
@@ -93,7 +87,7 @@ fn write_entries<W: Write>(plan: Vec<Entry>, mut chunks: Chunks, out: W, progres
         h.set_cksum();
         b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).map_err(out_err)?;
         if e.kind() == Kind::File {
-            let mut r = FileReader::new(&e, &mut chunks, progress);
+            let mut r = ContentReader::new(&e, &mut chunks, true, progress);
             b.append(&h, &mut r).map_err(|err| r.error.take().unwrap_or(RepoError::Output(err)))?;
             bytes += e.data_len();
         } else {
@@ -111,73 +105,4 @@ fn set_name(h: &mut Header, path: &[u8]) {
     let n = path.len().min(100);
     old.name = [0; 100];
     old.name[..n].copy_from_slice(&path[..n]);
-}
-
-/// A file's bytes in order: its chunks, with holes of a sparse file as zeros.
-struct FileReader<'a> {
-    chunks: &'a mut Chunks,
-    progress: &'a dyn Progress,
-    /// (offset, len, is_data) segments covering [0, size).
-    segments: std::vec::IntoIter<(u64, u64, bool)>,
-    current: Option<(u64, bool)>,
-    pending: Vec<u8>,
-    at: usize,
-    error: Option<RepoError>,
-}
-
-impl<'a> FileReader<'a> {
-    fn new(e: &Entry, chunks: &'a mut Chunks, progress: &'a dyn Progress) -> FileReader<'a> {
-        let extents = if e.flags & FLAG_SPARSE != 0 { e.extents.clone() } else { vec![(0, e.size)] };
-        let mut segs = Vec::new();
-        let mut pos = 0;
-        for (off, len) in extents {
-            if off > pos {
-                segs.push((pos, off - pos, false));
-            }
-            segs.push((off, len, true));
-            pos = off + len;
-        }
-        if e.size > pos {
-            segs.push((pos, e.size - pos, false));
-        }
-        FileReader { chunks, progress, segments: segs.into_iter(), current: None, pending: vec![], at: 0, error: None }
-    }
-}
-
-impl Read for FileReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let Some((left, data)) = self.current.or_else(|| self.segments.next().map(|(_, l, d)| (l, d))) else { return Ok(0) };
-            if left == 0 {
-                self.current = None;
-                continue;
-            }
-            let want = (left as usize).min(buf.len());
-            let n = if data {
-                if self.at == self.pending.len() {
-                    match self.chunks.next() {
-                        Ok(c) => {
-                            self.pending = c;
-                            self.at = 0;
-                        }
-                        Err(e) => {
-                            let msg = e.to_string();
-                            self.error = Some(e);
-                            return Err(io::Error::other(msg));
-                        }
-                    }
-                }
-                let n = want.min(self.pending.len() - self.at);
-                buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
-                self.at += n;
-                self.progress.bytes_done(n as u64);
-                n
-            } else {
-                buf[..want].fill(0);
-                want
-            };
-            self.current = Some((left - n as u64, data));
-            return Ok(n);
-        }
-    }
 }
