@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the backup pipeline's stages: chunking, hashing, compression with
 //! encryption, and the packer. `cargo bench`; figures go to benches/RESULTS.md.
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use repo::codec::chunker::{ChunkerParams, Gear, StreamChunker};
 use repo::codec::compress::compress;
 use repo::codec::crypto::{MasterKeys, ObjectCipher};
@@ -15,7 +15,16 @@ fn input(len: usize) -> Vec<u8> {
     let mut i = 0u64;
     while v.len() < len {
         i += 1;
-        v.extend_from_slice(format!("{}\t{}\t{}\tsome text of a row {}\n", i, i * 7919 % 1000, (i * 2654435761) % 100000, i % 97).as_bytes());
+        v.extend_from_slice(
+            format!(
+                "{}\t{}\t{}\tsome text of a row {}\n",
+                i,
+                i * 7919 % 1000,
+                (i * 2654435761) % 100000,
+                i % 97
+            )
+            .as_bytes(),
+        );
     }
     v.truncate(len);
     v
@@ -39,7 +48,9 @@ fn bench(c: &mut Criterion) {
             n
         })
     });
-    g.bench_function("hashing (keyed BLAKE3, 64 KiB pieces)", |b| b.iter(|| data.chunks(64 << 10).map(|c| keys.chunk_id(c).0[0]).fold(0u8, |a, x| a ^ x)));
+    g.bench_function("hashing (keyed BLAKE3, 64 KiB pieces)", |b| {
+        b.iter(|| data.chunks(64 << 10).map(|c| keys.chunk_id(c).0[0]).fold(0u8, |a, x| a ^ x))
+    });
     let header = Header { magic: MAGIC_PACK, cipher: CipherKind::Aes256Gcm, salt: [1; 32] };
     let cipher = ObjectCipher::new(&keys, &header);
     g.bench_function("compress zstd-3 + seal AES-256-GCM, 64 KiB pieces", |b| {
@@ -76,13 +87,15 @@ fn bench(c: &mut Criterion) {
             || data.chunks(64 << 10).map(|c| (keys.chunk_id(c), c.to_vec())).collect::<Vec<_>>(),
             |blobs| {
                 let mut packs = 0;
-                let mut pb = PackBuilder::new(&keys, CipherKind::Aes256Gcm, 16 << 20).expect("packer");
+                let mut pb =
+                    PackBuilder::new(&keys, CipherKind::Aes256Gcm, 16 << 20).expect("packer");
                 for (id, d) in blobs {
                     let n = d.len() as u32;
                     pb.add(BlobType::Data, id, 0, n, d).expect("add");
                     if pb.is_full() {
                         packs += pb.finish().expect("finish").bytes.len();
-                        pb = PackBuilder::new(&keys, CipherKind::Aes256Gcm, 16 << 20).expect("packer");
+                        pb = PackBuilder::new(&keys, CipherKind::Aes256Gcm, 16 << 20)
+                            .expect("packer");
                     }
                 }
                 packs

@@ -30,12 +30,27 @@ fn check(f: &Fixture, args: &[&str]) -> (i32, Value) {
 }
 
 fn damage_objects(v: &Value) -> Vec<String> {
-    v["damage"].as_array().unwrap().iter().map(|d| d["object"].as_str().unwrap().to_string()).collect()
+    v["damage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["object"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn hurt(v: &Value, object: &str) -> Vec<String> {
-    let d = v["damage"].as_array().unwrap().iter().find(|d| d["object"] == object).unwrap_or_else(|| panic!("no damage on {object}: {v}"));
-    d["snapshots"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()[..8].to_string()).collect()
+    let d = v["damage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["object"] == object)
+        .unwrap_or_else(|| panic!("no damage on {object}: {v}"));
+    d["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap()[..8].to_string())
+        .collect()
 }
 
 /// The pack holding the first data chunk that only snapshot `b` has.
@@ -102,7 +117,10 @@ fn truncated_index_file_is_named_with_the_snapshots_it_hurts() {
     assert!(objs.iter().filter(|o| o.starts_with("index/")).count() == 2, "{objs:?}");
     assert!(objs.contains(&"index".to_string()), "{objs:?}");
     let snaps = hurt(&v, "index");
-    assert!(snaps.contains(&ia[..8].to_string()) && snaps.contains(&ib[..8].to_string()), "{snaps:?}");
+    assert!(
+        snaps.contains(&ia[..8].to_string()) && snaps.contains(&ib[..8].to_string()),
+        "{snaps:?}"
+    );
     assert_eq!(v["index_incomplete"], true);
 }
 
@@ -116,7 +134,15 @@ fn missing_index_file_then_repair_index_restores_everything() {
     }
     let (code, v) = check(&f, &[]);
     assert_eq!(code, DAMAGE);
-    assert!(v["damage"].as_array().unwrap().iter().any(|d| d["object"] == "index" && d["problem"].as_str().unwrap().contains("repair index")), "{v}");
+    assert!(
+        v["damage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["object"] == "index"
+                && d["problem"].as_str().unwrap().contains("repair index")),
+        "{v}"
+    );
     assert!(f.run(&["restore", &ia[..8]], b"").code != 0);
     // repair snapshots refuses to remove anything while the index is incomplete
     let r = f.run(&["repair", "snapshots", "--forget-broken"], b"");
@@ -167,7 +193,9 @@ fn stale_cache_entries_are_detected_and_rebuilt() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let backend = repo::backend::from_url(f.repo().to_str().unwrap()).unwrap();
-        let r = repo::repo::Repository::open(backend, Some(f.password.as_bytes()), Some(f.cache())).await.unwrap();
+        let r = repo::repo::Repository::open(backend, Some(f.password.as_bytes()), Some(f.cache()))
+            .await
+            .unwrap();
         for p in f.files("index") {
             let id = repo::format::Id::from_hex(&p.file_name().unwrap().to_string_lossy()).unwrap();
             let mut file = repo::repo::load_index_file(&r, &id).await.unwrap();
@@ -193,9 +221,15 @@ fn read_data_subsets_together_read_every_pack_exactly_once() {
     for part in ["1/3", "2/3", "3/3"] {
         let (code, v) = check(&f, &["--read-data-subset", part]);
         assert_eq!(code, 0);
-        all.extend(v["read_packs"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()));
+        all.extend(
+            v["read_packs"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()),
+        );
     }
-    let mut packs: Vec<String> = f.files("data").iter().map(|p| p.file_name().unwrap().to_string_lossy().to_string()).collect();
+    let mut packs: Vec<String> = f
+        .files("data")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
     packs.sort();
     all.sort();
     assert_eq!(all, packs);
@@ -215,15 +249,24 @@ fn repair_snapshots_removes_only_when_asked() {
     let pack = pack_only_b_needs(&f);
     std::fs::remove_file(&pack).unwrap();
     let r = f.run(&["--json", "repair", "snapshots"], b"").ok();
-    let broken: Vec<String> = r.json()["broken"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()[..8].to_string()).collect();
+    let broken: Vec<String> = r.json()["broken"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap()[..8].to_string())
+        .collect();
     assert!(broken.contains(&ib[..8].to_string()));
     assert_eq!(f.snapshot_count(), 2, "nothing removed without --forget-broken");
     f.run(&["repair", "snapshots", "--forget-broken"], b"").ok();
     let left = f.run(&["--json", "snapshots"], b"").ok().json();
-    let left: Vec<String> = left.as_array().unwrap().iter().map(|s| s["short_id"].as_str().unwrap().to_string()).collect();
+    let left: Vec<String> = left
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["short_id"].as_str().unwrap().to_string())
+        .collect();
     assert!(!left.contains(&ib[..8].to_string()));
     if !broken.contains(&ia[..8].to_string()) {
         assert!(left.contains(&ia[..8].to_string()));
     }
 }
-

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{noise, run_with_input, Fixture};
+use common::{Fixture, noise, run_with_input};
 
 /// Text-like data (compressible, as dumps are).
 fn dumpish(len: usize, seed: u64) -> Vec<u8> {
@@ -27,7 +27,12 @@ fn dumpish(len: usize, seed: u64) -> Vec<u8> {
 
 fn gunzip(path: &Path) -> Vec<u8> {
     let o = Command::new("gunzip").arg("-c").arg(path).output().unwrap();
-    assert!(o.status.success(), "gunzip {}: {}", path.display(), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "gunzip {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
     o.stdout
 }
 
@@ -39,7 +44,8 @@ fn at(f: &Fixture, name: &str, time: &str, data: &[u8]) {
 fn templates_give_the_four_classic_paths_and_files_gunzip_to_the_snapshots() {
     let f = Fixture::new();
     let pgdump = [b"PGDMP\x01\x0f\x00".as_slice(), &dumpish(200_000, 1)].concat();
-    let sql = [b"--\n-- PostgreSQL database cluster dump\n".as_slice(), &dumpish(150_000, 2)].concat();
+    let sql =
+        [b"--\n-- PostgreSQL database cluster dump\n".as_slice(), &dumpish(150_000, 2)].concat();
     at(&f, "postgres/fnb-admin", "2026-02-14T02:00:00Z", &pgdump);
     at(&f, "timescaledb/timescaledb", "2026-02-14T02:00:00Z", &pgdump);
     at(&f, "lvm/ubuntu-lv", "2026-02-09T03:00:00Z", &dumpish(100_000, 3));
@@ -48,9 +54,31 @@ fn templates_give_the_four_classic_paths_and_files_gunzip_to_the_snapshots() {
     let m = mnt.to_str().unwrap();
     f.run(&["export", m, "--name", "postgres/*"], b"").ok();
     f.run(&["export", m, "--name", "timescaledb/*"], b"").ok();
-    f.run(&["export", m, "--name", "lvm/*", "--template", "lvm-snapshots/{base}-snap-{time:%Y%m%d}.tar.gz"], b"").ok();
+    f.run(
+        &[
+            "export",
+            m,
+            "--name",
+            "lvm/*",
+            "--template",
+            "lvm-snapshots/{base}-snap-{time:%Y%m%d}.tar.gz",
+        ],
+        b"",
+    )
+    .ok();
     let other = f.dir.path().join("backup");
-    f.run(&["export", other.to_str().unwrap(), "--name", "prod/dumpall", "--template", "hourly/backup-{time:%Y-%m-%dT%H:%M:%SZ}-dumpall.sql.gz"], b"").ok();
+    f.run(
+        &[
+            "export",
+            other.to_str().unwrap(),
+            "--name",
+            "prod/dumpall",
+            "--template",
+            "hourly/backup-{time:%Y-%m-%dT%H:%M:%SZ}-dumpall.sql.gz",
+        ],
+        b"",
+    )
+    .ok();
 
     let expect = [
         (mnt.join("postgres/fnb-admin-20260214-020000.dump.gz"), &pgdump),
@@ -63,9 +91,20 @@ fn templates_give_the_four_classic_paths_and_files_gunzip_to_the_snapshots() {
     }
     assert!(mnt.join("lvm-snapshots/ubuntu-lv-snap-20260209.tar.gz").exists());
     // Nothing else (no temporary files) is left, apart from the manifests.
-    let mut all: Vec<String> = common::files_below(&mnt).iter().map(|p| p.strip_prefix(&mnt).unwrap().display().to_string()).collect();
+    let mut all: Vec<String> = common::files_below(&mnt)
+        .iter()
+        .map(|p| p.strip_prefix(&mnt).unwrap().display().to_string())
+        .collect();
     all.sort();
-    assert_eq!(all, [".repo-export.json", "lvm-snapshots/ubuntu-lv-snap-20260209.tar.gz", "postgres/fnb-admin-20260214-020000.dump.gz", "timescaledb/timescaledb-20260214-020000.dump.gz"]);
+    assert_eq!(
+        all,
+        [
+            ".repo-export.json",
+            "lvm-snapshots/ubuntu-lv-snap-20260209.tar.gz",
+            "postgres/fnb-admin-20260214-020000.dump.gz",
+            "timescaledb/timescaledb-20260214-020000.dump.gz"
+        ]
+    );
 
     // zstd and raw
     let z = f.dir.path().join("z");
@@ -83,7 +122,9 @@ fn templates_give_the_four_classic_paths_and_files_gunzip_to_the_snapshots() {
 #[test]
 fn mirror_removes_only_exported_files_of_gone_snapshots_and_conflicts_are_kept() {
     let f = Fixture::new();
-    for (i, t) in ["2026-02-12T02:00:00Z", "2026-02-13T02:00:00Z", "2026-02-14T02:00:00Z"].iter().enumerate() {
+    for (i, t) in
+        ["2026-02-12T02:00:00Z", "2026-02-13T02:00:00Z", "2026-02-14T02:00:00Z"].iter().enumerate()
+    {
         at(&f, "postgres/db", t, &dumpish(50_000, i as u64));
     }
     at(&f, "other/x", "2026-02-14T02:00:00Z", &dumpish(10_000, 9));
@@ -94,12 +135,28 @@ fn mirror_removes_only_exported_files_of_gone_snapshots_and_conflicts_are_kept()
     std::fs::write(dir.join("postgres/operator-notes.txt"), "mine").unwrap();
 
     // Keep-within 1d selects the two newest; --mirror removes the oldest file, and only it.
-    let r = f.run(&["--json", "export", d, "--name", "postgres/*", "--keep-within", "1d", "--mirror"], b"").ok().json();
-    assert_eq!((r["written"].as_u64(), r["skipped"].as_u64(), r["deleted"].as_u64()), (Some(0), Some(2), Some(1)), "{r}");
+    let r = f
+        .run(
+            &["--json", "export", d, "--name", "postgres/*", "--keep-within", "1d", "--mirror"],
+            b"",
+        )
+        .ok()
+        .json();
+    assert_eq!(
+        (r["written"].as_u64(), r["skipped"].as_u64(), r["deleted"].as_u64()),
+        (Some(0), Some(2), Some(1)),
+        "{r}"
+    );
     assert!(!dir.join("postgres/db-20260212-020000.gz").exists());
     assert!(dir.join("postgres/db-20260213-020000.gz").exists());
-    assert!(dir.join("postgres/operator-notes.txt").exists(), "a file export did not write was deleted");
-    assert!(dir.join("other/x-20260214-020000.gz").exists(), "a file outside the export's names was deleted");
+    assert!(
+        dir.join("postgres/operator-notes.txt").exists(),
+        "a file export did not write was deleted"
+    );
+    assert!(
+        dir.join("other/x-20260214-020000.gz").exists(),
+        "a file outside the export's names was deleted"
+    );
 
     // A file export did not write, with other content, is not overwritten.
     let target = dir.join("postgres/db-20260212-020000.gz");
@@ -117,7 +174,11 @@ fn mirror_removes_only_exported_files_of_gone_snapshots_and_conflicts_are_kept()
     std::fs::write(dir.join(".repo-export.json"), b"{\"version\":1,\"files\":{\"../../etc/passwd\":{\"snapshot\":\"00\",\"name\":\"a\",\"size\":1}}}").unwrap();
     let r = f.run(&["export", d, "--mirror"], b"");
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains(".repo-export.json") && r.stderr.lines().count() == 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(".repo-export.json") && r.stderr.lines().count() == 1,
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -157,13 +218,27 @@ fn import_names_times_idempotence_and_gunzip_backup() {
     let a = dumpish(300_000, 5);
     let mut b = a.clone();
     b[100_000..100_100].copy_from_slice(&[b'x'; 100]);
-    for (name, data) in [("fnb-admin-20260214-020000.dump.gz", &a), ("fnb-admin-20260214-030000.dump.gz", &b)] {
-        let mut gz = Command::new("gzip").arg("-c").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    for (name, data) in
+        [("fnb-admin-20260214-020000.dump.gz", &a), ("fnb-admin-20260214-030000.dump.gz", &b)]
+    {
+        let mut gz = Command::new("gzip")
+            .arg("-c")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         gz.stdin.take().unwrap().write_all(data).unwrap();
         std::fs::write(dir.join(name), gz.wait_with_output().unwrap().stdout).unwrap();
     }
     std::fs::write(dir.join("plain-20260214.sql"), &a).unwrap();
-    let files: Vec<String> = ["fnb-admin-20260214-020000.dump.gz", "fnb-admin-20260214-030000.dump.gz", "plain-20260214.sql"].iter().map(|n| dir.join(n).display().to_string()).collect();
+    let files: Vec<String> = [
+        "fnb-admin-20260214-020000.dump.gz",
+        "fnb-admin-20260214-030000.dump.gz",
+        "plain-20260214.sql",
+    ]
+    .iter()
+    .map(|n| dir.join(n).display().to_string())
+    .collect();
     let mut args = vec!["--json", "import"];
     args.extend(files.iter().map(|s| s.as_str()));
     let r = f.run(&args, b"").ok().json();
@@ -189,13 +264,30 @@ fn import_names_times_idempotence_and_gunzip_backup() {
     std::fs::write(dir.join("cut-20260215-010000.dump.gz"), &gz[..gz.len() / 2]).unwrap();
     let r = f.run(&["import", &dir.join("cut-20260215-010000.dump.gz").display().to_string()], b"");
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert_eq!(f.run(&["--json", "snapshots", "--name", "postgres/cut"], b"").ok().json().as_array().unwrap().len(), 0);
+    assert_eq!(
+        f.run(&["--json", "snapshots", "--name", "postgres/cut"], b"")
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 
     // backup --gunzip stores the stream decompressed; restore --gzip gives a valid .gz back.
-    let r = run_with_input(f.cmd(&["--json", "backup", "--stdin", "--gunzip", "--name", "gz/stream"]), &gz).ok().json();
+    let r = run_with_input(
+        f.cmd(&["--json", "backup", "--stdin", "--gunzip", "--name", "gz/stream"]),
+        &gz,
+    )
+    .ok()
+    .json();
     assert!(r.get("warnings").is_none(), "decompressed input still warned: {r}");
     assert!(f.run(&["restore", "latest", "--name", "gz/stream"], b"").ok().stdout == a);
     let out = f.dir.path().join("back.gz");
-    f.run(&["restore", "latest", "--name", "gz/stream", "--gzip", "-o", out.to_str().unwrap()], b"").ok();
+    f.run(
+        &["restore", "latest", "--name", "gz/stream", "--gzip", "-o", out.to_str().unwrap()],
+        b"",
+    )
+    .ok();
     assert!(gunzip(&out) == a);
 }

@@ -15,7 +15,14 @@ fn stdin_backup_restores_byte_exact_to_stdout_and_file() {
     assert_eq!(r.json()["bytes"], 3_000_000);
     assert_eq!(std::fs::read(&out).unwrap(), data);
     // no temporary file left beside it
-    assert_eq!(std::fs::read_dir(f.dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("repo-tmp")).count(), 0);
+    assert_eq!(
+        std::fs::read_dir(f.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("repo-tmp"))
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -28,11 +35,46 @@ fn empty_stream_is_a_snapshot_of_zero_bytes() {
 #[test]
 fn snapshots_are_found_by_name_not_host_and_time_is_settable() {
     let f = Fixture::new();
-    f.run(&["backup", "--stdin", "--name", "postgres/a", "--host", "pod-1", "--time", "2026-02-14T02:00:00Z", "--tag", "daily"], b"old").ok();
-    f.run(&["backup", "--stdin", "--name", "postgres/a", "--host", "pod-2", "--time", "2026-02-15T02:00:00+00:00"], b"new").ok();
-    f.run(&["backup", "--stdin", "--name", "timescaledb/b", "--time", "2026-02-16T02:00:00Z"], b"other").ok();
+    f.run(
+        &[
+            "backup",
+            "--stdin",
+            "--name",
+            "postgres/a",
+            "--host",
+            "pod-1",
+            "--time",
+            "2026-02-14T02:00:00Z",
+            "--tag",
+            "daily",
+        ],
+        b"old",
+    )
+    .ok();
+    f.run(
+        &[
+            "backup",
+            "--stdin",
+            "--name",
+            "postgres/a",
+            "--host",
+            "pod-2",
+            "--time",
+            "2026-02-15T02:00:00+00:00",
+        ],
+        b"new",
+    )
+    .ok();
+    f.run(
+        &["backup", "--stdin", "--name", "timescaledb/b", "--time", "2026-02-16T02:00:00Z"],
+        b"other",
+    )
+    .ok();
     assert_eq!(f.run(&["restore", "latest", "--name", "postgres/a"], b"").ok().stdout, b"new");
-    assert_eq!(f.run(&["restore", "latest", "--name", "postgres/*", "--tag", "daily"], b"").ok().stdout, b"old");
+    assert_eq!(
+        f.run(&["restore", "latest", "--name", "postgres/*", "--tag", "daily"], b"").ok().stdout,
+        b"old"
+    );
     let list = f.run(&["--json", "snapshots", "--name", "postgres/*"], b"").ok().json();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
@@ -53,7 +95,11 @@ fn wrong_password_missing_repository_and_double_init_are_one_line_errors() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("wrong password") && err.lines().count() == 1, "{err}");
 
-    let r = f.cmd(&["snapshots"]).env("REPO_REPOSITORY", f.dir.path().join("nowhere")).output().unwrap();
+    let r = f
+        .cmd(&["snapshots"])
+        .env("REPO_REPOSITORY", f.dir.path().join("nowhere"))
+        .output()
+        .unwrap();
     assert_eq!(r.status.code(), Some(10));
     assert!(String::from_utf8_lossy(&r.stderr).contains("no repository"));
 
@@ -71,7 +117,11 @@ fn password_file_is_read() {
     let f = Fixture::new();
     let pf = f.dir.path().join("pw");
     std::fs::write(&pf, format!("{}\n", f.password)).unwrap();
-    let r = f.cmd(&["snapshots", "--password-file", pf.to_str().unwrap()]).env_remove("REPO_PASSWORD").output().unwrap();
+    let r = f
+        .cmd(&["snapshots", "--password-file", pf.to_str().unwrap()])
+        .env_remove("REPO_PASSWORD")
+        .output()
+        .unwrap();
     assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
 }
 
@@ -89,7 +139,10 @@ fn unencrypted_repository_round_trips_and_stores_plaintext() {
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let packs: Vec<u8> = f.files("data").iter().flat_map(|p| std::fs::read(p).unwrap()).collect();
-    assert!(packs.windows(19).any(|w| w == b"visible_marker_text"), "unencrypted, incompressible-enough text is visible");
+    assert!(
+        packs.windows(19).any(|w| w == b"visible_marker_text"),
+        "unencrypted, incompressible-enough text is visible"
+    );
     assert_eq!(f.restore("latest"), text);
 }
 
@@ -105,7 +158,21 @@ fn encrypted_packs_do_not_contain_the_plaintext() {
 #[test]
 fn command_mode_stores_the_output_and_passes_stderr_through() {
     let f = Fixture::new();
-    let r = f.run(&["--json", "backup", "--name", "cmd", "--", "sh", "-c", "printf hello; echo from-child >&2"], b"").ok();
+    let r = f
+        .run(
+            &[
+                "--json",
+                "backup",
+                "--name",
+                "cmd",
+                "--",
+                "sh",
+                "-c",
+                "printf hello; echo from-child >&2",
+            ],
+            b"",
+        )
+        .ok();
     assert!(r.stderr.contains("from-child"));
     assert_eq!(r.json()["snapshot"]["command"], "sh -c 'printf hello; echo from-child >&2'");
     assert_eq!(f.restore("latest"), b"hello");
@@ -114,7 +181,10 @@ fn command_mode_stores_the_output_and_passes_stderr_through() {
 #[test]
 fn command_mode_failure_commits_no_snapshot() {
     let f = Fixture::new();
-    let r = f.run(&["backup", "--name", "cmd", "--", "sh", "-c", "head -c 300000 /dev/urandom; exit 3"], b"");
+    let r = f.run(
+        &["backup", "--name", "cmd", "--", "sh", "-c", "head -c 300000 /dev/urandom; exit 3"],
+        b"",
+    );
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("exit status 3") && r.stderr.contains("no snapshot"), "{}", r.stderr);
     assert_eq!(f.snapshot_count(), 0);
@@ -149,16 +219,19 @@ fn deduplication_grows_by_roughly_the_changed_bytes() {
 #[test]
 fn concurrent_backups_all_succeed_and_restore() {
     let f = Fixture::with_init(&["--pack-size", "262144"]);
-    let inputs: Vec<Vec<u8>> = (0..4).map(|i| {
-        let mut v = noise(3 << 20, 100); // shared content, deduplicated concurrently
-        v.extend(noise(1 << 20, 200 + i));
-        v
-    }).collect();
+    let inputs: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let mut v = noise(3 << 20, 100); // shared content, deduplicated concurrently
+            v.extend(noise(1 << 20, 200 + i));
+            v
+        })
+        .collect();
     let handles: Vec<_> = inputs
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            let (c, d) = (f.cmd(&["--json", "backup", "--stdin", "--name", &format!("db{i}")]), d.clone());
+            let (c, d) =
+                (f.cmd(&["--json", "backup", "--stdin", "--name", &format!("db{i}")]), d.clone());
             std::thread::spawn(move || run_with_input(c, &d))
         })
         .collect();
@@ -224,4 +297,3 @@ fn the_cache_is_rebuilt_when_deleted_or_garbage() {
     f.backup("a", &d);
     assert!(f.repo_bytes("data") < (3 << 20) / 2, "the second backup deduplicated");
 }
-

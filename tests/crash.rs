@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use ::repo::backend::{Backend, FaultBackend, MemBackend};
-use ::repo::repo::{self as engine, backup_stream, list_snapshots, InitOptions, NoProgress, SnapshotFilter};
+use ::repo::repo::{
+    self as engine, InitOptions, NoProgress, SnapshotFilter, backup_stream, list_snapshots,
+};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -18,20 +20,44 @@ async fn backup_killed_at_every_write_point_leaves_a_usable_repository() {
     let tmp = tempfile::tempdir().unwrap();
     let mem = Arc::new(MemBackend::new());
     let base: Arc<dyn Backend> = mem.clone();
-    let opts = InitOptions { chunk_min: 4096, chunk_avg: 16384, chunk_max: 65536, pack_target: 65536, kdf: engine::codec_kdf_for_tests(), ..InitOptions::default() };
+    let opts = InitOptions {
+        chunk_min: 4096,
+        chunk_avg: 16384,
+        chunk_max: 65536,
+        pack_target: 65536,
+        kdf: engine::codec_kdf_for_tests(),
+        ..InitOptions::default()
+    };
     engine::init(&base, Some(b"pw"), &opts).await.unwrap();
     let v1 = common::noise(400_000, 1);
     let mut v2 = v1.clone();
     v2.extend(common::noise(600_000, 2));
     let r = open(base.clone(), tmp.path()).await;
-    backup_stream(r.clone(), std::io::Cursor::new(v1.clone()), meta("a"), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await.unwrap();
+    backup_stream(
+        r.clone(),
+        std::io::Cursor::new(v1.clone()),
+        meta("a"),
+        Arc::new(NoProgress),
+        Default::default(),
+        async { Ok(()) },
+    )
+    .await
+    .unwrap();
     drop(r);
 
     let mut points = 0;
     for allowed in 0.. {
         let fault = Arc::new(FaultBackend::new(base.clone(), allowed));
         let r = open(fault.clone(), tmp.path()).await;
-        let res = backup_stream(r.clone(), std::io::Cursor::new(v2.clone()), meta("b"), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await;
+        let res = backup_stream(
+            r.clone(),
+            std::io::Cursor::new(v2.clone()),
+            meta("b"),
+            Arc::new(NoProgress),
+            Default::default(),
+            async { Ok(()) },
+        )
+        .await;
         drop(r);
         let r = open(base.clone(), tmp.path()).await;
         let snaps = list_snapshots(&r, &SnapshotFilter::default()).await.unwrap();
@@ -47,7 +73,16 @@ async fn backup_killed_at_every_write_point_leaves_a_usable_repository() {
     assert!(points >= 5, "the test covered {points} kill points");
     // and the repository takes the next backup
     let r = open(base.clone(), tmp.path()).await;
-    backup_stream(r.clone(), std::io::Cursor::new(v2.clone()), meta("c"), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await.unwrap();
+    backup_stream(
+        r.clone(),
+        std::io::Cursor::new(v2.clone()),
+        meta("c"),
+        Arc::new(NoProgress),
+        Default::default(),
+        async { Ok(()) },
+    )
+    .await
+    .unwrap();
     assert_eq!(restore(&r, "c").await, v2);
 }
 
@@ -58,9 +93,19 @@ async fn a_failing_commit_gate_writes_no_snapshot() {
     let opts = InitOptions { kdf: engine::codec_kdf_for_tests(), ..InitOptions::default() };
     engine::init(&base, Some(b"pw"), &opts).await.unwrap();
     let r = open(base.clone(), tmp.path()).await;
-    let res = backup_stream(r.clone(), std::io::Cursor::new(vec![1u8; 1000]), meta("x"), Arc::new(NoProgress), Default::default(), async {
-        Err(engine::RepoError::CommandFailed { command: "pg_dump".into(), status: "exit status 1".into() })
-    })
+    let res = backup_stream(
+        r.clone(),
+        std::io::Cursor::new(vec![1u8; 1000]),
+        meta("x"),
+        Arc::new(NoProgress),
+        Default::default(),
+        async {
+            Err(engine::RepoError::CommandFailed {
+                command: "pg_dump".into(),
+                status: "exit status 1".into(),
+            })
+        },
+    )
     .await;
     assert!(res.is_err());
     assert!(base.list("snapshots/").await.unwrap().is_empty());

@@ -65,7 +65,11 @@ fn damaged_snapshot_file_is_skipped_with_a_warning() {
     no_panic(&r);
     assert_eq!(r.code, 0);
     assert_eq!(r.json().as_array().unwrap().len(), 1);
-    assert!(r.stderr.contains(&snap.file_name().unwrap().to_string_lossy().to_string()), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&snap.file_name().unwrap().to_string_lossy().to_string()),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -74,7 +78,13 @@ fn sigkill_in_the_middle_of_a_backup_commits_nothing_and_harms_nothing() {
     let d1 = noise(500_000, 3);
     f.backup("db", &d1);
     let packs_before = f.files("data").len();
-    let mut child = f.cmd(&["backup", "--stdin", "--name", "db"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = f
+        .cmd(&["backup", "--stdin", "--name", "db"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let start = Instant::now();
     // feed until new packs appear, then kill without closing the input
@@ -93,14 +103,18 @@ fn sigkill_in_the_middle_of_a_backup_commits_nothing_and_harms_nothing() {
     f.backup("db", &d2);
     assert_eq!(f.restore("latest"), d2);
     // temporary files of the killed write are never listed as objects
-    assert!(f.files("").iter().all(|p| p.starts_with(f.repo().join("data")) || !p.file_name().unwrap().to_string_lossy().starts_with(".tmp-")));
+    assert!(f.files("").iter().all(|p| p.starts_with(f.repo().join("data"))
+        || !p.file_name().unwrap().to_string_lossy().starts_with(".tmp-")));
 }
 
 #[test]
 fn full_disk_is_one_clear_line_and_no_snapshot() {
     let f = Fixture::empty();
     std::fs::create_dir_all(f.repo()).unwrap();
-    let ok = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(f.repo()).status();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(f.repo())
+        .status();
     if !matches!(ok, Ok(s) if s.success()) {
         eprintln!("SKIPPED: cannot mount a small tmpfs here (needs root)");
         return;

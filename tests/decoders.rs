@@ -2,19 +2,19 @@
 //! valid encodings (bit flips, truncations, extensions). Each must return, never panic. The
 //! same decoders are fuzzed coverage-guided by `fuzz/` (see the README).
 
-use repo::ops::export::{Manifest, ManifestEntry};
 use repo::codec::crypto::MasterKeys;
+use repo::format::Id;
 use repo::format::config::Config;
 use repo::format::envelope::{CipherKind, MAGIC_SNAPSHOT};
 use repo::format::index::{BlobLocation, IndexFile, IndexPack};
 use repo::format::key::{Kdf, KeyFile};
 use repo::format::lock::{LeaseBody, LeaseName};
-use repo::format::pack::{decode_footer, encode_footer, BlobType, PackEntry};
+use repo::format::pack::{BlobType, PackEntry, decode_footer, encode_footer};
 use repo::format::prune::PruneRecord;
 use repo::format::snapshot::{Snapshot, SnapshotKind};
 use repo::format::stream::{decode_list, encode_list};
 use repo::format::tree::{self, decode_catalog};
-use repo::format::Id;
+use repo::ops::export::{Manifest, ManifestEntry};
 
 struct Rng(u64);
 impl Rng {
@@ -30,16 +30,64 @@ impl Rng {
 }
 
 fn samples() -> Vec<(&'static str, Vec<u8>)> {
-    let e = PackEntry { blob_type: BlobType::Data, flags: 1, raw_len: 100, stored_len: 60, id: Id([1; 32]) };
+    let e = PackEntry {
+        blob_type: BlobType::Data,
+        flags: 1,
+        raw_len: 100,
+        stored_len: 60,
+        id: Id([1; 32]),
+    };
     let idx = IndexFile {
         supersedes: vec![Id([2; 32])],
-        packs: vec![IndexPack { pack: Id([3; 32]), pack_len: 1000, blobs: vec![(Id([4; 32]), BlobLocation { blob_type: BlobType::List, flags: 0, offset: 40, stored_len: 60, raw_len: 44 })] }],
+        packs: vec![IndexPack {
+            pack: Id([3; 32]),
+            pack_len: 1000,
+            blobs: vec![(
+                Id([4; 32]),
+                BlobLocation {
+                    blob_type: BlobType::List,
+                    flags: 0,
+                    offset: 40,
+                    stored_len: 60,
+                    raw_len: 44,
+                },
+            )],
+        }],
     };
-    let snap = Snapshot { time_ns: 5, kind: SnapshotKind::Stream, size: 9, chunks: 1, name: "n".into(), host: "h".into(), tags: vec!["t".into()], command: "c".into(), program: "p".into(), lists: vec![Id([5; 32])] };
-    let key = KeyFile { kdf: Kdf::None, created: 1, m_cost: 0, t_cost: 0, p_cost: 0, salt: [0; 32], nonce: [0; 12], wrapped: [9; 112] };
-    let cfg = Config { repo_id: [1; 32], chunk_min: 1024, chunk_avg: 4096, chunk_max: 16384, pack_target: 1 << 20, zstd_level: 3 };
+    let snap = Snapshot {
+        time_ns: 5,
+        kind: SnapshotKind::Stream,
+        size: 9,
+        chunks: 1,
+        name: "n".into(),
+        host: "h".into(),
+        tags: vec!["t".into()],
+        command: "c".into(),
+        program: "p".into(),
+        lists: vec![Id([5; 32])],
+    };
+    let key = KeyFile {
+        kdf: Kdf::None,
+        created: 1,
+        m_cost: 0,
+        t_cost: 0,
+        p_cost: 0,
+        salt: [0; 32],
+        nonce: [0; 12],
+        wrapped: [9; 112],
+    };
+    let cfg = Config {
+        repo_id: [1; 32],
+        chunk_min: 1024,
+        chunk_avg: 4096,
+        chunk_max: 16384,
+        pack_target: 1 << 20,
+        zstd_level: 3,
+    };
     let keys = MasterKeys::from_bytes(&[7u8; 96]);
-    let sealed = repo::repo::seal_object(&keys, CipherKind::None, MAGIC_SNAPSHOT, &snap.encode().unwrap()).unwrap();
+    let sealed =
+        repo::repo::seal_object(&keys, CipherKind::None, MAGIC_SNAPSHOT, &snap.encode().unwrap())
+            .unwrap();
     vec![
         ("footer", encode_footer(&[e, e])),
         ("index", idx.encode()),
@@ -48,12 +96,28 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("config", cfg.encode()),
         ("list", encode_list(&[(Id([6; 32]), 10), (Id([7; 32]), 20)])),
         ("object", sealed),
-        ("prune", PruneRecord { time_ns: 3, confirmed: true, waiting: vec![1, 2], packs: vec![Id([8; 32])], index_files: vec![Id([9; 32])] }.encode()),
+        (
+            "prune",
+            PruneRecord {
+                time_ns: 3,
+                confirmed: true,
+                waiting: vec![1, 2],
+                packs: vec![Id([8; 32])],
+                index_files: vec![Id([9; 32])],
+            }
+            .encode(),
+        ),
         ("lease", LeaseBody { pid: 1, host: "host".into() }.encode()),
         ("lease-name", b"backup-0000000000000abc-1771034400".to_vec()),
         ("catalog", {
             let mut c = tree::catalog_header();
-            let dir = tree::Entry { kind: Some(tree::Kind::Dir), mode: 0o755, path: b"d".to_vec(), xattrs: vec![(b"user.a".to_vec(), b"b".to_vec())], ..Default::default() };
+            let dir = tree::Entry {
+                kind: Some(tree::Kind::Dir),
+                mode: 0o755,
+                path: b"d".to_vec(),
+                xattrs: vec![(b"user.a".to_vec(), b"b".to_vec())],
+                ..Default::default()
+            };
             let file = tree::Entry {
                 kind: Some(tree::Kind::File),
                 flags: tree::FLAG_SPARSE,
@@ -63,7 +127,14 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 content: tree::Content::Inline(vec![(Id([3; 32]), 5)]),
                 ..Default::default()
             };
-            let big = tree::Entry { kind: Some(tree::Kind::File), flags: tree::FLAG_LISTS, size: 1 << 30, path: b"d/g".to_vec(), content: tree::Content::Lists(vec![Id([4; 32])]), ..Default::default() };
+            let big = tree::Entry {
+                kind: Some(tree::Kind::File),
+                flags: tree::FLAG_LISTS,
+                size: 1 << 30,
+                path: b"d/g".to_vec(),
+                content: tree::Content::Lists(vec![Id([4; 32])]),
+                ..Default::default()
+            };
             for e in [dir, file, big] {
                 e.encode_into(&mut c).unwrap();
             }
@@ -71,7 +142,10 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         }),
         ("export-manifest", {
             let mut m = Manifest { version: 1, files: Default::default() };
-            m.files.insert("postgres/db-20260214-020000.dump.gz".into(), ManifestEntry { snapshot: "ab".repeat(32), name: "postgres/db".into(), size: 7 });
+            m.files.insert(
+                "postgres/db-20260214-020000.dump.gz".into(),
+                ManifestEntry { snapshot: "ab".repeat(32), name: "postgres/db".into(), size: 7 },
+            );
             m.encode().unwrap()
         }),
     ]

@@ -47,9 +47,29 @@ fn make_v1_fixture() {
     let cache = tempfile::tempdir().unwrap();
     let cmd = |args: &[&str]| {
         let mut c = std::process::Command::new(BIN);
-        c.args(args).env("REPO_REPOSITORY", &dir).env("REPO_PASSWORD", "fixture").env("REPO_CACHE_DIR", cache.path());
+        c.args(args)
+            .env("REPO_REPOSITORY", &dir)
+            .env("REPO_PASSWORD", "fixture")
+            .env("REPO_CACHE_DIR", cache.path());
         c
     };
-    run_with_input(cmd(&["init", "--kdf-memory", "1024", "--chunk-avg", "8192", "--pack-size", "65536"]), b"").ok();
-    run_with_input(cmd(&["backup", "--stdin", "--name", "postgres/fixture", "--host", "fixture", "--time", "2026-02-14T02:00:00Z"]), &fixture_content()).ok();
+    run_with_input(
+        cmd(&["init", "--kdf-memory", "1024", "--chunk-avg", "8192", "--pack-size", "65536"]),
+        b"",
+    )
+    .ok();
+    run_with_input(
+        cmd(&[
+            "backup",
+            "--stdin",
+            "--name",
+            "postgres/fixture",
+            "--host",
+            "fixture",
+            "--time",
+            "2026-02-14T02:00:00Z",
+        ]),
+        &fixture_content(),
+    )
+    .ok();
 }

@@ -8,15 +8,24 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::repo::ops::fs_snapshot::{parse_vgs, Lvm, Runner, System};
+use ::repo::ops::fs_snapshot::{Lvm, Runner, System, parse_vgs};
 
 #[path = "common/mod.rs"]
 mod common;
 use common::Fixture;
 
 fn sh(script: &str) -> Result<String, String> {
-    let o = Command::new("sh").arg("-ec").arg(script).env("LVM_SUPPRESS_FD_WARNINGS", "1").output().map_err(|e| e.to_string())?;
-    if o.status.success() { Ok(String::from_utf8_lossy(&o.stdout).trim().to_string()) } else { Err(String::from_utf8_lossy(&o.stderr).trim().to_string()) }
+    let o = Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+    }
 }
 
 /// A loop device over a sparse file in a temporary directory; detached on drop.
@@ -31,7 +40,11 @@ impl LoopDev {
         if unsafe_is_root() {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let img = dir.path().join("img");
-            let dev = sh(&format!("truncate -s {size} {} && losetup -f --show {}", img.display(), img.display()))?;
+            let dev = sh(&format!(
+                "truncate -s {size} {} && losetup -f --show {}",
+                img.display(),
+                img.display()
+            ))?;
             let mnt = dir.path().join("mnt");
             std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
             Ok(LoopDev { dir, dev, mnt })
@@ -43,7 +56,11 @@ impl LoopDev {
 
 impl Drop for LoopDev {
     fn drop(&mut self) {
-        let _ = sh(&format!("umount -l {} 2>/dev/null || true; losetup -d {}", self.mnt.display(), self.dev));
+        let _ = sh(&format!(
+            "umount -l {} 2>/dev/null || true; losetup -d {}",
+            self.mnt.display(),
+            self.dev
+        ));
         let _ = self.dir.path();
     }
 }
@@ -88,10 +105,19 @@ fn btrfs_snapshot_backup_restores_reuses_inodes_and_always_removes_the_snapshot(
     assert!(!snapshots_on(&l.mnt).contains("repo-snapshot"), "{}", snapshots_on(&l.mnt));
     // the next week's snapshot is a new subvolume at the same path with the same inodes
     sh(&format!("echo changed > {s}/pg/base/7")).unwrap();
-    let r = f.run(&["--json", "backup", "--name", "btrfs/data", "--btrfs", s, "pg"], b"").ok().json();
-    assert_eq!((r["files_read"].as_u64(), r["files_unchanged"].as_u64()), (Some(1), Some(201)), "{r}");
+    let r =
+        f.run(&["--json", "backup", "--name", "btrfs/data", "--btrfs", s, "pg"], b"").ok().json();
+    assert_eq!(
+        (r["files_read"].as_u64(), r["files_unchanged"].as_u64()),
+        (Some(1), Some(201)),
+        "{r}"
+    );
     let out = tempfile::tempdir().unwrap();
-    f.run(&["restore", "latest", "--name", "btrfs/data", "--target", out.path().to_str().unwrap()], b"").ok();
+    f.run(
+        &["restore", "latest", "--name", "btrfs/data", "--target", out.path().to_str().unwrap()],
+        b"",
+    )
+    .ok();
     sh(&format!("diff -r {s}/pg {}/pg", out.path().display())).unwrap();
 
     // a backup that fails after the snapshot was made still removes it
@@ -102,7 +128,11 @@ fn btrfs_snapshot_backup_restores_reuses_inodes_and_always_removes_the_snapshot(
 }
 
 fn start_slow_backup(f: &Fixture, sub: &str) -> std::process::Child {
-    f.cmd(&["--limit-upload", "1M", "backup", "--name", "btrfs/data", "--btrfs", sub]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+    f.cmd(&["--limit-upload", "1M", "backup", "--name", "btrfs/data", "--btrfs", sub])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 fn wait_for(p: &Path) {
@@ -141,7 +171,11 @@ fn btrfs_snapshot_is_removed_on_sigterm_and_a_sigkilled_leftover_is_cleared_next
     assert!(snap.exists(), "a SIGKILLed backup cannot remove its snapshot");
     let r = f.run(&["backup", "--name", "btrfs/data", "--btrfs", s], b"");
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains(".repo-snapshot-data, left behind by an earlier run"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(".repo-snapshot-data, left behind by an earlier run"),
+        "{}",
+        r.stderr
+    );
     assert!(!snap.exists());
     f.run(&["check", "--read-data"], b"").ok();
     let big = f.run(&["restore", "latest", "--name", "btrfs/data", "pg/base/bigger"], b"").ok();
@@ -155,7 +189,13 @@ struct Vg {
 }
 impl Drop for Vg {
     fn drop(&mut self) {
-        let _ = sh(&format!("umount -l {}/lvm/{}-data 2>/dev/null; vgremove -ff -y {} ; pvremove -ff -y {}", self.dev.dir.path().display(), self.name, self.name, self.dev.dev));
+        let _ = sh(&format!(
+            "umount -l {}/lvm/{}-data 2>/dev/null; vgremove -ff -y {} ; pvremove -ff -y {}",
+            self.dev.dir.path().display(),
+            self.name,
+            self.name,
+            self.dev.dev
+        ));
     }
 }
 
@@ -174,7 +214,13 @@ fn lvm_provider_reads_real_volume_group_metadata_and_runs_end_to_end_where_devic
     }
     let vg = Vg { name: name.clone(), dev };
     let base = vg.dev.dir.path().join("lvm");
-    let lvm = Lvm { vg: name.clone(), lv: "data".into(), size: "8M".into(), mount_base: base.clone(), runner: Arc::new(System) };
+    let lvm = Lvm {
+        vg: name.clone(),
+        lv: "data".into(),
+        size: "8M".into(),
+        mount_base: base.clone(),
+        runner: Arc::new(System),
+    };
 
     // the real tools' JSON, parsed: the group is there with its free space, and holds no volumes
     let vgs = parse_vgs(&System.run(&lvm.vgs_argv()).unwrap()).unwrap();
@@ -186,20 +232,33 @@ fn lvm_provider_reads_real_volume_group_metadata_and_runs_end_to_end_where_devic
 
     let f = Fixture::new();
     let spec = format!("{name}/data");
-    let e = f.cmd(&["backup", "--name", "lvm/data", "--lvm", &spec, "--snapshot-size", "8M"]).env("REPO_LVM_MOUNT_BASE", &base).output().unwrap();
+    let e = f
+        .cmd(&["backup", "--name", "lvm/data", "--lvm", &spec, "--snapshot-size", "8M"])
+        .env("REPO_LVM_MOUNT_BASE", &base)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&e.stderr);
     assert_eq!(e.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("volume group {name} has no logical volume data")), "{err}");
 
     // end to end needs device-mapper (lvcreate)
     if let Err(why) = sh(&format!("lvcreate -q -y -L 16M -n data {name}")) {
-        return eprintln!("LVM end-to-end test skipped: lvcreate does not work here (no device-mapper): {why}");
+        return eprintln!(
+            "LVM end-to-end test skipped: lvcreate does not work here (no device-mapper): {why}"
+        );
     }
     let origin = vg.dev.dir.path().join("origin");
     sh(&format!("mkfs.ext4 -q /dev/{name}/data && mkdir -p {o} && mount /dev/{name}/data {o} && mkdir {o}/pg && echo 15 > {o}/pg/PG_VERSION", o = origin.display())).unwrap();
-    let r = f.cmd(&["backup", "--name", "lvm/data", "--lvm", &spec, "--snapshot-size", "8M", "pg"]).env("REPO_LVM_MOUNT_BASE", &base).output().unwrap();
+    let r = f
+        .cmd(&["backup", "--name", "lvm/data", "--lvm", &spec, "--snapshot-size", "8M", "pg"])
+        .env("REPO_LVM_MOUNT_BASE", &base)
+        .output()
+        .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    assert!(!lvm.logical_volumes().unwrap().iter().any(|l| l.lv_name == "data-repo-snap"), "snapshot volume left behind");
+    assert!(
+        !lvm.logical_volumes().unwrap().iter().any(|l| l.lv_name == "data-repo-snap"),
+        "snapshot volume left behind"
+    );
     let one = f.run(&["restore", "latest", "--name", "lvm/data", "pg/PG_VERSION"], b"").ok();
     assert_eq!(one.stdout, b"15\n");
     let _ = sh(&format!("umount {}", origin.display()));

@@ -28,15 +28,43 @@ fn ok(c: &mut Command) -> String {
 
 impl Pg {
     fn start() -> Pg {
-        assert!(Path::new(PGBIN).join("initdb").exists(), "PostgreSQL 15 server binaries missing: run scripts/test.sh, which installs them");
+        assert!(
+            Path::new(PGBIN).join("initdb").exists(),
+            "PostgreSQL 15 server binaries missing: run scripts/test.sh, which installs them"
+        );
         let dir = tempfile::tempdir().unwrap();
         ok(Command::new("chown").arg("postgres:postgres").arg(dir.path()));
         let data = dir.path().join("data");
-        ok(&mut as_postgres(&[&format!("{PGBIN}/initdb"), "-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--no-locale"]));
+        ok(&mut as_postgres(&[
+            &format!("{PGBIN}/initdb"),
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        ]));
         let port = 5432;
-        let opts = format!("-c listen_addresses= -k {} -p {port} -c fsync=off -c full_page_writes=off", dir.path().display());
+        let opts = format!(
+            "-c listen_addresses= -k {} -p {port} -c fsync=off -c full_page_writes=off",
+            dir.path().display()
+        );
         let log = dir.path().join("log");
-        ok(&mut as_postgres(&[&format!("{PGBIN}/pg_ctl"), "-D", data.to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap(), "-w", "start"]));
+        ok(&mut as_postgres(&[
+            &format!("{PGBIN}/pg_ctl"),
+            "-D",
+            data.to_str().unwrap(),
+            "-o",
+            &opts,
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "start",
+        ]));
         Pg { dir, port }
     }
     fn host(&self) -> &str {
@@ -47,17 +75,47 @@ impl Pg {
     }
     /// A shell command line running `tool` as postgres against this cluster.
     fn sh(&self, tool: &str, rest: &str) -> String {
-        format!("runuser -u postgres -- {} -h {} -p {} -U postgres {rest}", self.bin(tool), self.host(), self.port)
+        format!(
+            "runuser -u postgres -- {} -h {} -p {} -U postgres {rest}",
+            self.bin(tool),
+            self.host(),
+            self.port
+        )
     }
     fn psql(&self, db: &str, sql: &str) -> String {
-        ok(&mut as_postgres(&[&self.bin("psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", self.host(), "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql]))
+        ok(&mut as_postgres(&[
+            &self.bin("psql"),
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            self.host(),
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ]))
     }
 }
 
 impl Drop for Pg {
     fn drop(&mut self) {
         let data: PathBuf = self.dir.path().join("data");
-        let _ = as_postgres(&[&self.bin("pg_ctl"), "-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]).output();
+        let _ = as_postgres(&[
+            &self.bin("pg_ctl"),
+            "-D",
+            data.to_str().unwrap(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ])
+        .output();
     }
 }
 
@@ -88,16 +146,37 @@ fn pg_dump_round_trip_through_the_repository() {
     ok(Command::new("bash").arg("-c").arg(pg.sh("pgbench", "-i -s 2 -q app")));
     pg.psql("app", "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes SELECT i, repeat(md5(i::text), 20) FROM generate_series(1, 5000) i");
     let f = Fixture::new();
-    shell(&f, &format!("{} | \"$REPO\" backup --stdin --name postgres/app --tag daily", pg.sh("pg_dump", "-Fc -Z0 app"))).ok();
+    shell(
+        &f,
+        &format!(
+            "{} | \"$REPO\" backup --stdin --name postgres/app --tag daily",
+            pg.sh("pg_dump", "-Fc -Z0 app")
+        ),
+    )
+    .ok();
     // a second dump after a small change deduplicates against the first
     pg.psql("app", "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 500");
     let before = f.repo_bytes("data");
-    shell(&f, &format!("{} | \"$REPO\" backup --stdin --name postgres/app", pg.sh("pg_dump", "-Fc -Z0 app"))).ok();
+    shell(
+        &f,
+        &format!(
+            "{} | \"$REPO\" backup --stdin --name postgres/app",
+            pg.sh("pg_dump", "-Fc -Z0 app")
+        ),
+    )
+    .ok();
     let grown = f.repo_bytes("data") - before;
     assert!(grown < before / 3, "second dump added {grown} bytes to {before}");
 
     pg.psql("postgres", "CREATE DATABASE copy");
-    shell(&f, &format!("\"$REPO\" restore latest --name postgres/app | {}", pg.sh("pg_restore", "-d copy --no-owner"))).ok();
+    shell(
+        &f,
+        &format!(
+            "\"$REPO\" restore latest --name postgres/app | {}",
+            pg.sh("pg_restore", "-d copy --no-owner")
+        ),
+    )
+    .ok();
     assert_eq!(fingerprint(&pg, "app"), fingerprint(&pg, "copy"));
 }
 
@@ -105,18 +184,33 @@ fn pg_dump_round_trip_through_the_repository() {
 fn command_mode_with_a_failing_pg_dump_commits_nothing() {
     let pg = Pg::start();
     let f = Fixture::new();
-    let cmd = format!("\"$REPO\" backup --name postgres/missing -- {}", pg.sh("pg_dump", "-Fc -Z0 no_such_database"));
+    let cmd = format!(
+        "\"$REPO\" backup --name postgres/missing -- {}",
+        pg.sh("pg_dump", "-Fc -Z0 no_such_database")
+    );
     let r = shell(&f, &cmd);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("no_such_database"), "pg_dump's own error passes through: {}", r.stderr);
+    assert!(
+        r.stderr.contains("no_such_database"),
+        "pg_dump's own error passes through: {}",
+        r.stderr
+    );
     assert!(r.stderr.contains("exit status 1") && r.stderr.contains("no snapshot"), "{}", r.stderr);
     assert_eq!(f.snapshot_count(), 0);
 
     // and a working pg_dump in command mode gives a dump pg_restore can list
     pg.psql("postgres", "CREATE DATABASE ok; ");
     pg.psql("ok", "CREATE TABLE t (x int); INSERT INTO t VALUES (42)");
-    shell(&f, &format!("\"$REPO\" backup --name postgres/ok -- {}", pg.sh("pg_dump", "-Fc -Z0 ok"))).ok();
-    let listing = shell(&f, &format!("\"$REPO\" restore latest --name postgres/ok | {}", pg.sh("pg_restore", "-l"))).ok();
+    shell(
+        &f,
+        &format!("\"$REPO\" backup --name postgres/ok -- {}", pg.sh("pg_dump", "-Fc -Z0 ok")),
+    )
+    .ok();
+    let listing = shell(
+        &f,
+        &format!("\"$REPO\" restore latest --name postgres/ok | {}", pg.sh("pg_restore", "-l")),
+    )
+    .ok();
     assert!(listing.text().contains("TABLE public t"), "{}", listing.text());
 }
 
@@ -131,8 +225,18 @@ fn verify_restore_passes_real_dumps_and_fails_truncated_ones() {
     shell(&f, &format!("{custom} | \"$REPO\" backup --stdin --name good/custom")).ok();
     shell(&f, &format!("{plain} | \"$REPO\" backup --stdin --name good/plain")).ok();
     // truncated in the data section: pg_restore --list alone would still read the TOC
-    shell(&f, &format!("({custom} || true) | head -c 3000000 | \"$REPO\" backup --stdin --name bad/custom")).ok();
-    shell(&f, &format!("({plain} || true) | head -c 2000000 | \"$REPO\" backup --stdin --name bad/plain")).ok();
+    shell(
+        &f,
+        &format!(
+            "({custom} || true) | head -c 3000000 | \"$REPO\" backup --stdin --name bad/custom"
+        ),
+    )
+    .ok();
+    shell(
+        &f,
+        &format!("({plain} || true) | head -c 2000000 | \"$REPO\" backup --stdin --name bad/plain"),
+    )
+    .ok();
     let r = f.run(&["--json", "check", "--verify-restore", "pg"], b"");
     assert_eq!(r.code, 4, "{}", r.stderr);
     let v = r.json();
@@ -153,15 +257,35 @@ fn verify_restore_passes_real_dumps_and_fails_truncated_ones() {
 fn a_compressed_pg_dump_or_gzip_on_stdin_gets_the_z0_advice() {
     let pg = Pg::start();
     pg.psql("postgres", "CREATE DATABASE app");
-    pg.psql("app", "CREATE TABLE t AS SELECT i, md5(i::text) AS m FROM generate_series(1, 20000) i");
+    pg.psql(
+        "app",
+        "CREATE TABLE t AS SELECT i, md5(i::text) AS m FROM generate_series(1, 20000) i",
+    );
     let f = Fixture::new();
-    let compressed = shell(&f, &format!("{} | \"$REPO\" backup --stdin --name a", pg.sh("pg_dump", "-Fc app"))).ok();
-    assert!(compressed.stderr.contains("compressed pg_dump archive") && compressed.stderr.contains("-Z0"), "{}", compressed.stderr);
-    let gz = shell(&f, &format!("{} | gzip | \"$REPO\" backup --stdin --name b", pg.sh("pg_dump", "app"))).ok();
+    let compressed =
+        shell(&f, &format!("{} | \"$REPO\" backup --stdin --name a", pg.sh("pg_dump", "-Fc app")))
+            .ok();
+    assert!(
+        compressed.stderr.contains("compressed pg_dump archive")
+            && compressed.stderr.contains("-Z0"),
+        "{}",
+        compressed.stderr
+    );
+    let gz = shell(
+        &f,
+        &format!("{} | gzip | \"$REPO\" backup --stdin --name b", pg.sh("pg_dump", "app")),
+    )
+    .ok();
     assert!(gz.stderr.contains("gzip"), "{}", gz.stderr);
-    let plain = shell(&f, &format!("{} | \"$REPO\" backup --stdin --name c", pg.sh("pg_dump", "-Fc -Z0 app"))).ok();
+    let plain = shell(
+        &f,
+        &format!("{} | \"$REPO\" backup --stdin --name c", pg.sh("pg_dump", "-Fc -Z0 app")),
+    )
+    .ok();
     assert!(!plain.stderr.contains("warning"), "{}", plain.stderr);
-    let cmd = shell(&f, &format!("\"$REPO\" --json backup --name d -- {}", pg.sh("pg_dump", "-Fc app"))).ok();
+    let cmd =
+        shell(&f, &format!("\"$REPO\" --json backup --name d -- {}", pg.sh("pg_dump", "-Fc app")))
+            .ok();
     assert!(cmd.json()["warnings"][0].as_str().unwrap().contains("-Z0"));
 }
 
@@ -172,23 +296,50 @@ fn export_of_a_real_dump_reads_back_with_gunzip_and_pg_restore() {
     ok(Command::new("bash").arg("-c").arg(pg.sh("pgbench", "-i -s 1 -q app")));
     pg.psql("app", "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes SELECT i, repeat(md5(i::text), 20) FROM generate_series(1, 2000) i");
     let f = Fixture::new();
-    shell(&f, &format!("{} | \"$REPO\" backup --stdin --name postgres/fnb-admin --time 2026-02-14T02:00:00Z", pg.sh("pg_dump", "-Fc -Z0 app"))).ok();
+    shell(
+        &f,
+        &format!(
+            "{} | \"$REPO\" backup --stdin --name postgres/fnb-admin --time 2026-02-14T02:00:00Z",
+            pg.sh("pg_dump", "-Fc -Z0 app")
+        ),
+    )
+    .ok();
     let out = f.dir.path().join("mnt-backup");
-    let r = f.run(&["--json", "export", out.to_str().unwrap(), "--name", "postgres/*", "--latest", "1"], b"").ok().json();
+    let r = f
+        .run(
+            &["--json", "export", out.to_str().unwrap(), "--name", "postgres/*", "--latest", "1"],
+            b"",
+        )
+        .ok()
+        .json();
     assert_eq!(r["written"], 1, "{r}");
     let file = out.join("postgres/fnb-admin-20260214-020000.dump.gz");
     assert!(file.exists(), "{r}");
     let q = |s: &str| shell(&f, s);
     q(&format!("gunzip -t {}", file.display())).ok();
     // (pg_restore -l stops reading after the table of contents: gunzip's SIGPIPE is expected)
-    let toc = q(&format!("set +o pipefail; gunzip -c {} | runuser -u postgres -- {}/pg_restore -l", file.display(), PGBIN)).ok().text();
-    assert!(toc.contains("TABLE DATA public pgbench_accounts") && toc.contains("TABLE DATA public notes"), "{toc}");
+    let toc = q(&format!(
+        "set +o pipefail; gunzip -c {} | runuser -u postgres -- {}/pg_restore -l",
+        file.display(),
+        PGBIN
+    ))
+    .ok()
+    .text();
+    assert!(
+        toc.contains("TABLE DATA public pgbench_accounts")
+            && toc.contains("TABLE DATA public notes"),
+        "{toc}"
+    );
     pg.psql("postgres", "CREATE DATABASE copy");
-    q(&format!("gunzip -c {} | {}", file.display(), pg.sh("pg_restore", "-d copy --no-owner"))).ok();
+    q(&format!("gunzip -c {} | {}", file.display(), pg.sh("pg_restore", "-d copy --no-owner")))
+        .ok();
     assert_eq!(fingerprint(&pg, "app"), fingerprint(&pg, "copy"));
 
     // The same snapshot again: nothing is read or written.
-    let r = f.run(&["--json", "export", out.to_str().unwrap(), "--name", "postgres/*"], b"").ok().json();
+    let r = f
+        .run(&["--json", "export", out.to_str().unwrap(), "--name", "postgres/*"], b"")
+        .ok()
+        .json();
     assert_eq!((r["written"].as_u64(), r["skipped"].as_u64()), (Some(0), Some(1)), "{r}");
     // restore --gzip gives the same dump, gzip-compressed.
     q(&format!("\"$REPO\" restore latest --gzip > {0}/r.gz && gunzip -c {0}/r.gz | cmp - <(\"$REPO\" restore latest)", f.dir.path().display())).ok();
@@ -203,10 +354,15 @@ fn import_of_real_dump_gz_files_deduplicates_and_restores_byte_identical() {
     let f = Fixture::new();
     let dir = f.dir.path().join("mnt/backup/postgres");
     std::fs::create_dir_all(&dir).unwrap();
-    let files: Vec<PathBuf> = (1..=3).map(|h| dir.join(format!("app-20260214-0{h}0000.dump.gz"))).collect();
+    let files: Vec<PathBuf> =
+        (1..=3).map(|h| dir.join(format!("app-20260214-0{h}0000.dump.gz"))).collect();
     for (i, file) in files.iter().enumerate() {
-        pg.psql("app", &format!("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 97 = {i}"));
-        shell(&f, &format!("{} | gzip -6 > {}", pg.sh("pg_dump", "-Fc -Z0 app"), file.display())).ok();
+        pg.psql(
+            "app",
+            &format!("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 97 = {i}"),
+        );
+        shell(&f, &format!("{} | gzip -6 > {}", pg.sh("pg_dump", "-Fc -Z0 app"), file.display()))
+            .ok();
     }
     let mut args = vec!["--json", "import"];
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
@@ -214,11 +370,16 @@ fn import_of_real_dump_gz_files_deduplicates_and_restores_byte_identical() {
     let r = f.run(&args, b"").ok().json();
     assert_eq!(r["imported"], 3, "{r}");
     let snaps = f.run(&["--json", "snapshots"], b"").ok().json();
-    let times: Vec<&str> = snaps.as_array().unwrap().iter().map(|s| s["time"].as_str().unwrap()).collect();
+    let times: Vec<&str> =
+        snaps.as_array().unwrap().iter().map(|s| s["time"].as_str().unwrap()).collect();
     assert_eq!(times, ["2026-02-14T01:00:00Z", "2026-02-14T02:00:00Z", "2026-02-14T03:00:00Z"]);
     assert!(snaps.as_array().unwrap().iter().all(|s| s["name"] == "postgres/app"));
     let file_bytes: u64 = files.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
-    assert!(f.repo_bytes("") < file_bytes * 2 / 3, "repository {} bytes for {file_bytes} bytes of files", f.repo_bytes(""));
+    assert!(
+        f.repo_bytes("") < file_bytes * 2 / 3,
+        "repository {} bytes for {file_bytes} bytes of files",
+        f.repo_bytes("")
+    );
     for (s, file) in snaps.as_array().unwrap().iter().zip(&files) {
         let id = s["id"].as_str().unwrap();
         shell(&f, &format!("\"$REPO\" restore {id} | cmp - <(gunzip -c {})", file.display())).ok();
@@ -229,6 +390,13 @@ fn import_of_real_dump_gz_files_deduplicates_and_restores_byte_identical() {
     assert_eq!(f.snapshot_count(), 3);
     // and the imported dump loads into PostgreSQL
     pg.psql("postgres", "CREATE DATABASE copy");
-    shell(&f, &format!("\"$REPO\" restore latest --name postgres/app | {}", pg.sh("pg_restore", "-d copy --no-owner"))).ok();
+    shell(
+        &f,
+        &format!(
+            "\"$REPO\" restore latest --name postgres/app | {}",
+            pg.sh("pg_restore", "-d copy --no-owner")
+        ),
+    )
+    .ok();
     assert_eq!(fingerprint(&pg, "app"), fingerprint(&pg, "copy"));
 }

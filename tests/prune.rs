@@ -8,7 +8,11 @@ use std::collections::BTreeMap;
 
 fn day(d: u32) -> String {
     // day 1 = 2026-01-01
-    if d <= 31 { format!("2026-01-{d:02}T02:00:00Z") } else { format!("2026-02-{:02}T02:00:00Z", d - 31) }
+    if d <= 31 {
+        format!("2026-01-{d:02}T02:00:00Z")
+    } else {
+        format!("2026-02-{:02}T02:00:00Z", d - 31)
+    }
 }
 
 /// Day d's dump: a shared base plus 100 kB of its own.
@@ -26,13 +30,31 @@ fn snapshots(f: &Fixture) -> Vec<Value> {
 fn forty_days_keep_daily_7_weekly_4_then_prune_frees_the_space() {
     let f = Fixture::with_init(&["--pack-size", "262144"]);
     for d in 1..=40 {
-        f.run(&["backup", "--stdin", "--name", "postgres/db", "--time", &day(d), "--tag", &format!("d{d}")], &dump(d)).ok();
+        f.run(
+            &[
+                "backup",
+                "--stdin",
+                "--name",
+                "postgres/db",
+                "--time",
+                &day(d),
+                "--tag",
+                &format!("d{d}"),
+            ],
+            &dump(d),
+        )
+        .ok();
     }
     let before = f.repo_bytes("data");
-    let dry = f.run(&["--json", "forget", "--keep-daily", "7", "--keep-weekly", "4", "--dry-run"], b"").ok().json();
+    let dry = f
+        .run(&["--json", "forget", "--keep-daily", "7", "--keep-weekly", "4", "--dry-run"], b"")
+        .ok()
+        .json();
     assert_eq!(dry["removed"], 31);
     assert_eq!(snapshots(&f).len(), 40, "a dry run removes nothing");
-    let r = f.run(&["--json", "forget", "--keep-daily", "7", "--keep-weekly", "4", "--prune"], b"").ok();
+    let r = f
+        .run(&["--json", "forget", "--keep-daily", "7", "--keep-weekly", "4", "--prune"], b"")
+        .ok();
     // two JSON documents: the forget report, then the prune report
     let text = r.text();
     let mut docs = serde_json::Deserializer::from_str(&text).into_iter::<Value>();
@@ -42,7 +64,17 @@ fn forty_days_keep_daily_7_weekly_4_then_prune_frees_the_space() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["time"].as_str().unwrap().to_string(), e["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect()))
+        .map(|e| {
+            (
+                e["time"].as_str().unwrap().to_string(),
+                e["reasons"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
         .collect();
     // 2026-02-09 is a Monday: daily keeps Feb 3..9; weekly keeps Feb 9, Feb 8 (Sunday of the
     // previous ISO week), Feb 1 and Jan 25
@@ -50,7 +82,8 @@ fn forty_days_keep_daily_7_weekly_4_then_prune_frees_the_space() {
     assert_eq!(reasons.keys().cloned().collect::<Vec<_>>(), want);
     assert_eq!(reasons[&day(40)], vec!["daily", "weekly"]);
     assert_eq!(reasons[&day(25)], vec!["weekly"]);
-    let left: Vec<String> = snapshots(&f).iter().map(|s| s["time"].as_str().unwrap().to_string()).collect();
+    let left: Vec<String> =
+        snapshots(&f).iter().map(|s| s["time"].as_str().unwrap().to_string()).collect();
     assert_eq!(left, want);
     let after = f.repo_bytes("data");
     assert!(prune["bytes_freed"].as_u64().unwrap() > 0);
@@ -65,7 +98,8 @@ fn forty_days_keep_daily_7_weekly_4_then_prune_frees_the_space() {
 }
 
 fn write_lease(f: &Fixture, kind: &str, age_secs: i64) -> std::path::PathBuf {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        as i64;
     let p = f.repo().join("locks").join(format!("{kind}-00000000deadbeef-{}", now - age_secs));
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, b"RLCK\x01\x00\x00\x00\x00\x00\x00").unwrap();

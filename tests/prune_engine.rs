@@ -9,7 +9,10 @@ use ::repo::format::lock::LeaseKind;
 use ::repo::ops::check::{self, CheckOptions};
 use ::repo::ops::prune::{self, PruneOptions};
 use ::repo::repo::lease::Lease;
-use ::repo::repo::{self as engine, backup_stream, list_snapshots, InitOptions, NoProgress, Repository, SnapshotFilter};
+use ::repo::repo::{
+    self as engine, InitOptions, NoProgress, Repository, SnapshotFilter, backup_stream,
+    list_snapshots,
+};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -18,15 +21,37 @@ mod helpers;
 use helpers::{meta, open, restore};
 
 async fn backup(r: &Arc<Repository>, name: &str, data: &[u8]) -> ::repo::format::Id {
-    backup_stream(r.clone(), std::io::Cursor::new(data.to_vec()), meta(name), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await.expect("backup").0
+    backup_stream(
+        r.clone(),
+        std::io::Cursor::new(data.to_vec()),
+        meta(name),
+        Arc::new(NoProgress),
+        Default::default(),
+        async { Ok(()) },
+    )
+    .await
+    .expect("backup")
+    .0
 }
 
 fn opts() -> InitOptions {
-    InitOptions { chunk_min: 1024, chunk_avg: 4096, chunk_max: 16384, pack_target: 65536, kdf: engine::codec_kdf_for_tests(), ..InitOptions::default() }
+    InitOptions {
+        chunk_min: 1024,
+        chunk_avg: 4096,
+        chunk_max: 16384,
+        pack_target: 65536,
+        kdf: engine::codec_kdf_for_tests(),
+        ..InitOptions::default()
+    }
 }
 
 async fn clean(r: &Arc<Repository>) {
-    let c = check::run(r.clone(), &CheckOptions { read_data: Some(check::Subset::All), verify_restore: None }).await.expect("check");
+    let c = check::run(
+        r.clone(),
+        &CheckOptions { read_data: Some(check::Subset::All), verify_restore: None },
+    )
+    .await
+    .expect("check");
     assert!(c.ok, "damage: {:?}", c.damage);
 }
 
@@ -50,7 +75,16 @@ async fn data_a_running_backup_deduplicated_against_is_resurrected_not_deleted()
     assert!(p.packs_condemned > 0 && p.records_waiting == 1 && p.packs_deleted == 0, "{p:?}");
 
     // B deduplicates the same data entirely against the condemned packs and commits
-    let (_, _, stats) = backup_stream(b_repo.clone(), std::io::Cursor::new(data.clone()), meta("db"), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await.unwrap();
+    let (_, _, stats) = backup_stream(
+        b_repo.clone(),
+        std::io::Cursor::new(data.clone()),
+        meta("db"),
+        Arc::new(NoProgress),
+        Default::default(),
+        async { Ok(()) },
+    )
+    .await
+    .unwrap();
     assert_eq!(stats.new_chunks, 0, "B stored nothing new: it relies on condemned packs");
     b_lease.release().await;
 
@@ -84,7 +118,8 @@ async fn prune_stopped_at_every_write_point_loses_nothing_and_a_rerun_finishes()
         backup(&r, "keep", &keep).await;
         drop(r);
 
-        let fault: Arc<dyn Backend> = Arc::new(FaultBackend::counting_deletes(base.clone(), allowed));
+        let fault: Arc<dyn Backend> =
+            Arc::new(FaultBackend::counting_deletes(base.clone(), allowed));
         let rf = open(fault, &tmp.path().join("f")).await;
         let res = prune::run(rf, &PruneOptions { dry_run: false, max_unused: 0.0 }).await;
 
@@ -101,7 +136,9 @@ async fn prune_stopped_at_every_write_point_loses_nothing_and_a_rerun_finishes()
             break;
         }
         points += 1;
-        let p = prune::run(r.clone(), &PruneOptions { dry_run: false, max_unused: 0.0 }).await.expect("rerun");
+        let p = prune::run(r.clone(), &PruneOptions { dry_run: false, max_unused: 0.0 })
+            .await
+            .expect("rerun");
         assert!(base.list("prune/").await.unwrap().is_empty(), "rerun finished the job: {p:?}");
         let r = open(base.clone(), &tmp.path().join("rerun")).await;
         assert_eq!(restore(&r, "keep").await, keep);

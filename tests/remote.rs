@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::{BIN, Fixture, noise, run_with_input};
 use servers::{Moto, Sshd};
-use common::{noise, run_with_input, Fixture, BIN};
 
 /// Two versions of a 3 MiB "dump": the second changes a few regions.
 fn versions() -> (Vec<u8>, Vec<u8>) {
@@ -28,8 +28,15 @@ fn versions() -> (Vec<u8>, Vec<u8>) {
 fn objects(dir: &Path) -> BTreeMap<String, u64> {
     common::files_below(dir)
         .into_iter()
-        .map(|p| (p.strip_prefix(dir).unwrap().to_string_lossy().into_owned(), std::fs::metadata(&p).unwrap().len()))
-        .filter(|(p, _)| !p.starts_with("locks/") && !p.starts_with("prune/") && !p.contains(".tmp-"))
+        .map(|p| {
+            (
+                p.strip_prefix(dir).unwrap().to_string_lossy().into_owned(),
+                std::fs::metadata(&p).unwrap().len(),
+            )
+        })
+        .filter(|(p, _)| {
+            !p.starts_with("locks/") && !p.starts_with("prune/") && !p.contains(".tmp-")
+        })
         .collect()
 }
 
@@ -116,7 +123,10 @@ fn s3_sync_both_ways_delete_and_dry_run() {
     let first = run_with_input(c, b"").ok().json();
     let copied = first["copied_objects"].as_u64().unwrap();
     assert!(copied >= 6, "{first}");
-    assert_eq!(first["copied_bytes"].as_u64().unwrap(), local.repo_bytes("") - local.repo_bytes("locks"));
+    assert_eq!(
+        first["copied_bytes"].as_u64().unwrap(),
+        local.repo_bytes("") - local.repo_bytes("locks")
+    );
 
     // A second sync with nothing new copies nothing.
     let second = local.run(&["--json", "sync", &s3], b"").ok().json();
@@ -143,7 +153,11 @@ fn s3_sync_both_ways_delete_and_dry_run() {
     let mut c = local.cmd(&["--json", "sync", &back.repo().display().to_string(), "--delete"]);
     c.env("REPO_REPOSITORY", &s3);
     run_with_input(c, b"").ok();
-    assert_eq!(objects(&local.repo()), objects(&back.repo()), "S3 → local after --delete differs from the source");
+    assert_eq!(
+        objects(&local.repo()),
+        objects(&back.repo()),
+        "S3 → local after --delete differs from the source"
+    );
     assert_eq!(back.snapshot_count(), 2);
     let check = back.run(&["--json", "check", "--read-data"], b"").ok().json();
     assert_eq!(check["damage"].as_array().map(|d| d.len()), Some(0), "{check}");
@@ -164,10 +178,15 @@ fn copy_to_s3_with_another_key_and_chunker() {
     local.backup("postgres/fnb-admin", &b);
     local.backup("other/x", &noise(100_000, 5));
 
-    let staging = Fixture { url: Some(moto.repo_url("staging", "repo")), password: "staging pw".into(), ..Fixture::empty() };
+    let staging = Fixture {
+        url: Some(moto.repo_url("staging", "repo")),
+        password: "staging pw".into(),
+        ..Fixture::empty()
+    };
     staging.run(&["init", "--kdf-memory", "1024", "--chunk-avg", "8192"], b"").ok();
     let seed = |extra: &[&str]| {
-        let mut args = vec!["--json", "copy", "--to", staging.url.as_deref().unwrap(), "--name", "postgres/*"];
+        let mut args =
+            vec!["--json", "copy", "--to", staging.url.as_deref().unwrap(), "--name", "postgres/*"];
         args.extend_from_slice(extra);
         let mut c = local.cmd(&args);
         c.env("REPO_TO_PASSWORD", "staging pw");
@@ -179,7 +198,10 @@ fn copy_to_s3_with_another_key_and_chunker() {
     let r = seed(&[]);
     assert_eq!((r["copied"].as_u64(), r["skipped"].as_u64()), (Some(1), Some(1)), "{r}");
     let stored_second = r["snapshots"][0]["bytes_written"].as_u64().unwrap();
-    assert!(stored_second < 600_000, "the older version should deduplicate against the newer one: {stored_second} bytes stored");
+    assert!(
+        stored_second < 600_000,
+        "the older version should deduplicate against the newer one: {stored_second} bytes stored"
+    );
     assert_eq!(staging.snapshot_count(), 2);
 
     // Restores byte-exact without any local cache, with the destination's own password.
@@ -191,10 +213,14 @@ fn copy_to_s3_with_another_key_and_chunker() {
     let snaps = staging.run(&["--json", "snapshots"], b"").ok().json();
     let src = local.run(&["--json", "snapshots", "--name", "postgres/*"], b"").ok().json();
     for (s, d) in src.as_array().unwrap().iter().zip(snaps.as_array().unwrap()) {
-        assert_eq!((&s["name"], &s["time"], &s["host"], &s["size"]), (&d["name"], &d["time"], &d["host"], &d["size"]));
+        assert_eq!(
+            (&s["name"], &s["time"], &s["host"], &s["size"]),
+            (&d["name"], &d["time"], &d["host"], &d["size"])
+        );
     }
     // The source password does not open the destination.
-    let wrong = Fixture { url: staging.url.clone(), password: local.password.clone(), ..Fixture::empty() };
+    let wrong =
+        Fixture { url: staging.url.clone(), password: local.password.clone(), ..Fixture::empty() };
     let r = wrong.run(&["snapshots"], b"");
     assert_eq!(r.code, 12, "{}", r.stderr);
 }
@@ -226,24 +252,35 @@ fn sync_killed_midway_then_rerun() {
     let r = local.run(&["--json", "sync", &s3], b"").ok().json();
     assert!(r["skipped_objects"].as_u64().unwrap() >= 2, "the rerun started over: {r}");
     assert_eq!(remote.snapshot_count(), 4);
-    assert!(remote.run(&["restore", "latest", "--name", "postgres/db3"], b"").ok().stdout == noise(3 << 20, 3));
+    assert!(
+        remote.run(&["restore", "latest", "--name", "postgres/db3"], b"").ok().stdout
+            == noise(3 << 20, 3)
+    );
     let r = local.run(&["--json", "sync", &s3], b"").ok().json();
     assert_eq!(r["copied_objects"], 0, "{r}");
 }
 
 #[test]
 fn unreachable_servers_fail_with_one_line() {
-    let f = Fixture { url: Some("sftp://nobody@127.0.0.1:1/x?known_hosts=accept".into()), ..Fixture::empty() };
+    let f = Fixture {
+        url: Some("sftp://nobody@127.0.0.1:1/x?known_hosts=accept".into()),
+        ..Fixture::empty()
+    };
     let r = f.run(&["snapshots"], b"");
     assert_eq!(r.code, 1);
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
-    assert!(r.stderr.contains("Connection refused") && r.stderr.contains("sftp://127.0.0.1:1/x"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("Connection refused") && r.stderr.contains("sftp://127.0.0.1:1/x"),
+        "{}",
+        r.stderr
+    );
 
     let moto = Moto::start();
     let f = Fixture { url: Some(moto.repo_url("empty", "nothing-here")), ..Fixture::empty() };
     let r = f.run(&["snapshots"], b"");
     assert_eq!(r.code, 10, "{}", r.stderr);
-    let r = std::process::Command::new(BIN).args(["-r", "nosuch://x/y", "snapshots"]).output().unwrap();
+    let r =
+        std::process::Command::new(BIN).args(["-r", "nosuch://x/y", "snapshots"]).output().unwrap();
     assert_eq!(r.status.code(), Some(1));
 }
 

@@ -8,13 +8,16 @@ use std::sync::Arc;
 use ::repo::backend::{Backend, FaultBackend, LocalBackend};
 use ::repo::ops::check::{self, CheckOptions, Subset};
 use ::repo::ops::sync::{self as sync_op, SyncOptions};
-use ::repo::repo::{self as engine, backup_stream, list_snapshots, restore_stream, InitOptions, NoProgress, SnapshotFilter};
+use ::repo::repo::{
+    self as engine, InitOptions, NoProgress, SnapshotFilter, backup_stream, list_snapshots,
+    restore_stream,
+};
 
 #[path = "common/mod.rs"]
 mod common;
 #[path = "common/engine.rs"]
 mod helpers;
-use helpers::{meta, open, Shared};
+use helpers::{Shared, meta, open};
 
 async fn listing(b: &Arc<dyn Backend>) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
@@ -28,7 +31,12 @@ async fn listing(b: &Arc<dyn Backend>) -> BTreeMap<String, u64> {
 
 /// Every snapshot at `dst` restores to the bytes the source snapshot of that name holds,
 /// and a full check reads every pack without damage.
-async fn assert_consistent(dst: &Arc<dyn Backend>, expected: &BTreeMap<String, Vec<u8>>, cache: &std::path::Path, at: &str) {
+async fn assert_consistent(
+    dst: &Arc<dyn Backend>,
+    expected: &BTreeMap<String, Vec<u8>>,
+    cache: &std::path::Path,
+    at: &str,
+) {
     if dst.stat("config").await.unwrap().is_none() {
         // Not a repository yet (only keys so far): nothing may be there but keys.
         let l = listing(dst).await;
@@ -39,10 +47,15 @@ async fn assert_consistent(dst: &Arc<dyn Backend>, expected: &BTreeMap<String, V
     let snaps = list_snapshots(&r, &SnapshotFilter::default()).await.unwrap();
     for (id, s) in &snaps {
         let out = Shared::default();
-        restore_stream(r.clone(), s, &id.to_hex(), out.clone(), Arc::new(NoProgress)).await.unwrap_or_else(|e| panic!("{at}: restore {}: {e}", s.name));
+        restore_stream(r.clone(), s, &id.to_hex(), out.clone(), Arc::new(NoProgress))
+            .await
+            .unwrap_or_else(|e| panic!("{at}: restore {}: {e}", s.name));
         assert!(*out.0.lock().unwrap() == expected[&s.name], "{at}: {} differs", s.name);
     }
-    let report = check::run(r, &CheckOptions { read_data: Some(Subset::All), verify_restore: None }).await.unwrap();
+    let report =
+        check::run(r, &CheckOptions { read_data: Some(Subset::All), verify_restore: None })
+            .await
+            .unwrap();
     assert!(report.ok && report.damage.is_empty(), "{at}: {:?}", report.damage);
 }
 
@@ -50,14 +63,30 @@ async fn assert_consistent(dst: &Arc<dyn Backend>, expected: &BTreeMap<String, V
 async fn sync_stopped_at_every_write_leaves_a_consistent_destination() {
     let tmp = tempfile::tempdir().unwrap();
     let src: Arc<dyn Backend> = Arc::new(LocalBackend::new(tmp.path().join("src")));
-    let opts = InitOptions { chunk_min: 4096, chunk_avg: 16384, chunk_max: 65536, pack_target: 65536, kdf: engine::codec_kdf_for_tests(), ..InitOptions::default() };
+    let opts = InitOptions {
+        chunk_min: 4096,
+        chunk_avg: 16384,
+        chunk_max: 65536,
+        pack_target: 65536,
+        kdf: engine::codec_kdf_for_tests(),
+        ..InitOptions::default()
+    };
     engine::init(&src, Some(b"pw"), &opts).await.unwrap();
     let mut expected = BTreeMap::new();
     let r = open(src.clone(), &tmp.path().join("cache")).await;
     for (i, len) in [(0u64, 150_000usize), (1, 200_000), (2, 120_000)] {
         let data = common::noise(len, i);
         let name = format!("db{i}");
-        backup_stream(r.clone(), std::io::Cursor::new(data.clone()), meta(&name), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await.unwrap();
+        backup_stream(
+            r.clone(),
+            std::io::Cursor::new(data.clone()),
+            meta(&name),
+            Arc::new(NoProgress),
+            Default::default(),
+            async { Ok(()) },
+        )
+        .await
+        .unwrap();
         expected.insert(name, data);
     }
     drop(r);
@@ -67,7 +96,8 @@ async fn sync_stopped_at_every_write_leaves_a_consistent_destination() {
     let mut points = 0;
     for allowed in 0.. {
         // A fresh destination each time: the sync stops after exactly `allowed` writes.
-        let dst: Arc<dyn Backend> = Arc::new(LocalBackend::new(tmp.path().join(format!("dst-{allowed}"))));
+        let dst: Arc<dyn Backend> =
+            Arc::new(LocalBackend::new(tmp.path().join(format!("dst-{allowed}"))));
         let fault: Arc<dyn Backend> = Arc::new(FaultBackend::new(dst.clone(), allowed));
         let res = sync_op::run(src.clone(), fault, &sync_opts, &NoProgress).await;
         if res.is_ok() {
@@ -91,7 +121,9 @@ async fn sync_stopped_at_every_write_leaves_a_consistent_destination() {
     // Forget one snapshot and prune at the source, then --delete stopped at every write and
     // delete, each time on a fresh copy of the complete destination.
     let r = open(src.clone(), &tmp.path().join("cache")).await;
-    let snaps = list_snapshots(&r, &SnapshotFilter { name: Some("db1".into()), tags: vec![] }).await.unwrap();
+    let snaps = list_snapshots(&r, &SnapshotFilter { name: Some("db1".into()), tags: vec![] })
+        .await
+        .unwrap();
     src.delete(&format!("snapshots/{}", snaps[0].0.to_hex())).await.unwrap();
     drop(r);
     let r = open(src.clone(), &tmp.path().join("cache")).await;
@@ -101,17 +133,25 @@ async fn sync_stopped_at_every_write_leaves_a_consistent_destination() {
     let del_opts = SyncOptions { delete: true, ..sync_opts };
     let mut delete_points = 0;
     for allowed in 0.. {
-        let copy: Arc<dyn Backend> = Arc::new(LocalBackend::new(tmp.path().join(format!("del-{allowed}"))));
+        let copy: Arc<dyn Backend> =
+            Arc::new(LocalBackend::new(tmp.path().join(format!("del-{allowed}"))));
         for (path, _) in listing(&dst).await.into_iter().chain([("config".to_string(), 0)]) {
             copy.put(&path, dst.get(&path).await.unwrap()).await.unwrap();
         }
-        let fault: Arc<dyn Backend> = Arc::new(FaultBackend::counting_deletes(copy.clone(), allowed));
+        let fault: Arc<dyn Backend> =
+            Arc::new(FaultBackend::counting_deletes(copy.clone(), allowed));
         if sync_op::run(src.clone(), fault, &del_opts, &NoProgress).await.is_ok() {
             assert_eq!(listing(&copy).await, wanted, "the destination mirrors the pruned source");
             break;
         }
         delete_points += 1;
-        assert_consistent(&copy, &expected, &tmp.path().join(format!("cache-d{allowed}")), &format!("--delete after {allowed} writes")).await;
+        assert_consistent(
+            &copy,
+            &expected,
+            &tmp.path().join(format!("cache-d{allowed}")),
+            &format!("--delete after {allowed} writes"),
+        )
+        .await;
     }
     assert!(delete_points >= 3, "only {delete_points} kill points with --delete");
 }
@@ -124,14 +164,26 @@ async fn a_damaged_source_object_is_reported_and_not_shipped() {
     let opts = InitOptions { kdf: engine::codec_kdf_for_tests(), ..InitOptions::default() };
     engine::init(&src, Some(b"pw"), &opts).await.unwrap();
     let r = open(src.clone(), &tmp.path().join("cache")).await;
-    backup_stream(r.clone(), std::io::Cursor::new(common::noise(300_000, 3)), meta("db"), Arc::new(NoProgress), Default::default(), async { Ok(()) }).await.unwrap();
+    backup_stream(
+        r.clone(),
+        std::io::Cursor::new(common::noise(300_000, 3)),
+        meta("db"),
+        Arc::new(NoProgress),
+        Default::default(),
+        async { Ok(()) },
+    )
+    .await
+    .unwrap();
     let pack = src.list("data/").await.unwrap().remove(0).path;
     let file = tmp.path().join("src").join(&pack);
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[1000] ^= 0x40;
     std::fs::write(&file, bytes).unwrap();
 
-    let err = sync_op::run(src.clone(), dst.clone(), &SyncOptions::default(), &NoProgress).await.unwrap_err().to_string();
+    let err = sync_op::run(src.clone(), dst.clone(), &SyncOptions::default(), &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&pack) && err.contains("does not match its name"), "{err}");
     assert_eq!(dst.stat(&pack).await.unwrap(), None, "the damaged pack was shipped");
     assert!(dst.list("snapshots/").await.unwrap().is_empty(), "a snapshot needing it was shipped");

@@ -18,7 +18,11 @@ fn sh(script: &str) {
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// A tree with every kind of entry and metadata the format keeps.
@@ -36,10 +40,14 @@ fn make_tree(root: &Path) {
          touch -h -d '2021-03-04 05:06:07.123456789' data/base/link data/PG_VERSION"
     ));
     if have("setfattr") {
-        sh(&format!("cd {r} && setfattr -n user.origin -v weekly data/PG_VERSION && setfattr -n user.bin -v 0x00ff00 data/setgid"));
+        sh(&format!(
+            "cd {r} && setfattr -n user.origin -v weekly data/PG_VERSION && setfattr -n user.bin -v 0x00ff00 data/setgid"
+        ));
     }
     if have("setfacl") {
-        sh(&format!("cd {r} && setfacl -m u:65534:r data/base/1/1259 && setfacl -d -m g:65534:rx data/setgid"));
+        sh(&format!(
+            "cd {r} && setfacl -m u:65534:r data/base/1/1259 && setfacl -d -m g:65534:rx data/setgid"
+        ));
     }
 }
 
@@ -63,9 +71,23 @@ fn snapshot_of(dir: &Path) -> BTreeMap<PathBuf, Meta> {
     for p in walk(dir) {
         let m = std::fs::symlink_metadata(&p).unwrap();
         let ft = m.file_type();
-        let kind = if ft.is_dir() { "dir" } else if ft.is_symlink() { "symlink" } else if ft.is_fifo() { "fifo" } else if ft.is_char_device() { "chr" } else { "file" };
+        let kind = if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else if ft.is_char_device() {
+            "chr"
+        } else {
+            "file"
+        };
         let xattrs = if have("getfattr") && !ft.is_symlink() {
-            let o = Command::new("getfattr").args(["-d", "-m", "-", "-e", "hex", "--absolute-names"]).arg(&p).output().unwrap();
+            let o = Command::new("getfattr")
+                .args(["-d", "-m", "-", "-e", "hex", "--absolute-names"])
+                .arg(&p)
+                .output()
+                .unwrap();
             String::from_utf8_lossy(&o.stdout).lines().skip(1).collect::<Vec<_>>().join(";")
         } else {
             String::new()
@@ -107,26 +129,47 @@ fn tree_round_trip_keeps_every_kind_of_entry_and_its_metadata() {
     let src = tempfile::tempdir().unwrap();
     make_tree(src.path());
     let root = src.path().to_str().unwrap();
-    let r = f.run(&["--json", "backup", "--name", "lvm/ubuntu-lv", "--root", root, "data"], b"").ok().json();
+    let r = f
+        .run(&["--json", "backup", "--name", "lvm/ubuntu-lv", "--root", root, "data"], b"")
+        .ok()
+        .json();
     assert_eq!((r["files"].as_u64(), r["files_read"].as_u64()), (Some(6), Some(5)), "{r}");
     assert_eq!(r["errors"].as_array().unwrap().len(), 0);
 
     let out = tempfile::tempdir().unwrap();
-    f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "--target", out.path().to_str().unwrap()], b"").ok();
+    f.run(
+        &["restore", "latest", "--name", "lvm/ubuntu-lv", "--target", out.path().to_str().unwrap()],
+        b"",
+    )
+    .ok();
     let (a, b) = (snapshot_of(src.path()), snapshot_of(out.path()));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (k, v) in &a {
         assert_eq!(v, &b[k], "{}", k.display());
     }
     if have("getfacl") {
-        let acl = Command::new("getfacl").args(["-c", "-d"]).arg(out.path().join("data/setgid")).output().unwrap();
-        assert!(String::from_utf8_lossy(&acl.stdout).contains("group:nogroup:r-x") || String::from_utf8_lossy(&acl.stdout).contains("group:65534:r-x"));
+        let acl = Command::new("getfacl")
+            .args(["-c", "-d"])
+            .arg(out.path().join("data/setgid"))
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&acl.stdout).contains("group:nogroup:r-x")
+                || String::from_utf8_lossy(&acl.stdout).contains("group:65534:r-x")
+        );
     }
     // hard links stay one inode; holes stay holes
-    let (x, y) = (std::fs::metadata(out.path().join("data/base/1/1259")).unwrap(), std::fs::metadata(out.path().join("data/base/1/hardlink")).unwrap());
+    let (x, y) = (
+        std::fs::metadata(out.path().join("data/base/1/1259")).unwrap(),
+        std::fs::metadata(out.path().join("data/base/1/hardlink")).unwrap(),
+    );
     assert_eq!((x.ino(), x.nlink()), (y.ino(), 2));
     let sparse = std::fs::metadata(out.path().join("data/sparse")).unwrap();
-    assert!(sparse.blocks() * 512 < 1 << 20, "sparse file restored with {} blocks", sparse.blocks());
+    assert!(
+        sparse.blocks() * 512 < 1 << 20,
+        "sparse file restored with {} blocks",
+        sparse.blocks()
+    );
 
     // one file to stdout; ls; a directory without --target is refused
     let one = f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "data/base/1/big"], b"").ok();
@@ -134,7 +177,11 @@ fn tree_round_trip_keeps_every_kind_of_entry_and_its_metadata() {
     let holes = f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "data/sparse"], b"").ok();
     assert_eq!(holes.stdout, std::fs::read(src.path().join("data/sparse")).unwrap());
     let ls = f.run(&["ls", "latest", "--name", "lvm/ubuntu-lv", "data/base"], b"").ok().text();
-    assert!(ls.contains("data/base/link -> ../PG_VERSION") && ls.contains("data/base/1/hardlink link to data/base/1/1259"), "{ls}");
+    assert!(
+        ls.contains("data/base/link -> ../PG_VERSION")
+            && ls.contains("data/base/1/hardlink link to data/base/1/1259"),
+        "{ls}"
+    );
     assert!(!ls.contains("data/PG_VERSION"), "{ls}");
     let e = f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "data/base"], b"");
     assert_eq!(e.code, 1);
@@ -144,15 +191,45 @@ fn tree_round_trip_keeps_every_kind_of_entry_and_its_metadata() {
 
     // a subtree
     let part = tempfile::tempdir().unwrap();
-    f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "--target", part.path().to_str().unwrap(), "--include", "data/base/1"], b"").ok();
-    assert_eq!(std::fs::read(part.path().join("data/base/1/1259")).unwrap(), std::fs::read(src.path().join("data/base/1/1259")).unwrap());
-    assert!(!part.path().join("data/PG_VERSION").exists() && !part.path().join("data/base/link").exists());
+    f.run(
+        &[
+            "restore",
+            "latest",
+            "--name",
+            "lvm/ubuntu-lv",
+            "--target",
+            part.path().to_str().unwrap(),
+            "--include",
+            "data/base/1",
+        ],
+        b"",
+    )
+    .ok();
+    assert_eq!(
+        std::fs::read(part.path().join("data/base/1/1259")).unwrap(),
+        std::fs::read(src.path().join("data/base/1/1259")).unwrap()
+    );
+    assert!(
+        !part.path().join("data/PG_VERSION").exists()
+            && !part.path().join("data/base/link").exists()
+    );
 
     // check follows the files' chunks; prune keeps them
     f.run(&["check", "--read-data"], b"").ok();
     f.run(&["prune"], b"").ok();
     let again = tempfile::tempdir().unwrap();
-    f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "--target", again.path().to_str().unwrap()], b"").ok();
+    f.run(
+        &[
+            "restore",
+            "latest",
+            "--name",
+            "lvm/ubuntu-lv",
+            "--target",
+            again.path().to_str().unwrap(),
+        ],
+        b"",
+    )
+    .ok();
     assert_eq!(snapshot_of(again.path()).len(), a.len());
 }
 
@@ -165,16 +242,29 @@ fn second_backup_reads_only_what_changed() {
     let args = ["--json", "backup", "--name", "t", "--root", root, "."];
     f.run(&args, b"").ok();
     let r = f.run(&args, b"").ok().json();
-    assert_eq!((r["files_read"].as_u64(), r["files_unchanged"].as_u64()), (Some(0), Some(5)), "{r}");
+    assert_eq!(
+        (r["files_read"].as_u64(), r["files_unchanged"].as_u64()),
+        (Some(0), Some(5)),
+        "{r}"
+    );
     assert!(r["new_bytes"].as_u64().unwrap() < 1000, "{r}");
     // content changed (same size, mtime put back): ctime still tells
-    sh(&format!("cd {root} && printf 'PG 16\\n' > data/PG_VERSION && touch -d '2021-03-04 05:06:07.123456789' data/PG_VERSION"));
+    sh(&format!(
+        "cd {root} && printf 'PG 16\\n' > data/PG_VERSION && touch -d '2021-03-04 05:06:07.123456789' data/PG_VERSION"
+    ));
     // replaced by a copy with the same size and mtime: the inode tells
-    sh(&format!("cd {root} && cp -p data/base/1/big data/big.tmp && mv data/big.tmp data/base/1/big"));
+    sh(&format!(
+        "cd {root} && cp -p data/base/1/big data/big.tmp && mv data/big.tmp data/base/1/big"
+    ));
     let r = f.run(&args, b"").ok().json();
-    assert_eq!((r["files_read"].as_u64(), r["files_unchanged"].as_u64()), (Some(2), Some(3)), "{r}");
+    assert_eq!(
+        (r["files_read"].as_u64(), r["files_unchanged"].as_u64()),
+        (Some(2), Some(3)),
+        "{r}"
+    );
     let out = tempfile::tempdir().unwrap();
-    f.run(&["restore", "latest", "--name", "t", "--target", out.path().to_str().unwrap()], b"").ok();
+    f.run(&["restore", "latest", "--name", "t", "--target", out.path().to_str().unwrap()], b"")
+        .ok();
     assert_eq!(std::fs::read(out.path().join("data/PG_VERSION")).unwrap(), b"PG 16\n");
     assert_eq!(snapshot_of(out.path()), snapshot_of(src.path()));
 }
@@ -203,11 +293,24 @@ fn unreadable_files_are_reported_and_give_exit_code_3() {
     let f = Fixture::new();
     let src = tempfile::tempdir().unwrap();
     let d = src.path().display();
-    sh(&format!("chmod 755 {d} && mkdir {d}/t && echo ok > {d}/t/ok && echo secret > {d}/t/secret && chmod 600 {d}/t/secret && chmod -R a+rX {}", f.dir.path().display()));
-    sh(&format!("chmod 755 {} && chown -R nobody {}", f.dir.path().display(), f.dir.path().display()));
+    sh(&format!(
+        "chmod 755 {d} && mkdir {d}/t && echo ok > {d}/t/ok && echo secret > {d}/t/secret && chmod 600 {d}/t/secret && chmod -R a+rX {}",
+        f.dir.path().display()
+    ));
+    sh(&format!(
+        "chmod 755 {} && chown -R nobody {}",
+        f.dir.path().display(),
+        f.dir.path().display()
+    ));
     let mut c = f.cmd(&["backup", "--name", "t", "--root", &d.to_string(), "t"]);
-    let argv: Vec<String> = std::iter::once(c.get_program()).chain(c.get_args()).map(|s| s.to_string_lossy().into_owned()).collect();
-    let envs: Vec<String> = c.get_envs().filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy()))).collect();
+    let argv: Vec<String> = std::iter::once(c.get_program())
+        .chain(c.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
+    let envs: Vec<String> = c
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
+        .collect();
     let mut run = Command::new("runuser");
     run.args(["-u", "nobody", "--", "env"]).args(&envs).args(&argv).current_dir("/");
     c = run;
@@ -224,7 +327,11 @@ fn a_file_written_during_the_backup_is_flagged() {
     let f = Fixture::new();
     let src = tempfile::tempdir().unwrap();
     let log = src.path().join("d/growing.log");
-    sh(&format!("mkdir {}/d && head -c 30000000 /dev/urandom > {}", src.path().display(), log.display()));
+    sh(&format!(
+        "mkdir {}/d && head -c 30000000 /dev/urandom > {}",
+        src.path().display(),
+        log.display()
+    ));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (s2, l2) = (stop.clone(), log.clone());
     let writer = std::thread::spawn(move || {
@@ -235,16 +342,25 @@ fn a_file_written_during_the_backup_is_flagged() {
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
     });
-    let r = f.run(&["--json", "backup", "--name", "t", "--root", src.path().to_str().unwrap(), "d"], b"");
+    let r = f.run(
+        &["--json", "backup", "--name", "t", "--root", src.path().to_str().unwrap(), "d"],
+        b"",
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
     assert_eq!(r.code, 0, "{}", r.stderr);
     let changed = r.json()["changed"].clone();
-    assert!(changed.as_array().unwrap().iter().any(|c| c.as_str().unwrap().ends_with("d/growing.log")), "{changed}");
+    assert!(
+        changed.as_array().unwrap().iter().any(|c| c.as_str().unwrap().ends_with("d/growing.log")),
+        "{changed}"
+    );
     let ls = f.run(&["--json", "ls", "latest", "--name", "t", "d/growing.log"], b"").ok().json();
     assert_eq!(ls[0]["changed_while_read"], true);
     // the next backup reads it again rather than trusting the flagged copy
-    let r = f.run(&["--json", "backup", "--name", "t", "--root", src.path().to_str().unwrap(), "d"], b"").ok().json();
+    let r = f
+        .run(&["--json", "backup", "--name", "t", "--root", src.path().to_str().unwrap(), "d"], b"")
+        .ok()
+        .json();
     assert_eq!(r["files_read"], 1, "{r}");
 }
 
@@ -253,7 +369,11 @@ fn backup_of_missing_path_fails_without_snapshot() {
     let f = Fixture::new();
     let e = f.run(&["backup", "--name", "t", "--root", "/nonexistent-root", "x"], b"");
     assert_eq!(e.code, 1);
-    assert!(e.stderr.contains("/nonexistent-root/x") && e.stderr.lines().count() == 1, "{}", e.stderr);
+    assert!(
+        e.stderr.contains("/nonexistent-root/x") && e.stderr.lines().count() == 1,
+        "{}",
+        e.stderr
+    );
     assert_eq!(f.snapshot_count(), 0);
     let e = f.run(&["backup", "--name", "t", "--root", "/", "../etc"], b"");
     assert!(e.code == 1 && e.stderr.contains("`..`"), "{}", e.stderr);
@@ -262,29 +382,55 @@ fn backup_of_missing_path_fails_without_snapshot() {
 /// Commits a tree snapshot whose catalog holds exactly `entries` (bypassing the walker).
 async fn hostile_snapshot(f: &Fixture, entries: Vec<::repo::format::tree::Entry>) {
     use ::repo::format::snapshot::SnapshotKind;
-    use ::repo::repo::{backup_with, Content, Repository, SnapshotMeta};
+    use ::repo::repo::{Content, Repository, SnapshotMeta, backup_with};
     let backend = ::repo::backend::from_url(f.repo().to_str().unwrap()).unwrap();
-    let repo = Arc::new(Repository::open(backend, Some(f.password.as_bytes()), Some(f.cache())).await.unwrap());
+    let repo = Arc::new(
+        Repository::open(backend, Some(f.password.as_bytes()), Some(f.cache())).await.unwrap(),
+    );
     let mut catalog = ::repo::format::tree::catalog_header();
     for e in &entries {
         e.encode_into(&mut catalog).unwrap();
     }
-    let meta = SnapshotMeta { name: "evil".into(), host: "h".into(), tags: vec![], command: String::new(), time_ns: 1 };
+    let meta = SnapshotMeta {
+        name: "evil".into(),
+        host: "h".into(),
+        tags: vec![],
+        command: String::new(),
+        time_ns: 1,
+    };
     let body = move |sink: &mut ::repo::repo::ChunkSink| {
         let p = sink.repo().chunker;
         let lists = sink.store_stream(&catalog[..], p, &::repo::repo::NoProgress)?;
         Ok(Content { lists, size: 0, chunks: entries.len() as u64 })
     };
-    backup_with(repo, SnapshotKind::Tree, meta, Default::default(), body, async { Ok(()) }).await.unwrap();
+    backup_with(repo, SnapshotKind::Tree, meta, Default::default(), body, async { Ok(()) })
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_refuses_hostile_paths_and_symlink_escapes() {
     use ::repo::format::tree::{Content, Entry, Kind};
-    let dir = |p: &str| Entry { kind: Some(Kind::Dir), mode: 0o755, path: p.as_bytes().to_vec(), ..Default::default() };
-    let file = |p: &str| Entry { kind: Some(Kind::File), mode: 0o644, path: p.as_bytes().to_vec(), content: Content::Inline(vec![]), ..Default::default() };
+    let dir = |p: &str| Entry {
+        kind: Some(Kind::Dir),
+        mode: 0o755,
+        path: p.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let file = |p: &str| Entry {
+        kind: Some(Kind::File),
+        mode: 0o644,
+        path: p.as_bytes().to_vec(),
+        content: Content::Inline(vec![]),
+        ..Default::default()
+    };
     let outside = tempfile::tempdir().unwrap();
-    let link = Entry { kind: Some(Kind::Symlink), path: b"d/escape".to_vec(), link: outside.path().to_str().unwrap().as_bytes().to_vec(), ..Default::default() };
+    let link = Entry {
+        kind: Some(Kind::Symlink),
+        path: b"d/escape".to_vec(),
+        link: outside.path().to_str().unwrap().as_bytes().to_vec(),
+        ..Default::default()
+    };
     let cases: Vec<(Vec<Entry>, &str)> = vec![
         (vec![dir("d"), file("d/../../pwned")], "`..` component"),
         (vec![file("/etc/pwned")], "absolute"),
@@ -296,10 +442,17 @@ async fn restore_refuses_hostile_paths_and_symlink_escapes() {
         hostile_snapshot(&f, entries).await;
         let target = tempfile::tempdir().unwrap();
         let t = target.path().to_str().unwrap().to_string();
-        let r = tokio::task::spawn_blocking(move || f.run(&["restore", "latest", "--name", "evil", "--target", &t], b"")).await.unwrap();
+        let r = tokio::task::spawn_blocking(move || {
+            f.run(&["restore", "latest", "--name", "evil", "--target", &t], b"")
+        })
+        .await
+        .unwrap();
         assert_eq!(r.code, 1, "{why}: {}", r.stderr);
         assert!(r.stderr.contains(why) && r.stderr.lines().count() == 1, "{why}: {}", r.stderr);
-        assert!(!outside.path().join("pwned").exists() && !target.path().parent().unwrap().join("pwned").exists());
+        assert!(
+            !outside.path().join("pwned").exists()
+                && !target.path().parent().unwrap().join("pwned").exists()
+        );
     }
 }
 
@@ -309,19 +462,64 @@ fn tree_exported_as_tar_gz_extracts_like_a_restore() {
     let src = tempfile::tempdir().unwrap();
     make_tree(src.path());
     let long = "d".repeat(120);
-    sh(&format!("cd {} && mkdir -p data/{long} && echo deep > data/{long}/f", src.path().display()));
+    sh(&format!(
+        "cd {} && mkdir -p data/{long} && echo deep > data/{long}/f",
+        src.path().display()
+    ));
     let root = src.path().to_str().unwrap();
-    f.run(&["backup", "--name", "lvm/ubuntu-lv", "--root", root, "--time", "2026-02-14T03:00:00Z", "data"], b"").ok();
+    f.run(
+        &[
+            "backup",
+            "--name",
+            "lvm/ubuntu-lv",
+            "--root",
+            root,
+            "--time",
+            "2026-02-14T03:00:00Z",
+            "data",
+        ],
+        b"",
+    )
+    .ok();
     let exp = tempfile::tempdir().unwrap();
     let e = exp.path().to_str().unwrap();
-    let r = f.run(&["--json", "export", e, "--name", "lvm/*", "--template", "lvm-snapshots/{base}-snap-{time:%Y%m%d}.tar.gz"], b"").ok().json();
+    let r = f
+        .run(
+            &[
+                "--json",
+                "export",
+                e,
+                "--name",
+                "lvm/*",
+                "--template",
+                "lvm-snapshots/{base}-snap-{time:%Y%m%d}.tar.gz",
+            ],
+            b"",
+        )
+        .ok()
+        .json();
     let file = exp.path().join("lvm-snapshots/ubuntu-lv-snap-20260214.tar.gz");
     assert!(file.exists(), "{r}");
     sh(&format!("gunzip -t {}", file.display()));
 
     let (by_tar, by_repo) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    sh(&format!("tar -xzf {} --xattrs --xattrs-include='*' --numeric-owner -C {}", file.display(), by_tar.path().display()));
-    f.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "--target", by_repo.path().to_str().unwrap()], b"").ok();
+    sh(&format!(
+        "tar -xzf {} --xattrs --xattrs-include='*' --numeric-owner -C {}",
+        file.display(),
+        by_tar.path().display()
+    ));
+    f.run(
+        &[
+            "restore",
+            "latest",
+            "--name",
+            "lvm/ubuntu-lv",
+            "--target",
+            by_repo.path().to_str().unwrap(),
+        ],
+        b"",
+    )
+    .ok();
     let (a, b) = (snapshot_of(by_repo.path()), snapshot_of(by_tar.path()));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (k, v) in &a {
@@ -331,7 +529,10 @@ fn tree_exported_as_tar_gz_extracts_like_a_restore() {
     assert_eq!(snapshot_of(src.path()), a);
     // the tar lists the hard link as a link
     let listing = Command::new("tar").arg("-tvzf").arg(&file).output().unwrap();
-    assert!(String::from_utf8_lossy(&listing.stdout).contains("data/base/1/hardlink link to data/base/1/1259"));
+    assert!(
+        String::from_utf8_lossy(&listing.stdout)
+            .contains("data/base/1/hardlink link to data/base/1/1259")
+    );
 }
 
 #[test]
@@ -339,7 +540,11 @@ fn copy_moves_a_tree_snapshot_into_another_repository() {
     let f = Fixture::new();
     let src = tempfile::tempdir().unwrap();
     make_tree(src.path());
-    f.run(&["backup", "--name", "lvm/ubuntu-lv", "--root", src.path().to_str().unwrap(), "data"], b"").ok();
+    f.run(
+        &["backup", "--name", "lvm/ubuntu-lv", "--root", src.path().to_str().unwrap(), "data"],
+        b"",
+    )
+    .ok();
     let dst = {
         let d = Fixture::empty();
         let d = Fixture { password: "another password".into(), ..d };
@@ -351,11 +556,19 @@ fn copy_moves_a_tree_snapshot_into_another_repository() {
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = tempfile::tempdir().unwrap();
-    dst.run(&["restore", "latest", "--name", "lvm/ubuntu-lv", "--target", out.path().to_str().unwrap()], b"").ok();
+    dst.run(
+        &["restore", "latest", "--name", "lvm/ubuntu-lv", "--target", out.path().to_str().unwrap()],
+        b"",
+    )
+    .ok();
     assert_eq!(snapshot_of(out.path()), snapshot_of(src.path()));
     dst.run(&["check", "--read-data"], b"").ok();
     // a second copy skips it
-    let o = f.cmd(&["--json", "copy", "--to", dst.repo().to_str().unwrap()]).env("REPO_TO_PASSWORD", &dst.password).output().unwrap();
+    let o = f
+        .cmd(&["--json", "copy", "--to", dst.repo().to_str().unwrap()])
+        .env("REPO_TO_PASSWORD", &dst.password)
+        .output()
+        .unwrap();
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((r["copied"].as_u64(), r["skipped"].as_u64()), (Some(0), Some(1)), "{r}");
 }
@@ -381,7 +594,8 @@ fn import_of_a_classic_tar_gz_gives_a_tree_snapshot() {
     let ls = f.run(&["ls", "latest", "--name", &name, "data/base"], b"").ok().text();
     assert!(ls.contains("data/base/1/hardlink link to data/base/1/1259"), "{ls}");
     let out = tempfile::tempdir().unwrap();
-    f.run(&["restore", "latest", "--name", &name, "--target", out.path().to_str().unwrap()], b"").ok();
+    f.run(&["restore", "latest", "--name", &name, "--target", out.path().to_str().unwrap()], b"")
+        .ok();
     let (a, b) = (snapshot_of(src.path()), snapshot_of(out.path()));
     for (k, v) in &a {
         let w = &b[k];
@@ -390,7 +604,21 @@ fn import_of_a_classic_tar_gz_gives_a_tree_snapshot() {
     }
     assert_eq!(a.len(), b.len());
     // the same files backed up as a tree afterwards deduplicate against the import
-    let r = f.run(&["--json", "backup", "--name", "lvm/ubuntu-lv", "--root", src.path().to_str().unwrap(), "data"], b"").ok().json();
+    let r = f
+        .run(
+            &[
+                "--json",
+                "backup",
+                "--name",
+                "lvm/ubuntu-lv",
+                "--root",
+                src.path().to_str().unwrap(),
+                "data",
+            ],
+            b"",
+        )
+        .ok()
+        .json();
     assert!(r["new_bytes"].as_u64().unwrap() < 100_000, "{r}");
     // importing it again stores nothing
     let r = f.run(&["--json", "import", archive.to_str().unwrap()], b"").ok().json();

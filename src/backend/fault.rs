@@ -2,8 +2,8 @@
 //! successful writes every further `put` fails, as if the process had died there. With
 //! `count_deletes`, deletes count as writes too (for prune, whose steps are mostly deletes).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
@@ -19,7 +19,12 @@ pub struct FaultBackend {
 impl FaultBackend {
     /// `puts_allowed < 0` never fails.
     pub fn new(inner: Arc<dyn Backend>, puts_allowed: i64) -> Self {
-        FaultBackend { inner, puts_allowed: AtomicI64::new(puts_allowed), puts_done: AtomicU64::new(0), count_deletes: false }
+        FaultBackend {
+            inner,
+            puts_allowed: AtomicI64::new(puts_allowed),
+            puts_done: AtomicU64::new(0),
+            count_deletes: false,
+        }
     }
     /// Like `new`, but deletes count as writes and fail too once the budget is spent.
     pub fn counting_deletes(inner: Arc<dyn Backend>, writes_allowed: i64) -> Self {

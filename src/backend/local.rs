@@ -28,19 +28,27 @@ impl LocalBackend {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, BackendError> + Send + 'static) -> Result<T, BackendError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
-        Err(e) => Err(BackendError::Io { path: String::new(), source: std::io::Error::other(e.to_string()) }),
+        Err(e) => Err(BackendError::Io {
+            path: String::new(),
+            source: std::io::Error::other(e.to_string()),
+        }),
     }
 }
 
 fn put_sync(full: &Path, rel: &str, data: &[u8]) -> Result<(), BackendError> {
     let err = |e| BackendError::from_io(rel, e);
-    let dir = full.parent().ok_or_else(|| BackendError::from_io(rel, std::io::Error::other("no parent")))?;
+    let dir = full
+        .parent()
+        .ok_or_else(|| BackendError::from_io(rel, std::io::Error::other("no parent")))?;
     fs::create_dir_all(dir).map_err(err)?;
     let mut rnd = [0u8; 8];
-    crate::codec::random_bytes(&mut rnd).map_err(|e| BackendError::from_io(rel, std::io::Error::other(e.to_string())))?;
+    crate::codec::random_bytes(&mut rnd)
+        .map_err(|e| BackendError::from_io(rel, std::io::Error::other(e.to_string())))?;
     let tmp = dir.join(format!("{TEMP_PREFIX}{}", hex::encode(rnd)));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
@@ -75,7 +83,11 @@ fn list_sync(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>
                 stack.push(ent.path());
             } else if ft.is_file() {
                 let size = ent.metadata().map_err(|e| BackendError::from_io(&name, e))?.len();
-                let rel = ent.path().strip_prefix(root).map(|p| p.to_string_lossy().replace('\\', "/")).unwrap_or(name);
+                let rel = ent
+                    .path()
+                    .strip_prefix(root)
+                    .map(|p| p.to_string_lossy().replace('\\', "/"))
+                    .unwrap_or(name);
                 out.push(ObjectInfo { path: rel, size });
             }
         }
@@ -103,7 +115,11 @@ impl Backend for LocalBackend {
             let mut f = fs::File::open(&full).map_err(err)?;
             let size = f.metadata().map_err(err)?.len();
             if offset.saturating_add(len) > size {
-                return Err(BackendError::ShortRead { path: rel.clone(), expected: len, got: size.saturating_sub(offset) });
+                return Err(BackendError::ShortRead {
+                    path: rel.clone(),
+                    expected: len,
+                    got: size.saturating_sub(offset),
+                });
             }
             f.seek(SeekFrom::Start(offset)).map_err(err)?;
             let mut buf = vec![0u8; len as usize];

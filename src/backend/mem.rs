@@ -42,7 +42,11 @@ impl Backend for MemBackend {
         let v = m.get(path).ok_or_else(|| BackendError::NotFound { path: path.into() })?;
         let end = offset.saturating_add(len);
         if end > v.len() as u64 {
-            return Err(BackendError::ShortRead { path: path.into(), expected: len, got: (v.len() as u64).saturating_sub(offset) });
+            return Err(BackendError::ShortRead {
+                path: path.into(),
+                expected: len,
+                got: (v.len() as u64).saturating_sub(offset),
+            });
         }
         Ok(v[offset as usize..end as usize].to_vec())
     }

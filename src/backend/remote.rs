@@ -59,7 +59,9 @@ impl RemoteUrl {
             None => ("", authority),
         };
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty() => {
+            Some((h, p))
+                if !h.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty() =>
+            {
                 (h, Some(p.parse::<u16>().map_err(|_| "port out of range")?))
             }
             _ => (hostport, None),
@@ -106,7 +108,10 @@ fn percent_decode(s: &str) -> Result<String, String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).ok_or("bad %-escape in URL")?;
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .ok_or("bad %-escape in URL")?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| "bad %-escape in URL")?);
             i += 3;
         } else {
@@ -123,19 +128,29 @@ fn env(key: &str) -> Option<String> {
 
 impl RemoteBackend {
     pub fn open(url: &str) -> Result<RemoteBackend, BackendError> {
-        let bad = |msg: String| BackendError::Config { location: redact_unparsed(url), message: msg };
+        let bad =
+            |msg: String| BackendError::Config { location: redact_unparsed(url), message: msg };
         let u = RemoteUrl::parse(url).map_err(&bad)?;
         opendal::install_default();
         let location = u.redacted();
         let (op, rename_into_place, etag_is_md5) = match u.scheme.as_str() {
             "s3" => {
-                let mut b = opendal::services::S3::default().bucket(&u.host).root(&format!("{}/", u.path));
+                let mut b =
+                    opendal::services::S3::default().bucket(&u.host).root(&format!("{}/", u.path));
                 // Endpoint and region: URL options first, then the usual AWS variables.
-                let endpoint = u.option("endpoint").map(String::from).or_else(|| env("AWS_ENDPOINT_URL_S3")).or_else(|| env("AWS_ENDPOINT_URL"));
+                let endpoint = u
+                    .option("endpoint")
+                    .map(String::from)
+                    .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+                    .or_else(|| env("AWS_ENDPOINT_URL"));
                 if let Some(e) = endpoint {
                     b = b.endpoint(&e);
                 }
-                let region = u.option("region").map(String::from).or_else(|| env("AWS_REGION")).or_else(|| env("AWS_DEFAULT_REGION"));
+                let region = u
+                    .option("region")
+                    .map(String::from)
+                    .or_else(|| env("AWS_REGION"))
+                    .or_else(|| env("AWS_DEFAULT_REGION"));
                 b = b.region(region.as_deref().unwrap_or("us-east-1"));
                 if let Some(v) = u.option("access_key_id") {
                     b = b.access_key_id(v);
@@ -151,8 +166,11 @@ impl RemoteBackend {
             "sftp" => {
                 let user = if u.user.is_empty() { String::new() } else { format!("{}@", u.user) };
                 let endpoint = format!("ssh://{user}{}", u.host_port());
-                let mut b = opendal::services::Sftp::default().endpoint(&endpoint).root(if u.path.is_empty() { "/" } else { &u.path });
-                if let Some(k) = u.option("key").map(String::from).or_else(|| env("REPO_SFTP_KEY")) {
+                let mut b = opendal::services::Sftp::default()
+                    .endpoint(&endpoint)
+                    .root(if u.path.is_empty() { "/" } else { &u.path });
+                if let Some(k) = u.option("key").map(String::from).or_else(|| env("REPO_SFTP_KEY"))
+                {
                     b = b.key(&k);
                 }
                 if let Some(s) = u.option("known_hosts").or(u.option("known_hosts_strategy")) {
@@ -162,7 +180,9 @@ impl RemoteBackend {
             }
             "webdav" | "webdavs" => {
                 let http = if u.scheme == "webdavs" { "https" } else { "http" };
-                let mut b = opendal::services::Webdav::default().endpoint(&format!("{http}://{}", u.host_port())).root(&format!("{}/", u.path));
+                let mut b = opendal::services::Webdav::default()
+                    .endpoint(&format!("{http}://{}", u.host_port()))
+                    .root(&format!("{}/", u.path));
                 if !u.user.is_empty() {
                     b = b.username(&u.user);
                 }
@@ -173,21 +193,39 @@ impl RemoteBackend {
             }
             _ => {
                 // Everything else the library knows (azblob://, gcs://, …) by its own URI rules.
-                let op = Operator::from_uri(url).map_err(|e| bad(format!("unsupported or invalid storage URL ({})", e.kind())))?;
+                let op = Operator::from_uri(url).map_err(|e| {
+                    bad(format!("unsupported or invalid storage URL ({})", e.kind()))
+                })?;
                 (op, false, false)
             }
         };
         let op = op
-            .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)))
-            .layer(RetryLayer::new().with_jitter().with_max_times(6).with_min_delay(Duration::from_millis(200)).with_max_delay(Duration::from_secs(20)));
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(120))
+                    .with_io_timeout(Duration::from_secs(60)),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_jitter()
+                    .with_max_times(6)
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(20)),
+            );
         Ok(RemoteBackend { op, location, rename_into_place, etag_is_md5 })
     }
 
     fn err(&self, path: &str, e: opendal::Error) -> BackendError {
         match e.kind() {
             ErrorKind::NotFound => BackendError::NotFound { path: path.into() },
-            ErrorKind::PermissionDenied => BackendError::PermissionDenied { path: format!("{}/{path}", self.location) },
-            _ => BackendError::Remote { path: format!("{}/{path}", self.location), message: short(&e), temporary: e.is_temporary() },
+            ErrorKind::PermissionDenied => {
+                BackendError::PermissionDenied { path: format!("{}/{path}", self.location) }
+            }
+            _ => BackendError::Remote {
+                path: format!("{}/{path}", self.location),
+                message: short(&e),
+                temporary: e.is_temporary(),
+            },
         }
     }
 }
@@ -201,7 +239,10 @@ fn short(e: &opendal::Error) -> String {
     if let Some(c) = root {
         let c = c.to_string();
         // Causes that quote a request URL could carry presigned query strings: cut them.
-        let c = match c.find('?') { Some(i) => format!("{}…", &c[..i]), None => c };
+        let c = match c.find('?') {
+            Some(i) => format!("{}…", &c[..i]),
+            None => c,
+        };
         out = format!("{out}: {}", c.trim());
     }
     out
@@ -223,8 +264,15 @@ impl Backend for RemoteBackend {
         let meta = if self.rename_into_place {
             let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
             let mut r = [0u8; 8];
-            getrandom::fill(&mut r).map_err(|e| BackendError::Io { path: path.into(), source: std::io::Error::other(e.to_string()) })?;
-            let tmp = if dir.is_empty() { format!("{TMP_MARKER}{}-{name}", hex::encode(r)) } else { format!("{dir}/{TMP_MARKER}{}-{name}", hex::encode(r)) };
+            getrandom::fill(&mut r).map_err(|e| BackendError::Io {
+                path: path.into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let tmp = if dir.is_empty() {
+                format!("{TMP_MARKER}{}-{name}", hex::encode(r))
+            } else {
+                format!("{dir}/{TMP_MARKER}{}-{name}", hex::encode(r))
+            };
             let meta = self.op.write(&tmp, data).await.map_err(|e| self.err(path, e))?;
             if let Err(e) = self.op.rename(&tmp, path).await {
                 // Objects are immutable: a rename onto an existing name (SFTP v3 refuses it)
@@ -244,7 +292,9 @@ impl Backend for RemoteBackend {
             if etag.len() == 32 && !etag.contains('-') && !etag.eq_ignore_ascii_case(&md5) {
                 return Err(BackendError::Remote {
                     path: format!("{}/{path}", self.location),
-                    message: format!("upload verification failed: the server stored content with MD5 {etag}, sent {md5}"),
+                    message: format!(
+                        "upload verification failed: the server stored content with MD5 {etag}, sent {md5}"
+                    ),
                     temporary: false,
                 });
             }
@@ -260,9 +310,19 @@ impl Backend for RemoteBackend {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let got = self.op.read_with(path).range(offset..offset + len).await.map_err(|e| self.err(path, e))?.to_vec();
+        let got = self
+            .op
+            .read_with(path)
+            .range(offset..offset + len)
+            .await
+            .map_err(|e| self.err(path, e))?
+            .to_vec();
         if (got.len() as u64) < len {
-            return Err(BackendError::ShortRead { path: path.into(), expected: len, got: got.len() as u64 });
+            return Err(BackendError::ShortRead {
+                path: path.into(),
+                expected: len,
+                got: got.len() as u64,
+            });
         }
         Ok(got)
     }
@@ -286,7 +346,8 @@ impl Backend for RemoteBackend {
             let mut size = e.metadata().content_length();
             if size == 0 {
                 // Some services list names only; ask for the size.
-                size = self.op.stat(&path).await.map_err(|er| self.err(&path, er))?.content_length();
+                size =
+                    self.op.stat(&path).await.map_err(|er| self.err(&path, er))?.content_length();
             }
             out.push(ObjectInfo { path, size });
         }
@@ -321,13 +382,19 @@ mod tests {
     #[test]
     fn url_parts_and_redaction() {
         let u = RemoteUrl::parse("s3://dev-cluster-backup/repo/x?endpoint=https://minio.local:9000&region=us-east-1&secret_access_key=SECRET").unwrap();
-        assert_eq!((u.scheme.as_str(), u.host.as_str(), u.path.as_str()), ("s3", "dev-cluster-backup", "/repo/x"));
+        assert_eq!(
+            (u.scheme.as_str(), u.host.as_str(), u.path.as_str()),
+            ("s3", "dev-cluster-backup", "/repo/x")
+        );
         assert_eq!(u.option("endpoint"), Some("https://minio.local:9000"));
         assert_eq!(u.redacted(), "s3://dev-cluster-backup/repo/x");
         assert!(!u.redacted().contains("SECRET"));
 
         let u = RemoteUrl::parse("sftp://backup:pw@nas.example:2222/backup-repo/").unwrap();
-        assert_eq!((u.user.as_str(), u.host.as_str(), u.port, u.path.as_str()), ("backup:pw", "nas.example", Some(2222), "/backup-repo"));
+        assert_eq!(
+            (u.user.as_str(), u.host.as_str(), u.port, u.path.as_str()),
+            ("backup:pw", "nas.example", Some(2222), "/backup-repo")
+        );
         assert_eq!(u.redacted(), "sftp://nas.example:2222/backup-repo");
 
         assert!(RemoteUrl::parse("s3:///nobucket").is_err());

@@ -44,15 +44,17 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     let t = s.trim().trim_end_matches("/s").trim_end_matches("ps");
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a rate (examples: 500K, 10M, 1.5MiB)"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
-        "" if unit.trim().is_empty() => 1024.0,
-        "" => 1.0,
-        "k" => 1024.0,
-        "m" => 1024.0 * 1024.0,
-        "g" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M or G)")),
-    };
+    let n: f64 =
+        num.parse().map_err(|_| format!("{s:?} is not a rate (examples: 500K, 10M, 1.5MiB)"))?;
+    let mult: f64 =
+        match unit.trim().to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+            "" if unit.trim().is_empty() => 1024.0,
+            "" => 1.0,
+            "k" => 1024.0,
+            "m" => 1024.0 * 1024.0,
+            "g" => 1024.0 * 1024.0 * 1024.0,
+            _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M or G)")),
+        };
     let v = n * mult;
     if v.is_nan() || v < 1.0 || !v.is_finite() {
         return Err(format!("{s:?}: the limit must be at least 1 byte per second"));
@@ -124,6 +126,9 @@ mod tests {
             t.take(1 << 20).await;
         }
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(3900) && took <= Duration::from_millis(4100), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(3900) && took <= Duration::from_millis(4100),
+            "{took:?}"
+        );
     }
 }

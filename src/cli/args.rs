@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "repo", version, about = "Deduplicating, encrypted backups of database dumps", max_term_width = 100)]
+#[command(
+    name = "repo",
+    version,
+    about = "Deduplicating, encrypted backups of database dumps",
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Repository location: a local path (default backend).
     #[arg(short = 'r', long = "repo", env = "REPO_REPOSITORY", global = true)]

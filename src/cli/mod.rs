@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
+use anyhow::{Context, anyhow};
 use clap::Parser;
 
 use args::{Cli, Cmd, Encryption};
@@ -48,13 +48,14 @@ pub fn main() -> i32 {
         }
     };
     rt.block_on(async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("repo: cannot install signal handlers: {e}");
-                return EXIT_FAILURE;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("repo: cannot install signal handlers: {e}");
+                    return EXIT_FAILURE;
+                }
+            };
         tokio::select! {
             r = run(&cli) => match r {
                 Ok(code) => code,
@@ -78,7 +79,9 @@ fn report_error(e: &anyhow::Error) -> i32 {
         Some(RepoError::WrongPassword { .. }) => EXIT_WRONG_PASSWORD,
         Some(RepoError::LockConflict(_)) => EXIT_LOCKED,
         Some(RepoError::Interrupted) => EXIT_INTERRUPTED,
-        Some(RepoError::Output(io)) if io.kind() == std::io::ErrorKind::BrokenPipe => return EXIT_OK,
+        Some(RepoError::Output(io)) if io.kind() == std::io::ErrorKind::BrokenPipe => {
+            return EXIT_OK;
+        }
         _ => EXIT_FAILURE,
     };
     let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
@@ -96,7 +99,8 @@ fn password_from(var: &str, file: Option<&Path>) -> anyhow::Result<Option<Vec<u8
     }
     match file {
         Some(f) => {
-            let text = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
+            let text = std::fs::read(f)
+                .with_context(|| format!("reading password file {}", f.display()))?;
             let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             Ok(Some(line.to_vec()))
@@ -106,7 +110,9 @@ fn password_from(var: &str, file: Option<&Path>) -> anyhow::Result<Option<Vec<u8
 }
 
 fn repo_url(cli: &Cli) -> anyhow::Result<&str> {
-    cli.repo.as_deref().ok_or_else(|| anyhow!("no repository given: use -r/--repo or set REPO_REPOSITORY"))
+    cli.repo
+        .as_deref()
+        .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set REPO_REPOSITORY"))
 }
 
 async fn open(cli: &Cli) -> anyhow::Result<Arc<Repository>> {
@@ -128,7 +134,8 @@ fn backend(cli: &Cli, url: &str) -> anyhow::Result<Arc<dyn repo::backend::Backen
     Ok(match &cli.limit_upload {
         None => b,
         Some(rate) => {
-            let rate = repo::backend::parse_rate(rate).map_err(|e| anyhow!("--limit-upload {e}"))?;
+            let rate =
+                repo::backend::parse_rate(rate).map_err(|e| anyhow!("--limit-upload {e}"))?;
             let throttle = Arc::new(repo::backend::Throttle::new(rate));
             Arc::new(repo::backend::ThrottledBackend::new(b, throttle))
         }
@@ -143,14 +150,19 @@ fn warnings(cli: &Cli, repo: &Repository) {
     }
 }
 
-fn emit<T: serde::Serialize>(cli: &Cli, report: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+fn emit<T: serde::Serialize>(
+    cli: &Cli,
+    report: &T,
+    human: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
     let text = if cli.json { serde_json::to_string(report)? } else { human(report) };
     if cli.json || !cli.quiet {
         let mut out = std::io::stdout().lock();
         if let Err(e) = writeln!(out, "{text}")
-            && e.kind() != std::io::ErrorKind::BrokenPipe {
-                return Err(e.into());
-            }
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(e.into());
+        }
     }
     Ok(())
 }
@@ -161,14 +173,19 @@ fn parse_time(t: Option<&str>) -> anyhow::Result<i64> {
         Some(s) => chrono::DateTime::parse_from_rfc3339(s)
             .ok()
             .and_then(|d| d.timestamp_nanos_opt())
-            .ok_or_else(|| anyhow!("--time {s:?}: not an RFC 3339 time such as 2026-02-14T02:00:00Z")),
+            .ok_or_else(|| {
+                anyhow!("--time {s:?}: not an RFC 3339 time such as 2026-02-14T02:00:00Z")
+            }),
     }
 }
 
 fn backup_meta(a: &args::BackupArgs) -> anyhow::Result<SnapshotMeta> {
     Ok(SnapshotMeta {
         name: a.name.clone(),
-        host: a.host.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+        host: a
+            .host
+            .clone()
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
         tags: a.tags.clone(),
         command: String::new(),
         time_ns: parse_time(a.time.as_deref())?,
@@ -181,10 +198,14 @@ async fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Repair { what } => {
             let repo = open(cli).await?;
             match what {
-                args::RepairCmd::Index => emit(cli, &ops::repair::repair_index(repo).await?, render::repair_index)?,
-                args::RepairCmd::Snapshots { forget_broken } => {
-                    emit(cli, &ops::repair::repair_snapshots(repo, *forget_broken).await?, render::repair_snapshots)?
+                args::RepairCmd::Index => {
+                    emit(cli, &ops::repair::repair_index(repo).await?, render::repair_index)?
                 }
+                args::RepairCmd::Snapshots { forget_broken } => emit(
+                    cli,
+                    &ops::repair::repair_snapshots(repo, *forget_broken).await?,
+                    render::repair_snapshots,
+                )?,
             }
             Ok(EXIT_OK)
         }
@@ -197,7 +218,10 @@ async fn run(cli: &Cli) -> anyhow::Result<i32> {
         }
         Cmd::Prune(a) => {
             let repo = open(cli).await?;
-            let opts = ops::prune::PruneOptions { dry_run: a.dry_run, max_unused: parse_share(&a.max_unused)? };
+            let opts = ops::prune::PruneOptions {
+                dry_run: a.dry_run,
+                max_unused: parse_share(&a.max_unused)?,
+            };
             emit(cli, &ops::prune::run(repo, &opts).await?, render::prune)?;
             Ok(EXIT_OK)
         }
@@ -206,7 +230,11 @@ async fn run(cli: &Cli) -> anyhow::Result<i32> {
 }
 
 fn parse_share(s: &str) -> anyhow::Result<f64> {
-    let v: f64 = s.trim().trim_end_matches('%').parse().map_err(|_| anyhow!("--max-unused {s:?}: expected a percentage such as 5%"))?;
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| anyhow!("--max-unused {s:?}: expected a percentage such as 5%"))?;
     if !(0.0..=100.0).contains(&v) {
         return Err(anyhow!("--max-unused {s:?}: must be between 0% and 100%"));
     }
@@ -214,7 +242,7 @@ fn parse_share(s: &str) -> anyhow::Result<f64> {
 }
 
 async fn forget(cli: &Cli, a: &args::ForgetArgs) -> anyhow::Result<()> {
-    use ops::forget::policy::{parse_duration, Policy};
+    use ops::forget::policy::{Policy, parse_duration};
     let policy = Policy {
         last: a.keep_last,
         hourly: a.keep_hourly,
@@ -222,10 +250,17 @@ async fn forget(cli: &Cli, a: &args::ForgetArgs) -> anyhow::Result<()> {
         weekly: a.keep_weekly,
         monthly: a.keep_monthly,
         yearly: a.keep_yearly,
-        within_ns: a.keep_within.as_deref().map(parse_duration).transpose().map_err(|e| anyhow!("--keep-within {e}"))?,
+        within_ns: a
+            .keep_within
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|e| anyhow!("--keep-within {e}"))?,
         tags: a.keep_tags.clone(),
     };
-    let tz: chrono_tz::Tz = a.tz.parse().map_err(|_| anyhow!("--tz {:?}: not a time zone name such as UTC or Europe/Berlin", a.tz))?;
+    let tz: chrono_tz::Tz = a.tz.parse().map_err(|_| {
+        anyhow!("--tz {:?}: not a time zone name such as UTC or Europe/Berlin", a.tz)
+    })?;
     let max_unused = parse_share(&a.max_unused)?;
     let repo = open(cli).await?;
     let opts = ops::forget::ForgetOptions {
@@ -238,7 +273,8 @@ async fn forget(cli: &Cli, a: &args::ForgetArgs) -> anyhow::Result<()> {
     let r = ops::forget::run(&repo, &opts).await?;
     emit(cli, &r, render::forget)?;
     if a.prune && !a.dry_run {
-        let p = ops::prune::run(repo, &ops::prune::PruneOptions { dry_run: false, max_unused }).await?;
+        let p =
+            ops::prune::run(repo, &ops::prune::PruneOptions { dry_run: false, max_unused }).await?;
         emit(cli, &p, render::prune)?;
     }
     Ok(())
@@ -290,8 +326,12 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
                 (true, true) if a.gunzip => ops::backup::Source::StdinGunzip,
                 (true, true) => ops::backup::Source::Stdin,
                 (false, false) => ops::backup::Source::Command(a.command.clone()),
-                (true, false) => return Err(anyhow!("give either --stdin or a command after --, not both")),
-                (false, true) => return Err(anyhow!("nothing to back up: give --stdin or a command after --")),
+                (true, false) => {
+                    return Err(anyhow!("give either --stdin or a command after --, not both"));
+                }
+                (false, true) => {
+                    return Err(anyhow!("nothing to back up: give --stdin or a command after --"));
+                }
             };
             if !a.paths.is_empty() || a.root.is_some() || a.btrfs.is_some() {
                 return Err(anyhow!("give either PATHs or --stdin / a command after --, not both"));
@@ -321,8 +361,27 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
             let filter = a.filter.snapshots();
             let bar = Bar::start("restored", show_progress && a.output.is_some());
             let r = match &a.output {
-                None => ops::restore::run(repo.clone(), &a.snapshot, &filter, gzip_if(a.gzip, stdout_file()?), bar.clone()).await.map_err(anyhow::Error::from),
-                Some(path) => write_atomically(path, |w| ops::restore::run(repo.clone(), &a.snapshot, &filter, gzip_if(a.gzip, w), bar.clone())).await,
+                None => ops::restore::run(
+                    repo.clone(),
+                    &a.snapshot,
+                    &filter,
+                    gzip_if(a.gzip, stdout_file()?),
+                    bar.clone(),
+                )
+                .await
+                .map_err(anyhow::Error::from),
+                Some(path) => {
+                    write_atomically(path, |w| {
+                        ops::restore::run(
+                            repo.clone(),
+                            &a.snapshot,
+                            &filter,
+                            gzip_if(a.gzip, w),
+                            bar.clone(),
+                        )
+                    })
+                    .await
+                }
             };
             bar.finish();
             warnings(cli, &repo);
@@ -339,25 +398,44 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
         }
         Cmd::Export(a) => {
             let repo = open(cli).await?;
-            let tz: chrono_tz::Tz = a.tz.parse().map_err(|_| anyhow!("--tz {:?}: not a time zone name such as UTC or Europe/Berlin", a.tz))?;
-            let mut selected = repo::repo::select_snapshots(&repo, &a.filter.snapshots(), a.latest).await?;
+            let tz: chrono_tz::Tz = a.tz.parse().map_err(|_| {
+                anyhow!("--tz {:?}: not a time zone name such as UTC or Europe/Berlin", a.tz)
+            })?;
+            let mut selected =
+                repo::repo::select_snapshots(&repo, &a.filter.snapshots(), a.latest).await?;
             if let Some(w) = &a.keep_within {
-                let span_ns = ops::forget::policy::parse_duration(w).map_err(|e| anyhow!("--keep-within {e}"))?;
+                let span_ns = ops::forget::policy::parse_duration(w)
+                    .map_err(|e| anyhow!("--keep-within {e}"))?;
                 selected = ops::export::keep_within(selected, span_ns);
             }
             let compression = match a.format {
-                args::ExportFormat::Gz => ops::export::Compression::Gzip { level: a.level.unwrap_or(6).clamp(1, 9) as u32 },
-                args::ExportFormat::Zst => ops::export::Compression::Zstd { level: a.level.unwrap_or(3) },
+                args::ExportFormat::Gz => ops::export::Compression::Gzip {
+                    level: a.level.unwrap_or(6).clamp(1, 9) as u32,
+                },
+                args::ExportFormat::Zst => {
+                    ops::export::Compression::Zstd { level: a.level.unwrap_or(3) }
+                }
                 args::ExportFormat::Raw => ops::export::Compression::None,
             };
-            let opts = ops::export::ExportOptions { template: a.template.clone(), compression, mirror: a.mirror, force: a.force, tz, name_scope: a.filter.name.clone() };
+            let opts = ops::export::ExportOptions {
+                template: a.template.clone(),
+                compression,
+                mirror: a.mirror,
+                force: a.force,
+                tz,
+                name_scope: a.filter.name.clone(),
+            };
             let bar = Bar::start("exported", show_progress);
-            let r = ops::export::run(repo.clone(), &a.directory, selected, &opts, bar.clone()).await;
+            let r =
+                ops::export::run(repo.clone(), &a.directory, selected, &opts, bar.clone()).await;
             bar.finish();
             let r = r?;
             emit(cli, &r, render::export)?;
             if r.conflicts > 0 {
-                return Err(anyhow!("{} files exist with other content and were not overwritten (--force replaces them)", r.conflicts));
+                return Err(anyhow!(
+                    "{} files exist with other content and were not overwritten (--force replaces them)",
+                    r.conflicts
+                ));
             }
             Ok(())
         }
@@ -365,9 +443,15 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
             let repo = open(cli).await?;
             let opts = ops::import::ImportOptions {
                 name: a.name.clone(),
-                time_ns: match &a.time { Some(t) => Some(parse_time(Some(t))?), None => None },
+                time_ns: match &a.time {
+                    Some(t) => Some(parse_time(Some(t))?),
+                    None => None,
+                },
                 template: a.template.clone(),
-                host: a.host.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+                host: a
+                    .host
+                    .clone()
+                    .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
                 tags: a.tags.clone(),
             };
             let bar = Bar::start("imported", show_progress);
@@ -378,7 +462,8 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
         Cmd::Sync(a) => {
             let src = backend(cli, repo_url(cli)?)?;
             let dst = backend(cli, &a.destination)?;
-            let opts = ops::sync::SyncOptions { delete: a.delete, dry_run: a.dry_run, jobs: a.jobs };
+            let opts =
+                ops::sync::SyncOptions { delete: a.delete, dry_run: a.dry_run, jobs: a.jobs };
             let bar = Bar::start("copied", show_progress);
             let r = ops::sync::run(src, dst, &opts, &*bar).await;
             bar.finish();
@@ -390,14 +475,19 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
                 Some(p) => Some(p),
                 None => password(cli)?,
             };
-            let dst = Arc::new(Repository::open(backend(cli, &a.to)?, pw.as_deref(), cli.cache_dir.clone()).await?);
+            let dst = Arc::new(
+                Repository::open(backend(cli, &a.to)?, pw.as_deref(), cli.cache_dir.clone())
+                    .await?,
+            );
             warnings(cli, &dst);
             let selected = if a.snapshots.is_empty() {
                 repo::repo::select_snapshots(&src, &a.filter.snapshots(), a.latest).await?
             } else {
                 let mut picked = Vec::new();
                 for sel in &a.snapshots {
-                    picked.push(repo::repo::resolve_snapshot(&src, sel, &a.filter.snapshots()).await?);
+                    picked.push(
+                        repo::repo::resolve_snapshot(&src, sel, &a.filter.snapshots()).await?,
+                    );
                 }
                 picked.sort_by_key(|(id, s)| (s.time_ns, *id));
                 match a.latest {
@@ -415,7 +505,9 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
             let r = ops::stats::run(&repo).await?;
             emit(cli, &r, render::stats)
         }
-        Cmd::Check(_) | Cmd::Repair { .. } | Cmd::Forget(_) | Cmd::Prune(_) | Cmd::Ls(_) => Err(anyhow!("internal: dispatched above")),
+        Cmd::Check(_) | Cmd::Repair { .. } | Cmd::Forget(_) | Cmd::Prune(_) | Cmd::Ls(_) => {
+            Err(anyhow!("internal: dispatched above"))
+        }
     }
 }
 
@@ -439,8 +531,10 @@ where
 {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;
-    let tmp: PathBuf = dir.join(format!(".{}.repo-tmp-{}", name.to_string_lossy(), std::process::id()));
-    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let tmp: PathBuf =
+        dir.join(format!(".{}.repo-tmp-{}", name.to_string_lossy(), std::process::id()));
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let writer = std::io::BufWriter::with_capacity(1 << 20, file.try_clone()?);
     let result = produce(writer).await;
     let finished = result.map_err(anyhow::Error::from).and_then(|r| {

@@ -2,8 +2,8 @@
 //! cron logs (standard error not a terminal), with --quiet or with --json.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use repo::repo::Progress;
@@ -31,7 +31,12 @@ impl Bar {
                     std::thread::sleep(Duration::from_millis(500));
                     let n = b.bytes.load(Ordering::Relaxed);
                     let rate = n as f64 / t0.elapsed().as_secs_f64().max(0.001);
-                    let _ = write!(std::io::stderr(), "\r\x1b[K{verb} {} ({}/s)", super::render::size(n), super::render::size(rate as u64));
+                    let _ = write!(
+                        std::io::stderr(),
+                        "\r\x1b[K{verb} {} ({}/s)",
+                        super::render::size(n),
+                        super::render::size(rate as u64)
+                    );
                 }
                 let _ = write!(std::io::stderr(), "\r\x1b[K");
             });

@@ -1,21 +1,21 @@
 //! Human-readable rendering of reports.
 
+use repo::format::tree::{Entry, Kind};
+use repo::ops::SnapshotInfo;
 use repo::ops::backup::BackupReport;
 use repo::ops::check::CheckReport;
+use repo::ops::copy::CopyReport;
+use repo::ops::export::ExportReport;
 use repo::ops::forget::ForgetReport;
+use repo::ops::import::ImportReport;
+use repo::ops::init::InitReport;
 use repo::ops::prune::PruneReport;
 use repo::ops::repair::{RepairIndexReport, RepairSnapshotsReport};
-use repo::ops::init::InitReport;
 use repo::ops::restore::RestoreReport;
 use repo::ops::stats::StatsReport;
 use repo::ops::sync::SyncReport;
-use repo::ops::copy::CopyReport;
-use repo::ops::export::ExportReport;
-use repo::ops::import::ImportReport;
-use repo::ops::SnapshotInfo;
 use repo::ops::tree::backup::TreeBackupReport;
 use repo::ops::tree::restore::TreeRestoreReport;
-use repo::format::tree::{Entry, Kind};
 
 pub fn size(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -29,7 +29,12 @@ pub fn size(n: u64) -> String {
 }
 
 pub fn init(r: &InitReport) -> String {
-    format!("created repository {} at {} (encryption: {})", &r.repository_id[..8], r.location, r.encryption)
+    format!(
+        "created repository {} at {} (encryption: {})",
+        &r.repository_id[..8],
+        r.location,
+        r.encryption
+    )
 }
 
 pub fn backup(r: &BackupReport) -> String {
@@ -49,16 +54,30 @@ pub fn backup(r: &BackupReport) -> String {
 }
 
 pub fn snapshots(list: &[SnapshotInfo]) -> String {
-    let mut out = format!("{:<8}  {:<25}  {:<30}  {:>10}  {}\n", "ID", "Time", "Name", "Size", "Tags");
+    let mut out =
+        format!("{:<8}  {:<25}  {:<30}  {:>10}  {}\n", "ID", "Time", "Name", "Size", "Tags");
     for s in list {
-        out += &format!("{:<8}  {:<25}  {:<30}  {:>10}  {}\n", s.short_id, s.time, s.name, size(s.size), s.tags.join(","));
+        out += &format!(
+            "{:<8}  {:<25}  {:<30}  {:>10}  {}\n",
+            s.short_id,
+            s.time,
+            s.name,
+            size(s.size),
+            s.tags.join(",")
+        );
     }
     out += &format!("{} snapshots", list.len());
     out
 }
 
 pub fn restore(r: &RestoreReport) -> String {
-    format!("restored snapshot {} ({}): {} in {:.1} s", r.snapshot.short_id, r.snapshot.name, size(r.stats.bytes), r.seconds)
+    format!(
+        "restored snapshot {} ({}): {} in {:.1} s",
+        r.snapshot.short_id,
+        r.snapshot.name,
+        size(r.stats.bytes),
+        r.seconds
+    )
 }
 
 pub fn stats(r: &StatsReport) -> String {
@@ -83,21 +102,42 @@ pub fn check(r: &CheckReport) -> String {
         r.snapshots, r.index_files, r.packs, r.blobs
     );
     if r.packs_read > 0 {
-        out += &format!("; read {} packs ({}) in {:.1} s", r.packs_read, size(r.bytes_read), r.seconds);
+        out += &format!(
+            "; read {} packs ({}) in {:.1} s",
+            r.packs_read,
+            size(r.bytes_read),
+            r.seconds
+        );
     }
     for n in &r.notes {
         out += &format!("\nnote: {n}");
     }
     for v in &r.restores {
-        out += &format!("\nrestore {}  {} {} ({}, {}): {}", if v.ok { "ok    " } else { "FAILED" }, v.snapshot, v.name, v.format, size(v.bytes), v.message);
+        out += &format!(
+            "\nrestore {}  {} {} ({}, {}): {}",
+            if v.ok { "ok    " } else { "FAILED" },
+            v.snapshot,
+            v.name,
+            v.format,
+            size(v.bytes),
+            v.message
+        );
     }
     for d in &r.damage {
         out += &format!("\nDAMAGE {}: {}", d.object, d.problem);
         if !d.snapshots.is_empty() {
-            out += &format!("\n  needed by {} snapshots: {}", d.snapshots.len(), d.snapshots.join("; "));
+            out += &format!(
+                "\n  needed by {} snapshots: {}",
+                d.snapshots.len(),
+                d.snapshots.join("; ")
+            );
         }
     }
-    out += &if r.ok { "\nno damage found".to_string() } else { format!("\n{} damaged objects found", r.damage.len()) };
+    out += &if r.ok {
+        "\nno damage found".to_string()
+    } else {
+        format!("\n{} damaged objects found", r.damage.len())
+    };
     out
 }
 
@@ -118,7 +158,11 @@ pub fn repair_snapshots(r: &RepairSnapshotsReport) -> String {
     }
     let mut out = format!("{} snapshots cannot be restored completely:", r.broken.len());
     for b in &r.broken {
-        out += &format!("\n  {}{}", &b[..8.min(b.len())], if r.removed.contains(b) { " (removed)" } else { "" });
+        out += &format!(
+            "\n  {}{}",
+            &b[..8.min(b.len())],
+            if r.removed.contains(b) { " (removed)" } else { "" }
+        );
     }
     if r.removed.is_empty() {
         out += "\nnothing removed: pass --forget-broken to remove them";
@@ -131,13 +175,23 @@ pub fn forget(r: &ForgetReport) -> String {
     for g in &r.groups {
         out += &format!("{}: keep {}, remove {}\n", g.name, g.keep.len(), g.remove.len());
         for e in &g.keep {
-            out += &format!("  keep    {}  {}  ({})\n", e.snapshot.short_id, e.snapshot.time, e.reasons.join(", "));
+            out += &format!(
+                "  keep    {}  {}  ({})\n",
+                e.snapshot.short_id,
+                e.snapshot.time,
+                e.reasons.join(", ")
+            );
         }
         for e in &g.remove {
             out += &format!("  remove  {}  {}\n", e.snapshot.short_id, e.snapshot.time);
         }
     }
-    out += &format!("{} {} snapshots, kept {}", if r.dry_run { "would remove" } else { "removed" }, r.removed, r.kept);
+    out += &format!(
+        "{} {} snapshots, kept {}",
+        if r.dry_run { "would remove" } else { "removed" },
+        r.removed,
+        r.kept
+    );
     out
 }
 
@@ -154,12 +208,23 @@ pub fn prune(r: &PruneReport) -> String {
         size(r.bytes_repacked_into)
     );
     if !r.dry_run {
-        out += &format!("\ndeleted {} packs and {} index files: {} freed", r.packs_deleted, r.index_files_deleted, size(r.bytes_freed));
+        out += &format!(
+            "\ndeleted {} packs and {} index files: {} freed",
+            r.packs_deleted,
+            r.index_files_deleted,
+            size(r.bytes_freed)
+        );
         if r.packs_resurrected > 0 {
-            out += &format!("; {} packs kept because snapshots committed meanwhile need them", r.packs_resurrected);
+            out += &format!(
+                "; {} packs kept because snapshots committed meanwhile need them",
+                r.packs_resurrected
+            );
         }
         if r.records_waiting > 0 {
-            out += &format!("\n{} prune records wait for {} running backups; the next prune finishes them", r.records_waiting, r.running_backups);
+            out += &format!(
+                "\n{} prune records wait for {} running backups; the next prune finishes them",
+                r.records_waiting, r.running_backups
+            );
         }
     }
     out
@@ -182,7 +247,10 @@ pub fn sync(r: &SyncReport) -> String {
         size(rate as u64)
     );
     if r.vanished_objects > 0 {
-        out += &format!("\nnote: {} objects disappeared from the source during the sync (a prune); the next sync settles them", r.vanished_objects);
+        out += &format!(
+            "\nnote: {} objects disappeared from the source during the sync (a prune); the next sync settles them",
+            r.vanished_objects
+        );
     }
     out
 }
@@ -191,16 +259,30 @@ pub fn copy(r: &CopyReport) -> String {
     let mut lines = Vec::new();
     for s in &r.snapshots {
         match &s.copy {
-            Some(c) => lines.push(format!("copied  {} {} {} → {} ({} stored)", s.source.short_id, s.source.name, s.source.time, c.short_id, size(s.bytes_written))),
-            None => lines.push(format!("present {} {} {} (already in the destination)", s.source.short_id, s.source.name, s.source.time)),
+            Some(c) => lines.push(format!(
+                "copied  {} {} {} → {} ({} stored)",
+                s.source.short_id,
+                s.source.name,
+                s.source.time,
+                c.short_id,
+                size(s.bytes_written)
+            )),
+            None => lines.push(format!(
+                "present {} {} {} (already in the destination)",
+                s.source.short_id, s.source.name, s.source.time
+            )),
         }
     }
-    lines.push(format!("{} → {}: {} snapshots copied, {} already there, {:.1} s", r.source, r.destination, r.copied, r.skipped, r.seconds));
+    lines.push(format!(
+        "{} → {}: {} snapshots copied, {} already there, {:.1} s",
+        r.source, r.destination, r.copied, r.skipped, r.seconds
+    ));
     lines.join("\n")
 }
 
 pub fn export(r: &ExportReport) -> String {
-    let mut lines: Vec<String> = r.files.iter().map(|f| format!("{:<8} {} ({})", f.action, f.path, size(f.bytes))).collect();
+    let mut lines: Vec<String> =
+        r.files.iter().map(|f| format!("{:<8} {} ({})", f.action, f.path, size(f.bytes))).collect();
     let rate = r.bytes_restored as f64 / r.seconds.max(0.001);
     lines.push(format!(
         "{}: {} written ({}), {} unchanged, {} deleted, {} conflicts in {:.1} s ({}/s of dump data)",
@@ -213,9 +295,26 @@ pub fn import(r: &ImportReport) -> String {
     let mut lines: Vec<String> = r
         .files
         .iter()
-        .map(|f| format!("{:<8} {} → {} {} {} ({} stored)", f.action, f.file, f.snapshot.short_id, f.snapshot.name, f.snapshot.time, size(f.bytes_written)))
+        .map(|f| {
+            format!(
+                "{:<8} {} → {} {} {} ({} stored)",
+                f.action,
+                f.file,
+                f.snapshot.short_id,
+                f.snapshot.name,
+                f.snapshot.time,
+                size(f.bytes_written)
+            )
+        })
         .collect();
-    lines.push(format!("{} imported ({} of files, {} stored), {} already there, {:.1} s", r.imported, size(r.file_bytes), size(r.bytes_written), r.skipped, r.seconds));
+    lines.push(format!(
+        "{} imported ({} of files, {} stored), {} already there, {:.1} s",
+        r.imported,
+        size(r.file_bytes),
+        size(r.bytes_written),
+        r.skipped,
+        r.seconds
+    ));
     lines.join("\n")
 }
 
@@ -223,16 +322,35 @@ pub fn tree_backup(r: &TreeBackupReport) -> String {
     let t = &r.tree;
     let mut s = format!(
         "snapshot {} saved: {} files, {} directories, {} other; {} read, {} unchanged ({}); {} new in {} packs; {:.1}s",
-        r.snapshot.short_id, t.files, t.dirs, t.other, t.files_read, t.files_unchanged, size(t.bytes_unchanged), size(r.stats.new_bytes), r.stats.packs_written, r.seconds
+        r.snapshot.short_id,
+        t.files,
+        t.dirs,
+        t.other,
+        t.files_read,
+        t.files_unchanged,
+        size(t.bytes_unchanged),
+        size(r.stats.new_bytes),
+        r.stats.packs_written,
+        r.seconds
     );
     if !t.errors.is_empty() {
-        s.push_str(&format!("\n{} files could not be read and are not in the snapshot (exit code 3)", t.errors.len()));
+        s.push_str(&format!(
+            "\n{} files could not be read and are not in the snapshot (exit code 3)",
+            t.errors.len()
+        ));
     }
     s
 }
 
 pub fn tree_restore(r: &TreeRestoreReport) -> String {
-    format!("restored {} files, {} directories, {} other, {} in {:.1}s", r.files, r.dirs, r.other, size(r.bytes), r.seconds)
+    format!(
+        "restored {} files, {} directories, {} other, {} in {:.1}s",
+        r.files,
+        r.dirs,
+        r.other,
+        size(r.bytes),
+        r.seconds
+    )
 }
 
 fn mode_string(e: &Entry) -> String {
@@ -261,7 +379,15 @@ fn owner(name: &[u8], id: u32) -> String {
 /// `ls -l`-like: mode, owner/group, size, mtime (UTC), path[ -> link].
 pub fn ls_line(e: &Entry) -> String {
     let time = chrono::DateTime::from_timestamp_nanos(e.mtime_ns).format("%Y-%m-%d %H:%M:%S");
-    let mut s = format!("{} {}/{} {:>12} {} {}", mode_string(e), owner(&e.user, e.uid), owner(&e.group, e.gid), e.size, time, String::from_utf8_lossy(&e.path));
+    let mut s = format!(
+        "{} {}/{} {:>12} {} {}",
+        mode_string(e),
+        owner(&e.user, e.uid),
+        owner(&e.group, e.gid),
+        e.size,
+        time,
+        String::from_utf8_lossy(&e.path)
+    );
     match e.kind() {
         Kind::Symlink => s.push_str(&format!(" -> {}", String::from_utf8_lossy(&e.link))),
         Kind::Hardlink => s.push_str(&format!(" link to {}", String::from_utf8_lossy(&e.link))),

@@ -2,26 +2,41 @@
 //! `restore --target` / one file to stdout, and `ls`.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::anyhow;
 
 use super::args::{BackupArgs, LsArgs, RestoreArgs};
 use super::progress::Bar;
-use super::{emit, open, render, stdout_file, warnings, write_atomically, Cli, EXIT_OK, EXIT_PARTIAL};
+use super::{
+    Cli, EXIT_OK, EXIT_PARTIAL, emit, open, render, stdout_file, warnings, write_atomically,
+};
 use repo::ops;
 use repo::ops::fs_snapshot::{Btrfs, Held, Lvm, Provider, System};
 use repo::ops::tree::backup::TreeOptions;
-use repo::repo::{resolve_snapshot, SnapshotMeta};
+use repo::repo::{SnapshotMeta, resolve_snapshot};
 
 fn provider(a: &BackupArgs) -> anyhow::Result<Option<Box<dyn Provider>>> {
     if let Some(spec) = &a.lvm {
-        let (vg, lv) = spec.split_once('/').filter(|(v, l)| !v.is_empty() && !l.is_empty() && !l.contains('/')).ok_or_else(|| anyhow!("--lvm {spec:?}: expected VG/LV, e.g. ubuntu-vg/ubuntu-lv"))?;
-        let size = a.snapshot_size.clone().ok_or_else(|| anyhow!("--lvm needs --snapshot-size (the snapshot's copy-on-write space, e.g. 5G)"))?;
+        let (vg, lv) = spec
+            .split_once('/')
+            .filter(|(v, l)| !v.is_empty() && !l.is_empty() && !l.contains('/'))
+            .ok_or_else(|| anyhow!("--lvm {spec:?}: expected VG/LV, e.g. ubuntu-vg/ubuntu-lv"))?;
+        let size = a.snapshot_size.clone().ok_or_else(|| {
+            anyhow!("--lvm needs --snapshot-size (the snapshot's copy-on-write space, e.g. 5G)")
+        })?;
         ops::fs_snapshot::parse_lvm_size(&size)?;
-        let mount_base = std::env::var_os("REPO_LVM_MOUNT_BASE").map(PathBuf::from).unwrap_or_else(|| "/run/repo/lvm".into());
-        return Ok(Some(Box::new(Lvm { vg: vg.into(), lv: lv.into(), size, mount_base, runner: Arc::new(System) })));
+        let mount_base = std::env::var_os("REPO_LVM_MOUNT_BASE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/run/repo/lvm".into());
+        return Ok(Some(Box::new(Lvm {
+            vg: vg.into(),
+            lv: lv.into(),
+            size,
+            mount_base,
+            runner: Arc::new(System),
+        })));
     }
     if let Some(sub) = &a.btrfs {
         let sub = std::path::absolute(sub)?;
@@ -103,7 +118,11 @@ pub async fn restore(cli: &Cli, a: &RestoreArgs) -> anyhow::Result<i32> {
             let mut include = a.include.clone();
             include.extend(path.clone());
             let bar = Bar::start("restored", show);
-            let opts = ops::tree::restore::TreeRestoreOptions { target: target.clone(), include, overwrite: a.overwrite };
+            let opts = ops::tree::restore::TreeRestoreOptions {
+                target: target.clone(),
+                include,
+                overwrite: a.overwrite,
+            };
             let r = ops::tree::restore::run(repo.clone(), &id, &snap, opts, bar.clone()).await;
             bar.finish();
             let r = r?;
@@ -116,9 +135,29 @@ pub async fn restore(cli: &Cli, a: &RestoreArgs) -> anyhow::Result<i32> {
         }
         (None, Some(path)) => {
             let r = match &a.output {
-                None => ops::tree::restore::run_file(repo.clone(), &id, &snap, path, stdout_file()?, Arc::new(repo::repo::NoProgress)).await?,
+                None => {
+                    ops::tree::restore::run_file(
+                        repo.clone(),
+                        &id,
+                        &snap,
+                        path,
+                        stdout_file()?,
+                        Arc::new(repo::repo::NoProgress),
+                    )
+                    .await?
+                }
                 Some(o) => {
-                    let r = write_atomically(o, |w| ops::tree::restore::run_file(repo.clone(), &id, &snap, path, w, Arc::new(repo::repo::NoProgress))).await?;
+                    let r = write_atomically(o, |w| {
+                        ops::tree::restore::run_file(
+                            repo.clone(),
+                            &id,
+                            &snap,
+                            path,
+                            w,
+                            Arc::new(repo::repo::NoProgress),
+                        )
+                    })
+                    .await?;
                     emit(cli, &r, render::tree_restore)?;
                     r
                 }
@@ -135,7 +174,13 @@ pub async fn restore(cli: &Cli, a: &RestoreArgs) -> anyhow::Result<i32> {
 pub async fn ls(cli: &Cli, a: &LsArgs) -> anyhow::Result<i32> {
     let repo = open(cli).await?;
     let (id, snap) = resolve_snapshot(&repo, &a.snapshot, &a.filter.snapshots()).await?;
-    let entries = ops::tree::restore::list(&repo, &id, &snap, a.path.as_deref().unwrap_or(std::path::Path::new(""))).await?;
+    let entries = ops::tree::restore::list(
+        &repo,
+        &id,
+        &snap,
+        a.path.as_deref().unwrap_or(std::path::Path::new("")),
+    )
+    .await?;
     if cli.json {
         let rows: Vec<_> = entries.iter().map(render::ls_json).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -148,9 +193,10 @@ pub async fn ls(cli: &Cli, a: &LsArgs) -> anyhow::Result<i32> {
         use std::io::Write;
         let mut so = std::io::stdout().lock();
         if let Err(e) = so.write_all(out.as_bytes())
-            && e.kind() != std::io::ErrorKind::BrokenPipe {
-                return Err(e.into());
-            }
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(e.into());
+        }
     }
     Ok(EXIT_OK)
 }

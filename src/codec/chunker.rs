@@ -8,7 +8,7 @@
 
 use std::io::{self, Read};
 
-use fastcdc::v2020::{cut_gear, select_masks, Normalization};
+use fastcdc::v2020::{Normalization, cut_gear, select_masks};
 
 use super::CodecError;
 use crate::format::config::Config;
@@ -23,7 +23,14 @@ pub struct ChunkerParams {
 impl ChunkerParams {
     /// Validated parameters; bad sizes are an error, never a panic in the scan loop.
     pub fn new(min: u32, avg: u32, max: u32) -> Result<Self, CodecError> {
-        let probe = Config { repo_id: [0; 32], chunk_min: min, chunk_avg: avg, chunk_max: max, pack_target: 1 << 20, zstd_level: 3 };
+        let probe = Config {
+            repo_id: [0; 32],
+            chunk_min: min,
+            chunk_avg: avg,
+            chunk_max: max,
+            pack_target: 1 << 20,
+            zstd_level: 3,
+        };
         probe.validate().map_err(|e| CodecError::ChunkerParams(e.to_string()))?;
         Ok(ChunkerParams { min: min as usize, avg: avg as usize, max: max as usize })
     }
@@ -37,7 +44,8 @@ impl ChunkerParams {
     /// over whole files anyway (benches/RESULTS.md, "File trees").
     pub fn for_tree_files(&self) -> ChunkerParams {
         let scale = |v: usize, cap: usize| (v * TREE_SCALE).min(cap);
-        let (min, avg, max) = (scale(self.min, 1 << 20), scale(self.avg, 4 << 20), scale(self.max, 16 << 20));
+        let (min, avg, max) =
+            (scale(self.min, 1 << 20), scale(self.avg, 4 << 20), scale(self.max, 16 << 20));
         if min < avg && avg < max { ChunkerParams { min, avg, max } } else { *self }
     }
 }
@@ -78,7 +86,18 @@ pub fn chunk_slice(data: &[u8], gear: &Gear, params: ChunkerParams) -> Vec<Vec<u
     let mut out = Vec::new();
     let mut at = 0;
     while at < data.len() {
-        let (_, len) = cut_gear(&data[at..], params.min, params.avg, params.max, ms, ml, ms << 1, ml << 1, &gear.gear[..], &gear.gear_ls[..]);
+        let (_, len) = cut_gear(
+            &data[at..],
+            params.min,
+            params.avg,
+            params.max,
+            ms,
+            ml,
+            ms << 1,
+            ml << 1,
+            &gear.gear[..],
+            &gear.gear_ls[..],
+        );
         out.push(data[at..at + len].to_vec());
         at += len;
     }
@@ -164,7 +183,14 @@ mod tests {
         let gear = Gear::from_key(&[5; 32]);
         let p = ChunkerParams::new(1024, 4096, 16384).unwrap();
         let mut x = 1u64;
-        let data: Vec<u8> = (0..300_000).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
+        let data: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
         for len in [0, 10, 1024, 1025, 5000, 300_000] {
             let mut c = StreamChunker::new(&data[..len], &gear, p);
             let mut streamed = Vec::new();
@@ -208,7 +234,10 @@ mod tests {
         // another key, other boundaries: they are secret
         assert_ne!(lengths(&data, [8; 32], p), PINNED);
     }
-    const PINNED: &[usize] = &[82875, 56374, 75995, 66836, 119810, 70912, 92879, 41199, 86925, 83306, 70834, 21230, 55894, 62134, 61373];
+    const PINNED: &[usize] = &[
+        82875, 56374, 75995, 66836, 119810, 70912, 92879, 41199, 86925, 83306, 70834, 21230, 55894,
+        62134, 61373,
+    ];
 
     #[test]
     fn insertion_only_changes_nearby_chunks() {

@@ -52,11 +52,15 @@ pub fn compress(level: i32, data: Vec<u8>) -> (u8, Vec<u8>) {
 pub fn decompress(flags: u8, data: Vec<u8>, raw_len: u32) -> Result<Vec<u8>, CodecError> {
     if flags & FLAG_ZSTD == 0 {
         if data.len() != raw_len as usize {
-            return Err(CodecError::Decompress(format!("stored {} bytes, expected {raw_len}", data.len())));
+            return Err(CodecError::Decompress(format!(
+                "stored {} bytes, expected {raw_len}",
+                data.len()
+            )));
         }
         return Ok(data);
     }
-    let out = zstd_decompress(&data, raw_len as usize).map_err(|e| CodecError::Decompress(e.to_string()))?;
+    let out = zstd_decompress(&data, raw_len as usize)
+        .map_err(|e| CodecError::Decompress(e.to_string()))?;
     if out.len() != raw_len as usize {
         return Err(CodecError::Decompress(format!("got {} bytes, expected {raw_len}", out.len())));
     }

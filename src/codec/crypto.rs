@@ -13,14 +13,14 @@
 //! * Master keys are wrapped with AES-256-GCM under a key derived by Argon2id from the
 //!   password; the key file's first 72 bytes are the associated data.
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::aead::Nonce;
 use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::Nonce;
+use aes_gcm::aead::{AeadInOut, KeyInit};
 
-use super::{random_bytes, CodecError};
-use crate::format::envelope::{CipherKind, Header, HEADER_LEN, TAG_LEN};
-use crate::format::key::{Kdf, KeyFile, MASTER_LEN};
+use super::{CodecError, random_bytes};
 use crate::format::Id;
+use crate::format::envelope::{CipherKind, HEADER_LEN, Header, TAG_LEN};
+use crate::format::key::{Kdf, KeyFile, MASTER_LEN};
 
 const SUBKEY_CONTEXT: &str = "repo 2026-11 object subkey v1";
 const CHECKSUM_CONTEXT: &str = "repo 2026-11 unencrypted checksum v1";
@@ -68,7 +68,10 @@ fn nonce(counter: u64) -> Nonce<Aes256Gcm> {
 
 fn checksum_tag(aad: &[u8], counter: u64, data: &[u8]) -> [u8; TAG_LEN] {
     let mut h = blake3::Hasher::new_derive_key(CHECKSUM_CONTEXT);
-    h.update(&(aad.len() as u64).to_le_bytes()).update(aad).update(&counter.to_le_bytes()).update(data);
+    h.update(&(aad.len() as u64).to_le_bytes())
+        .update(aad)
+        .update(&counter.to_le_bytes())
+        .update(data);
     let mut t = [0u8; TAG_LEN];
     t.copy_from_slice(&h.finalize().as_bytes()[..TAG_LEN]);
     t
@@ -98,7 +101,9 @@ impl ObjectCipher {
     /// Appends the tag after encrypting `buf` in place.
     pub fn seal_in_place(&self, counter: u64, buf: &mut Vec<u8>) -> Result<(), CodecError> {
         match &self.aes {
-            Some(aes) => aes.encrypt_in_place(&nonce(counter), &self.header, buf).map_err(|_| CodecError::Auth),
+            Some(aes) => aes
+                .encrypt_in_place(&nonce(counter), &self.header, buf)
+                .map_err(|_| CodecError::Auth),
             None => {
                 let t = checksum_tag(&self.header, counter, buf);
                 buf.extend_from_slice(&t);
@@ -121,7 +126,9 @@ impl ObjectCipher {
         }
         let mut buf = sealed.to_vec();
         match &self.aes {
-            Some(aes) => aes.decrypt_in_place(&nonce(counter), &self.header, &mut buf).map_err(|_| CodecError::Auth)?,
+            Some(aes) => aes
+                .decrypt_in_place(&nonce(counter), &self.header, &mut buf)
+                .map_err(|_| CodecError::Auth)?,
             None => {
                 let body = sealed.len() - TAG_LEN;
                 if checksum_tag(&self.header, counter, &sealed[..body]) != sealed[body..] {
@@ -150,16 +157,23 @@ impl Default for KdfParams {
 }
 
 fn derive_kek(password: &[u8], kf: &KeyFile) -> Result<[u8; 32], CodecError> {
-    let params = argon2::Params::new(kf.m_cost, kf.t_cost, kf.p_cost, Some(32)).map_err(|e| CodecError::Kdf(e.to_string()))?;
+    let params = argon2::Params::new(kf.m_cost, kf.t_cost, kf.p_cost, Some(32))
+        .map_err(|e| CodecError::Kdf(e.to_string()))?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = [0u8; 32];
-    a.hash_password_into(password, &kf.salt, &mut out).map_err(|e| CodecError::Kdf(e.to_string()))?;
+    a.hash_password_into(password, &kf.salt, &mut out)
+        .map_err(|e| CodecError::Kdf(e.to_string()))?;
     Ok(out)
 }
 
 /// Makes a key file holding `master`, wrapped under `password` (or in the clear when
 /// `password` is `None`, for unencrypted repositories).
-pub fn wrap_master(master: &MasterKeys, password: Option<&[u8]>, params: KdfParams, created: i64) -> Result<KeyFile, CodecError> {
+pub fn wrap_master(
+    master: &MasterKeys,
+    password: Option<&[u8]>,
+    params: KdfParams,
+    created: i64,
+) -> Result<KeyFile, CodecError> {
     let mut kf = KeyFile {
         kdf: if password.is_some() { Kdf::Argon2id } else { Kdf::None },
         created,
@@ -180,7 +194,8 @@ pub fn wrap_master(master: &MasterKeys, password: Option<&[u8]>, params: KdfPara
             random_bytes(&mut kf.nonce)?;
             let kek = derive_kek(pw, &kf)?;
             let aes = Aes256Gcm::new(&kek.into());
-            aes.encrypt_in_place(&kf.nonce.into(), &kf.aad(), &mut buf).map_err(|_| CodecError::Auth)?;
+            aes.encrypt_in_place(&kf.nonce.into(), &kf.aad(), &mut buf)
+                .map_err(|_| CodecError::Auth)?;
         }
         None => buf.extend_from_slice(&checksum_tag(&kf.aad(), 0, &buf)),
     }
@@ -196,7 +211,8 @@ pub fn unwrap_master(kf: &KeyFile, password: Option<&[u8]>) -> Result<MasterKeys
             let pw = password.ok_or(CodecError::WrongPassword)?;
             let kek = derive_kek(pw, kf)?;
             let aes = Aes256Gcm::new(&kek.into());
-            aes.decrypt_in_place(&kf.nonce.into(), &kf.aad(), &mut buf).map_err(|_| CodecError::WrongPassword)?;
+            aes.decrypt_in_place(&kf.nonce.into(), &kf.aad(), &mut buf)
+                .map_err(|_| CodecError::WrongPassword)?;
         }
         Kdf::None => {
             if checksum_tag(&kf.aad(), 0, &buf[..MASTER_LEN]) != buf[MASTER_LEN..] {
@@ -263,6 +279,9 @@ mod tests {
 
     #[test]
     fn golden_chunk_id() {
-        assert_eq!(keys().chunk_id(b"abc").to_hex(), include_str!("../../tests/golden/chunk-id-abc.hex"));
+        assert_eq!(
+            keys().chunk_id(b"abc").to_hex(),
+            include_str!("../../tests/golden/chunk-id-abc.hex")
+        );
     }
 }

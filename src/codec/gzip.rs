@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::mpsc;
 
-use flate2::write::GzEncoder;
 use flate2::Compression;
+use flate2::write::GzEncoder;
 
 /// Bytes per member. 1 MiB keeps the ratio within a fraction of a percent of one stream.
 pub const BLOCK: usize = 1 << 20;
@@ -29,7 +29,14 @@ impl<W: Write> ParallelGzWriter<W> {
     /// `level` 1–9 as in gzip (6 is gzip's default).
     pub fn new(inner: W, level: u32) -> Self {
         let threads = rayon::current_num_threads().max(1);
-        ParallelGzWriter { inner, level: level.clamp(1, 9), buf: Vec::with_capacity(BLOCK), queue: VecDeque::new(), max_in_flight: threads * 2, started: false }
+        ParallelGzWriter {
+            inner,
+            level: level.clamp(1, 9),
+            buf: Vec::with_capacity(BLOCK),
+            queue: VecDeque::new(),
+            max_in_flight: threads * 2,
+            started: false,
+        }
     }
 
     fn submit(&mut self) -> io::Result<()> {

@@ -10,7 +10,7 @@
 //! = 52 bytes
 //! ```
 
-use super::{invalid, FormatError, Reader, Writer};
+use super::{FormatError, Reader, Writer, invalid};
 
 /// Hard limits for chunker parameters accepted from disk or the command line.
 pub const MIN_CHUNK_FLOOR: u32 = 256;
@@ -30,10 +30,16 @@ impl Config {
     /// Checks the chunker and packer parameters; bad values are an error, never a panic later.
     pub fn validate(&self) -> Result<(), FormatError> {
         let (min, avg, max) = (self.chunk_min, self.chunk_avg, self.chunk_max);
-        if !(MIN_CHUNK_FLOOR..=1 << 20).contains(&min) || avg > 4 << 20 || max > MAX_CHUNK_CEIL || !(min < avg && avg < max) {
+        if !(MIN_CHUNK_FLOOR..=1 << 20).contains(&min)
+            || avg > 4 << 20
+            || max > MAX_CHUNK_CEIL
+            || !(min < avg && avg < max)
+        {
             return Err(invalid(
                 "chunker",
-                format!("need {MIN_CHUNK_FLOOR} <= min <= 1 MiB, min < avg <= 4 MiB, avg < max <= 16 MiB; got {min}/{avg}/{max}"),
+                format!(
+                    "need {MIN_CHUNK_FLOOR} <= min <= 1 MiB, min < avg <= 4 MiB, avg < max <= 16 MiB; got {min}/{avg}/{max}"
+                ),
             ));
         }
         if min % 2 != 0 || avg % 2 != 0 || max % 2 != 0 {
@@ -80,7 +86,14 @@ mod tests {
 
     #[test]
     fn golden_config() {
-        let c = Config { repo_id: [7; 32], chunk_min: 16384, chunk_avg: 65536, chunk_max: 262144, pack_target: 16 << 20, zstd_level: 3 };
+        let c = Config {
+            repo_id: [7; 32],
+            chunk_min: 16384,
+            chunk_avg: 65536,
+            chunk_max: 262144,
+            pack_target: 16 << 20,
+            zstd_level: 3,
+        };
         let b = c.encode();
         assert_eq!(b.len(), 52);
         assert_eq!(&b[32..], &[0, 0x40, 0, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 0, 1, 3, 0, 0, 0]);

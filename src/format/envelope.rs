@@ -87,6 +87,9 @@ mod tests {
         let mut v2 = b;
         v2[4] = 2;
         assert_eq!(Header::decode(&v2, &MAGIC_INDEX), Err(FormatError::UnsupportedVersion(2)));
-        assert!(matches!(Header::decode(&b[..20], &MAGIC_INDEX), Err(FormatError::Truncated { .. })));
+        assert!(matches!(
+            Header::decode(&b[..20], &MAGIC_INDEX),
+            Err(FormatError::Truncated { .. })
+        ));
     }
 }

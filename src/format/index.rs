@@ -17,7 +17,7 @@
 //! ```
 
 use super::pack::{BlobType, FLAG_ZSTD, MAX_BLOB_LEN, MAX_PACK_BLOBS};
-use super::{invalid, FormatError, Id, Reader, Writer};
+use super::{FormatError, Id, Reader, Writer, invalid};
 
 pub const INDEX_ENTRY_LEN: usize = 48;
 pub const MAX_INDEX_PACKS: usize = 1 << 20;
@@ -56,7 +56,13 @@ impl IndexFile {
         for p in &self.packs {
             w.id(&p.pack).u64(p.pack_len).u32(p.blobs.len() as u32);
             for (id, l) in &p.blobs {
-                w.u8(l.blob_type as u8).u8(l.flags).u16(0).u32(l.offset).u32(l.stored_len).u32(l.raw_len).id(id);
+                w.u8(l.blob_type as u8)
+                    .u8(l.flags)
+                    .u16(0)
+                    .u32(l.offset)
+                    .u32(l.stored_len)
+                    .u32(l.raw_len)
+                    .id(id);
             }
         }
         w.finish()
@@ -83,8 +89,14 @@ impl IndexFile {
                     return Err(invalid("index entry", "unknown flags or reserved bits"));
                 }
                 let (offset, stored_len, raw_len) = (r.u32()?, r.u32()?, r.u32()?);
-                if raw_len > MAX_BLOB_LEN || stored_len < 16 || offset as u64 + stored_len as u64 > pack_len {
-                    return Err(invalid("index entry", format!("blob at {offset}+{stored_len} outside pack of {pack_len}")));
+                if raw_len > MAX_BLOB_LEN
+                    || stored_len < 16
+                    || offset as u64 + stored_len as u64 > pack_len
+                {
+                    return Err(invalid(
+                        "index entry",
+                        format!("blob at {offset}+{stored_len} outside pack of {pack_len}"),
+                    ));
                 }
                 let id = r.id()?;
                 blobs.push((id, BlobLocation { blob_type, flags, offset, stored_len, raw_len }));
@@ -107,7 +119,16 @@ mod tests {
             packs: vec![IndexPack {
                 pack: Id([5; 32]),
                 pack_len: 4096,
-                blobs: vec![(Id([6; 32]), BlobLocation { blob_type: BlobType::Data, flags: 1, offset: 40, stored_len: 100, raw_len: 200 })],
+                blobs: vec![(
+                    Id([6; 32]),
+                    BlobLocation {
+                        blob_type: BlobType::Data,
+                        flags: 1,
+                        offset: 40,
+                        stored_len: 100,
+                        raw_len: 200,
+                    },
+                )],
             }],
         };
         let b = f.encode();

@@ -16,7 +16,7 @@
 //! ```
 //! Bytes 0..72 are the associated data of the wrapping, so KDF parameters cannot be altered.
 
-use super::{invalid, FormatError, Reader, Writer};
+use super::{FormatError, Reader, Writer, invalid};
 
 pub const MAGIC_KEY: [u8; 4] = *b"RKEY";
 pub const KEY_VERSION: u8 = 1;
@@ -82,11 +82,27 @@ impl KeyFile {
         let created = r.i64()?;
         let (m_cost, t_cost, p_cost) = (r.u32()?, r.u32()?, r.u32()?);
         if kdf == Kdf::Argon2id
-            && (m_cost > MAX_M_COST_KIB || t_cost == 0 || t_cost > MAX_T_COST || p_cost == 0 || p_cost > MAX_P_COST)
+            && (m_cost > MAX_M_COST_KIB
+                || t_cost == 0
+                || t_cost > MAX_T_COST
+                || p_cost == 0
+                || p_cost > MAX_P_COST)
         {
-            return Err(invalid("kdf parameters", format!("m={m_cost} t={t_cost} p={p_cost} out of range")));
+            return Err(invalid(
+                "kdf parameters",
+                format!("m={m_cost} t={t_cost} p={p_cost} out of range"),
+            ));
         }
-        let k = KeyFile { kdf, created, m_cost, t_cost, p_cost, salt: r.array()?, nonce: r.array()?, wrapped: r.array()? };
+        let k = KeyFile {
+            kdf,
+            created,
+            m_cost,
+            t_cost,
+            p_cost,
+            salt: r.array()?,
+            nonce: r.array()?,
+            wrapped: r.array()?,
+        };
         r.finish()?;
         Ok(k)
     }
@@ -110,7 +126,10 @@ mod tests {
         };
         let b = k.encode();
         assert_eq!(b.len(), KEY_FILE_LEN);
-        assert_eq!(&b[..16], &[b'R', b'K', b'E', b'Y', 1, 1, 0, 0, 0x00, 0xF1, 0x53, 0x65, 0, 0, 0, 0]);
+        assert_eq!(
+            &b[..16],
+            &[b'R', b'K', b'E', b'Y', 1, 1, 0, 0, 0x00, 0xF1, 0x53, 0x65, 0, 0, 0, 0]
+        );
         assert_eq!(&b[16..28], &[0, 0, 1, 0, 3, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(KeyFile::decode(&b).unwrap(), k);
         let mut hostile = b.clone();

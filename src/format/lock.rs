@@ -10,7 +10,7 @@
 //! 0 4 magic b"RLCK" | 4 1 version 1 | 5 4 pid u32 | 9 str16 host (<= 255)
 //! ```
 
-use super::{invalid, FormatError, Reader, Writer};
+use super::{FormatError, Reader, Writer, invalid};
 
 pub const MAGIC_LOCK: [u8; 4] = *b"RLCK";
 
@@ -47,7 +47,8 @@ impl LeaseName {
             Some("prune") => LeaseKind::Prune,
             _ => return Err(invalid("lease name", name.chars().take(80).collect::<String>())),
         };
-        let id = parts.next().filter(|s| s.len() == 16).and_then(|s| u64::from_str_radix(s, 16).ok());
+        let id =
+            parts.next().filter(|s| s.len() == 16).and_then(|s| u64::from_str_radix(s, 16).ok());
         let time = parts.next().and_then(|s| s.parse::<i64>().ok());
         match (id, time) {
             (Some(id), Some(time)) => Ok(LeaseName { kind, id, time }),

@@ -31,7 +31,8 @@ impl Id {
     }
     pub fn from_hex(s: &str) -> Result<Id, FormatError> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|_| FormatError::BadId(s.chars().take(80).collect()))?;
+        hex::decode_to_slice(s, &mut out)
+            .map_err(|_| FormatError::BadId(s.chars().take(80).collect()))?;
         Ok(Id(out))
     }
     /// BLAKE3 of `bytes`: the name of an immutable object (pack, index, snapshot, key file).

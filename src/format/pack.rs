@@ -19,7 +19,7 @@
 //! ```
 //! Blob i starts at 40 + sum(stored_len of blobs 0..i).
 
-use super::{invalid, FormatError, Id, Reader, Writer};
+use super::{FormatError, Id, Reader, Writer, invalid};
 
 pub const FOOTER_ENTRY_LEN: usize = 44;
 pub const MAX_PACK_BLOBS: usize = 1 << 20;
@@ -55,7 +55,12 @@ pub struct PackEntry {
 
 impl PackEntry {
     pub(crate) fn write(&self, w: &mut Writer) {
-        w.u8(self.blob_type as u8).u8(self.flags).u16(0).u32(self.raw_len).u32(self.stored_len).id(&self.id);
+        w.u8(self.blob_type as u8)
+            .u8(self.flags)
+            .u16(0)
+            .u32(self.raw_len)
+            .u32(self.stored_len)
+            .id(&self.id);
     }
     pub(crate) fn read(r: &mut Reader) -> Result<PackEntry, FormatError> {
         let blob_type = BlobType::from_u8(r.u8()?)?;
@@ -101,7 +106,10 @@ pub fn footer_range(pack_tail: &[u8; 4], pack_len: u64) -> Result<(u64, u64), Fo
     let flen = u32::from_le_bytes(*pack_tail) as u64;
     let header = super::envelope::HEADER_LEN as u64;
     if flen < 20 || flen + 4 + header > pack_len {
-        return Err(invalid("footer length", format!("{flen} does not fit a pack of {pack_len} bytes")));
+        return Err(invalid(
+            "footer length",
+            format!("{flen} does not fit a pack of {pack_len} bytes"),
+        ));
     }
     Ok((pack_len - 4 - flen, flen))
 }
@@ -112,7 +120,13 @@ mod tests {
 
     #[test]
     fn golden_footer() {
-        let e = PackEntry { blob_type: BlobType::List, flags: FLAG_ZSTD, raw_len: 1000, stored_len: 516, id: Id([9; 32]) };
+        let e = PackEntry {
+            blob_type: BlobType::List,
+            flags: FLAG_ZSTD,
+            raw_len: 1000,
+            stored_len: 516,
+            id: Id([9; 32]),
+        };
         let b = encode_footer(&[e]);
         assert_eq!(&b[..16], &[1, 0, 0, 0, 1, 1, 0, 0, 0xE8, 3, 0, 0, 4, 2, 0, 0]);
         assert_eq!(&b[16..], &[9; 32]);

@@ -9,7 +9,7 @@
 //! index_count    u32, then that many 32-byte index file ids to delete (superseded)
 //! ```
 
-use super::{invalid, FormatError, Id, Reader, Writer};
+use super::{FormatError, Id, Reader, Writer, invalid};
 
 pub const MAGIC_PRUNE: [u8; 4] = *b"RPRN";
 const MAX_ITEMS: usize = 1 << 24;
@@ -66,7 +66,13 @@ mod tests {
 
     #[test]
     fn golden_prune_record() {
-        let p = PruneRecord { time_ns: 1, confirmed: true, waiting: vec![2], packs: vec![Id([3; 32])], index_files: vec![] };
+        let p = PruneRecord {
+            time_ns: 1,
+            confirmed: true,
+            waiting: vec![2],
+            packs: vec![Id([3; 32])],
+            index_files: vec![],
+        };
         let b = p.encode();
         assert_eq!(&b[..21], &[1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(&b[21..25], &[1, 0, 0, 0]);

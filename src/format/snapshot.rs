@@ -16,7 +16,7 @@
 //! ```
 //! str16 = u16 byte length + UTF-8 bytes.
 
-use super::{invalid, FormatError, Id, Reader, Writer};
+use super::{FormatError, Id, Reader, Writer, invalid};
 
 pub const MAX_NAME: usize = 1024;
 pub const MAX_HOST: usize = 255;

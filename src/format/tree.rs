@@ -17,7 +17,7 @@
 //! file system's bytes). Entries come in depth-first order, names sorted by bytes, a
 //! directory before its contents. See `format-spec/tree.md`.
 
-use super::{invalid, FormatError, Id, Reader, Writer};
+use super::{FormatError, Id, Reader, Writer, invalid};
 
 pub const CATALOG_MAGIC: &[u8; 4] = b"RTRE";
 pub const CATALOG_VERSION: u8 = 1;
@@ -122,7 +122,12 @@ fn bytes16(w: &mut Writer, b: &[u8]) {
     w.u16(b.len() as u16).bytes(b);
 }
 
-fn read_bytes(r: &mut Reader, len: usize, field: &'static str, max: usize) -> Result<Vec<u8>, FormatError> {
+fn read_bytes(
+    r: &mut Reader,
+    len: usize,
+    field: &'static str,
+    max: usize,
+) -> Result<Vec<u8>, FormatError> {
     if len > max {
         return Err(invalid(field, format!("length {len} exceeds {max}")));
     }
@@ -138,10 +143,16 @@ impl Entry {
         if self.path.is_empty() || self.path.len() > MAX_PATH || self.path.contains(&0) {
             return Err(invalid("path", "empty, too long or containing NUL"));
         }
-        if self.link.len() > MAX_PATH || self.user.len() > MAX_OWNER || self.group.len() > MAX_OWNER {
+        if self.link.len() > MAX_PATH || self.user.len() > MAX_OWNER || self.group.len() > MAX_OWNER
+        {
             return Err(invalid("link/owner", "too long"));
         }
-        if self.xattrs.len() > MAX_XATTRS || self.xattrs.iter().any(|(n, v)| n.len() > MAX_XATTR_NAME || v.len() > MAX_XATTR_VALUE) {
+        if self.xattrs.len() > MAX_XATTRS
+            || self
+                .xattrs
+                .iter()
+                .any(|(n, v)| n.len() > MAX_XATTR_NAME || v.len() > MAX_XATTR_VALUE)
+        {
             return Err(invalid("xattrs", "too many or too long"));
         }
         if self.flags & !KNOWN_FLAGS != 0 {
@@ -149,7 +160,9 @@ impl Entry {
         }
         let lists = self.flags & FLAG_LISTS != 0;
         match (&self.content, lists) {
-            (Content::Lists(_), false) | (Content::Inline(_), true) => return Err(invalid("content", "does not match the lists flag")),
+            (Content::Lists(_), false) | (Content::Inline(_), true) => {
+                return Err(invalid("content", "does not match the lists flag"));
+            }
             _ => {}
         }
         if self.flags & FLAG_SPARSE == 0 && !self.extents.is_empty() {
@@ -303,7 +316,10 @@ pub struct CatalogIter<'a> {
 }
 
 pub fn entries(catalog: &[u8]) -> Result<CatalogIter<'_>, FormatError> {
-    let header = catalog.get(..CATALOG_HEADER_LEN).ok_or_else(|| FormatError::Truncated { offset: 0, needed: CATALOG_HEADER_LEN.saturating_sub(catalog.len()) })?;
+    let header = catalog.get(..CATALOG_HEADER_LEN).ok_or_else(|| FormatError::Truncated {
+        offset: 0,
+        needed: CATALOG_HEADER_LEN.saturating_sub(catalog.len()),
+    })?;
     check_header(header)?;
     Ok(CatalogIter { rest: &catalog[CATALOG_HEADER_LEN..], failed: false })
 }
@@ -339,7 +355,17 @@ mod tests {
     use super::*;
 
     pub(crate) fn sample() -> Vec<Entry> {
-        let dir = Entry { kind: Some(Kind::Dir), mode: 0o700, uid: 105, gid: 109, mtime_ns: 1_771_034_400_123_456_789, path: b"mnt/data/postgres".to_vec(), user: b"postgres".to_vec(), group: b"postgres".to_vec(), ..Default::default() };
+        let dir = Entry {
+            kind: Some(Kind::Dir),
+            mode: 0o700,
+            uid: 105,
+            gid: 109,
+            mtime_ns: 1_771_034_400_123_456_789,
+            path: b"mnt/data/postgres".to_vec(),
+            user: b"postgres".to_vec(),
+            group: b"postgres".to_vec(),
+            ..Default::default()
+        };
         let file = Entry {
             kind: Some(Kind::File),
             flags: FLAG_SPARSE,

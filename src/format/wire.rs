@@ -1,6 +1,6 @@
 //! Little-endian readers and writers with bounds checks.
 
-use super::{invalid, FormatError, Id};
+use super::{FormatError, Id, invalid};
 
 /// Appends little-endian fields to a buffer.
 #[derive(Default)]
@@ -104,13 +104,21 @@ impl<'a> Reader<'a> {
     }
     /// A count that must be satisfiable by the remaining bytes at `min_each` bytes per item
     /// and at most `max`: bounds allocations by the input size.
-    pub fn count(&mut self, field: &'static str, min_each: usize, max: usize) -> Result<usize, FormatError> {
+    pub fn count(
+        &mut self,
+        field: &'static str,
+        min_each: usize,
+        max: usize,
+    ) -> Result<usize, FormatError> {
         let n = self.u32()? as usize;
         if n > max {
             return Err(invalid(field, format!("count {n} exceeds {max}")));
         }
         if n.saturating_mul(min_each) > self.remaining() {
-            return Err(FormatError::Truncated { offset: self.pos, needed: n * min_each - self.remaining() });
+            return Err(FormatError::Truncated {
+                offset: self.pos,
+                needed: n * min_each - self.remaining(),
+            });
         }
         Ok(n)
     }

@@ -7,8 +7,10 @@ use std::time::Instant;
 
 use super::SnapshotInfo;
 use crate::format::lock::LeaseKind;
-use crate::repo::lease::{condemned_packs, Lease, LEASE_EXPIRY_SECS};
-use crate::repo::{backup_stream, BackupStats, Progress, RepoError, Repository, Result, SnapshotMeta};
+use crate::repo::lease::{LEASE_EXPIRY_SECS, Lease, condemned_packs};
+use crate::repo::{
+    BackupStats, Progress, RepoError, Repository, Result, SnapshotMeta, backup_stream,
+};
 
 pub enum Source {
     /// Read from this process's standard input.
@@ -38,7 +40,13 @@ pub struct BackupReport {
 /// Quotes a command line for messages and the snapshot record.
 pub fn command_line(argv: &[String]) -> String {
     argv.iter()
-        .map(|a| if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c)) { format!("'{}'", a.replace('\'', "'\\''")) } else { a.clone() })
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c)) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a.clone()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -46,13 +54,24 @@ pub fn command_line(argv: &[String]) -> String {
 /// Runs a backup under a lease (see `format-spec/prune.md`): the lease is written before the
 /// prune records are read, kept fresh while the backup runs, and checked before the snapshot is
 /// committed; it is removed at the end, also on failure.
-pub async fn run(repo: Arc<Repository>, source: Source, meta: SnapshotMeta, progress: Arc<dyn Progress>) -> Result<BackupReport> {
-    under_lease(&repo.clone(), async move |lease| run_leased(repo, source, meta, progress, lease).await).await
+pub async fn run(
+    repo: Arc<Repository>,
+    source: Source,
+    meta: SnapshotMeta,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupReport> {
+    under_lease(&repo.clone(), async move |lease| {
+        run_leased(repo, source, meta, progress, lease).await
+    })
+    .await
 }
 
 /// Runs `f` under a backup lease: written first (so before `f` reads the prune records),
 /// refreshed while `f` runs, and removed at the end, also on failure.
-pub(crate) async fn under_lease<T>(repo: &Repository, f: impl AsyncFnOnce(&Lease) -> Result<T>) -> Result<T> {
+pub(crate) async fn under_lease<T>(
+    repo: &Repository,
+    f: impl AsyncFnOnce(&Lease) -> Result<T>,
+) -> Result<T> {
     let lease = Lease::acquire(repo.backend.clone(), LeaseKind::Backup).await?;
     let keep = lease.keep_alive();
     let r = f(&lease).await;
@@ -76,7 +95,13 @@ type SniffHead = Arc<std::sync::Mutex<Vec<u8>>>;
 /// Runs after the input ended; the snapshot is committed only if it succeeds.
 type Gate<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>;
 
-async fn run_leased(repo: Arc<Repository>, source: Source, mut meta: SnapshotMeta, progress: Arc<dyn Progress>, lease: &Lease) -> Result<BackupReport> {
+async fn run_leased(
+    repo: Arc<Repository>,
+    source: Source,
+    mut meta: SnapshotMeta,
+    progress: Arc<dyn Progress>,
+    lease: &Lease,
+) -> Result<BackupReport> {
     let start = Instant::now();
     let exclude = Arc::new(condemned_packs(&repo).await?);
     // What to read, what its first bytes were (for the compressed-input advice), and the
@@ -87,7 +112,10 @@ async fn run_leased(repo: Arc<Repository>, source: Source, mut meta: SnapshotMet
             (Box::new(input), Some(head), Box::pin(lease_still_fresh(lease)))
         }
         Source::StdinGunzip => {
-            let gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()));
+            let gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                std::io::stdin(),
+            ));
             let (input, head) = super::sniff::Sniff::new(gz);
             (Box::new(input), Some(head), Box::pin(lease_still_fresh(lease)))
         }
@@ -101,7 +129,10 @@ async fn run_leased(repo: Arc<Repository>, source: Source, mut meta: SnapshotMet
         }
         Source::Command(argv) => {
             let cmd = command_line(&argv);
-            let prog = argv.first().ok_or_else(|| RepoError::CommandStart { command: String::new(), source: std::io::Error::other("empty command") })?;
+            let prog = argv.first().ok_or_else(|| RepoError::CommandStart {
+                command: String::new(),
+                source: std::io::Error::other("empty command"),
+            })?;
             let mut child = Command::new(prog)
                 .args(&argv[1..])
                 .stdin(Stdio::null())
@@ -122,7 +153,10 @@ async fn run_leased(repo: Arc<Repository>, source: Source, mut meta: SnapshotMet
                 if status.success() {
                     lease_still_fresh(lease).await
                 } else {
-                    let status = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+                    let status = match (
+                        status.code(),
+                        std::os::unix::process::ExitStatusExt::signal(&status),
+                    ) {
                         (Some(c), _) => format!("exit status {c}"),
                         (None, Some(s)) => format!("killed by signal {s}"),
                         _ => status.to_string(),
@@ -134,6 +168,14 @@ async fn run_leased(repo: Arc<Repository>, source: Source, mut meta: SnapshotMet
         }
     };
     let (id, snap, stats) = backup_stream(repo, input, meta, progress, exclude, gate).await?;
-    let warnings = head.and_then(|h| super::sniff::advice(&h.lock().unwrap_or_else(|p| p.into_inner()))).into_iter().collect();
-    Ok(BackupReport { snapshot: SnapshotInfo::new(&id, &snap), warnings, stats, seconds: start.elapsed().as_secs_f64() })
+    let warnings = head
+        .and_then(|h| super::sniff::advice(&h.lock().unwrap_or_else(|p| p.into_inner())))
+        .into_iter()
+        .collect();
+    Ok(BackupReport {
+        snapshot: SnapshotInfo::new(&id, &snap),
+        warnings,
+        stats,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }

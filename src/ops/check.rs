@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 
-use super::verify_restore::{verify_restore, RestoreVerdict, VerifyRestoreOptions};
+use super::verify_restore::{RestoreVerdict, VerifyRestoreOptions, verify_restore};
+use crate::format::Id;
 use crate::format::envelope::MAGIC_SNAPSHOT;
 use crate::format::index::BlobLocation;
 use crate::format::snapshot::Snapshot;
 use crate::format::stream::decode_list;
-use crate::format::Id;
-use crate::repo::{load_index_file, paths, verify_pack_bytes, RepoError, Repository, Result};
+use crate::repo::{RepoError, Repository, Result, load_index_file, paths, verify_pack_bytes};
 
 /// Which packs `--read-data-subset` reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -25,7 +25,10 @@ pub enum Subset {
     All,
     /// Part n of m (1-based): a pack is in part `(first 4 bytes of its id as u32 LE) % m + 1`,
     /// so parts 1..=m together read every pack exactly once.
-    Part { n: u32, m: u32 },
+    Part {
+        n: u32,
+        m: u32,
+    },
     /// Each pack with this probability (0..=1).
     Fraction(f64),
     /// Random packs up to this many bytes.
@@ -37,7 +40,8 @@ impl FromStr for Subset {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let bad = || format!("{s:?}: expected n/m (1/12), a percentage (5%) or a size (500M, 2G)");
         if let Some((n, m)) = s.split_once('/') {
-            let (n, m): (u32, u32) = (n.trim().parse().map_err(|_| bad())?, m.trim().parse().map_err(|_| bad())?);
+            let (n, m): (u32, u32) =
+                (n.trim().parse().map_err(|_| bad())?, m.trim().parse().map_err(|_| bad())?);
             if n == 0 || m == 0 || n > m {
                 return Err(bad());
             }
@@ -66,17 +70,26 @@ impl Subset {
     fn select(&self, packs: Vec<(Id, u64)>) -> Vec<(Id, u64)> {
         match *self {
             Subset::All => packs,
-            Subset::Part { n, m } => packs.into_iter().filter(|(id, _)| u32::from_le_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]) % m == n - 1).collect(),
+            Subset::Part { n, m } => packs
+                .into_iter()
+                .filter(|(id, _)| {
+                    u32::from_le_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]) % m == n - 1
+                })
+                .collect(),
             Subset::Fraction(f) => packs.into_iter().filter(|_| random_unit() < f).collect(),
             Subset::Bytes(budget) => {
                 let mut keyed: Vec<_> = packs.into_iter().map(|p| (random_unit(), p)).collect();
                 keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let mut used = 0u64;
-                keyed.into_iter().map(|(_, p)| p).take_while(|(_, len)| {
-                    let take = used < budget;
-                    used += len;
-                    take
-                }).collect()
+                keyed
+                    .into_iter()
+                    .map(|(_, p)| p)
+                    .take_while(|(_, len)| {
+                        let take = used < budget;
+                        used += len;
+                        take
+                    })
+                    .collect()
             }
         }
     }
@@ -150,7 +163,11 @@ struct State {
 
 impl State {
     fn usable(&self, id: &Id) -> Option<(Id, BlobLocation)> {
-        self.locs.get(id)?.iter().find(|(p, _)| !self.bad_packs.contains_key(p) && !self.bad_blobs.contains(&(*p, *id))).copied()
+        self.locs
+            .get(id)?
+            .iter()
+            .find(|(p, _)| !self.bad_packs.contains_key(p) && !self.bad_blobs.contains(&(*p, *id)))
+            .copied()
     }
     /// The object to blame for an unusable blob.
     fn blame(&self, id: &Id) -> String {
@@ -182,9 +199,20 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
     r.packs = present.len() as u64;
 
     // index files
-    let mut st = State { locs: HashMap::new(), indexed_packs: HashMap::new(), bad_packs: HashMap::new(), bad_blobs: HashSet::new() };
+    let mut st = State {
+        locs: HashMap::new(),
+        indexed_packs: HashMap::new(),
+        bad_packs: HashMap::new(),
+        bad_blobs: HashSet::new(),
+    };
     let mut damaged_index = Vec::new();
-    let names: Vec<Id> = repo.backend.list(paths::INDEX_DIR).await?.iter().filter_map(|o| paths::id_of(&o.path)).collect();
+    let names: Vec<Id> = repo
+        .backend
+        .list(paths::INDEX_DIR)
+        .await?
+        .iter()
+        .filter_map(|o| paths::id_of(&o.path))
+        .collect();
     r.index_files = names.len() as u64;
     for name in names {
         match load_index_file(&repo, &name).await {
@@ -203,13 +231,18 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
     r.blobs = st.locs.len() as u64;
     r.duplicate_blobs = st.locs.values().filter(|v| v.len() > 1).count() as u64;
     if r.duplicate_blobs > 0 {
-        r.notes.push(format!("{} chunks are stored more than once (concurrent backups; prune reclaims the space)", r.duplicate_blobs));
+        r.notes.push(format!(
+            "{} chunks are stored more than once (concurrent backups; prune reclaims the space)",
+            r.duplicate_blobs
+        ));
     }
 
     for (p, len) in &st.indexed_packs {
         match present.get(p) {
             None => drop(st.bad_packs.insert(*p, "missing".into())),
-            Some(s) if s != len => drop(st.bad_packs.insert(*p, format!("size {s} bytes, the index says {len}"))),
+            Some(s) if s != len => {
+                drop(st.bad_packs.insert(*p, format!("size {s} bytes, the index says {len}")))
+            }
             Some(_) => {}
         }
     }
@@ -235,19 +268,32 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
     for (p, why) in &st.bad_packs {
         let obj = paths::pack(p);
         let hurt = causes.0.remove(&obj).map(|c| c.1).unwrap_or_default();
-        r.damage.push(Damage { object: obj, problem: why.clone(), snapshots: hurt.into_iter().collect() });
+        r.damage.push(Damage {
+            object: obj,
+            problem: why.clone(),
+            snapshots: hurt.into_iter().collect(),
+        });
     }
     let unindexed = causes.0.remove("index");
     for (obj, (problem, hurt, _)) in std::mem::take(&mut causes.0) {
         r.damage.push(Damage { object: obj, problem, snapshots: hurt.into_iter().collect() });
     }
-    let unindexed_hurt: Vec<String> = unindexed.as_ref().map(|c| c.1.iter().cloned().collect()).unwrap_or_default();
+    let unindexed_hurt: Vec<String> =
+        unindexed.as_ref().map(|c| c.1.iter().cloned().collect()).unwrap_or_default();
     for (obj, why) in damaged_index {
         r.damage.push(Damage { object: obj, problem: why, snapshots: unindexed_hurt.clone() });
     }
     if let Some((_, hurt, n)) = unindexed {
-        let hint = if r.orphan_packs > 0 { format!("; {} packs are in no index: run `repo repair index`", r.orphan_packs) } else { String::new() };
-        r.damage.push(Damage { object: "index".into(), problem: format!("{n} {NOT_INDEXED}{hint}"), snapshots: hurt.into_iter().collect() });
+        let hint = if r.orphan_packs > 0 {
+            format!("; {} packs are in no index: run `repo repair index`", r.orphan_packs)
+        } else {
+            String::new()
+        };
+        r.damage.push(Damage {
+            object: "index".into(),
+            problem: format!("{n} {NOT_INDEXED}{hint}"),
+            snapshots: hurt.into_iter().collect(),
+        });
     }
 
     check_cache(&repo, &st, &mut r).await?;
@@ -255,7 +301,11 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
     if let Some(vr) = &opts.verify_restore {
         r.restores = verify_restore(repo.clone(), vr).await?;
         for v in r.restores.iter().filter(|v| !v.ok) {
-            r.damage.push(Damage { object: format!("snapshot {}", v.snapshot), problem: format!("{} dump does not restore: {}", v.format, v.message), snapshots: vec![v.snapshot.clone()] });
+            r.damage.push(Damage {
+                object: format!("snapshot {}", v.snapshot),
+                problem: format!("{} dump does not restore: {}", v.format, v.message),
+                snapshots: vec![v.snapshot.clone()],
+            });
         }
     }
     r.damage.sort_by(|a, b| a.object.cmp(&b.object));
@@ -264,8 +314,19 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
     Ok(r)
 }
 
-async fn read_packs(repo: &Arc<Repository>, st: &mut State, subset: Subset, r: &mut CheckReport, causes: &mut Causes) {
-    let mut candidates: Vec<(Id, u64)> = st.indexed_packs.iter().filter(|(p, _)| !st.bad_packs.contains_key(*p)).map(|(p, l)| (*p, *l)).collect();
+async fn read_packs(
+    repo: &Arc<Repository>,
+    st: &mut State,
+    subset: Subset,
+    r: &mut CheckReport,
+    causes: &mut Causes,
+) {
+    let mut candidates: Vec<(Id, u64)> = st
+        .indexed_packs
+        .iter()
+        .filter(|(p, _)| !st.bad_packs.contains_key(*p))
+        .map(|(p, l)| (*p, *l))
+        .collect();
     candidates.sort();
     let chosen = subset.select(candidates);
     // what the index says each chosen pack holds, gathered in one pass over the index
@@ -283,7 +344,9 @@ async fn read_packs(repo: &Arc<Repository>, st: &mut State, subset: Subset, r: &
                 let bytes = repo.backend.get(&paths::pack(&p)).await;
                 let n = bytes.as_ref().map(|b| b.len() as u64).unwrap_or(0);
                 let v = match bytes {
-                    Ok(b) => tokio::task::spawn_blocking(move || verify_pack_bytes(&repo, &p, &b)).await.map_err(|e| e.to_string()),
+                    Ok(b) => tokio::task::spawn_blocking(move || verify_pack_bytes(&repo, &p, &b))
+                        .await
+                        .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
                 (p, n, v)
@@ -307,7 +370,8 @@ async fn read_packs(repo: &Arc<Repository>, st: &mut State, subset: Subset, r: &
         }
         let obj = paths::pack(&p);
         if let Some(first) = v.bad_blobs.first() {
-            let problem = format!("{} of {} blobs damaged (first: {})", v.bad_blobs.len(), v.blobs, first.1);
+            let problem =
+                format!("{} of {} blobs damaged (first: {})", v.bad_blobs.len(), v.blobs, first.1);
             causes.0.entry(obj.clone()).or_insert_with(|| (problem, BTreeSet::new(), 0));
         } else if let Some(e) = &v.pack_error {
             causes.0.entry(obj.clone()).or_insert_with(|| (e.clone(), BTreeSet::new(), 0));
@@ -317,16 +381,33 @@ async fn read_packs(repo: &Arc<Repository>, st: &mut State, subset: Subset, r: &
         }
         // the pack must say what the index says about it
         if let Some(footer) = v.footer {
-            let inside: HashSet<(Id, u32)> = footer.blobs.iter().map(|(id, l)| (*id, l.offset)).collect();
-            let wrong = expected.remove(&p).unwrap_or_default().iter().filter(|e| !inside.contains(e)).count();
+            let inside: HashSet<(Id, u32)> =
+                footer.blobs.iter().map(|(id, l)| (*id, l.offset)).collect();
+            let wrong = expected
+                .remove(&p)
+                .unwrap_or_default()
+                .iter()
+                .filter(|e| !inside.contains(e))
+                .count();
             if wrong > 0 {
-                causes.0.entry(obj).or_insert_with(|| (format!("{wrong} index entries disagree with the pack's own footer"), BTreeSet::new(), 0));
+                causes.0.entry(obj).or_insert_with(|| {
+                    (
+                        format!("{wrong} index entries disagree with the pack's own footer"),
+                        BTreeSet::new(),
+                        0,
+                    )
+                });
             }
         }
     }
 }
 
-async fn check_snapshots(repo: &Arc<Repository>, st: &State, r: &mut CheckReport, causes: &mut Causes) -> Result<()> {
+async fn check_snapshots(
+    repo: &Arc<Repository>,
+    st: &State,
+    r: &mut CheckReport,
+    causes: &mut Causes,
+) -> Result<()> {
     let files = repo.backend.list(paths::SNAPSHOTS_DIR).await?;
     let ciphers = crate::repo::PackCiphers::default();
     for f in files {
@@ -334,7 +415,10 @@ async fn check_snapshots(repo: &Arc<Repository>, st: &State, r: &mut CheckReport
         let snap = async {
             let bytes = repo.backend.get(&f.path).await?;
             if Id::of_bytes(&bytes) != sid {
-                return Err(RepoError::Corrupt { object: f.path.clone(), reason: "content does not match its name".into() });
+                return Err(RepoError::Corrupt {
+                    object: f.path.clone(),
+                    reason: "content does not match its name".into(),
+                });
             }
             let body = repo.open_object(MAGIC_SNAPSHOT, &bytes, &f.path)?;
             Snapshot::decode(&body).map_err(|e| RepoError::format(f.path.clone(), e))
@@ -344,13 +428,18 @@ async fn check_snapshots(repo: &Arc<Repository>, st: &State, r: &mut CheckReport
             Ok(s) => s,
             Err(RepoError::Backend(e)) if e.is_not_found() => continue,
             Err(e) => {
-                r.damage.push(Damage { object: f.path.clone(), problem: e.to_string(), snapshots: vec![sid.to_hex()[..8].to_string()] });
+                r.damage.push(Damage {
+                    object: f.path.clone(),
+                    problem: e.to_string(),
+                    snapshots: vec![sid.to_hex()[..8].to_string()],
+                });
                 r.broken_snapshots.push(sid.to_hex());
                 continue;
             }
         };
         r.snapshots += 1;
-        let label = format!("{} {} {}", &sid.to_hex()[..8], snap.name, super::rfc3339(snap.time_ns));
+        let label =
+            format!("{} {} {}", &sid.to_hex()[..8], snap.name, super::rfc3339(snap.time_ns));
         let mut broken = false;
         for list in &snap.lists {
             let Some((pack, loc)) = st.usable(list) else {
@@ -358,7 +447,10 @@ async fn check_snapshots(repo: &Arc<Repository>, st: &State, r: &mut CheckReport
                 broken = true;
                 continue;
             };
-            let entries = match ciphers.read(repo, &pack, list, &loc).await.and_then(|b| decode_list(&b).map_err(|e| RepoError::format(format!("content list {}", list.short()), e))) {
+            let entries = match ciphers.read(repo, &pack, list, &loc).await.and_then(|b| {
+                decode_list(&b)
+                    .map_err(|e| RepoError::format(format!("content list {}", list.short()), e))
+            }) {
                 Ok(e) => e,
                 Err(e) => {
                     causes.add(paths::pack(&pack), || e.to_string(), Some(&label));
@@ -384,7 +476,11 @@ async fn check_snapshots(repo: &Arc<Repository>, st: &State, r: &mut CheckReport
                     }
                 }
                 Err(e) => {
-                    r.damage.push(Damage { object: format!("snapshot {}", &sid.to_hex()[..8]), problem: e.to_string(), snapshots: vec![sid.to_hex()[..8].to_string()] });
+                    r.damage.push(Damage {
+                        object: format!("snapshot {}", &sid.to_hex()[..8]),
+                        problem: e.to_string(),
+                        snapshots: vec![sid.to_hex()[..8].to_string()],
+                    });
                     broken = true;
                 }
             }
@@ -403,12 +499,15 @@ async fn check_cache(repo: &Repository, st: &State, r: &mut CheckReport) -> Resu
     for batch in ids.chunks(4096) {
         let owned: Vec<Id> = batch.iter().map(|i| **i).collect();
         for (id, c) in owned.iter().zip(repo.index.lookup_many(&owned)?) {
-            let ok = c.is_some_and(|c| st.locs[id].iter().any(|(p, l)| *p == c.pack && *l == c.loc));
+            let ok =
+                c.is_some_and(|c| st.locs[id].iter().any(|(p, l)| *p == c.pack && *l == c.loc));
             disagree += u64::from(!ok);
         }
     }
     if disagree > 0 {
-        r.notes.push(format!("the local cache disagreed with the repository on {disagree} chunks and was rebuilt"));
+        r.notes.push(format!(
+            "the local cache disagreed with the repository on {disagree} chunks and was rebuilt"
+        ));
         repo.index.clear()?;
         repo.index.sync(repo).await?;
     }

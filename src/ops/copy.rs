@@ -13,7 +13,10 @@ use std::time::Instant;
 
 use super::SnapshotInfo;
 use crate::format::snapshot::Snapshot;
-use crate::repo::{list_snapshots, restore_stream, NoProgress, Progress, RepoError, Repository, Result, SnapshotFilter, SnapshotMeta};
+use crate::repo::{
+    NoProgress, Progress, RepoError, Repository, Result, SnapshotFilter, SnapshotMeta,
+    list_snapshots, restore_stream,
+};
 
 #[derive(Debug, serde::Serialize)]
 pub struct CopiedSnapshot {
@@ -39,10 +42,22 @@ fn same(a: &Snapshot, b: &Snapshot) -> bool {
 }
 
 /// Copies `selected` (source snapshots, oldest first is best for deduplication order).
-pub async fn run(src: Arc<Repository>, dst: Arc<Repository>, selected: Vec<(crate::format::Id, Snapshot)>, progress: Arc<dyn Progress>) -> Result<CopyReport> {
+pub async fn run(
+    src: Arc<Repository>,
+    dst: Arc<Repository>,
+    selected: Vec<(crate::format::Id, Snapshot)>,
+    progress: Arc<dyn Progress>,
+) -> Result<CopyReport> {
     let t0 = Instant::now();
     let existing = list_snapshots(&dst, &SnapshotFilter::default()).await?;
-    let mut report = CopyReport { source: src.location(), destination: dst.location(), snapshots: Vec::new(), copied: 0, skipped: 0, seconds: 0.0 };
+    let mut report = CopyReport {
+        source: src.location(),
+        destination: dst.location(),
+        snapshots: Vec::new(),
+        copied: 0,
+        skipped: 0,
+        seconds: 0.0,
+    };
     for (id, snap) in selected {
         let info = SnapshotInfo::new(&id, &snap);
         if existing.iter().any(|(_, s)| same(s, &snap)) {
@@ -51,22 +66,57 @@ pub async fn run(src: Arc<Repository>, dst: Arc<Repository>, selected: Vec<(crat
             continue;
         }
         if snap.kind == crate::format::snapshot::SnapshotKind::Tree {
-            let meta = SnapshotMeta { name: snap.name.clone(), host: snap.host.clone(), tags: snap.tags.clone(), command: snap.command.clone(), time_ns: snap.time_ns };
-            let (new_id, new, stats) = super::tree::copy::run(src.clone(), dst.clone(), &id, &snap, meta, progress.clone()).await?;
+            let meta = SnapshotMeta {
+                name: snap.name.clone(),
+                host: snap.host.clone(),
+                tags: snap.tags.clone(),
+                command: snap.command.clone(),
+                time_ns: snap.time_ns,
+            };
+            let (new_id, new, stats) = super::tree::copy::run(
+                src.clone(),
+                dst.clone(),
+                &id,
+                &snap,
+                meta,
+                progress.clone(),
+            )
+            .await?;
             report.copied += 1;
-            report.snapshots.push(CopiedSnapshot { source: info, copy: Some(SnapshotInfo::new(&new_id, &new)), bytes_written: stats.bytes_written });
+            report.snapshots.push(CopiedSnapshot {
+                source: info,
+                copy: Some(SnapshotInfo::new(&new_id, &new)),
+                bytes_written: stats.bytes_written,
+            });
             continue;
         }
-        let (reader, writer) = std::io::pipe().map_err(|e| RepoError::Internal(format!("pipe: {e}")))?;
+        let (reader, writer) =
+            std::io::pipe().map_err(|e| RepoError::Internal(format!("pipe: {e}")))?;
         let label = format!("snapshot {}", &info.short_id);
         let (s2, snap2) = (src.clone(), snap.clone());
         let producer = tokio::spawn(async move {
             restore_stream(s2, &snap2, &label, writer, Arc::new(NoProgress)).await.map(|_| ())
         });
-        let meta = SnapshotMeta { name: snap.name.clone(), host: snap.host.clone(), tags: snap.tags.clone(), command: snap.command.clone(), time_ns: snap.time_ns };
-        let r = super::backup::run(dst.clone(), super::backup::Source::Piped { input: Box::new(reader), producer }, meta, progress.clone()).await?;
+        let meta = SnapshotMeta {
+            name: snap.name.clone(),
+            host: snap.host.clone(),
+            tags: snap.tags.clone(),
+            command: snap.command.clone(),
+            time_ns: snap.time_ns,
+        };
+        let r = super::backup::run(
+            dst.clone(),
+            super::backup::Source::Piped { input: Box::new(reader), producer },
+            meta,
+            progress.clone(),
+        )
+        .await?;
         report.copied += 1;
-        report.snapshots.push(CopiedSnapshot { source: info, copy: Some(r.snapshot), bytes_written: r.stats.bytes_written });
+        report.snapshots.push(CopiedSnapshot {
+            source: info,
+            copy: Some(r.snapshot),
+            bytes_written: r.stats.bytes_written,
+        });
     }
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)

@@ -20,15 +20,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::forget::policy::{apply, Item, Policy};
-use super::template::{stream_extension, Fields, Template};
 use super::SnapshotInfo;
+use super::forget::policy::{Item, Policy, apply};
+use super::template::{Fields, Template, stream_extension};
 use crate::codec::gzip::ParallelGzWriter;
-use crate::format::snapshot::Snapshot;
 use crate::format::Id;
-use crate::repo::glob_match;
+use crate::format::snapshot::Snapshot;
 use crate::format::snapshot::SnapshotKind;
-use crate::repo::{restore_stream, Progress, RepoError, Repository, Result};
+use crate::repo::glob_match;
+use crate::repo::{Progress, RepoError, Repository, Result, restore_stream};
 
 pub const MANIFEST: &str = ".repo-export.json";
 const TMP_PREFIX: &str = ".tmp-repo-export-";
@@ -104,13 +104,16 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn decode(bytes: &[u8]) -> std::result::Result<Manifest, String> {
-        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| format!("not an export manifest: {e}"))?;
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| format!("not an export manifest: {e}"))?;
         if m.version != 1 {
             return Err(format!("export manifest version {} is not supported (1 is)", m.version));
         }
         for (path, e) in &m.files {
             if !safe_relative(path) {
-                return Err(format!("export manifest names {path:?}, which is not inside the directory"));
+                return Err(format!(
+                    "export manifest names {path:?}, which is not inside the directory"
+                ));
             }
             if Id::from_hex(&e.snapshot).is_err() {
                 return Err(format!("export manifest: {path:?} has a malformed snapshot id"));
@@ -119,14 +122,18 @@ impl Manifest {
         Ok(m)
     }
     pub fn encode(&self) -> std::result::Result<Vec<u8>, String> {
-        let mut v = serde_json::to_vec_pretty(self).map_err(|e| format!("encoding the export manifest: {e}"))?;
+        let mut v = serde_json::to_vec_pretty(self)
+            .map_err(|e| format!("encoding the export manifest: {e}"))?;
         v.push(b'\n');
         Ok(v)
     }
 }
 
 pub fn safe_relative(p: &str) -> bool {
-    !p.is_empty() && !p.starts_with('/') && !p.contains('\0') && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+    !p.is_empty()
+        && !p.starts_with('/')
+        && !p.contains('\0')
+        && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> RepoError {
@@ -136,12 +143,18 @@ fn io_err(path: &Path, e: std::io::Error) -> RepoError {
 fn load_manifest(dir: &Path) -> Result<Manifest> {
     let p = dir.join(MANIFEST);
     match std::fs::metadata(&p) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest { version: 1, files: BTreeMap::new() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Manifest { version: 1, files: BTreeMap::new() })
+        }
         Err(e) => Err(io_err(&p, e)),
-        Ok(m) if m.len() > MAX_MANIFEST => Err(RepoError::Corrupt { object: p.display().to_string(), reason: "export manifest is implausibly large".into() }),
+        Ok(m) if m.len() > MAX_MANIFEST => Err(RepoError::Corrupt {
+            object: p.display().to_string(),
+            reason: "export manifest is implausibly large".into(),
+        }),
         Ok(_) => {
             let bytes = std::fs::read(&p).map_err(|e| io_err(&p, e))?;
-            Manifest::decode(&bytes).map_err(|reason| RepoError::Corrupt { object: p.display().to_string(), reason })
+            Manifest::decode(&bytes)
+                .map_err(|reason| RepoError::Corrupt { object: p.display().to_string(), reason })
         }
     }
 }
@@ -225,7 +238,9 @@ async fn restore_to_temp(
     let buffered = std::io::BufWriter::with_capacity(1 << 20, file);
     let sink: Box<dyn Write + Send> = match compression {
         Compression::Gzip { level } => Box::new(ParallelGzWriter::new(buffered, level)),
-        Compression::Zstd { level } => Box::new(ZstdSink(zstd::stream::write::Encoder::new(buffered, level).map_err(|e| io_err(&tmp, e))?)),
+        Compression::Zstd { level } => Box::new(ZstdSink(
+            zstd::stream::write::Encoder::new(buffered, level).map_err(|e| io_err(&tmp, e))?,
+        )),
         Compression::None => Box::new(buffered),
     };
     let out = Head { inner: sink, head: head.clone() };
@@ -255,7 +270,10 @@ fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
     if std::fs::metadata(a)?.len() != std::fs::metadata(b)?.len() {
         return Ok(false);
     }
-    let (mut fa, mut fb) = (std::io::BufReader::new(std::fs::File::open(a)?), std::io::BufReader::new(std::fs::File::open(b)?));
+    let (mut fa, mut fb) = (
+        std::io::BufReader::new(std::fs::File::open(a)?),
+        std::io::BufReader::new(std::fs::File::open(b)?),
+    );
     let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
     loop {
         let n = fa.read(&mut ba)?;
@@ -279,7 +297,10 @@ pub fn keep_within(selected: Vec<(Id, Snapshot)>, span_ns: i64) -> Vec<(Id, Snap
     }
     let mut keep = vec![false; selected.len()];
     for members in groups.values() {
-        let items: Vec<Item> = members.iter().map(|&i| Item { time_ns: selected[i].1.time_ns, tags: vec![] }).collect();
+        let items: Vec<Item> = members
+            .iter()
+            .map(|&i| Item { time_ns: selected[i].1.time_ns, tags: vec![] })
+            .collect();
         for (&i, d) in members.iter().zip(apply(&policy, &items, &chrono::Utc)) {
             keep[i] = d.keep;
         }
@@ -287,7 +308,13 @@ pub fn keep_within(selected: Vec<(Id, Snapshot)>, span_ns: i64) -> Vec<(Id, Snap
     selected.into_iter().zip(keep).filter_map(|(s, k)| k.then_some(s)).collect()
 }
 
-pub async fn run(repo: Arc<Repository>, dir: &Path, selected: Vec<(Id, Snapshot)>, opts: &ExportOptions, progress: Arc<dyn Progress>) -> Result<ExportReport> {
+pub async fn run(
+    repo: Arc<Repository>,
+    dir: &Path,
+    selected: Vec<(Id, Snapshot)>,
+    opts: &ExportOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<ExportReport> {
     let t0 = Instant::now();
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     let mut manifest = load_manifest(dir)?;
@@ -302,9 +329,20 @@ pub async fn run(repo: Arc<Repository>, dir: &Path, selected: Vec<(Id, Snapshot)
     for (id, snap) in &selected {
         let hex = id.to_hex();
         let info = SnapshotInfo::new(id, snap);
-        let fields = Fields { name: &snap.name, host: &snap.host, tags: &snap.tags, id_hex: &hex, time_ns: snap.time_ns };
+        let fields = Fields {
+            name: &snap.name,
+            host: &snap.host,
+            tags: &snap.tags,
+            id_hex: &hex,
+            time_ns: snap.time_ns,
+        };
         // Already exported for this snapshot, and still there with its size: nothing to do.
-        let known: Vec<(String, u64)> = manifest.files.iter().filter(|(_, e)| e.snapshot == hex).map(|(p, e)| (p.clone(), e.size)).collect();
+        let known: Vec<(String, u64)> = manifest
+            .files
+            .iter()
+            .filter(|(_, e)| e.snapshot == hex)
+            .map(|(p, e)| (p.clone(), e.size))
+            .collect();
         let wanted = match &explicit {
             Some(t) => Some(t.render(&fields, &opts.tz).map_err(RepoError::Aborted)?),
             None => None,
@@ -313,11 +351,17 @@ pub async fn run(repo: Arc<Repository>, dir: &Path, selected: Vec<(Id, Snapshot)
             Compression::None => !p.ends_with(".gz") && !p.ends_with(".zst"),
             c => p.ends_with(c.extension()),
         };
-        if let Some((p, size)) = known.iter().find(|(p, _)| wanted.as_ref().map_or(fits(p), |w| w == p))
+        if let Some((p, size)) =
+            known.iter().find(|(p, _)| wanted.as_ref().map_or(fits(p), |w| w == p))
             && std::fs::metadata(dir.join(p)).map(|m| m.len() == *size).unwrap_or(false)
         {
             report.skipped += 1;
-            report.files.push(ExportedFile { path: p.clone(), action: "skipped", snapshot: Some(info), bytes: *size });
+            report.files.push(ExportedFile {
+                path: p.clone(),
+                action: "skipped",
+                snapshot: Some(info),
+                bytes: *size,
+            });
             continue;
         }
         // Without a template the extension comes from the content: the stem names the
@@ -326,10 +370,20 @@ pub async fn run(repo: Arc<Repository>, dir: &Path, selected: Vec<(Id, Snapshot)
             Some(w) => w.clone(),
             None => stem.render(&fields, &opts.tz).map_err(RepoError::Aborted)?,
         };
-        let (tmp, head, restored) = restore_to_temp(&repo, id, snap, &dir.join(&stem_path), opts.compression, progress.clone()).await?;
+        let (tmp, head, restored) = restore_to_temp(
+            &repo,
+            id,
+            snap,
+            &dir.join(&stem_path),
+            opts.compression,
+            progress.clone(),
+        )
+        .await?;
         let rel = match wanted {
             Some(w) => w,
-            None => format!("{stem_path}{}{}", stream_extension(&head), opts.compression.extension()),
+            None => {
+                format!("{stem_path}{}{}", stream_extension(&head), opts.compression.extension())
+            }
         };
         let final_path = dir.join(&rel);
         let size = std::fs::metadata(&tmp).map_err(|e| io_err(&tmp, e))?.len();
@@ -339,31 +393,56 @@ pub async fn run(repo: Arc<Repository>, dir: &Path, selected: Vec<(Id, Snapshot)
             if identical || !opts.force {
                 let _ = std::fs::remove_file(&tmp);
                 if identical {
-                    manifest.files.insert(rel.clone(), ManifestEntry { snapshot: hex.clone(), name: snap.name.clone(), size });
+                    manifest.files.insert(
+                        rel.clone(),
+                        ManifestEntry { snapshot: hex.clone(), name: snap.name.clone(), size },
+                    );
                     save_manifest(dir, &manifest)?;
                     report.skipped += 1;
-                    report.files.push(ExportedFile { path: rel, action: "adopted", snapshot: Some(info), bytes: size });
+                    report.files.push(ExportedFile {
+                        path: rel,
+                        action: "adopted",
+                        snapshot: Some(info),
+                        bytes: size,
+                    });
                 } else {
                     report.conflicts += 1;
-                    report.files.push(ExportedFile { path: rel, action: "conflict", snapshot: Some(info), bytes: 0 });
+                    report.files.push(ExportedFile {
+                        path: rel,
+                        action: "conflict",
+                        snapshot: Some(info),
+                        bytes: 0,
+                    });
                 }
                 continue;
             }
         }
         std::fs::rename(&tmp, &final_path).map_err(|e| io_err(&final_path, e))?;
         sync_dir(&final_path)?;
-        manifest.files.insert(rel.clone(), ManifestEntry { snapshot: hex.clone(), name: snap.name.clone(), size });
+        manifest.files.insert(
+            rel.clone(),
+            ManifestEntry { snapshot: hex.clone(), name: snap.name.clone(), size },
+        );
         save_manifest(dir, &manifest)?;
         report.written += 1;
         report.bytes_written += size;
         report.bytes_restored += restored;
-        report.files.push(ExportedFile { path: rel, action: "written", snapshot: Some(info), bytes: size });
+        report.files.push(ExportedFile {
+            path: rel,
+            action: "written",
+            snapshot: Some(info),
+            bytes: size,
+        });
     }
 
     if opts.mirror {
         let in_scope = |name: &str| opts.name_scope.as_deref().is_none_or(|g| glob_match(g, name));
-        let gone: Vec<(String, ManifestEntry)> =
-            manifest.files.iter().filter(|(_, e)| in_scope(&e.name) && !selected_ids.contains(&e.snapshot)).map(|(p, e)| (p.clone(), e.clone())).collect();
+        let gone: Vec<(String, ManifestEntry)> = manifest
+            .files
+            .iter()
+            .filter(|(_, e)| in_scope(&e.name) && !selected_ids.contains(&e.snapshot))
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect();
         for (rel, e) in gone {
             let p = dir.join(&rel);
             match std::fs::remove_file(&p) {
@@ -374,7 +453,12 @@ pub async fn run(repo: Arc<Repository>, dir: &Path, selected: Vec<(Id, Snapshot)
             manifest.files.remove(&rel);
             save_manifest(dir, &manifest)?;
             report.deleted += 1;
-            report.files.push(ExportedFile { path: rel, action: "deleted", snapshot: None, bytes: e.size });
+            report.files.push(ExportedFile {
+                path: rel,
+                action: "deleted",
+                snapshot: None,
+                bytes: e.size,
+            });
         }
     }
     report.seconds = t0.elapsed().as_secs_f64();
@@ -388,7 +472,10 @@ mod tests {
     #[test]
     fn manifest_golden_bytes_and_hostile_input() {
         let mut m = Manifest { version: 1, files: BTreeMap::new() };
-        m.files.insert("postgres/db-20260214-020000.dump.gz".into(), ManifestEntry { snapshot: "ab".repeat(32), name: "postgres/db".into(), size: 1234 });
+        m.files.insert(
+            "postgres/db-20260214-020000.dump.gz".into(),
+            ManifestEntry { snapshot: "ab".repeat(32), name: "postgres/db".into(), size: 1234 },
+        );
         let golden = format!(
             "{{\n  \"version\": 1,\n  \"files\": {{\n    \"postgres/db-20260214-020000.dump.gz\": {{\n      \"snapshot\": \"{}\",\n      \"name\": \"postgres/db\",\n      \"size\": 1234\n    }}\n  }}\n}}\n",
             "ab".repeat(32)

@@ -9,8 +9,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::repo::{RepoError, Result};
@@ -26,10 +26,15 @@ pub struct System;
 impl Runner for System {
     fn run(&self, argv: &[String]) -> Result<String> {
         let line = argv.join(" ");
-        let out = Command::new(&argv[0]).args(&argv[1..]).env("LVM_SUPPRESS_FD_WARNINGS", "1").output().map_err(|e| RepoError::Snapshot(format!("{line}: could not start: {e}")))?;
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+            .output()
+            .map_err(|e| RepoError::Snapshot(format!("{line}: could not start: {e}")))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            let err = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            let err =
+                err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
             return Err(RepoError::Snapshot(format!("{line}: {} ({err})", out.status)));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -66,12 +71,18 @@ pub struct Btrfs {
 impl Btrfs {
     /// `<parent of SUBVOLUME>/.repo-snapshot-<name>`: beside the subvolume, on the same file system.
     pub fn snapshot_path(&self) -> PathBuf {
-        let name = self.subvolume.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+        let name = self
+            .subvolume
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "root".into());
         self.subvolume.parent().unwrap_or(Path::new("/")).join(format!(".repo-snapshot-{name}"))
     }
     fn delete(&self) -> Result<()> {
         let snap = self.snapshot_path();
-        self.runner.run(&argv(&["btrfs", "subvolume", "delete", &snap.to_string_lossy()])).map(|_| ())
+        self.runner
+            .run(&argv(&["btrfs", "subvolume", "delete", &snap.to_string_lossy()]))
+            .map(|_| ())
     }
 }
 
@@ -84,14 +95,27 @@ impl Provider for Btrfs {
         if std::fs::symlink_metadata(&snap).is_err() {
             return Ok(None);
         }
-        self.runner.run(&argv(&["btrfs", "subvolume", "show", &snap.to_string_lossy()]))
-            .map_err(|e| RepoError::Snapshot(format!("{} exists but is not a btrfs subvolume; refusing to touch it ({e})", snap.display())))?;
+        self.runner.run(&argv(&["btrfs", "subvolume", "show", &snap.to_string_lossy()])).map_err(
+            |e| {
+                RepoError::Snapshot(format!(
+                    "{} exists but is not a btrfs subvolume; refusing to touch it ({e})",
+                    snap.display()
+                ))
+            },
+        )?;
         self.delete()?;
         Ok(Some(snap.display().to_string()))
     }
     fn create(&self) -> Result<PathBuf> {
         let snap = self.snapshot_path();
-        self.runner.run(&argv(&["btrfs", "subvolume", "snapshot", "-r", &self.subvolume.to_string_lossy(), &snap.to_string_lossy()]))?;
+        self.runner.run(&argv(&[
+            "btrfs",
+            "subvolume",
+            "snapshot",
+            "-r",
+            &self.subvolume.to_string_lossy(),
+            &snap.to_string_lossy(),
+        ]))?;
         Ok(snap)
     }
     fn remove(&self) -> Result<()> {
@@ -150,21 +174,30 @@ pub struct VgInfo {
 
 /// Parses `lvs --reportformat json -o lv_name,vg_name,lv_attr,origin` output.
 pub fn parse_lvs(json: &str) -> Result<Vec<LvInfo>> {
-    let r: Report<LvReport> = serde_json::from_str(json).map_err(|e| RepoError::Snapshot(format!("cannot read lvs output: {e}")))?;
+    let r: Report<LvReport> = serde_json::from_str(json)
+        .map_err(|e| RepoError::Snapshot(format!("cannot read lvs output: {e}")))?;
     Ok(r.report.into_iter().flat_map(|r| r.lv).collect())
 }
 
 /// Parses `vgs --reportformat json --units b -o vg_name,vg_free` output.
 pub fn parse_vgs(json: &str) -> Result<Vec<VgInfo>> {
-    let r: Report<VgReport> = serde_json::from_str(json).map_err(|e| RepoError::Snapshot(format!("cannot read vgs output: {e}")))?;
+    let r: Report<VgReport> = serde_json::from_str(json)
+        .map_err(|e| RepoError::Snapshot(format!("cannot read vgs output: {e}")))?;
     Ok(r.report.into_iter().flat_map(|r| r.vg).collect())
 }
 
 /// Bytes of an LVM size such as `5G`, `512M`, `1024` (MiB, LVM's default unit), `123B`.
 pub fn parse_lvm_size(s: &str) -> Result<u64> {
     let s = s.trim();
-    let bad = || RepoError::Snapshot(format!("snapshot size {s:?}: expected a number with an optional unit B, K, M, G or T (5G)"));
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "m"));
+    let bad = || {
+        RepoError::Snapshot(format!(
+            "snapshot size {s:?}: expected a number with an optional unit B, K, M, G or T (5G)"
+        ))
+    };
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "m"));
     let n: f64 = num.parse().map_err(|_| bad())?;
     let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "b" => 1,
@@ -197,7 +230,15 @@ impl Lvm {
         argv(&["vgs", "--reportformat", "json", "--units", "b", "-o", "vg_name,vg_free", &self.vg])
     }
     pub fn create_argv(&self) -> Vec<String> {
-        argv(&["lvcreate", "--snapshot", "--size", &self.size, "--name", &self.snapshot_name(), &format!("{}/{}", self.vg, self.lv)])
+        argv(&[
+            "lvcreate",
+            "--snapshot",
+            "--size",
+            &self.size,
+            "--name",
+            &self.snapshot_name(),
+            &format!("{}/{}", self.vg, self.lv),
+        ])
     }
     pub fn remove_argv(&self) -> Vec<String> {
         argv(&["lvremove", "-y", &format!("{}/{}", self.vg, self.snapshot_name())])
@@ -210,7 +251,15 @@ impl Lvm {
             "xfs" => "ro,nouuid,norecovery",
             _ => "ro",
         };
-        argv(&["mount", "-t", fstype, "-o", opts, &self.device(), &self.mount_dir().to_string_lossy()])
+        argv(&[
+            "mount",
+            "-t",
+            fstype,
+            "-o",
+            opts,
+            &self.device(),
+            &self.mount_dir().to_string_lossy(),
+        ])
     }
 
     pub fn logical_volumes(&self) -> Result<Vec<LvInfo>> {
@@ -228,17 +277,30 @@ impl Lvm {
 
 impl Provider for Lvm {
     fn describe(&self) -> String {
-        format!("LVM snapshot {}/{} of {}/{} at {}", self.vg, self.snapshot_name(), self.vg, self.lv, self.mount_dir().display())
+        format!(
+            "LVM snapshot {}/{} of {}/{} at {}",
+            self.vg,
+            self.snapshot_name(),
+            self.vg,
+            self.lv,
+            self.mount_dir().display()
+        )
     }
     fn remove_leftover(&self) -> Result<Option<String>> {
         let name = self.snapshot_name();
         let lvs = self.logical_volumes()?;
         if !lvs.iter().any(|l| l.lv_name == self.lv) {
-            return Err(RepoError::Snapshot(format!("volume group {} has no logical volume {}", self.vg, self.lv)));
+            return Err(RepoError::Snapshot(format!(
+                "volume group {} has no logical volume {}",
+                self.vg, self.lv
+            )));
         }
         let Some(old) = lvs.into_iter().find(|l| l.lv_name == name) else { return Ok(None) };
         if old.origin != self.lv && !old.lv_attr.starts_with(['s', 'S']) {
-            return Err(RepoError::Snapshot(format!("{}/{name} exists and is not a snapshot of {}; refusing to remove it", self.vg, self.lv)));
+            return Err(RepoError::Snapshot(format!(
+                "{}/{name} exists and is not a snapshot of {}; refusing to remove it",
+                self.vg, self.lv
+            )));
         }
         self.unmount_and_remove()?;
         Ok(Some(format!("{}/{name}", self.vg)))
@@ -246,16 +308,29 @@ impl Provider for Lvm {
     fn create(&self) -> Result<PathBuf> {
         let want = parse_lvm_size(&self.size)?;
         let vgs = parse_vgs(&self.runner.run(&self.vgs_argv())?)?;
-        let free = vgs.iter().find(|v| v.vg_name == self.vg).map(|v| v.vg_free.trim_end_matches(['B', 'b']).parse::<u64>().unwrap_or(0));
+        let free = vgs
+            .iter()
+            .find(|v| v.vg_name == self.vg)
+            .map(|v| v.vg_free.trim_end_matches(['B', 'b']).parse::<u64>().unwrap_or(0));
         match free {
             None => return Err(RepoError::Snapshot(format!("no volume group {}", self.vg))),
-            Some(f) if f < want => return Err(RepoError::Snapshot(format!("volume group {} has {f} bytes free, the snapshot needs {want}", self.vg))),
+            Some(f) if f < want => {
+                return Err(RepoError::Snapshot(format!(
+                    "volume group {} has {f} bytes free, the snapshot needs {want}",
+                    self.vg
+                )));
+            }
             _ => {}
         }
         self.runner.run(&self.create_argv())?;
         let mounted_ok = (|| {
-            let fstype = self.runner.run(&argv(&["blkid", "-o", "value", "-s", "TYPE", &self.device()]))?.trim().to_string();
-            std::fs::create_dir_all(self.mount_dir()).map_err(|e| RepoError::Snapshot(format!("{}: {e}", self.mount_dir().display())))?;
+            let fstype = self
+                .runner
+                .run(&argv(&["blkid", "-o", "value", "-s", "TYPE", &self.device()]))?
+                .trim()
+                .to_string();
+            std::fs::create_dir_all(self.mount_dir())
+                .map_err(|e| RepoError::Snapshot(format!("{}: {e}", self.mount_dir().display())))?;
             self.runner.run(&self.mount_argv(&fstype))
         })();
         if let Err(e) = mounted_ok {
@@ -298,7 +373,12 @@ impl Held {
         loop {
             match p.remove() {
                 Ok(()) => return Ok(()),
-                Err(e) if Instant::now() >= deadline => return Err(RepoError::Snapshot(format!("could not remove the {}: {e}", p.describe()))),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(RepoError::Snapshot(format!(
+                        "could not remove the {}: {e}",
+                        p.describe()
+                    )));
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(250)),
             }
         }
@@ -331,7 +411,10 @@ mod tests {
             self.calls.lock().unwrap().push(argv.join(" "));
             Ok(match argv[0].as_str() {
                 "lvs" => self.lvs.clone(),
-                "vgs" => r#"{"report":[{"vg":[{"vg_name":"ubuntu-vg","vg_free":"10737418240B"}]}]}"#.into(),
+                "vgs" => {
+                    r#"{"report":[{"vg":[{"vg_name":"ubuntu-vg","vg_free":"10737418240B"}]}]}"#
+                        .into()
+                }
                 "blkid" => "ext4\n".into(),
                 _ => String::new(),
             })
@@ -340,7 +423,13 @@ mod tests {
 
     fn lvm(lvs: &str) -> (Lvm, Arc<Fake>) {
         let fake = Arc::new(Fake { calls: Mutex::new(vec![]), lvs: lvs.into() });
-        let l = Lvm { vg: "ubuntu-vg".into(), lv: "ubuntu-lv".into(), size: "5G".into(), mount_base: "/run/repo/lvm".into(), runner: fake.clone() };
+        let l = Lvm {
+            vg: "ubuntu-vg".into(),
+            lv: "ubuntu-lv".into(),
+            size: "5G".into(),
+            mount_base: "/run/repo/lvm".into(),
+            runner: fake.clone(),
+        };
         (l, fake)
     }
 
@@ -353,7 +442,9 @@ mod tests {
 
     #[test]
     fn lvm_command_lines() {
-        let (l, fake) = lvm(r#"{"report":[{"lv":[{"lv_name":"ubuntu-lv","vg_name":"ubuntu-vg","lv_attr":"-wi-ao----","origin":""}]}]}"#);
+        let (l, fake) = lvm(
+            r#"{"report":[{"lv":[{"lv_name":"ubuntu-lv","vg_name":"ubuntu-vg","lv_attr":"-wi-ao----","origin":""}]}]}"#,
+        );
         assert_eq!(l.remove_leftover().unwrap(), None);
         assert_eq!(l.create().unwrap(), PathBuf::from("/run/repo/lvm/ubuntu-vg-ubuntu-lv"));
         let calls = fake.calls.lock().unwrap().clone();
@@ -374,13 +465,22 @@ mod tests {
     fn lvm_leftover_is_removed_and_foreign_volume_refused() {
         let (l, fake) = lvm(LVS_WITH_LEFTOVER);
         assert_eq!(l.remove_leftover().unwrap().as_deref(), Some("ubuntu-vg/ubuntu-lv-repo-snap"));
-        assert!(fake.calls.lock().unwrap().contains(&"lvremove -y ubuntu-vg/ubuntu-lv-repo-snap".to_string()));
-        let (l, fake) = lvm(&LVS_WITH_LEFTOVER.replace("swi-a-s---", "-wi-a-----").replace(r#""origin":"ubuntu-lv""#, r#""origin":"""#));
+        assert!(
+            fake.calls
+                .lock()
+                .unwrap()
+                .contains(&"lvremove -y ubuntu-vg/ubuntu-lv-repo-snap".to_string())
+        );
+        let (l, fake) = lvm(&LVS_WITH_LEFTOVER
+            .replace("swi-a-s---", "-wi-a-----")
+            .replace(r#""origin":"ubuntu-lv""#, r#""origin":"""#));
         let e = l.remove_leftover().unwrap_err().to_string();
         assert!(e.contains("not a snapshot"), "{e}");
         assert!(!fake.calls.lock().unwrap().iter().any(|c| c.starts_with("lvremove")));
         let (l, _) = lvm(r#"{"report":[{"lv":[]}]}"#);
-        assert!(l.remove_leftover().unwrap_err().to_string().contains("no logical volume ubuntu-lv"));
+        assert!(
+            l.remove_leftover().unwrap_err().to_string().contains("no logical volume ubuntu-lv")
+        );
     }
 
     #[test]

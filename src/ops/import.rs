@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::template::Template;
 use super::SnapshotInfo;
+use super::template::Template;
 use crate::codec::gzip::is_gzip;
-use crate::repo::{list_snapshots, Progress, RepoError, Repository, Result, SnapshotFilter, SnapshotMeta};
+use crate::repo::{
+    Progress, RepoError, Repository, Result, SnapshotFilter, SnapshotMeta, list_snapshots,
+};
 
 pub struct ImportOptions {
     pub name: Option<String>,
@@ -50,7 +52,14 @@ pub struct ImportReport {
 
 const COMPRESSED: [&str; 3] = [".gz", ".zst", ".tgz"];
 const KINDS: [&str; 4] = [".dump", ".sql", ".tar", ".backup"];
-const TIMES: [&str; 6] = ["%Y%m%d-%H%M%S", "%Y%m%dT%H%M%SZ", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d-%H%M%S", "%Y%m%d", "%Y-%m-%d"];
+const TIMES: [&str; 6] = [
+    "%Y%m%d-%H%M%S",
+    "%Y%m%dT%H%M%SZ",
+    "%Y-%m-%dT%H:%M:%SZ",
+    "%Y-%m-%d-%H%M%S",
+    "%Y%m%d",
+    "%Y-%m-%d",
+];
 
 /// Name and time from a file name: `[dir/]base-TIME.kind[.gz]` with the time in one of the
 /// usual cron spellings.
@@ -98,7 +107,12 @@ fn peek_tar(mut input: Box<dyn Read + Send>) -> std::io::Result<(Box<dyn Read + 
     Ok((Box::new(std::io::Cursor::new(head).chain(input)), tar))
 }
 
-pub async fn run(repo: Arc<Repository>, files: &[PathBuf], opts: &ImportOptions, progress: Arc<dyn Progress>) -> Result<ImportReport> {
+pub async fn run(
+    repo: Arc<Repository>,
+    files: &[PathBuf],
+    opts: &ImportOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<ImportReport> {
     let t0 = Instant::now();
     let template = match &opts.template {
         Some(t) => Some(Template::parse(t).map_err(RepoError::Aborted)?),
@@ -115,7 +129,9 @@ pub async fn run(repo: Arc<Repository>, files: &[PathBuf], opts: &ImportOptions,
                 if let Some((n, tm)) = t.match_path(&shown) {
                     (name, time) = (n, tm);
                 } else if opts.name.is_none() || opts.time_ns.is_none() {
-                    return Err(RepoError::Aborted(format!("{shown}: does not match the template")));
+                    return Err(RepoError::Aborted(format!(
+                        "{shown}: does not match the template"
+                    )));
                 }
             }
             None => {
@@ -125,39 +141,83 @@ pub async fn run(repo: Arc<Repository>, files: &[PathBuf], opts: &ImportOptions,
             }
         }
         let name = opts.name.clone().or(name).ok_or_else(|| RepoError::Aborted(format!("{shown}: cannot tell the snapshot name from the file name; give --name or --template")))?;
-        let time = opts.time_ns.or(time).ok_or_else(|| RepoError::Aborted(format!("{shown}: cannot tell the time from the file name; give --time or --template")))?;
+        let time = opts.time_ns.or(time).ok_or_else(|| {
+            RepoError::Aborted(format!(
+                "{shown}: cannot tell the time from the file name; give --time or --template"
+            ))
+        })?;
         plan.push((f.clone(), name, time));
     }
 
     let mut report = ImportReport::default();
     for (path, name, time_ns) in plan {
-        let existing = list_snapshots(&repo, &SnapshotFilter { name: Some(name.clone()), tags: vec![] }).await?;
-        let file_bytes = std::fs::metadata(&path).map_err(|e| RepoError::Input(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?.len();
-        if let Some((id, s)) = existing.iter().find(|(_, s)| s.name == name && s.time_ns == time_ns) {
+        let existing =
+            list_snapshots(&repo, &SnapshotFilter { name: Some(name.clone()), tags: vec![] })
+                .await?;
+        let file_bytes = std::fs::metadata(&path)
+            .map_err(|e| {
+                RepoError::Input(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+            })?
+            .len();
+        if let Some((id, s)) = existing.iter().find(|(_, s)| s.name == name && s.time_ns == time_ns)
+        {
             report.skipped += 1;
-            report.files.push(ImportedFile { file: path.display().to_string(), action: "skipped", snapshot: SnapshotInfo::new(id, s), file_bytes, bytes_written: 0 });
+            report.files.push(ImportedFile {
+                file: path.display().to_string(),
+                action: "skipped",
+                snapshot: SnapshotInfo::new(id, s),
+                file_bytes,
+                bytes_written: 0,
+            });
             continue;
         }
-        let in_err = |e: std::io::Error| RepoError::Input(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+        let in_err = |e: std::io::Error| {
+            RepoError::Input(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        };
         let (input, tar) = peek_tar(open_decompressed(&path).map_err(in_err)?).map_err(in_err)?;
         let base = path.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
-        let meta = SnapshotMeta { name, host: opts.host.clone(), tags: opts.tags.clone(), command: format!("import {base}"), time_ns };
+        let meta = SnapshotMeta {
+            name,
+            host: opts.host.clone(),
+            tags: opts.tags.clone(),
+            command: format!("import {base}"),
+            time_ns,
+        };
         let named = |e: RepoError| match e {
-            RepoError::Input(io) => RepoError::Input(std::io::Error::new(io.kind(), format!("{}: {io}", path.display()))),
+            RepoError::Input(io) => RepoError::Input(std::io::Error::new(
+                io.kind(),
+                format!("{}: {io}", path.display()),
+            )),
             other => other,
         };
         // a tar archive becomes a tree snapshot; anything else a stream
         let (snapshot, written) = if tar {
-            let (id, snap, stats) = super::tree::import_tar::run(repo.clone(), input, meta, progress.clone()).await.map_err(named)?;
+            let (id, snap, stats) =
+                super::tree::import_tar::run(repo.clone(), input, meta, progress.clone())
+                    .await
+                    .map_err(named)?;
             (SnapshotInfo::new(&id, &snap), stats.bytes_written)
         } else {
-            let r = super::backup::run(repo.clone(), super::backup::Source::Reader(input), meta, progress.clone()).await.map_err(named)?;
+            let r = super::backup::run(
+                repo.clone(),
+                super::backup::Source::Reader(input),
+                meta,
+                progress.clone(),
+            )
+            .await
+            .map_err(named)?;
             (r.snapshot, r.stats.bytes_written)
         };
         report.imported += 1;
         report.file_bytes += file_bytes;
         report.bytes_written += written;
-        report.files.push(ImportedFile { file: path.display().to_string(), action: "imported", snapshot, file_bytes, bytes_written: written });
+        report.files.push(ImportedFile {
+            file: path.display().to_string(),
+            action: "imported",
+            snapshot,
+            file_bytes,
+            bytes_written: written,
+        });
     }
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
@@ -174,15 +234,30 @@ mod tests {
     #[test]
     fn names_and_times_from_classic_file_names() {
         let cases = [
-            ("/mnt/backup/postgres/fnb-admin-20260214-020000.dump.gz", "postgres/fnb-admin", "2026-02-14T02:00:00Z"),
-            ("/mnt/backup/timescaledb/timescaledb-20260214-020000.dump.gz", "timescaledb/timescaledb", "2026-02-14T02:00:00Z"),
-            ("/mnt/backup/lvm-snapshots/ubuntu-lv-snap-20260209.tar.gz", "lvm-snapshots/ubuntu-lv-snap", "2026-02-09T00:00:00Z"),
+            (
+                "/mnt/backup/postgres/fnb-admin-20260214-020000.dump.gz",
+                "postgres/fnb-admin",
+                "2026-02-14T02:00:00Z",
+            ),
+            (
+                "/mnt/backup/timescaledb/timescaledb-20260214-020000.dump.gz",
+                "timescaledb/timescaledb",
+                "2026-02-14T02:00:00Z",
+            ),
+            (
+                "/mnt/backup/lvm-snapshots/ubuntu-lv-snap-20260209.tar.gz",
+                "lvm-snapshots/ubuntu-lv-snap",
+                "2026-02-09T00:00:00Z",
+            ),
             ("db-2026-02-14.sql", "db", "2026-02-14T00:00:00Z"),
         ];
         for (path, name, time) in cases {
             assert_eq!(from_file_name(path), Some((name.to_string(), ns(time))), "{path}");
         }
-        assert_eq!(from_file_name("/backup/hourly/backup-2022-11-28T08:51:08Z-dumpall.sql.gz"), None);
+        assert_eq!(
+            from_file_name("/backup/hourly/backup-2022-11-28T08:51:08Z-dumpall.sql.gz"),
+            None
+        );
         assert_eq!(from_file_name("notes.txt"), None);
     }
 }

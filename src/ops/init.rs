@@ -14,7 +14,11 @@ pub struct InitReport {
     pub pack_target: u32,
 }
 
-pub async fn run(backend: &Arc<dyn Backend>, password: Option<&[u8]>, opts: &InitOptions) -> Result<InitReport> {
+pub async fn run(
+    backend: &Arc<dyn Backend>,
+    password: Option<&[u8]>,
+    opts: &InitOptions,
+) -> Result<InitReport> {
     let c = repo::init(backend, password, opts).await?;
     Ok(InitReport {
         location: backend.location(),

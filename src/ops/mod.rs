@@ -5,23 +5,23 @@ pub mod backup;
 pub mod check;
 pub mod copy;
 pub mod export;
-pub mod import;
 pub mod forget;
 pub mod fs_snapshot;
+pub mod import;
 pub mod init;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod snapshots;
 pub mod sniff;
+pub mod stats;
 pub mod sync;
 pub mod template;
 pub mod tree;
-pub mod snapshots;
-pub mod stats;
 pub mod verify_restore;
 
-use crate::format::snapshot::Snapshot;
 use crate::format::Id;
+use crate::format::snapshot::Snapshot;
 
 /// RFC 3339 (UTC, nanosecond precision when present) of a snapshot time.
 pub fn rfc3339(time_ns: i64) -> String {

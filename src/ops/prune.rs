@@ -20,17 +20,20 @@ use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 
+use crate::format::Id;
 use crate::format::envelope::MAGIC_PRUNE_RECORD;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::lock::LeaseKind;
 use crate::format::prune::PruneRecord;
 use crate::format::snapshot::SnapshotKind;
 use crate::format::stream::decode_list;
-use crate::format::Id;
 use crate::repo::idset::{IdSet, Keep};
-use crate::repo::lease::{live_leases, prune_records, remove_expired_leases, Lease};
+use crate::repo::lease::{Lease, live_leases, prune_records, remove_expired_leases};
 use crate::repo::packer::PackBuilder;
-use crate::repo::{list_snapshots, load_index_file, parse_pack, paths, read_blob, read_pack_footer, write_index, RepoError, Repository, Result, SnapshotFilter};
+use crate::repo::{
+    RepoError, Repository, Result, SnapshotFilter, list_snapshots, load_index_file, parse_pack,
+    paths, read_blob, read_pack_footer, write_index,
+};
 
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
@@ -79,7 +82,11 @@ pub async fn run(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRepo
         return Ok(r);
     }
     let lease = Lease::acquire(repo.backend.clone(), LeaseKind::Prune).await?;
-    let others: Vec<_> = live_leases(&repo.backend).await?.into_iter().filter(|l| l.kind == LeaseKind::Prune && l.id != lease.id()).collect();
+    let others: Vec<_> = live_leases(&repo.backend)
+        .await?
+        .into_iter()
+        .filter(|l| l.kind == LeaseKind::Prune && l.id != lease.id())
+        .collect();
     if let Some(o) = others.first() {
         lease.release().await;
         return Err(RepoError::LockConflict(format!(
@@ -92,7 +99,8 @@ pub async fn run(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRepo
     let result = async {
         sweep(&repo, &mut r).await?;
         let live = live_set(&repo, &mut r).await?;
-        let waiting: HashSet<Id> = prune_records(&repo).await?.into_iter().flat_map(|(_, rec)| rec.packs).collect();
+        let waiting: HashSet<Id> =
+            prune_records(&repo).await?.into_iter().flat_map(|(_, rec)| rec.packs).collect();
         mark(&repo, &live, opts, &mut r, &waiting).await?;
         drop(live);
         sweep(&repo, &mut r).await?;
@@ -118,14 +126,18 @@ async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<IdSet> 
     let snaps = list_snapshots(repo, &SnapshotFilter::default()).await?;
     let damaged = repo.index.take_warnings();
     if !damaged.is_empty() {
-        return Err(RepoError::Aborted(format!("{}; prune stops without deleting anything (run `repo check`)", damaged.join("; "))));
+        return Err(RepoError::Aborted(format!(
+            "{}; prune stops without deleting anything (run `repo check`)",
+            damaged.join("; ")
+        )));
     }
     r.snapshots = snaps.len() as u64;
     for (id, s) in &snaps {
         let label = super::snapshot_label(id, s);
         set.insert_many(&s.lists)?;
         for l in &s.lists {
-            let entries = decode_list(&read_blob(repo, l, &label).await?).map_err(|e| RepoError::format(format!("content list of {label}"), e))?;
+            let entries = decode_list(&read_blob(repo, l, &label).await?)
+                .map_err(|e| RepoError::format(format!("content list of {label}"), e))?;
             let ids: Vec<Id> = entries.into_iter().map(|e| e.0).collect();
             set.insert_many(&ids)?;
         }
@@ -144,8 +156,20 @@ struct PackUse {
     dead: u64,
 }
 
-async fn mark(repo: &Arc<Repository>, live: &IdSet, opts: &PruneOptions, r: &mut PruneReport, doomed_before: &HashSet<Id>) -> Result<()> {
-    let index_ids: Vec<Id> = repo.backend.list(paths::INDEX_DIR).await?.iter().filter_map(|o| paths::id_of(&o.path)).collect();
+async fn mark(
+    repo: &Arc<Repository>,
+    live: &IdSet,
+    opts: &PruneOptions,
+    r: &mut PruneReport,
+    doomed_before: &HashSet<Id>,
+) -> Result<()> {
+    let index_ids: Vec<Id> = repo
+        .backend
+        .list(paths::INDEX_DIR)
+        .await?
+        .iter()
+        .filter_map(|o| paths::id_of(&o.path))
+        .collect();
     // pass 1: which copy of each needed chunk is kept, and how much of each pack is used
     let mut usage: HashMap<Id, PackUse> = HashMap::new();
     for ix in &index_ids {
@@ -169,11 +193,15 @@ async fn mark(repo: &Arc<Repository>, live: &IdSet, opts: &PruneOptions, r: &mut
     }
     r.packs = usage.len() as u64;
     // packs in no index: a dead backup's, unless a backup is running (then maybe its own)
-    let running = live_leases(&repo.backend).await?.iter().filter(|l| l.kind == LeaseKind::Backup).count();
-    let mut condemned: Vec<(Id, u64)> = usage.iter().filter(|(_, u)| u.live == 0).map(|(p, u)| (*p, u.len)).collect();
+    let running =
+        live_leases(&repo.backend).await?.iter().filter(|l| l.kind == LeaseKind::Backup).count();
+    let mut condemned: Vec<(Id, u64)> =
+        usage.iter().filter(|(_, u)| u.live == 0).map(|(p, u)| (*p, u.len)).collect();
     if running == 0 {
         for o in repo.backend.list(paths::DATA_DIR).await? {
-            if let Some(p) = paths::id_of(&o.path).filter(|p| !usage.contains_key(p) && !doomed_before.contains(p)) {
+            if let Some(p) = paths::id_of(&o.path)
+                .filter(|p| !usage.contains_key(p) && !doomed_before.contains(p))
+            {
                 condemned.push((p, o.size));
             }
         }
@@ -181,7 +209,8 @@ async fn mark(repo: &Arc<Repository>, live: &IdSet, opts: &PruneOptions, r: &mut
     // repack the emptiest packs while too much stored space is unused
     let total: u64 = usage.values().map(|u| u.live + u.dead).sum();
     let mut unused: u64 = usage.values().filter(|u| u.live > 0).map(|u| u.dead).sum();
-    let mut partly: Vec<(Id, PackUse)> = usage.iter().filter(|(_, u)| u.live > 0 && u.dead > 0).map(|(p, u)| (*p, *u)).collect();
+    let mut partly: Vec<(Id, PackUse)> =
+        usage.iter().filter(|(_, u)| u.live > 0 && u.dead > 0).map(|(p, u)| (*p, *u)).collect();
     partly.sort_by(|a, b| (b.1.dead * a.1.len).cmp(&(a.1.dead * b.1.len)).then(a.0.cmp(&b.0)));
     let mut repack = Vec::new();
     for (p, u) in partly {
@@ -199,7 +228,12 @@ async fn mark(repo: &Arc<Repository>, live: &IdSet, opts: &PruneOptions, r: &mut
     }
     let new_packs = repack_packs(repo, live, &repack, r).await?;
     // pass 2: index files for everything that stays, then the record; nothing deleted yet
-    let gone: HashSet<Id> = condemned.iter().chain(&repack).map(|(p, _)| *p).chain(doomed_before.iter().copied()).collect();
+    let gone: HashSet<Id> = condemned
+        .iter()
+        .chain(&repack)
+        .map(|(p, _)| *p)
+        .chain(doomed_before.iter().copied())
+        .collect();
     let mut written: HashSet<Id> = HashSet::new();
     let mut batch: Vec<IndexPack> = new_packs;
     for ix in &index_ids {
@@ -245,7 +279,12 @@ async fn put_record(repo: &Repository, rec: &PruneRecord) -> Result<Id> {
 }
 
 /// Copies the kept chunks of `packs` into new packs; returns their index entries.
-async fn repack_packs(repo: &Arc<Repository>, live: &IdSet, packs: &[(Id, u64)], r: &mut PruneReport) -> Result<Vec<IndexPack>> {
+async fn repack_packs(
+    repo: &Arc<Repository>,
+    live: &IdSet,
+    packs: &[(Id, u64)],
+    r: &mut PruneReport,
+) -> Result<Vec<IndexPack>> {
     let mut out = Vec::new();
     let mut builder: Option<PackBuilder> = None;
     for (p, _) in packs {
@@ -259,10 +298,16 @@ async fn repack_packs(repo: &Arc<Repository>, live: &IdSet, packs: &[(Id, u64)],
                 continue;
             }
             let sealed = &bytes[loc.offset as usize..(loc.offset + loc.stored_len) as usize];
-            let stored = cipher.open(loc.offset as u64, sealed).map_err(|e| RepoError::codec(format!("blob {} in {}", id.short(), paths::pack(p)), e))?;
+            let stored = cipher.open(loc.offset as u64, sealed).map_err(|e| {
+                RepoError::codec(format!("blob {} in {}", id.short(), paths::pack(p)), e)
+            })?;
             let b = match builder.as_mut() {
                 Some(b) => b,
-                None => builder.insert(PackBuilder::new(&repo.keys, repo.cipher, repo.config.pack_target)?),
+                None => builder.insert(PackBuilder::new(
+                    &repo.keys,
+                    repo.cipher,
+                    repo.config.pack_target,
+                )?),
             };
             b.add(loc.blob_type, *id, loc.flags, loc.raw_len, stored)?;
             if b.is_full()
@@ -292,7 +337,12 @@ async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<()> {
     if records.is_empty() {
         return Ok(());
     }
-    let backups: HashSet<u64> = live_leases(&repo.backend).await?.iter().filter(|l| l.kind == LeaseKind::Backup).map(|l| l.id).collect();
+    let backups: HashSet<u64> = live_leases(&repo.backend)
+        .await?
+        .iter()
+        .filter(|l| l.kind == LeaseKind::Backup)
+        .map(|l| l.id)
+        .collect();
     let mut ready = Vec::new();
     for (mut rid, mut rec) in records {
         if !rec.confirmed {
@@ -317,24 +367,39 @@ async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<()> {
     // snapshots listed now include every backup that ended before the leases were listed
     let mut scratch = PruneReport::default();
     let live = live_set(repo, &mut scratch).await?;
-    let doomed_packs: HashSet<Id> = ready.iter().flat_map(|(_, rec)| rec.packs.iter().copied()).collect();
-    let doomed_index: HashSet<Id> = ready.iter().flat_map(|(_, rec)| rec.index_files.iter().copied()).collect();
+    let doomed_packs: HashSet<Id> =
+        ready.iter().flat_map(|(_, rec)| rec.packs.iter().copied()).collect();
+    let doomed_index: HashSet<Id> =
+        ready.iter().flat_map(|(_, rec)| rec.index_files.iter().copied()).collect();
     // chunks available in packs that stay, per the index files that stay
     let avail = IdSet::temp(&temp_dir(repo))?;
     for o in repo.backend.list(paths::INDEX_DIR).await? {
-        let Some(ix) = paths::id_of(&o.path).filter(|i| !doomed_index.contains(i)) else { continue };
+        let Some(ix) = paths::id_of(&o.path).filter(|i| !doomed_index.contains(i)) else {
+            continue;
+        };
         let f: IndexFile = load_index_file(repo, &ix).await?;
         for p in f.packs.iter().filter(|p| !doomed_packs.contains(&p.pack)) {
             avail.insert_many(&p.blobs.iter().map(|b| b.0).collect::<Vec<_>>())?;
         }
     }
-    let sizes: HashMap<Id, u64> = repo.backend.list(paths::DATA_DIR).await?.iter().filter_map(|o| paths::id_of(&o.path).map(|i| (i, o.size))).collect();
+    let sizes: HashMap<Id, u64> = repo
+        .backend
+        .list(paths::DATA_DIR)
+        .await?
+        .iter()
+        .filter_map(|o| paths::id_of(&o.path).map(|i| (i, o.size)))
+        .collect();
     let mut delete = Vec::new();
     for p in &doomed_packs {
         let Some(size) = sizes.get(p) else { continue };
         let footer = match read_pack_footer(repo, p, *size).await {
             Ok(f) => f,
-            Err(e) => return Err(RepoError::Aborted(format!("cannot read {} to sweep it: {e}; nothing of it was deleted", paths::pack(p)))),
+            Err(e) => {
+                return Err(RepoError::Aborted(format!(
+                    "cannot read {} to sweep it: {e}; nothing of it was deleted",
+                    paths::pack(p)
+                )));
+            }
         };
         let ids: Vec<Id> = footer.blobs.iter().map(|b| b.0).collect();
         let needed = live.contains_many(&ids)?;
@@ -351,7 +416,9 @@ async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<()> {
         repo.backend.delete(&paths::index(ix)).await?;
         r.index_files_deleted += 1;
     }
-    let mut deletions = stream::iter(delete).map(|(p, size)| async move { repo.backend.delete(&paths::pack(&p)).await.map(|_| size) }).buffer_unordered(8);
+    let mut deletions = stream::iter(delete)
+        .map(|(p, size)| async move { repo.backend.delete(&paths::pack(&p)).await.map(|_| size) })
+        .buffer_unordered(8);
     while let Some(res) = deletions.next().await {
         r.bytes_freed += res?;
         r.packs_deleted += 1;

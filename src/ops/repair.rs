@@ -6,7 +6,7 @@ use futures::stream::{self, StreamExt};
 
 use super::check::{self, CheckOptions};
 use crate::format::Id;
-use crate::repo::{paths, read_pack_footer, write_index, RepoError, Repository, Result};
+use crate::repo::{RepoError, Repository, Result, paths, read_pack_footer, write_index};
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RepairIndexReport {
@@ -24,14 +24,22 @@ const PACKS_PER_INDEX: usize = 64;
 /// then are the old ones removed, so a crash in between leaves a complete (duplicated) index.
 pub async fn repair_index(repo: Arc<Repository>) -> Result<RepairIndexReport> {
     let mut r = RepairIndexReport::default();
-    let old: Vec<Id> = repo.backend.list(paths::INDEX_DIR).await?.iter().filter_map(|o| paths::id_of(&o.path)).collect();
+    let old: Vec<Id> = repo
+        .backend
+        .list(paths::INDEX_DIR)
+        .await?
+        .iter()
+        .filter_map(|o| paths::id_of(&o.path))
+        .collect();
     let packs = repo.backend.list(paths::DATA_DIR).await?;
-    let mut read = stream::iter(packs.into_iter().filter_map(|o| paths::id_of(&o.path).map(|id| (id, o.size))))
-        .map(|(id, size)| {
-            let repo = repo.clone();
-            async move { (id, read_pack_footer(&repo, &id, size).await) }
-        })
-        .buffer_unordered(8);
+    let mut read = stream::iter(
+        packs.into_iter().filter_map(|o| paths::id_of(&o.path).map(|id| (id, o.size))),
+    )
+    .map(|(id, size)| {
+        let repo = repo.clone();
+        async move { (id, read_pack_footer(&repo, &id, size).await) }
+    })
+    .buffer_unordered(8);
     let mut batch = Vec::new();
     while let Some((id, res)) = read.next().await {
         match res {
@@ -69,7 +77,10 @@ pub struct RepairSnapshotsReport {
 
 /// Lists snapshots that cannot be restored; removes them only with `forget_broken`, and never
 /// while the index may be incomplete (then a snapshot may only look broken).
-pub async fn repair_snapshots(repo: Arc<Repository>, forget_broken: bool) -> Result<RepairSnapshotsReport> {
+pub async fn repair_snapshots(
+    repo: Arc<Repository>,
+    forget_broken: bool,
+) -> Result<RepairSnapshotsReport> {
     let c = check::run(repo.clone(), &CheckOptions::default()).await?;
     let mut r = RepairSnapshotsReport { broken: c.broken_snapshots.clone(), removed: vec![] };
     if forget_broken && !r.broken.is_empty() {

@@ -3,7 +3,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::SnapshotInfo;
-use crate::repo::{resolve_snapshot, restore_stream, Progress, Repository, RestoreStats, Result, SnapshotFilter};
+use crate::repo::{
+    Progress, Repository, RestoreStats, Result, SnapshotFilter, resolve_snapshot, restore_stream,
+};
 
 #[derive(Debug, serde::Serialize)]
 pub struct RestoreReport {
@@ -25,5 +27,9 @@ pub async fn run<W: Write + Send + 'static>(
     let (id, snap) = resolve_snapshot(&repo, selector, filter).await?;
     let label = crate::ops::snapshot_label(&id, &snap);
     let stats = restore_stream(repo, &snap, &label, out, progress).await?;
-    Ok(RestoreReport { snapshot: SnapshotInfo::new(&id, &snap), stats, seconds: start.elapsed().as_secs_f64() })
+    Ok(RestoreReport {
+        snapshot: SnapshotInfo::new(&id, &snap),
+        stats,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }

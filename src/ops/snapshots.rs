@@ -1,7 +1,15 @@
 use super::SnapshotInfo;
-use crate::repo::{select_snapshots, Repository, Result, SnapshotFilter};
+use crate::repo::{Repository, Result, SnapshotFilter, select_snapshots};
 
 /// Matching snapshots, oldest first; with `latest`, only the newest `latest` of each name.
-pub async fn run(repo: &Repository, filter: &SnapshotFilter, latest: Option<usize>) -> Result<Vec<SnapshotInfo>> {
-    Ok(select_snapshots(repo, filter, latest).await?.iter().map(|(id, s)| SnapshotInfo::new(id, s)).collect())
+pub async fn run(
+    repo: &Repository,
+    filter: &SnapshotFilter,
+    latest: Option<usize>,
+) -> Result<Vec<SnapshotInfo>> {
+    Ok(select_snapshots(repo, filter, latest)
+        .await?
+        .iter()
+        .map(|(id, s)| SnapshotInfo::new(id, s))
+        .collect())
 }

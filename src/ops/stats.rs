@@ -1,4 +1,4 @@
-use crate::repo::{list_snapshots, Repository, Result, SnapshotFilter};
+use crate::repo::{Repository, Result, SnapshotFilter, list_snapshots};
 
 #[derive(Debug, serde::Serialize)]
 pub struct StatsReport {

@@ -69,13 +69,25 @@ pub struct SyncReport {
 /// The object kinds a sync mirrors, in the order it writes them.
 const PHASES: [&str; 4] = [KEYS_DIR, DATA_DIR, INDEX_DIR, SNAPSHOTS_DIR];
 
-pub async fn run(src: Arc<dyn Backend>, dst: Arc<dyn Backend>, opts: &SyncOptions, progress: &dyn Progress) -> Result<SyncReport> {
+pub async fn run(
+    src: Arc<dyn Backend>,
+    dst: Arc<dyn Backend>,
+    opts: &SyncOptions,
+    progress: &dyn Progress,
+) -> Result<SyncReport> {
     let t0 = Instant::now();
-    let mut report = SyncReport { source: src.location(), destination: dst.location(), dry_run: opts.dry_run, ..Default::default() };
+    let mut report = SyncReport {
+        source: src.location(),
+        destination: dst.location(),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
 
     let config = match src.get(CONFIG).await {
         Ok(c) => c,
-        Err(e) if e.is_not_found() => return Err(RepoError::NotARepository { location: src.location() }),
+        Err(e) if e.is_not_found() => {
+            return Err(RepoError::NotARepository { location: src.location() });
+        }
         Err(e) => return Err(e.into()),
     };
     let dst_has_config = match dst.get(CONFIG).await {
@@ -99,8 +111,10 @@ pub async fn run(src: Arc<dyn Backend>, dst: Arc<dyn Backend>, opts: &SyncOption
     for dir in PHASES {
         held.insert(dir, dst.list(dir).await?.into_iter().map(|o| (o.path, o.size)).collect());
     }
-    let source_paths: HashMap<&str, HashSet<String>> =
-        source.iter().map(|(d, objects)| (*d, objects.iter().map(|o| o.path.clone()).collect())).collect();
+    let source_paths: HashMap<&str, HashSet<String>> = source
+        .iter()
+        .map(|(d, objects)| (*d, objects.iter().map(|o| o.path.clone()).collect()))
+        .collect();
 
     for dir in PHASES {
         let mut wanted = source.remove(dir).unwrap_or_default();
@@ -133,7 +147,11 @@ pub async fn run(src: Arc<dyn Backend>, dst: Arc<dyn Backend>, opts: &SyncOption
         // rest, in the reverse of the write order.
         for dir in PHASES.iter().rev() {
             let keep = &source_paths[dir];
-            let mut gone: Vec<(&String, u64)> = held[dir].iter().filter(|(p, _)| !keep.contains(*p)).map(|(p, s)| (p, *s)).collect();
+            let mut gone: Vec<(&String, u64)> = held[dir]
+                .iter()
+                .filter(|(p, _)| !keep.contains(*p))
+                .map(|(p, s)| (p, *s))
+                .collect();
             gone.sort();
             for (path, size) in gone {
                 report.deleted_objects += 1;
@@ -246,7 +264,9 @@ async fn put_verified(dst: &dyn Backend, path: &str, data: Vec<u8>) -> Result<()
         Some(n) if n == len => Ok(()),
         got => Err(RepoError::Corrupt {
             object: format!("{}/{path}", dst.location()),
-            reason: format!("copy verification failed: sent {len} bytes, destination holds {got:?}"),
+            reason: format!(
+                "copy verification failed: sent {len} bytes, destination holds {got:?}"
+            ),
         }),
     }
 }

@@ -4,8 +4,8 @@
 //! `{time:FORMAT}` (strftime, in the given time zone; `{time}` is `%Y%m%d-%H%M%S`), `{host}`,
 //! `{tags}` (joined with `,`), `{id}` (8 hex digits). `{{` and `}}` are literal braces.
 
-use chrono::format::{Item, StrftimeItems};
 use chrono::TimeZone;
+use chrono::format::{Item, StrftimeItems};
 
 pub const DEFAULT_TIME: &str = "%Y%m%d-%H%M%S";
 
@@ -111,8 +111,15 @@ impl Template {
                 }
             }
         }
-        if out.is_empty() || out.starts_with('/') || out.split('/').any(|c| c.is_empty() || c == "." || c == "..") || out.contains('\0') {
-            return Err(format!("the template gives {out:?} for snapshot {}: not a relative path inside the directory", f.name));
+        if out.is_empty()
+            || out.starts_with('/')
+            || out.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            || out.contains('\0')
+        {
+            return Err(format!(
+                "the template gives {out:?} for snapshot {}: not a relative path inside the directory",
+                f.name
+            ));
         }
         Ok(out)
     }
@@ -139,7 +146,10 @@ impl Template {
         re.push('$');
         let re = regex::Regex::new(&re).ok()?;
         let caps = re.captures(path)?;
-        let time_fmt = self.pieces.iter().find_map(|p| if let Piece::Time(f) = p { Some(f.as_str()) } else { None });
+        let time_fmt = self
+            .pieces
+            .iter()
+            .find_map(|p| if let Piece::Time(f) = p { Some(f.as_str()) } else { None });
         let time = match (caps.name("time"), time_fmt) {
             (Some(m), Some(fmt)) => Some(parse_time(m.as_str(), fmt)?),
             _ => None,
@@ -201,7 +211,9 @@ fn parse_time(s: &str, fmt: &str) -> Option<i64> {
 pub fn stream_extension(head: &[u8]) -> &'static str {
     if head.starts_with(b"PGDMP") {
         ".dump"
-    } else if head.starts_with(b"--\n-- PostgreSQL database") || head.starts_with(b"--\n-- PostgreSQL database cluster dump") {
+    } else if head.starts_with(b"--\n-- PostgreSQL database")
+        || head.starts_with(b"--\n-- PostgreSQL database cluster dump")
+    {
         ".sql"
     } else if head.len() >= 262 && &head[257..262] == b"ustar" {
         ".tar"
@@ -225,38 +237,62 @@ mod tests {
     fn the_four_classic_paths() {
         let utc = chrono::Utc;
         let def = Template::parse("{name}-{time}.dump.gz").unwrap();
-        assert_eq!(def.render(&f("postgres/fnb-admin", "2026-02-14T02:00:00Z", &[]), &utc).unwrap(), "postgres/fnb-admin-20260214-020000.dump.gz");
-        assert_eq!(def.render(&f("timescaledb/timescaledb", "2026-02-14T02:00:00Z", &[]), &utc).unwrap(), "timescaledb/timescaledb-20260214-020000.dump.gz");
+        assert_eq!(
+            def.render(&f("postgres/fnb-admin", "2026-02-14T02:00:00Z", &[]), &utc).unwrap(),
+            "postgres/fnb-admin-20260214-020000.dump.gz"
+        );
+        assert_eq!(
+            def.render(&f("timescaledb/timescaledb", "2026-02-14T02:00:00Z", &[]), &utc).unwrap(),
+            "timescaledb/timescaledb-20260214-020000.dump.gz"
+        );
         let lvm = Template::parse("lvm-snapshots/{base}-snap-{time:%Y%m%d}.tar.gz").unwrap();
-        assert_eq!(lvm.render(&f("lvm/ubuntu-lv", "2026-02-09T03:00:00Z", &[]), &utc).unwrap(), "lvm-snapshots/ubuntu-lv-snap-20260209.tar.gz");
-        let hourly = Template::parse("hourly/backup-{time:%Y-%m-%dT%H:%M:%SZ}-dumpall.sql.gz").unwrap();
-        assert_eq!(hourly.render(&f("prod/dumpall", "2022-11-28T08:51:08Z", &[]), &utc).unwrap(), "hourly/backup-2022-11-28T08:51:08Z-dumpall.sql.gz");
+        assert_eq!(
+            lvm.render(&f("lvm/ubuntu-lv", "2026-02-09T03:00:00Z", &[]), &utc).unwrap(),
+            "lvm-snapshots/ubuntu-lv-snap-20260209.tar.gz"
+        );
+        let hourly =
+            Template::parse("hourly/backup-{time:%Y-%m-%dT%H:%M:%SZ}-dumpall.sql.gz").unwrap();
+        assert_eq!(
+            hourly.render(&f("prod/dumpall", "2022-11-28T08:51:08Z", &[]), &utc).unwrap(),
+            "hourly/backup-2022-11-28T08:51:08Z-dumpall.sql.gz"
+        );
     }
 
     #[test]
     fn other_fields_zones_and_refusals() {
         let tags = vec!["daily".to_string(), "prod".to_string()];
         let t = Template::parse("{host}/{tags}/{id}-{{x}}-{time:%H%M}").unwrap();
-        assert_eq!(t.render(&f("a", "2026-02-14T02:00:00Z", &tags), &chrono::Utc).unwrap(), "db-host/daily,prod/3fa1c2d4-{x}-0200");
+        assert_eq!(
+            t.render(&f("a", "2026-02-14T02:00:00Z", &tags), &chrono::Utc).unwrap(),
+            "db-host/daily,prod/3fa1c2d4-{x}-0200"
+        );
         let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
-        assert_eq!(t.render(&f("a", "2026-02-14T02:00:00Z", &tags), &berlin).unwrap(), "db-host/daily,prod/3fa1c2d4-{x}-0300");
+        assert_eq!(
+            t.render(&f("a", "2026-02-14T02:00:00Z", &tags), &berlin).unwrap(),
+            "db-host/daily,prod/3fa1c2d4-{x}-0300"
+        );
         for bad in ["{nme}", "{time:%Q}", "{name", "x}"] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
         let t = Template::parse("{name}").unwrap();
         for name in ["../etc/passwd", "/abs", "a//b", "a/./b", ""] {
-            assert!(t.render(&f(name, "2026-02-14T02:00:00Z", &[]), &chrono::Utc).is_err(), "{name:?}");
+            assert!(
+                t.render(&f(name, "2026-02-14T02:00:00Z", &[]), &chrono::Utc).is_err(),
+                "{name:?}"
+            );
         }
     }
 
     #[test]
     fn import_reads_name_and_time_back() {
         let def = Template::parse("{base}-{time}.dump.gz").unwrap();
-        let (name, time) = def.match_path("/mnt/backup/postgres/fnb-admin-20260214-020000.dump.gz").unwrap();
+        let (name, time) =
+            def.match_path("/mnt/backup/postgres/fnb-admin-20260214-020000.dump.gz").unwrap();
         assert_eq!(name.as_deref(), Some("postgres/fnb-admin"));
         assert_eq!(time, Some(ns("2026-02-14T02:00:00Z")));
         let hourly = Template::parse("backup-{time:%Y-%m-%dT%H:%M:%SZ}-dumpall.sql.gz").unwrap();
-        let (name, time) = hourly.match_path("/backup/hourly/backup-2022-11-28T08:51:08Z-dumpall.sql.gz").unwrap();
+        let (name, time) =
+            hourly.match_path("/backup/hourly/backup-2022-11-28T08:51:08Z-dumpall.sql.gz").unwrap();
         assert_eq!((name, time), (None, Some(ns("2022-11-28T08:51:08Z"))));
         let lvm = Template::parse("{base}-snap-{time:%Y%m%d}.tar.gz").unwrap();
         let (name, time) = lvm.match_path("ubuntu-lv-snap-20260209.tar.gz").unwrap();

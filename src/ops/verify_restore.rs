@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use crate::repo::{restore_stream, select_snapshots, NoProgress, RepoError, Repository, Result, SnapshotFilter};
+use crate::repo::{
+    NoProgress, RepoError, Repository, Result, SnapshotFilter, restore_stream, select_snapshots,
+};
 
 #[derive(Clone, Debug, Default)]
 pub struct VerifyRestoreOptions {
@@ -44,16 +46,34 @@ pub fn find_pg_restore() -> Option<PathBuf> {
             }
         }
     }
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|e| e.path().join("bin/pg_restore")).filter(|p| p.is_file()).collect();
-    found.sort_by_key(|p| p.parent().and_then(|b| b.parent()).and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()));
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin/pg_restore"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort_by_key(|p| {
+        p.parent()
+            .and_then(|b| b.parent())
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+    });
     found.pop()
 }
 
 enum Mode {
     Undecided(Vec<u8>),
-    Custom { child: Child, stdin: Option<ChildStdin>, stderr: Option<std::thread::JoinHandle<String>> },
+    Custom {
+        child: Child,
+        stdin: Option<ChildStdin>,
+        stderr: Option<std::thread::JoinHandle<String>>,
+    },
     /// The first bytes and the last bytes of a plain stream.
-    Plain { head: Vec<u8>, tail: Vec<u8> },
+    Plain {
+        head: Vec<u8>,
+        tail: Vec<u8>,
+    },
 }
 
 /// Bytes looked at before deciding the format.
@@ -73,7 +93,12 @@ impl Sink {
         let Mode::Undecided(head) = &mut self.mode else { return };
         let head = std::mem::take(head);
         if head.starts_with(b"PGDMP") {
-            let spawned = Command::new(&self.pg_restore).arg("--file=/dev/null").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
+            let spawned = Command::new(&self.pg_restore)
+                .arg("--file=/dev/null")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn();
             match spawned {
                 Ok(mut child) => {
                     let stdin = child.stdin.take();
@@ -125,7 +150,8 @@ impl Sink {
         if matches!(self.mode, Mode::Undecided(_)) {
             self.decide();
         }
-        let failed_restore = restored.as_ref().err().map(|e| format!("the repository could not restore it: {e}"));
+        let failed_restore =
+            restored.as_ref().err().map(|e| format!("the repository could not restore it: {e}"));
         match &mut self.mode {
             Mode::Custom { child, stdin, stderr } => {
                 drop(stdin.take());
@@ -135,8 +161,17 @@ impl Sink {
                     return ("custom", false, m);
                 }
                 match status {
-                    Ok(s) if s.success() => ("custom", true, "pg_restore read the whole archive".into()),
-                    Ok(s) => ("custom", false, format!("pg_restore {s}: {}", err.trim().lines().last().unwrap_or("no message"))),
+                    Ok(s) if s.success() => {
+                        ("custom", true, "pg_restore read the whole archive".into())
+                    }
+                    Ok(s) => (
+                        "custom",
+                        false,
+                        format!(
+                            "pg_restore {s}: {}",
+                            err.trim().lines().last().unwrap_or("no message")
+                        ),
+                    ),
                     Err(e) => ("custom", false, format!("pg_restore: {e}")),
                 }
             }
@@ -152,10 +187,16 @@ impl Sink {
                     return ("plain", false, m);
                 }
                 let t = String::from_utf8_lossy(tail);
-                if t.contains("-- PostgreSQL database dump complete") || t.contains("-- PostgreSQL database cluster dump complete") {
+                if t.contains("-- PostgreSQL database dump complete")
+                    || t.contains("-- PostgreSQL database cluster dump complete")
+                {
                     ("plain", true, "complete plain SQL dump".into())
                 } else {
-                    ("plain", false, "the SQL stream does not end as pg_dump's output ends (truncated?)".into())
+                    (
+                        "plain",
+                        false,
+                        "the SQL stream does not end as pg_dump's output ends (truncated?)".into(),
+                    )
                 }
             }
             Mode::Undecided(_) => ("unknown", false, "not a pg_dump stream".into()),
@@ -178,18 +219,44 @@ impl Write for SharedSink {
     }
 }
 
-pub async fn verify_restore(repo: Arc<Repository>, opts: &VerifyRestoreOptions) -> Result<Vec<RestoreVerdict>> {
-    let pg_restore = opts.pg_restore.clone().or_else(find_pg_restore).ok_or_else(|| RepoError::Aborted("pg_restore not found: install PostgreSQL client tools or pass --pg-restore".into()))?;
+pub async fn verify_restore(
+    repo: Arc<Repository>,
+    opts: &VerifyRestoreOptions,
+) -> Result<Vec<RestoreVerdict>> {
+    let pg_restore = opts.pg_restore.clone().or_else(find_pg_restore).ok_or_else(|| {
+        RepoError::Aborted(
+            "pg_restore not found: install PostgreSQL client tools or pass --pg-restore".into(),
+        )
+    })?;
     // file trees hold no dump to hand to pg_restore
-    let snaps: Vec<_> = select_snapshots(&repo, &opts.filter, opts.latest).await?.into_iter().filter(|(_, s)| s.kind == crate::format::snapshot::SnapshotKind::Stream).collect();
+    let snaps: Vec<_> = select_snapshots(&repo, &opts.filter, opts.latest)
+        .await?
+        .into_iter()
+        .filter(|(_, s)| s.kind == crate::format::snapshot::SnapshotKind::Stream)
+        .collect();
     let mut out = Vec::new();
     for (id, snap) in snaps {
         let label = format!("{} {}", &id.to_hex()[..8], snap.name);
-        let sink = SharedSink(Arc::new(Mutex::new(Sink { mode: Mode::Undecided(Vec::new()), bytes: 0, pg_restore: pg_restore.clone(), spawn_error: None })));
-        let restored = restore_stream(repo.clone(), &snap, &label, sink.clone(), Arc::new(NoProgress)).await.map(|_| ());
+        let sink = SharedSink(Arc::new(Mutex::new(Sink {
+            mode: Mode::Undecided(Vec::new()),
+            bytes: 0,
+            pg_restore: pg_restore.clone(),
+            spawn_error: None,
+        })));
+        let restored =
+            restore_stream(repo.clone(), &snap, &label, sink.clone(), Arc::new(NoProgress))
+                .await
+                .map(|_| ());
         let mut s = sink.0.lock().unwrap_or_else(|p| p.into_inner());
         let (format, ok, message) = s.verdict(&restored);
-        out.push(RestoreVerdict { snapshot: id.to_hex()[..8].to_string(), name: snap.name.clone(), format, ok, bytes: s.bytes, message });
+        out.push(RestoreVerdict {
+            snapshot: id.to_hex()[..8].to_string(),
+            name: snap.name.clone(),
+            format,
+            ok,
+            bytes: s.bytes,
+            message,
+        });
     }
     Ok(out)
 }

@@ -11,13 +11,16 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
 
-use super::{paths, RepoError, Repository, Result};
+use super::{RepoError, Repository, Result, paths};
+use crate::format::Id;
 use crate::format::envelope::MAGIC_INDEX;
 use crate::format::index::{BlobLocation, IndexFile};
 use crate::format::pack::BlobType;
-use crate::format::Id;
 
 const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
 const INDEX_FILES: TableDefinition<&str, u64> = TableDefinition::new("index_files");
@@ -62,7 +65,16 @@ fn decode_ref(b: &[u8]) -> Option<BlobRef> {
     let mut pack = [0u8; 32];
     pack.copy_from_slice(&b[..32]);
     let blob_type = BlobType::from_u8(b[32]).ok()?;
-    Some(BlobRef { pack: Id(pack), loc: BlobLocation { blob_type, flags: b[33], offset: u(34), stored_len: u(38), raw_len: u(42) } })
+    Some(BlobRef {
+        pack: Id(pack),
+        loc: BlobLocation {
+            blob_type,
+            flags: b[33],
+            offset: u(34),
+            stored_len: u(38),
+            raw_len: u(42),
+        },
+    })
 }
 
 pub struct IndexCache {
@@ -91,7 +103,10 @@ impl IndexCache {
             }
             Err(e) => {
                 // unreadable: it is only a cache, so start over
-                notes.push(format!("local cache {} was unreadable ({e}) and was rebuilt", path.display()));
+                notes.push(format!(
+                    "local cache {} was unreadable ({e}) and was rebuilt",
+                    path.display()
+                ));
                 let _ = std::fs::remove_file(&path);
                 (create_db(&path).map_err(|e| cache_err(&path, e))?, path, false)
             }
@@ -148,7 +163,8 @@ impl IndexCache {
     /// skipped and reported through [`IndexCache::take_warnings`].
     pub async fn sync(&self, repo: &Repository) -> Result<()> {
         let listed = repo.backend.list(paths::INDEX_DIR).await?;
-        let names: HashSet<String> = listed.iter().filter_map(|o| paths::id_of(&o.path)).map(|i| i.to_hex()).collect();
+        let names: HashSet<String> =
+            listed.iter().filter_map(|o| paths::id_of(&o.path)).map(|i| i.to_hex()).collect();
         let mut have = self.ingested()?;
         if have.iter().any(|h| !names.contains(h)) {
             self.clear()?;
@@ -169,7 +185,12 @@ impl IndexCache {
                 Err(e) => self.warn(format!("{e}; its entries are ignored (run `repo check`)")),
             }
             // bounded by entries, not files: memory must not grow with the repository
-            let entries: usize = batch.iter().map(|(_, f): &(String, IndexFile)| f.packs.iter().map(|p| p.blobs.len()).sum::<usize>()).sum();
+            let entries: usize = batch
+                .iter()
+                .map(|(_, f): &(String, IndexFile)| {
+                    f.packs.iter().map(|p| p.blobs.len()).sum::<usize>()
+                })
+                .sum();
             if batch.len() >= 64 || entries >= 1 << 16 {
                 self.ingest(&std::mem::take(&mut batch))?;
             }
@@ -191,7 +212,11 @@ impl IndexCache {
     /// the file is simply taken in again (inserts are idempotent).
     pub fn ingest(&self, files: &[(String, IndexFile)]) -> Result<()> {
         for (name, f) in files {
-            let entries: Vec<(&Id, [u8; 46])> = f.packs.iter().flat_map(|p| p.blobs.iter().map(move |(id, l)| (id, encode_ref(&p.pack, l)))).collect();
+            let entries: Vec<(&Id, [u8; 46])> = f
+                .packs
+                .iter()
+                .flat_map(|p| p.blobs.iter().map(move |(id, l)| (id, encode_ref(&p.pack, l))))
+                .collect();
             let mut slices = entries.chunks(INGEST_SLICE).peekable();
             if slices.peek().is_none() {
                 self.ingest_slice(&[], Some((name, f)))?;
@@ -204,7 +229,11 @@ impl IndexCache {
         Ok(())
     }
 
-    fn ingest_slice(&self, entries: &[(&Id, [u8; 46])], file: Option<(&String, &IndexFile)>) -> Result<()> {
+    fn ingest_slice(
+        &self,
+        entries: &[(&Id, [u8; 46])],
+        file: Option<(&String, &IndexFile)>,
+    ) -> Result<()> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
@@ -217,7 +246,10 @@ impl IndexCache {
                     packs.insert(&p.pack.0[..], p.pack_len).map_err(|e| self.err(e))?;
                 }
                 let n: u64 = f.packs.iter().map(|p| p.blobs.len() as u64).sum();
-                tx.open_table(INDEX_FILES).map_err(|e| self.err(e))?.insert(name.as_str(), n).map_err(|e| self.err(e))?;
+                tx.open_table(INDEX_FILES)
+                    .map_err(|e| self.err(e))?
+                    .insert(name.as_str(), n)
+                    .map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
@@ -228,7 +260,9 @@ impl IndexCache {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
         ids.iter()
-            .map(|id| Ok(t.get(&id.0[..]).map_err(|e| self.err(e))?.and_then(|g| decode_ref(g.value()))))
+            .map(|id| {
+                Ok(t.get(&id.0[..]).map_err(|e| self.err(e))?.and_then(|g| decode_ref(g.value())))
+            })
             .collect()
     }
 
@@ -239,13 +273,15 @@ impl IndexCache {
     /// (blobs, packs, pack bytes, index files) known to the cache.
     pub fn counts(&self) -> Result<(u64, u64, u64, u64)> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?.len().map_err(|e| self.err(e))?;
+        let blobs =
+            tx.open_table(BLOBS).map_err(|e| self.err(e))?.len().map_err(|e| self.err(e))?;
         let packs = tx.open_table(PACKS).map_err(|e| self.err(e))?;
         let mut bytes = 0u64;
         for r in packs.iter().map_err(|e| self.err(e))? {
             bytes += r.map_err(|e| self.err(e))?.1.value();
         }
-        let files = tx.open_table(INDEX_FILES).map_err(|e| self.err(e))?.len().map_err(|e| self.err(e))?;
+        let files =
+            tx.open_table(INDEX_FILES).map_err(|e| self.err(e))?.len().map_err(|e| self.err(e))?;
         Ok((blobs, packs.len().map_err(|e| self.err(e))?, bytes, files))
     }
 
@@ -256,9 +292,10 @@ impl IndexCache {
         let mut sum = 0u64;
         for r in t.iter().map_err(|e| self.err(e))? {
             if let Some(b) = decode_ref(r.map_err(|e| self.err(e))?.1.value())
-                && b.loc.blob_type == BlobType::Data {
-                    sum += b.loc.raw_len as u64;
-                }
+                && b.loc.blob_type == BlobType::Data
+            {
+                sum += b.loc.raw_len as u64;
+            }
         }
         Ok(sum)
     }

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 
 use super::{RepoError, Result};
 use crate::format::Id;
@@ -37,7 +39,10 @@ impl IdSet {
         let mut r = [0u8; 8];
         crate::codec::random_bytes(&mut r).map_err(|e| err(dir, e))?;
         let path = dir.join(format!("idset-{}-{}.redb", std::process::id(), hex::encode(r)));
-        let db = Database::builder().set_cache_size(16 << 20).create(&path).map_err(|e| err(&path, e))?;
+        let db = Database::builder()
+            .set_cache_size(16 << 20)
+            .create(&path)
+            .map_err(|e| err(&path, e))?;
         let set = IdSet { db, path };
         set.write(|_| Ok(()))?; // creates the table, so that reads of an empty set work
         Ok(set)
@@ -70,7 +75,9 @@ impl IdSet {
     pub fn contains_many(&self, ids: &[Id]) -> Result<Vec<bool>> {
         let tx = self.db.begin_read().map_err(|e| err(&self.path, e))?;
         let t = tx.open_table(SET).map_err(|e| err(&self.path, e))?;
-        ids.iter().map(|id| Ok(t.get(&id.0[..]).map_err(|e| err(&self.path, e))?.is_some())).collect()
+        ids.iter()
+            .map(|id| Ok(t.get(&id.0[..]).map_err(|e| err(&self.path, e))?.is_some()))
+            .collect()
     }
 
     /// For copies of `ids` stored in `pack`: decides which copy of each needed id is kept (the

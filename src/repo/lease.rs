@@ -5,12 +5,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{paths, RepoError, Repository, Result};
+use super::{RepoError, Repository, Result, paths};
 use crate::backend::Backend;
+use crate::format::Id;
 use crate::format::envelope::MAGIC_PRUNE_RECORD;
 use crate::format::lock::{LeaseBody, LeaseKind, LeaseName};
 use crate::format::prune::PruneRecord;
-use crate::format::Id;
 
 /// How often a lease is refreshed.
 pub const LEASE_REFRESH: Duration = Duration::from_secs(5 * 60);
@@ -18,7 +18,10 @@ pub const LEASE_REFRESH: Duration = Duration::from_secs(5 * 60);
 pub const LEASE_EXPIRY_SECS: i64 = 30 * 60;
 
 pub fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// A lease held by this process.
@@ -36,7 +39,10 @@ impl Lease {
         let mut r = [0u8; 8];
         crate::codec::random_bytes(&mut r).map_err(|e| RepoError::codec("lease id", e))?;
         let name = LeaseName { kind, id: u64::from_le_bytes(r), time: now_secs() };
-        let body = LeaseBody { pid: std::process::id(), host: gethostname::gethostname().to_string_lossy().into_owned() };
+        let body = LeaseBody {
+            pid: std::process::id(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+        };
         backend.put(&lock_path(&name), body.encode()).await?;
         Ok(Arc::new(Lease { backend, name: Mutex::new(name) }))
     }
@@ -49,7 +55,10 @@ impl Lease {
     pub async fn refresh(&self) -> Result<()> {
         let old = self.name.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let new = LeaseName { time: now_secs(), ..old.clone() };
-        let body = LeaseBody { pid: std::process::id(), host: gethostname::gethostname().to_string_lossy().into_owned() };
+        let body = LeaseBody {
+            pid: std::process::id(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+        };
         self.backend.put(&lock_path(&new), body.encode()).await?;
         *self.name.lock().unwrap_or_else(|p| p.into_inner()) = new;
         self.backend.delete(&lock_path(&old)).await?;
@@ -86,9 +95,10 @@ pub async fn live_leases(backend: &Arc<dyn Backend>) -> Result<Vec<LeaseName>> {
     for o in backend.list(paths::LOCKS_DIR).await? {
         let Some(name) = o.path.rsplit('/').next() else { continue };
         if let Ok(n) = LeaseName::decode(name)
-            && newest.get(&n.id).is_none_or(|m| m.time < n.time) {
-                newest.insert(n.id, n);
-            }
+            && newest.get(&n.id).is_none_or(|m| m.time < n.time)
+        {
+            newest.insert(n.id, n);
+        }
     }
     let now = now_secs();
     Ok(newest.into_values().filter(|n| now - n.time < LEASE_EXPIRY_SECS).collect())

@@ -7,26 +7,31 @@ pub mod lease;
 mod object;
 pub mod packer;
 pub mod paths;
-pub mod tree;
 mod reader;
 mod snapshots;
+pub mod tree;
 mod verify;
 mod writer;
 
 pub use cache::{BlobRef, IndexCache};
 pub use object::{open_object, seal_object};
-pub use reader::{read_blob, restore_stream, OrderedReader, PackCiphers, RestoreStats};
-pub use snapshots::{glob_match, list_snapshots, newest_per_name, resolve_snapshot, select_snapshots, SnapshotFilter};
-pub use verify::{load_index_file, parse_pack, read_pack_footer, verify_pack_bytes, PackVerdict};
-pub use writer::{backup_stream, backup_with, write_index, BackupStats, ChunkSink, Content, NoProgress, Progress, SnapshotMeta};
+pub use reader::{OrderedReader, PackCiphers, RestoreStats, read_blob, restore_stream};
+pub use snapshots::{
+    SnapshotFilter, glob_match, list_snapshots, newest_per_name, resolve_snapshot, select_snapshots,
+};
+pub use verify::{PackVerdict, load_index_file, parse_pack, read_pack_footer, verify_pack_bytes};
+pub use writer::{
+    BackupStats, ChunkSink, Content, NoProgress, Progress, SnapshotMeta, backup_stream,
+    backup_with, write_index,
+};
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::backend::{Backend, BackendError};
-use crate::codec::chunker::{ChunkerParams, Gear};
-use crate::codec::crypto::{unwrap_master, wrap_master, KdfParams, MasterKeys};
 use crate::codec::CodecError;
+use crate::codec::chunker::{ChunkerParams, Gear};
+use crate::codec::crypto::{KdfParams, MasterKeys, unwrap_master, wrap_master};
 use crate::format::config::Config;
 use crate::format::envelope::{CipherKind, MAGIC_CONFIG};
 use crate::format::key::KeyFile;
@@ -40,7 +45,9 @@ pub enum RepoError {
     AlreadyExists { location: String },
     #[error("wrong password for the repository at {location}")]
     WrongPassword { location: String },
-    #[error("the repository at {location} is encrypted: a password is needed (REPO_PASSWORD, REPO_PASSWORD_FILE or --password-file)")]
+    #[error(
+        "the repository at {location} is encrypted: a password is needed (REPO_PASSWORD, REPO_PASSWORD_FILE or --password-file)"
+    )]
     PasswordNeeded { location: String },
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -141,12 +148,19 @@ pub struct Repository {
 }
 
 fn now_unix() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Creates a repository. Writes the key file first and the config last: the config is what
 /// makes a location a repository, so a crash in between leaves no half repository.
-pub async fn init(backend: &Arc<dyn Backend>, password: Option<&[u8]>, opts: &InitOptions) -> Result<Config> {
+pub async fn init(
+    backend: &Arc<dyn Backend>,
+    password: Option<&[u8]>,
+    opts: &InitOptions,
+) -> Result<Config> {
     let location = backend.location();
     if backend.stat(paths::CONFIG).await?.is_some() {
         return Err(RepoError::AlreadyExists { location });
@@ -167,7 +181,8 @@ pub async fn init(backend: &Arc<dyn Backend>, password: Option<&[u8]>, opts: &In
     };
     config.validate().map_err(|e| RepoError::format("config", e))?;
     let pw = if opts.encrypted { password } else { None };
-    let kf = wrap_master(&keys, pw, opts.kdf, now_unix()).map_err(|e| RepoError::codec("key file", e))?;
+    let kf = wrap_master(&keys, pw, opts.kdf, now_unix())
+        .map_err(|e| RepoError::codec("key file", e))?;
     let kbytes = kf.encode();
     backend.put(&paths::key(&Id::of_bytes(&kbytes)), kbytes).await?;
     let cipher = if opts.encrypted { CipherKind::Aes256Gcm } else { CipherKind::None };
@@ -197,20 +212,27 @@ async fn unlock(backend: &Arc<dyn Backend>, password: Option<&[u8]>) -> Result<M
         }
         match unwrap_master(&kf, password) {
             Ok(k) => return Ok(k),
-            Err(CodecError::WrongPassword) => last_err = Some(RepoError::WrongPassword { location: location.clone() }),
+            Err(CodecError::WrongPassword) => {
+                last_err = Some(RepoError::WrongPassword { location: location.clone() })
+            }
             Err(e) => last_err = Some(RepoError::codec(f.path.clone(), e)),
         }
     }
     if needs_password {
         return Err(RepoError::PasswordNeeded { location });
     }
-    Err(last_err.unwrap_or(RepoError::Corrupt { object: "keys/".into(), reason: "no key file".into() }))
+    Err(last_err
+        .unwrap_or(RepoError::Corrupt { object: "keys/".into(), reason: "no key file".into() }))
 }
 
 impl Repository {
     /// Opens the repository: unlocks the keys, reads the config, and brings the local index
     /// cache (under `cache_base/<repository id>`) up to date with the repository.
-    pub async fn open(backend: Arc<dyn Backend>, password: Option<&[u8]>, cache_base: Option<PathBuf>) -> Result<Repository> {
+    pub async fn open(
+        backend: Arc<dyn Backend>,
+        password: Option<&[u8]>,
+        cache_base: Option<PathBuf>,
+    ) -> Result<Repository> {
         let location = backend.location();
         if backend.stat(paths::CONFIG).await?.is_none() {
             return Err(RepoError::NotARepository { location });
@@ -219,9 +241,12 @@ impl Repository {
         let cbytes = backend.get(paths::CONFIG).await?;
         let (cipher, body) = object::open_object_any(&keys, MAGIC_CONFIG, &cbytes, paths::CONFIG)?;
         let config = Config::decode(&body).map_err(|e| RepoError::format(paths::CONFIG, e))?;
-        let chunker = ChunkerParams::from_config(&config).map_err(|e| RepoError::codec(paths::CONFIG, e))?;
+        let chunker =
+            ChunkerParams::from_config(&config).map_err(|e| RepoError::codec(paths::CONFIG, e))?;
         let gear = Gear::from_key(&keys.chunker);
-        let base = cache_base.or_else(|| dirs::cache_dir().map(|d| d.join("repo"))).unwrap_or_else(std::env::temp_dir);
+        let base = cache_base
+            .or_else(|| dirs::cache_dir().map(|d| d.join("repo")))
+            .unwrap_or_else(std::env::temp_dir);
         let index = IndexCache::open(&base.join(hex::encode(config.repo_id)))?;
         let repo = Repository { backend, keys, config, cipher, gear, chunker, index };
         repo.index.sync(&repo).await?;

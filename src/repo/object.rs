@@ -2,9 +2,14 @@
 
 use super::{RepoError, Result};
 use crate::codec::crypto::{MasterKeys, ObjectCipher};
-use crate::format::envelope::{CipherKind, Header, HEADER_LEN};
+use crate::format::envelope::{CipherKind, HEADER_LEN, Header};
 
-pub fn seal_object(keys: &MasterKeys, cipher: CipherKind, magic: [u8; 4], body: &[u8]) -> Result<Vec<u8>> {
+pub fn seal_object(
+    keys: &MasterKeys,
+    cipher: CipherKind,
+    magic: [u8; 4],
+    body: &[u8],
+) -> Result<Vec<u8>> {
     let mut salt = [0u8; 32];
     crate::codec::random_bytes(&mut salt).map_err(|e| RepoError::codec("salt", e))?;
     let header = Header { magic, cipher, salt };
@@ -14,7 +19,12 @@ pub fn seal_object(keys: &MasterKeys, cipher: CipherKind, magic: [u8; 4], body: 
     Ok(out)
 }
 
-pub(crate) fn open_object_any(keys: &MasterKeys, magic: [u8; 4], bytes: &[u8], path: &str) -> Result<(CipherKind, Vec<u8>)> {
+pub(crate) fn open_object_any(
+    keys: &MasterKeys,
+    magic: [u8; 4],
+    bytes: &[u8],
+    path: &str,
+) -> Result<(CipherKind, Vec<u8>)> {
     let header = Header::decode(bytes, &magic).map_err(|e| RepoError::format(path, e))?;
     let c = ObjectCipher::new(keys, &header);
     let body = c.open(0, &bytes[HEADER_LEN..]).map_err(|e| RepoError::codec(path, e))?;
@@ -22,10 +32,19 @@ pub(crate) fn open_object_any(keys: &MasterKeys, magic: [u8; 4], bytes: &[u8], p
 }
 
 /// Opens a sealed object whose header must say `expected` cipher.
-pub fn open_object(keys: &MasterKeys, expected: CipherKind, magic: [u8; 4], bytes: &[u8], path: &str) -> Result<Vec<u8>> {
+pub fn open_object(
+    keys: &MasterKeys,
+    expected: CipherKind,
+    magic: [u8; 4],
+    bytes: &[u8],
+    path: &str,
+) -> Result<Vec<u8>> {
     let header = Header::decode(bytes, &magic).map_err(|e| RepoError::format(path, e))?;
     if header.cipher != expected {
-        return Err(RepoError::Corrupt { object: path.into(), reason: format!("sealed with {:?}, the repository uses {expected:?}", header.cipher) });
+        return Err(RepoError::Corrupt {
+            object: path.into(),
+            reason: format!("sealed with {:?}, the repository uses {expected:?}", header.cipher),
+        });
     }
     open_object_any(keys, magic, bytes, path).map(|(_, b)| b)
 }

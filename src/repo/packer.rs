@@ -1,11 +1,11 @@
 //! Builds pack files in memory: sealed blobs appended in order, then the sealed footer.
 
 use super::{RepoError, Result};
-use crate::codec::crypto::{MasterKeys, ObjectCipher, FOOTER_COUNTER};
+use crate::codec::crypto::{FOOTER_COUNTER, MasterKeys, ObjectCipher};
+use crate::format::Id;
 use crate::format::envelope::{CipherKind, Header, MAGIC_PACK};
 use crate::format::index::{BlobLocation, IndexPack};
-use crate::format::pack::{encode_footer, BlobType, PackEntry, MAX_PACK_BLOBS};
-use crate::format::Id;
+use crate::format::pack::{BlobType, MAX_PACK_BLOBS, PackEntry, encode_footer};
 
 /// A finished pack: its name, bytes, and what the index must say about it.
 pub struct FinishedPack {
@@ -28,7 +28,12 @@ impl PackBuilder {
         let header = Header { magic: MAGIC_PACK, cipher: kind, salt };
         let mut buf = Vec::with_capacity(target as usize + (1 << 20));
         buf.extend_from_slice(&header.encode());
-        Ok(PackBuilder { cipher: ObjectCipher::new(keys, &header), buf, entries: vec![], target: target as usize })
+        Ok(PackBuilder {
+            cipher: ObjectCipher::new(keys, &header),
+            buf,
+            entries: vec![],
+            target: target as usize,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -39,16 +44,34 @@ impl PackBuilder {
     }
 
     /// Seals `data` (already compressed as `flags` says) and appends it.
-    pub fn add(&mut self, blob_type: BlobType, id: Id, flags: u8, raw_len: u32, mut data: Vec<u8>) -> Result<()> {
+    pub fn add(
+        &mut self,
+        blob_type: BlobType,
+        id: Id,
+        flags: u8,
+        raw_len: u32,
+        mut data: Vec<u8>,
+    ) -> Result<()> {
         // the nonce counter of a blob is its byte offset in the pack (unique within the pack)
-        self.cipher.seal_in_place(self.buf.len() as u64, &mut data).map_err(|e| RepoError::codec("pack", e))?;
-        self.entries.push(PackEntry { blob_type, flags, raw_len, stored_len: data.len() as u32, id });
+        self.cipher
+            .seal_in_place(self.buf.len() as u64, &mut data)
+            .map_err(|e| RepoError::codec("pack", e))?;
+        self.entries.push(PackEntry {
+            blob_type,
+            flags,
+            raw_len,
+            stored_len: data.len() as u32,
+            id,
+        });
         self.buf.extend_from_slice(&data);
         Ok(())
     }
 
     pub fn finish(mut self) -> Result<FinishedPack> {
-        let footer = self.cipher.seal(FOOTER_COUNTER, &encode_footer(&self.entries)).map_err(|e| RepoError::codec("pack footer", e))?;
+        let footer = self
+            .cipher
+            .seal(FOOTER_COUNTER, &encode_footer(&self.entries))
+            .map_err(|e| RepoError::codec("pack footer", e))?;
         self.buf.extend_from_slice(&footer);
         self.buf.extend_from_slice(&(footer.len() as u32).to_le_bytes());
         let id = Id::of_bytes(&self.buf);
@@ -57,11 +80,21 @@ impl PackBuilder {
             .entries
             .iter()
             .map(|e| {
-                let l = BlobLocation { blob_type: e.blob_type, flags: e.flags, offset, stored_len: e.stored_len, raw_len: e.raw_len };
+                let l = BlobLocation {
+                    blob_type: e.blob_type,
+                    flags: e.flags,
+                    offset,
+                    stored_len: e.stored_len,
+                    raw_len: e.raw_len,
+                };
                 offset += e.stored_len;
                 (e.id, l)
             })
             .collect();
-        Ok(FinishedPack { id, index: IndexPack { pack: id, pack_len: self.buf.len() as u64, blobs }, bytes: self.buf })
+        Ok(FinishedPack {
+            id,
+            index: IndexPack { pack: id, pack_len: self.buf.len() as u64, blobs },
+            bytes: self.buf,
+        })
     }
 }

@@ -15,14 +15,14 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 use super::writer::Progress;
-use super::{paths, BlobRef, RepoError, Repository, Result};
+use super::{BlobRef, RepoError, Repository, Result, paths};
 use crate::codec::compress::decompress;
 use crate::codec::crypto::ObjectCipher;
-use crate::format::envelope::{Header, HEADER_LEN, MAGIC_PACK};
+use crate::format::Id;
+use crate::format::envelope::{HEADER_LEN, Header, MAGIC_PACK};
 use crate::format::index::BlobLocation;
 use crate::format::snapshot::Snapshot;
 use crate::format::stream::decode_list;
-use crate::format::Id;
 
 const GROUP_BYTES: u64 = 4 << 20;
 /// Chunks in one pack separated by at most this many unneeded bytes share one read.
@@ -42,9 +42,18 @@ pub struct PackCiphers(Mutex<HashMap<Id, Arc<ObjectCipher>>>);
 
 impl PackCiphers {
     /// Reads and verifies one blob at a known location (without the index cache).
-    pub async fn read(&self, repo: &Repository, pack: &Id, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
+    pub async fn read(
+        &self,
+        repo: &Repository,
+        pack: &Id,
+        id: &Id,
+        loc: &BlobLocation,
+    ) -> Result<Vec<u8>> {
         let c = self.get(repo, pack).await?;
-        let sealed = repo.backend.get_range(&paths::pack(pack), loc.offset as u64, loc.stored_len as u64).await?;
+        let sealed = repo
+            .backend
+            .get_range(&paths::pack(pack), loc.offset as u64, loc.stored_len as u64)
+            .await?;
         decode_blob(repo, &c, pack, id, loc, &sealed)
     }
 
@@ -54,9 +63,13 @@ impl PackCiphers {
         }
         let path = paths::pack(pack);
         let hb = repo.backend.get_range(&path, 0, HEADER_LEN as u64).await?;
-        let header = Header::decode(&hb, &MAGIC_PACK).map_err(|e| RepoError::format(path.clone(), e))?;
+        let header =
+            Header::decode(&hb, &MAGIC_PACK).map_err(|e| RepoError::format(path.clone(), e))?;
         if header.cipher != repo.cipher {
-            return Err(RepoError::Corrupt { object: path, reason: "pack sealed with another cipher".into() });
+            return Err(RepoError::Corrupt {
+                object: path,
+                reason: "pack sealed with another cipher".into(),
+            });
         }
         let c = Arc::new(ObjectCipher::new(&repo.keys, &header));
         self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(*pack, c.clone());
@@ -65,20 +78,35 @@ impl PackCiphers {
 }
 
 /// Opens, decompresses and verifies one sealed blob.
-pub(crate) fn decode_blob(repo: &Repository, cipher: &ObjectCipher, pack: &Id, id: &Id, loc: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn decode_blob(
+    repo: &Repository,
+    cipher: &ObjectCipher,
+    pack: &Id,
+    id: &Id,
+    loc: &BlobLocation,
+    sealed: &[u8],
+) -> Result<Vec<u8>> {
     let object = || format!("blob {} in {}", id.short(), paths::pack(pack));
-    let plain = cipher.open(loc.offset as u64, sealed).map_err(|e| RepoError::codec(object(), e))?;
-    let data = decompress(loc.flags, plain, loc.raw_len).map_err(|e| RepoError::codec(object(), e))?;
+    let plain =
+        cipher.open(loc.offset as u64, sealed).map_err(|e| RepoError::codec(object(), e))?;
+    let data =
+        decompress(loc.flags, plain, loc.raw_len).map_err(|e| RepoError::codec(object(), e))?;
     let actual = repo.keys.chunk_id(&data);
     if actual != *id {
-        return Err(RepoError::Corrupt { object: object(), reason: format!("content hashes to {}", actual.short()) });
+        return Err(RepoError::Corrupt {
+            object: object(),
+            reason: format!("content hashes to {}", actual.short()),
+        });
     }
     Ok(data)
 }
 
 /// Reads one blob by id (through the index).
 pub async fn read_blob(repo: &Repository, id: &Id, needed_by: &str) -> Result<Vec<u8>> {
-    let r = repo.index.lookup(id)?.ok_or_else(|| RepoError::MissingChunk { chunk: id.to_hex(), needed_by: needed_by.into() })?;
+    let r = repo.index.lookup(id)?.ok_or_else(|| RepoError::MissingChunk {
+        chunk: id.to_hex(),
+        needed_by: needed_by.into(),
+    })?;
     PackCiphers::default().read(repo, &r.pack, id, &r.loc).await
 }
 
@@ -96,7 +124,12 @@ fn group(entries: Vec<(Id, BlobRef)>) -> Vec<Group> {
         if let Some(g) = out.last_mut() {
             let (stored, raw) = (r.loc.stored_len as u64, r.loc.raw_len as u64);
             let (end, at) = (g.start + g.len, r.loc.offset as u64);
-            if g.pack == r.pack && at >= end && at - end <= GROUP_GAP && at + stored - g.start <= GROUP_BYTES && g.raw + raw <= GROUP_BYTES {
+            if g.pack == r.pack
+                && at >= end
+                && at - end <= GROUP_GAP
+                && at + stored - g.start <= GROUP_BYTES
+                && g.raw + raw <= GROUP_BYTES
+            {
                 g.len = at + stored - g.start;
                 g.raw += raw;
                 g.items.push((id, r.loc));
@@ -104,19 +137,36 @@ fn group(entries: Vec<(Id, BlobRef)>) -> Vec<Group> {
             }
         }
         let (len, raw) = (r.loc.stored_len as u64, r.loc.raw_len as u64);
-        out.push(Group { pack: r.pack, start: r.loc.offset as u64, len, raw, items: vec![(id, r.loc)] });
+        out.push(Group {
+            pack: r.pack,
+            start: r.loc.offset as u64,
+            len,
+            raw,
+            items: vec![(id, r.loc)],
+        });
     }
     out
 }
 
-async fn fetch_group(repo: Arc<Repository>, ciphers: Arc<PackCiphers>, g: Group) -> Result<Vec<Vec<u8>>> {
+async fn fetch_group(
+    repo: Arc<Repository>,
+    ciphers: Arc<PackCiphers>,
+    g: Group,
+) -> Result<Vec<Vec<u8>>> {
     let cipher = ciphers.get(&repo, &g.pack).await?;
     let bytes = repo.backend.get_range(&paths::pack(&g.pack), g.start, g.len).await?;
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::with_capacity(g.items.len());
         for (id, loc) in &g.items {
             let from = (loc.offset as u64 - g.start) as usize;
-            out.push(decode_blob(&repo, &cipher, &g.pack, id, loc, &bytes[from..from + loc.stored_len as usize])?);
+            out.push(decode_blob(
+                &repo,
+                &cipher,
+                &g.pack,
+                id,
+                loc,
+                &bytes[from..from + loc.stored_len as usize],
+            )?);
         }
         Ok(out)
     })
@@ -135,9 +185,18 @@ pub struct OrderedReader {
 }
 
 impl OrderedReader {
-    pub fn new(repo: Arc<Repository>, label: &str) -> (OrderedReader, mpsc::Receiver<Vec<Vec<u8>>>) {
+    pub fn new(
+        repo: Arc<Repository>,
+        label: &str,
+    ) -> (OrderedReader, mpsc::Receiver<Vec<Vec<u8>>>) {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let r = OrderedReader { repo, ciphers: Arc::new(PackCiphers::default()), tx, label: label.into(), stats: RestoreStats::default() };
+        let r = OrderedReader {
+            repo,
+            ciphers: Arc::new(PackCiphers::default()),
+            tx,
+            label: label.into(),
+            stats: RestoreStats::default(),
+        };
         (r, rx)
     }
 
@@ -145,7 +204,12 @@ impl OrderedReader {
     pub async fn feed_lists(&mut self, lists: &[Id]) -> Result<bool> {
         for list_id in lists {
             let entries = decode_list(&read_blob(&self.repo, list_id, &self.label).await?)
-                .map_err(|e| RepoError::format(format!("content list {} of {}", list_id.short(), self.label), e))?;
+                .map_err(|e| {
+                    RepoError::format(
+                        format!("content list {} of {}", list_id.short(), self.label),
+                        e,
+                    )
+                })?;
             let ids: Vec<Id> = entries.iter().map(|e| e.0).collect();
             if !self.feed(&ids).await? {
                 return Ok(false);
@@ -160,7 +224,10 @@ impl OrderedReader {
             let refs = self.repo.index.lookup_many(part)?;
             let mut located = Vec::with_capacity(part.len());
             for (id, r) in part.iter().zip(refs) {
-                let r = r.ok_or_else(|| RepoError::MissingChunk { chunk: id.to_hex(), needed_by: self.label.clone() })?;
+                let r = r.ok_or_else(|| RepoError::MissingChunk {
+                    chunk: id.to_hex(),
+                    needed_by: self.label.clone(),
+                })?;
                 located.push((*id, r));
             }
             let mut chunks = stream::iter(group(located))
@@ -207,7 +274,10 @@ pub async fn restore_stream<W: Write + Send + 'static>(
     written?;
     fed?;
     if stats.bytes != snap.size {
-        return Err(RepoError::Corrupt { object: label.into(), reason: format!("restored {} bytes, snapshot says {}", stats.bytes, snap.size) });
+        return Err(RepoError::Corrupt {
+            object: label.into(),
+            reason: format!("restored {} bytes, snapshot says {}", stats.bytes, snap.size),
+        });
     }
     Ok(stats)
 }

@@ -2,10 +2,10 @@
 
 use futures::stream::{self, StreamExt};
 
-use super::{paths, RepoError, Repository, Result};
+use super::{RepoError, Repository, Result, paths};
+use crate::format::Id;
 use crate::format::envelope::MAGIC_SNAPSHOT;
 use crate::format::snapshot::Snapshot;
-use crate::format::Id;
 
 /// Which snapshots a command acts on. Names match as globs (`*`, `?`).
 #[derive(Clone, Debug, Default)]
@@ -39,13 +39,17 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
 impl SnapshotFilter {
     pub fn matches(&self, s: &Snapshot) -> bool {
-        self.name.as_ref().is_none_or(|n| glob_match(n, &s.name)) && self.tags.iter().all(|t| s.tags.contains(t))
+        self.name.as_ref().is_none_or(|n| glob_match(n, &s.name))
+            && self.tags.iter().all(|t| s.tags.contains(t))
     }
 }
 
 /// All snapshots matching `filter`, oldest first. Damaged snapshot files are skipped and
 /// reported as warnings on the index cache.
-pub async fn list_snapshots(repo: &Repository, filter: &SnapshotFilter) -> Result<Vec<(Id, Snapshot)>> {
+pub async fn list_snapshots(
+    repo: &Repository,
+    filter: &SnapshotFilter,
+) -> Result<Vec<(Id, Snapshot)>> {
     let files = repo.backend.list(paths::SNAPSHOTS_DIR).await?;
     let loaded: Vec<_> = stream::iter(files)
         .map(|f| async move {
@@ -73,7 +77,11 @@ pub async fn list_snapshots(repo: &Repository, filter: &SnapshotFilter) -> Resul
 
 /// The snapshots matching `filter`, oldest first; with `latest`, only the newest `latest` of
 /// each name.
-pub async fn select_snapshots(repo: &Repository, filter: &SnapshotFilter, latest: Option<usize>) -> Result<Vec<(Id, Snapshot)>> {
+pub async fn select_snapshots(
+    repo: &Repository,
+    filter: &SnapshotFilter,
+    latest: Option<usize>,
+) -> Result<Vec<(Id, Snapshot)>> {
     let all = list_snapshots(repo, filter).await?;
     Ok(match latest {
         None => all,
@@ -98,10 +106,18 @@ pub fn newest_per_name(all: Vec<(Id, Snapshot)>, k: usize) -> Vec<(Id, Snapshot)
 }
 
 /// `latest` (the newest matching `filter`) or a unique id prefix.
-pub async fn resolve_snapshot(repo: &Repository, selector: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot)> {
+pub async fn resolve_snapshot(
+    repo: &Repository,
+    selector: &str,
+    filter: &SnapshotFilter,
+) -> Result<(Id, Snapshot)> {
     let all = list_snapshots(repo, filter).await?;
     if selector == "latest" {
-        let what = filter.name.as_deref().map(|n| format!("latest (name {n})")).unwrap_or_else(|| "latest".into());
+        let what = filter
+            .name
+            .as_deref()
+            .map(|n| format!("latest (name {n})"))
+            .unwrap_or_else(|| "latest".into());
         return all.into_iter().next_back().ok_or(RepoError::SnapshotNotFound(what));
     }
     let sel = selector.to_ascii_lowercase();

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use super::reader::OrderedReader;
-use super::{read_blob, RepoError, Repository, Result};
+use super::{RepoError, Repository, Result, read_blob};
+use crate::format::Id;
 use crate::format::snapshot::{Snapshot, SnapshotKind};
 use crate::format::stream::decode_list;
 use crate::format::tree::{self, Content, Entry};
-use crate::format::Id;
 
 /// The catalog bytes of a tree snapshot (header included), read whole: about 150 bytes per
 /// entry plus 36 bytes per chunk of file data.
@@ -33,7 +33,11 @@ pub async fn read_catalog(repo: &Arc<Repository>, snap: &Snapshot, label: &str) 
 }
 
 /// Decodes the catalog of a tree snapshot.
-pub async fn read_entries(repo: &Arc<Repository>, snap: &Snapshot, label: &str) -> Result<Vec<Entry>> {
+pub async fn read_entries(
+    repo: &Arc<Repository>,
+    snap: &Snapshot,
+    label: &str,
+) -> Result<Vec<Entry>> {
     let bytes = read_catalog(repo, snap, label).await?;
     tree::decode_catalog(&bytes).map_err(|e| RepoError::format(format!("catalog of {label}"), e))
 }
@@ -48,7 +52,9 @@ pub async fn file_blobs(repo: &Arc<Repository>, snap: &Snapshot, label: &str) ->
             Content::Inline(c) => out.extend(c.into_iter().map(|c| c.0)),
             Content::Lists(lists) => {
                 for l in lists {
-                    let entries = decode_list(&read_blob(repo, &l, label).await?).map_err(|e| RepoError::format(format!("content list {} of {label}", l.short()), e))?;
+                    let entries = decode_list(&read_blob(repo, &l, label).await?).map_err(|e| {
+                        RepoError::format(format!("content list {} of {label}", l.short()), e)
+                    })?;
                     out.push(l);
                     out.extend(entries.into_iter().map(|c| c.0));
                 }

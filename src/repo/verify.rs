@@ -1,19 +1,22 @@
 //! Reading packs and index files back for verification and repair.
 
 use super::reader::decode_blob;
-use super::{paths, RepoError, Repository, Result};
-use crate::codec::crypto::{ObjectCipher, FOOTER_COUNTER};
-use crate::format::envelope::{Header, HEADER_LEN, MAGIC_INDEX, MAGIC_PACK};
+use super::{RepoError, Repository, Result, paths};
+use crate::codec::crypto::{FOOTER_COUNTER, ObjectCipher};
+use crate::format::Id;
+use crate::format::envelope::{HEADER_LEN, Header, MAGIC_INDEX, MAGIC_PACK};
 use crate::format::index::{BlobLocation, IndexFile, IndexPack};
 use crate::format::pack::{decode_footer, footer_range};
-use crate::format::Id;
 
 /// Reads and decodes one index file.
 pub async fn load_index_file(repo: &Repository, id: &Id) -> Result<IndexFile> {
     let path = paths::index(id);
     let bytes = repo.backend.get(&path).await?;
     if Id::of_bytes(&bytes) != *id {
-        return Err(RepoError::Corrupt { object: path, reason: "content does not match its name".into() });
+        return Err(RepoError::Corrupt {
+            object: path,
+            reason: "content does not match its name".into(),
+        });
     }
     let body = repo.open_object(MAGIC_INDEX, &bytes, &path)?;
     IndexFile::decode(&body).map_err(|e| RepoError::format(path, e))
@@ -22,25 +25,48 @@ pub async fn load_index_file(repo: &Repository, id: &Id) -> Result<IndexFile> {
 fn pack_cipher(repo: &Repository, path: &str, head: &[u8]) -> Result<ObjectCipher> {
     let header = Header::decode(head, &MAGIC_PACK).map_err(|e| RepoError::format(path, e))?;
     if header.cipher != repo.cipher {
-        return Err(RepoError::Corrupt { object: path.into(), reason: "pack sealed with another cipher".into() });
+        return Err(RepoError::Corrupt {
+            object: path.into(),
+            reason: "pack sealed with another cipher".into(),
+        });
     }
     Ok(ObjectCipher::new(&repo.keys, &header))
 }
 
 /// Decodes a pack's footer (with the pack's cipher, built from its header) into index
 /// entries, checking that the blobs tile the space between header and footer.
-fn footer_entries(cipher: &ObjectCipher, pack: &Id, footer: &[u8], footer_start: u64) -> Result<IndexPack> {
+fn footer_entries(
+    cipher: &ObjectCipher,
+    pack: &Id,
+    footer: &[u8],
+    footer_start: u64,
+) -> Result<IndexPack> {
     let path = paths::pack(pack);
-    let plain = cipher.open(FOOTER_COUNTER, footer).map_err(|e| RepoError::codec(format!("{path} footer"), e))?;
-    let entries = decode_footer(&plain).map_err(|e| RepoError::format(format!("{path} footer"), e))?;
+    let plain = cipher
+        .open(FOOTER_COUNTER, footer)
+        .map_err(|e| RepoError::codec(format!("{path} footer"), e))?;
+    let entries =
+        decode_footer(&plain).map_err(|e| RepoError::format(format!("{path} footer"), e))?;
     let mut offset = HEADER_LEN as u64;
     let mut blobs = Vec::with_capacity(entries.len());
     for e in entries {
-        blobs.push((e.id, BlobLocation { blob_type: e.blob_type, flags: e.flags, offset: offset as u32, stored_len: e.stored_len, raw_len: e.raw_len }));
+        blobs.push((
+            e.id,
+            BlobLocation {
+                blob_type: e.blob_type,
+                flags: e.flags,
+                offset: offset as u32,
+                stored_len: e.stored_len,
+                raw_len: e.raw_len,
+            },
+        ));
         offset += e.stored_len as u64;
     }
     if offset != footer_start {
-        return Err(RepoError::Corrupt { object: path, reason: format!("blobs end at {offset}, footer starts at {footer_start}") });
+        return Err(RepoError::Corrupt {
+            object: path,
+            reason: format!("blobs end at {offset}, footer starts at {footer_start}"),
+        });
     }
     Ok(IndexPack { pack: *pack, pack_len: footer_start + footer.len() as u64 + 4, blobs })
 }
@@ -49,12 +75,16 @@ fn footer_entries(cipher: &ObjectCipher, pack: &Id, footer: &[u8], footer_start:
 pub async fn read_pack_footer(repo: &Repository, pack: &Id, pack_len: u64) -> Result<IndexPack> {
     let path = paths::pack(pack);
     if pack_len < HEADER_LEN as u64 + 24 {
-        return Err(RepoError::Corrupt { object: path, reason: format!("{pack_len} bytes is too short for a pack") });
+        return Err(RepoError::Corrupt {
+            object: path,
+            reason: format!("{pack_len} bytes is too short for a pack"),
+        });
     }
     let head = repo.backend.get_range(&path, 0, HEADER_LEN as u64).await?;
     let tail = repo.backend.get_range(&path, pack_len - 4, 4).await?;
     let t: [u8; 4] = [tail[0], tail[1], tail[2], tail[3]];
-    let (start, len) = footer_range(&t, pack_len).map_err(|e| RepoError::format(path.clone(), e))?;
+    let (start, len) =
+        footer_range(&t, pack_len).map_err(|e| RepoError::format(path.clone(), e))?;
     let footer = repo.backend.get_range(&path, start, len).await?;
     footer_entries(&pack_cipher(repo, &path, &head)?, pack, &footer, start)
 }
@@ -67,9 +97,11 @@ pub fn parse_pack(repo: &Repository, pack: &Id, bytes: &[u8]) -> Result<(ObjectC
     }
     let n = bytes.len();
     let t: [u8; 4] = [bytes[n - 4], bytes[n - 3], bytes[n - 2], bytes[n - 1]];
-    let (start, flen) = footer_range(&t, n as u64).map_err(|e| RepoError::format(path.clone(), e))?;
+    let (start, flen) =
+        footer_range(&t, n as u64).map_err(|e| RepoError::format(path.clone(), e))?;
     let cipher = pack_cipher(repo, &path, &bytes[..HEADER_LEN])?;
-    let footer = footer_entries(&cipher, pack, &bytes[start as usize..(start + flen) as usize], start)?;
+    let footer =
+        footer_entries(&cipher, pack, &bytes[start as usize..(start + flen) as usize], start)?;
     Ok((cipher, footer))
 }
 

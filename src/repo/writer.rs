@@ -21,15 +21,15 @@ use rayon::prelude::*;
 use tokio::sync::mpsc;
 
 use super::packer::{FinishedPack, PackBuilder};
-use super::{paths, RepoError, Repository, Result};
+use super::{RepoError, Repository, Result, paths};
 use crate::codec::chunker::ChunkerParams;
 use crate::codec::compress::compress;
+use crate::format::Id;
 use crate::format::envelope::{MAGIC_INDEX, MAGIC_SNAPSHOT};
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::BlobType;
 use crate::format::snapshot::{Snapshot, SnapshotKind};
-use crate::format::stream::{encode_list, LIST_MAX_ENTRIES};
-use crate::format::Id;
+use crate::format::stream::{LIST_MAX_ENTRIES, encode_list};
 
 const BATCH_BYTES: usize = 4 << 20;
 const INDEX_FLUSH_PACKS: usize = 64;
@@ -76,7 +76,10 @@ struct Batches<'g, R: Read> {
 
 impl<'g, R: Read> Batches<'g, R> {
     fn new(source: R, repo: &'g Repository, params: ChunkerParams) -> Self {
-        Batches { chunker: crate::codec::chunker::StreamChunker::new(source, &repo.gear, params), done: false }
+        Batches {
+            chunker: crate::codec::chunker::StreamChunker::new(source, &repo.gear, params),
+            done: false,
+        }
     }
 }
 
@@ -111,7 +114,10 @@ impl<R: Read> Iterator for Batches<'_, R> {
 }
 
 /// Chunks `source` on a thread of its own, so reading overlaps hashing and compression.
-fn spawn_reader<R: Read + Send + 'static>(repo: Arc<Repository>, source: R) -> crossbeam_channel::Receiver<Batch> {
+fn spawn_reader<R: Read + Send + 'static>(
+    repo: Arc<Repository>,
+    source: R,
+) -> crossbeam_channel::Receiver<Batch> {
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(2);
     std::thread::spawn(move || {
         for batch in Batches::new(source, &repo, repo.chunker) {
@@ -144,9 +150,20 @@ struct Pipeline<'a> {
 }
 
 impl Pipeline<'_> {
-    fn add_blob(&mut self, t: BlobType, id: Id, flags: u8, raw_len: u32, data: Vec<u8>) -> Result<()> {
+    fn add_blob(
+        &mut self,
+        t: BlobType,
+        id: Id,
+        flags: u8,
+        raw_len: u32,
+        data: Vec<u8>,
+    ) -> Result<()> {
         if self.packer.is_none() {
-            self.packer = Some(PackBuilder::new(&self.repo.keys, self.repo.cipher, self.repo.config.pack_target)?);
+            self.packer = Some(PackBuilder::new(
+                &self.repo.keys,
+                self.repo.cipher,
+                self.repo.config.pack_target,
+            )?);
         }
         let p = self.packer.as_mut().ok_or_else(|| RepoError::Internal("no packer".into()))?;
         p.add(t, id, flags, raw_len, data)?;
@@ -160,7 +177,9 @@ impl Pipeline<'_> {
         if let Some(p) = self.packer.take().filter(|p| !p.is_empty()) {
             let f = p.finish()?;
             // the uploader is gone only when it failed; its error is the one reported
-            self.pack_tx.blocking_send(f).map_err(|_| RepoError::Aborted("upload stopped".into()))?;
+            self.pack_tx
+                .blocking_send(f)
+                .map_err(|_| RepoError::Aborted("upload stopped".into()))?;
         }
         Ok(())
     }
@@ -191,7 +210,11 @@ impl Pipeline<'_> {
     }
 
     /// Stores a whole stream, given in batches; returns its content lists.
-    fn process_all(&mut self, batches: impl Iterator<Item = Batch>, progress: &dyn Progress) -> Result<Vec<Id>> {
+    fn process_all(
+        &mut self,
+        batches: impl Iterator<Item = Batch>,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Id>> {
         for batch in batches {
             let batch = batch.map_err(RepoError::Input)?;
             let n: usize = batch.iter().map(|c| c.len()).sum();
@@ -273,7 +296,12 @@ impl ChunkSink<'_> {
 
     /// Chunks `source` and stores it; returns its content lists. After an error the partial
     /// stream is forgotten (its chunks stay stored, unreferenced) and the sink stays usable.
-    pub fn store_stream(&mut self, source: impl Read, params: ChunkerParams, progress: &dyn Progress) -> Result<Vec<Id>> {
+    pub fn store_stream(
+        &mut self,
+        source: impl Read,
+        params: ChunkerParams,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Id>> {
         let repo = self.p.repo;
         let r = self.p.process_all(Batches::new(source, repo, params), progress);
         if r.is_err() {
@@ -285,12 +313,22 @@ impl ChunkSink<'_> {
 
     /// True if every chunk is stored (and not only in packs a prune has condemned).
     pub fn all_stored(&self, ids: &[Id]) -> Result<bool> {
-        Ok(self.p.repo.index.lookup_many(ids)?.into_iter().all(|r| r.is_some_and(|r| !self.p.exclude.contains(&r.pack))))
+        Ok(self
+            .p
+            .repo
+            .index
+            .lookup_many(ids)?
+            .into_iter()
+            .all(|r| r.is_some_and(|r| !self.p.exclude.contains(&r.pack))))
     }
 }
 
 /// Writes an index file for `packs` (already stored) and records it in the cache.
-pub async fn write_index(repo: &Repository, packs: Vec<IndexPack>, supersedes: Vec<Id>) -> Result<Id> {
+pub async fn write_index(
+    repo: &Repository,
+    packs: Vec<IndexPack>,
+    supersedes: Vec<Id>,
+) -> Result<Id> {
     let file = IndexFile { supersedes, packs };
     let bytes = repo.seal(MAGIC_INDEX, &file.encode())?;
     let id = Id::of_bytes(&bytes);
@@ -300,7 +338,11 @@ pub async fn write_index(repo: &Repository, packs: Vec<IndexPack>, supersedes: V
 }
 
 /// Writes the index file for `done` and forgets its ids from `pending` (the cache has them).
-async fn index_and_forget(repo: &Repository, done: Vec<IndexPack>, pending: &Pending) -> Result<()> {
+async fn index_and_forget(
+    repo: &Repository,
+    done: Vec<IndexPack>,
+    pending: &Pending,
+) -> Result<()> {
     let ids: Vec<Id> = done.iter().flat_map(|p| p.blobs.iter().map(|b| b.0)).collect();
     write_index(repo, done, vec![]).await?;
     let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -310,7 +352,11 @@ async fn index_and_forget(repo: &Repository, done: Vec<IndexPack>, pending: &Pen
     Ok(())
 }
 
-async fn uploader(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>, pending: Pending) -> Result<BackupStats> {
+async fn uploader(
+    repo: Arc<Repository>,
+    mut rx: mpsc::Receiver<FinishedPack>,
+    pending: Pending,
+) -> Result<BackupStats> {
     let mut stats = BackupStats::default();
     let mut in_flight: VecDeque<tokio::task::JoinHandle<Result<IndexPack>>> = VecDeque::new();
     let mut done: Vec<IndexPack> = Vec::new();
@@ -337,7 +383,9 @@ async fn uploader(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>, p
                     }
                 }
                 let blobs: usize = done.iter().map(|p| p.blobs.len()).sum();
-                if (done.len() >= INDEX_FLUSH_PACKS || blobs >= INDEX_FLUSH_BLOBS) && first_err.is_none() {
+                if (done.len() >= INDEX_FLUSH_PACKS || blobs >= INDEX_FLUSH_BLOBS)
+                    && first_err.is_none()
+                {
                     index_and_forget(&repo, std::mem::take(&mut done), &pending).await?;
                     stats.index_files_written += 1;
                 }
@@ -398,7 +446,16 @@ where
     let up = tokio::spawn(uploader(repo.clone(), pack_rx, pending.clone()));
     let r2 = repo.clone();
     let piped = tokio::task::spawn_blocking(move || {
-        let p = Pipeline { repo: &r2, exclude: &exclude, packer: None, pack_tx, pending, list: vec![], lists: vec![], stats: BackupStats::default() };
+        let p = Pipeline {
+            repo: &r2,
+            exclude: &exclude,
+            packer: None,
+            pack_tx,
+            pending,
+            list: vec![],
+            lists: vec![],
+            stats: BackupStats::default(),
+        };
         let mut sink = ChunkSink { p };
         let content = body(&mut sink)?;
         sink.p.flush_pack()?;
@@ -406,17 +463,18 @@ where
     })
     .await;
     let uploaded = up.await.map_err(|e| RepoError::Internal(e.to_string()))?;
-    let (content, mut stats) = match (piped.map_err(|e| RepoError::Internal(e.to_string()))?, uploaded) {
-        (Ok(r), Ok(u)) => {
-            let (content, mut s): (Content, BackupStats) = r;
-            s.packs_written = u.packs_written;
-            s.bytes_written = u.bytes_written;
-            s.index_files_written = u.index_files_written;
-            (content, s)
-        }
-        (Err(RepoError::Aborted(_)), Err(e)) | (Ok(_), Err(e)) => return Err(e),
-        (Err(e), _) => return Err(e),
-    };
+    let (content, mut stats) =
+        match (piped.map_err(|e| RepoError::Internal(e.to_string()))?, uploaded) {
+            (Ok(r), Ok(u)) => {
+                let (content, mut s): (Content, BackupStats) = r;
+                s.packs_written = u.packs_written;
+                s.bytes_written = u.bytes_written;
+                s.index_files_written = u.index_files_written;
+                (content, s)
+            }
+            (Err(RepoError::Aborted(_)), Err(e)) | (Ok(_), Err(e)) => return Err(e),
+            (Err(e), _) => return Err(e),
+        };
     gate.await?;
     let snap = Snapshot {
         time_ns: meta.time_ns,

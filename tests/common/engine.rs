@@ -5,7 +5,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use ::repo::backend::Backend;
-use ::repo::repo::{self as engine, restore_stream, NoProgress, Repository, SnapshotFilter, SnapshotMeta};
+use ::repo::repo::{
+    self as engine, NoProgress, Repository, SnapshotFilter, SnapshotMeta, restore_stream,
+};
 
 /// A writer whose bytes the test can read afterwards.
 #[derive(Clone, Default)]
@@ -21,7 +23,13 @@ impl Write for Shared {
 }
 
 pub fn meta(name: &str) -> SnapshotMeta {
-    SnapshotMeta { name: name.into(), host: "h".into(), tags: vec![], command: String::new(), time_ns: 0 }
+    SnapshotMeta {
+        name: name.into(),
+        host: "h".into(),
+        tags: vec![],
+        command: String::new(),
+        time_ns: 0,
+    }
 }
 
 pub async fn open(b: Arc<dyn Backend>, cache: &std::path::Path) -> Arc<Repository> {
@@ -33,7 +41,9 @@ pub async fn restore(r: &Arc<Repository>, name: &str) -> Vec<u8> {
     let f = SnapshotFilter { name: Some(name.into()), tags: vec![] };
     let (_, snap) = engine::resolve_snapshot(r, "latest", &f).await.expect("resolve");
     let out = Shared::default();
-    restore_stream(r.clone(), &snap, name, out.clone(), Arc::new(NoProgress)).await.expect("restore");
-    
+    restore_stream(r.clone(), &snap, name, out.clone(), Arc::new(NoProgress))
+        .await
+        .expect("restore");
+
     out.0.lock().unwrap().clone()
 }

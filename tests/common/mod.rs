@@ -22,7 +22,11 @@ pub struct Run {
 
 impl Run {
     fn from(o: Output) -> Run {
-        Run { code: o.status.code().unwrap_or(-1), stdout: o.stdout, stderr: String::from_utf8_lossy(&o.stderr).into_owned() }
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: o.stdout,
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
     }
     pub fn ok(self) -> Run {
         assert_eq!(self.code, 0, "stderr: {}", self.stderr);
@@ -32,7 +36,8 @@ impl Run {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
@@ -51,7 +56,11 @@ impl Fixture {
         f
     }
     pub fn empty() -> Fixture {
-        Fixture { dir: tempfile::tempdir().expect("tempdir"), password: "correct horse".into(), url: None }
+        Fixture {
+            dir: tempfile::tempdir().expect("tempdir"),
+            password: "correct horse".into(),
+            url: None,
+        }
     }
     /// An initialised repository at `url` (any backend).
     pub fn at(url: &str) -> Fixture {

@@ -10,7 +10,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// Waits for a line containing `needle` on `stream` (a child's stderr); returns that line.
-fn wait_for_line(stream: impl std::io::Read + Send + 'static, needle: &'static str, what: &str) -> String {
+fn wait_for_line(
+    stream: impl std::io::Read + Send + 'static,
+    needle: &'static str,
+    what: &str,
+) -> String {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut found = false;
@@ -23,7 +27,8 @@ fn wait_for_line(stream: impl std::io::Read + Send + 'static, needle: &'static s
             // keep draining so the server never blocks on a full pipe
         }
     });
-    rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("{what} did not start within 60 s"))
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{what} did not start within 60 s"))
 }
 
 pub struct Moto {
@@ -52,7 +57,11 @@ impl Moto {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {} ({e}); scripts/test.sh installs it (pip install 'moto[server]')", bin.display()));
-        let line = wait_for_line(child.stderr.take().expect("stderr"), "Running on http://", "moto_server");
+        let line = wait_for_line(
+            child.stderr.take().expect("stderr"),
+            "Running on http://",
+            "moto_server",
+        );
         let endpoint = line[line.find("http://").expect("url")..].trim().to_string();
         Moto { child, endpoint }
     }
@@ -65,7 +74,10 @@ impl Moto {
         write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("PUT bucket");
         let mut answer = String::new();
         let _ = s.read_to_string(&mut answer);
-        assert!(answer.starts_with("HTTP/1.1 200") || answer.contains("BucketAlreadyOwnedByYou"), "creating bucket {bucket}: {answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.contains("BucketAlreadyOwnedByYou"),
+            "creating bucket {bucket}: {answer}"
+        );
         format!("s3://{bucket}/{prefix}?endpoint={}&region=us-east-1", self.endpoint)
     }
 }
@@ -93,10 +105,15 @@ impl Sshd {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         for key in ["host_key", "client_key"] {
-            let ok = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(d.join(key)).status().expect("ssh-keygen");
+            let ok = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(d.join(key))
+                .status()
+                .expect("ssh-keygen");
             assert!(ok.success());
         }
-        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).expect("authorized_keys");
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys"))
+            .expect("authorized_keys");
         let _ = std::fs::create_dir_all("/run/sshd");
         let port = free_port();
         let config = format!(
@@ -104,7 +121,10 @@ impl Sshd {
             d = d.display()
         );
         std::fs::write(d.join("sshd_config"), config).expect("config");
-        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"].into_iter().find(|p| Path::new(p).exists()).expect("sshd not installed; scripts/test.sh installs openssh-server");
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("sshd not installed; scripts/test.sh installs openssh-server");
         let mut child = Command::new(sshd)
             .args(["-D", "-e", "-f"])
             .arg(d.join("sshd_config"))
@@ -114,7 +134,10 @@ impl Sshd {
             .spawn()
             .expect("start sshd");
         wait_for_line(child.stderr.take().expect("stderr"), "Server listening", "sshd");
-        let user = String::from_utf8(Command::new("id").arg("-un").output().expect("id").stdout).expect("utf8").trim().to_string();
+        let user = String::from_utf8(Command::new("id").arg("-un").output().expect("id").stdout)
+            .expect("utf8")
+            .trim()
+            .to_string();
         Sshd { child, dir, port, user }
     }
 
@@ -157,7 +180,11 @@ impl Webdav {
             .stderr(Stdio::piped())
             .spawn()
             .expect("rclone not installed; scripts/test.sh installs it");
-        wait_for_line(child.stderr.take().expect("stderr"), "WebDav Server started", "rclone serve webdav");
+        wait_for_line(
+            child.stderr.take().expect("stderr"),
+            "WebDav Server started",
+            "rclone serve webdav",
+        );
         Webdav { child, dir, port }
     }
     pub fn repo_url(&self, path: &str) -> String {

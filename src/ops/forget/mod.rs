@@ -5,8 +5,10 @@ pub mod policy;
 use std::collections::BTreeMap;
 
 use super::SnapshotInfo;
-use crate::repo::{list_snapshots, paths, resolve_snapshot, RepoError, Repository, Result, SnapshotFilter};
-use policy::{apply, Item, Policy};
+use crate::repo::{
+    RepoError, Repository, Result, SnapshotFilter, list_snapshots, paths, resolve_snapshot,
+};
+use policy::{Item, Policy, apply};
 
 #[derive(Clone, Debug)]
 pub struct ForgetOptions {
@@ -54,14 +56,20 @@ pub async fn run(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport
         report.groups.push(g);
     } else {
         if opts.policy.is_empty() {
-            return Err(RepoError::Aborted("no policy given (--keep-last, --keep-daily, …) and no snapshot ids: nothing to do".into()));
+            return Err(RepoError::Aborted(
+                "no policy given (--keep-last, --keep-daily, …) and no snapshot ids: nothing to do"
+                    .into(),
+            ));
         }
         let mut by_name: BTreeMap<String, Vec<_>> = BTreeMap::new();
         for (id, s) in list_snapshots(repo, &opts.filter).await? {
             by_name.entry(s.name.clone()).or_default().push((id, s));
         }
         for (name, snaps) in by_name {
-            let items: Vec<Item> = snaps.iter().map(|(_, s)| Item { time_ns: s.time_ns, tags: s.tags.clone() }).collect();
+            let items: Vec<Item> = snaps
+                .iter()
+                .map(|(_, s)| Item { time_ns: s.time_ns, tags: s.tags.clone() })
+                .collect();
             let decisions = apply(&opts.policy, &items, &opts.tz);
             let mut g = Group { name, ..Default::default() };
             // newest first in the report

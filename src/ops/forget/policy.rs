@@ -70,7 +70,12 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
             'h' => 1,
             _ => return Err(format!("{s:?}: unknown unit {c:?} (use y, m, w, d, h)")),
         };
-        total = total.checked_add(n.checked_mul(hours * 3_600_000_000_000).ok_or_else(|| format!("{s:?}: too long"))?).ok_or_else(|| format!("{s:?}: too long"))?;
+        total = total
+            .checked_add(
+                n.checked_mul(hours * 3_600_000_000_000)
+                    .ok_or_else(|| format!("{s:?}: too long"))?,
+            )
+            .ok_or_else(|| format!("{s:?}: too long"))?;
         any = true;
     }
     if !num.is_empty() || !any {
@@ -125,9 +130,10 @@ pub fn apply<Tz: TimeZone>(policy: &Policy, items: &[Item], tz: &Tz) -> Vec<Deci
             }
         }
         if let Some(w) = policy.within_ns
-            && it.time_ns >= newest.saturating_sub(w) {
-                reasons.push("within".to_string());
-            }
+            && it.time_ns >= newest.saturating_sub(w)
+        {
+            reasons.push("within".to_string());
+        }
         for t in &policy.tags {
             if it.tags.contains(t) {
                 reasons.push(format!("tag {t}"));
@@ -151,7 +157,12 @@ mod tests {
     }
     fn kept(p: &Policy, times: &[&str], tz: &impl TimeZone) -> Vec<String> {
         let it = items(times);
-        apply(p, &it, tz).iter().zip(times).filter(|(d, _)| d.keep).map(|(_, s)| s.to_string()).collect()
+        apply(p, &it, tz)
+            .iter()
+            .zip(times)
+            .filter(|(d, _)| d.keep)
+            .map(|(_, s)| s.to_string())
+            .collect()
     }
 
     #[test]
@@ -161,7 +172,13 @@ mod tests {
             (
                 "hourly keeps the newest of each hour",
                 Policy { hourly: 3, ..Default::default() },
-                vec!["2026-02-14T10:00:00Z", "2026-02-14T10:30:00Z", "2026-02-14T11:00:00Z", "2026-02-14T12:15:00Z", "2026-02-14T13:00:00Z"],
+                vec![
+                    "2026-02-14T10:00:00Z",
+                    "2026-02-14T10:30:00Z",
+                    "2026-02-14T11:00:00Z",
+                    "2026-02-14T12:15:00Z",
+                    "2026-02-14T13:00:00Z",
+                ],
                 vec!["2026-02-14T11:00:00Z", "2026-02-14T12:15:00Z", "2026-02-14T13:00:00Z"],
             ),
             (
@@ -173,7 +190,12 @@ mod tests {
             (
                 "daily",
                 Policy { daily: 2, ..Default::default() },
-                vec!["2026-02-12T02:00:00Z", "2026-02-13T02:00:00Z", "2026-02-13T14:00:00Z", "2026-02-14T02:00:00Z"],
+                vec![
+                    "2026-02-12T02:00:00Z",
+                    "2026-02-13T02:00:00Z",
+                    "2026-02-13T14:00:00Z",
+                    "2026-02-14T02:00:00Z",
+                ],
                 vec!["2026-02-13T14:00:00Z", "2026-02-14T02:00:00Z"],
             ),
             (
@@ -185,7 +207,13 @@ mod tests {
             (
                 "monthly and yearly",
                 Policy { monthly: 2, yearly: 2, ..Default::default() },
-                vec!["2025-06-01T00:00:00Z", "2025-12-31T00:00:00Z", "2026-01-05T00:00:00Z", "2026-02-01T00:00:00Z", "2026-02-20T00:00:00Z"],
+                vec![
+                    "2025-06-01T00:00:00Z",
+                    "2025-12-31T00:00:00Z",
+                    "2026-01-05T00:00:00Z",
+                    "2026-02-01T00:00:00Z",
+                    "2026-02-20T00:00:00Z",
+                ],
                 vec!["2025-12-31T00:00:00Z", "2026-01-05T00:00:00Z", "2026-02-20T00:00:00Z"],
             ),
             (
@@ -197,10 +225,20 @@ mod tests {
             (
                 "within is relative to the newest snapshot",
                 Policy { within_ns: Some(parse_duration("2d").unwrap()), ..Default::default() },
-                vec!["2020-01-01T00:00:00Z", "2020-01-08T00:00:00Z", "2020-01-09T12:00:00Z", "2020-01-10T00:00:00Z"],
+                vec![
+                    "2020-01-01T00:00:00Z",
+                    "2020-01-08T00:00:00Z",
+                    "2020-01-09T12:00:00Z",
+                    "2020-01-10T00:00:00Z",
+                ],
                 vec!["2020-01-08T00:00:00Z", "2020-01-09T12:00:00Z", "2020-01-10T00:00:00Z"],
             ),
-            ("an empty policy keeps everything", Policy::default(), vec!["2026-02-12T02:00:00Z", "2026-02-13T02:00:00Z"], vec!["2026-02-12T02:00:00Z", "2026-02-13T02:00:00Z"]),
+            (
+                "an empty policy keeps everything",
+                Policy::default(),
+                vec!["2026-02-12T02:00:00Z", "2026-02-13T02:00:00Z"],
+                vec!["2026-02-12T02:00:00Z", "2026-02-13T02:00:00Z"],
+            ),
         ];
         for (what, p, times, want) in cases {
             assert_eq!(kept(&p, &times, &utc), want, "{what}");

@@ -12,19 +12,24 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
 
 use super::fsmeta::{self, Owners};
 use crate::codec::chunker::chunk_slice;
-use crate::format::snapshot::SnapshotKind;
-use crate::format::tree::{catalog_header, Content, Entry, Kind, FLAG_CHANGED, FLAG_LISTS, FLAG_SPARSE};
 use crate::format::Id;
+use crate::format::snapshot::SnapshotKind;
+use crate::format::tree::{
+    Content, Entry, FLAG_CHANGED, FLAG_LISTS, FLAG_SPARSE, Kind, catalog_header,
+};
 use crate::ops::SnapshotInfo;
-use crate::repo::{list_snapshots, BackupStats, ChunkSink, Progress, RepoError, Repository, Result, SnapshotFilter, SnapshotMeta};
+use crate::repo::{
+    BackupStats, ChunkSink, Progress, RepoError, Repository, Result, SnapshotFilter, SnapshotMeta,
+    list_snapshots,
+};
 
 /// Files up to this size are read whole, in parallel batches.
 const SMALL_FILE: u64 = 8 << 20;
@@ -76,22 +81,37 @@ pub fn relative(p: &Path) -> Result<PathBuf> {
             Component::Normal(n) => out.push(n),
             Component::RootDir | Component::CurDir => {}
             Component::ParentDir | Component::Prefix(_) => {
-                return Err(RepoError::Source { path: p.display().to_string(), reason: "paths to back up may not contain `..`".into() });
+                return Err(RepoError::Source {
+                    path: p.display().to_string(),
+                    reason: "paths to back up may not contain `..`".into(),
+                });
             }
         }
     }
     Ok(out)
 }
 
-pub async fn run(repo: Arc<Repository>, opts: TreeOptions, meta: SnapshotMeta, progress: Arc<dyn Progress>) -> Result<TreeBackupReport> {
+pub async fn run(
+    repo: Arc<Repository>,
+    opts: TreeOptions,
+    meta: SnapshotMeta,
+    progress: Arc<dyn Progress>,
+) -> Result<TreeBackupReport> {
     let mut rels: Vec<PathBuf> = opts.paths.iter().map(|p| relative(p)).collect::<Result<_>>()?;
     rels.sort();
     rels.dedup();
     // a path inside another one given is already covered
-    let rels: Vec<PathBuf> = rels.iter().filter(|p| !rels.iter().any(|q| q != *p && p.starts_with(q))).cloned().collect();
+    let rels: Vec<PathBuf> = rels
+        .iter()
+        .filter(|p| !rels.iter().any(|q| q != *p && p.starts_with(q)))
+        .cloned()
+        .collect();
     for r in &rels {
         let abs = opts.root.join(r);
-        std::fs::symlink_metadata(&abs).map_err(|e| RepoError::Source { path: abs.display().to_string(), reason: e.to_string() })?;
+        std::fs::symlink_metadata(&abs).map_err(|e| RepoError::Source {
+            path: abs.display().to_string(),
+            reason: e.to_string(),
+        })?;
     }
     let start = Instant::now();
     let (parent_id, parent) = parent_files(&repo, &meta.name).await?;
@@ -100,7 +120,21 @@ pub async fn run(repo: Arc<Repository>, opts: TreeOptions, meta: SnapshotMeta, p
     let c2 = counts.clone();
     let body = move |sink: &mut ChunkSink| {
         let counts = TreeCounts { parent: parent_id, ..Default::default() };
-        let mut w = Walker { sink, root: opts.root, parent, owners: Owners::load(), links: HashMap::new(), queue: vec![], queued_bytes: 0, catalog: catalog_header(), counts, cancel: opts.cancel, progress: &*progress, size: 0, entries: 0 };
+        let mut w = Walker {
+            sink,
+            root: opts.root,
+            parent,
+            owners: Owners::load(),
+            links: HashMap::new(),
+            queue: vec![],
+            queued_bytes: 0,
+            catalog: catalog_header(),
+            counts,
+            cancel: opts.cancel,
+            progress: &*progress,
+            size: 0,
+            entries: 0,
+        };
         let r = w.walk_all(&rels);
         let (catalog, size, entries) = (std::mem::take(&mut w.catalog), w.size, w.entries);
         *c2.lock().unwrap_or_else(|p| p.into_inner()) = std::mem::take(&mut w.counts);
@@ -111,19 +145,35 @@ pub async fn run(repo: Arc<Repository>, opts: TreeOptions, meta: SnapshotMeta, p
     };
     let (id, snap, stats) = super::commit_tree(repo, meta, body, async { Ok(()) }).await?;
     let tree = std::mem::take(&mut *counts.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(TreeBackupReport { snapshot: SnapshotInfo::new(&id, &snap), tree, stats, seconds: start.elapsed().as_secs_f64() })
+    Ok(TreeBackupReport {
+        snapshot: SnapshotInfo::new(&id, &snap),
+        tree,
+        stats,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// The files of the newest tree snapshot named `name`, by path, for change detection.
-async fn parent_files(repo: &Arc<Repository>, name: &str) -> Result<(Option<String>, HashMap<Vec<u8>, Entry>)> {
+async fn parent_files(
+    repo: &Arc<Repository>,
+    name: &str,
+) -> Result<(Option<String>, HashMap<Vec<u8>, Entry>)> {
     let filter = SnapshotFilter { name: Some(name.to_string()), tags: vec![] };
     let snaps = list_snapshots(repo, &filter).await?;
-    let Some((id, snap)) = snaps.into_iter().filter(|(_, s)| s.kind == SnapshotKind::Tree && s.name == name).max_by_key(|(_, s)| s.time_ns) else {
+    let Some((id, snap)) = snaps
+        .into_iter()
+        .filter(|(_, s)| s.kind == SnapshotKind::Tree && s.name == name)
+        .max_by_key(|(_, s)| s.time_ns)
+    else {
         return Ok((None, HashMap::new()));
     };
     let label = crate::ops::snapshot_label(&id, &snap);
     let entries = crate::repo::tree::read_entries(repo, &snap, &label).await?;
-    let files = entries.into_iter().filter(|e| e.kind() == Kind::File && e.flags & FLAG_CHANGED == 0).map(|e| (e.path.clone(), e)).collect();
+    let files = entries
+        .into_iter()
+        .filter(|e| e.kind() == Kind::File && e.flags & FLAG_CHANGED == 0)
+        .map(|e| (e.path.clone(), e))
+        .collect();
     Ok((Some(id.to_hex()[..8].to_string()), files))
 }
 
@@ -160,7 +210,9 @@ fn ctime_ns(m: &Metadata) -> i64 {
 
 /// The file was modified between the walk's lstat and the end of reading it.
 fn changed_since(before: &Metadata, after: &Metadata) -> bool {
-    before.len() != after.len() || mtime_ns(before) != mtime_ns(after) || ctime_ns(before) != ctime_ns(after)
+    before.len() != after.len()
+        || mtime_ns(before) != mtime_ns(after)
+        || ctime_ns(before) != ctime_ns(after)
 }
 
 /// Reads exactly `want` bytes (zero-padded if the file shrank); true if it was short.
@@ -176,13 +228,21 @@ fn read_exact_padded(r: &mut impl Read, want: u64, out: &mut Vec<u8>) -> io::Res
 type SmallFile = (Vec<Vec<u8>>, bool);
 
 /// Reads a small file whole and chunks it.
-fn read_small(path: &Path, entry: &Entry, gear: &crate::codec::chunker::Gear, params: crate::codec::chunker::ChunkerParams) -> io::Result<SmallFile> {
+fn read_small(
+    path: &Path,
+    entry: &Entry,
+    gear: &crate::codec::chunker::Gear,
+    params: crate::codec::chunker::ChunkerParams,
+) -> io::Result<SmallFile> {
     let mut f = File::open(path)?;
     let before = f.metadata()?;
     let mut data = Vec::with_capacity(entry.size as usize);
     let short = read_exact_padded(&mut f, entry.size, &mut data)?;
     let after = f.metadata()?;
-    let changed = short || changed_since(&before, &after) || before.ino() != entry.ino || mtime_ns(&before) != entry.mtime_ns;
+    let changed = short
+        || changed_since(&before, &after)
+        || before.ino() != entry.ino
+        || mtime_ns(&before) != entry.mtime_ns;
     Ok((chunk_slice(&data, gear, params), changed))
 }
 
@@ -203,7 +263,9 @@ impl Read for ExtentReader {
             return Err(io::Error::other("interrupted"));
         }
         loop {
-            let Some((off, len)) = self.current.or_else(|| self.extents.next()) else { return Ok(0) };
+            let Some((off, len)) = self.current.or_else(|| self.extents.next()) else {
+                return Ok(0);
+            };
             if len == 0 {
                 self.current = None;
                 continue;
@@ -233,7 +295,10 @@ impl Walker<'_, '_> {
                 if !emitted_dirs.contains(&above) {
                     emitted_dirs.push(above.clone());
                     let abs = self.root.join(&above);
-                    let md = std::fs::symlink_metadata(&abs).map_err(|e| RepoError::Source { path: abs.display().to_string(), reason: e.to_string() })?;
+                    let md = std::fs::symlink_metadata(&abs).map_err(|e| RepoError::Source {
+                        path: abs.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
                     let e = self.base_entry(above.as_os_str().as_bytes(), &abs, &md, Kind::Dir);
                     self.counts.dirs += 1;
                     self.push(e, None)?;
@@ -254,7 +319,11 @@ impl Walker<'_, '_> {
     }
 
     fn error(&mut self, path: &Path, e: &io::Error) {
-        let what = if e.kind() == io::ErrorKind::NotFound { "vanished during the backup".to_string() } else { e.to_string() };
+        let what = if e.kind() == io::ErrorKind::NotFound {
+            "vanished during the backup".to_string()
+        } else {
+            e.to_string()
+        };
         self.counts.errors.push(format!("{}: {what}", path.display()));
     }
 
@@ -319,7 +388,11 @@ impl Walker<'_, '_> {
             return Err(RepoError::Interrupted);
         }
         if rel.len() > crate::format::tree::MAX_PATH {
-            self.counts.errors.push(format!("{}: path longer than {} bytes, skipped", abs.display(), crate::format::tree::MAX_PATH));
+            self.counts.errors.push(format!(
+                "{}: path longer than {} bytes, skipped",
+                abs.display(),
+                crate::format::tree::MAX_PATH
+            ));
             return Ok(());
         }
         let md = match std::fs::symlink_metadata(abs) {
@@ -423,7 +496,8 @@ impl Walker<'_, '_> {
     fn read_large(&mut self, e: &mut Entry, abs: &Path, sparse: bool) -> Result<io::Result<()>> {
         let opened = File::open(abs).and_then(|f| {
             let before = f.metadata()?;
-            let extents = if sparse { fsmeta::data_extents(&f, e.size)? } else { vec![(0, e.size)] };
+            let extents =
+                if sparse { fsmeta::data_extents(&f, e.size)? } else { vec![(0, e.size)] };
             Ok((f, before, extents))
         });
         let (file, before, extents) = match opened {
@@ -434,7 +508,13 @@ impl Walker<'_, '_> {
             e.flags |= FLAG_SPARSE;
             e.extents = extents.clone();
         }
-        let mut reader = ExtentReader { file, cancel: self.cancel.clone(), extents: extents.into_iter(), current: None, short: false };
+        let mut reader = ExtentReader {
+            file,
+            cancel: self.cancel.clone(),
+            extents: extents.into_iter(),
+            current: None,
+            short: false,
+        };
         let params = self.sink.repo().chunker.for_tree_files();
         let lists = match self.sink.store_stream(&mut reader, params, self.progress) {
             Ok(l) => l,
@@ -468,8 +548,10 @@ impl Walker<'_, '_> {
         let queue = std::mem::take(&mut self.queue);
         self.queued_bytes = 0;
         let (gear, params) = (&self.sink.repo().gear, self.sink.repo().chunker.for_tree_files());
-        let read: Vec<Option<io::Result<SmallFile>>> =
-            queue.par_iter().map(|q| q.read.as_ref().map(|p| read_small(p, &q.entry, gear, params))).collect();
+        let read: Vec<Option<io::Result<SmallFile>>> = queue
+            .par_iter()
+            .map(|q| q.read.as_ref().map(|p| read_small(p, &q.entry, gear, params)))
+            .collect();
         let mut ok_files = Vec::new();
         let mut keep = Vec::with_capacity(queue.len());
         for (q, r) in queue.into_iter().zip(read) {
@@ -498,10 +580,12 @@ impl Walker<'_, '_> {
             if was_read {
                 e.content = Content::Inline(stored.next().unwrap_or_default());
             }
-            e.encode_into(&mut self.catalog).map_err(|err| RepoError::Source { path: String::from_utf8_lossy(&e.path).into_owned(), reason: err.to_string() })?;
+            e.encode_into(&mut self.catalog).map_err(|err| RepoError::Source {
+                path: String::from_utf8_lossy(&e.path).into_owned(),
+                reason: err.to_string(),
+            })?;
             self.entries += 1;
         }
         Ok(())
     }
 }
-

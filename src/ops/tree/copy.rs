@@ -4,13 +4,22 @@
 
 use std::sync::Arc;
 
-use super::restore::{spawn_feed, ContentReader};
-use crate::format::snapshot::Snapshot;
-use crate::format::tree::{catalog_header, Content, Kind, FLAG_LISTS};
+use super::restore::{ContentReader, spawn_feed};
 use crate::format::Id;
-use crate::repo::{BackupStats, ChunkSink, NoProgress, Progress, RepoError, Repository, Result, SnapshotMeta};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Content, FLAG_LISTS, Kind, catalog_header};
+use crate::repo::{
+    BackupStats, ChunkSink, NoProgress, Progress, RepoError, Repository, Result, SnapshotMeta,
+};
 
-pub async fn run(src: Arc<Repository>, dst: Arc<Repository>, id: &Id, snap: &Snapshot, meta: SnapshotMeta, progress: Arc<dyn Progress>) -> Result<(Id, Snapshot, BackupStats)> {
+pub async fn run(
+    src: Arc<Repository>,
+    dst: Arc<Repository>,
+    id: &Id,
+    snap: &Snapshot,
+    meta: SnapshotMeta,
+    progress: Arc<dyn Progress>,
+) -> Result<(Id, Snapshot, BackupStats)> {
     let label = crate::ops::snapshot_label(id, snap);
     let entries = crate::repo::tree::read_entries(&src, snap, &label).await?;
     let contents: Vec<Content> = entries.iter().map(|e| e.content.clone()).collect();
@@ -24,11 +33,15 @@ pub async fn run(src: Arc<Repository>, dst: Arc<Repository>, id: &Id, snap: &Sna
         for mut e in entries {
             if e.kind() == Kind::File {
                 let mut data = ContentReader::new(&e, &mut chunks, false, &NoProgress);
-                let lists = sink.store_stream(&mut data, params, &*progress).map_err(|err| data.error.take().unwrap_or(err))?;
+                let lists = sink
+                    .store_stream(&mut data, params, &*progress)
+                    .map_err(|err| data.error.take().unwrap_or(err))?;
                 e.flags |= FLAG_LISTS;
                 e.content = Content::Lists(lists);
             }
-            e.encode_into(&mut catalog).map_err(|err| RepoError::format(format!("entry of {}", String::from_utf8_lossy(&e.path)), err))?;
+            e.encode_into(&mut catalog).map_err(|err| {
+                RepoError::format(format!("entry of {}", String::from_utf8_lossy(&e.path)), err)
+            })?;
         }
         let lists = sink.store_stream(&catalog[..], sink.repo().chunker, &NoProgress)?;
         Ok(crate::repo::Content { lists, size, chunks: n })

@@ -9,7 +9,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
 fn unsupported(e: &io::Error) -> bool {
@@ -40,7 +41,9 @@ pub fn get_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut value = vec![0u8; 256];
         loop {
             // SAFETY: as above.
-            let m = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+            let m = unsafe {
+                libc::lgetxattr(c.as_ptr(), cn.as_ptr(), value.as_mut_ptr().cast(), value.len())
+            };
             if m >= 0 {
                 value.truncate(m as usize);
                 out.push((name.to_vec(), value));
@@ -65,7 +68,8 @@ pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
     let c = cpath(path)?;
     let cn = CString::new(name).map_err(|_| io::Error::other("bad xattr name"))?;
     // SAFETY: pointers and lengths describe live buffers.
-    let r = unsafe { libc::lsetxattr(c.as_ptr(), cn.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let r =
+        unsafe { libc::lsetxattr(c.as_ptr(), cn.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
@@ -111,10 +115,15 @@ pub fn mknod(path: &Path, mode: u32, rdev: u64) -> io::Result<()> {
 /// Sets access and modification time to `mtime_ns` without following a final symlink.
 pub fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
     let c = cpath(path)?;
-    let ts = libc::timespec { tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t, tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _ };
+    let ts = libc::timespec {
+        tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
+        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+    };
     let times = [ts, ts];
     // SAFETY: a valid C string and a two-element timespec array.
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let r = unsafe {
+        libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+    };
     if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
@@ -131,8 +140,10 @@ impl Owners {
             let mut m = std::collections::HashMap::new();
             for line in std::fs::read(file).unwrap_or_default().split(|b| *b == b'\n') {
                 let f: Vec<&[u8]> = line.split(|b| *b == b':').collect();
-                if let (Some(name), Some(id)) = (f.first(), f.get(2).and_then(|i| std::str::from_utf8(i).ok()?.parse::<u32>().ok()))
-                    && name.len() <= crate::format::tree::MAX_OWNER
+                if let (Some(name), Some(id)) = (
+                    f.first(),
+                    f.get(2).and_then(|i| std::str::from_utf8(i).ok()?.parse::<u32>().ok()),
+                ) && name.len() <= crate::format::tree::MAX_OWNER
                 {
                     m.entry(id).or_insert_with(|| name.to_vec());
                 }

@@ -6,10 +6,12 @@ use std::io::Read;
 use std::sync::Arc;
 
 use crate::codec::chunker::chunk_slice;
-use crate::format::tree::{catalog_header, Content, Entry, Kind, FLAG_LISTS};
-use crate::repo::{BackupStats, ChunkSink, NoProgress, Progress, RepoError, Repository, Result, SnapshotMeta};
-use crate::format::snapshot::Snapshot;
 use crate::format::Id;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Content, Entry, FLAG_LISTS, Kind, catalog_header};
+use crate::repo::{
+    BackupStats, ChunkSink, NoProgress, Progress, RepoError, Repository, Result, SnapshotMeta,
+};
 
 const SMALL_FILE: u64 = 8 << 20;
 
@@ -20,7 +22,12 @@ fn stored_path(raw: &[u8]) -> Result<Option<Vec<u8>>> {
     for p in raw.split(|b| *b == b'/') {
         match p {
             b"" | b"." => {}
-            b".." => return Err(RepoError::Source { path: String::from_utf8_lossy(raw).into_owned(), reason: "tar member with a `..` component; refused".into() }),
+            b".." => {
+                return Err(RepoError::Source {
+                    path: String::from_utf8_lossy(raw).into_owned(),
+                    reason: "tar member with a `..` component; refused".into(),
+                });
+            }
             p => parts.push(p),
         }
     }
@@ -34,7 +41,9 @@ fn bad(what: &str, e: impl std::fmt::Display) -> RepoError {
 fn entry_of<R: Read>(en: &mut tar::Entry<R>) -> Result<Option<Entry>> {
     let h = en.header().clone();
     let kind = match h.entry_type() {
-        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => Kind::File,
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            Kind::File
+        }
         tar::EntryType::Directory => Kind::Dir,
         tar::EntryType::Symlink => Kind::Symlink,
         tar::EntryType::Link => Kind::Hardlink,
@@ -48,14 +57,22 @@ fn entry_of<R: Read>(en: &mut tar::Entry<R>) -> Result<Option<Entry>> {
     e.mode = h.mode().map_err(|x| bad("tar header mode", x))? & 0o7777;
     e.uid = h.uid().map_err(|x| bad("tar header uid", x))? as u32;
     e.gid = h.gid().map_err(|x| bad("tar header gid", x))? as u32;
-    e.mtime_ns = (h.mtime().map_err(|x| bad("tar header mtime", x))? as i64).saturating_mul(1_000_000_000);
+    e.mtime_ns =
+        (h.mtime().map_err(|x| bad("tar header mtime", x))? as i64).saturating_mul(1_000_000_000);
     e.user = h.username_bytes().unwrap_or_default().to_vec();
     e.group = h.groupname_bytes().unwrap_or_default().to_vec();
     if let Some(l) = en.link_name_bytes() {
-        e.link = if kind == Kind::Hardlink { stored_path(&l)?.unwrap_or_default() } else { l.into_owned() };
+        e.link = if kind == Kind::Hardlink {
+            stored_path(&l)?.unwrap_or_default()
+        } else {
+            l.into_owned()
+        };
     }
     if matches!(kind, Kind::CharDev | Kind::BlockDev) {
-        let (ma, mi) = (h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0));
+        let (ma, mi) = (
+            h.device_major().ok().flatten().unwrap_or(0),
+            h.device_minor().ok().flatten().unwrap_or(0),
+        );
         e.rdev = libc::makedev(ma, mi);
     }
     if let Some(pax) = en.pax_extensions().map_err(|x| bad("tar pax header", x))? {
@@ -63,7 +80,9 @@ fn entry_of<R: Read>(en: &mut tar::Entry<R>) -> Result<Option<Entry>> {
             let ext = ext.map_err(|x| bad("tar pax header", x))?;
             let key = ext.key_bytes();
             if key == b"mtime" {
-                if let Some(ns) = std::str::from_utf8(ext.value_bytes()).ok().and_then(parse_pax_time) {
+                if let Some(ns) =
+                    std::str::from_utf8(ext.value_bytes()).ok().and_then(parse_pax_time)
+                {
                     e.mtime_ns = ns;
                 }
             } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
@@ -91,7 +110,11 @@ fn parse_pax_time(s: &str) -> Option<i64> {
     Some(secs.saturating_mul(1_000_000_000) + if secs < 0 { -nanos } else { nanos })
 }
 
-fn store_archive(sink: &mut ChunkSink, input: Box<dyn Read + Send>, progress: &dyn Progress) -> Result<crate::repo::Content> {
+fn store_archive(
+    sink: &mut ChunkSink,
+    input: Box<dyn Read + Send>,
+    progress: &dyn Progress,
+) -> Result<crate::repo::Content> {
     let mut ar = tar::Archive::new(input);
     let mut catalog = catalog_header();
     let (mut size, mut n) = (0u64, 0u64);
@@ -106,13 +129,16 @@ fn store_archive(sink: &mut ChunkSink, input: Box<dyn Read + Send>, progress: &d
                 en.read_to_end(&mut data).map_err(|x| bad("tar member", x))?;
                 progress.bytes_done(data.len() as u64);
                 let chunks = chunk_slice(&data, &sink.repo().gear, repo_params);
-                e.content = Content::Inline(sink.store_files(vec![chunks])?.pop().unwrap_or_default());
+                e.content =
+                    Content::Inline(sink.store_files(vec![chunks])?.pop().unwrap_or_default());
             } else {
                 e.content = Content::Lists(sink.store_stream(&mut en, repo_params, progress)?);
                 e.flags |= FLAG_LISTS;
             }
         }
-        e.encode_into(&mut catalog).map_err(|x| RepoError::format(format!("tar member {}", String::from_utf8_lossy(&e.path)), x))?;
+        e.encode_into(&mut catalog).map_err(|x| {
+            RepoError::format(format!("tar member {}", String::from_utf8_lossy(&e.path)), x)
+        })?;
         n += 1;
     }
     let lists = sink.store_stream(&catalog[..], sink.repo().chunker, &NoProgress)?;
@@ -120,7 +146,12 @@ fn store_archive(sink: &mut ChunkSink, input: Box<dyn Read + Send>, progress: &d
 }
 
 /// Stores the tar stream `input` as a tree snapshot.
-pub async fn run(repo: Arc<Repository>, input: Box<dyn Read + Send>, meta: SnapshotMeta, progress: Arc<dyn Progress>) -> Result<(Id, Snapshot, BackupStats)> {
+pub async fn run(
+    repo: Arc<Repository>,
+    input: Box<dyn Read + Send>,
+    meta: SnapshotMeta,
+    progress: Arc<dyn Progress>,
+) -> Result<(Id, Snapshot, BackupStats)> {
     let body = move |sink: &mut ChunkSink| store_archive(sink, input, &*progress);
     super::commit_tree(repo, meta, body, async { Ok(()) }).await
 }

@@ -9,16 +9,21 @@ pub mod tar;
 
 use std::sync::Arc;
 
-use crate::format::snapshot::{Snapshot, SnapshotKind};
 use crate::format::Id;
+use crate::format::snapshot::{Snapshot, SnapshotKind};
 use crate::ops::backup::{lease_still_fresh, under_lease};
 use crate::repo::lease::condemned_packs;
-use crate::repo::{backup_with, BackupStats, ChunkSink, Content, Repository, Result, SnapshotMeta};
+use crate::repo::{BackupStats, ChunkSink, Content, Repository, Result, SnapshotMeta, backup_with};
 
 /// Commits a tree snapshot whose files and catalog `body` stores, under a backup lease (so
 /// a prune cannot delete what it deduplicates against). `ready` must succeed too before the
 /// snapshot is written (for `copy`: the source delivered everything).
-pub(crate) async fn commit_tree<F>(repo: Arc<Repository>, meta: SnapshotMeta, body: F, ready: impl Future<Output = Result<()>>) -> Result<(Id, Snapshot, BackupStats)>
+pub(crate) async fn commit_tree<F>(
+    repo: Arc<Repository>,
+    meta: SnapshotMeta,
+    body: F,
+    ready: impl Future<Output = Result<()>>,
+) -> Result<(Id, Snapshot, BackupStats)>
 where
     F: FnOnce(&mut ChunkSink) -> Result<Content> + Send + 'static,
 {

@@ -19,9 +19,9 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::fsmeta;
+use crate::format::Id;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Content, Entry, Kind};
-use crate::format::Id;
 use crate::ops::SnapshotInfo;
 use crate::repo::{OrderedReader, Progress, RepoError, Repository, Result};
 
@@ -48,7 +48,10 @@ pub struct TreeRestoreOptions {
 
 /// A stored path as a safe relative path, or an error naming it.
 pub fn safe_path(stored: &[u8]) -> Result<PathBuf> {
-    let bad = |why: &str| RepoError::Target { path: String::from_utf8_lossy(stored).into_owned(), reason: format!("unsafe path in the snapshot ({why}); refused") };
+    let bad = |why: &str| RepoError::Target {
+        path: String::from_utf8_lossy(stored).into_owned(),
+        reason: format!("unsafe path in the snapshot ({why}); refused"),
+    };
     if stored.is_empty() || stored.starts_with(b"/") {
         return Err(bad("absolute or empty"));
     }
@@ -64,21 +67,34 @@ pub fn safe_path(stored: &[u8]) -> Result<PathBuf> {
 }
 
 fn include_bytes(include: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
-    include.iter().map(|p| super::backup::relative(p).map(|r| r.as_os_str().as_bytes().to_vec())).collect()
+    include
+        .iter()
+        .map(|p| super::backup::relative(p).map(|r| r.as_os_str().as_bytes().to_vec()))
+        .collect()
 }
 
 fn under(path: &[u8], prefix: &[u8]) -> bool {
-    prefix.is_empty() || path == prefix || (path.starts_with(prefix) && path.get(prefix.len()) == Some(&b'/'))
+    prefix.is_empty()
+        || path == prefix
+        || (path.starts_with(prefix) && path.get(prefix.len()) == Some(&b'/'))
 }
 
 /// The entries at or below `prefix` (all for an empty prefix).
-pub async fn list(repo: &Arc<Repository>, id: &Id, snap: &Snapshot, prefix: &Path) -> Result<Vec<Entry>> {
+pub async fn list(
+    repo: &Arc<Repository>,
+    id: &Id,
+    snap: &Snapshot,
+    prefix: &Path,
+) -> Result<Vec<Entry>> {
     let label = crate::ops::snapshot_label(id, snap);
     let prefix = include_bytes(&[prefix.to_path_buf()])?.remove(0);
     let entries = crate::repo::tree::read_entries(repo, snap, &label).await?;
     let out: Vec<Entry> = entries.into_iter().filter(|e| under(&e.path, &prefix)).collect();
     if out.is_empty() && !prefix.is_empty() {
-        return Err(RepoError::Target { path: String::from_utf8_lossy(&prefix).into_owned(), reason: format!("not in {label}") });
+        return Err(RepoError::Target {
+            path: String::from_utf8_lossy(&prefix).into_owned(),
+            reason: format!("not in {label}"),
+        });
     }
     Ok(out)
 }
@@ -86,7 +102,11 @@ pub async fn list(repo: &Arc<Repository>, id: &Id, snap: &Snapshot, prefix: &Pat
 /// The entries to restore, with hard links whose first name is not restored turned into
 /// files of their own.
 pub(super) fn select(entries: Vec<Entry>, include: &[Vec<u8>]) -> Result<Vec<Entry>> {
-    let files: HashMap<Vec<u8>, Entry> = entries.iter().filter(|e| e.kind() == Kind::File).map(|e| (e.path.clone(), e.clone())).collect();
+    let files: HashMap<Vec<u8>, Entry> = entries
+        .iter()
+        .filter(|e| e.kind() == Kind::File)
+        .map(|e| (e.path.clone(), e.clone()))
+        .collect();
     let mut out = Vec::new();
     let mut restored: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
     for mut e in entries {
@@ -95,7 +115,10 @@ pub(super) fn select(entries: Vec<Entry>, include: &[Vec<u8>]) -> Result<Vec<Ent
         }
         safe_path(&e.path)?;
         if e.kind() == Kind::Hardlink && !restored.contains(&e.link) {
-            let first = files.get(&e.link).ok_or_else(|| RepoError::Target { path: String::from_utf8_lossy(&e.path).into_owned(), reason: "hard link to a file the snapshot does not hold".into() })?;
+            let first = files.get(&e.link).ok_or_else(|| RepoError::Target {
+                path: String::from_utf8_lossy(&e.path).into_owned(),
+                reason: "hard link to a file the snapshot does not hold".into(),
+            })?;
             let path = std::mem::take(&mut e.path);
             e = first.clone();
             e.path = path;
@@ -116,41 +139,76 @@ fn check_parents(target: &Path, rel: &Path) -> Result<()> {
         p.push(c);
         match fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(RepoError::Target { path: p.display().to_string(), reason: "is a symlink; refusing to restore below it".into() });
+                return Err(RepoError::Target {
+                    path: p.display().to_string(),
+                    reason: "is a symlink; refusing to restore below it".into(),
+                });
             }
-            Ok(m) if !m.is_dir() => return Err(RepoError::Target { path: p.display().to_string(), reason: "is not a directory".into() }),
+            Ok(m) if !m.is_dir() => {
+                return Err(RepoError::Target {
+                    path: p.display().to_string(),
+                    reason: "is not a directory".into(),
+                });
+            }
             Ok(_) => {}
             Err(_) => {
-                fs::create_dir(&p).map_err(|e| RepoError::Target { path: p.display().to_string(), reason: e.to_string() })?;
+                fs::create_dir(&p).map_err(|e| RepoError::Target {
+                    path: p.display().to_string(),
+                    reason: e.to_string(),
+                })?;
             }
         }
     }
     Ok(())
 }
 
-pub async fn run(repo: Arc<Repository>, id: &Id, snap: &Snapshot, opts: TreeRestoreOptions, progress: Arc<dyn Progress>) -> Result<TreeRestoreReport> {
+pub async fn run(
+    repo: Arc<Repository>,
+    id: &Id,
+    snap: &Snapshot,
+    opts: TreeRestoreOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<TreeRestoreReport> {
     let start = Instant::now();
     let label = crate::ops::snapshot_label(id, snap);
     let include = include_bytes(&opts.include)?;
     let entries = crate::repo::tree::read_entries(&repo, snap, &label).await?;
     let plan = select(entries, &include)?;
     if plan.is_empty() {
-        return Err(RepoError::Target { path: opts.include.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), reason: format!("not in {label}") });
+        return Err(RepoError::Target {
+            path: opts
+                .include
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            reason: format!("not in {label}"),
+        });
     }
-    fs::create_dir_all(&opts.target).map_err(|e| RepoError::Target { path: opts.target.display().to_string(), reason: e.to_string() })?;
+    fs::create_dir_all(&opts.target).map_err(|e| RepoError::Target {
+        path: opts.target.display().to_string(),
+        reason: e.to_string(),
+    })?;
     if !opts.overwrite {
         for e in &plan {
             let p = opts.target.join(safe_path(&e.path)?);
             if let Ok(m) = fs::symlink_metadata(&p)
                 && replaces(e, &m)
             {
-                return Err(RepoError::Target { path: p.display().to_string(), reason: "already exists; nothing was restored (use --overwrite to replace)".into() });
+                return Err(RepoError::Target {
+                    path: p.display().to_string(),
+                    reason: "already exists; nothing was restored (use --overwrite to replace)"
+                        .into(),
+                });
             }
         }
     }
     let contents: Vec<Content> = plan.iter().map(|e| e.content.clone()).collect();
     let target = opts.target.clone();
-    let mut report = read_contents(&repo, &label, contents, move |chunks| write_tree(&target, plan, chunks, opts.overwrite, &*progress)).await?;
+    let mut report = read_contents(&repo, &label, contents, move |chunks| {
+        write_tree(&target, plan, chunks, opts.overwrite, &*progress)
+    })
+    .await?;
     report.snapshot = Some(SnapshotInfo::new(id, snap));
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
@@ -172,16 +230,27 @@ async fn feed(reader: &mut OrderedReader, contents: &[Content]) -> Result<()> {
 
 /// Starts fetching the chunks of `contents`, in order; the returned [`Chunks`] yields them.
 /// The task's error (a missing or damaged chunk) comes back when it is awaited.
-pub(super) fn spawn_feed(repo: &Arc<Repository>, label: &str, contents: Vec<Content>) -> (tokio::task::JoinHandle<Result<()>>, Chunks) {
+pub(super) fn spawn_feed(
+    repo: &Arc<Repository>,
+    label: &str,
+    contents: Vec<Content>,
+) -> (tokio::task::JoinHandle<Result<()>>, Chunks) {
     let (mut reader, rx) = OrderedReader::new(repo.clone(), label);
     let task = tokio::spawn(async move { feed(&mut reader, &contents).await });
     (task, Chunks::new(rx))
 }
 
 /// Runs `consume` on a blocking thread over the chunks of `contents`, fetched concurrently.
-pub(super) async fn read_contents<T: Send + 'static>(repo: &Arc<Repository>, label: &str, contents: Vec<Content>, consume: impl FnOnce(Chunks) -> Result<T> + Send + 'static) -> Result<T> {
+pub(super) async fn read_contents<T: Send + 'static>(
+    repo: &Arc<Repository>,
+    label: &str,
+    contents: Vec<Content>,
+    consume: impl FnOnce(Chunks) -> Result<T> + Send + 'static,
+) -> Result<T> {
     let (fed, chunks) = spawn_feed(repo, label, contents);
-    let consumed = tokio::task::spawn_blocking(move || consume(chunks)).await.map_err(|e| RepoError::Internal(e.to_string()))?;
+    let consumed = tokio::task::spawn_blocking(move || consume(chunks))
+        .await
+        .map_err(|e| RepoError::Internal(e.to_string()))?;
     // a failed fetch (a damaged or missing chunk) is the cause of the consumer's failure
     fed.await.map_err(|e| RepoError::Internal(e.to_string()))??;
     consumed
@@ -207,7 +276,9 @@ impl Chunks {
                 Some(c) => (self.current, self.at) = (c, 0),
                 None => match self.rx.blocking_recv() {
                     Some(g) => self.group = g.into_iter(),
-                    None => return Err(RepoError::Internal("the chunk feeder stopped early".into())),
+                    None => {
+                        return Err(RepoError::Internal("the chunk feeder stopped early".into()));
+                    }
                 },
             }
         }
@@ -219,13 +290,21 @@ impl Chunks {
     /// A file's content must end where one of its chunks ends.
     fn end_file(&self, e: &Entry) -> Result<()> {
         if self.at != self.current.len() {
-            return Err(RepoError::Corrupt { object: String::from_utf8_lossy(&e.path).into_owned(), reason: "stored content is longer than the file".into() });
+            return Err(RepoError::Corrupt {
+                object: String::from_utf8_lossy(&e.path).into_owned(),
+                reason: "stored content is longer than the file".into(),
+            });
         }
         Ok(())
     }
 
     /// Writes a file's data at its offsets; the holes of a sparse file are left as holes.
-    fn copy_to(&mut self, e: &Entry, out: &mut (impl Write + Seek), progress: &dyn Progress) -> Result<u64> {
+    fn copy_to(
+        &mut self,
+        e: &Entry,
+        out: &mut (impl Write + Seek),
+        progress: &dyn Progress,
+    ) -> Result<u64> {
         for (off, len) in e.data_extents() {
             out.seek(SeekFrom::Start(off)).map_err(RepoError::Output)?;
             let mut left = len as usize;
@@ -255,7 +334,12 @@ pub(super) struct ContentReader<'a> {
 }
 
 impl<'a> ContentReader<'a> {
-    pub(super) fn new(entry: &'a Entry, chunks: &'a mut Chunks, holes: bool, progress: &'a dyn Progress) -> ContentReader<'a> {
+    pub(super) fn new(
+        entry: &'a Entry,
+        chunks: &'a mut Chunks,
+        holes: bool,
+        progress: &'a dyn Progress,
+    ) -> ContentReader<'a> {
         let mut segments = Vec::new();
         if holes {
             let mut pos = 0;
@@ -267,7 +351,14 @@ impl<'a> ContentReader<'a> {
         } else {
             segments.push((entry.data_len(), true));
         }
-        ContentReader { chunks, entry, progress, segments: segments.into_iter(), current: None, error: None }
+        ContentReader {
+            chunks,
+            entry,
+            progress,
+            segments: segments.into_iter(),
+            current: None,
+            error: None,
+        }
     }
 
     fn fail(&mut self, e: RepoError) -> io::Error {
@@ -323,7 +414,13 @@ fn target_err(p: &Path) -> impl Fn(io::Error) -> RepoError + '_ {
     move |e| RepoError::Target { path: p.display().to_string(), reason: e.to_string() }
 }
 
-fn write_tree(target: &Path, plan: Vec<Entry>, mut chunks: Chunks, overwrite: bool, progress: &dyn Progress) -> Result<TreeRestoreReport> {
+fn write_tree(
+    target: &Path,
+    plan: Vec<Entry>,
+    mut chunks: Chunks,
+    overwrite: bool,
+    progress: &dyn Progress,
+) -> Result<TreeRestoreReport> {
     let mut r = TreeRestoreReport::default();
     let mut dirs = Vec::new();
     for e in plan {
@@ -335,9 +432,13 @@ fn write_tree(target: &Path, plan: Vec<Entry>, mut chunks: Chunks, overwrite: bo
             && replaces(&e, m)
         {
             if !overwrite {
-                return Err(RepoError::Target { path: p.display().to_string(), reason: "appeared during the restore; not replaced".into() });
+                return Err(RepoError::Target {
+                    path: p.display().to_string(),
+                    reason: "appeared during the restore; not replaced".into(),
+                });
             }
-            if m.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) }.map_err(target_err(&p))?;
+            if m.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) }
+                .map_err(target_err(&p))?;
         }
         match e.kind() {
             Kind::Dir => {
@@ -349,7 +450,13 @@ fn write_tree(target: &Path, plan: Vec<Entry>, mut chunks: Chunks, overwrite: bo
                 continue;
             }
             Kind::File => {
-                let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&p).map_err(target_err(&p))?;
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&p)
+                    .map_err(target_err(&p))?;
                 r.bytes += chunks.copy_to(&e, &mut f, progress)?;
                 f.set_len(e.size).map_err(target_err(&p))?;
                 r.files += 1;
@@ -361,7 +468,8 @@ fn write_tree(target: &Path, plan: Vec<Entry>, mut chunks: Chunks, overwrite: bo
                 continue; // the metadata is the first name's
             }
             Kind::Symlink => {
-                std::os::unix::fs::symlink(OsStr::from_bytes(&e.link), &p).map_err(target_err(&p))?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&e.link), &p)
+                    .map_err(target_err(&p))?;
                 r.other += 1;
             }
             Kind::CharDev | Kind::BlockDev | Kind::Fifo => {
@@ -409,27 +517,52 @@ fn apply_meta(p: &Path, e: &Entry, warnings: &mut Vec<String>) {
 }
 
 /// Writes one file of a tree snapshot (holes as zeros) to `out`.
-pub async fn run_file<W: Write + Send + 'static>(repo: Arc<Repository>, id: &Id, snap: &Snapshot, path: &Path, out: W, progress: Arc<dyn Progress>) -> Result<TreeRestoreReport> {
+pub async fn run_file<W: Write + Send + 'static>(
+    repo: Arc<Repository>,
+    id: &Id,
+    snap: &Snapshot,
+    path: &Path,
+    out: W,
+    progress: Arc<dyn Progress>,
+) -> Result<TreeRestoreReport> {
     let start = Instant::now();
     let label = crate::ops::snapshot_label(id, snap);
     let want = include_bytes(&[path.to_path_buf()])?.remove(0);
     let entries = crate::repo::tree::read_entries(&repo, snap, &label).await?;
-    let not_found = || RepoError::Target { path: path.display().to_string(), reason: format!("not in {label}") };
+    let not_found = || RepoError::Target {
+        path: path.display().to_string(),
+        reason: format!("not in {label}"),
+    };
     let mut e = entries.iter().find(|e| e.path == want).cloned().ok_or_else(not_found)?;
     if e.kind() == Kind::Hardlink {
-        e = entries.iter().find(|f| f.path == e.link && f.kind() == Kind::File).cloned().ok_or_else(not_found)?;
+        e = entries
+            .iter()
+            .find(|f| f.path == e.link && f.kind() == Kind::File)
+            .cloned()
+            .ok_or_else(not_found)?;
     }
     if e.kind() != Kind::File {
-        return Err(RepoError::Target { path: path.display().to_string(), reason: format!("is a {:?}, not a file: restore it with --target DIR", e.kind()).to_lowercase() });
+        return Err(RepoError::Target {
+            path: path.display().to_string(),
+            reason: format!("is a {:?}, not a file: restore it with --target DIR", e.kind())
+                .to_lowercase(),
+        });
     }
     let e2 = e.clone();
     let bytes = read_contents(&repo, &label, vec![e.content.clone()], move |mut chunks| {
         let mut out = out;
         let mut r = ContentReader::new(&e2, &mut chunks, true, &*progress);
-        io::copy(&mut r, &mut out).map_err(|err| r.error.take().unwrap_or(RepoError::Output(err)))?;
+        io::copy(&mut r, &mut out)
+            .map_err(|err| r.error.take().unwrap_or(RepoError::Output(err)))?;
         out.flush().map_err(RepoError::Output)?;
         Ok(e2.data_len())
     })
     .await?;
-    Ok(TreeRestoreReport { snapshot: Some(SnapshotInfo::new(id, snap)), files: 1, bytes, seconds: start.elapsed().as_secs_f64(), ..Default::default() })
+    Ok(TreeRestoreReport {
+        snapshot: Some(SnapshotInfo::new(id, snap)),
+        files: 1,
+        bytes,
+        seconds: start.elapsed().as_secs_f64(),
+        ..Default::default()
+    })
 }

@@ -10,26 +10,40 @@ use std::sync::Arc;
 
 use tar::{EntryType, Header};
 
-use super::restore::{read_contents, select, Chunks, ContentReader};
+use super::restore::{Chunks, ContentReader, read_contents, select};
+use crate::format::Id;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Content, Entry, Kind};
-use crate::format::Id;
 use crate::repo::{Progress, RepoError, Repository, Result};
 
 /// Writes the whole tree of `snap` as a tar stream to `out`; returns the bytes of file data.
-pub async fn write_tar<W: Write + Send + 'static>(repo: Arc<Repository>, id: &Id, snap: &Snapshot, out: W, progress: Arc<dyn Progress>) -> Result<u64> {
+pub async fn write_tar<W: Write + Send + 'static>(
+    repo: Arc<Repository>,
+    id: &Id,
+    snap: &Snapshot,
+    out: W,
+    progress: Arc<dyn Progress>,
+) -> Result<u64> {
     let label = crate::ops::snapshot_label(id, snap);
     let entries = crate::repo::tree::read_entries(&repo, snap, &label).await?;
     let plan = select(entries, &[])?;
     let contents: Vec<Content> = plan.iter().map(|e| e.content.clone()).collect();
-    read_contents(&repo, &label, contents, move |chunks| write_entries(plan, chunks, out, &*progress)).await
+    read_contents(&repo, &label, contents, move |chunks| {
+        write_entries(plan, chunks, out, &*progress)
+    })
+    .await
 }
 
 fn out_err(e: io::Error) -> RepoError {
     RepoError::Output(e)
 }
 
-fn write_entries<W: Write>(plan: Vec<Entry>, mut chunks: Chunks, out: W, progress: &dyn Progress) -> Result<u64> {
+fn write_entries<W: Write>(
+    plan: Vec<Entry>,
+    mut chunks: Chunks,
+    out: W,
+    progress: &dyn Progress,
+) -> Result<u64> {
     let mut b = tar::Builder::new(out);
     let mut bytes = 0;
     for e in plan {
@@ -51,7 +65,10 @@ fn write_entries<W: Write>(plan: Vec<Entry>, mut chunks: Chunks, out: W, progres
             h.as_old_mut().linkname[..n].copy_from_slice(&e.link[..n]);
         }
         let secs = e.mtime_ns.div_euclid(1_000_000_000);
-        pax.push(("mtime".into(), format!("{secs}.{:09}", e.mtime_ns.rem_euclid(1_000_000_000)).into_bytes()));
+        pax.push((
+            "mtime".into(),
+            format!("{secs}.{:09}", e.mtime_ns.rem_euclid(1_000_000_000)).into_bytes(),
+        ));
         for (n, v) in &e.xattrs {
             pax.push((format!("SCHILY.xattr.{}", String::from_utf8_lossy(n)), v.clone()));
         }
@@ -77,7 +94,8 @@ fn write_entries<W: Write>(plan: Vec<Entry>, mut chunks: Chunks, out: W, progres
         h.set_entry_type(kind);
         h.set_size(size);
         if matches!(e.kind(), Kind::CharDev | Kind::BlockDev) {
-            let (major, minor) = (libc::major(e.rdev as libc::dev_t), libc::minor(e.rdev as libc::dev_t));
+            let (major, minor) =
+                (libc::major(e.rdev as libc::dev_t), libc::minor(e.rdev as libc::dev_t));
             h.set_device_major(major).map_err(out_err)?;
             h.set_device_minor(minor).map_err(out_err)?;
         }
@@ -85,7 +103,8 @@ fn write_entries<W: Write>(plan: Vec<Entry>, mut chunks: Chunks, out: W, progres
             pax.push(("size".into(), size.to_string().into_bytes()));
         }
         h.set_cksum();
-        b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).map_err(out_err)?;
+        b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+            .map_err(out_err)?;
         if e.kind() == Kind::File {
             let mut r = ContentReader::new(&e, &mut chunks, true, progress);
             b.append(&h, &mut r).map_err(|err| r.error.take().unwrap_or(RepoError::Output(err)))?;
