@@ -193,9 +193,14 @@ fn stale_cache_entries_are_detected_and_rebuilt() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let backend = repo::backend::from_url(f.repo().to_str().unwrap()).unwrap();
-        let r = repo::repo::Repository::open(backend, Some(f.password.as_bytes()), Some(f.cache()))
-            .await
-            .unwrap();
+        let r = repo::repo::Repository::open(
+            backend,
+            Some(f.password.as_bytes()),
+            Some(f.cache()),
+            repo::repo::Access::Read,
+        )
+        .await
+        .unwrap();
         for p in f.files("index") {
             let id = repo::format::Id::from_hex(&p.file_name().unwrap().to_string_lossy()).unwrap();
             let mut file = repo::repo::load_index_file(&r, &id).await.unwrap();

@@ -143,7 +143,13 @@ fn unencrypted_repository_round_trips_and_stores_plaintext() {
         packs.windows(19).any(|w| w == b"visible_marker_text"),
         "unencrypted, incompressible-enough text is visible"
     );
-    assert_eq!(f.restore("latest"), text);
+    let mut c = f.cmd(&["restore", "latest"]);
+    c.env_remove("REPO_PASSWORD");
+    assert_eq!(run_with_input(c, b"").ok().stdout, text);
+    // a password means "encrypted": the clear key file is refused, naming it
+    let r = f.run(&["restore", "latest"], b"");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("not password-protected"), "{}", r.stderr);
 }
 
 #[test]

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use ::repo::backend::{Backend, FaultBackend, MemBackend};
 use ::repo::repo::{
-    self as engine, InitOptions, NoProgress, SnapshotFilter, backup_stream, list_snapshots,
+    self as engine, Access, InitOptions, NoProgress, Repository, SnapshotFilter, backup_stream,
+    list_snapshots,
 };
 
 #[path = "common/mod.rs"]
@@ -32,34 +33,45 @@ async fn backup_killed_at_every_write_point_leaves_a_usable_repository() {
     let v1 = common::noise(400_000, 1);
     let mut v2 = v1.clone();
     v2.extend(common::noise(600_000, 2));
-    let r = open(base.clone(), tmp.path()).await;
+    let r = open(base.clone(), tmp.path(), Access::Backup).await;
     backup_stream(
         r.clone(),
         std::io::Cursor::new(v1.clone()),
         meta("a"),
         Arc::new(NoProgress),
-        Default::default(),
         async { Ok(()) },
     )
     .await
     .unwrap();
-    drop(r);
+    r.close().await;
 
     let mut points = 0;
     for allowed in 0.. {
         let fault = Arc::new(FaultBackend::new(base.clone(), allowed));
-        let r = open(fault.clone(), tmp.path()).await;
-        let res = backup_stream(
-            r.clone(),
-            std::io::Cursor::new(v2.clone()),
-            meta("b"),
-            Arc::new(NoProgress),
-            Default::default(),
-            async { Ok(()) },
+        // the first write is the lease: a process killed there never opened the repository
+        let res = match Repository::open(
+            fault.clone(),
+            Some(b"pw"),
+            Some(tmp.path().to_path_buf()),
+            Access::Backup,
         )
-        .await;
-        drop(r);
-        let r = open(base.clone(), tmp.path()).await;
+        .await
+        {
+            Ok(r) => {
+                let r = Arc::new(r);
+                backup_stream(
+                    r.clone(),
+                    std::io::Cursor::new(v2.clone()),
+                    meta("b"),
+                    Arc::new(NoProgress),
+                    async { Ok(()) },
+                )
+                .await
+                .map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        let r = open(base.clone(), tmp.path(), Access::Backup).await;
         let snaps = list_snapshots(&r, &SnapshotFilter::default()).await.unwrap();
         assert_eq!(restore(&r, "a").await, v1, "committed snapshot intact after {allowed} writes");
         if res.is_ok() {
@@ -72,13 +84,12 @@ async fn backup_killed_at_every_write_point_leaves_a_usable_repository() {
     }
     assert!(points >= 5, "the test covered {points} kill points");
     // and the repository takes the next backup
-    let r = open(base.clone(), tmp.path()).await;
+    let r = open(base.clone(), tmp.path(), Access::Backup).await;
     backup_stream(
         r.clone(),
         std::io::Cursor::new(v2.clone()),
         meta("c"),
         Arc::new(NoProgress),
-        Default::default(),
         async { Ok(()) },
     )
     .await
@@ -92,13 +103,12 @@ async fn a_failing_commit_gate_writes_no_snapshot() {
     let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
     let opts = InitOptions { kdf: engine::codec_kdf_for_tests(), ..InitOptions::default() };
     engine::init(&base, Some(b"pw"), &opts).await.unwrap();
-    let r = open(base.clone(), tmp.path()).await;
+    let r = open(base.clone(), tmp.path(), Access::Backup).await;
     let res = backup_stream(
         r.clone(),
         std::io::Cursor::new(vec![1u8; 1000]),
         meta("x"),
         Arc::new(NoProgress),
-        Default::default(),
         async {
             Err(engine::RepoError::CommandFailed {
                 command: "pg_dump".into(),

@@ -180,3 +180,48 @@ fn backups_and_prunes_in_loops_every_committed_snapshot_restores() {
     }
     assert_eq!(f.run(&["--json", "check", "--read-data"], b"").ok().json()["ok"], true);
 }
+
+/// The reported failure: `repo restore latest | slow consumer` while another shell runs
+/// `repo forget --keep-last 1 && repo prune --max-unused 0`. The restore is held on a full
+/// pipe while the prune repacks the snapshot it reads; it must still deliver every byte.
+#[test]
+fn restore_into_a_slow_consumer_survives_forget_and_a_repacking_prune() {
+    use std::io::Read;
+    let f = Fixture::with_init(&["--pack-size", "131072", "--chunk-avg", "4096"]);
+    // the older dump shares every other block with the kept one, so packs are partly used;
+    // 4.8 MB kept: far more than the restore fetches ahead (8 groups of at most one 128 KiB
+    // pack) and the pipe holds
+    let mut old = Vec::new();
+    let mut kept = Vec::new();
+    for i in 0..600u64 {
+        let block = noise(8000, i);
+        old.extend(&block);
+        old.extend(noise(8000, 10_000 + i));
+        kept.extend(&block);
+    }
+    f.backup("db", &old);
+    f.backup("db", &kept);
+    let mut restore = f.cmd(&["restore", "latest", "--name", "db"]);
+    restore.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = restore.spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    // the consumer reads a little, then stalls while the prune runs
+    let mut got = vec![0u8; 4096];
+    out.read_exact(&mut got).unwrap();
+    f.run(&["forget", "--keep-last", "1", "--name", "db"], b"").ok();
+    let p = f.run(&["--json", "prune", "--max-unused", "0"], b"").ok().json();
+    assert!(p["packs_repacked"].as_u64().unwrap() > 0, "{p}");
+    assert_eq!(p["records_waiting"], 1, "the restore's lease holds the sweep: {p}");
+    out.read_to_end(&mut got).unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(got == kept, "the restore delivered {} of {} bytes", got.len(), kept.len());
+    // the restore has ended: the next prune frees the space, and everything still restores
+    let p = f.run(&["--json", "prune", "--max-unused", "0"], b"").ok().json();
+    assert!(p["packs_deleted"].as_u64().unwrap() > 0, "{p}");
+    assert_eq!(f.restore("latest"), kept);
+    assert_eq!(f.run(&["--json", "check", "--read-data"], b"").ok().json()["ok"], true);
+    assert!(f.files("locks").is_empty(), "every lease was removed: {:?}", f.files("locks"));
+}

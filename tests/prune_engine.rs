@@ -10,7 +10,7 @@ use ::repo::ops::check::{self, CheckOptions};
 use ::repo::ops::prune::{self, PruneOptions};
 use ::repo::repo::lease::Lease;
 use ::repo::repo::{
-    self as engine, InitOptions, NoProgress, Repository, SnapshotFilter, backup_stream,
+    self as engine, Access, InitOptions, NoProgress, Repository, SnapshotFilter, backup_stream,
     list_snapshots,
 };
 
@@ -26,7 +26,6 @@ async fn backup(r: &Arc<Repository>, name: &str, data: &[u8]) -> ::repo::format:
         std::io::Cursor::new(data.to_vec()),
         meta(name),
         Arc::new(NoProgress),
-        Default::default(),
         async { Ok(()) },
     )
     .await
@@ -61,13 +60,13 @@ async fn data_a_running_backup_deduplicated_against_is_resurrected_not_deleted()
     let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
     engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
     let data = common::noise(300_000, 1);
-    let r = open(base.clone(), tmp.path()).await;
+    let r = open(base.clone(), tmp.path(), Access::Backup).await;
     let first = backup(&r, "db", &data).await;
     backup(&r, "other", b"something else").await;
 
     // backup B starts: lease first, then (no prune record yet) it knows every pack
     let b_lease = Lease::acquire(base.clone(), LeaseKind::Backup).await.unwrap();
-    let b_repo = open(base.clone(), &tmp.path().join("b")).await;
+    let b_repo = open(base.clone(), &tmp.path().join("b"), Access::Backup).await;
 
     // the only snapshot needing `data` is forgotten; prune condemns its packs but must wait for B
     base.delete(&engine::paths::snapshot(&first)).await.unwrap();
@@ -80,18 +79,18 @@ async fn data_a_running_backup_deduplicated_against_is_resurrected_not_deleted()
         std::io::Cursor::new(data.clone()),
         meta("db"),
         Arc::new(NoProgress),
-        Default::default(),
         async { Ok(()) },
     )
     .await
     .unwrap();
     assert_eq!(stats.new_chunks, 0, "B stored nothing new: it relies on condemned packs");
     b_lease.release().await;
+    b_repo.close().await;
 
     // the next prune sees B's snapshot, keeps (resurrects) those packs, deletes the rest
     let p = prune::run(r.clone(), &PruneOptions::default()).await.unwrap();
     assert!(p.packs_resurrected > 0, "{p:?}");
-    let r2 = open(base.clone(), &tmp.path().join("fresh")).await;
+    let r2 = open(base.clone(), &tmp.path().join("fresh"), Access::Backup).await;
     assert_eq!(restore(&r2, "db").await, data);
     clean(&r2).await;
 }
@@ -108,7 +107,7 @@ async fn prune_stopped_at_every_write_point_loses_nothing_and_a_rerun_finishes()
             v.extend(common::noise(60_000, 11));
             v
         };
-        let r = open(base.clone(), tmp.path()).await;
+        let r = open(base.clone(), tmp.path(), Access::Backup).await;
         for i in 0..3u64 {
             let mut v = common::noise(100_000, 10);
             v.extend(common::noise(60_000, 20 + i));
@@ -116,18 +115,19 @@ async fn prune_stopped_at_every_write_point_loses_nothing_and_a_rerun_finishes()
             base.delete(&engine::paths::snapshot(&id)).await.unwrap(); // forgotten
         }
         backup(&r, "keep", &keep).await;
-        drop(r);
+        r.close().await;
 
         let fault: Arc<dyn Backend> =
             Arc::new(FaultBackend::counting_deletes(base.clone(), allowed));
-        let rf = open(fault, &tmp.path().join("f")).await;
+        // unleased: the prune's own lease is then its first write (a kill point too)
+        let rf = open(fault, &tmp.path().join("f"), Access::Unleased).await;
         let res = prune::run(rf, &PruneOptions { dry_run: false, max_unused: 0.0 }).await;
 
         // the killed prune's lease expires (30 minutes); the repository must be intact
         for l in base.list("locks/").await.unwrap() {
             base.delete(&l.path).await.unwrap();
         }
-        let r = open(base.clone(), &tmp.path().join("after")).await;
+        let r = open(base.clone(), &tmp.path().join("after"), Access::Backup).await;
         assert_eq!(restore(&r, "keep").await, keep, "after {allowed} writes");
         clean(&r).await;
         assert_eq!(list_snapshots(&r, &SnapshotFilter::default()).await.unwrap().len(), 1);
@@ -140,7 +140,7 @@ async fn prune_stopped_at_every_write_point_loses_nothing_and_a_rerun_finishes()
             .await
             .expect("rerun");
         assert!(base.list("prune/").await.unwrap().is_empty(), "rerun finished the job: {p:?}");
-        let r = open(base.clone(), &tmp.path().join("rerun")).await;
+        let r = open(base.clone(), &tmp.path().join("rerun"), Access::Backup).await;
         assert_eq!(restore(&r, "keep").await, keep);
         clean(&r).await;
     }

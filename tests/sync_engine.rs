@@ -9,7 +9,7 @@ use ::repo::backend::{Backend, FaultBackend, LocalBackend};
 use ::repo::ops::check::{self, CheckOptions, Subset};
 use ::repo::ops::sync::{self as sync_op, SyncOptions};
 use ::repo::repo::{
-    self as engine, InitOptions, NoProgress, SnapshotFilter, backup_stream, list_snapshots,
+    self as engine, Access, InitOptions, NoProgress, SnapshotFilter, backup_stream, list_snapshots,
     restore_stream,
 };
 
@@ -43,7 +43,7 @@ async fn assert_consistent(
         assert!(l.keys().all(|p| p.starts_with("keys/")), "{at}: objects before the config: {l:?}");
         return;
     }
-    let r = open(dst.clone(), cache).await;
+    let r = open(dst.clone(), cache, Access::Backup).await;
     let snaps = list_snapshots(&r, &SnapshotFilter::default()).await.unwrap();
     for (id, s) in &snaps {
         let out = Shared::default();
@@ -73,7 +73,7 @@ async fn sync_stopped_at_every_write_leaves_a_consistent_destination() {
     };
     engine::init(&src, Some(b"pw"), &opts).await.unwrap();
     let mut expected = BTreeMap::new();
-    let r = open(src.clone(), &tmp.path().join("cache")).await;
+    let r = open(src.clone(), &tmp.path().join("cache"), Access::Backup).await;
     for (i, len) in [(0u64, 150_000usize), (1, 200_000), (2, 120_000)] {
         let data = common::noise(len, i);
         let name = format!("db{i}");
@@ -82,14 +82,13 @@ async fn sync_stopped_at_every_write_leaves_a_consistent_destination() {
             std::io::Cursor::new(data.clone()),
             meta(&name),
             Arc::new(NoProgress),
-            Default::default(),
             async { Ok(()) },
         )
         .await
         .unwrap();
         expected.insert(name, data);
     }
-    drop(r);
+    r.close().await;
     let wanted = listing(&src).await;
 
     let sync_opts = SyncOptions { jobs: 2, ..SyncOptions::default() };
@@ -120,14 +119,15 @@ async fn sync_stopped_at_every_write_leaves_a_consistent_destination() {
 
     // Forget one snapshot and prune at the source, then --delete stopped at every write and
     // delete, each time on a fresh copy of the complete destination.
-    let r = open(src.clone(), &tmp.path().join("cache")).await;
+    let r = open(src.clone(), &tmp.path().join("cache"), Access::Backup).await;
     let snaps = list_snapshots(&r, &SnapshotFilter { name: Some("db1".into()), tags: vec![] })
         .await
         .unwrap();
     src.delete(&format!("snapshots/{}", snaps[0].0.to_hex())).await.unwrap();
-    drop(r);
-    let r = open(src.clone(), &tmp.path().join("cache")).await;
-    let pruned = ::repo::ops::prune::run(r, &Default::default()).await.unwrap();
+    r.close().await;
+    let r = open(src.clone(), &tmp.path().join("cache"), Access::Prune).await;
+    let pruned = ::repo::ops::prune::run(r.clone(), &Default::default()).await.unwrap();
+    r.close().await;
     let wanted = listing(&src).await;
     assert!(wanted.len() < listing(&dst).await.len(), "the prune removed nothing: {pruned:?}");
     let del_opts = SyncOptions { delete: true, ..sync_opts };
@@ -163,13 +163,12 @@ async fn a_damaged_source_object_is_reported_and_not_shipped() {
     let dst: Arc<dyn Backend> = Arc::new(LocalBackend::new(tmp.path().join("dst")));
     let opts = InitOptions { kdf: engine::codec_kdf_for_tests(), ..InitOptions::default() };
     engine::init(&src, Some(b"pw"), &opts).await.unwrap();
-    let r = open(src.clone(), &tmp.path().join("cache")).await;
+    let r = open(src.clone(), &tmp.path().join("cache"), Access::Backup).await;
     backup_stream(
         r.clone(),
         std::io::Cursor::new(common::noise(300_000, 3)),
         meta("db"),
         Arc::new(NoProgress),
-        Default::default(),
         async { Ok(()) },
     )
     .await

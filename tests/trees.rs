@@ -385,7 +385,14 @@ async fn hostile_snapshot(f: &Fixture, entries: Vec<::repo::format::tree::Entry>
     use ::repo::repo::{Content, Repository, SnapshotMeta, backup_with};
     let backend = ::repo::backend::from_url(f.repo().to_str().unwrap()).unwrap();
     let repo = Arc::new(
-        Repository::open(backend, Some(f.password.as_bytes()), Some(f.cache())).await.unwrap(),
+        Repository::open(
+            backend,
+            Some(f.password.as_bytes()),
+            Some(f.cache()),
+            ::repo::repo::Access::Backup,
+        )
+        .await
+        .unwrap(),
     );
     let mut catalog = ::repo::format::tree::catalog_header();
     for e in &entries {
@@ -403,9 +410,7 @@ async fn hostile_snapshot(f: &Fixture, entries: Vec<::repo::format::tree::Entry>
         let lists = sink.store_stream(&catalog[..], p, &::repo::repo::NoProgress)?;
         Ok(Content { lists, size: 0, chunks: entries.len() as u64 })
     };
-    backup_with(repo, SnapshotKind::Tree, meta, Default::default(), body, async { Ok(()) })
-        .await
-        .unwrap();
+    backup_with(repo, SnapshotKind::Tree, meta, body, async { Ok(()) }).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ use clap::Parser;
 use args::{Cli, Cmd, Encryption};
 use progress::Bar;
 use repo::ops;
-use repo::repo::{InitOptions, RepoError, Repository, SnapshotMeta};
+use repo::repo::{Access, InitOptions, RepoError, Repository, SnapshotMeta};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
@@ -56,15 +56,28 @@ pub fn main() -> i32 {
                     return EXIT_FAILURE;
                 }
             };
-        tokio::select! {
+        let code = tokio::select! {
             r = run(&cli) => match r {
                 Ok(code) => code,
                 Err(e) => report_error(&e),
             },
             _ = tokio::signal::ctrl_c() => interrupted(),
             _ = term.recv() => interrupted(),
-        }
+        };
+        close_all().await;
+        code
     })
+}
+
+/// Repositories this process opened: their leases are removed when the command ends, also
+/// after an error or an interrupt (a SIGKILLed process leaves leases that expire).
+static OPENED: std::sync::Mutex<Vec<Arc<Repository>>> = std::sync::Mutex::new(Vec::new());
+
+async fn close_all() {
+    let opened = std::mem::take(&mut *OPENED.lock().unwrap_or_else(|p| p.into_inner()));
+    for r in opened {
+        r.close().await;
+    }
 }
 
 fn interrupted() -> i32 {
@@ -115,17 +128,29 @@ fn repo_url(cli: &Cli) -> anyhow::Result<&str> {
         .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set REPO_REPOSITORY"))
 }
 
-async fn open(cli: &Cli) -> anyhow::Result<Arc<Repository>> {
-    let repo = open_keep_warnings(cli).await?;
+async fn open(cli: &Cli, access: Access) -> anyhow::Result<Arc<Repository>> {
+    let repo = open_keep_warnings(cli, access).await?;
     warnings(cli, &repo);
     Ok(repo)
 }
 
 /// Opens without printing the warnings gathered while opening (`check` reports them itself).
-async fn open_keep_warnings(cli: &Cli) -> anyhow::Result<Arc<Repository>> {
+async fn open_keep_warnings(cli: &Cli, access: Access) -> anyhow::Result<Arc<Repository>> {
     let backend = backend(cli, repo_url(cli)?)?;
     let pw = password(cli)?;
-    Ok(Arc::new(Repository::open(backend, pw.as_deref(), cli.cache_dir.clone()).await?))
+    open_at(cli, backend, pw.as_deref(), access).await
+}
+
+/// Opens the repository on `backend` and registers it to be closed when the command ends.
+async fn open_at(
+    cli: &Cli,
+    backend: Arc<dyn repo::backend::Backend>,
+    password: Option<&[u8]>,
+    access: Access,
+) -> anyhow::Result<Arc<Repository>> {
+    let repo = Arc::new(Repository::open(backend, password, cli.cache_dir.clone(), access).await?);
+    OPENED.lock().unwrap_or_else(|p| p.into_inner()).push(repo.clone());
+    Ok(repo)
 }
 
 /// The backend a URL names, with the upload limit applied when one is set.
@@ -196,7 +221,11 @@ async fn run(cli: &Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Cmd::Check(a) => check(cli, a).await,
         Cmd::Repair { what } => {
-            let repo = open(cli).await?;
+            let access = match what {
+                args::RepairCmd::Index => Access::Backup,
+                args::RepairCmd::Snapshots { .. } => Access::Read,
+            };
+            let repo = open(cli, access).await?;
             match what {
                 args::RepairCmd::Index => {
                     emit(cli, &ops::repair::repair_index(repo).await?, render::repair_index)?
@@ -217,7 +246,7 @@ async fn run(cli: &Cli) -> anyhow::Result<i32> {
             tree::backup(cli, a, meta).await
         }
         Cmd::Prune(a) => {
-            let repo = open(cli).await?;
+            let repo = open(cli, if a.dry_run { Access::Read } else { Access::Prune }).await?;
             let opts = ops::prune::PruneOptions {
                 dry_run: a.dry_run,
                 max_unused: parse_share(&a.max_unused)?,
@@ -262,7 +291,8 @@ async fn forget(cli: &Cli, a: &args::ForgetArgs) -> anyhow::Result<()> {
         anyhow!("--tz {:?}: not a time zone name such as UTC or Europe/Berlin", a.tz)
     })?;
     let max_unused = parse_share(&a.max_unused)?;
-    let repo = open(cli).await?;
+    let access = if a.prune && !a.dry_run { Access::Prune } else { Access::Unleased };
+    let repo = open(cli, access).await?;
     let opts = ops::forget::ForgetOptions {
         policy,
         ids: a.snapshots.clone(),
@@ -292,7 +322,7 @@ async fn check(cli: &Cli, a: &args::CheckArgs) -> anyhow::Result<i32> {
         latest: a.latest,
         pg_restore: a.pg_restore.clone(),
     });
-    let repo = open_keep_warnings(cli).await?;
+    let repo = open_keep_warnings(cli, Access::Read).await?;
     let r = ops::check::run(repo, &CheckOptions { read_data, verify_restore }).await?;
     emit(cli, &r, render::check)?;
     Ok(if r.ok { EXIT_OK } else { EXIT_DAMAGE })
@@ -337,7 +367,7 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
                 return Err(anyhow!("give either PATHs or --stdin / a command after --, not both"));
             }
             let meta = backup_meta(a)?;
-            let repo = open(cli).await?;
+            let repo = open(cli, Access::Backup).await?;
             let bar = Bar::start("read", show_progress);
             let r = ops::backup::run(repo.clone(), source, meta, bar.clone()).await;
             bar.finish();
@@ -351,13 +381,13 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
             emit(cli, &r, render::backup)
         }
         Cmd::Snapshots(a) => {
-            let repo = open(cli).await?;
+            let repo = open(cli, Access::Unleased).await?;
             let r = ops::snapshots::run(&repo, &a.filter.snapshots(), a.latest).await?;
             warnings(cli, &repo);
             emit(cli, &r, |l| render::snapshots(l))
         }
         Cmd::Restore(a) => {
-            let repo = open(cli).await?;
+            let repo = open(cli, Access::Read).await?;
             let filter = a.filter.snapshots();
             let bar = Bar::start("restored", show_progress && a.output.is_some());
             let r = match &a.output {
@@ -397,7 +427,7 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Export(a) => {
-            let repo = open(cli).await?;
+            let repo = open(cli, Access::Read).await?;
             let tz: chrono_tz::Tz = a.tz.parse().map_err(|_| {
                 anyhow!("--tz {:?}: not a time zone name such as UTC or Europe/Berlin", a.tz)
             })?;
@@ -440,7 +470,7 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Import(a) => {
-            let repo = open(cli).await?;
+            let repo = open(cli, Access::Backup).await?;
             let opts = ops::import::ImportOptions {
                 name: a.name.clone(),
                 time_ns: match &a.time {
@@ -470,15 +500,12 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
             emit(cli, &r?, render::sync)
         }
         Cmd::Copy(a) => {
-            let src = open(cli).await?;
+            let src = open(cli, Access::Read).await?;
             let pw = match password_from("REPO_TO_PASSWORD", a.to_password_file.as_deref())? {
                 Some(p) => Some(p),
                 None => password(cli)?,
             };
-            let dst = Arc::new(
-                Repository::open(backend(cli, &a.to)?, pw.as_deref(), cli.cache_dir.clone())
-                    .await?,
-            );
+            let dst = open_at(cli, backend(cli, &a.to)?, pw.as_deref(), Access::Backup).await?;
             warnings(cli, &dst);
             let selected = if a.snapshots.is_empty() {
                 repo::repo::select_snapshots(&src, &a.filter.snapshots(), a.latest).await?
@@ -501,7 +528,7 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
             emit(cli, &r?, render::copy)
         }
         Cmd::Stats => {
-            let repo = open(cli).await?;
+            let repo = open(cli, Access::Unleased).await?;
             let r = ops::stats::run(&repo).await?;
             emit(cli, &r, render::stats)
         }

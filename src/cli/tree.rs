@@ -15,7 +15,7 @@ use super::{
 use repo::ops;
 use repo::ops::fs_snapshot::{Btrfs, Held, Lvm, Provider, System};
 use repo::ops::tree::backup::TreeOptions;
-use repo::repo::{SnapshotMeta, resolve_snapshot};
+use repo::repo::{Access, SnapshotMeta, resolve_snapshot};
 
 fn provider(a: &BackupArgs) -> anyhow::Result<Option<Box<dyn Provider>>> {
     if let Some(spec) = &a.lvm {
@@ -55,7 +55,7 @@ pub async fn backup(cli: &Cli, a: &BackupArgs, meta: SnapshotMeta) -> anyhow::Re
         }
         paths.push(".".into());
     }
-    let repo = open(cli).await?;
+    let repo = open(cli, Access::Backup).await?;
     // the snapshot is held from here; dropping it (error, SIGINT/SIGTERM) removes it
     let held = match provider {
         Some(p) => {
@@ -110,7 +110,7 @@ pub async fn backup(cli: &Cli, a: &BackupArgs, meta: SnapshotMeta) -> anyhow::Re
 }
 
 pub async fn restore(cli: &Cli, a: &RestoreArgs) -> anyhow::Result<i32> {
-    let repo = open(cli).await?;
+    let repo = open(cli, Access::Read).await?;
     let (id, snap) = resolve_snapshot(&repo, &a.snapshot, &a.filter.snapshots()).await?;
     let show = !cli.quiet && !cli.json;
     match (&a.target, &a.path) {
@@ -172,7 +172,7 @@ pub async fn restore(cli: &Cli, a: &RestoreArgs) -> anyhow::Result<i32> {
 }
 
 pub async fn ls(cli: &Cli, a: &LsArgs) -> anyhow::Result<i32> {
-    let repo = open(cli).await?;
+    let repo = open(cli, Access::Read).await?;
     let (id, snap) = resolve_snapshot(&repo, &a.snapshot, &a.filter.snapshots()).await?;
     let entries = ops::tree::restore::list(
         &repo,

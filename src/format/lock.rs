@@ -3,7 +3,8 @@
 //! condemned the data are gone (see `format-spec/prune.md`).
 //!
 //! Name: `<kind>-<lease id: 16 hex digits>-<refresh time: Unix seconds, decimal>`, kind =
-//! `backup` | `prune`. A lease is refreshed by writing the same kind and id with a new time and
+//! `backup` | `prune` | `read` (restore, check, export, copy's source, sync: a prune delays
+//! deleting data until the readers that may be using it are gone, as for backups). A lease is refreshed by writing the same kind and id with a new time and
 //! then deleting the older name, so the newest time of a lease id is its last refresh, readable
 //! from a listing alone. Body (informational, for messages):
 //! ```text
@@ -16,8 +17,12 @@ pub const MAGIC_LOCK: [u8; 4] = *b"RLCK";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LeaseKind {
+    /// A backup (or anything else that writes data, index files and snapshots).
     Backup,
+    /// A prune; prunes exclude each other.
     Prune,
+    /// A reader: restore, check, export, verify-restore, copy's source, sync.
+    Read,
 }
 
 impl LeaseKind {
@@ -25,6 +30,7 @@ impl LeaseKind {
         match self {
             LeaseKind::Backup => "backup",
             LeaseKind::Prune => "prune",
+            LeaseKind::Read => "read",
         }
     }
 }
@@ -45,6 +51,7 @@ impl LeaseName {
         let kind = match parts.next() {
             Some("backup") => LeaseKind::Backup,
             Some("prune") => LeaseKind::Prune,
+            Some("read") => LeaseKind::Read,
             _ => return Err(invalid("lease name", name.chars().take(80).collect::<String>())),
         };
         let id =
@@ -95,6 +102,9 @@ mod tests {
         assert_eq!(LeaseName::decode(&n.encode()).unwrap(), n);
         assert!(LeaseName::decode("backup-xyz-1").is_err());
         assert!(LeaseName::decode("other-0000000000000abc-1").is_err());
+        let r = LeaseName { kind: LeaseKind::Read, id: 1, time: 2 };
+        assert_eq!(r.encode(), "read-0000000000000001-2");
+        assert_eq!(LeaseName::decode("read-0000000000000001-2").unwrap(), r);
         let b = LeaseBody { pid: 7, host: "h".into() };
         assert_eq!(b.encode(), vec![b'R', b'L', b'C', b'K', 1, 7, 0, 0, 0, 1, 0, b'h']);
         assert_eq!(LeaseBody::decode(&b.encode()).unwrap(), b);

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::SnapshotInfo;
-use crate::format::lock::LeaseKind;
-use crate::repo::lease::{LEASE_EXPIRY_SECS, Lease, condemned_packs};
 use crate::repo::{
     BackupStats, Progress, RepoError, Repository, Result, SnapshotMeta, backup_stream,
 };
@@ -51,65 +49,27 @@ pub fn command_line(argv: &[String]) -> String {
         .join(" ")
 }
 
-/// Runs a backup under a lease (see `format-spec/prune.md`): the lease is written before the
-/// prune records are read, kept fresh while the backup runs, and checked before the snapshot is
-/// committed; it is removed at the end, also on failure.
-pub async fn run(
-    repo: Arc<Repository>,
-    source: Source,
-    meta: SnapshotMeta,
-    progress: Arc<dyn Progress>,
-) -> Result<BackupReport> {
-    under_lease(&repo.clone(), async move |lease| {
-        run_leased(repo, source, meta, progress, lease).await
-    })
-    .await
-}
-
-/// Runs `f` under a backup lease: written first (so before `f` reads the prune records),
-/// refreshed while `f` runs, and removed at the end, also on failure.
-pub(crate) async fn under_lease<T>(
-    repo: &Repository,
-    f: impl AsyncFnOnce(&Lease) -> Result<T>,
-) -> Result<T> {
-    let lease = Lease::acquire(repo.backend.clone(), LeaseKind::Backup).await?;
-    let keep = lease.keep_alive();
-    let r = f(&lease).await;
-    keep.abort();
-    lease.release().await;
-    r
-}
-
-pub(crate) async fn lease_still_fresh(lease: &Lease) -> Result<()> {
-    if lease.fresh() {
-        return Ok(());
-    }
-    Err(RepoError::Aborted(format!(
-        "this backup could not refresh its lease for nearly {} minutes (paused or cut off from the repository); a prune may have removed data it deduplicated against, so no snapshot was committed",
-        LEASE_EXPIRY_SECS / 60
-    )))
-}
-
 /// The first bytes of the input, kept by [`super::sniff::Sniff`].
 type SniffHead = Arc<std::sync::Mutex<Vec<u8>>>;
 /// Runs after the input ended; the snapshot is committed only if it succeeds.
 type Gate<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>;
 
-async fn run_leased(
+/// Runs a backup. The repository must have been opened with [`crate::repo::Access::Backup`]:
+/// its lease was written before the prune records were read, is kept fresh while the backup
+/// runs, and is checked before the snapshot is committed (`format-spec/prune.md`).
+pub async fn run(
     repo: Arc<Repository>,
     source: Source,
     mut meta: SnapshotMeta,
     progress: Arc<dyn Progress>,
-    lease: &Lease,
 ) -> Result<BackupReport> {
     let start = Instant::now();
-    let exclude = Arc::new(condemned_packs(&repo).await?);
     // What to read, what its first bytes were (for the compressed-input advice), and the
     // check that must pass before the snapshot is committed.
     let (input, head, gate): (Box<dyn Read + Send>, Option<SniffHead>, Gate) = match source {
         Source::Stdin => {
             let (input, head) = super::sniff::Sniff::new(std::io::stdin());
-            (Box::new(input), Some(head), Box::pin(lease_still_fresh(lease)))
+            (Box::new(input), Some(head), Box::pin(async { Ok(()) }))
         }
         Source::StdinGunzip => {
             let gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(
@@ -117,14 +77,12 @@ async fn run_leased(
                 std::io::stdin(),
             ));
             let (input, head) = super::sniff::Sniff::new(gz);
-            (Box::new(input), Some(head), Box::pin(lease_still_fresh(lease)))
+            (Box::new(input), Some(head), Box::pin(async { Ok(()) }))
         }
-        Source::Reader(input) => (input, None, Box::pin(lease_still_fresh(lease))),
+        Source::Reader(input) => (input, None, Box::pin(async { Ok(()) })),
         Source::Piped { input, producer } => {
-            let gate = async move {
-                producer.await.map_err(|e| RepoError::Internal(e.to_string()))??;
-                lease_still_fresh(lease).await
-            };
+            let gate =
+                async move { producer.await.map_err(|e| RepoError::Internal(e.to_string()))? };
             (input, None, Box::pin(gate))
         }
         Source::Command(argv) => {
@@ -151,7 +109,7 @@ async fn run_leased(
                     .map_err(|e| RepoError::Internal(e.to_string()))?
                     .map_err(|e| RepoError::CommandStart { command: cmd.clone(), source: e })?;
                 if status.success() {
-                    lease_still_fresh(lease).await
+                    Ok(())
                 } else {
                     let status = match (
                         status.code(),
@@ -167,7 +125,7 @@ async fn run_leased(
             (Box::new(out), Some(head), Box::pin(gate))
         }
     };
-    let (id, snap, stats) = backup_stream(repo, input, meta, progress, exclude, gate).await?;
+    let (id, snap, stats) = backup_stream(repo, input, meta, progress, gate).await?;
     let warnings = head
         .and_then(|h| super::sniff::advice(&h.lock().unwrap_or_else(|p| p.into_inner())))
         .into_iter()

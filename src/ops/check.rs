@@ -1,7 +1,8 @@
 //! `repo check`: structure, optionally every byte, optionally that dumps restore.
 //!
-//! It only reads the repository (the local cache is the one thing it may rebuild) and takes no
-//! lock, so backups run on during a check. Damage is reported per damaged object together with
+//! It only reads the repository (the local cache is the one thing it may rebuild) under a read
+//! lease ([`crate::repo::Access::Read`]), so backups run on during a check and a prune neither
+//! deletes what it is checking nor makes it report damage that is not there. Damage is reported per damaged object together with
 //! every snapshot that needs it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -186,18 +187,6 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
     r.notes.extend(repo.index.take_warnings());
     let mut causes = Causes::default();
 
-    // packs present
-    let mut present: HashMap<Id, u64> = HashMap::new();
-    for o in repo.backend.list(paths::DATA_DIR).await? {
-        match paths::id_of(&o.path) {
-            Some(id) => {
-                present.insert(id, o.size);
-            }
-            None => r.notes.push(format!("{}: not a repository object (ignored)", o.path)),
-        }
-    }
-    r.packs = present.len() as u64;
-
     // index files
     let mut st = State {
         locs: HashMap::new(),
@@ -227,6 +216,41 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
             Err(RepoError::Backend(e)) if e.is_not_found() => {} // replaced meanwhile
             Err(e) => damaged_index.push((paths::index(&name), e.to_string())),
         }
+    }
+    // packs present, listed after the index files: every pack an index file listed above
+    // names was written before it, so it is here unless a prune deleted it since; a prune
+    // can only do that for packs condemned before this check opened (later records wait for
+    // its lease), and those are dropped below rather than reported
+    let mut present: HashMap<Id, u64> = HashMap::new();
+    for o in repo.backend.list(paths::DATA_DIR).await? {
+        match paths::id_of(&o.path) {
+            Some(id) => {
+                present.insert(id, o.size);
+            }
+            None => r.notes.push(format!("{}: not a repository object (ignored)", o.path)),
+        }
+    }
+    r.packs = present.len() as u64;
+
+    let condemned = repo.condemned();
+    let gone: Vec<Id> = st
+        .indexed_packs
+        .keys()
+        .filter(|p| !present.contains_key(p) && condemned.packs.contains(p))
+        .copied()
+        .collect();
+    for p in &gone {
+        st.indexed_packs.remove(p);
+    }
+    if !gone.is_empty() {
+        for ls in st.locs.values_mut() {
+            ls.retain(|(p, _)| !gone.contains(p));
+        }
+        st.locs.retain(|_, ls| !ls.is_empty());
+    }
+    // copies in packs a prune is removing are the last choice
+    for ls in st.locs.values_mut() {
+        ls.sort_by_key(|(p, _)| condemned.packs.contains(p));
     }
     r.blobs = st.locs.len() as u64;
     r.duplicate_blobs = st.locs.values().filter(|v| v.len() > 1).count() as u64;
@@ -321,10 +345,13 @@ async fn read_packs(
     r: &mut CheckReport,
     causes: &mut Causes,
 ) {
+    // packs a prune is removing are not read: what is needed of them was copied or they
+    // are kept (and read by a later check)
+    let condemned = repo.condemned();
     let mut candidates: Vec<(Id, u64)> = st
         .indexed_packs
         .iter()
-        .filter(|(p, _)| !st.bad_packs.contains_key(*p))
+        .filter(|(p, _)| !st.bad_packs.contains_key(*p) && !condemned.packs.contains(*p))
         .map(|(p, l)| (*p, *l))
         .collect();
     candidates.sort();

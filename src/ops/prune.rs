@@ -31,8 +31,8 @@ use crate::repo::idset::{IdSet, Keep};
 use crate::repo::lease::{Lease, live_leases, prune_records, remove_expired_leases};
 use crate::repo::packer::PackBuilder;
 use crate::repo::{
-    RepoError, Repository, Result, SnapshotFilter, list_snapshots, load_index_file, parse_pack,
-    paths, read_blob, read_pack_footer, write_index,
+    RepoError, Repository, Result, SnapshotFilter, Unreadable, list_snapshots_checked,
+    load_index_file, parse_pack, paths, read_blob, read_pack_footer, write_index,
 };
 
 #[derive(Clone, Debug)]
@@ -65,6 +65,8 @@ pub struct PruneReport {
     pub bytes_freed: u64,
     pub index_files_deleted: u64,
     pub packs_resurrected: u64,
+    /// Condemned packs kept because an index file that stays names them.
+    pub packs_still_indexed: u64,
     pub records_swept: u64,
     /// Records that wait for backups still running (finished by a later prune).
     pub records_waiting: u64,
@@ -72,46 +74,87 @@ pub struct PruneReport {
     pub seconds: f64,
 }
 
+/// The leases of this prune: the repository's own (opened with
+/// [`crate::repo::Access::Prune`], or any other access, in which case a prune lease is taken
+/// for the run). They are not waited for, and must hold without a gap until the last deletion.
+struct Own {
+    ids: HashSet<u64>,
+    extra: Option<(Arc<Lease>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Own {
+    async fn take(repo: &Repository) -> Result<Own> {
+        let mut ids: HashSet<u64> = repo.lease().map(|l| l.id()).into_iter().collect();
+        let extra = match repo.lease() {
+            Some(l) if l.kind() == LeaseKind::Prune => None,
+            _ => {
+                let l = Lease::acquire(repo.backend.clone(), LeaseKind::Prune).await?;
+                ids.insert(l.id());
+                let k = l.keep_alive();
+                Some((l, k))
+            }
+        };
+        Ok(Own { ids, extra })
+    }
+    fn ensure_fresh(&self, repo: &Repository) -> Result<()> {
+        repo.ensure_lease()?;
+        self.extra.as_ref().map_or(Ok(()), |(l, _)| l.ensure_fresh())
+    }
+    async fn release(self) {
+        if let Some((l, k)) = self.extra {
+            k.abort();
+            l.release().await;
+        }
+    }
+}
+
+/// Runs a prune (a dry run only reads). Open the repository with
+/// [`crate::repo::Access::Prune`]; with another access a prune lease is taken for the run.
 pub async fn run(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport> {
     let start = Instant::now();
     let mut r = PruneReport { dry_run: opts.dry_run, ..Default::default() };
     if opts.dry_run {
         let live = live_set(&repo, &mut r).await?;
-        mark(&repo, &live, opts, &mut r, &HashSet::new()).await?;
+        let own = Own { ids: HashSet::new(), extra: None };
+        mark(&repo, &live, opts, &mut r, &HashSet::new(), &own).await?;
         r.seconds = start.elapsed().as_secs_f64();
         return Ok(r);
     }
-    let lease = Lease::acquire(repo.backend.clone(), LeaseKind::Prune).await?;
+    let own = Own::take(&repo).await?;
+    let result = prune_under(&repo, opts, &mut r, &own).await;
+    own.release().await;
+    result?;
+    r.seconds = start.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+async fn prune_under(
+    repo: &Arc<Repository>,
+    opts: &PruneOptions,
+    r: &mut PruneReport,
+    own: &Own,
+) -> Result<()> {
     let others: Vec<_> = live_leases(&repo.backend)
         .await?
         .into_iter()
-        .filter(|l| l.kind == LeaseKind::Prune && l.id != lease.id())
+        .filter(|l| l.kind == LeaseKind::Prune && !own.ids.contains(&l.id))
         .collect();
     if let Some(o) = others.first() {
-        lease.release().await;
         return Err(RepoError::LockConflict(format!(
             "another prune is running (lease {:016x}, refreshed {} s ago); try again later",
             o.id,
             crate::repo::lease::now_secs() - o.time
         )));
     }
-    let keep = lease.keep_alive();
-    let result = async {
-        sweep(&repo, &mut r).await?;
-        let live = live_set(&repo, &mut r).await?;
-        let waiting: HashSet<Id> =
-            prune_records(&repo).await?.into_iter().flat_map(|(_, rec)| rec.packs).collect();
-        mark(&repo, &live, opts, &mut r, &waiting).await?;
-        drop(live);
-        sweep(&repo, &mut r).await?;
-        remove_expired_leases(&repo.backend).await
-    }
-    .await;
-    keep.abort();
-    lease.release().await;
-    result?;
-    r.seconds = start.elapsed().as_secs_f64();
-    Ok(r)
+    sweep(repo, r, own).await?;
+    let live = live_set(repo, r).await?;
+    let waiting: HashSet<Id> =
+        prune_records(repo).await?.into_iter().flat_map(|(_, rec)| rec.packs).collect();
+    mark(repo, &live, opts, r, &waiting, own).await?;
+    drop(live);
+    sweep(repo, r, own).await?;
+    remove_expired_leases(&repo.backend).await?;
+    Ok(())
 }
 
 fn temp_dir(repo: &Repository) -> std::path::PathBuf {
@@ -121,15 +164,14 @@ fn temp_dir(repo: &Repository) -> std::path::PathBuf {
 /// Every chunk and content list that some snapshot needs. Any unreadable snapshot or list
 /// stops the prune: nothing is deleted while unsure.
 async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<IdSet> {
-    repo.index.sync(repo).await?;
+    // a damaged index file hides packs (they would look unindexed and be condemned) and a
+    // damaged snapshot hides needed chunks: either way, stop before anything is written
+    let mut unreadable = repo.index.sync(repo).await?;
     let set = IdSet::temp(&temp_dir(repo))?;
-    let snaps = list_snapshots(repo, &SnapshotFilter::default()).await?;
-    let damaged = repo.index.take_warnings();
-    if !damaged.is_empty() {
-        return Err(RepoError::Aborted(format!(
-            "{}; prune stops without deleting anything (run `repo check`)",
-            damaged.join("; ")
-        )));
+    let (snaps, damaged) = list_snapshots_checked(repo, &SnapshotFilter::default()).await?;
+    unreadable.extend(damaged);
+    if !unreadable.is_empty() {
+        return Err(RepoError::PruneUnsure { unreadable });
     }
     r.snapshots = snaps.len() as u64;
     for (id, s) in &snaps {
@@ -162,6 +204,7 @@ async fn mark(
     opts: &PruneOptions,
     r: &mut PruneReport,
     doomed_before: &HashSet<Id>,
+    own: &Own,
 ) -> Result<()> {
     let index_ids: Vec<Id> = repo
         .backend
@@ -192,13 +235,20 @@ async fn mark(
         }
     }
     r.packs = usage.len() as u64;
-    // packs in no index: a dead backup's, unless a backup is running (then maybe its own)
-    let running =
-        live_leases(&repo.backend).await?.iter().filter(|l| l.kind == LeaseKind::Backup).count();
+    // packs in no index: a dead backup's, unless a backup is running (then maybe its own).
+    // `data/` is listed before the leases: a pack listed was written under a lease written
+    // before it, so its writer is either seen running here or has ended (and a pack it indexed
+    // meanwhile is kept by the sweep, which keeps every pack an index file still names)
+    let listed = repo.backend.list(paths::DATA_DIR).await?;
+    let running = live_leases(&repo.backend)
+        .await?
+        .iter()
+        .filter(|l| l.kind == LeaseKind::Backup && !own.ids.contains(&l.id))
+        .count();
     let mut condemned: Vec<(Id, u64)> =
         usage.iter().filter(|(_, u)| u.live == 0).map(|(p, u)| (*p, u.len)).collect();
     if running == 0 {
-        for o in repo.backend.list(paths::DATA_DIR).await? {
+        for o in listed {
             if let Some(p) = paths::id_of(&o.path)
                 .filter(|p| !usage.contains_key(p) && !doomed_before.contains(p))
             {
@@ -332,21 +382,23 @@ async fn store_pack(repo: &Repository, b: PackBuilder, r: &mut PruneReport) -> R
 
 /// Confirms unconfirmed records, then deletes what every confirmed record whose backups have
 /// all ended condemns, resurrecting packs that snapshots committed meanwhile need.
-async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<()> {
+async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport, own: &Own) -> Result<()> {
     let records = prune_records(repo).await?;
     if records.is_empty() {
         return Ok(());
     }
+    // backups and readers alike: a reader that missed a record may be using what it condemns
     let backups: HashSet<u64> = live_leases(&repo.backend)
         .await?
         .iter()
-        .filter(|l| l.kind == LeaseKind::Backup)
+        .filter(|l| l.kind != LeaseKind::Prune && !own.ids.contains(&l.id))
         .map(|l| l.id)
         .collect();
     let mut ready = Vec::new();
     for (mut rid, mut rec) in records {
         if !rec.confirmed {
-            // the leases alive now include every backup that could have missed this record
+            // the leases alive now include every backup or reader that could have missed
+            // this record
             rec.confirmed = true;
             rec.waiting = backups.iter().copied().collect();
             rec.waiting.sort();
@@ -371,15 +423,23 @@ async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<()> {
         ready.iter().flat_map(|(_, rec)| rec.packs.iter().copied()).collect();
     let doomed_index: HashSet<Id> =
         ready.iter().flat_map(|(_, rec)| rec.index_files.iter().copied()).collect();
-    // chunks available in packs that stay, per the index files that stay
+    // chunks available in packs that stay, per the index files that stay; and condemned
+    // packs that an index file that stays still names (`repair index` ran, or a backup that
+    // ended after the mark indexed a pack the mark saw unindexed): deleting those would leave
+    // index entries that backups deduplicate against, so they are kept
     let avail = IdSet::temp(&temp_dir(repo))?;
+    let mut still_named: HashSet<Id> = HashSet::new();
     for o in repo.backend.list(paths::INDEX_DIR).await? {
         let Some(ix) = paths::id_of(&o.path).filter(|i| !doomed_index.contains(i)) else {
             continue;
         };
         let f: IndexFile = load_index_file(repo, &ix).await?;
-        for p in f.packs.iter().filter(|p| !doomed_packs.contains(&p.pack)) {
-            avail.insert_many(&p.blobs.iter().map(|b| b.0).collect::<Vec<_>>())?;
+        for p in &f.packs {
+            if doomed_packs.contains(&p.pack) {
+                still_named.insert(p.pack);
+            } else {
+                avail.insert_many(&p.blobs.iter().map(|b| b.0).collect::<Vec<_>>())?;
+            }
         }
     }
     let sizes: HashMap<Id, u64> = repo
@@ -392,13 +452,15 @@ async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<()> {
     let mut delete = Vec::new();
     for p in &doomed_packs {
         let Some(size) = sizes.get(p) else { continue };
+        if still_named.contains(p) {
+            r.packs_still_indexed += 1;
+            continue;
+        }
         let footer = match read_pack_footer(repo, p, *size).await {
             Ok(f) => f,
             Err(e) => {
-                return Err(RepoError::Aborted(format!(
-                    "cannot read {} to sweep it: {e}; nothing of it was deleted",
-                    paths::pack(p)
-                )));
+                let unreadable = vec![Unreadable { object: paths::pack(p), error: e.to_string() }];
+                return Err(RepoError::PruneUnsure { unreadable });
             }
         };
         let ids: Vec<Id> = footer.blobs.iter().map(|b| b.0).collect();
@@ -412,6 +474,9 @@ async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<()> {
             delete.push((*p, *size));
         }
     }
+    // deleting on the strength of leases is only sound while this prune's own lease has held:
+    // after a long pause, another prune may have run meanwhile
+    own.ensure_fresh(repo)?;
     for ix in &doomed_index {
         repo.backend.delete(&paths::index(ix)).await?;
         r.index_files_deleted += 1;

@@ -8,7 +8,11 @@
 //! anywhere leaves something `check` passes and the next sync finishes:
 //! 1. `keys/`, then `config` (a location with a config is a repository; one with keys and
 //!    nothing else is not yet, and an empty repository is consistent);
-//! 2. `data/` packs, then `index/` files: an index never names a pack the destination lacks;
+//! 2. `data/` packs, then `index/` files: an index never names a pack the destination lacks.
+//!    The source's index files are listed before its packs, and the round is repeated until
+//!    the source's listings did not change during it (a prune that was sweeping when the sync
+//!    began); an index file copied in an earlier round that the source has since removed is
+//!    removed from the destination too;
 //! 3. `snapshots/` last: a snapshot appears only once everything it needs is there. The
 //!    source's snapshots are listed *before* its packs and index files, so everything a
 //!    listed snapshot needs was already stored when the later listings ran;
@@ -20,7 +24,8 @@
 //! sent, and on S3 the ETag must equal the MD5 of the bytes.
 //!
 //! `locks/` and `prune/` belong to the operations running at each location and are neither
-//! copied nor deleted.
+//! copied nor deleted. The sync holds a read lease on the source (`format-spec/prune.md`)
+//! while it runs, so a prune that condemns data after it started waits for it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,6 +35,8 @@ use futures::stream::{self, StreamExt};
 
 use crate::backend::{Backend, BackendError, ObjectInfo};
 use crate::format::Id;
+use crate::format::lock::LeaseKind;
+use crate::repo::lease::Lease;
 use crate::repo::paths::{self, CONFIG, DATA_DIR, INDEX_DIR, KEYS_DIR, SNAPSHOTS_DIR};
 use crate::repo::{Progress, RepoError, Result};
 
@@ -102,49 +109,134 @@ pub async fn run(
         Err(e) => return Err(e.into()),
     };
 
-    // Snapshots first: see the module comment.
-    let mut source: HashMap<&str, Vec<ObjectInfo>> = HashMap::new();
-    for dir in [SNAPSHOTS_DIR, KEYS_DIR, INDEX_DIR, DATA_DIR] {
-        source.insert(dir, src.list(dir).await?);
+    // A read lease on the source: a prune that condemns data after this point waits for the
+    // sync. A source this process may not write to (a read-only mount) is synced without one.
+    let lease = match Lease::acquire(src.clone(), LeaseKind::Read).await {
+        Ok(l) => Some(l),
+        Err(RepoError::Backend(BackendError::PermissionDenied { .. })) => None,
+        Err(e) => return Err(e),
+    };
+    let keep_alive = lease.as_ref().map(|l| l.keep_alive());
+    let synced =
+        sync_objects(&src, &dst, &config, dst_has_config, opts, progress, &mut report).await;
+    if let Some(k) = keep_alive {
+        k.abort();
     }
+    if let Some(l) = lease {
+        l.release().await;
+    }
+    synced?;
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Rounds of copying packs and index files before a sync gives up on a source that keeps
+/// changing under it.
+const MAX_ROUNDS: usize = 5;
+
+async fn sync_objects(
+    src: &Arc<dyn Backend>,
+    dst: &Arc<dyn Backend>,
+    config: &[u8],
+    dst_has_config: bool,
+    opts: &SyncOptions,
+    progress: &dyn Progress,
+    report: &mut SyncReport,
+) -> Result<()> {
+    // Snapshots first: see the module comment.
+    let snapshots = src.list(SNAPSHOTS_DIR).await?;
     let mut held: HashMap<&str, HashMap<String, u64>> = HashMap::new();
     for dir in PHASES {
         held.insert(dir, dst.list(dir).await?.into_iter().map(|o| (o.path, o.size)).collect());
     }
-    let source_paths: HashMap<&str, HashSet<String>> = source
-        .iter()
-        .map(|(d, objects)| (*d, objects.iter().map(|o| o.path.clone()).collect()))
-        .collect();
-
-    for dir in PHASES {
-        let mut wanted = source.remove(dir).unwrap_or_default();
-        if dir == SNAPSHOTS_DIR && !opts.dry_run {
-            // Copy only snapshots the source still has: one forgotten meanwhile may need
-            // packs a prune has removed since the listing.
-            let now: HashSet<String> = src.list(dir).await?.into_iter().map(|o| o.path).collect();
-            wanted.retain(|o| now.contains(&o.path));
+    let keys = src.list(KEYS_DIR).await?;
+    let keys_paths: HashSet<String> = keys.iter().map(|o| o.path.clone()).collect();
+    copy_missing(src, dst, keys, held.get_mut(KEYS_DIR).unwrap(), opts, progress, report).await?;
+    // `config` after the keys: a location with a config is a repository, and a repository
+    // needs its keys to open.
+    let len = config.len() as u64;
+    if dst_has_config {
+        report.skipped_objects += 1;
+        report.skipped_bytes += len;
+    } else {
+        report.copied_objects += 1;
+        report.copied_bytes += len;
+        if !opts.dry_run {
+            put_verified(&**dst, CONFIG, config.to_vec()).await?;
         }
-        copy_missing(&src, &dst, wanted, &held[dir], opts, progress, &mut report).await?;
-        if dir == KEYS_DIR {
-            // `config` after the keys: a location with a config is a repository, and a
-            // repository needs its keys to open.
-            let len = config.len() as u64;
-            if dst_has_config {
-                report.skipped_objects += 1;
-                report.skipped_bytes += len;
-            } else {
-                report.copied_objects += 1;
-                report.copied_bytes += len;
-                if !opts.dry_run {
-                    put_verified(&*dst, CONFIG, config.clone()).await?;
-                }
+    }
+    // Packs, then index files, until a round finds the source's index files and packs as
+    // they were when it listed them: a prune that was already sweeping when the sync began
+    // may replace index files and packs meanwhile, and the copy must end with a set that
+    // existed together at the source (index files are listed before packs: every pack an
+    // index file names was written before it).
+    let mut copied_index: HashSet<String> = HashSet::new();
+    let mut listed: HashMap<&str, Vec<ObjectInfo>> = HashMap::new();
+    for round in 0.. {
+        if round == MAX_ROUNDS {
+            return Err(RepoError::Aborted(format!(
+                "{} kept changing during {MAX_ROUNDS} rounds of copying (a prune running?); \
+                 the destination is consistent but incomplete: run the sync again",
+                src.location()
+            )));
+        }
+        let index = src.list(INDEX_DIR).await?;
+        let data = src.list(DATA_DIR).await?;
+        listed.insert(INDEX_DIR, index.clone());
+        listed.insert(DATA_DIR, data.clone());
+        copy_missing(src, dst, data, held.get_mut(DATA_DIR).unwrap(), opts, progress, report)
+            .await?;
+        let before: HashSet<String> = held[INDEX_DIR].keys().cloned().collect();
+        let dst_index = held.get_mut(INDEX_DIR).unwrap();
+        copy_missing(src, dst, index, dst_index, opts, progress, report).await?;
+        copied_index.extend(dst_index.keys().filter(|p| !before.contains(*p)).cloned());
+        let same = |a: &[ObjectInfo], b: &[ObjectInfo]| {
+            a.iter().map(|o| &o.path).collect::<HashSet<_>>()
+                == b.iter().map(|o| &o.path).collect::<HashSet<_>>()
+        };
+        if opts.dry_run
+            || (same(&src.list(INDEX_DIR).await?, &listed[INDEX_DIR])
+                && same(&src.list(DATA_DIR).await?, &listed[DATA_DIR]))
+        {
+            break;
+        }
+    }
+    let index_now: HashSet<String> = listed[INDEX_DIR].iter().map(|o| o.path.clone()).collect();
+    // An index file this sync copied that the source has since removed names packs the
+    // source deleted, perhaps before they were copied: it goes, --delete or not.
+    let mut superseded: Vec<String> =
+        copied_index.into_iter().filter(|p| !index_now.contains(p)).collect();
+    superseded.sort();
+    for p in superseded {
+        if let Some(size) = held.get_mut(INDEX_DIR).unwrap().remove(&p) {
+            report.deleted_objects += 1;
+            report.deleted_bytes += size;
+            if !opts.dry_run {
+                dst.delete(&p).await?;
             }
         }
     }
+    // Copy only snapshots the source still has: one forgotten meanwhile may need packs a
+    // prune has removed since the listing.
+    let mut wanted = snapshots;
+    if !opts.dry_run {
+        let now: HashSet<String> =
+            src.list(SNAPSHOTS_DIR).await?.into_iter().map(|o| o.path).collect();
+        wanted.retain(|o| now.contains(&o.path));
+    }
+    let snapshot_paths: HashSet<String> = wanted.iter().map(|o| o.path.clone()).collect();
+    copy_missing(src, dst, wanted, held.get_mut(SNAPSHOTS_DIR).unwrap(), opts, progress, report)
+        .await?;
 
     if opts.delete {
         // Everything the source holds (its keys too) is at the destination now; remove the
         // rest, in the reverse of the write order.
+        let mut source_paths: HashMap<&str, HashSet<String>> = HashMap::new();
+        source_paths.insert(SNAPSHOTS_DIR, snapshot_paths);
+        source_paths.insert(KEYS_DIR, keys_paths);
+        for dir in [INDEX_DIR, DATA_DIR] {
+            source_paths.insert(dir, listed[dir].iter().map(|o| o.path.clone()).collect());
+        }
         for dir in PHASES.iter().rev() {
             let keep = &source_paths[dir];
             let mut gone: Vec<(&String, u64)> = held[dir]
@@ -162,17 +254,16 @@ pub async fn run(
             }
         }
     }
-    report.seconds = t0.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(())
 }
 
 /// Copies the objects of `wanted` that `have` (the destination's listing: path → size) lacks,
-/// in parallel, largest first, and counts them into `report`.
+/// in parallel, largest first, counts them into `report` and adds them to `have`.
 async fn copy_missing(
     src: &Arc<dyn Backend>,
     dst: &Arc<dyn Backend>,
     wanted: Vec<ObjectInfo>,
-    have: &HashMap<String, u64>,
+    have: &mut HashMap<String, u64>,
     opts: &SyncOptions,
     progress: &dyn Progress,
     report: &mut SyncReport,
@@ -198,21 +289,24 @@ async fn copy_missing(
     if opts.dry_run {
         return Ok(());
     }
-    let results: Vec<Result<bool>> = stream::iter(todo)
+    let results: Vec<(Result<bool>, ObjectInfo)> = stream::iter(todo)
         .map(|o| async move {
-            let copied = copy_object(&**src, &**dst, &o).await?;
-            if copied {
+            let copied = copy_object(&**src, &**dst, &o).await;
+            if let Ok(true) = copied {
                 progress.bytes_done(o.size);
             }
-            Ok(copied)
+            (copied, o)
         })
         .buffer_unordered(opts.jobs.max(1))
         .collect()
         .await;
-    for r in results {
-        if !r? {
+    for (r, o) in results {
+        if r? {
+            have.insert(o.path, o.size);
+        } else {
             report.vanished_objects += 1;
             report.copied_objects -= 1;
+            report.copied_bytes -= o.size;
         }
     }
     Ok(())

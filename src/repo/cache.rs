@@ -9,16 +9,15 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use redb::{
     Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition,
 };
 
-use super::{RepoError, Repository, Result, paths};
+use super::{RepoError, Repository, Result, load_index_file, paths};
 use crate::format::Id;
-use crate::format::envelope::MAGIC_INDEX;
 use crate::format::index::{BlobLocation, IndexFile};
 use crate::format::pack::BlobType;
 
@@ -26,7 +25,8 @@ const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
 const INDEX_FILES: TableDefinition<&str, u64> = TableDefinition::new("index_files");
 const PACKS: TableDefinition<&[u8], u64> = TableDefinition::new("packs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const CACHE_VERSION: u64 = 1;
+/// 2: one entry per copy of a blob (id, pack), not one per id.
+const CACHE_VERSION: u64 = 2;
 /// redb's page cache defaults to 1 GiB and fills as the table grows; its memory plateaus at
 /// about twice this setting (measured: ~35 MiB at 16 MiB, ~12 MiB at 4 MiB, with a reader
 /// beside the writer). 4 MiB cost no measurable speed on the benchmark: pages come from the
@@ -46,42 +46,56 @@ pub struct BlobRef {
     pub loc: BlobLocation,
 }
 
-fn encode_ref(pack: &Id, l: &BlobLocation) -> [u8; 46] {
-    let mut b = [0u8; 46];
-    b[..32].copy_from_slice(&pack.0);
-    b[32] = l.blob_type as u8;
-    b[33] = l.flags;
-    b[34..38].copy_from_slice(&l.offset.to_le_bytes());
-    b[38..42].copy_from_slice(&l.stored_len.to_le_bytes());
-    b[42..46].copy_from_slice(&l.raw_len.to_le_bytes());
+/// Key of one copy of a blob: its id, then the pack holding it, so the copies of one id are
+/// adjacent and a range over the id finds them all.
+fn blob_key(id: &Id, pack: &Id) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(&id.0);
+    k[32..].copy_from_slice(&pack.0);
+    k
+}
+
+fn encode_loc(l: &BlobLocation) -> [u8; 14] {
+    let mut b = [0u8; 14];
+    b[0] = l.blob_type as u8;
+    b[1] = l.flags;
+    b[2..6].copy_from_slice(&l.offset.to_le_bytes());
+    b[6..10].copy_from_slice(&l.stored_len.to_le_bytes());
+    b[10..14].copy_from_slice(&l.raw_len.to_le_bytes());
     b
 }
 
-fn decode_ref(b: &[u8]) -> Option<BlobRef> {
-    if b.len() != 46 {
+fn decode_ref(k: &[u8], b: &[u8]) -> Option<(Id, BlobRef)> {
+    if k.len() != 64 || b.len() != 14 {
         return None;
     }
     let u = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-    let mut pack = [0u8; 32];
-    pack.copy_from_slice(&b[..32]);
-    let blob_type = BlobType::from_u8(b[32]).ok()?;
-    Some(BlobRef {
-        pack: Id(pack),
-        loc: BlobLocation {
-            blob_type,
-            flags: b[33],
-            offset: u(34),
-            stored_len: u(38),
-            raw_len: u(42),
-        },
-    })
+    let (mut id, mut pack) = ([0u8; 32], [0u8; 32]);
+    id.copy_from_slice(&k[..32]);
+    pack.copy_from_slice(&k[32..]);
+    let blob_type = BlobType::from_u8(b[0]).ok()?;
+    let loc =
+        BlobLocation { blob_type, flags: b[1], offset: u(2), stored_len: u(6), raw_len: u(10) };
+    Some((Id(id), BlobRef { pack: Id(pack), loc }))
 }
 
+/// The cache of one repository. It knows every copy of every blob; lookups prefer copies
+/// outside the packs to avoid (those condemned by a prune), so a reader never depends on a
+/// pack a sweep may delete while another copy exists.
 pub struct IndexCache {
     db: Database,
     path: PathBuf,
     temporary: bool,
     warnings: Mutex<Vec<String>>,
+    avoid: RwLock<Arc<HashSet<Id>>>,
+}
+
+/// An object that could not be read and was left out (an index file while syncing, a
+/// snapshot while listing), with the reason.
+#[derive(Clone, Debug)]
+pub struct Unreadable {
+    pub object: String,
+    pub error: String,
 }
 
 fn cache_err(path: &Path, e: impl std::fmt::Display) -> RepoError {
@@ -111,7 +125,13 @@ impl IndexCache {
                 (create_db(&path).map_err(|e| cache_err(&path, e))?, path, false)
             }
         };
-        let cache = IndexCache { db, path, temporary, warnings: Mutex::new(notes) };
+        let cache = IndexCache {
+            db,
+            path,
+            temporary,
+            warnings: Mutex::new(notes),
+            avoid: RwLock::new(Arc::new(HashSet::new())),
+        };
         if cache.version().ok() != Some(CACHE_VERSION) {
             cache.clear()?;
         }
@@ -160,42 +180,44 @@ impl IndexCache {
     }
 
     /// Brings the cache in line with the repository's index files. Damaged index files are
-    /// skipped and reported through [`IndexCache::take_warnings`].
-    pub async fn sync(&self, repo: &Repository) -> Result<()> {
+    /// skipped: they are returned (a prune must not go on without their entries) and also
+    /// reported through [`IndexCache::take_warnings`].
+    pub async fn sync(&self, repo: &Repository) -> Result<Vec<Unreadable>> {
         let listed = repo.backend.list(paths::INDEX_DIR).await?;
-        let names: HashSet<String> =
-            listed.iter().filter_map(|o| paths::id_of(&o.path)).map(|i| i.to_hex()).collect();
+        let names: HashSet<Id> = listed.iter().filter_map(|o| paths::id_of(&o.path)).collect();
         let mut have = self.ingested()?;
-        if have.iter().any(|h| !names.contains(h)) {
+        if have.iter().any(|h| !names.iter().any(|n| n.to_hex() == *h)) {
             self.clear()?;
             have.clear();
         }
+        let mut skipped = Vec::new();
         let mut batch = Vec::new();
-        for name in names.iter().filter(|n| !have.contains(*n)) {
-            let path = format!("{}{}", paths::INDEX_DIR, name);
-            let decoded = async {
-                let bytes = repo.backend.get(&path).await?;
-                let body = repo.open_object(MAGIC_INDEX, &bytes, &path)?;
-                IndexFile::decode(&body).map_err(|e| RepoError::format(path.clone(), e))
-            }
-            .await;
-            match decoded {
-                Ok(f) => batch.push((name.clone(), f)),
+        let mut entries = 0usize;
+        for id in names.iter().filter(|n| !have.contains(&n.to_hex())) {
+            match load_index_file(repo, id).await {
+                Ok(f) => {
+                    entries += f.packs.iter().map(|p| p.blobs.len()).sum::<usize>();
+                    batch.push((id.to_hex(), f));
+                }
                 Err(RepoError::Backend(e)) if e.is_not_found() => {} // removed meanwhile by a prune
-                Err(e) => self.warn(format!("{e}; its entries are ignored (run `repo check`)")),
+                Err(e) => {
+                    self.warn(format!("{e}; its entries are ignored (run `repo check`)"));
+                    skipped.push(Unreadable { object: paths::index(id), error: e.to_string() });
+                }
             }
             // bounded by entries, not files: memory must not grow with the repository
-            let entries: usize = batch
-                .iter()
-                .map(|(_, f): &(String, IndexFile)| {
-                    f.packs.iter().map(|p| p.blobs.len()).sum::<usize>()
-                })
-                .sum();
             if batch.len() >= 64 || entries >= 1 << 16 {
                 self.ingest(&std::mem::take(&mut batch))?;
+                entries = 0;
             }
         }
-        self.ingest(&batch)
+        self.ingest(&batch)?;
+        Ok(skipped)
+    }
+
+    /// Packs that lookups avoid while another copy exists.
+    pub fn avoid(&self, packs: HashSet<Id>) {
+        *self.avoid.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(packs);
     }
 
     pub fn warn(&self, w: String) {
@@ -212,10 +234,12 @@ impl IndexCache {
     /// the file is simply taken in again (inserts are idempotent).
     pub fn ingest(&self, files: &[(String, IndexFile)]) -> Result<()> {
         for (name, f) in files {
-            let entries: Vec<(&Id, [u8; 46])> = f
+            let entries: Vec<([u8; 64], [u8; 14])> = f
                 .packs
                 .iter()
-                .flat_map(|p| p.blobs.iter().map(move |(id, l)| (id, encode_ref(&p.pack, l))))
+                .flat_map(|p| {
+                    p.blobs.iter().map(move |(id, l)| (blob_key(id, &p.pack), encode_loc(l)))
+                })
                 .collect();
             let mut slices = entries.chunks(INGEST_SLICE).peekable();
             if slices.peek().is_none() {
@@ -231,14 +255,14 @@ impl IndexCache {
 
     fn ingest_slice(
         &self,
-        entries: &[(&Id, [u8; 46])],
+        entries: &[([u8; 64], [u8; 14])],
         file: Option<(&String, &IndexFile)>,
     ) -> Result<()> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
-            for (id, r) in entries {
-                blobs.insert(&id.0[..], &r[..]).map_err(|e| self.err(e))?;
+            for (k, v) in entries {
+                blobs.insert(&k[..], &v[..]).map_err(|e| self.err(e))?;
             }
             if let Some((name, f)) = file {
                 let mut packs = tx.open_table(PACKS).map_err(|e| self.err(e))?;
@@ -255,13 +279,44 @@ impl IndexCache {
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// Looks up many ids in one read transaction.
+    fn copies_in(
+        &self,
+        t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        id: &Id,
+    ) -> Result<Vec<BlobRef>> {
+        let lo = blob_key(id, &Id([0; 32]));
+        let hi = blob_key(id, &Id([0xff; 32]));
+        let mut out = Vec::new();
+        for r in t.range(&lo[..]..=&hi[..]).map_err(|e| self.err(e))? {
+            let (k, v) = r.map_err(|e| self.err(e))?;
+            if let Some((_, b)) = decode_ref(k.value(), v.value()) {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every known copy of a blob, those in packs to avoid last.
+    pub fn locations(&self, id: &Id) -> Result<Vec<BlobRef>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+        let mut all = self.copies_in(&t, id)?;
+        let avoid = self.avoid.read().unwrap_or_else(|p| p.into_inner()).clone();
+        all.sort_by_key(|b| avoid.contains(&b.pack));
+        Ok(all)
+    }
+
+    /// Looks up many ids in one read transaction: for each, a copy outside the packs to
+    /// avoid if there is one, else any copy.
     pub fn lookup_many(&self, ids: &[Id]) -> Result<Vec<Option<BlobRef>>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+        let avoid = self.avoid.read().unwrap_or_else(|p| p.into_inner()).clone();
         ids.iter()
             .map(|id| {
-                Ok(t.get(&id.0[..]).map_err(|e| self.err(e))?.and_then(|g| decode_ref(g.value())))
+                let copies = self.copies_in(&t, id)?;
+                let first = copies.first().copied();
+                Ok(copies.into_iter().find(|b| !avoid.contains(&b.pack)).or(first))
             })
             .collect()
     }
@@ -270,11 +325,28 @@ impl IndexCache {
         Ok(self.lookup_many(std::slice::from_ref(id))?.pop().flatten())
     }
 
-    /// (blobs, packs, pack bytes, index files) known to the cache.
-    pub fn counts(&self) -> Result<(u64, u64, u64, u64)> {
+    /// Calls `f` once per distinct blob id with its first copy (ids in order).
+    fn for_each_blob(&self, mut f: impl FnMut(&BlobRef)) -> Result<()> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let blobs =
-            tx.open_table(BLOBS).map_err(|e| self.err(e))?.len().map_err(|e| self.err(e))?;
+        let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+        let mut last: Option<Id> = None;
+        for r in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = r.map_err(|e| self.err(e))?;
+            if let Some((id, b)) = decode_ref(k.value(), v.value())
+                && last != Some(id)
+            {
+                last = Some(id);
+                f(&b);
+            }
+        }
+        Ok(())
+    }
+
+    /// (distinct blobs, packs, pack bytes, index files) known to the cache.
+    pub fn counts(&self) -> Result<(u64, u64, u64, u64)> {
+        let mut blobs = 0u64;
+        self.for_each_blob(|_| blobs += 1)?;
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let packs = tx.open_table(PACKS).map_err(|e| self.err(e))?;
         let mut bytes = 0u64;
         for r in packs.iter().map_err(|e| self.err(e))? {
@@ -285,18 +357,14 @@ impl IndexCache {
         Ok((blobs, packs.len().map_err(|e| self.err(e))?, bytes, files))
     }
 
-    /// Sum of `raw_len` over all data blobs: the unique content stored.
+    /// Sum of `raw_len` over all distinct data blobs: the unique content stored.
     pub fn raw_bytes(&self) -> Result<u64> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
         let mut sum = 0u64;
-        for r in t.iter().map_err(|e| self.err(e))? {
-            if let Some(b) = decode_ref(r.map_err(|e| self.err(e))?.1.value())
-                && b.loc.blob_type == BlobType::Data
-            {
+        self.for_each_blob(|b| {
+            if b.loc.blob_type == BlobType::Data {
                 sum += b.loc.raw_len as u64;
             }
-        }
+        })?;
         Ok(sum)
     }
 }

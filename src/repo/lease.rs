@@ -2,10 +2,11 @@
 //! The protocol and the argument for its safety are in `format-spec/prune.md`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{RepoError, Repository, Result, paths};
+use super::{Condemned, RepoError, Repository, Result, paths};
 use crate::backend::Backend;
 use crate::format::Id;
 use crate::format::envelope::MAGIC_PRUNE_RECORD;
@@ -24,95 +25,188 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// A lease is treated as lapsed by its holder once this long has passed since the start of its
+/// last successful refresh: one refresh period earlier than others treat it as expired.
+pub const LEASE_SAFE_SECS: i64 = LEASE_EXPIRY_SECS - LEASE_REFRESH.as_secs() as i64;
+
+/// A point in time on this host's two clocks. The boot clock counts time the process was
+/// stopped or the machine suspended; the wall clock catches up after a paused VM resumes.
+#[derive(Clone, Copy)]
+struct Stamp {
+    boot: Duration,
+    wall: i64,
+}
+
+impl Stamp {
+    fn now() -> Stamp {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes into the timespec it is given and nothing else.
+        let boot = if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } == 0 {
+            Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        } else {
+            Duration::ZERO
+        };
+        Stamp { boot, wall: now_secs() }
+    }
+    /// Seconds since `self` by whichever clock says more.
+    fn elapsed(&self) -> i64 {
+        let n = Stamp::now();
+        (n.boot.saturating_sub(self.boot).as_secs() as i64).max(n.wall - self.wall)
+    }
+}
+
 /// A lease held by this process.
+///
+/// Its holder relies on it only while it is *continuous*: every refresh started within
+/// [`LEASE_SAFE_SECS`] of the previous one, by this host's own clocks, and the previous name
+/// was still in place (a prune removes names it found expired). Once that fails the lease is
+/// lapsed for good: a refresh after a long pause (SIGSTOP, a suspended VM, a hung mount) does
+/// not revive it, since a prune may already have acted on its expiry.
 pub struct Lease {
     backend: Arc<dyn Backend>,
     name: Mutex<LeaseName>,
+    last: Mutex<Stamp>,
+    lapsed: AtomicBool,
 }
 
 fn lock_path(n: &LeaseName) -> String {
     format!("{}{}", paths::LOCKS_DIR, n.encode())
 }
 
+fn body() -> Vec<u8> {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    LeaseBody { pid: std::process::id(), host }.encode()
+}
+
 impl Lease {
+    /// Writes a new lease of `kind`.
     pub async fn acquire(backend: Arc<dyn Backend>, kind: LeaseKind) -> Result<Arc<Lease>> {
         let mut r = [0u8; 8];
         crate::codec::random_bytes(&mut r).map_err(|e| RepoError::codec("lease id", e))?;
         let name = LeaseName { kind, id: u64::from_le_bytes(r), time: now_secs() };
-        let body = LeaseBody {
-            pid: std::process::id(),
-            host: gethostname::gethostname().to_string_lossy().into_owned(),
-        };
-        backend.put(&lock_path(&name), body.encode()).await?;
-        Ok(Arc::new(Lease { backend, name: Mutex::new(name) }))
+        let started = Stamp::now();
+        backend.put(&lock_path(&name), body()).await?;
+        Ok(Arc::new(Lease {
+            backend,
+            name: Mutex::new(name),
+            last: Mutex::new(started),
+            lapsed: AtomicBool::new(false),
+        }))
     }
 
     pub fn id(&self) -> u64 {
         self.name.lock().unwrap_or_else(|p| p.into_inner()).id
     }
 
-    /// Writes the lease under the current time, then removes the older name.
+    pub fn kind(&self) -> LeaseKind {
+        self.name.lock().unwrap_or_else(|p| p.into_inner()).kind
+    }
+
+    fn lapse(&self) -> RepoError {
+        self.lapsed.store(true, Ordering::SeqCst);
+        RepoError::LeaseLapsed { minutes: LEASE_SAFE_SECS / 60 }
+    }
+
+    /// Writes the lease under the current time, then removes the older name. Fails, and
+    /// lapses the lease for good, if the previous refresh is too long ago or a prune removed
+    /// the lease as expired.
     pub async fn refresh(&self) -> Result<()> {
+        if self.lapsed.load(Ordering::SeqCst) {
+            return Err(self.lapse());
+        }
+        let started = Stamp::now();
         let old = self.name.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if self.last.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= LEASE_SAFE_SECS {
+            return Err(self.lapse());
+        }
+        if self.backend.stat(&lock_path(&old)).await?.is_none() {
+            return Err(self.lapse());
+        }
         let new = LeaseName { time: now_secs(), ..old.clone() };
-        let body = LeaseBody {
-            pid: std::process::id(),
-            host: gethostname::gethostname().to_string_lossy().into_owned(),
-        };
-        self.backend.put(&lock_path(&new), body.encode()).await?;
+        self.backend.put(&lock_path(&new), body()).await?;
         *self.name.lock().unwrap_or_else(|p| p.into_inner()) = new;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = started;
         self.backend.delete(&lock_path(&old)).await?;
         Ok(())
     }
 
-    /// Refreshes every `LEASE_REFRESH` until the returned task is aborted.
+    /// Refreshes every `LEASE_REFRESH` until the returned task is aborted or the lease lapses.
     pub fn keep_alive(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LEASE_REFRESH).await;
-                let _ = me.refresh().await; // a missed refresh shows in `fresh()`
+                // a failed refresh is retried next period; `fresh()` tells when it is too late
+                if let Err(RepoError::LeaseLapsed { .. }) = me.refresh().await {
+                    return;
+                }
             }
         })
     }
 
     /// True while other processes must still consider this lease alive, with a margin of
-    /// one refresh period.
+    /// one refresh period, and it has been so without a gap since it was acquired.
     pub fn fresh(&self) -> bool {
-        let t = self.name.lock().unwrap_or_else(|p| p.into_inner()).time;
-        now_secs() - t < LEASE_EXPIRY_SECS - LEASE_REFRESH.as_secs() as i64
+        !self.lapsed.load(Ordering::SeqCst)
+            && self.last.lock().unwrap_or_else(|p| p.into_inner()).elapsed() < LEASE_SAFE_SECS
     }
 
+    /// [`Lease::fresh`] as a result: the check a writer makes before it commits and a prune
+    /// makes before it deletes.
+    pub fn ensure_fresh(&self) -> Result<()> {
+        if self.fresh() { Ok(()) } else { Err(self.lapse()) }
+    }
+
+    /// Removes the lease (best effort: a name left behind expires).
     pub async fn release(&self) {
         let n = self.name.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let _ = self.backend.delete(&lock_path(&n)).await;
     }
+
+    /// Moves the start of the last refresh `secs` into the past, as a pause would (tests).
+    #[doc(hidden)]
+    pub fn backdate_for_tests(&self, secs: u64) {
+        let mut l = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        l.boot = l.boot.saturating_sub(Duration::from_secs(secs));
+        l.wall -= secs as i64;
+    }
+}
+
+/// The newest name of each lease id in one listing of `locks/`, and every parsed name.
+async fn list_leases(backend: &Arc<dyn Backend>) -> Result<(Vec<LeaseName>, Vec<LeaseName>)> {
+    let mut newest: HashMap<u64, LeaseName> = HashMap::new();
+    let mut all = Vec::new();
+    for o in backend.list(paths::LOCKS_DIR).await? {
+        let Some(Ok(n)) = o.path.rsplit('/').next().map(LeaseName::decode) else { continue };
+        if newest.get(&n.id).is_none_or(|m| m.time < n.time) {
+            newest.insert(n.id, n.clone());
+        }
+        all.push(n);
+    }
+    Ok((newest.into_values().collect(), all))
+}
+
+fn expired(n: &LeaseName, now: i64) -> bool {
+    now - n.time >= LEASE_EXPIRY_SECS
 }
 
 /// The live leases: the newest name of each lease id, if refreshed within the expiry time.
 pub async fn live_leases(backend: &Arc<dyn Backend>) -> Result<Vec<LeaseName>> {
-    let mut newest: HashMap<u64, LeaseName> = HashMap::new();
-    for o in backend.list(paths::LOCKS_DIR).await? {
-        let Some(name) = o.path.rsplit('/').next() else { continue };
-        if let Ok(n) = LeaseName::decode(name)
-            && newest.get(&n.id).is_none_or(|m| m.time < n.time)
-        {
-            newest.insert(n.id, n);
-        }
-    }
     let now = now_secs();
-    Ok(newest.into_values().filter(|n| now - n.time < LEASE_EXPIRY_SECS).collect())
+    Ok(list_leases(backend).await?.0.into_iter().filter(|n| !expired(n, now)).collect())
 }
 
-/// Removes the names of expired leases (dead processes): housekeeping only.
+/// Removes the names of expired leases (dead processes) and superseded names of live ones,
+/// judged from one listing. Names it cannot parse (a newer version's kinds) are left alone. A
+/// holder that finds its name removed treats its lease as lapsed ([`Lease::refresh`]).
 pub async fn remove_expired_leases(backend: &Arc<dyn Backend>) -> Result<u64> {
-    let live: HashSet<String> = live_leases(backend).await?.iter().map(lock_path).collect();
+    let now = now_secs();
+    let (newest, all) = list_leases(backend).await?;
+    let live: HashSet<String> = newest.iter().filter(|n| !expired(n, now)).map(lock_path).collect();
     let mut n = 0;
-    for o in backend.list(paths::LOCKS_DIR).await? {
-        if !live.contains(&o.path) {
-            backend.delete(&o.path).await?;
-            n += 1;
-        }
+    for name in all.iter().map(lock_path).filter(|p| !live.contains(p)) {
+        backend.delete(&name).await?;
+        n += 1;
     }
     Ok(n)
 }
@@ -138,7 +232,12 @@ pub async fn prune_records(repo: &Repository) -> Result<Vec<(Id, PruneRecord)>> 
     Ok(out)
 }
 
-/// Packs condemned by a prune: a backup must not deduplicate against them.
-pub async fn condemned_packs(repo: &Repository) -> Result<HashSet<Id>> {
-    Ok(prune_records(repo).await?.into_iter().flat_map(|(_, r)| r.packs).collect())
+/// What the stored prune records condemn (packs and index files).
+pub async fn condemned(repo: &Repository) -> Result<Condemned> {
+    let mut c = Condemned::default();
+    for (_, r) in prune_records(repo).await? {
+        c.packs.extend(r.packs);
+        c.index_files.extend(r.index_files);
+    }
+    Ok(c)
 }

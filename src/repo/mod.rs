@@ -13,11 +13,12 @@ pub mod tree;
 mod verify;
 mod writer;
 
-pub use cache::{BlobRef, IndexCache};
+pub use cache::{BlobRef, IndexCache, Unreadable};
 pub use object::{open_object, seal_object};
 pub use reader::{OrderedReader, PackCiphers, RestoreStats, read_blob, restore_stream};
 pub use snapshots::{
-    SnapshotFilter, glob_match, list_snapshots, newest_per_name, resolve_snapshot, select_snapshots,
+    SnapshotFilter, glob_match, list_snapshots, list_snapshots_checked, newest_per_name,
+    resolve_snapshot, select_snapshots,
 };
 pub use verify::{PackVerdict, load_index_file, parse_pack, read_pack_footer, verify_pack_bytes};
 pub use writer::{
@@ -25,6 +26,7 @@ pub use writer::{
     backup_with, write_index,
 };
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -34,8 +36,10 @@ use crate::codec::chunker::{ChunkerParams, Gear};
 use crate::codec::crypto::{KdfParams, MasterKeys, unwrap_master, wrap_master};
 use crate::format::config::Config;
 use crate::format::envelope::{CipherKind, MAGIC_CONFIG};
-use crate::format::key::KeyFile;
+use crate::format::key::{Kdf, KeyFile};
+use crate::format::lock::LeaseKind;
 use crate::format::{FormatError, Id};
+use lease::Lease;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -85,6 +89,22 @@ pub enum RepoError {
     Source { path: String, reason: String },
     #[error("{path}: {reason}")]
     Target { path: String, reason: String },
+    #[error(
+        "{path}: this key file is not password-protected, but a password was given; refusing to \
+         use it (someone with write access to the storage may have replaced the keys; for a \
+         repository made with --encryption none, give no password)"
+    )]
+    UnencryptedKey { path: String },
+    #[error("no key file at {location}/keys")]
+    NoKeyFile { location: String },
+    #[error(
+        "this process could not keep its lease fresh for {minutes} minutes (paused, or cut off \
+         from the repository); a prune may have acted on its expiry, so it stopped"
+    )]
+    LeaseLapsed { minutes: i64 },
+    /// Prune found objects it cannot read; deleting anything could lose what they refer to.
+    #[error("{}; prune stops without deleting anything (run `repo check`)", .unreadable.iter().map(|u| u.error.as_str()).collect::<Vec<_>>().join("; "))]
+    PruneUnsure { unreadable: Vec<Unreadable> },
     #[error("interrupted")]
     Interrupted,
     #[error("{0}")]
@@ -145,6 +165,9 @@ pub struct Repository {
     pub gear: Gear,
     pub chunker: ChunkerParams,
     pub index: IndexCache,
+    lease: Option<Arc<Lease>>,
+    keep_alive: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    condemned: Arc<Condemned>,
 }
 
 fn now_unix() -> i64 {
@@ -184,6 +207,8 @@ pub async fn init(
     let kf = wrap_master(&keys, pw, opts.kdf, now_unix())
         .map_err(|e| RepoError::codec("key file", e))?;
     let kbytes = kf.encode();
+    // refuse what a reader would refuse (KDF parameters beyond the limits)
+    KeyFile::decode(&kbytes).map_err(|e| RepoError::format("new key file", e))?;
     backend.put(&paths::key(&Id::of_bytes(&kbytes)), kbytes).await?;
     let cipher = if opts.encrypted { CipherKind::Aes256Gcm } else { CipherKind::None };
     let cbytes = seal_object(&keys, cipher, MAGIC_CONFIG, &config.encode())?;
@@ -191,8 +216,17 @@ pub async fn init(
     Ok(config)
 }
 
-/// Unlocks the master keys with any key file the password opens.
-async fn unlock(backend: &Arc<dyn Backend>, password: Option<&[u8]>) -> Result<MasterKeys> {
+/// Unlocks the master keys with any key file the password opens, and says whether the
+/// repository is encrypted.
+///
+/// The key file decides the cipher, never the config: a password-wrapped key means AES-256-GCM,
+/// a key in the clear means none. With a password given, key files in the clear are refused:
+/// someone who can write to the storage could otherwise plant one (with keys of their own and
+/// a plaintext config) and have the owner's next backup written in the clear.
+async fn unlock(
+    backend: &Arc<dyn Backend>,
+    password: Option<&[u8]>,
+) -> Result<(MasterKeys, CipherKind)> {
     let location = backend.location();
     let files = backend.list(paths::KEYS_DIR).await?;
     let mut last_err = None;
@@ -206,40 +240,87 @@ async fn unlock(backend: &Arc<dyn Backend>, password: Option<&[u8]>) -> Result<M
                 continue;
             }
         };
-        if kf.kdf == crate::format::key::Kdf::Argon2id && password.is_none() {
-            needs_password = true;
-            continue;
-        }
+        let cipher = match kf.kdf {
+            Kdf::Argon2id if password.is_none() => {
+                needs_password = true;
+                continue;
+            }
+            Kdf::Argon2id => CipherKind::Aes256Gcm,
+            Kdf::None if password.is_some() => {
+                last_err = Some(RepoError::UnencryptedKey { path: f.path.clone() });
+                continue;
+            }
+            Kdf::None => CipherKind::None,
+        };
         match unwrap_master(&kf, password) {
-            Ok(k) => return Ok(k),
+            Ok(k) => return Ok((k, cipher)),
             Err(CodecError::WrongPassword) => {
                 last_err = Some(RepoError::WrongPassword { location: location.clone() })
             }
             Err(e) => last_err = Some(RepoError::codec(f.path.clone(), e)),
         }
     }
-    if needs_password {
+    if needs_password && !matches!(last_err, Some(RepoError::UnencryptedKey { .. })) {
         return Err(RepoError::PasswordNeeded { location });
     }
-    Err(last_err
-        .unwrap_or(RepoError::Corrupt { object: "keys/".into(), reason: "no key file".into() }))
+    Err(last_err.unwrap_or(RepoError::NoKeyFile { location }))
+}
+
+/// What a process opens a repository for: it decides the lease held while it is open
+/// (`format-spec/prune.md`). The lease is written before the prune records are read and
+/// before the index cache is brought up to date, so a prune either waits for this process or
+/// this process knows what the prune condemned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Reads snapshots and data (restore, check, export, copy's source).
+    Read,
+    /// Writes data, index files or snapshots (backup, import, copy's destination, repair).
+    Backup,
+    /// Prunes. Holds the prune lease that excludes other prunes.
+    Prune,
+    /// Holds no lease: for commands that read only snapshot files or keys (snapshots, forget,
+    /// stats, key list).
+    Unleased,
+}
+
+impl Access {
+    fn lease_kind(self) -> Option<LeaseKind> {
+        match self {
+            Access::Read => Some(LeaseKind::Read),
+            Access::Backup => Some(LeaseKind::Backup),
+            Access::Prune => Some(LeaseKind::Prune),
+            Access::Unleased => None,
+        }
+    }
+}
+
+/// What the prune records stored when the repository was opened condemn: a reader must not
+/// rely on these packs and index files, since a sweep may delete them at any moment, and a
+/// backup must not deduplicate against these packs.
+#[derive(Clone, Debug, Default)]
+pub struct Condemned {
+    pub packs: HashSet<Id>,
+    pub index_files: HashSet<Id>,
 }
 
 impl Repository {
-    /// Opens the repository: unlocks the keys, reads the config, and brings the local index
-    /// cache (under `cache_base/<repository id>`) up to date with the repository.
+    /// Opens the repository: unlocks the keys, reads the config (which must be sealed with the
+    /// cipher the key file implies), writes the lease `access` calls for, reads the prune
+    /// records, and brings the local index cache (under `cache_base/<repository id>`) up to
+    /// date. Call [`Repository::close`] at the end to remove the lease.
     pub async fn open(
         backend: Arc<dyn Backend>,
         password: Option<&[u8]>,
         cache_base: Option<PathBuf>,
+        access: Access,
     ) -> Result<Repository> {
         let location = backend.location();
         if backend.stat(paths::CONFIG).await?.is_none() {
             return Err(RepoError::NotARepository { location });
         }
-        let keys = unlock(&backend, password).await?;
+        let (keys, cipher) = unlock(&backend, password).await?;
         let cbytes = backend.get(paths::CONFIG).await?;
-        let (cipher, body) = object::open_object_any(&keys, MAGIC_CONFIG, &cbytes, paths::CONFIG)?;
+        let body = open_object(&keys, cipher, MAGIC_CONFIG, &cbytes, paths::CONFIG)?;
         let config = Config::decode(&body).map_err(|e| RepoError::format(paths::CONFIG, e))?;
         let chunker =
             ChunkerParams::from_config(&config).map_err(|e| RepoError::codec(paths::CONFIG, e))?;
@@ -248,13 +329,69 @@ impl Repository {
             .or_else(|| dirs::cache_dir().map(|d| d.join("repo")))
             .unwrap_or_else(std::env::temp_dir);
         let index = IndexCache::open(&base.join(hex::encode(config.repo_id)))?;
-        let repo = Repository { backend, keys, config, cipher, gear, chunker, index };
-        repo.index.sync(&repo).await?;
-        Ok(repo)
+        let lease = match access.lease_kind() {
+            Some(kind) => Some(Lease::acquire(backend.clone(), kind).await?),
+            None => None,
+        };
+        let keep_alive = std::sync::Mutex::new(lease.as_ref().map(|l| l.keep_alive()));
+        let mut repo = Repository {
+            backend,
+            keys,
+            config,
+            cipher,
+            gear,
+            chunker,
+            index,
+            lease,
+            keep_alive,
+            condemned: Arc::new(Condemned::default()),
+        };
+        let opened = async {
+            repo.condemned = Arc::new(lease::condemned(&repo).await?);
+            repo.index.avoid(repo.condemned.packs.clone());
+            repo.index.sync(&repo).await?;
+            Ok(())
+        }
+        .await;
+        match opened {
+            Ok(()) => Ok(repo),
+            Err(e) => {
+                repo.close().await;
+                Err(e)
+            }
+        }
     }
 
     pub fn location(&self) -> String {
         self.backend.location()
+    }
+
+    /// The lease this process holds, if it opened the repository with one.
+    pub fn lease(&self) -> Option<&Arc<Lease>> {
+        self.lease.as_ref()
+    }
+
+    /// Packs (and index files) condemned by prune records when the repository was opened.
+    pub fn condemned(&self) -> Arc<Condemned> {
+        self.condemned.clone()
+    }
+
+    /// Fails unless this process's lease has been continuously fresh (`Lease::fresh`): what
+    /// a backup checks before it commits and a prune before it deletes. Without a lease there
+    /// is nothing to check.
+    pub fn ensure_lease(&self) -> Result<()> {
+        self.lease.as_ref().map_or(Ok(()), |l| l.ensure_fresh())
+    }
+
+    /// Stops refreshing and removes the lease. Idempotent; a process killed before it gets
+    /// here leaves a lease that expires.
+    pub async fn close(&self) {
+        if let Some(k) = self.keep_alive.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            k.abort();
+        }
+        if let Some(l) = &self.lease {
+            l.release().await;
+        }
     }
 
     /// Seals `body` as an object of this repository.
@@ -266,5 +403,19 @@ impl Repository {
     /// unencrypted object slipped into an encrypted repository).
     pub fn open_object(&self, magic: [u8; 4], bytes: &[u8], path: &str) -> Result<Vec<u8>> {
         open_object(&self.keys, self.cipher, magic, bytes, path)
+    }
+}
+
+impl Drop for Repository {
+    /// Stops the refresh task and, inside a runtime, removes the lease in the background
+    /// (best effort: call [`Repository::close`] to know it is gone; a lease left behind
+    /// expires).
+    fn drop(&mut self) {
+        if let Some(k) = self.keep_alive.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            k.abort();
+            if let (Some(l), Ok(rt)) = (self.lease.clone(), tokio::runtime::Handle::try_current()) {
+                rt.spawn(async move { l.release().await });
+            }
+        }
     }
 }

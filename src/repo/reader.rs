@@ -101,13 +101,44 @@ pub(crate) fn decode_blob(
     Ok(data)
 }
 
-/// Reads one blob by id (through the index).
+/// Reads one blob by id (through the index), from another copy if the first cannot be read.
 pub async fn read_blob(repo: &Repository, id: &Id, needed_by: &str) -> Result<Vec<u8>> {
+    let ciphers = PackCiphers::default();
     let r = repo.index.lookup(id)?.ok_or_else(|| RepoError::MissingChunk {
         chunk: id.to_hex(),
         needed_by: needed_by.into(),
     })?;
-    PackCiphers::default().read(repo, &r.pack, id, &r.loc).await
+    match ciphers.read(repo, &r.pack, id, &r.loc).await {
+        Ok(b) => Ok(b),
+        Err(e) => read_other_copy(repo, &ciphers, id, &r.pack, e).await,
+    }
+}
+
+/// After reading `id` from `failed_pack` failed with `first`: tries every other copy the
+/// index knows, taking in new index files first if there is none (a pack deleted under a
+/// reader whose lease lapsed, or a damaged copy). Returns `first` if no copy can be read.
+async fn read_other_copy(
+    repo: &Repository,
+    ciphers: &PackCiphers,
+    id: &Id,
+    failed_pack: &Id,
+    first: RepoError,
+) -> Result<Vec<u8>> {
+    for attempt in 0..2 {
+        let others: Vec<BlobRef> =
+            repo.index.locations(id)?.into_iter().filter(|b| b.pack != *failed_pack).collect();
+        for b in &others {
+            if let Ok(data) = ciphers.read(repo, &b.pack, id, &b.loc).await {
+                return Ok(data);
+            }
+        }
+        if attempt == 0 && others.is_empty() {
+            repo.index.sync(repo).await?;
+        } else {
+            break;
+        }
+    }
+    Err(first)
 }
 
 struct Group {
@@ -148,7 +179,32 @@ fn group(entries: Vec<(Id, BlobRef)>) -> Vec<Group> {
     out
 }
 
+/// Fetches and decodes a group with one range read; if that fails, each of its chunks from
+/// another copy ([`read_other_copy`]).
 async fn fetch_group(
+    repo: Arc<Repository>,
+    ciphers: Arc<PackCiphers>,
+    g: Group,
+) -> Result<Vec<Vec<u8>>> {
+    let (pack, items) = (g.pack, g.items.clone());
+    match fetch_group_once(repo.clone(), ciphers.clone(), g).await {
+        Ok(v) => Ok(v),
+        Err(first) => {
+            let mut first = Some(first);
+            let mut out = Vec::with_capacity(items.len());
+            for (id, _) in &items {
+                let e = first.take().unwrap_or_else(|| RepoError::MissingChunk {
+                    chunk: id.to_hex(),
+                    needed_by: paths::pack(&pack),
+                });
+                out.push(read_other_copy(&repo, &ciphers, id, &pack, e).await?);
+            }
+            Ok(out)
+        }
+    }
+}
+
+async fn fetch_group_once(
     repo: Arc<Repository>,
     ciphers: Arc<PackCiphers>,
     g: Group,

@@ -2,7 +2,7 @@
 
 use futures::stream::{self, StreamExt};
 
-use super::{RepoError, Repository, Result, paths};
+use super::{RepoError, Repository, Result, Unreadable, paths};
 use crate::format::Id;
 use crate::format::envelope::MAGIC_SNAPSHOT;
 use crate::format::snapshot::Snapshot;
@@ -50,29 +50,45 @@ pub async fn list_snapshots(
     repo: &Repository,
     filter: &SnapshotFilter,
 ) -> Result<Vec<(Id, Snapshot)>> {
+    Ok(list_snapshots_checked(repo, filter).await?.0)
+}
+
+/// Like [`list_snapshots`], and also returns the snapshot files that could not be read (for
+/// callers that must not go on without them, such as prune).
+pub async fn list_snapshots_checked(
+    repo: &Repository,
+    filter: &SnapshotFilter,
+) -> Result<(Vec<(Id, Snapshot)>, Vec<Unreadable>)> {
     let files = repo.backend.list(paths::SNAPSHOTS_DIR).await?;
     let loaded: Vec<_> = stream::iter(files)
         .map(|f| async move {
-            let bytes = repo.backend.get(&f.path).await?;
-            let body = repo.open_object(MAGIC_SNAPSHOT, &bytes, &f.path)?;
-            let s = Snapshot::decode(&body).map_err(|e| RepoError::format(f.path.clone(), e))?;
-            let id = Id::of_bytes(&bytes);
-            Ok::<_, RepoError>((id, s))
+            let loaded = async {
+                let bytes = repo.backend.get(&f.path).await?;
+                let body = repo.open_object(MAGIC_SNAPSHOT, &bytes, &f.path)?;
+                let s =
+                    Snapshot::decode(&body).map_err(|e| RepoError::format(f.path.clone(), e))?;
+                Ok::<_, RepoError>((Id::of_bytes(&bytes), s))
+            };
+            (loaded.await, f.path)
         })
         .buffer_unordered(8)
         .collect()
         .await;
     let mut out = Vec::new();
-    for r in loaded {
+    let mut skipped = Vec::new();
+    for (r, path) in loaded {
         match r {
             Ok((id, s)) if filter.matches(&s) => out.push((id, s)),
             Ok(_) => {}
             Err(RepoError::Backend(e)) if e.is_not_found() => {} // forgotten meanwhile
-            Err(e) => repo.index.warn(format!("{e}; snapshot skipped")),
+            Err(e) => {
+                repo.index.warn(format!("{e}; snapshot skipped"));
+                skipped.push(Unreadable { object: path, error: e.to_string() });
+            }
         }
     }
     out.sort_by_key(|a| (a.1.time_ns, a.0));
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// The snapshots matching `filter`, oldest first; with `latest`, only the newest `latest` of

@@ -404,14 +404,14 @@ async fn uploader(
 }
 
 /// Stores `source` as one snapshot. The snapshot is written only after every pack and index
-/// file it needs, and only if `gate` (run after the input ended) succeeds. Chunks stored only
-/// in `exclude` (packs condemned by a prune) are stored again rather than deduplicated.
+/// file it needs, and only if `gate` (run after the input ended) succeeds and the repository's
+/// lease is still fresh. Chunks stored only in packs condemned by a prune
+/// ([`Repository::condemned`]) are stored again rather than deduplicated.
 pub async fn backup_stream<R, G>(
     repo: Arc<Repository>,
     source: R,
     meta: SnapshotMeta,
     progress: Arc<dyn Progress>,
-    exclude: Arc<HashSet<Id>>,
     gate: G,
 ) -> Result<(Id, Snapshot, BackupStats)>
 where
@@ -423,7 +423,7 @@ where
         let lists = sink.p.process_all(batches.into_iter(), &*progress)?;
         Ok(Content { lists, size: sink.p.stats.bytes_read, chunks: sink.p.stats.chunks })
     };
-    backup_with(repo, SnapshotKind::Stream, meta, exclude, body, gate).await
+    backup_with(repo, SnapshotKind::Stream, meta, body, gate).await
 }
 
 /// Runs `body` on a blocking thread with a sink whose packs are uploaded concurrently, then
@@ -433,7 +433,6 @@ pub async fn backup_with<F, G>(
     repo: Arc<Repository>,
     kind: SnapshotKind,
     meta: SnapshotMeta,
-    exclude: Arc<HashSet<Id>>,
     body: F,
     gate: G,
 ) -> Result<(Id, Snapshot, BackupStats)>
@@ -446,9 +445,10 @@ where
     let up = tokio::spawn(uploader(repo.clone(), pack_rx, pending.clone()));
     let r2 = repo.clone();
     let piped = tokio::task::spawn_blocking(move || {
+        let condemned = r2.condemned();
         let p = Pipeline {
             repo: &r2,
-            exclude: &exclude,
+            exclude: &condemned.packs,
             packer: None,
             pack_tx,
             pending,
@@ -476,6 +476,9 @@ where
             (Err(e), _) => return Err(e),
         };
     gate.await?;
+    // a prune treats a lease not refreshed for LEASE_EXPIRY as gone and may have deleted what
+    // this backup deduplicated against: commit only while the lease has held without a gap
+    repo.ensure_lease()?;
     let snap = Snapshot {
         time_ns: meta.time_ns,
         kind,
@@ -493,5 +496,11 @@ where
     let id = Id::of_bytes(&bytes);
     stats.bytes_written += bytes.len() as u64;
     repo.backend.put(&paths::snapshot(&id), bytes).await?;
+    if let Err(e) = repo.ensure_lease() {
+        // the lease lapsed while the snapshot was stored (a hung mount): a prune may have
+        // swept without seeing it, so it may not be whole; withdraw it
+        repo.backend.delete(&paths::snapshot(&id)).await?;
+        return Err(e);
+    }
     Ok((id, snap, stats))
 }

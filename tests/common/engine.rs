@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use ::repo::backend::Backend;
 use ::repo::repo::{
-    self as engine, NoProgress, Repository, SnapshotFilter, SnapshotMeta, restore_stream,
+    self as engine, Access, NoProgress, Repository, SnapshotFilter, SnapshotMeta, restore_stream,
 };
 
 /// A writer whose bytes the test can read afterwards.
@@ -32,8 +32,11 @@ pub fn meta(name: &str) -> SnapshotMeta {
     }
 }
 
-pub async fn open(b: Arc<dyn Backend>, cache: &std::path::Path) -> Arc<Repository> {
-    Arc::new(Repository::open(b, Some(b"pw"), Some(cache.to_path_buf())).await.expect("open"))
+/// Opens with password "pw" and the lease `access` calls for.
+pub async fn open(b: Arc<dyn Backend>, cache: &std::path::Path, access: Access) -> Arc<Repository> {
+    Arc::new(
+        Repository::open(b, Some(b"pw"), Some(cache.to_path_buf()), access).await.expect("open"),
+    )
 }
 
 /// The newest snapshot named `name`, restored into memory.

@@ -11,13 +11,12 @@ use std::sync::Arc;
 
 use crate::format::Id;
 use crate::format::snapshot::{Snapshot, SnapshotKind};
-use crate::ops::backup::{lease_still_fresh, under_lease};
-use crate::repo::lease::condemned_packs;
 use crate::repo::{BackupStats, ChunkSink, Content, Repository, Result, SnapshotMeta, backup_with};
 
-/// Commits a tree snapshot whose files and catalog `body` stores, under a backup lease (so
-/// a prune cannot delete what it deduplicates against). `ready` must succeed too before the
-/// snapshot is written (for `copy`: the source delivered everything).
+/// Commits a tree snapshot whose files and catalog `body` stores. The repository's backup
+/// lease (see [`crate::repo::Access::Backup`]) keeps a prune from deleting what it deduplicates
+/// against. `ready` must succeed too before the snapshot is written (for `copy`: the source
+/// delivered everything).
 pub(crate) async fn commit_tree<F>(
     repo: Arc<Repository>,
     meta: SnapshotMeta,
@@ -27,13 +26,5 @@ pub(crate) async fn commit_tree<F>(
 where
     F: FnOnce(&mut ChunkSink) -> Result<Content> + Send + 'static,
 {
-    under_lease(&repo.clone(), async move |lease| {
-        let exclude = Arc::new(condemned_packs(&repo).await?);
-        let gate = async {
-            ready.await?;
-            lease_still_fresh(lease).await
-        };
-        backup_with(repo, SnapshotKind::Tree, meta, exclude, body, gate).await
-    })
-    .await
+    backup_with(repo, SnapshotKind::Tree, meta, body, ready).await
 }

@@ -1,0 +1,465 @@
+//! Trust: no prune takes data from under a reader or a writer, and nobody with write access to
+//! the storage can switch encryption off. Each test forces one interleaving (or one forged
+//! object) through the library or the real binary; each is named after the failure it pins.
+
+use std::sync::Arc;
+
+use ::repo::backend::{Backend, LocalBackend, MemBackend};
+use ::repo::codec::crypto::{KdfParams, MasterKeys, wrap_master};
+use ::repo::format::config::Config;
+use ::repo::format::envelope::{CipherKind, MAGIC_CONFIG};
+use ::repo::format::lock::LeaseKind;
+use ::repo::ops::check::{self, CheckOptions};
+use ::repo::ops::prune::{self, PruneOptions};
+use ::repo::repo::lease::Lease;
+use ::repo::repo::{
+    self as engine, Access, InitOptions, NoProgress, Repository, backup_stream, paths, seal_object,
+};
+
+#[path = "common/mod.rs"]
+mod common;
+#[path = "common/engine.rs"]
+mod helpers;
+use helpers::{meta, open, restore};
+
+fn opts() -> InitOptions {
+    InitOptions {
+        chunk_min: 1024,
+        chunk_avg: 4096,
+        chunk_max: 16384,
+        pack_target: 65536,
+        kdf: engine::codec_kdf_for_tests(),
+        ..InitOptions::default()
+    }
+}
+
+async fn backup(r: &Arc<Repository>, name: &str, data: &[u8]) -> ::repo::format::Id {
+    backup_stream(
+        r.clone(),
+        std::io::Cursor::new(data.to_vec()),
+        meta(name),
+        Arc::new(NoProgress),
+        async { Ok(()) },
+    )
+    .await
+    .expect("backup")
+    .0
+}
+
+async fn clean(r: &Arc<Repository>) {
+    let c = check::run(
+        r.clone(),
+        &CheckOptions { read_data: Some(check::Subset::All), verify_restore: None },
+    )
+    .await
+    .expect("check");
+    assert!(c.ok, "damage: {:?} notes {:?}", c.damage, c.notes);
+}
+
+fn repack_all() -> PruneOptions {
+    PruneOptions { max_unused: 0.0, ..PruneOptions::default() }
+}
+
+/// Two dumps sharing half their content, the forgotten one stored first, so that forgetting
+/// it leaves partly used packs (which a prune repacks).
+async fn kept_and_forgotten(base: &Arc<dyn Backend>, cache: &std::path::Path) -> Vec<u8> {
+    let r = open(base.clone(), cache, Access::Backup).await;
+    let mut keep = Vec::new();
+    let mut drop = Vec::new();
+    for i in 0..40u64 {
+        keep.extend(common::noise(6000, i));
+        drop.extend(common::noise(6000, i));
+        drop.extend(common::noise(6000, 1000 + i));
+    }
+    let gone = backup(&r, "forgotten", &drop).await;
+    backup(&r, "kept", &keep).await;
+    r.close().await;
+    base.delete(&paths::snapshot(&gone)).await.unwrap();
+    keep
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_opened_before_a_repacking_prune_reads_every_chunk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let keep = kept_and_forgotten(&base, &tmp.path().join("w")).await;
+
+    // the reader opens (and resolves its snapshot), then a prune repacks everything it needs
+    let reader = open(base.clone(), &tmp.path().join("r"), Access::Read).await;
+    let pruner = open(base.clone(), &tmp.path().join("p"), Access::Prune).await;
+    let p = prune::run(pruner.clone(), &repack_all()).await.unwrap();
+    assert!(p.packs_repacked > 0, "{p:?}");
+    assert_eq!(restore(&reader, "kept").await, keep);
+    assert_eq!(p.packs_deleted, 0, "the reader's lease holds the sweep: {p:?}");
+    reader.close().await;
+
+    // with the reader gone the next prune frees the space, and everything still restores
+    let p = prune::run(pruner.clone(), &repack_all()).await.unwrap();
+    assert!(p.packs_deleted > 0, "{p:?}");
+    pruner.close().await;
+    let fresh = open(base.clone(), &tmp.path().join("f"), Access::Read).await;
+    assert_eq!(restore(&fresh, "kept").await, keep);
+    clean(&fresh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_opened_between_mark_and_sweep_avoids_the_condemned_copies() {
+    // the cache used to keep one copy per chunk, whichever index file it read last: repeat
+    // so that a lucky order cannot pass
+    for _ in 0..6 {
+        let tmp = tempfile::tempdir().unwrap();
+        let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+        engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+        let keep = kept_and_forgotten(&base, &tmp.path().join("w")).await;
+
+        // a running backup makes the prune stop after the mark: every kept chunk now has two
+        // copies, the condemned old one and the repacked new one
+        let backup_lease = Lease::acquire(base.clone(), LeaseKind::Backup).await.unwrap();
+        let pruner = open(base.clone(), &tmp.path().join("p"), Access::Prune).await;
+        let p = prune::run(pruner.clone(), &repack_all()).await.unwrap();
+        assert!(p.packs_repacked > 0 && p.records_waiting == 1, "{p:?}");
+
+        // a reader opens now: it must read the new copies, since the old ones go any moment
+        let reader = open(base.clone(), &tmp.path().join("r"), Access::Read).await;
+        backup_lease.release().await;
+        let p = prune::run(pruner.clone(), &repack_all()).await.unwrap();
+        assert!(p.packs_deleted > 0, "the record predates the reader, so it is swept: {p:?}");
+        assert_eq!(restore(&reader, "kept").await, keep);
+        clean(&reader).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_that_opened_before_a_prune_never_deduplicates_against_deleted_packs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let data = common::noise(200_000, 7);
+    let w = open(base.clone(), &tmp.path().join("w"), Access::Backup).await;
+    let first = backup(&w, "db", &data).await;
+    w.close().await;
+
+    // the next backup has opened the repository (its cache knows `data`'s chunks) ...
+    let b = open(base.clone(), &tmp.path().join("b"), Access::Backup).await;
+    // ... when the only snapshot with `data` is forgotten and pruned
+    base.delete(&paths::snapshot(&first)).await.unwrap();
+    let pruner = open(base.clone(), &tmp.path().join("p"), Access::Prune).await;
+    prune::run(pruner.clone(), &PruneOptions::default()).await.unwrap();
+    // the backup stores the same data again and commits; a later prune runs too
+    backup(&b, "db", &data).await;
+    b.close().await;
+    prune::run(pruner.clone(), &PruneOptions::default()).await.unwrap();
+    pruner.close().await;
+
+    let fresh = open(base.clone(), &tmp.path().join("f"), Access::Read).await;
+    assert_eq!(restore(&fresh, "db").await, data);
+    clean(&fresh).await;
+}
+
+/// `repair index` while a record waits indexes the condemned packs again. A prune stopped at
+/// any point after its sweep must leave no index entry for a pack it deleted: the next backup
+/// would deduplicate against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_keeps_a_condemned_pack_that_a_remaining_index_file_names() {
+    for allowed in 0.. {
+        let tmp = tempfile::tempdir().unwrap();
+        let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+        engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+        let data = common::noise(200_000, 9);
+        let w = open(base.clone(), &tmp.path().join("w"), Access::Backup).await;
+        let first = backup(&w, "db", &data).await;
+        backup(&w, "other", &common::noise(20_000, 10)).await;
+        w.close().await;
+        base.delete(&paths::snapshot(&first)).await.unwrap();
+
+        // the prune condemns the packs but waits for a running backup ...
+        let lease = Lease::acquire(base.clone(), LeaseKind::Backup).await.unwrap();
+        let pruner = open(base.clone(), &tmp.path().join("p"), Access::Prune).await;
+        let p = prune::run(pruner.clone(), &PruneOptions::default()).await.unwrap();
+        assert!(p.packs_condemned > 0 && p.packs_deleted == 0, "{p:?}");
+        pruner.close().await;
+        // ... meanwhile `repair index` indexes every pack again, the condemned ones included
+        let fixer = open(base.clone(), &tmp.path().join("x"), Access::Backup).await;
+        ::repo::ops::repair::repair_index(fixer.clone()).await.unwrap();
+        fixer.close().await;
+        lease.release().await;
+        // the next prune stops after `allowed` writes and deletes
+        let fault: Arc<dyn Backend> =
+            Arc::new(::repo::backend::FaultBackend::counting_deletes(base.clone(), allowed));
+        let pf = open(fault, &tmp.path().join("pf"), Access::Unleased).await;
+        let done = prune::run(pf.clone(), &PruneOptions::default()).await.is_ok();
+
+        // whatever the index names is there: check is clean, and a backup that
+        // deduplicates against it restores
+        for o in base.list(paths::LOCKS_DIR).await.unwrap() {
+            base.delete(&o.path).await.unwrap();
+        }
+        let b = open(base.clone(), &tmp.path().join("b"), Access::Backup).await;
+        clean(&b).await;
+        backup(&b, "db", &data).await;
+        b.close().await;
+        let fresh = open(base.clone(), &tmp.path().join("f"), Access::Read).await;
+        assert_eq!(restore(&fresh, "db").await, data, "stopped after {allowed} writes");
+        if done {
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_whose_lease_was_removed_as_expired_refuses_to_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let b = open(base.clone(), &tmp.path().join("b"), Access::Backup).await;
+    // the backup is paused past the expiry: a prune sees an old lease and removes it
+    for o in base.list(paths::LOCKS_DIR).await.unwrap() {
+        base.delete(&o.path).await.unwrap();
+    }
+    // on waking up, the keep-alive refreshes the lease; the backup must notice the lapse
+    b.lease().expect("a backup holds a lease").refresh().await.ok();
+    let r = backup_stream(
+        b.clone(),
+        std::io::Cursor::new(common::noise(50_000, 3)),
+        meta("db"),
+        Arc::new(NoProgress),
+        async { Ok(()) },
+    )
+    .await;
+    let e = r.expect_err("a lapsed lease must not commit");
+    assert!(e.to_string().contains("lease"), "{e}");
+    assert!(base.list(paths::SNAPSHOTS_DIR).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_with_a_damaged_index_file_deletes_nothing_even_if_warnings_were_drained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let w = open(base.clone(), &tmp.path().join("w"), Access::Backup).await;
+    backup(&w, "db", &common::noise(100_000, 1)).await;
+    w.close().await;
+    let ix = base.list(paths::INDEX_DIR).await.unwrap();
+    let mut bytes = base.get(&ix[0].path).await.unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 1;
+    base.delete(&ix[0].path).await.unwrap();
+    base.put(&ix[0].path, bytes).await.unwrap();
+    let packs_before = base.list(paths::DATA_DIR).await.unwrap();
+
+    let pruner = open(base.clone(), &tmp.path().join("p"), Access::Prune).await;
+    let _ = pruner.index.take_warnings(); // what the CLI does after opening
+    let e = prune::run(pruner.clone(), &PruneOptions::default()).await.expect_err("must stop");
+    assert!(e.to_string().contains(&ix[0].path), "{e}");
+    assert_eq!(base.list(paths::DATA_DIR).await.unwrap(), packs_before);
+}
+
+/// A plaintext config (cipher 0) forged from the format spec alone, with a fresh repository id.
+fn forged_plaintext_config() -> Vec<u8> {
+    let attacker = MasterKeys::generate().unwrap();
+    let c = Config {
+        repo_id: [7; 32],
+        chunk_min: 4096,
+        chunk_avg: 16384,
+        chunk_max: 65536,
+        pack_target: 16 << 20,
+        zstd_level: 3,
+    };
+    seal_object(&attacker, CipherKind::None, MAGIC_CONFIG, &c.encode()).unwrap()
+}
+
+#[test]
+fn forged_plaintext_config_in_an_encrypted_repository_is_refused() {
+    let f = common::Fixture::new();
+    f.backup("db", b"first");
+    std::fs::write(f.repo().join("config"), forged_plaintext_config()).unwrap();
+    let r = f.run(&["-q", "backup", "--stdin", "--name", "db"], b"secret rows in the clear");
+    assert_ne!(r.code, 0, "a downgraded config must not be used");
+    assert!(r.stderr.contains("config"), "{}", r.stderr);
+    for p in f.files("data") {
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(!bytes.windows(11).any(|w| w == b"secret rows"), "plaintext written to {p:?}");
+    }
+}
+
+#[test]
+fn unencrypted_key_file_is_refused_when_a_password_is_given() {
+    let f = common::Fixture::new();
+    f.backup("db", b"first");
+    // the attacker replaces every key file by one with kdf = 0 (keys in the clear), and the
+    // config by a plaintext one under those keys
+    let attacker = MasterKeys::generate().unwrap();
+    for k in f.files("keys") {
+        std::fs::remove_file(k).unwrap();
+    }
+    let kf = wrap_master(&attacker, None, KdfParams::default(), 0).unwrap().encode();
+    let kid = ::repo::format::Id::of_bytes(&kf);
+    std::fs::write(f.repo().join(paths::key(&kid)), kf).unwrap();
+    let body = Config {
+        repo_id: [7; 32],
+        chunk_min: 4096,
+        chunk_avg: 16384,
+        chunk_max: 65536,
+        pack_target: 16 << 20,
+        zstd_level: 3,
+    }
+    .encode();
+    let cfg = seal_object(&attacker, CipherKind::None, MAGIC_CONFIG, &body).unwrap();
+    std::fs::write(f.repo().join("config"), cfg).unwrap();
+    let r = f.run(&["-q", "backup", "--stdin", "--name", "db"], b"secret rows in the clear");
+    assert_ne!(r.code, 0, "a password was given: an unencrypted key must not be used");
+    assert!(r.stderr.contains("key"), "{}", r.stderr);
+}
+
+#[test]
+fn key_file_demanding_gigabytes_of_kdf_memory_is_refused_without_allocating() {
+    let f = common::Fixture::new();
+    // a key file that asks for 2 GiB of Argon2 memory (the password is irrelevant)
+    let keys = MasterKeys::generate().unwrap();
+    let p = KdfParams { m_cost_kib: 1024, t_cost: 1, p_cost: 1 };
+    let mut kf = wrap_master(&keys, Some(b"x"), p, 0).unwrap();
+    kf.m_cost = 2 * 1024 * 1024;
+    for k in f.files("keys") {
+        std::fs::remove_file(k).unwrap();
+    }
+    let bytes = kf.encode();
+    std::fs::write(f.repo().join(paths::key(&::repo::format::Id::of_bytes(&bytes))), bytes)
+        .unwrap();
+    let r = f.run(&["snapshots"], b"");
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("out of range"), "{}", r.stderr);
+}
+
+#[test]
+fn init_refuses_kdf_memory_a_reader_would_refuse() {
+    let f = common::Fixture::empty();
+    let r = f.run(&["init", "--kdf-memory", "2097152"], b"");
+    assert_ne!(r.code, 0);
+    assert!(!f.repo().join("config").exists());
+}
+
+type Hook = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A backend that runs `hook` (another process's work, on the inner backend) just before
+/// the `nth` listing of `prefix`: an interleaving a test cannot otherwise force.
+struct HookBackend {
+    inner: Arc<dyn Backend>,
+    prefix: &'static str,
+    nth: std::sync::atomic::AtomicI32,
+    hook: tokio::sync::Mutex<Option<Hook>>,
+}
+
+impl HookBackend {
+    fn new(inner: Arc<dyn Backend>, prefix: &'static str, nth: i32, hook: Hook) -> Arc<Self> {
+        Arc::new(HookBackend {
+            inner,
+            prefix,
+            nth: nth.into(),
+            hook: tokio::sync::Mutex::new(Some(hook)),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for HookBackend {
+    async fn put(&self, path: &str, data: Vec<u8>) -> Result<(), ::repo::backend::BackendError> {
+        self.inner.put(path, data).await
+    }
+    async fn get(&self, path: &str) -> Result<Vec<u8>, ::repo::backend::BackendError> {
+        self.inner.get(path).await
+    }
+    async fn get_range(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, ::repo::backend::BackendError> {
+        self.inner.get_range(path, offset, len).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<::repo::backend::ObjectInfo>, ::repo::backend::BackendError> {
+        if prefix == self.prefix && self.nth.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1
+        {
+            let hook = self.hook.lock().await.take();
+            if let Some(h) = hook {
+                h.await;
+            }
+        }
+        self.inner.list(prefix).await
+    }
+    async fn stat(&self, path: &str) -> Result<Option<u64>, ::repo::backend::BackendError> {
+        self.inner.stat(path).await
+    }
+    async fn delete(&self, path: &str) -> Result<(), ::repo::backend::BackendError> {
+        self.inner.delete(path).await
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_while_a_prune_repacks_reports_no_damage_that_is_not_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let keep = kept_and_forgotten(&base, &tmp.path().join("w")).await;
+    // while the check runs (at its listing of index files), a prune repacks and sweeps
+    let (b2, dir) = (base.clone(), tmp.path().join("p"));
+    let prune_now: Hook = Box::pin(async move {
+        let pruner = open(b2, &dir, Access::Prune).await;
+        prune::run(pruner.clone(), &repack_all()).await.unwrap();
+        pruner.close().await;
+    });
+    let hooked: Arc<dyn Backend> = HookBackend::new(base.clone(), paths::INDEX_DIR, 2, prune_now);
+    let checker = open(hooked, &tmp.path().join("c"), Access::Read).await;
+    clean(&checker).await;
+    assert_eq!(restore(&checker, "kept").await, keep);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_with_delete_while_a_prune_sweeps_leaves_a_consistent_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let keep = kept_and_forgotten(&base, &tmp.path().join("w")).await;
+    let dst: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    let sync_opts = ::repo::ops::sync::SyncOptions { delete: true, ..Default::default() };
+    ::repo::ops::sync::run(base.clone(), dst.clone(), &sync_opts, &NoProgress).await.unwrap();
+
+    // a prune has condemned data and waits for a backup; the sync starts; the backup ends
+    // and a prune sweeps while the sync copies (at its listing of packs)
+    let lease = Lease::acquire(base.clone(), LeaseKind::Backup).await.unwrap();
+    let pruner = open(base.clone(), &tmp.path().join("p"), Access::Prune).await;
+    let p = prune::run(pruner.clone(), &repack_all()).await.unwrap();
+    assert!(p.packs_repacked > 0 && p.records_waiting == 1, "{p:?}");
+    let sweep_now: Hook = Box::pin(async move {
+        lease.release().await;
+        let p = prune::run(pruner.clone(), &repack_all()).await.unwrap();
+        assert!(p.packs_deleted > 0, "{p:?}");
+        pruner.close().await;
+    });
+    let hooked: Arc<dyn Backend> = HookBackend::new(base.clone(), paths::DATA_DIR, 1, sweep_now);
+    ::repo::ops::sync::run(hooked, dst.clone(), &sync_opts, &NoProgress).await.unwrap();
+
+    let copy = open(dst.clone(), &tmp.path().join("d"), Access::Read).await;
+    clean(&copy).await;
+    assert_eq!(restore(&copy, "kept").await, keep);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_refreshed_after_a_pause_past_the_margin_stays_lapsed() {
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    let l = Lease::acquire(base.clone(), LeaseKind::Backup).await.unwrap();
+    l.refresh().await.unwrap();
+    assert!(l.fresh());
+    // SIGSTOP, a suspended VM or a hung mount: 26 minutes without a refresh
+    l.backdate_for_tests(26 * 60);
+    assert!(!l.fresh());
+    let e = l.refresh().await.expect_err("a refresh after the pause must not revive the lease");
+    assert!(e.to_string().contains("lease"), "{e}");
+    assert!(!l.fresh(), "still lapsed after the refresh attempt");
+}
