@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ::repo::backend::{Backend, LocalBackend, MemBackend};
+use ::repo::backend::{Backend, MemBackend};
 use ::repo::codec::crypto::{KdfParams, MasterKeys, wrap_master};
 use ::repo::format::config::Config;
 use ::repo::format::envelope::{CipherKind, MAGIC_CONFIG};
