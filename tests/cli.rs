@@ -303,3 +303,47 @@ fn the_cache_is_rebuilt_when_deleted_or_garbage() {
     f.backup("a", &d);
     assert!(f.repo_bytes("data") < (3 << 20) / 2, "the second backup deduplicated");
 }
+
+/// Restoring from storage this process may not write to (a read-only mount, a read-only S3
+/// key) still works: the read lease cannot be written, and the warning says what that risks.
+#[test]
+fn restore_from_read_only_storage_works_without_a_lease_and_says_so() {
+    let f = Fixture::new();
+    f.backup("db", b"rows");
+    // root writes everything: run the restore as `nobody`, who may read the repository only
+    let cache = tempfile::tempdir().unwrap();
+    let sh = |cmd: String| {
+        let o = std::process::Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+        assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    sh(format!(
+        "chmod -R a+rX {} && chown -R nobody {}",
+        f.dir.path().display(),
+        cache.path().display()
+    ));
+    let c = f.cmd(&["restore", "latest"]);
+    let envs: Vec<String> = c
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
+        .map(|e| {
+            if e.starts_with("REPO_CACHE_DIR=") {
+                format!("REPO_CACHE_DIR={}", cache.path().display())
+            } else {
+                e
+            }
+        })
+        .collect();
+    let o = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "env"])
+        .args(&envs)
+        .arg(c.get_program())
+        .args(c.get_args())
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(o.stdout, b"rows");
+    assert!(err.contains("permission denied; reading without a lease"), "{err}");
+    assert!(f.files("locks").is_empty());
+}

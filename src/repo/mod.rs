@@ -330,7 +330,21 @@ impl Repository {
             .unwrap_or_else(std::env::temp_dir);
         let index = IndexCache::open(&base.join(hex::encode(config.repo_id)))?;
         let lease = match access.lease_kind() {
-            Some(kind) => Some(Lease::acquire(backend.clone(), kind).await?),
+            Some(kind) => match Lease::acquire(backend.clone(), kind).await {
+                Ok(l) => Some(l),
+                // a reader of read-only storage (a mount or a key without write access)
+                // goes on without a lease, and is told what that risks
+                Err(RepoError::Backend(BackendError::PermissionDenied { path }))
+                    if access == Access::Read =>
+                {
+                    index.warn(format!(
+                        "{path}: permission denied; reading without a lease, so a prune running \
+                         elsewhere may remove data while this runs"
+                    ));
+                    None
+                }
+                Err(e) => return Err(e),
+            },
             None => None,
         };
         let keep_alive = std::sync::Mutex::new(lease.as_ref().map(|l| l.keep_alive()));
