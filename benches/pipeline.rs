@@ -91,7 +91,7 @@ fn bench(c: &mut Criterion) {
                     PackBuilder::new(&keys, CipherKind::Aes256Gcm, 16 << 20).expect("packer");
                 for (id, d) in blobs {
                     let n = d.len() as u32;
-                    pb.add(BlobType::Data, id, 0, n, d).expect("add");
+                    pb.add(BlobType::Data, id, 0, n, None, d).expect("add");
                     if pb.is_full() {
                         packs += pb.finish().expect("finish").bytes.len();
                         pb = PackBuilder::new(&keys, CipherKind::Aes256Gcm, 16 << 20)

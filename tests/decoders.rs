@@ -36,6 +36,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         raw_len: 100,
         stored_len: 60,
         id: Id([1; 32]),
+        base: None,
     };
     let idx = IndexFile {
         supersedes: vec![Id([2; 32])],
@@ -50,6 +51,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                     offset: 40,
                     stored_len: 60,
                     raw_len: 44,
+                    base: None,
                 },
             )],
         }],

@@ -5,8 +5,10 @@
 
 use std::cell::RefCell;
 
+use zstd::zstd_safe::{self, CCtx, CParameter, DCtx};
+
 use super::CodecError;
-use crate::format::pack::FLAG_ZSTD;
+use crate::format::pack::{FLAG_DELTA, FLAG_ZSTD};
 
 thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
@@ -48,8 +50,47 @@ pub fn compress(level: i32, data: Vec<u8>) -> (u8, Vec<u8>) {
     }
 }
 
-/// Reverses [`compress`]; `raw_len` (from the index) bounds the output buffer.
-pub fn decompress(flags: u8, data: Vec<u8>, raw_len: u32) -> Result<Vec<u8>, CodecError> {
+fn zstd_error(code: usize) -> CodecError {
+    CodecError::Decompress(zstd_safe::get_error_name(code).to_string())
+}
+
+/// Compresses `data` as a zstd frame against `base` (the plaintext of another chunk, used as
+/// a raw-content prefix, not a dictionary). The prefix is single-use in zstd, so each call
+/// makes its own context.
+pub fn compress_delta(level: i32, base: &[u8], data: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let mut c = CCtx::try_create().ok_or_else(|| CodecError::Decompress("no memory".into()))?;
+    c.set_parameter(CParameter::CompressionLevel(level)).map_err(zstd_error)?;
+    c.ref_prefix(base).map_err(zstd_error)?;
+    let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
+    c.compress2(&mut out, data).map_err(zstd_error)?;
+    Ok(out)
+}
+
+/// Reverses [`compress_delta`]. At most `raw_len` bytes are ever allocated; a wrong base
+/// gives an error or wrong bytes (callers verify the chunk id).
+pub fn decompress_delta(base: &[u8], frame: &[u8], raw_len: u32) -> Result<Vec<u8>, CodecError> {
+    let mut d = DCtx::try_create().ok_or_else(|| CodecError::Decompress("no memory".into()))?;
+    d.ref_prefix(base).map_err(zstd_error)?;
+    let mut out = Vec::with_capacity(raw_len as usize);
+    let n = d.decompress(&mut out, frame).map_err(zstd_error)?;
+    if n != raw_len as usize {
+        return Err(CodecError::Decompress(format!("got {n} bytes, expected {raw_len}")));
+    }
+    Ok(out)
+}
+
+/// Reverses [`compress`] (and [`compress_delta`] when `flags` says delta: `base` is then the
+/// base chunk's plaintext); `raw_len` (from the index) bounds the output buffer.
+pub fn decompress(
+    flags: u8,
+    data: Vec<u8>,
+    raw_len: u32,
+    base: Option<&[u8]>,
+) -> Result<Vec<u8>, CodecError> {
+    if flags == FLAG_DELTA {
+        let base = base.ok_or_else(|| CodecError::Decompress("delta without its base".into()))?;
+        return decompress_delta(base, &data, raw_len);
+    }
     if flags & FLAG_ZSTD == 0 {
         if data.len() != raw_len as usize {
             return Err(CodecError::Decompress(format!(
@@ -77,7 +118,7 @@ mod tests {
         let (f, c) = compress(3, text.clone());
         assert_eq!(f, FLAG_ZSTD);
         assert!(c.len() < text.len());
-        assert_eq!(decompress(f, c, text.len() as u32).unwrap(), text);
+        assert_eq!(decompress(f, c, text.len() as u32, None).unwrap(), text);
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let noise: Vec<u8> = (0..4096)
             .map(|_| {
@@ -90,6 +131,37 @@ mod tests {
         let (f, c) = compress(3, noise.clone());
         assert_eq!(f, 0);
         assert_eq!(c, noise);
-        assert!(decompress(FLAG_ZSTD, vec![1, 2, 3], 10).is_err());
+        assert!(decompress(FLAG_ZSTD, vec![1, 2, 3], 10, None).is_err());
+    }
+
+    #[test]
+    fn delta_against_a_similar_base_is_small_and_needs_that_base() {
+        let noise = |seed: u64, n: usize| {
+            let mut x = seed | 1;
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 32) as u8
+                })
+                .collect::<Vec<u8>>()
+        };
+        let base = noise(1, 16384);
+        let mut data = base.clone();
+        data[5000..5100].copy_from_slice(&noise(2, 100)); // a changed row
+        let (_, plain) = compress(3, data.clone());
+        let delta = compress_delta(3, &base, &data).unwrap();
+        assert!(delta.len() < 400 && plain.len() > 16000, "{} vs {}", delta.len(), plain.len());
+        assert_eq!(decompress(FLAG_DELTA, delta.clone(), 16384, Some(&base)).unwrap(), data);
+        assert!(decompress(FLAG_DELTA, delta.clone(), 16384, None).is_err());
+        // a wrong raw length or a damaged frame: an error, no oversized buffer
+        assert!(decompress(FLAG_DELTA, delta.clone(), 100, Some(&base)).is_err());
+        let mut bad = delta.clone();
+        bad.truncate(bad.len() / 2);
+        assert!(decompress(FLAG_DELTA, bad, 16384, Some(&base)).is_err());
+        // with another base the output differs (the caller's id check catches it)
+        let other = noise(3, 16384);
+        assert_ne!(decompress(FLAG_DELTA, delta, 16384, Some(&other)).ok(), Some(data));
     }
 }

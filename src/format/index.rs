@@ -6,17 +6,18 @@
 //!   pack id        32
 //!   pack_len       u64
 //!   blob_count     u32
-//!   blob_count entries of 48 bytes:
+//!   blob_count entries of 48 bytes (80 for a delta):
 //!     0  1  blob type
-//!     1  1  flags
+//!     1  1  flags       as in a pack footer (0, 1 = zstd, 2 = delta)
 //!     2  2  reserved 0
 //!     4  4  offset      of the sealed blob in the pack
 //!     8  4  stored_len
 //!     12 4  raw_len
 //!     16 32 id
+//!     48 32 base        only for a delta: the id of its base chunk
 //! ```
 
-use super::pack::{BlobType, FLAG_ZSTD, MAX_BLOB_LEN, MAX_PACK_BLOBS};
+use super::pack::{BlobType, MAX_BLOB_LEN, MAX_PACK_BLOBS, check_flags};
 use super::{FormatError, Id, Reader, Writer, invalid};
 
 pub const INDEX_ENTRY_LEN: usize = 48;
@@ -30,6 +31,9 @@ pub struct BlobLocation {
     pub offset: u32,
     pub stored_len: u32,
     pub raw_len: u32,
+    /// The base chunk of a delta (`flags == FLAG_DELTA`): needed to decode this one, and kept
+    /// alive by it.
+    pub base: Option<Id>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +67,9 @@ impl IndexFile {
                     .u32(l.stored_len)
                     .u32(l.raw_len)
                     .id(id);
+                if let Some(b) = &l.base {
+                    w.id(b);
+                }
             }
         }
         w.finish()
@@ -85,8 +92,9 @@ impl IndexFile {
             for _ in 0..nb {
                 let blob_type = BlobType::from_u8(r.u8()?)?;
                 let flags = r.u8()?;
-                if flags & !FLAG_ZSTD != 0 || r.u16()? != 0 {
-                    return Err(invalid("index entry", "unknown flags or reserved bits"));
+                let delta = check_flags(blob_type, flags)?;
+                if r.u16()? != 0 {
+                    return Err(invalid("index entry", "reserved bits set"));
                 }
                 let (offset, stored_len, raw_len) = (r.u32()?, r.u32()?, r.u32()?);
                 if raw_len > MAX_BLOB_LEN
@@ -99,7 +107,9 @@ impl IndexFile {
                     ));
                 }
                 let id = r.id()?;
-                blobs.push((id, BlobLocation { blob_type, flags, offset, stored_len, raw_len }));
+                let base = if delta { Some(r.id()?) } else { None };
+                let loc = BlobLocation { blob_type, flags, offset, stored_len, raw_len, base };
+                blobs.push((id, loc));
             }
             packs.push(IndexPack { pack, pack_len, blobs });
         }
@@ -127,6 +137,7 @@ mod tests {
                         offset: 40,
                         stored_len: 100,
                         raw_len: 200,
+                        base: None,
                     },
                 )],
             }],
@@ -141,5 +152,21 @@ mod tests {
         for cut in 0..b.len() {
             assert!(IndexFile::decode(&b[..cut]).is_err());
         }
+        // a delta entry: flags 2, then its base id after the chunk id
+        let mut d = f.clone();
+        d.packs[0].blobs[0].1.flags = crate::format::pack::FLAG_DELTA;
+        d.packs[0].blobs[0].1.base = Some(Id([7; 32]));
+        let b = d.encode();
+        assert_eq!(b.len(), 4 + 4 + 32 + 8 + 4 + 80);
+        assert_eq!(&b[52..56], &[0, 2, 0, 0]);
+        assert_eq!(&b[68..100], &[6; 32]);
+        assert_eq!(&b[100..132], &[7; 32]);
+        assert_eq!(IndexFile::decode(&b).unwrap(), d);
+        for cut in 0..b.len() {
+            assert!(IndexFile::decode(&b[..cut]).is_err());
+        }
+        let mut list_delta = b.clone();
+        list_delta[52] = 1; // a content list cannot be a delta
+        assert!(IndexFile::decode(&list_delta).is_err());
     }
 }

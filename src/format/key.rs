@@ -24,10 +24,10 @@ pub const MASTER_LEN: usize = 96;
 pub const KEY_FILE_LEN: usize = 72 + MASTER_LEN + 16;
 pub const AAD_LEN: usize = 72;
 
-/// Upper bounds on KDF parameters, for key files read from disk and for the ones `init` and
-/// `key add` write: a hostile key file cannot make the opener allocate more than 256 MiB (the
-/// memory limit of a typical backup pod) or spin for long. `init`'s default is 64 MiB, 3 passes.
-pub const MAX_M_COST_KIB: u32 = 256 * 1024;
+/// Upper bounds on KDF parameters accepted from disk at all (beyond them a key file is
+/// corrupt). Openers apply a lower memory limit of their own before running the KDF
+/// (`repo::kdf_memory_limit_kib`, 256 MiB by default).
+pub const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
 pub const MAX_T_COST: u32 = 10;
 pub const MAX_P_COST: u32 = 16;
 
@@ -137,7 +137,7 @@ mod tests {
         hostile[19] = 0xFF; // m_cost = 0xFF010000 KiB
         assert!(KeyFile::decode(&hostile).is_err());
         let just_over = KeyFile { m_cost: MAX_M_COST_KIB + 1, ..k.clone() };
-        assert!(KeyFile::decode(&just_over.encode()).is_err(), "256 MiB is the cap");
+        assert!(KeyFile::decode(&just_over.encode()).is_err(), "4 GiB is the format's cap");
         let at_cap = KeyFile { m_cost: MAX_M_COST_KIB, t_cost: MAX_T_COST, ..k.clone() };
         assert!(KeyFile::decode(&at_cap.encode()).is_ok());
         assert!(KeyFile::decode(&b[..100]).is_err());

@@ -8,15 +8,18 @@
 //! footer sealed, nonce counter u64::MAX
 //! footer_len  u32: length of the sealed footer
 //! ```
-//! Footer plaintext: `count u32` then `count` entries of 44 bytes:
+//! Footer plaintext: `count u32` then `count` entries of 44 bytes (76 for a delta):
 //! ```text
 //! 0  1  blob type   0 = data chunk, 1 = stream content list
-//! 1  1  flags       bit 0: zstd-compressed
+//! 1  1  flags       0 = raw, 1 = zstd-compressed, 2 = delta (data chunks only)
 //! 2  2  reserved    0
 //! 4  4  raw_len     plaintext length after decompression
 //! 8  4  stored_len  sealed length in the pack (compressed length + 16)
 //! 12 32 id          chunk id
+//! 44 32 base        only when flags = 2: id of the chunk whose plaintext the delta refers to
 //! ```
+//! A delta blob is a zstd frame compressed with the base chunk's plaintext as a raw-content
+//! prefix (`format-spec/pack.md`, "Delta blobs").
 //! Blob i starts at 40 + sum(stored_len of blobs 0..i).
 
 use super::{FormatError, Id, Reader, Writer, invalid};
@@ -26,6 +29,18 @@ pub const MAX_PACK_BLOBS: usize = 1 << 20;
 /// No blob may exceed this, before or after compression (bounds decompression buffers).
 pub const MAX_BLOB_LEN: u32 = 64 * 1024 * 1024;
 pub const FLAG_ZSTD: u8 = 1;
+/// A data chunk stored as a zstd frame against the plaintext of a base chunk (its id follows
+/// the entry). Never combined with [`FLAG_ZSTD`].
+pub const FLAG_DELTA: u8 = 2;
+
+/// Checks the flags of an entry; true for a delta (whose base id follows the entry).
+pub(crate) fn check_flags(blob_type: BlobType, flags: u8) -> Result<bool, FormatError> {
+    match (flags, blob_type) {
+        (0 | FLAG_ZSTD, _) => Ok(false),
+        (FLAG_DELTA, BlobType::Data) => Ok(true),
+        _ => Err(invalid("flags", format!("unknown flags {flags:#x} for {blob_type:?}"))),
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -51,6 +66,8 @@ pub struct PackEntry {
     pub raw_len: u32,
     pub stored_len: u32,
     pub id: Id,
+    /// The base chunk of a delta (`flags == FLAG_DELTA`).
+    pub base: Option<Id>,
 }
 
 impl PackEntry {
@@ -61,13 +78,14 @@ impl PackEntry {
             .u32(self.raw_len)
             .u32(self.stored_len)
             .id(&self.id);
+        if let Some(b) = &self.base {
+            w.id(b);
+        }
     }
     pub(crate) fn read(r: &mut Reader) -> Result<PackEntry, FormatError> {
         let blob_type = BlobType::from_u8(r.u8()?)?;
         let flags = r.u8()?;
-        if flags & !FLAG_ZSTD != 0 {
-            return Err(invalid("flags", format!("unknown flags {flags:#x}")));
-        }
+        let delta = check_flags(blob_type, flags)?;
         if r.u16()? != 0 {
             return Err(invalid("reserved", "not zero"));
         }
@@ -76,7 +94,9 @@ impl PackEntry {
         if raw_len > MAX_BLOB_LEN || !(16..=MAX_BLOB_LEN + 16).contains(&stored_len) {
             return Err(invalid("blob length", format!("raw {raw_len} stored {stored_len}")));
         }
-        Ok(PackEntry { blob_type, flags, raw_len, stored_len, id: r.id()? })
+        let id = r.id()?;
+        let base = if delta { Some(r.id()?) } else { None };
+        Ok(PackEntry { blob_type, flags, raw_len, stored_len, id, base })
     }
 }
 
@@ -126,6 +146,7 @@ mod tests {
             raw_len: 1000,
             stored_len: 516,
             id: Id([9; 32]),
+            base: None,
         };
         let b = encode_footer(&[e]);
         assert_eq!(&b[..16], &[1, 0, 0, 0, 1, 1, 0, 0, 0xE8, 3, 0, 0, 4, 2, 0, 0]);
@@ -134,6 +155,30 @@ mod tests {
         // a count that the bytes cannot hold is refused before allocating
         assert!(decode_footer(&[0xFF, 0xFF, 0x0F, 0]).is_err());
         assert!(footer_range(&100u32.to_le_bytes(), 120).is_err());
+        // a delta entry carries its base id after the chunk id
+        let d = PackEntry {
+            blob_type: BlobType::Data,
+            flags: FLAG_DELTA,
+            raw_len: 16384,
+            stored_len: 300,
+            id: Id([7; 32]),
+            base: Some(Id([8; 32])),
+        };
+        let b = encode_footer(&[d, e]);
+        assert_eq!(b.len(), 4 + 76 + 44);
+        assert_eq!(&b[4..16], &[0, 2, 0, 0, 0, 0x40, 0, 0, 0x2C, 1, 0, 0]);
+        assert_eq!(&b[16..48], &[7; 32]);
+        assert_eq!(&b[48..80], &[8; 32]);
+        assert_eq!(decode_footer(&b).unwrap(), vec![d, e]);
+        // a delta of a content list, or zstd and delta together, is refused
+        let mut bad = b.clone();
+        bad[4] = 1;
+        assert!(decode_footer(&bad).is_err());
+        let mut bad = b.clone();
+        bad[5] = 3;
+        assert!(decode_footer(&bad).is_err());
+        // a truncated base id is an error, not a panic
+        assert!(decode_footer(&b[..60]).is_err());
         assert_eq!(footer_range(&100u32.to_le_bytes(), 1000).unwrap(), (896, 100));
     }
 }

@@ -18,7 +18,9 @@ use crate::format::envelope::MAGIC_SNAPSHOT;
 use crate::format::index::BlobLocation;
 use crate::format::snapshot::Snapshot;
 use crate::format::stream::decode_list;
-use crate::repo::{RepoError, Repository, Result, load_index_file, paths, verify_pack_bytes};
+use crate::repo::{
+    RepoError, Repository, Result, load_index_file, paths, verify_deltas, verify_pack_bytes,
+};
 
 /// Which packs `--read-data-subset` reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -270,7 +272,11 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
             Some(_) => {}
         }
     }
-    let orphans: Vec<&Id> = present.keys().filter(|p| !st.indexed_packs.contains_key(p)).collect();
+    // condemned packs are being removed by a prune: their index files may be gone already
+    let orphans: Vec<&Id> = present
+        .keys()
+        .filter(|p| !st.indexed_packs.contains_key(p) && !condemned.packs.contains(p))
+        .collect();
     r.orphan_packs = orphans.len() as u64;
     if !orphans.is_empty() {
         r.notes.push(format!(
@@ -370,12 +376,16 @@ async fn read_packs(
             async move {
                 let bytes = repo.backend.get(&paths::pack(&p)).await;
                 let n = bytes.as_ref().map(|b| b.len() as u64).unwrap_or(0);
-                let v = match bytes {
-                    Ok(b) => tokio::task::spawn_blocking(move || verify_pack_bytes(&repo, &p, &b))
+                let r2 = repo.clone();
+                let mut v = match bytes {
+                    Ok(b) => tokio::task::spawn_blocking(move || verify_pack_bytes(&r2, &p, &b))
                         .await
                         .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
+                if let Ok(v) = v.as_mut() {
+                    verify_deltas(&repo, v).await; // a delta decodes only with its base
+                }
                 (p, n, v)
             }
         })

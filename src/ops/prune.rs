@@ -103,6 +103,7 @@ impl Own {
     async fn release(self) {
         if let Some((l, k)) = self.extra {
             k.abort();
+            let _ = k.await; // a refresh under way must not write a name after the release
             l.release().await;
         }
     }
@@ -187,8 +188,48 @@ async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<IdSet> 
             set.insert_many(&crate::repo::tree::file_blobs(repo, s, &label).await?)?;
         }
     }
+    keep_delta_bases(repo, &set)?;
     r.live_chunks = set.len()?;
     Ok(set)
+}
+
+/// Adds to `live` the base of every delta copy of a live chunk, and the bases of those bases
+/// (a chunk stored twice may be a base in one copy and a delta in another), until nothing is
+/// added. Conservative: a base is kept if any copy of a live chunk needs it.
+fn keep_delta_bases(repo: &Repository, live: &IdSet) -> Result<()> {
+    fn flush(live: &IdSet, pairs: &mut Vec<(Id, Id)>) -> Result<u64> {
+        let ids: Vec<Id> = pairs.iter().map(|p| p.0).collect();
+        let bases: Vec<Id> = pairs
+            .drain(..)
+            .zip(live.contains_many(&ids)?)
+            .filter(|(_, live)| *live)
+            .map(|((_, base), _)| base)
+            .collect();
+        let missing: Vec<Id> = bases
+            .iter()
+            .zip(live.contains_many(&bases)?)
+            .filter(|(_, there)| !*there)
+            .map(|(b, _)| *b)
+            .collect();
+        live.insert_many(&missing)?;
+        Ok(missing.len() as u64)
+    }
+    for _round in 0..8 {
+        let mut added = 0;
+        let mut pairs = Vec::new();
+        repo.index.for_each_delta(|id, base| {
+            pairs.push((id, base));
+            if pairs.len() >= 4096 {
+                added += flush(live, &mut pairs)?;
+            }
+            Ok(())
+        })?;
+        added += flush(live, &mut pairs)?;
+        if added == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Default, Clone, Copy)]
@@ -276,6 +317,9 @@ async fn mark(
     if opts.dry_run || (condemned.is_empty() && repack.is_empty()) {
         return Ok(());
     }
+    // what the mark writes rests on listings made under this prune's lease: after a long
+    // pause another prune may have replaced them
+    own.ensure_fresh(repo)?;
     let new_packs = repack_packs(repo, live, &repack, r).await?;
     // pass 2: index files for everything that stays, then the record; nothing deleted yet
     let gone: HashSet<Id> = condemned
@@ -317,6 +361,7 @@ async fn mark(
         packs: condemned.iter().chain(&repack).map(|(p, _)| *p).collect(),
         index_files: index_ids,
     };
+    own.ensure_fresh(repo)?;
     put_record(repo, &rec).await?;
     Ok(())
 }
@@ -359,7 +404,7 @@ async fn repack_packs(
                     repo.config.pack_target,
                 )?),
             };
-            b.add(loc.blob_type, *id, loc.flags, loc.raw_len, stored)?;
+            b.add(loc.blob_type, *id, loc.flags, loc.raw_len, loc.base, stored)?;
             if b.is_full()
                 && let Some(full) = builder.take()
             {

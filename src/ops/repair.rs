@@ -31,9 +31,16 @@ pub async fn repair_index(repo: Arc<Repository>) -> Result<RepairIndexReport> {
         .iter()
         .filter_map(|o| paths::id_of(&o.path))
         .collect();
+    // packs a prune has condemned are left out: a sweep may delete them at any moment (an
+    // index naming them would then point at nothing); what a snapshot needs of them, the
+    // sweep indexes again itself
+    let condemned = repo.condemned();
     let packs = repo.backend.list(paths::DATA_DIR).await?;
     let mut read = stream::iter(
-        packs.into_iter().filter_map(|o| paths::id_of(&o.path).map(|id| (id, o.size))),
+        packs
+            .into_iter()
+            .filter_map(|o| paths::id_of(&o.path).map(|id| (id, o.size)))
+            .filter(|(id, _)| !condemned.packs.contains(id)),
     )
     .map(|(id, size)| {
         let repo = repo.clone();

@@ -190,13 +190,15 @@ async fn sync_objects(
         let dst_index = held.get_mut(INDEX_DIR).unwrap();
         copy_missing(src, dst, index, dst_index, opts, progress, report).await?;
         copied_index.extend(dst_index.keys().filter(|p| !before.contains(*p)).cloned());
-        let same = |a: &[ObjectInfo], b: &[ObjectInfo]| {
-            a.iter().map(|o| &o.path).collect::<HashSet<_>>()
-                == b.iter().map(|o| &o.path).collect::<HashSet<_>>()
+        // new objects (a backup running) are harmless: they are copied next time; only
+        // objects that vanished during the round (a prune sweeping) call for another round
+        let all_still_there = |before: &[ObjectInfo], now: Vec<ObjectInfo>| {
+            let now: HashSet<String> = now.into_iter().map(|o| o.path).collect();
+            before.iter().all(|o| now.contains(&o.path))
         };
         if opts.dry_run
-            || (same(&src.list(INDEX_DIR).await?, &listed[INDEX_DIR])
-                && same(&src.list(DATA_DIR).await?, &listed[DATA_DIR]))
+            || (all_still_there(&listed[INDEX_DIR], src.list(INDEX_DIR).await?)
+                && all_still_there(&listed[DATA_DIR], src.list(DATA_DIR).await?))
         {
             break;
         }

@@ -55,18 +55,23 @@ fn blob_key(id: &Id, pack: &Id) -> [u8; 64] {
     k
 }
 
-fn encode_loc(l: &BlobLocation) -> [u8; 14] {
-    let mut b = [0u8; 14];
-    b[0] = l.blob_type as u8;
-    b[1] = l.flags;
-    b[2..6].copy_from_slice(&l.offset.to_le_bytes());
-    b[6..10].copy_from_slice(&l.stored_len.to_le_bytes());
-    b[10..14].copy_from_slice(&l.raw_len.to_le_bytes());
+/// Value of one copy: type, flags, offset, stored and raw length (14 bytes), then the base id
+/// of a delta (32 more).
+fn encode_loc(l: &BlobLocation) -> Vec<u8> {
+    let mut b = Vec::with_capacity(46);
+    b.push(l.blob_type as u8);
+    b.push(l.flags);
+    b.extend_from_slice(&l.offset.to_le_bytes());
+    b.extend_from_slice(&l.stored_len.to_le_bytes());
+    b.extend_from_slice(&l.raw_len.to_le_bytes());
+    if let Some(base) = &l.base {
+        b.extend_from_slice(&base.0);
+    }
     b
 }
 
 fn decode_ref(k: &[u8], b: &[u8]) -> Option<(Id, BlobRef)> {
-    if k.len() != 64 || b.len() != 14 {
+    if k.len() != 64 || (b.len() != 14 && b.len() != 46) {
         return None;
     }
     let u = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
@@ -74,8 +79,19 @@ fn decode_ref(k: &[u8], b: &[u8]) -> Option<(Id, BlobRef)> {
     id.copy_from_slice(&k[..32]);
     pack.copy_from_slice(&k[32..]);
     let blob_type = BlobType::from_u8(b[0]).ok()?;
-    let loc =
-        BlobLocation { blob_type, flags: b[1], offset: u(2), stored_len: u(6), raw_len: u(10) };
+    let base = (b.len() == 46).then(|| {
+        let mut x = [0u8; 32];
+        x.copy_from_slice(&b[14..]);
+        Id(x)
+    });
+    let loc = BlobLocation {
+        blob_type,
+        flags: b[1],
+        offset: u(2),
+        stored_len: u(6),
+        raw_len: u(10),
+        base,
+    };
     Some((Id(id), BlobRef { pack: Id(pack), loc }))
 }
 
@@ -186,7 +202,8 @@ impl IndexCache {
         let listed = repo.backend.list(paths::INDEX_DIR).await?;
         let names: HashSet<Id> = listed.iter().filter_map(|o| paths::id_of(&o.path)).collect();
         let mut have = self.ingested()?;
-        if have.iter().any(|h| !names.iter().any(|n| n.to_hex() == *h)) {
+        let listed_hex: HashSet<String> = names.iter().map(|n| n.to_hex()).collect();
+        if have.iter().any(|h| !listed_hex.contains(h)) {
             self.clear()?;
             have.clear();
         }
@@ -234,7 +251,7 @@ impl IndexCache {
     /// the file is simply taken in again (inserts are idempotent).
     pub fn ingest(&self, files: &[(String, IndexFile)]) -> Result<()> {
         for (name, f) in files {
-            let entries: Vec<([u8; 64], [u8; 14])> = f
+            let entries: Vec<([u8; 64], Vec<u8>)> = f
                 .packs
                 .iter()
                 .flat_map(|p| {
@@ -255,7 +272,7 @@ impl IndexCache {
 
     fn ingest_slice(
         &self,
-        entries: &[([u8; 64], [u8; 14])],
+        entries: &[([u8; 64], Vec<u8>)],
         file: Option<(&String, &IndexFile)>,
     ) -> Result<()> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
@@ -337,6 +354,21 @@ impl IndexCache {
             {
                 last = Some(id);
                 f(&b);
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with (chunk id, base id) of every copy stored as a delta.
+    pub fn for_each_delta(&self, mut f: impl FnMut(Id, Id) -> Result<()>) -> Result<()> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+        for r in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = r.map_err(|e| self.err(e))?;
+            if let Some((id, b)) = decode_ref(k.value(), v.value())
+                && let Some(base) = b.loc.base
+            {
+                f(id, base)?;
             }
         }
         Ok(())

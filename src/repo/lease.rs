@@ -125,6 +125,11 @@ impl Lease {
         let new = LeaseName { time: now_secs(), ..old.clone() };
         self.backend.put(&lock_path(&new), body()).await?;
         *self.name.lock().unwrap_or_else(|p| p.into_inner()) = new;
+        // judged again once the new name is in place: a put that hung (a stalled mount) may
+        // have let the old name pass the expiry, and a prune may have acted on it meanwhile
+        if self.last.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= LEASE_SAFE_SECS {
+            return Err(self.lapse());
+        }
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = started;
         self.backend.delete(&lock_path(&old)).await?;
         Ok(())

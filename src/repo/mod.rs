@@ -2,6 +2,7 @@
 //! the stream writer and reader, snapshots.
 
 mod cache;
+pub mod delta;
 pub mod idset;
 pub mod lease;
 mod object;
@@ -20,7 +21,9 @@ pub use snapshots::{
     SnapshotFilter, glob_match, list_snapshots, list_snapshots_checked, newest_per_name,
     resolve_snapshot, select_snapshots,
 };
-pub use verify::{PackVerdict, load_index_file, parse_pack, read_pack_footer, verify_pack_bytes};
+pub use verify::{
+    PackVerdict, load_index_file, parse_pack, read_pack_footer, verify_deltas, verify_pack_bytes,
+};
 pub use writer::{
     BackupStats, ChunkSink, Content, NoProgress, Progress, SnapshotMeta, backup_stream,
     backup_with, write_index,
@@ -95,6 +98,12 @@ pub enum RepoError {
          repository made with --encryption none, give no password)"
     )]
     UnencryptedKey { path: String },
+    #[error(
+        "{path}: the key file asks for {mib} MiB of Argon2 memory, more than the limit of \
+         {limit_mib} MiB (a key file planted to exhaust memory? if you made it with a larger \
+         --kdf-memory, set REPO_KDF_MEMORY_LIMIT to its size in MiB)"
+    )]
+    KdfTooCostly { path: String, mib: u32, limit_mib: u32 },
     #[error("no key file at {location}/keys")]
     NoKeyFile { location: String },
     #[error(
@@ -203,6 +212,13 @@ pub async fn init(
         zstd_level: opts.zstd_level,
     };
     config.validate().map_err(|e| RepoError::format("config", e))?;
+    if opts.encrypted && opts.kdf.m_cost_kib > DEFAULT_KDF_MEMORY_LIMIT_KIB {
+        return Err(RepoError::KdfTooCostly {
+            path: "new key file".into(),
+            mib: opts.kdf.m_cost_kib / 1024,
+            limit_mib: DEFAULT_KDF_MEMORY_LIMIT_KIB / 1024,
+        });
+    }
     let pw = if opts.encrypted { password } else { None };
     let kf = wrap_master(&keys, pw, opts.kdf, now_unix())
         .map_err(|e| RepoError::codec("key file", e))?;
@@ -228,26 +244,33 @@ async fn unlock(
     password: Option<&[u8]>,
 ) -> Result<(MasterKeys, CipherKind)> {
     let location = backend.location();
-    let files = backend.list(paths::KEYS_DIR).await?;
     let mut last_err = None;
-    let mut needs_password = false;
-    for f in files {
+    let mut keys = Vec::new();
+    for f in backend.list(paths::KEYS_DIR).await? {
         let bytes = backend.get(&f.path).await?;
-        let kf = match KeyFile::decode(&bytes) {
-            Ok(kf) => kf,
-            Err(e) => {
-                last_err = Some(RepoError::format(f.path.clone(), e));
-                continue;
-            }
-        };
+        match KeyFile::decode(&bytes) {
+            Ok(kf) => keys.push((f.path, kf)),
+            Err(e) => last_err = Some(RepoError::format(f.path.clone(), e)),
+        }
+    }
+    // one password-protected key file makes the repository encrypted: without a password, a
+    // key file in the clear beside it (planted) must not be used either
+    if password.is_none() && keys.iter().any(|(_, k)| k.kdf == Kdf::Argon2id) {
+        return Err(RepoError::PasswordNeeded { location });
+    }
+    for (path, kf) in keys {
+        if kf.kdf == Kdf::Argon2id && kf.m_cost > kdf_memory_limit_kib() {
+            last_err = Some(RepoError::KdfTooCostly {
+                path: path.clone(),
+                mib: kf.m_cost / 1024,
+                limit_mib: kdf_memory_limit_kib() / 1024,
+            });
+            continue;
+        }
         let cipher = match kf.kdf {
-            Kdf::Argon2id if password.is_none() => {
-                needs_password = true;
-                continue;
-            }
             Kdf::Argon2id => CipherKind::Aes256Gcm,
             Kdf::None if password.is_some() => {
-                last_err = Some(RepoError::UnencryptedKey { path: f.path.clone() });
+                last_err = Some(RepoError::UnencryptedKey { path: path.clone() });
                 continue;
             }
             Kdf::None => CipherKind::None,
@@ -257,14 +280,25 @@ async fn unlock(
             Err(CodecError::WrongPassword) => {
                 last_err = Some(RepoError::WrongPassword { location: location.clone() })
             }
-            Err(e) => last_err = Some(RepoError::codec(f.path.clone(), e)),
+            Err(e) => last_err = Some(RepoError::codec(path.clone(), e)),
         }
-    }
-    if needs_password && !matches!(last_err, Some(RepoError::UnencryptedKey { .. })) {
-        return Err(RepoError::PasswordNeeded { location });
     }
     Err(last_err.unwrap_or(RepoError::NoKeyFile { location }))
 }
+
+/// The most Argon2 memory an opener spends on a key file (KiB): 256 MiB, or
+/// `REPO_KDF_MEMORY_LIMIT` (MiB) for key files made with a larger `--kdf-memory`. A planted key
+/// file cannot demand more: the owner's next run refuses it without running the KDF.
+pub fn kdf_memory_limit_kib() -> u32 {
+    std::env::var("REPO_KDF_MEMORY_LIMIT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .map_or(DEFAULT_KDF_MEMORY_LIMIT_KIB, |mib| mib.saturating_mul(1024))
+        .min(crate::format::key::MAX_M_COST_KIB)
+}
+
+/// Default of [`kdf_memory_limit_kib`]: 256 MiB, the memory limit of a typical backup pod.
+pub const DEFAULT_KDF_MEMORY_LIMIT_KIB: u32 = 256 * 1024;
 
 /// What a process opens a repository for: it decides the lease held while it is open
 /// (`format-spec/prune.md`). The lease is written before the prune records are read and
@@ -400,8 +434,10 @@ impl Repository {
     /// Stops refreshing and removes the lease. Idempotent; a process killed before it gets
     /// here leaves a lease that expires.
     pub async fn close(&self) {
-        if let Some(k) = self.keep_alive.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let k = self.keep_alive.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(k) = k {
             k.abort();
+            let _ = k.await; // a refresh under way must not write a name after the release
         }
         if let Some(l) = &self.lease {
             l.release().await;

@@ -43,13 +43,15 @@ impl PackBuilder {
         self.buf.len() >= self.target || self.entries.len() >= MAX_PACK_BLOBS - 1
     }
 
-    /// Seals `data` (already compressed as `flags` says) and appends it.
+    /// Seals `data` (already compressed as `flags` says; a delta against `base`) and appends
+    /// it.
     pub fn add(
         &mut self,
         blob_type: BlobType,
         id: Id,
         flags: u8,
         raw_len: u32,
+        base: Option<Id>,
         mut data: Vec<u8>,
     ) -> Result<()> {
         // the nonce counter of a blob is its byte offset in the pack (unique within the pack)
@@ -62,6 +64,7 @@ impl PackBuilder {
             raw_len,
             stored_len: data.len() as u32,
             id,
+            base,
         });
         self.buf.extend_from_slice(&data);
         Ok(())
@@ -86,6 +89,7 @@ impl PackBuilder {
                     offset,
                     stored_len: e.stored_len,
                     raw_len: e.raw_len,
+                    base: e.base,
                 };
                 offset += e.stored_len;
                 (e.id, l)

@@ -37,11 +37,23 @@ pub struct RestoreStats {
 }
 
 /// Pack ciphers, built from each pack's header on first use.
+/// Pack ciphers, built from each pack's header on first use, and the plaintexts of base
+/// chunks recently needed to decode deltas (a delta's base is usually needed again by the
+/// next deltas of the same region).
 #[derive(Default)]
-pub struct PackCiphers(Mutex<HashMap<Id, Arc<ObjectCipher>>>);
+pub struct PackCiphers {
+    ciphers: Mutex<HashMap<Id, Arc<ObjectCipher>>>,
+    bases: Mutex<HashMap<Id, Arc<Vec<u8>>>>,
+}
+
+/// Base plaintexts kept for decoding deltas: at most this many (each at most one chunk).
+const BASE_CACHE_ENTRIES: usize = 256;
+/// Writers make deltas one level deep; readers follow at most this many levels (a chunk
+/// stored twice can be a base in one copy and a delta in another).
+const MAX_DELTA_DEPTH: u32 = 4;
 
 impl PackCiphers {
-    /// Reads and verifies one blob at a known location (without the index cache).
+    /// Reads and verifies one blob at a known location (a delta's base through the index).
     pub async fn read(
         &self,
         repo: &Repository,
@@ -49,16 +61,73 @@ impl PackCiphers {
         id: &Id,
         loc: &BlobLocation,
     ) -> Result<Vec<u8>> {
+        self.read_at(repo, pack, id, loc, 0).await
+    }
+
+    async fn read_at(
+        &self,
+        repo: &Repository,
+        pack: &Id,
+        id: &Id,
+        loc: &BlobLocation,
+        depth: u32,
+    ) -> Result<Vec<u8>> {
         let c = self.get(repo, pack).await?;
+        let base = match &loc.base {
+            Some(b) => Some(self.base_at(repo, b, id, depth + 1).await?),
+            None => None,
+        };
         let sealed = repo
             .backend
             .get_range(&paths::pack(pack), loc.offset as u64, loc.stored_len as u64)
             .await?;
-        decode_blob(repo, &c, pack, id, loc, &sealed)
+        decode_blob(repo, &c, pack, id, loc, &sealed, base.as_deref().map(|b| b.as_slice()))
+    }
+
+    /// The plaintext of `base`, which the delta `of` needs: from the cache, or read from a
+    /// full copy, or else (a chunk stored twice, its full copy pruned) from a delta copy.
+    pub async fn base(&self, repo: &Repository, base: &Id, of: &Id) -> Result<Arc<Vec<u8>>> {
+        self.base_at(repo, base, of, 1).await
+    }
+
+    async fn base_at(
+        &self,
+        repo: &Repository,
+        base: &Id,
+        of: &Id,
+        depth: u32,
+    ) -> Result<Arc<Vec<u8>>> {
+        if let Some(b) = self.bases.lock().unwrap_or_else(|p| p.into_inner()).get(base) {
+            return Ok(b.clone());
+        }
+        let mut copies = repo.index.locations(base)?;
+        // full copies first (stable: condemned packs stay last within each kind); no chains
+        // deeper than MAX_DELTA_DEPTH, so a hostile cycle of bases ends in an error
+        copies.sort_by_key(|r| r.loc.base.is_some());
+        copies.retain(|r| r.loc.base.is_none() || depth < MAX_DELTA_DEPTH);
+        let mut last = None;
+        for r in &copies {
+            match Box::pin(self.read_at(repo, &r.pack, base, &r.loc, depth)).await {
+                Ok(data) => {
+                    let data = Arc::new(data);
+                    let mut cache = self.bases.lock().unwrap_or_else(|p| p.into_inner());
+                    if cache.len() >= BASE_CACHE_ENTRIES {
+                        cache.clear();
+                    }
+                    cache.insert(*base, data.clone());
+                    return Ok(data);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RepoError::MissingChunk {
+            chunk: base.to_hex(),
+            needed_by: format!("chunk {} (its delta base)", of.short()),
+        }))
     }
 
     pub(crate) async fn get(&self, repo: &Repository, pack: &Id) -> Result<Arc<ObjectCipher>> {
-        if let Some(c) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(pack) {
+        if let Some(c) = self.ciphers.lock().unwrap_or_else(|p| p.into_inner()).get(pack) {
             return Ok(c.clone());
         }
         let path = paths::pack(pack);
@@ -72,12 +141,12 @@ impl PackCiphers {
             });
         }
         let c = Arc::new(ObjectCipher::new(&repo.keys, &header));
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(*pack, c.clone());
+        self.ciphers.lock().unwrap_or_else(|p| p.into_inner()).insert(*pack, c.clone());
         Ok(c)
     }
 }
 
-/// Opens, decompresses and verifies one sealed blob.
+/// Opens, decompresses and verifies one sealed blob (`base`: the plaintext of a delta's base).
 pub(crate) fn decode_blob(
     repo: &Repository,
     cipher: &ObjectCipher,
@@ -85,12 +154,13 @@ pub(crate) fn decode_blob(
     id: &Id,
     loc: &BlobLocation,
     sealed: &[u8],
+    base: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
     let object = || format!("blob {} in {}", id.short(), paths::pack(pack));
     let plain =
         cipher.open(loc.offset as u64, sealed).map_err(|e| RepoError::codec(object(), e))?;
-    let data =
-        decompress(loc.flags, plain, loc.raw_len).map_err(|e| RepoError::codec(object(), e))?;
+    let data = decompress(loc.flags, plain, loc.raw_len, base)
+        .map_err(|e| RepoError::codec(object(), e))?;
     let actual = repo.keys.chunk_id(&data);
     if actual != *id {
         return Err(RepoError::Corrupt {
@@ -132,10 +202,8 @@ async fn read_other_copy(
                 return Ok(data);
             }
         }
-        if attempt == 0 && others.is_empty() {
+        if attempt == 0 {
             repo.index.sync(repo).await?;
-        } else {
-            break;
         }
     }
     Err(first)
@@ -210,6 +278,12 @@ async fn fetch_group_once(
     g: Group,
 ) -> Result<Vec<Vec<u8>>> {
     let cipher = ciphers.get(&repo, &g.pack).await?;
+    let mut bases: HashMap<Id, Arc<Vec<u8>>> = HashMap::new();
+    for (id, loc) in &g.items {
+        if let Some(b) = loc.base.filter(|b| !bases.contains_key(b)) {
+            bases.insert(b, ciphers.base(&repo, &b, id).await?);
+        }
+    }
     let bytes = repo.backend.get_range(&paths::pack(&g.pack), g.start, g.len).await?;
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::with_capacity(g.items.len());
@@ -222,6 +296,7 @@ async fn fetch_group_once(
                 id,
                 loc,
                 &bytes[from..from + loc.stored_len as usize],
+                loc.base.and_then(|b| bases.get(&b)).map(|b| b.as_slice()),
             )?);
         }
         Ok(out)
@@ -277,7 +352,13 @@ impl OrderedReader {
     /// Sends these chunks. Returns false if the receiver is gone.
     pub async fn feed(&mut self, ids: &[Id]) -> Result<bool> {
         for part in ids.chunks(crate::format::stream::LIST_MAX_ENTRIES) {
-            let refs = self.repo.index.lookup_many(part)?;
+            let mut refs = self.repo.index.lookup_many(part)?;
+            if refs.iter().any(|r| r.is_none()) {
+                // index files written since the cache was brought up to date (a prune's
+                // repacked copies after this reader's lease lapsed)
+                self.repo.index.sync(&self.repo).await?;
+                refs = self.repo.index.lookup_many(part)?;
+            }
             let mut located = Vec::with_capacity(part.len());
             for (id, r) in part.iter().zip(refs) {
                 let r = r.ok_or_else(|| RepoError::MissingChunk {

@@ -54,6 +54,10 @@ pub struct BackupStats {
     pub chunks: u64,
     pub new_chunks: u64,
     pub new_bytes: u64,
+    /// New chunks stored as deltas against the chunk they replaced.
+    pub delta_chunks: u64,
+    /// Bytes of the new chunks as stored (compressed or as deltas), before encryption.
+    pub stored_bytes: u64,
     pub packs_written: u64,
     pub bytes_written: u64,
     pub index_files_written: u64,
@@ -139,6 +143,10 @@ fn pending_insert(p: &Pending, id: Id) -> bool {
 
 struct Pipeline<'a> {
     repo: &'a Repository,
+    /// The previous snapshot of the stream's name, for choosing delta bases.
+    pred: Option<super::delta::Predecessor>,
+    /// Reads delta bases (and caches pack ciphers).
+    reader: super::PackCiphers,
     /// Packs a prune has condemned: their chunks do not count as stored.
     exclude: &'a HashSet<Id>,
     packer: Option<PackBuilder>,
@@ -150,12 +158,14 @@ struct Pipeline<'a> {
 }
 
 impl Pipeline<'_> {
+    #[allow(clippy::too_many_arguments)] // one blob's fields, passed through to the packer
     fn add_blob(
         &mut self,
         t: BlobType,
         id: Id,
         flags: u8,
         raw_len: u32,
+        base: Option<Id>,
         data: Vec<u8>,
     ) -> Result<()> {
         if self.packer.is_none() {
@@ -166,7 +176,7 @@ impl Pipeline<'_> {
             )?);
         }
         let p = self.packer.as_mut().ok_or_else(|| RepoError::Internal("no packer".into()))?;
-        p.add(t, id, flags, raw_len, data)?;
+        p.add(t, id, flags, raw_len, base, data)?;
         if p.is_full() {
             self.flush_pack()?;
         }
@@ -192,7 +202,7 @@ impl Pipeline<'_> {
         if known.is_none() && pending_insert(&self.pending, id) {
             let raw = bytes.len() as u32;
             let (flags, data) = compress(self.repo.config.zstd_level, bytes);
-            self.add_blob(BlobType::List, id, flags, raw, data)?;
+            self.add_blob(BlobType::List, id, flags, raw, None, data)?;
         }
         self.lists.push(id);
         Ok(())
@@ -245,25 +255,70 @@ impl Pipeline<'_> {
             self.stats.chunks += 1;
             refs.push((id, len));
             let known = known.filter(|r| !self.exclude.contains(&r.pack));
-            if known.is_none() && pending_insert(&self.pending, id) {
-                fresh.push((id, chunk));
+            let new = known.is_none() && pending_insert(&self.pending, id);
+            let candidate = self.pred.as_mut().and_then(|p| p.step(&id, !new));
+            if new {
+                fresh.push((id, chunk, candidate));
             }
         }
+        let bases = self.fetch_bases(&fresh)?;
         let level = self.repo.config.zstd_level;
-        let compressed: Vec<_> = fresh
+        let encoded: Vec<_> = fresh
             .into_par_iter()
-            .map(|(id, c)| {
+            .map(|(id, c, candidate)| {
                 let raw = c.len() as u32;
-                let (flags, data) = compress(level, c);
-                (id, flags, raw, data)
+                let base = candidate.and_then(|b| bases.get(&b).cloned());
+                (id, raw, super::delta::encode(level, c, base))
             })
             .collect();
-        for (id, flags, raw, data) in compressed {
+        for (id, raw, e) in encoded {
             self.stats.new_chunks += 1;
             self.stats.new_bytes += raw as u64;
-            self.add_blob(BlobType::Data, id, flags, raw, data)?;
+            if e.base.is_some() {
+                self.stats.delta_chunks += 1;
+            }
+            self.stats.stored_bytes += e.data.len() as u64;
+            self.add_blob(BlobType::Data, id, e.flags, raw, e.base, e.data)?;
         }
         Ok(refs)
+    }
+
+    /// The plaintexts of the candidate bases of these new chunks, keyed by candidate, each
+    /// resolved to a full chunk outside condemned packs; candidates that cannot be read are
+    /// left out (the chunk is then stored on its own).
+    #[allow(clippy::type_complexity)]
+    fn fetch_bases(
+        &self,
+        fresh: &[(Id, Vec<u8>, Option<Id>)],
+    ) -> Result<std::collections::HashMap<Id, (Id, Arc<Vec<u8>>)>> {
+        let mut want: Vec<(Id, Id)> = Vec::new(); // (candidate, full base)
+        let candidates: Vec<Id> = fresh.iter().filter_map(|f| f.2).collect();
+        for (c, r) in candidates.iter().zip(self.repo.index.lookup_many(&candidates)?) {
+            let Some(r) = r.filter(|r| !self.exclude.contains(&r.pack)) else { continue };
+            if r.loc.blob_type == BlobType::Data && !want.iter().any(|(w, _)| w == c) {
+                want.push((*c, r.loc.base.unwrap_or(*c)));
+            }
+        }
+        let mut out = std::collections::HashMap::new();
+        if want.is_empty() {
+            return Ok(out);
+        }
+        let rt = tokio::runtime::Handle::current();
+        let reads = want.iter().map(|(c, b)| async move {
+            let full = self
+                .repo
+                .index
+                .locations(b)
+                .ok()?
+                .into_iter()
+                .find(|r| r.loc.base.is_none() && !self.exclude.contains(&r.pack))?;
+            let plain = self.reader.read(self.repo, &full.pack, b, &full.loc).await.ok()?;
+            Some((*c, (*b, Arc::new(plain))))
+        });
+        for (c, v) in rt.block_on(futures::future::join_all(reads)).into_iter().flatten() {
+            out.insert(c, v);
+        }
+        Ok(out)
     }
 }
 
@@ -418,8 +473,17 @@ where
     R: Read + Send + 'static,
     G: std::future::Future<Output = Result<()>>,
 {
+    // the previous snapshot of the name gives delta bases; without it chunks are stored whole
+    let pred = match super::delta::Predecessor::for_name(&repo, &meta.name).await {
+        Ok(p) => p,
+        Err(e) => {
+            repo.index.warn(format!("{e}; this backup stores changed chunks without deltas"));
+            None
+        }
+    };
     let batches = spawn_reader(repo.clone(), source);
     let body = move |sink: &mut ChunkSink| {
+        sink.p.pred = pred;
         let lists = sink.p.process_all(batches.into_iter(), &*progress)?;
         Ok(Content { lists, size: sink.p.stats.bytes_read, chunks: sink.p.stats.chunks })
     };
@@ -440,6 +504,10 @@ where
     F: FnOnce(&mut ChunkSink) -> Result<Content> + Send + 'static,
     G: std::future::Future<Output = Result<()>>,
 {
+    // a backup's protection from prunes is its lease (format-spec/prune.md)
+    if repo.lease().map(|l| l.kind()) != Some(crate::format::lock::LeaseKind::Backup) {
+        return Err(RepoError::Internal("a backup needs a repository opened for backup".into()));
+    }
     let (pack_tx, pack_rx) = mpsc::channel(2);
     let pending = Pending::default();
     let up = tokio::spawn(uploader(repo.clone(), pack_rx, pending.clone()));
@@ -448,6 +516,8 @@ where
         let condemned = r2.condemned();
         let p = Pipeline {
             repo: &r2,
+            pred: None,
+            reader: super::PackCiphers::default(),
             exclude: &condemned.packs,
             packer: None,
             pack_tx,
