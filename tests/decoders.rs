@@ -90,8 +90,29 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
     let sealed =
         repo::repo::seal_object(&keys, CipherKind::None, MAGIC_SNAPSHOT, &snap.encode().unwrap())
             .unwrap();
+    let delta = PackEntry {
+        flags: repo::format::pack::FLAG_DELTA,
+        base: Some(Id([2; 32])),
+        blob_type: BlobType::Data,
+        ..e
+    };
+    let mut idx_delta = idx.clone();
+    idx_delta.packs[0].blobs.push((
+        Id([5; 32]),
+        BlobLocation {
+            blob_type: BlobType::Data,
+            flags: repo::format::pack::FLAG_DELTA,
+            offset: 100,
+            stored_len: 60,
+            raw_len: 44,
+            base: Some(Id([4; 32])),
+        },
+    ));
     vec![
         ("footer", encode_footer(&[e, e])),
+        ("footer-delta", encode_footer(&[e, delta, e])),
+        ("index-delta", idx_delta.encode()),
+        ("delta-frame", delta_sample()),
         ("index", idx.encode()),
         ("snapshot", snap.encode().unwrap()),
         ("key", key.encode()),
@@ -153,9 +174,30 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// A delta sample: `base length u16 LE, base, zstd frame against the base`.
+fn delta_sample() -> Vec<u8> {
+    let base: Vec<u8> = (0..2000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut data = base.clone();
+    data[500..520].copy_from_slice(&[1; 20]);
+    let frame = repo::codec::compress::compress_delta(3, &base, &data).unwrap();
+    let mut out = (base.len() as u16).to_le_bytes().to_vec();
+    out.extend(&base);
+    out.extend(frame);
+    out
+}
+
+/// Decodes a delta sample (the layout of `delta_sample`), as the fuzz target does.
+fn decode_delta_sample(b: &[u8]) -> Option<Vec<u8>> {
+    let n = u16::from_le_bytes(b.get(..2)?.try_into().ok()?) as usize;
+    let base = b.get(2..2 + n)?;
+    repo::codec::compress::decompress_delta(base, b.get(2 + n..)?, 2000).ok()
+}
+
 fn decode_all(kind: &str, b: &[u8]) {
     match kind {
-        "footer" => drop(decode_footer(b)),
+        "footer" | "footer-delta" => drop(decode_footer(b)),
+        "index-delta" => drop(IndexFile::decode(b)),
+        "delta-frame" => drop(decode_delta_sample(b)),
         "index" => drop(IndexFile::decode(b)),
         "snapshot" => drop(Snapshot::decode(b)),
         "key" => drop(KeyFile::decode(b)),
@@ -182,6 +224,9 @@ fn valid_samples_decode() {
     for (k, b) in samples() {
         match k {
             "footer" => assert!(decode_footer(&b).is_ok()),
+            "footer-delta" => assert_eq!(decode_footer(&b).unwrap()[1].base, Some(Id([2; 32]))),
+            "index-delta" => assert!(IndexFile::decode(&b).is_ok()),
+            "delta-frame" => assert_eq!(decode_delta_sample(&b).map(|d| d.len()), Some(2000)),
             "index" => assert!(IndexFile::decode(&b).is_ok()),
             "snapshot" => assert!(Snapshot::decode(&b).is_ok()),
             "key" => assert!(KeyFile::decode(&b).is_ok()),

@@ -164,19 +164,47 @@ struct State {
     bad_blobs: HashSet<(Id, Id)>,
 }
 
+/// Deltas are followed at most this many levels (as readers do).
+const MAX_DELTA_DEPTH: u32 = 4;
+
 impl State {
+    /// A copy of `id` that can be read: its pack and blob are not damaged and, for a delta,
+    /// its base is usable too.
     fn usable(&self, id: &Id) -> Option<(Id, BlobLocation)> {
+        self.usable_at(id, 0)
+    }
+    fn usable_at(&self, id: &Id, depth: u32) -> Option<(Id, BlobLocation)> {
+        if depth > MAX_DELTA_DEPTH {
+            return None;
+        }
         self.locs
             .get(id)?
             .iter()
-            .find(|(p, _)| !self.bad_packs.contains_key(p) && !self.bad_blobs.contains(&(*p, *id)))
+            .find(|(p, l)| {
+                !self.bad_packs.contains_key(p)
+                    && !self.bad_blobs.contains(&(*p, *id))
+                    && l.base.is_none_or(|b| self.usable_at(&b, depth + 1).is_some())
+            })
             .copied()
     }
-    /// The object to blame for an unusable blob.
+    /// The object to blame for an unusable blob (for a delta whose own copy is fine: its
+    /// base's).
     fn blame(&self, id: &Id) -> String {
+        self.blame_at(id, 0)
+    }
+    fn blame_at(&self, id: &Id, depth: u32) -> String {
         match self.locs.get(id).and_then(|l| l.first()) {
             None => "index".into(),
-            Some((p, _)) => paths::pack(p),
+            Some((p, l)) => match l.base {
+                Some(b)
+                    if depth < MAX_DELTA_DEPTH
+                        && !self.bad_packs.contains_key(p)
+                        && !self.bad_blobs.contains(&(*p, *id)) =>
+                {
+                    self.blame_at(&b, depth + 1)
+                }
+                _ => paths::pack(p),
+            },
         }
     }
 }
