@@ -278,13 +278,23 @@ async fn fetch_group_once(
     g: Group,
 ) -> Result<Vec<Vec<u8>>> {
     let cipher = ciphers.get(&repo, &g.pack).await?;
-    let mut bases: HashMap<Id, Arc<Vec<u8>>> = HashMap::new();
+    // the group's own bytes and its deltas' bases (usually in older packs), all at once
+    let mut wanted: Vec<(Id, Id)> = Vec::new();
     for (id, loc) in &g.items {
-        if let Some(b) = loc.base.filter(|b| !bases.contains_key(b)) {
-            bases.insert(b, ciphers.base(&repo, &b, id).await?);
+        if let Some(b) = loc.base.filter(|b| !wanted.iter().any(|(w, _)| w == b)) {
+            wanted.push((b, *id));
         }
     }
-    let bytes = repo.backend.get_range(&paths::pack(&g.pack), g.start, g.len).await?;
+    let fetch_bases = futures::future::try_join_all(
+        wanted
+            .iter()
+            .map(|(b, of)| async { Ok::<_, RepoError>((*b, ciphers.base(&repo, b, of).await?)) }),
+    );
+    let fetch_group = async {
+        Ok::<_, RepoError>(repo.backend.get_range(&paths::pack(&g.pack), g.start, g.len).await?)
+    };
+    let (bases, bytes) = futures::future::try_join(fetch_bases, fetch_group).await?;
+    let bases: HashMap<Id, Arc<Vec<u8>>> = bases.into_iter().collect();
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::with_capacity(g.items.len());
         for (id, loc) in &g.items {
