@@ -40,7 +40,7 @@ pub fn init(r: &InitReport) -> String {
 pub fn backup(r: &BackupReport) -> String {
     let s = &r.stats;
     format!(
-        "snapshot {} saved: {} at {}, {} read, {} new in {} of {} chunks, {} written, {:.1} s",
+        "snapshot {} saved: {} at {}, {} read, {} new in {} of {} chunks ({} as deltas), {} written, {:.1} s",
         r.snapshot.short_id,
         r.snapshot.name,
         r.snapshot.time,
@@ -48,6 +48,7 @@ pub fn backup(r: &BackupReport) -> String {
         size(s.new_bytes),
         s.new_chunks,
         s.chunks,
+        s.delta_chunks,
         size(s.bytes_written),
         r.seconds
     )

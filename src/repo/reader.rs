@@ -46,8 +46,11 @@ pub struct PackCiphers {
     bases: Mutex<HashMap<Id, Arc<Vec<u8>>>>,
 }
 
-/// Base plaintexts kept for decoding deltas: at most this many (each at most one chunk).
-const BASE_CACHE_ENTRIES: usize = 256;
+/// Base plaintexts kept for decoding deltas: at most this many (each at most one chunk; with
+/// the default chunker about 8 MiB).
+const BASE_CACHE_ENTRIES: usize = 512;
+/// Chunks whose deltas' bases are fetched together before the chunks themselves.
+const BASE_WINDOW: usize = 512;
 /// Writers make deltas one level deep; readers follow at most this many levels (a chunk
 /// stored twice can be a base in one copy and a delta in another).
 const MAX_DELTA_DEPTH: u32 = 4;
@@ -377,18 +380,64 @@ impl OrderedReader {
                 })?;
                 located.push((*id, r));
             }
-            let mut chunks = stream::iter(group(located))
-                .map(|g| fetch_group(self.repo.clone(), self.ciphers.clone(), g))
-                .buffered(READ_AHEAD);
-            while let Some(decoded) = chunks.try_next().await? {
-                self.stats.bytes += decoded.iter().map(|c| c.len() as u64).sum::<u64>();
-                self.stats.chunks += decoded.len() as u64;
-                if self.tx.send(decoded).await.is_err() {
-                    return Ok(false);
+            for window in located.chunks(BASE_WINDOW) {
+                self.prefetch_bases(window).await;
+                let mut chunks = stream::iter(group(window.to_vec()))
+                    .map(|g| fetch_group(self.repo.clone(), self.ciphers.clone(), g))
+                    .buffered(READ_AHEAD);
+                while let Some(decoded) = chunks.try_next().await? {
+                    self.stats.bytes += decoded.iter().map(|c| c.len() as u64).sum::<u64>();
+                    self.stats.chunks += decoded.len() as u64;
+                    if self.tx.send(decoded).await.is_err() {
+                        return Ok(false);
+                    }
                 }
             }
         }
         Ok(true)
+    }
+
+    /// Reads the bases the deltas among `window` need, with the same grouped range reads as
+    /// the stream itself (bases of neighbouring chunks lie near each other in older packs),
+    /// into the base cache. Best effort: a base not fetched here is read on its own later.
+    async fn prefetch_bases(&self, window: &[(Id, BlobRef)]) {
+        let mut bases: Vec<Id> = window.iter().filter_map(|(_, r)| r.loc.base).collect();
+        bases.sort();
+        bases.dedup();
+        {
+            let mut cache = self.ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
+            bases.retain(|b| !cache.contains_key(b));
+            if cache.len() + bases.len() > BASE_CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        if bases.is_empty() {
+            return;
+        }
+        let Ok(refs) = self.repo.index.lookup_many(&bases) else { return };
+        let mut full: Vec<(Id, BlobRef)> = bases
+            .into_iter()
+            .zip(refs)
+            .filter_map(|(b, r)| r.filter(|r| r.loc.base.is_none()).map(|r| (b, r)))
+            .collect();
+        full.sort_by_key(|(_, r)| (r.pack, r.loc.offset));
+        let fetched: Vec<_> = stream::iter(group(full))
+            .map(|g| {
+                let ids: Vec<Id> = g.items.iter().map(|(id, _)| *id).collect();
+                let f = fetch_group_once(self.repo.clone(), self.ciphers.clone(), g);
+                async move { (ids, f.await) }
+            })
+            .buffer_unordered(READ_AHEAD)
+            .collect()
+            .await;
+        let mut cache = self.ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
+        for (ids, got) in fetched {
+            if let Ok(data) = got {
+                for (id, d) in ids.into_iter().zip(data) {
+                    cache.insert(id, Arc::new(d));
+                }
+            }
+        }
     }
 }
 
