@@ -3,9 +3,11 @@
 //! Consecutive chunks stored near each other (gaps up to `GROUP_GAP`) in one pack are fetched
 //! with one range read (a group: at most `GROUP_BYTES` both stored and decompressed); `READ_AHEAD` groups are
 //! fetched and decoded concurrently (decoding on blocking threads, so both cores work) and
-//! written strictly in order by a writer thread. Memory: about
-//! `(READ_AHEAD + WRITE_QUEUE + 1) × 2 × GROUP_BYTES` plus one maximal chunk, whatever the
-//! stream size or compression ratio.
+//! written strictly in order by a writer thread. Deltas need their base chunks: the bases of
+//! each window of `BASE_WINDOW` chunks are fetched first (grouped the same way) into a cache
+//! of at most `BASE_CACHE_ENTRIES` chunks. Memory: about
+//! `(READ_AHEAD + WRITE_QUEUE + 1) × 2 × GROUP_BYTES` plus the base cache plus one maximal
+//! chunk, whatever the stream size or compression ratio.
 
 use std::collections::HashMap;
 use std::io::Write;
