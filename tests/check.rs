@@ -275,3 +275,33 @@ fn repair_snapshots_removes_only_when_asked() {
         assert!(left.contains(&ia[..8].to_string()));
     }
 }
+
+/// The classic failure of a cron backup: it stopped and nobody noticed. `--max-age` turns it
+/// into an exit code of its own.
+#[test]
+fn max_age_reports_names_whose_newest_snapshot_is_too_old() {
+    let f = Fixture::new();
+    let now = chrono::Utc::now();
+    let old = (now - chrono::Duration::hours(30)).to_rfc3339();
+    let fresh = (now - chrono::Duration::hours(2)).to_rfc3339();
+    f.run(&["backup", "--stdin", "--name", "postgres/a", "--time", &old], b"a").ok();
+    f.run(&["backup", "--stdin", "--name", "postgres/b", "--time", &old], b"b1").ok();
+    f.run(&["backup", "--stdin", "--name", "postgres/b", "--time", &fresh], b"b2").ok();
+    let ok = f.run(&["check", "--max-age", "postgres/b=26h"], b"");
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let r =
+        f.run(&["--json", "check", "--max-age", "postgres/*=26h", "--max-age", "lvm/*=8d"], b"");
+    assert_eq!(r.code, 5, "{}", r.stderr);
+    let j = r.json();
+    let late = j["late"].as_array().unwrap();
+    assert_eq!(late.len(), 2, "{j}");
+    assert_eq!(late[0]["name"], "postgres/a");
+    assert!(late[0]["age_hours"].as_f64().unwrap() > 29.0);
+    assert_eq!(late[1]["rule"], "lvm/*=8d");
+    assert!(late[1]["name"].is_null(), "no lvm snapshot at all is late too");
+    let text = f.run(&["check", "--max-age", "postgres/*=26h"], b"");
+    assert!(text.text().contains("LATE postgres/a"), "{}", text.text());
+    let bad = f.run(&["check", "--max-age", "postgres/*"], b"");
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("NAME_GLOB=DURATION"), "{}", bad.stderr);
+}

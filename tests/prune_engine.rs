@@ -47,7 +47,7 @@ fn opts() -> InitOptions {
 async fn clean(r: &Arc<Repository>) {
     let c = check::run(
         r.clone(),
-        &CheckOptions { read_data: Some(check::Subset::All), verify_restore: None },
+        &CheckOptions { read_data: Some(check::Subset::All), ..Default::default() },
     )
     .await
     .expect("check");

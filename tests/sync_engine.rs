@@ -53,7 +53,7 @@ async fn assert_consistent(
         assert!(*out.0.lock().unwrap() == expected[&s.name], "{at}: {} differs", s.name);
     }
     let report =
-        check::run(r, &CheckOptions { read_data: Some(Subset::All), verify_restore: None })
+        check::run(r, &CheckOptions { read_data: Some(Subset::All), ..Default::default() })
             .await
             .unwrap();
     assert!(report.ok && report.damage.is_empty(), "{at}: {:?}", report.damage);

@@ -49,7 +49,7 @@ async fn backup(r: &Arc<Repository>, name: &str, data: &[u8]) -> ::repo::format:
 async fn clean(r: &Arc<Repository>) {
     let c = check::run(
         r.clone(),
-        &CheckOptions { read_data: Some(check::Subset::All), verify_restore: None },
+        &CheckOptions { read_data: Some(check::Subset::All), ..Default::default() },
     )
     .await
     .expect("check");

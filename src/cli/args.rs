@@ -92,6 +92,10 @@ pub struct CheckArgs {
     /// The pg_restore program to use.
     #[arg(long)]
     pub pg_restore: Option<PathBuf>,
+    /// NAME_GLOB=DURATION (e.g. 'postgres/*=26h', 'lvm/*=8d'): exit with code 5 when the
+    /// newest snapshot of a matching name is older, or no snapshot matches. Repeatable.
+    #[arg(long, value_name = "GLOB=AGE")]
+    pub max_age: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -25,6 +25,8 @@ use repo::repo::{Access, InitOptions, RepoError, Repository, SnapshotMeta};
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_DAMAGE: i32 = 4;
+/// `check --max-age`: a name's newest snapshot is older than allowed (and no damage).
+pub const EXIT_LATE: i32 = 5;
 pub const EXIT_NO_REPOSITORY: i32 = 10;
 pub const EXIT_LOCKED: i32 = 11;
 pub const EXIT_WRONG_PASSWORD: i32 = 12;
@@ -322,10 +324,19 @@ async fn check(cli: &Cli, a: &args::CheckArgs) -> anyhow::Result<i32> {
         latest: a.latest,
         pg_restore: a.pg_restore.clone(),
     });
+    let max_age = a
+        .max_age
+        .iter()
+        .map(|m| m.parse().map_err(|e| anyhow!("--max-age {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let repo = open_keep_warnings(cli, Access::Read).await?;
-    let r = ops::check::run(repo, &CheckOptions { read_data, verify_restore }).await?;
+    let r = ops::check::run(repo, &CheckOptions { read_data, verify_restore, max_age }).await?;
     emit(cli, &r, render::check)?;
-    Ok(if r.ok { EXIT_OK } else { EXIT_DAMAGE })
+    Ok(match (r.ok, r.late.is_empty()) {
+        (false, _) => EXIT_DAMAGE,
+        (true, false) => EXIT_LATE,
+        (true, true) => EXIT_OK,
+    })
 }
 
 async fn run_basic(cli: &Cli) -> anyhow::Result<()> {

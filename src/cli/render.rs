@@ -124,6 +124,14 @@ pub fn check(r: &CheckReport) -> String {
             v.message
         );
     }
+    for l in &r.late {
+        out += &match (&l.name, &l.newest, l.age_hours) {
+            (Some(n), Some(t), Some(h)) => {
+                format!("\nLATE {n}: newest snapshot {t} is {h:.1} h old (--max-age {})", l.rule)
+            }
+            _ => format!("\nLATE {}: no snapshot matches", l.rule),
+        };
+    }
     for d in &r.damage {
         out += &format!("\nDAMAGE {}: {}", d.object, d.problem);
         if !d.snapshots.is_empty() {

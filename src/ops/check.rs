@@ -108,6 +108,8 @@ fn random_unit() -> f64 {
 pub struct CheckOptions {
     pub read_data: Option<Subset>,
     pub verify_restore: Option<VerifyRestoreOptions>,
+    /// `--max-age` rules: names whose newest snapshot is too old are reported as late.
+    pub max_age: Vec<super::freshness::MaxAge>,
 }
 
 /// One damaged object and the snapshots that cannot be restored because of it.
@@ -137,6 +139,8 @@ pub struct CheckReport {
     pub restores: Vec<RestoreVerdict>,
     /// Full ids of snapshots that cannot be restored completely.
     pub broken_snapshots: Vec<String>,
+    /// Names whose newest snapshot is older than `--max-age` allows (not damage).
+    pub late: Vec<super::freshness::Late>,
     /// True when index files are damaged or packs are in no index: the index may be
     /// incomplete, so nothing should be removed on the strength of this check.
     pub index_incomplete: bool,
@@ -366,6 +370,8 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
             });
         }
     }
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+    r.late = super::freshness::late(&repo, &opts.max_age, now).await?;
     r.damage.sort_by(|a, b| a.object.cmp(&b.object));
     r.ok = r.damage.is_empty();
     r.seconds = start.elapsed().as_secs_f64();

@@ -6,6 +6,7 @@ pub mod check;
 pub mod copy;
 pub mod export;
 pub mod forget;
+pub mod freshness;
 pub mod fs_snapshot;
 pub mod import;
 pub mod init;
