@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need on a fresh Debian machine (PostgreSQL 15
 # server binaries, OpenSSH's sshd and ssh client, btrfs-progs, lvm2, attr, acl, and moto_server, an S3-compatible server,
-# and kubernetes-validate, a schema validator for the manifests in deploy/, into target/test-tools/venv), then runs every test. Usage: bash scripts/test.sh [cargo test args...]
+# kubernetes-validate, a schema validator for the manifests in deploy/, and prometheus_client, whose text
+# parser reads the metrics files back, into target/test-tools/venv), then runs every test. Usage: bash scripts/test.sh [cargo test args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -29,8 +30,10 @@ if [ ! -x "$venv/bin/moto_server" ]; then
   "$venv/bin/pip" install -q 'moto[server]==5.*'
 fi
 [ -x "$venv/bin/kubernetes-validate" ] || "$venv/bin/pip" install -q 'kubernetes-validate==1.*'
+"$venv/bin/python" -c 'import prometheus_client' 2>/dev/null || "$venv/bin/pip" install -q 'prometheus_client==0.*'
 export REPO_TEST_MOTO_SERVER=$PWD/$venv/bin/moto_server
 export REPO_TEST_KUBERNETES_VALIDATE=$PWD/$venv/bin/kubernetes-validate
+export REPO_TEST_PYTHON=$PWD/$venv/bin/python
 id postgres >/dev/null 2>&1 || { echo "no postgres user after installing PostgreSQL" >&2; exit 1; }
 case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) PATH=$HOME/.cargo/bin:$PATH ;; esac
 # benches must keep compiling; the tests run last so that their summary closes the output

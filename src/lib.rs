@@ -7,9 +7,12 @@
 //! 3. [`repo`]: the repository engine: keys, packer, index and its local cache, snapshots.
 //! 4. [`ops`]: one module per command, each returning a report; they never print.
 //! 5. The `repo` binary's `cli` module: arguments, rendering, exit codes.
+//!
+//! [`fsutil`] holds the local-file durability helpers every layer uses.
 
 pub mod backend;
 pub mod codec;
 pub mod format;
+pub mod fsutil;
 pub mod ops;
 pub mod repo;

@@ -33,6 +33,14 @@ pub struct Cli {
     /// Limit uploads to this rate (500K, 10M, 1.5MiB; a bare number is KiB/s).
     #[arg(long, env = "REPO_LIMIT_UPLOAD", global = true, value_name = "RATE")]
     pub limit_upload: Option<String>,
+    /// After backup and check: write Prometheus metrics into this file (node exporter's
+    /// textfile collector), merged with the series other runs wrote there.
+    #[arg(long, env = "REPO_METRICS_FILE", global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// After backup and check: PUT the same metrics to a Pushgateway URL
+    /// (http://pushgateway:9091/metrics/job/repo).
+    #[arg(long, env = "REPO_METRICS_PUSH", global = true, value_name = "URL")]
+    pub metrics_push: Option<String>,
     #[command(subcommand)]
     pub command: Cmd,
 }

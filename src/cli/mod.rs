@@ -6,6 +6,7 @@
 //! A closed standard output (`repo restore … | head`) counts as success.
 
 mod args;
+mod metrics;
 mod progress;
 mod render;
 mod tree;
@@ -66,9 +67,33 @@ pub fn main() -> i32 {
             _ = tokio::signal::ctrl_c() => interrupted(),
             _ = term.recv() => interrupted(),
         };
+        if (cli.metrics_file.is_some() || cli.metrics_push.is_some())
+            && let Err(e) = write_metrics(&cli, code).await
+        {
+            eprintln!("repo: {e:#}");
+        }
         close_all().await;
         code
     })
+}
+
+/// `--metrics-file` / `--metrics-push` after a backup or a check (other commands have none).
+async fn write_metrics(cli: &Cli, code: i32) -> anyhow::Result<()> {
+    let location = cli.repo.clone().unwrap_or_default();
+    let command = match &cli.command {
+        Cmd::Backup(a) => ("backup", a.name.as_str()),
+        Cmd::Check(_) => ("check", location.as_str()),
+        _ => return Ok(()),
+    };
+    let repo = OPENED.lock().unwrap_or_else(|p| p.into_inner()).first().cloned();
+    let run = metrics::finish(Some(command), code, repo.as_deref()).await;
+    if let Some(path) = &cli.metrics_file {
+        metrics::write_file(path, run.clone())?;
+    }
+    if let Some(url) = &cli.metrics_push {
+        metrics::push(url, &run).await?;
+    }
+    Ok(())
 }
 
 /// Repositories this process opened: their leases are removed when the command ends, also
@@ -384,6 +409,7 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
             bar.finish();
             warnings(cli, &repo);
             let r = r?;
+            metrics::record_backup(&a.name, &r.stats, r.seconds, None);
             if !cli.quiet {
                 for w in &r.warnings {
                     eprintln!("repo: warning: {w}");

@@ -105,6 +105,7 @@ pub async fn backup(cli: &Cli, a: &BackupArgs, meta: SnapshotMeta) -> anyhow::Re
             eprintln!("repo: warning: {c} changed while it was read");
         }
     }
+    super::metrics::record_backup(&a.name, &r.stats, r.seconds, Some(r.tree.files));
     emit(cli, &r, render::tree_backup)?;
     Ok(if r.tree.errors.is_empty() { EXIT_OK } else { EXIT_PARTIAL })
 }
