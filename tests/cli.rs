@@ -347,3 +347,51 @@ fn restore_from_read_only_storage_works_without_a_lease_and_says_so() {
     assert!(err.contains("permission denied; reading without a lease"), "{err}");
     assert!(f.files("locks").is_empty());
 }
+
+/// Runs `repo ARGS` on a pseudo-terminal (util-linux `script`), typing `keys` into it.
+fn on_terminal(f: &Fixture, args: &str, keys: &str) -> Run {
+    let mut c = f.cmd(&[]);
+    c.env_remove("REPO_PASSWORD");
+    let mut sh = std::process::Command::new("script");
+    sh.args(["-qec", &format!("{BIN} {args}"), "/dev/null"]);
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    run_with_input(sh, keys.as_bytes())
+}
+
+#[test]
+fn init_asks_for_the_password_twice_on_a_terminal() {
+    let f = Fixture::empty();
+    let r = on_terminal(&f, "init --kdf-memory 1024", "correct horse\ncorrect horse\n");
+    assert_eq!(r.code, 0, "{} {}", r.text(), r.stderr);
+    assert!(r.text().contains("password for the new repository"), "{}", r.text());
+    // the typed password is the repository's
+    f.backup("db", b"rows");
+    let r = on_terminal(&f, "snapshots", "correct horse\n");
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert!(r.text().contains("password for"), "{}", r.text());
+    // a typo in the repetition creates nothing
+    let g = Fixture::empty();
+    let r = on_terminal(&g, "init --kdf-memory 1024", "one\ntwo\n");
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(r.text().contains("differ"), "{}", r.text());
+    assert!(!g.repo().join("config").exists());
+    // no terminal (cron): a one-line error, no prompt
+    let mut c = f.cmd(&["snapshots"]);
+    c.env_remove("REPO_PASSWORD");
+    let mut s = std::process::Command::new("setsid");
+    s.arg(c.get_program()).args(c.get_args());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => s.env(k, v),
+            None => s.env_remove(k),
+        };
+    }
+    let r = run_with_input(s, b"");
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("a password is needed"), "{}", r.stderr);
+}

@@ -149,6 +149,24 @@ fn password_from(var: &str, file: Option<&Path>) -> anyhow::Result<Option<Vec<u8
     }
 }
 
+/// Asks for a password on the controlling terminal (not standard input, which may carry the
+/// data to back up); `None` when there is no terminal (cron, a CronJob). With `confirm`, asks
+/// twice and refuses two different entries or an empty one.
+fn prompt_password(prompt: &str, confirm: bool) -> anyhow::Result<Option<Vec<u8>>> {
+    let Ok(first) = rpassword::prompt_password(prompt) else { return Ok(None) };
+    if confirm {
+        if first.is_empty() {
+            return Err(anyhow!("the password is empty"));
+        }
+        let again = rpassword::prompt_password("repeat the password: ")
+            .map_err(|e| anyhow!("reading the password: {e}"))?;
+        if again != first {
+            return Err(anyhow!("the two passwords differ; nothing was created"));
+        }
+    }
+    Ok(Some(first.into_bytes()))
+}
+
 fn repo_url(cli: &Cli) -> anyhow::Result<&str> {
     cli.repo
         .as_deref()
@@ -175,7 +193,20 @@ async fn open_at(
     password: Option<&[u8]>,
     access: Access,
 ) -> anyhow::Result<Arc<Repository>> {
-    let repo = Arc::new(Repository::open(backend, password, cli.cache_dir.clone(), access).await?);
+    let opened =
+        match Repository::open(backend.clone(), password, cli.cache_dir.clone(), access).await {
+            // no password given, but a person at a terminal can type one
+            Err(RepoError::PasswordNeeded { location }) if password.is_none() => {
+                match prompt_password(&format!("password for {location}: "), false)? {
+                    Some(pw) => {
+                        Repository::open(backend, Some(&pw), cli.cache_dir.clone(), access).await?
+                    }
+                    None => return Err(RepoError::PasswordNeeded { location }.into()),
+                }
+            }
+            other => other?,
+        };
+    let repo = Arc::new(opened);
     OPENED.lock().unwrap_or_else(|p| p.into_inner()).push(repo.clone());
     Ok(repo)
 }
@@ -370,7 +401,10 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
         Cmd::Init(a) => {
             let backend = backend(cli, repo_url(cli)?)?;
             let encrypted = matches!(a.encryption, Encryption::Aes256Gcm);
-            let pw = password(cli)?;
+            let pw = match password(cli)? {
+                None if encrypted => prompt_password("password for the new repository: ", true)?,
+                pw => pw,
+            };
             let mut o = InitOptions { encrypted, ..InitOptions::default() };
             if let Some(avg) = a.chunk_avg {
                 o.chunk_avg = avg;
