@@ -2,7 +2,7 @@
 # Delta blobs against the previous release on the shared workload (../shared/bench):
 # hourly `pg_dump -Fc -Z0` dumps of two databases backed up in order, repository size after
 # each hour, backup time per hour, and restore time of the newest bench dump.
-# Usage: BINS="old=/tmp/repo-old new=target/release/repo" [WL=/tmp/wl] [HOURS=6] bash benches/delta-bench.sh
+# Usage: [INIT_ARGS="--chunk-avg 65536"] BINS="old=/tmp/repo-old new=target/release/repo" [WL=/tmp/wl] [HOURS=6] bash benches/delta-bench.sh
 # Peers: with RESTIC=1 the same series is run with restic (same password, default settings).
 set -euo pipefail
 WL=${WL:-/tmp/wl}
@@ -31,7 +31,7 @@ run_series() { # label init backup restore
 for b in $BINS; do
   label=${b%%=*}; bin=${b#*=}
   export REPO_CACHE_DIR=$OUT/cache-$label
-  run_series "$label" "\"$bin\" -q -r $OUT/repo-$label init" \
+  run_series "$label" "\"$bin\" -q -r $OUT/repo-$label init ${INIT_ARGS:-}" \
     "\"$bin\" -q -r $OUT/repo-$label backup --stdin --name \$db" \
     "\"$bin\" -q -r $OUT/repo-$label restore latest --name bench"
 done

@@ -38,19 +38,22 @@ impl ChunkerParams {
         Self::new(c.chunk_min, c.chunk_avg, c.chunk_max)
     }
 
-    /// The parameters for the files of tree snapshots: each size × `TREE_SCALE`, clamped to
-    /// the limits (min <= 1 MiB, avg <= 4 MiB, max <= 16 MiB). Data files of a database
-    /// compress far better in larger chunks, and their week-to-week changes are scattered
-    /// over whole files anyway (benches/RESULTS.md, "File trees").
+    /// The parameters for the files of tree snapshots: each size scaled so that the average
+    /// is `TREE_AVG` (×16 for the 16 KiB average of older repositories, ×4 for 64 KiB; never
+    /// below ×1), clamped to the limits (min <= 1 MiB, avg <= 4 MiB, max <= 16 MiB). Data
+    /// files of a database compress far better in larger chunks, and their week-to-week
+    /// changes are scattered over whole files anyway (benches/RESULTS.md, "File trees").
     pub fn for_tree_files(&self) -> ChunkerParams {
-        let scale = |v: usize, cap: usize| (v * TREE_SCALE).min(cap);
+        let factor = (TREE_AVG / self.avg).max(1);
+        let scale = |v: usize, cap: usize| (v * factor).min(cap);
         let (min, avg, max) =
             (scale(self.min, 1 << 20), scale(self.avg, 4 << 20), scale(self.max, 16 << 20));
         if min < avg && avg < max { ChunkerParams { min, avg, max } } else { *self }
     }
 }
 
-pub const TREE_SCALE: usize = 16;
+/// The average chunk size of tree files (when the repository's average is smaller).
+pub const TREE_AVG: usize = 256 * 1024;
 
 /// The secret gear tables (the plain one and the one shifted left by one bit, which the
 /// v2020 two-bytes-at-a-time loop needs).

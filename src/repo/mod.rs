@@ -155,9 +155,12 @@ impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
             encrypted: true,
-            chunk_min: 4 * 1024,
-            chunk_avg: 16 * 1024,
-            chunk_max: 64 * 1024,
+            // 64 KiB average since delta blobs: a changed row costs a delta whatever the chunk
+            // size, and fewer, larger chunks mean 4× fewer ids to index, list and look up, and
+            // restores as fast as before deltas (benches/RESULTS.md, "Delta blobs")
+            chunk_min: 16 * 1024,
+            chunk_avg: 64 * 1024,
+            chunk_max: 256 * 1024,
             pack_target: 16 * 1024 * 1024,
             zstd_level: 3,
             kdf: KdfParams::default(),
