@@ -400,3 +400,87 @@ fn import_of_real_dump_gz_files_deduplicates_and_restores_byte_identical() {
     .ok();
     assert_eq!(fingerprint(&pg, "app"), fingerprint(&pg, "copy"));
 }
+
+/// One snapshot per database server: the globals and every database, taken together, restored
+/// stream by stream into `pg_restore`, proven by `check --verify-restore`, and never committed
+/// when one dump fails.
+#[test]
+fn a_server_snapshot_holds_the_globals_and_every_database() {
+    let pg = Pg::start();
+    pg.psql("postgres", "CREATE DATABASE app");
+    pg.psql("postgres", "CREATE DATABASE \"fnb-admin\"");
+    pg.psql("postgres", "CREATE ROLE reporter");
+    pg.psql("app", "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes SELECT g, repeat('row ' || g, 20) FROM generate_series(1, 5000) g");
+    pg.psql(
+        "fnb-admin",
+        "CREATE TABLE menu (id int, dish text); INSERT INTO menu VALUES (1, 'soup')",
+    );
+    let f = Fixture::new();
+    let url = format!("host={} port={} user=postgres", pg.host(), pg.port);
+    let r = f
+        .run(&["--json", "backup", "--name", "postgres/prod", "--pg-databases", &url], b"")
+        .ok()
+        .json();
+    let files: Vec<&str> =
+        r["streams"].as_array().unwrap().iter().map(|s| s["file"].as_str().unwrap()).collect();
+    assert_eq!(files, ["globals.sql", "app.dump", "fnb-admin.dump", "postgres.dump"], "{r}");
+    assert_eq!(f.snapshot_count(), 1, "one snapshot for the whole server");
+
+    // one stream into pg_restore, and the globals as SQL
+    pg.psql("postgres", "CREATE DATABASE app_restored");
+    let restore = format!(
+        "\"$REPO\" restore latest --name postgres/prod app.dump | {}",
+        pg.sh("pg_restore", "-d app_restored")
+    );
+    shell(&f, &restore).ok();
+    assert_eq!(pg.psql("app_restored", "SELECT count(*) FROM notes"), "5000\n");
+    let globals = f.run(&["restore", "latest", "--name", "postgres/prod", "globals.sql"], b"").ok();
+    assert!(globals.text().contains("CREATE ROLE reporter"), "{}", globals.text());
+    let ls = f.run(&["ls", "latest", "--name", "postgres/prod"], b"").ok().text();
+    assert!(ls.contains("fnb-admin.dump"), "{ls}");
+
+    // every stream is proven to restore
+    let c = f
+        .run(&["--json", "check", "--verify-restore", "pg", "--name", "postgres/prod"], b"")
+        .ok()
+        .json();
+    let verdicts = c["restores"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 4, "{c}");
+    assert!(verdicts.iter().all(|v| v["ok"] == true), "{c}");
+
+    // the next day: deltas against the same streams of the previous snapshot
+    pg.psql("postgres", "DROP DATABASE app_restored");
+    pg.psql("app", "UPDATE notes SET body = body || ' changed' WHERE id % 500 = 0");
+    let again = f
+        .run(&["--json", "backup", "--name", "postgres/prod", "--pg-databases", &url], b"")
+        .ok()
+        .json();
+    assert!(again["delta_chunks"].as_u64().unwrap() > 0, "{again}");
+    let (first, second) =
+        (r["stored_bytes"].as_u64().unwrap(), again["stored_bytes"].as_u64().unwrap());
+    assert!(
+        second < first,
+        "changed rows cost less than the first dump: {second} vs {first}: {again}"
+    );
+
+    // a failing dump commits nothing and is named
+    let bad = f.run(
+        &[
+            "backup",
+            "--name",
+            "postgres/prod",
+            "--stream",
+            &format!("globals.sql={}", pg.sh("pg_dumpall", "--globals-only")),
+            "--stream",
+            &format!("gone.dump={}", pg.sh("pg_dump", "-Fc -Z0 no_such_database")),
+        ],
+        b"",
+    );
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("gone.dump") && bad.stderr.contains("no snapshot"),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(f.snapshot_count(), 2);
+}

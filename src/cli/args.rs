@@ -210,6 +210,15 @@ pub struct BackupArgs {
     #[arg(long, value_name = "SUBVOLUME", conflicts_with_all = ["root", "stdin"])]
     pub btrfs: Option<PathBuf>,
     /// Command whose standard output is stored; no snapshot unless it exits 0.
+    /// FILE=COMMAND: one stream of a server snapshot, the standard output of COMMAND (run by
+    /// sh -c) stored as FILE; repeatable. The snapshot is committed only if every command
+    /// exits 0. Restore one with `repo restore latest --name N FILE`.
+    #[arg(long = "stream", value_name = "FILE=COMMAND", conflicts_with_all = ["stdin", "lvm", "btrfs", "root"])]
+    pub streams: Vec<String>,
+    /// A server snapshot of every database: globals.sql (pg_dumpall --globals-only) and
+    /// DB.dump (pg_dump -Fc -Z0) for each database psql lists at URL.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["stdin", "lvm", "btrfs", "root"])]
+    pub pg_databases: Option<String>,
     #[arg(last = true)]
     pub command: Vec<String>,
 }

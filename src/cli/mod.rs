@@ -299,6 +299,9 @@ async fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Forget(a) => forget(cli, a).await.map(|()| EXIT_OK),
         Cmd::Ls(a) => tree::ls(cli, a).await,
         Cmd::Restore(a) if a.target.is_some() || a.path.is_some() => tree::restore(cli, a).await,
+        Cmd::Backup(a) if !a.streams.is_empty() || a.pg_databases.is_some() => {
+            backup_streams(cli, a).await
+        }
         Cmd::Backup(a) if !a.stdin && a.command.is_empty() => {
             let meta = backup_meta(a)?;
             tree::backup(cli, a, meta).await
@@ -314,6 +317,32 @@ async fn run(cli: &Cli) -> anyhow::Result<i32> {
         }
         _ => run_basic(cli).await.map(|()| EXIT_OK),
     }
+}
+
+/// `repo backup --stream FILE=CMD …` / `--pg-databases URL`: one snapshot of several streams.
+async fn backup_streams(cli: &Cli, a: &args::BackupArgs) -> anyhow::Result<i32> {
+    if !a.paths.is_empty() || !a.command.is_empty() {
+        return Err(anyhow!(
+            "give either --stream / --pg-databases or PATHs / a command, not both"
+        ));
+    }
+    let mut specs = Vec::new();
+    if let Some(url) = &a.pg_databases {
+        specs.extend(ops::streams::pg_streams(url)?);
+    }
+    for s in &a.streams {
+        specs.push(s.parse().map_err(|e| anyhow!("--stream {e}"))?);
+    }
+    let meta = backup_meta(a)?;
+    let repo = open(cli, Access::Backup).await?;
+    let bar = Bar::start("read", !cli.quiet && !cli.json);
+    let r = ops::streams::run(repo.clone(), specs, meta, bar.clone()).await;
+    bar.finish();
+    warnings(cli, &repo);
+    let r = r?;
+    metrics::record_backup(&a.name, &r.stats, r.seconds, Some(r.streams.len() as u64));
+    emit(cli, &r, render::streams_backup)?;
+    Ok(EXIT_OK)
 }
 
 fn parse_share(s: &str) -> anyhow::Result<f64> {

@@ -327,6 +327,26 @@ pub fn import(r: &ImportReport) -> String {
     lines.join("\n")
 }
 
+pub fn streams_backup(r: &repo::ops::streams::StreamsReport) -> String {
+    let s = &r.stats;
+    let mut out = format!(
+        "snapshot {} saved: {} at {}, {} streams, {} read, {} new ({} chunks as deltas), {} written, {:.1} s",
+        r.snapshot.short_id,
+        r.snapshot.name,
+        r.snapshot.time,
+        r.streams.len(),
+        size(s.bytes_read),
+        size(s.new_bytes),
+        s.delta_chunks,
+        size(s.bytes_written),
+        r.seconds
+    );
+    for st in &r.streams {
+        out += &format!("\n  {}  {}  ({})", st.file, size(st.bytes), st.command);
+    }
+    out
+}
+
 pub fn tree_backup(r: &TreeBackupReport) -> String {
     let t = &r.tree;
     let mut s = format!(

@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! time_ns     i64   snapshot time, nanoseconds since the Unix epoch (UTC)
-//! kind        u8    1 = stream, 2 = tree (the lists describe its catalog)
+//! kind        u8    1 = stream, 2 = tree (the lists describe its catalog), 3 = streams (the
+//!                   lists describe a catalog of regular files, one per stream: a database
+//!                   server's globals and every database, taken together)
 //! reserved    3     0
 //! size        u64   bytes of the stream
 //! chunks      u64   number of chunks of the stream
@@ -31,6 +33,16 @@ pub enum SnapshotKind {
     Stream = 1,
     /// A file tree: the content lists describe its catalog (`format::tree`).
     Tree = 2,
+    /// Several streams taken together (`repo backup --stream NAME=CMD …`): a catalog like a
+    /// tree's whose entries are regular files, one per stream.
+    Streams = 3,
+}
+
+impl SnapshotKind {
+    /// True for the kinds whose content lists describe a catalog.
+    pub fn has_catalog(self) -> bool {
+        matches!(self, SnapshotKind::Tree | SnapshotKind::Streams)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +98,7 @@ impl Snapshot {
         let kind = match r.u8()? {
             1 => SnapshotKind::Stream,
             2 => SnapshotKind::Tree,
+            3 => SnapshotKind::Streams,
             k => return Err(invalid("kind", format!("unknown snapshot kind {k}"))),
         };
         if r.array::<3>()? != [0; 3] {
@@ -150,5 +163,13 @@ mod tests {
         let mut empty = s.clone();
         empty.name.clear();
         assert!(empty.encode().is_err());
+        // a server snapshot is kind 3 at byte 8; kind 4 is unknown
+        let streams = Snapshot { kind: SnapshotKind::Streams, ..s.clone() };
+        let mut b = streams.encode().unwrap();
+        assert_eq!(b[8], 3);
+        assert_eq!(Snapshot::decode(&b).unwrap(), streams);
+        assert!(streams.kind.has_catalog() && !SnapshotKind::Stream.has_catalog());
+        b[8] = 4;
+        assert!(Snapshot::decode(&b).is_err());
     }
 }

@@ -536,7 +536,7 @@ async fn check_snapshots(
                 }
             }
         }
-        if !broken && snap.kind == crate::format::snapshot::SnapshotKind::Tree {
+        if !broken && snap.kind.has_catalog() {
             match crate::repo::tree::file_blobs(repo, &snap, &label).await {
                 Ok(ids) => {
                     for id in ids {

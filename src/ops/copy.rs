@@ -65,7 +65,7 @@ pub async fn run(
             report.snapshots.push(CopiedSnapshot { source: info, copy: None, bytes_written: 0 });
             continue;
         }
-        if snap.kind == crate::format::snapshot::SnapshotKind::Tree {
+        if snap.kind.has_catalog() {
             let meta = SnapshotMeta {
                 name: snap.name.clone(),
                 host: snap.host.clone(),

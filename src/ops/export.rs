@@ -26,7 +26,6 @@ use super::template::{Fields, Template, stream_extension};
 use crate::codec::gzip::ParallelGzWriter;
 use crate::format::Id;
 use crate::format::snapshot::Snapshot;
-use crate::format::snapshot::SnapshotKind;
 use crate::repo::glob_match;
 use crate::repo::{Progress, RepoError, Repository, Result, restore_stream};
 
@@ -245,7 +244,7 @@ async fn restore_to_temp(
     };
     let out = Head { inner: sink, head: head.clone() };
     let label = format!("snapshot {} ({})", id.short(), snap.name);
-    let r = if snap.kind == SnapshotKind::Tree {
+    let r = if snap.kind.has_catalog() {
         super::tree::tar::write_tar(repo.clone(), id, snap, out, progress).await
     } else {
         restore_stream(repo.clone(), snap, &label, out, progress).await.map(|s| s.bytes)

@@ -16,6 +16,7 @@ pub mod restore;
 pub mod snapshots;
 pub mod sniff;
 pub mod stats;
+pub mod streams;
 pub mod sync;
 pub mod template;
 pub mod tree;

@@ -25,7 +25,6 @@ use crate::format::envelope::MAGIC_PRUNE_RECORD;
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::lock::LeaseKind;
 use crate::format::prune::PruneRecord;
-use crate::format::snapshot::SnapshotKind;
 use crate::format::stream::decode_list;
 use crate::repo::idset::{IdSet, Keep};
 use crate::repo::lease::{Lease, live_leases, prune_records, remove_expired_leases};
@@ -184,7 +183,7 @@ async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<IdSet> 
             let ids: Vec<Id> = entries.into_iter().map(|e| e.0).collect();
             set.insert_many(&ids)?;
         }
-        if s.kind == SnapshotKind::Tree {
+        if s.kind.has_catalog() {
             set.insert_many(&crate::repo::tree::file_blobs(repo, s, &label).await?)?;
         }
     }

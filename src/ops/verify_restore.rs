@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use crate::format::snapshot::SnapshotKind;
+
 use crate::repo::{
     NoProgress, RepoError, Repository, Result, SnapshotFilter, restore_stream, select_snapshots,
 };
@@ -228,35 +230,66 @@ pub async fn verify_restore(
             "pg_restore not found: install PostgreSQL client tools or pass --pg-restore".into(),
         )
     })?;
-    // file trees hold no dump to hand to pg_restore
+    // file trees hold no dump to hand to pg_restore; server snapshots hold one per stream
     let snaps: Vec<_> = select_snapshots(&repo, &opts.filter, opts.latest)
         .await?
         .into_iter()
-        .filter(|(_, s)| s.kind == crate::format::snapshot::SnapshotKind::Stream)
+        .filter(|(_, s)| matches!(s.kind, SnapshotKind::Stream | SnapshotKind::Streams))
         .collect();
     let mut out = Vec::new();
     for (id, snap) in snaps {
-        let label = format!("{} {}", &id.to_hex()[..8], snap.name);
-        let sink = SharedSink(Arc::new(Mutex::new(Sink {
-            mode: Mode::Undecided(Vec::new()),
-            bytes: 0,
-            pg_restore: pg_restore.clone(),
-            spawn_error: None,
-        })));
-        let restored =
-            restore_stream(repo.clone(), &snap, &label, sink.clone(), Arc::new(NoProgress))
+        let short = id.to_hex()[..8].to_string();
+        let streams: Vec<Option<String>> = if snap.kind == SnapshotKind::Streams {
+            let label = crate::ops::snapshot_label(&id, &snap);
+            crate::repo::tree::read_entries(&repo, &snap, &label)
+                .await?
+                .into_iter()
+                .filter(|e| e.kind() == crate::format::tree::Kind::File)
+                .map(|e| Some(String::from_utf8_lossy(&e.path).into_owned()))
+                .collect()
+        } else {
+            vec![None]
+        };
+        for file in streams {
+            let name = match &file {
+                Some(f) => format!("{}/{f}", snap.name),
+                None => snap.name.clone(),
+            };
+            let label = format!("{short} {name}");
+            let sink = SharedSink(Arc::new(Mutex::new(Sink {
+                mode: Mode::Undecided(Vec::new()),
+                bytes: 0,
+                pg_restore: pg_restore.clone(),
+                spawn_error: None,
+            })));
+            let restored = match &file {
+                None => {
+                    restore_stream(repo.clone(), &snap, &label, sink.clone(), Arc::new(NoProgress))
+                        .await
+                        .map(|_| ())
+                }
+                Some(f) => crate::ops::tree::restore::run_file(
+                    repo.clone(),
+                    &id,
+                    &snap,
+                    std::path::Path::new(f),
+                    sink.clone(),
+                    Arc::new(NoProgress),
+                )
                 .await
-                .map(|_| ());
-        let mut s = sink.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (format, ok, message) = s.verdict(&restored);
-        out.push(RestoreVerdict {
-            snapshot: id.to_hex()[..8].to_string(),
-            name: snap.name.clone(),
-            format,
-            ok,
-            bytes: s.bytes,
-            message,
-        });
+                .map(|_| ()),
+            };
+            let mut s = sink.0.lock().unwrap_or_else(|p| p.into_inner());
+            let (format, ok, message) = s.verdict(&restored);
+            out.push(RestoreVerdict {
+                snapshot: short.clone(),
+                name,
+                format,
+                ok,
+                bytes: s.bytes,
+                message,
+            });
+        }
     }
     Ok(out)
 }

@@ -44,14 +44,20 @@ impl Predecessor {
             return Ok(None);
         };
         let label = format!("snapshot {}", id.short());
-        let mut seq = Vec::with_capacity(snap.chunks.min(1 << 24) as usize);
-        for l in &snap.lists {
-            let list = decode_list(&super::read_blob(repo, l, &label).await?)
+        Ok(Some(Predecessor::from_lists(repo, &snap.lists, &label).await?))
+    }
+
+    /// The chunk sequence these content lists describe (a stream, or one stream file of a
+    /// server snapshot).
+    pub async fn from_lists(repo: &Repository, lists: &[Id], label: &str) -> Result<Predecessor> {
+        let mut seq = Vec::new();
+        for l in lists {
+            let list = decode_list(&super::read_blob(repo, l, label).await?)
                 .map_err(|e| RepoError::format(format!("content list of {label}"), e))?;
             seq.extend(list.into_iter().map(|e| e.0));
         }
         let pos = seq.iter().enumerate().map(|(i, id)| (*id, i as u32)).collect();
-        Ok(Some(Predecessor { seq, pos, cursor: None }))
+        Ok(Predecessor { seq, pos, cursor: None })
     }
 
     /// Advances over one chunk of the new stream, in order: `stored` if it deduplicated.

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use super::reader::OrderedReader;
 use super::{RepoError, Repository, Result, read_blob};
 use crate::format::Id;
-use crate::format::snapshot::{Snapshot, SnapshotKind};
+use crate::format::snapshot::Snapshot;
 use crate::format::stream::decode_list;
 use crate::format::tree::{self, Content, Entry};
 
 /// The catalog bytes of a tree snapshot (header included), read whole: about 150 bytes per
 /// entry plus 36 bytes per chunk of file data.
 pub async fn read_catalog(repo: &Arc<Repository>, snap: &Snapshot, label: &str) -> Result<Vec<u8>> {
-    if snap.kind != SnapshotKind::Tree {
+    if !snap.kind.has_catalog() {
         return Err(RepoError::NotATree(label.into()));
     }
     let (mut reader, mut rx) = OrderedReader::new(repo.clone(), label);

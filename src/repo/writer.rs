@@ -381,6 +381,12 @@ impl ChunkSink<'_> {
         r
     }
 
+    /// The chunk sequence that new chunks of the next stream are delta-encoded against (the
+    /// same stream in the previous snapshot); `None` stores them whole.
+    pub fn set_predecessor(&mut self, pred: Option<super::delta::Predecessor>) {
+        self.p.pred = pred;
+    }
+
     /// True if every chunk is stored (and not only in packs a prune has condemned).
     pub fn all_stored(&self, ids: &[Id]) -> Result<bool> {
         Ok(self

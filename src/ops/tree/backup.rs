@@ -143,7 +143,8 @@ pub async fn run(
         let lists = sink.store_stream(&catalog[..], params, &crate::repo::NoProgress)?;
         Ok(crate::repo::Content { lists, size, chunks: entries })
     };
-    let (id, snap, stats) = super::commit_tree(repo, meta, body, async { Ok(()) }).await?;
+    let (id, snap, stats) =
+        super::commit_tree(repo, SnapshotKind::Tree, meta, body, async { Ok(()) }).await?;
     let tree = std::mem::take(&mut *counts.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(TreeBackupReport {
         snapshot: SnapshotInfo::new(&id, &snap),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::restore::{ContentReader, spawn_feed};
 use crate::format::Id;
-use crate::format::snapshot::Snapshot;
+use crate::format::snapshot::{Snapshot, SnapshotKind};
 use crate::format::tree::{Content, FLAG_LISTS, Kind, catalog_header};
 use crate::repo::{
     BackupStats, ChunkSink, NoProgress, Progress, RepoError, Repository, Result, SnapshotMeta,
@@ -26,8 +26,13 @@ pub async fn run(
     // the source is read concurrently with the body that stores it
     let (fed, mut chunks) = spawn_feed(&src, &label, contents);
     let size = snap.size;
+    // the streams of a server snapshot are dumps: the stream chunker, as when they were taken
+    let kind = snap.kind;
     let body = move |sink: &mut ChunkSink| {
-        let params = sink.repo().chunker.for_tree_files();
+        let params = match kind {
+            SnapshotKind::Streams => sink.repo().chunker,
+            _ => sink.repo().chunker.for_tree_files(),
+        };
         let mut catalog = catalog_header();
         let n = entries.len() as u64;
         for mut e in entries {
@@ -48,5 +53,5 @@ pub async fn run(
     };
     // everything must have come from the source before the copy may commit
     let ready = async { fed.await.map_err(|e| RepoError::Internal(e.to_string()))? };
-    super::commit_tree(dst, meta, body, ready).await
+    super::commit_tree(dst, kind, meta, body, ready).await
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::codec::chunker::chunk_slice;
 use crate::format::Id;
-use crate::format::snapshot::Snapshot;
+use crate::format::snapshot::{Snapshot, SnapshotKind};
 use crate::format::tree::{Content, Entry, FLAG_LISTS, Kind, catalog_header};
 use crate::repo::{
     BackupStats, ChunkSink, NoProgress, Progress, RepoError, Repository, Result, SnapshotMeta,
@@ -153,7 +153,7 @@ pub async fn run(
     progress: Arc<dyn Progress>,
 ) -> Result<(Id, Snapshot, BackupStats)> {
     let body = move |sink: &mut ChunkSink| store_archive(sink, input, &*progress);
-    super::commit_tree(repo, meta, body, async { Ok(()) }).await
+    super::commit_tree(repo, SnapshotKind::Tree, meta, body, async { Ok(()) }).await
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use crate::repo::{BackupStats, ChunkSink, Content, Repository, Result, SnapshotM
 /// delivered everything).
 pub(crate) async fn commit_tree<F>(
     repo: Arc<Repository>,
+    kind: SnapshotKind,
     meta: SnapshotMeta,
     body: F,
     ready: impl Future<Output = Result<()>>,
@@ -26,5 +27,5 @@ pub(crate) async fn commit_tree<F>(
 where
     F: FnOnce(&mut ChunkSink) -> Result<Content> + Send + 'static,
 {
-    backup_with(repo, SnapshotKind::Tree, meta, body, ready).await
+    backup_with(repo, kind, meta, body, ready).await
 }

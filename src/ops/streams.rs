@@ -1,0 +1,334 @@
+//! One snapshot per database server: `repo backup --name postgres/prod --stream
+//! globals.sql='pg_dumpall --globals-only' --stream fnb-admin.dump='pg_dump -Fc -Z0 fnb-admin'`
+//! (or `--pg-databases URL`, which lists the databases itself).
+//!
+//! Each command's output is stored as one regular file of a snapshot of kind `Streams` (a
+//! catalog like a tree's, `format-spec/snapshot.md`), chunked with the dump chunker and
+//! delta-encoded against the same stream of the previous snapshot of the name. The snapshot is
+//! committed only if every command exits 0; the first failure is named and ends the backup.
+//! The commands run one after another: the snapshot's streams go through one pipeline.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::SnapshotInfo;
+use crate::format::snapshot::SnapshotKind;
+use crate::format::tree::{Content, Entry, FLAG_LISTS, Kind, catalog_header};
+use crate::repo::delta::Predecessor;
+use crate::repo::{
+    BackupStats, ChunkSink, NoProgress, Progress, RepoError, Repository, Result, SnapshotFilter,
+    SnapshotMeta, list_snapshots,
+};
+
+/// How a stream's command is given.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamCommand {
+    /// A shell command line, run with `sh -c`.
+    Shell(String),
+    /// A program and its arguments, run directly.
+    Argv(Vec<String>),
+}
+
+impl StreamCommand {
+    fn display(&self) -> String {
+        match self {
+            StreamCommand::Shell(s) => s.clone(),
+            StreamCommand::Argv(a) => super::backup::command_line(a),
+        }
+    }
+    fn command(&self) -> Command {
+        match self {
+            StreamCommand::Shell(s) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(s);
+                c
+            }
+            StreamCommand::Argv(a) => {
+                let mut c = Command::new(&a[0]);
+                c.args(&a[1..]);
+                c
+            }
+        }
+    }
+}
+
+/// One stream of a server snapshot: the file name it is stored (and restored) under, and the
+/// command whose standard output it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamSpec {
+    pub file: String,
+    pub command: StreamCommand,
+}
+
+/// Why a `--stream` argument does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamSpecError {
+    #[error("{0:?}: expected FILE=COMMAND, such as globals.sql='pg_dumpall --globals-only'")]
+    Form(String),
+    #[error("{0:?}: a stream's file name is one plain name (no '/', not '.' or '..')")]
+    FileName(String),
+}
+
+/// Checks a stream file name: one path component.
+pub fn check_file_name(f: &str) -> std::result::Result<(), StreamSpecError> {
+    if f.is_empty() || f == "." || f == ".." || f.contains('/') || f.contains('\0') {
+        return Err(StreamSpecError::FileName(f.into()));
+    }
+    Ok(())
+}
+
+impl FromStr for StreamSpec {
+    type Err = StreamSpecError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let (file, cmd) = s.split_once('=').ok_or_else(|| StreamSpecError::Form(s.into()))?;
+        if cmd.trim().is_empty() {
+            return Err(StreamSpecError::Form(s.into()));
+        }
+        check_file_name(file)?;
+        Ok(StreamSpec { file: file.into(), command: StreamCommand::Shell(cmd.into()) })
+    }
+}
+
+/// `--pg-databases URL`: the connection string for database `db` (a `postgres://` URI gets
+/// its path replaced, a `key=value` string gets `dbname=`).
+pub fn with_dbname(url: &str, db: &str) -> String {
+    for scheme in ["postgresql://", "postgres://"] {
+        if let Some(rest) = url.strip_prefix(scheme) {
+            let (main, query) = match rest.split_once('?') {
+                Some((m, q)) => (m, format!("?{q}")),
+                None => (rest, String::new()),
+            };
+            let authority = main.split('/').next().unwrap_or("");
+            let enc: String = db
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            return format!("{scheme}{authority}/{enc}{query}");
+        }
+    }
+    format!("{url} dbname='{}'", db.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The streams `--pg-databases URL` stands for: the globals, then every database that
+/// accepts connections and is not a template, each as a `pg_dump -Fc -Z0` custom archive.
+pub fn pg_streams(url: &str) -> Result<Vec<StreamSpec>> {
+    let sql = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1";
+    let psql = format!("psql -Atc {sql:?} {url}");
+    let out = Command::new("psql")
+        .args(["-X", "-At", "-c", sql, "-d", url])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| RepoError::CommandStart { command: "psql".into(), source: e })?;
+    if !out.status.success() {
+        return Err(RepoError::CommandFailed { command: psql, status: out.status.to_string() });
+    }
+    let mut specs = vec![StreamSpec {
+        file: "globals.sql".into(),
+        command: StreamCommand::Argv(vec![
+            "pg_dumpall".into(),
+            "--globals-only".into(),
+            "-d".into(),
+            url.into(),
+        ]),
+    }];
+    for db in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
+        let file = format!("{db}.dump");
+        if check_file_name(&file).is_err() {
+            return Err(RepoError::Source {
+                path: db.into(),
+                reason: "a database name with '/' cannot be a stream file name".into(),
+            });
+        }
+        specs.push(StreamSpec {
+            file,
+            command: StreamCommand::Argv(vec![
+                "pg_dump".into(),
+                "-Fc".into(),
+                "-Z0".into(),
+                "-d".into(),
+                with_dbname(url, db),
+            ]),
+        });
+    }
+    Ok(specs)
+}
+
+/// One stored stream, for the report.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StreamInfo {
+    pub file: String,
+    pub command: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct StreamsReport {
+    pub snapshot: SnapshotInfo,
+    pub streams: Vec<StreamInfo>,
+    #[serde(flatten)]
+    pub stats: BackupStats,
+    pub seconds: f64,
+}
+
+/// The previous snapshot of the name's streams, by file name (for delta bases).
+async fn previous_streams(repo: &Arc<Repository>, name: &str) -> HashMap<String, Predecessor> {
+    let mut out = HashMap::new();
+    let Ok(all) = list_snapshots(repo, &SnapshotFilter::default()).await else { return out };
+    let Some((id, snap)) =
+        all.into_iter().rfind(|(_, s)| s.name == name && s.kind == SnapshotKind::Streams)
+    else {
+        return out;
+    };
+    let label = super::snapshot_label(&id, &snap);
+    let Ok(entries) = crate::repo::tree::read_entries(repo, &snap, &label).await else {
+        return out;
+    };
+    for e in entries {
+        if let Content::Lists(lists) = &e.content
+            && let Ok(p) = Predecessor::from_lists(repo, lists, &label).await
+        {
+            out.insert(String::from_utf8_lossy(&e.path).into_owned(), p);
+        }
+    }
+    out
+}
+
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
+/// Runs one stream's command and stores its output; fails unless it exits 0.
+fn store_one(
+    sink: &mut ChunkSink,
+    spec: &StreamSpec,
+    pred: Option<Predecessor>,
+    progress: &dyn Progress,
+) -> Result<(Vec<crate::format::Id>, u64)> {
+    let shown = format!("{}: {}", spec.file, spec.command.display());
+    let mut child = spec
+        .command
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| RepoError::CommandStart { command: shown.clone(), source: e })?;
+    let out = child.stdout.take().ok_or_else(|| RepoError::Internal("no stdout".into()))?;
+    let mut counted = Counted { inner: out, n: 0 };
+    sink.set_predecessor(pred);
+    let params = sink.repo().chunker;
+    let stored = sink.store_stream(&mut counted, params, progress);
+    sink.set_predecessor(None);
+    if stored.is_err() {
+        let _ = child.kill();
+    }
+    let status =
+        child.wait().map_err(|e| RepoError::CommandStart { command: shown.clone(), source: e })?;
+    let lists = stored?;
+    if !status.success() {
+        return Err(RepoError::CommandFailed { command: shown, status: status.to_string() });
+    }
+    Ok((lists, counted.n))
+}
+
+/// Runs every stream's command and commits one snapshot of kind `Streams` if all succeed.
+pub async fn run(
+    repo: Arc<Repository>,
+    specs: Vec<StreamSpec>,
+    meta: SnapshotMeta,
+    progress: Arc<dyn Progress>,
+) -> Result<StreamsReport> {
+    let start = Instant::now();
+    let mut seen = std::collections::HashSet::new();
+    for s in &specs {
+        if !seen.insert(s.file.clone()) {
+            return Err(RepoError::Source {
+                path: s.file.clone(),
+                reason: "two streams with the same file name".into(),
+            });
+        }
+    }
+    let mut preds = previous_streams(&repo, &meta.name).await;
+    let infos: Arc<Mutex<Vec<StreamInfo>>> = Arc::default();
+    let infos2 = infos.clone();
+    let mtime_ns = meta.time_ns;
+    let body = move |sink: &mut ChunkSink| {
+        let mut catalog = catalog_header();
+        let mut size = 0u64;
+        // SAFETY of the values: getuid/getgid cannot fail
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        for spec in &specs {
+            let (lists, bytes) = store_one(sink, spec, preds.remove(&spec.file), &*progress)?;
+            size += bytes;
+            let e = Entry {
+                kind: Some(Kind::File),
+                flags: FLAG_LISTS,
+                mode: 0o644,
+                uid,
+                gid,
+                mtime_ns,
+                size: bytes,
+                path: spec.file.as_bytes().to_vec(),
+                content: Content::Lists(lists),
+                ..Default::default()
+            };
+            e.encode_into(&mut catalog)
+                .map_err(|err| RepoError::format(format!("stream {}", spec.file), err))?;
+            infos2.lock().unwrap_or_else(|p| p.into_inner()).push(StreamInfo {
+                file: spec.file.clone(),
+                command: spec.command.display(),
+                bytes,
+            });
+        }
+        let lists = sink.store_stream(&catalog[..], sink.repo().chunker, &NoProgress)?;
+        Ok(crate::repo::Content { lists, size, chunks: specs.len() as u64 })
+    };
+    let (id, snap, stats) =
+        super::tree::commit_tree(repo, SnapshotKind::Streams, meta, body, async { Ok(()) }).await?;
+    let streams = std::mem::take(&mut *infos.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(StreamsReport {
+        snapshot: SnapshotInfo::new(&id, &snap),
+        streams,
+        stats,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_arguments_and_database_urls() {
+        let s: StreamSpec = "globals.sql=pg_dumpall --globals-only".parse().unwrap();
+        assert_eq!(s.file, "globals.sql");
+        assert_eq!(s.command, StreamCommand::Shell("pg_dumpall --globals-only".into()));
+        assert!(matches!("nocommand".parse::<StreamSpec>(), Err(StreamSpecError::Form(_))));
+        assert!(matches!("a/b=true".parse::<StreamSpec>(), Err(StreamSpecError::FileName(_))));
+        assert!(matches!("..=true".parse::<StreamSpec>(), Err(StreamSpecError::FileName(_))));
+        assert_eq!(
+            with_dbname("postgres://u@db:5432/postgres?sslmode=require", "fnb-admin"),
+            "postgres://u@db:5432/fnb-admin?sslmode=require"
+        );
+        assert_eq!(with_dbname("postgresql://db", "a b"), "postgresql://db/a%20b");
+        assert_eq!(with_dbname("host=/tmp port=5", "o'x"), "host=/tmp port=5 dbname='o\\'x'");
+    }
+}
