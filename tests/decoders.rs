@@ -167,7 +167,12 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             let mut m = Manifest { version: 1, files: Default::default() };
             m.files.insert(
                 "postgres/db-20260214-020000.dump.gz".into(),
-                ManifestEntry { snapshot: "ab".repeat(32), name: "postgres/db".into(), size: 7 },
+                ManifestEntry {
+                    snapshot: "ab".repeat(32),
+                    name: "postgres/db".into(),
+                    size: 7,
+                    stream: None,
+                },
             );
             m.encode().unwrap()
         }),

@@ -463,6 +463,70 @@ fn a_server_snapshot_holds_the_globals_and_every_database() {
         "changed rows cost less than the first dump: {second} vs {first}: {again}"
     );
 
+    // export: one classic file per stream, beside the snapshot name's last component
+    let out = f.dir.path().join("export");
+    let e = f
+        .run(
+            &[
+                "--json",
+                "export",
+                out.to_str().unwrap(),
+                "--name",
+                "postgres/prod",
+                "--latest",
+                "1",
+            ],
+            b"",
+        )
+        .ok()
+        .json();
+    assert_eq!(e["written"], 4, "{e}");
+    let files: Vec<String> = e["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["path"].as_str().unwrap().to_string())
+        .collect();
+    let app = files
+        .iter()
+        .find(|p| p.starts_with("postgres/app-") && p.ends_with(".dump.gz"))
+        .unwrap_or_else(|| panic!("{files:?}"));
+    assert!(
+        files.iter().any(|p| p.starts_with("postgres/globals-") && p.ends_with(".sql.gz")),
+        "{files:?}"
+    );
+    let plain = f.dir.path().join("app.dump");
+    let listing = shell(
+        &f,
+        &format!(
+            "gunzip -t {0} && gunzip -c {0} > {1} && {2} < {1}",
+            out.join(app).display(),
+            plain.display(),
+            pg.sh("pg_restore", "-l")
+        ),
+    );
+    assert!(listing.ok().text().contains("TABLE public notes"));
+    let again = f
+        .run(
+            &[
+                "--json",
+                "export",
+                out.to_str().unwrap(),
+                "--name",
+                "postgres/prod",
+                "--latest",
+                "1",
+            ],
+            b"",
+        )
+        .ok()
+        .json();
+    assert_eq!(
+        (again["written"].as_u64(), again["skipped"].as_u64()),
+        (Some(0), Some(4)),
+        "{again}"
+    );
+
     // a failing dump commits nothing and is named
     let bad = f.run(
         &[

@@ -92,6 +92,19 @@ pub struct ManifestEntry {
     pub snapshot: String,
     pub name: String,
     pub size: u64,
+    /// The stream of a server snapshot (kind 3) the file holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+}
+
+impl ManifestEntry {
+    /// What the file was exported from: the snapshot id, and `/stream` for a server snapshot.
+    fn key(&self) -> String {
+        match &self.stream {
+            Some(s) => format!("{}/{s}", self.snapshot),
+            None => self.snapshot.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -219,10 +232,12 @@ impl<W: Write> Write for ZstdSink<W> {
 
 /// Restores `snap` into a new temporary file beside `final_hint`, compressed as asked.
 /// Returns the temporary path, the first bytes of the stream, and the restored size.
+#[allow(clippy::too_many_arguments)] // the snapshot, its stream, the target, the format
 async fn restore_to_temp(
     repo: &Arc<Repository>,
     id: &Id,
     snap: &Snapshot,
+    stream: Option<&str>,
     final_hint: &Path,
     compression: Compression,
     progress: Arc<dyn Progress>,
@@ -244,7 +259,11 @@ async fn restore_to_temp(
     };
     let out = Head { inner: sink, head: head.clone() };
     let label = format!("snapshot {} ({})", id.short(), snap.name);
-    let r = if snap.kind.has_catalog() {
+    let r = if let Some(f) = stream {
+        super::tree::restore::run_file(repo.clone(), id, snap, Path::new(f), out, progress)
+            .await
+            .map(|r| r.bytes)
+    } else if snap.kind.has_catalog() {
         super::tree::tar::write_tar(repo.clone(), id, snap, out, progress).await
     } else {
         restore_stream(repo.clone(), snap, &label, out, progress).await.map(|s| s.bytes)
@@ -288,6 +307,19 @@ fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
 
 /// The snapshots `forget --keep-within SPAN` keeps: per name, those at or after the newest
 /// snapshot's time minus `span_ns`. Order is kept.
+/// The name a stream of a server snapshot is exported under: the stream's file stem beside
+/// the snapshot name's last component (`postgres/prod` + `fnb-admin.dump` →
+/// `postgres/fnb-admin`), so that the default template gives the classic
+/// `postgres/fnb-admin-20260214-020000.dump.gz`.
+pub fn stream_export_name(snapshot: &str, file: &str) -> String {
+    let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
+    let stem = if stem.is_empty() { file } else { stem };
+    match snapshot.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{stem}"),
+        None => stem.to_string(),
+    }
+}
+
 pub fn keep_within(selected: Vec<(Id, Snapshot)>, span_ns: i64) -> Vec<(Id, Snapshot)> {
     let policy = Policy { within_ns: Some(span_ns), ..Default::default() };
     let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -323,23 +355,48 @@ pub async fn run(
         None => None,
     };
     let stem = Template::parse("{name}-{time}").map_err(RepoError::Internal)?;
-    let selected_ids: HashSet<String> = selected.iter().map(|(id, _)| id.to_hex()).collect();
-
+    // a server snapshot is exported as one classic file per stream
+    let mut items: Vec<(&Id, &Snapshot, Option<String>)> = Vec::new();
     for (id, snap) in &selected {
-        let hex = id.to_hex();
+        if snap.kind == crate::format::snapshot::SnapshotKind::Streams {
+            let label = super::snapshot_label(id, snap);
+            for e in crate::repo::tree::read_entries(&repo, snap, &label).await? {
+                if e.kind() == crate::format::tree::Kind::File {
+                    items.push((id, snap, Some(String::from_utf8_lossy(&e.path).into_owned())));
+                }
+            }
+        } else {
+            items.push((id, snap, None));
+        }
+    }
+    let key_of = |id: &Id, file: &Option<String>| match file {
+        Some(f) => format!("{}/{f}", id.to_hex()),
+        None => id.to_hex(),
+    };
+    let selected_ids: HashSet<String> = items.iter().map(|(id, _, f)| key_of(id, f)).collect();
+
+    for (id, snap, file) in &items {
+        let (id, snap) = (*id, *snap);
+        // the manifest's key: the snapshot, and the stream of a server snapshot
+        let hex = key_of(id, file);
+        let id_hex = id.to_hex();
         let info = SnapshotInfo::new(id, snap);
+        let name = match file {
+            Some(f) => stream_export_name(&snap.name, f),
+            None => snap.name.clone(),
+        };
         let fields = Fields {
-            name: &snap.name,
+            name: &name,
             host: &snap.host,
             tags: &snap.tags,
-            id_hex: &hex,
+            id_hex: &id_hex,
             time_ns: snap.time_ns,
         };
         // Already exported for this snapshot, and still there with its size: nothing to do.
         let known: Vec<(String, u64)> = manifest
             .files
             .iter()
-            .filter(|(_, e)| e.snapshot == hex)
+            .filter(|(_, e)| e.key() == hex)
             .map(|(p, e)| (p.clone(), e.size))
             .collect();
         let wanted = match &explicit {
@@ -373,6 +430,7 @@ pub async fn run(
             &repo,
             id,
             snap,
+            file.as_deref(),
             &dir.join(&stem_path),
             opts.compression,
             progress.clone(),
@@ -386,7 +444,7 @@ pub async fn run(
         };
         let final_path = dir.join(&rel);
         let size = std::fs::metadata(&tmp).map_err(|e| io_err(&tmp, e))?.len();
-        let ours = manifest.files.get(&rel).is_some_and(|e| e.snapshot == hex);
+        let ours = manifest.files.get(&rel).is_some_and(|e| e.key() == hex);
         if final_path.exists() && !ours {
             let identical = same_content(&tmp, &final_path).map_err(|e| io_err(&final_path, e))?;
             if identical || !opts.force {
@@ -394,7 +452,12 @@ pub async fn run(
                 if identical {
                     manifest.files.insert(
                         rel.clone(),
-                        ManifestEntry { snapshot: hex.clone(), name: snap.name.clone(), size },
+                        ManifestEntry {
+                            snapshot: id_hex.clone(),
+                            name: snap.name.clone(),
+                            size,
+                            stream: file.clone(),
+                        },
                     );
                     save_manifest(dir, &manifest)?;
                     report.skipped += 1;
@@ -420,7 +483,12 @@ pub async fn run(
         sync_dir(&final_path)?;
         manifest.files.insert(
             rel.clone(),
-            ManifestEntry { snapshot: hex.clone(), name: snap.name.clone(), size },
+            ManifestEntry {
+                snapshot: id_hex.clone(),
+                name: snap.name.clone(),
+                size,
+                stream: file.clone(),
+            },
         );
         save_manifest(dir, &manifest)?;
         report.written += 1;
@@ -439,7 +507,7 @@ pub async fn run(
         let gone: Vec<(String, ManifestEntry)> = manifest
             .files
             .iter()
-            .filter(|(_, e)| in_scope(&e.name) && !selected_ids.contains(&e.snapshot))
+            .filter(|(_, e)| in_scope(&e.name) && !selected_ids.contains(&e.key()))
             .map(|(p, e)| (p.clone(), e.clone()))
             .collect();
         for (rel, e) in gone {
@@ -473,7 +541,12 @@ mod tests {
         let mut m = Manifest { version: 1, files: BTreeMap::new() };
         m.files.insert(
             "postgres/db-20260214-020000.dump.gz".into(),
-            ManifestEntry { snapshot: "ab".repeat(32), name: "postgres/db".into(), size: 1234 },
+            ManifestEntry {
+                snapshot: "ab".repeat(32),
+                name: "postgres/db".into(),
+                size: 1234,
+                stream: None,
+            },
         );
         let golden = format!(
             "{{\n  \"version\": 1,\n  \"files\": {{\n    \"postgres/db-20260214-020000.dump.gz\": {{\n      \"snapshot\": \"{}\",\n      \"name\": \"postgres/db\",\n      \"size\": 1234\n    }}\n  }}\n}}\n",
