@@ -463,3 +463,57 @@ async fn lease_refreshed_after_a_pause_past_the_margin_stays_lapsed() {
     assert!(e.to_string().contains("lease"), "{e}");
     assert!(!l.fresh(), "still lapsed after the refresh attempt");
 }
+
+/// A delta whose own pack stays but whose base a prune condemned must not be reused: a sweep
+/// that does not wait for this backup deletes the base (found in review of delta blobs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_does_not_reuse_a_delta_whose_base_is_condemned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let d = common::noise(200_000, 21);
+    let mut changed = d.clone();
+    changed[100_000] ^= 0xff; // one chunk becomes a delta against its predecessor
+    let e = common::noise(200_000, 22);
+    let w = open(base.clone(), &tmp.path().join("w"), Access::Backup).await;
+    let s1 = backup(&w, "a", &d).await;
+    let mut s2_data = changed.clone();
+    s2_data.extend(&e);
+    let s2 = backup_stream(
+        w.clone(),
+        std::io::Cursor::new(s2_data),
+        meta("a"),
+        Arc::new(NoProgress),
+        async { Ok(()) },
+    )
+    .await
+    .unwrap();
+    assert!(s2.2.delta_chunks > 0, "{:?}", s2.2);
+    backup(&w, "c", &e).await; // keeps the delta's pack alive
+    w.close().await;
+    base.delete(&paths::snapshot(&s1)).await.unwrap();
+    base.delete(&paths::snapshot(&s2.0)).await.unwrap();
+
+    // a prune condemns the base's pack (never repacking), then waits for a running backup
+    let lease = Lease::acquire(base.clone(), LeaseKind::Backup).await.unwrap();
+    let pruner = open(base.clone(), &tmp.path().join("p"), Access::Prune).await;
+    let keep_packs = PruneOptions { max_unused: 1.0, ..PruneOptions::default() };
+    let p = prune::run(pruner.clone(), &keep_packs).await.unwrap();
+    assert!(p.packs_condemned > 0 && p.records_waiting == 1, "{p:?}");
+    // the next backup opens (knowing the record); meanwhile the other backup ends and the
+    // sweep runs without waiting for this one
+    let (b2, l2, p2, k2) = (base.clone(), lease.clone(), pruner.clone(), keep_packs.clone());
+    let sweep: Hook = Box::pin(async move {
+        l2.release().await;
+        let p = prune::run(p2, &k2).await.unwrap();
+        assert!(p.packs_deleted > 0, "{p:?}");
+    });
+    let hooked: Arc<dyn Backend> = HookBackend::new(b2, paths::SNAPSHOTS_DIR, 1, sweep);
+    let b = open(hooked, &tmp.path().join("b"), Access::Backup).await;
+    backup(&b, "a", &changed).await;
+    b.close().await;
+    pruner.close().await;
+    let fresh = open(base.clone(), &tmp.path().join("f"), Access::Read).await;
+    assert_eq!(restore(&fresh, "a").await, changed);
+    clean(&fresh).await;
+}

@@ -174,6 +174,23 @@ pub async fn finish(
 
 /// Writes `run` into the file at `path`, keeping the other series already there.
 pub fn write_file(path: &Path, run: Series) -> anyhow::Result<()> {
+    // runs that finish together (several CronJobs on one node) take turns: without the lock
+    // one could overwrite the other's failure with an older success
+    let lock_path = path.with_file_name(format!(
+        ".{}.lock",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    // SAFETY: flock on a file descriptor this function owns; released when `lock` closes
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("locking {}", lock_path.display()));
+    }
     let mut all = run;
     match std::fs::read_to_string(path) {
         Ok(old) => all.merge_text(&old),

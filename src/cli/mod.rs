@@ -79,13 +79,14 @@ pub fn main() -> i32 {
 
 /// `--metrics-file` / `--metrics-push` after a backup or a check (other commands have none).
 async fn write_metrics(cli: &Cli, code: i32) -> anyhow::Result<()> {
-    let location = cli.repo.clone().unwrap_or_default();
+    let repo = OPENED.lock().unwrap_or_else(|p| p.into_inner()).first().cloned();
+    // the repository's display location: never a URL's query string or credentials
+    let location = repo.as_ref().map(|r| r.location()).unwrap_or_default();
     let command = match &cli.command {
         Cmd::Backup(a) => ("backup", a.name.as_str()),
         Cmd::Check(_) => ("check", location.as_str()),
         _ => return Ok(()),
     };
-    let repo = OPENED.lock().unwrap_or_else(|p| p.into_inner()).first().cloned();
     let run = metrics::finish(Some(command), code, repo.as_deref()).await;
     if let Some(path) = &cli.metrics_file {
         metrics::write_file(path, run.clone())?;

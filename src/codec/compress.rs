@@ -72,15 +72,16 @@ pub fn compress_delta(level: i32, base: &[u8], data: &[u8]) -> Result<Vec<u8>, C
             *cell = Some((level, c));
         }
         let Some((_, c)) = cell.as_mut() else { unreachable!("set above") };
-        // SAFETY: zstd keeps a referenced prefix for one frame only: `compress2` starts the
-        // frame with it and clears the reference before returning, and on an error the
-        // session is reset (which clears it too) before `base` can go out of scope. So the
-        // context never holds `base` beyond this call, although its type says 'static.
+        // SAFETY: zstd keeps a referenced prefix for one frame only: starting the frame in
+        // `compress2` takes the reference and clears it, and `ref_prefix` itself first drops
+        // any earlier one. What the finished frame's window still points at lies below its
+        // low limit and is never read again. On an error the whole context is dropped below,
+        // so no context ever uses `base` after this call, although its type says 'static.
         let base: &'static [u8] = unsafe { std::mem::transmute::<&[u8], &'static [u8]>(base) };
         let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
         let done = c.ref_prefix(base).and_then(|_| c.compress2(&mut out, data));
         if let Err(code) = done {
-            let _ = c.reset(zstd_safe::ResetDirective::SessionOnly);
+            *cell = None;
             return Err(zstd_error(code));
         }
         Ok(out)

@@ -139,6 +139,8 @@ pub struct CheckReport {
     pub restores: Vec<RestoreVerdict>,
     /// Full ids of snapshots that cannot be restored completely.
     pub broken_snapshots: Vec<String>,
+    /// Delta blobs whose base a prune removed because nothing needed it (not damage).
+    pub deltas_without_base: u64,
     /// Names whose newest snapshot is older than `--max-age` allows (not damage).
     pub late: Vec<super::freshness::Late>,
     /// True when index files are damaged or packs are in no index: the index may be
@@ -370,6 +372,13 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
             });
         }
     }
+    if r.deltas_without_base > 0 {
+        r.notes.push(format!(
+            "{} delta blobs no snapshot needs have lost their base to a prune (reclaimed when \
+             their packs are repacked)",
+            r.deltas_without_base
+        ));
+    }
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
     r.late = super::freshness::late(&repo, &opts.max_age, now).await?;
     r.damage.sort_by(|a, b| a.object.cmp(&b.object));
@@ -440,6 +449,7 @@ async fn read_packs(
             continue;
         }
         let obj = paths::pack(&p);
+        r.deltas_without_base += v.deltas_without_base;
         if let Some(first) = v.bad_blobs.first() {
             let problem =
                 format!("{} of {} blobs damaged (first: {})", v.bad_blobs.len(), v.blobs, first.1);

@@ -70,12 +70,12 @@ pub async fn late(repo: &Repository, rules: &[MaxAge], now_ns: i64) -> Result<Ve
             continue;
         }
         for (name, t) in matching {
-            if now_ns - t > r.max_ns {
+            if now_ns.saturating_sub(*t) > r.max_ns {
                 out.push(Late {
                     rule: rule.clone(),
                     name: Some(name.clone()),
                     newest: Some(super::rfc3339(*t)),
-                    age_hours: Some((now_ns - t) as f64 / 3.6e12),
+                    age_hours: Some(now_ns.saturating_sub(*t) as f64 / 3.6e12),
                 });
             }
         }

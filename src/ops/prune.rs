@@ -213,7 +213,7 @@ fn keep_delta_bases(repo: &Repository, live: &IdSet) -> Result<()> {
         live.insert_many(&missing)?;
         Ok(missing.len() as u64)
     }
-    for _round in 0..8 {
+    loop {
         let mut added = 0;
         let mut pairs = Vec::new();
         repo.index.for_each_delta(|id, base| {

@@ -179,27 +179,31 @@ pub struct StreamsReport {
     pub seconds: f64,
 }
 
-/// The previous snapshot of the name's streams, by file name (for delta bases).
-async fn previous_streams(repo: &Arc<Repository>, name: &str) -> HashMap<String, Predecessor> {
+/// The content lists of the previous snapshot's streams of the name, by file name (for delta
+/// bases; each stream's chunk sequence is loaded only when that stream is stored).
+async fn previous_streams(
+    repo: &Arc<Repository>,
+    name: &str,
+) -> (String, HashMap<String, Vec<crate::format::Id>>) {
     let mut out = HashMap::new();
-    let Ok(all) = list_snapshots(repo, &SnapshotFilter::default()).await else { return out };
+    let Ok(all) = list_snapshots(repo, &SnapshotFilter::default()).await else {
+        return (String::new(), out);
+    };
     let Some((id, snap)) =
         all.into_iter().rfind(|(_, s)| s.name == name && s.kind == SnapshotKind::Streams)
     else {
-        return out;
+        return (String::new(), out);
     };
     let label = super::snapshot_label(&id, &snap);
     let Ok(entries) = crate::repo::tree::read_entries(repo, &snap, &label).await else {
-        return out;
+        return (label, out);
     };
     for e in entries {
-        if let Content::Lists(lists) = &e.content
-            && let Ok(p) = Predecessor::from_lists(repo, lists, &label).await
-        {
-            out.insert(String::from_utf8_lossy(&e.path).into_owned(), p);
+        if let Content::Lists(lists) = e.content {
+            out.insert(String::from_utf8_lossy(&e.path).into_owned(), lists);
         }
     }
-    out
+    (label, out)
 }
 
 struct Counted<R> {
@@ -266,7 +270,8 @@ pub async fn run(
             });
         }
     }
-    let mut preds = previous_streams(&repo, &meta.name).await;
+    let (prev_label, mut prev) = previous_streams(&repo, &meta.name).await;
+    let rt = tokio::runtime::Handle::current();
     let infos: Arc<Mutex<Vec<StreamInfo>>> = Arc::default();
     let infos2 = infos.clone();
     let mtime_ns = meta.time_ns;
@@ -276,7 +281,10 @@ pub async fn run(
         // SAFETY of the values: getuid/getgid cannot fail
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         for spec in &specs {
-            let (lists, bytes) = store_one(sink, spec, preds.remove(&spec.file), &*progress)?;
+            let pred = prev.remove(&spec.file).and_then(|lists| {
+                rt.block_on(Predecessor::from_lists(sink.repo(), &lists, &prev_label)).ok()
+            });
+            let (lists, bytes) = store_one(sink, spec, pred, &*progress)?;
             size += bytes;
             let e = Entry {
                 kind: Some(Kind::File),

@@ -241,12 +241,25 @@ pub async fn verify_restore(
         let short = id.to_hex()[..8].to_string();
         let streams: Vec<Option<String>> = if snap.kind == SnapshotKind::Streams {
             let label = crate::ops::snapshot_label(&id, &snap);
-            crate::repo::tree::read_entries(&repo, &snap, &label)
-                .await?
-                .into_iter()
-                .filter(|e| e.kind() == crate::format::tree::Kind::File)
-                .map(|e| Some(String::from_utf8_lossy(&e.path).into_owned()))
-                .collect()
+            match crate::repo::tree::read_entries(&repo, &snap, &label).await {
+                Ok(entries) => entries
+                    .into_iter()
+                    .filter(|e| e.kind() == crate::format::tree::Kind::File)
+                    .map(|e| Some(String::from_utf8_lossy(&e.path).into_owned()))
+                    .collect(),
+                // a damaged catalog fails this snapshot's verdict, not the whole check
+                Err(e) => {
+                    out.push(RestoreVerdict {
+                        snapshot: short.clone(),
+                        name: snap.name.clone(),
+                        format: "unknown",
+                        ok: false,
+                        bytes: 0,
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+            }
         } else {
             vec![None]
         };

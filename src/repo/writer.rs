@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use tokio::sync::mpsc;
 
 use super::packer::{FinishedPack, PackBuilder};
-use super::{RepoError, Repository, Result, paths};
+use super::{BlobRef, RepoError, Repository, Result, paths};
 use crate::codec::chunker::ChunkerParams;
 use crate::codec::compress::compress;
 use crate::format::Id;
@@ -138,16 +138,18 @@ fn spawn_reader<R: Read + Send + 'static>(
 type Pending = Arc<Mutex<HashSet<Id>>>;
 
 /// Entries a content list holds at least before a content-defined boundary may end it.
-const LIST_MIN_ENTRIES: usize = 64;
+const LIST_MIN_ENTRIES: usize = 1024;
 
 /// Whether a content list of `len` entries ends after the chunk `id`: at a chunk whose
-/// (keyed, uniformly random) id has its last byte zero, once the list holds
-/// `LIST_MIN_ENTRIES`, so about every 320 chunks; always at `LIST_MAX_ENTRIES`. Boundaries
+/// (keyed, uniformly random) id ends in 12 zero bits, once the list holds
+/// `LIST_MIN_ENTRIES`, so about every 5,000 chunks (320 MB of a dump with 64 KiB chunks);
+/// always at `LIST_MAX_ENTRIES`. (Smaller lists would multiply the list reads of prune,
+/// check and restore.) Boundaries
 /// depend only on the ids, so lists before and after a change are the same lists as in the
 /// previous snapshot, and deduplicate. (Full lists of 16,384 entries made every hourly dump
 /// rewrite about 0.9 MB of lists, a fifth of its growth with deltas: benches/RESULTS.md.)
 fn list_ends_after(id: &Id, len: usize) -> bool {
-    len >= LIST_MAX_ENTRIES || (len >= LIST_MIN_ENTRIES && id.0[31] == 0)
+    len >= LIST_MAX_ENTRIES || (len >= LIST_MIN_ENTRIES && id.0[31] == 0 && id.0[30] & 0x0f == 0)
 }
 
 fn pending_insert(p: &Pending, id: Id) -> bool {
@@ -269,7 +271,10 @@ impl Pipeline<'_> {
             self.stats.bytes_read += len as u64;
             self.stats.chunks += 1;
             refs.push((id, len));
-            let known = known.filter(|r| !self.exclude.contains(&r.pack));
+            let known = match known {
+                Some(r) if self.usable(&r, 0)? => Some(r),
+                _ => None,
+            };
             let new = known.is_none() && pending_insert(&self.pending, id);
             let candidate = self.pred.as_mut().and_then(|p| p.step(&id, !new));
             if new {
@@ -296,6 +301,25 @@ impl Pipeline<'_> {
             self.add_blob(BlobType::Data, id, e.flags, raw, e.base, e.data)?;
         }
         Ok(refs)
+    }
+
+    /// Whether a stored copy can be relied on: outside the packs a prune has condemned and,
+    /// for a delta, with a base that is too (a sweep that does not wait for this backup may
+    /// delete a condemned pack, and with it the base a kept delta needs).
+    fn usable(&self, r: &BlobRef, depth: u32) -> Result<bool> {
+        if self.exclude.contains(&r.pack) {
+            return Ok(false);
+        }
+        let Some(base) = r.loc.base else { return Ok(true) };
+        if depth >= 4 {
+            return Ok(false);
+        }
+        for b in self.repo.index.locations(&base)? {
+            if self.usable(&b, depth + 1)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The plaintexts of the candidate bases of these new chunks, keyed by candidate, each
@@ -389,13 +413,13 @@ impl ChunkSink<'_> {
 
     /// True if every chunk is stored (and not only in packs a prune has condemned).
     pub fn all_stored(&self, ids: &[Id]) -> Result<bool> {
-        Ok(self
-            .p
-            .repo
-            .index
-            .lookup_many(ids)?
-            .into_iter()
-            .all(|r| r.is_some_and(|r| !self.p.exclude.contains(&r.pack))))
+        for r in self.p.repo.index.lookup_many(ids)? {
+            match r {
+                Some(r) if self.p.usable(&r, 0)? => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 }
 
