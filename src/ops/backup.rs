@@ -81,8 +81,7 @@ pub async fn run(
         }
         Source::Reader(input) => (input, None, Box::pin(async { Ok(()) })),
         Source::Piped { input, producer } => {
-            let gate =
-                async move { producer.await.map_err(|e| RepoError::Internal(e.to_string()))? };
+            let gate = async move { producer.await.map_err(RepoError::from)? };
             (input, None, Box::pin(gate))
         }
         Source::Command(argv) => {
@@ -106,7 +105,7 @@ pub async fn run(
             let gate = async move {
                 let status = tokio::task::spawn_blocking(move || child.wait())
                     .await
-                    .map_err(|e| RepoError::Internal(e.to_string()))?
+                    .map_err(RepoError::from)?
                     .map_err(|e| RepoError::CommandStart { command: cmd.clone(), source: e })?;
                 if status.success() {
                     Ok(())

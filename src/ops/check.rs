@@ -512,15 +512,14 @@ async fn check_snapshots(
                 r.damage.push(Damage {
                     object: f.path.clone(),
                     problem: e.to_string(),
-                    snapshots: vec![sid.to_hex()[..8].to_string()],
+                    snapshots: vec![sid.short()],
                 });
                 r.broken_snapshots.push(sid.to_hex());
                 continue;
             }
         };
         r.snapshots += 1;
-        let label =
-            format!("{} {} {}", &sid.to_hex()[..8], snap.name, super::rfc3339(snap.time_ns));
+        let label = format!("{} {} {}", sid.short(), snap.name, super::rfc3339(snap.time_ns));
         let mut broken = false;
         for list in &snap.lists {
             let Some((pack, loc)) = st.usable(list) else {
@@ -558,9 +557,9 @@ async fn check_snapshots(
                 }
                 Err(e) => {
                     r.damage.push(Damage {
-                        object: format!("snapshot {}", &sid.to_hex()[..8]),
+                        object: format!("snapshot {}", sid.short()),
                         problem: e.to_string(),
-                        snapshots: vec![sid.to_hex()[..8].to_string()],
+                        snapshots: vec![sid.short()],
                     });
                     broken = true;
                 }

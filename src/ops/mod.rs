@@ -33,7 +33,7 @@ pub fn rfc3339(time_ns: i64) -> String {
 
 /// How a snapshot is named in error messages: "snapshot 3fa1c2d4 (postgres/db)".
 pub fn snapshot_label(id: &Id, snap: &Snapshot) -> String {
-    format!("snapshot {} ({})", &id.to_hex()[..8], snap.name)
+    format!("snapshot {} ({})", id.short(), snap.name)
 }
 
 /// How a snapshot is shown in reports.
@@ -55,7 +55,7 @@ impl SnapshotInfo {
     pub fn new(id: &Id, s: &Snapshot) -> Self {
         SnapshotInfo {
             id: id.to_hex(),
-            short_id: id.to_hex()[..8].to_string(),
+            short_id: id.short(),
             time: rfc3339(s.time_ns),
             name: s.name.clone(),
             host: s.host.clone(),

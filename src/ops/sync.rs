@@ -336,7 +336,7 @@ async fn copy_object(src: &dyn Backend, dst: &dyn Backend, o: &ObjectInfo) -> Re
             (data2, ok)
         })
         .await
-        .map_err(|e| RepoError::Internal(e.to_string()))?;
+        .map_err(RepoError::from)?;
         if !ok {
             return Err(RepoError::Corrupt {
                 object: format!("{}/{}", src.location(), o.path),

@@ -238,7 +238,7 @@ pub async fn verify_restore(
         .collect();
     let mut out = Vec::new();
     for (id, snap) in snaps {
-        let short = id.to_hex()[..8].to_string();
+        let short = id.short();
         let streams: Vec<Option<String>> = if snap.kind == SnapshotKind::Streams {
             let label = crate::ops::snapshot_label(&id, &snap);
             match crate::repo::tree::read_entries(&repo, &snap, &label).await {

@@ -114,6 +114,9 @@ pub enum RepoError {
     /// Prune found objects it cannot read; deleting anything could lose what they refer to.
     #[error("{}; prune stops without deleting anything (run `repo check`)", .unreadable.iter().map(|u| u.error.as_str()).collect::<Vec<_>>().join("; "))]
     PruneUnsure { unreadable: Vec<Unreadable> },
+    /// A worker task (a reader, writer or uploader thread) failed or was cancelled.
+    #[error("a worker task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
     #[error("interrupted")]
     Interrupted,
     #[error("{0}")]

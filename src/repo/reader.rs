@@ -317,7 +317,7 @@ async fn fetch_group_once(
         Ok(out)
     })
     .await
-    .map_err(|e| RepoError::Internal(e.to_string()))?
+    .map_err(RepoError::from)?
 }
 
 /// Fetches chunks in order with read-ahead and hands their plaintext, in order, to the
@@ -468,7 +468,7 @@ pub async fn restore_stream<W: Write + Send + 'static>(
     let fed = reader.feed_lists(&snap.lists).await;
     let stats = std::mem::take(&mut reader.stats);
     drop(reader);
-    let written = writer.await.map_err(|e| RepoError::Internal(e.to_string()))?;
+    let written = writer.await.map_err(RepoError::from)?;
     written?;
     fed?;
     if stats.bytes != snap.size {

@@ -27,7 +27,7 @@ pub async fn read_catalog(repo: &Arc<Repository>, snap: &Snapshot, label: &str) 
     });
     let fed = reader.feed_lists(&snap.lists).await;
     drop(reader);
-    let bytes = collect.await.map_err(|e| RepoError::Internal(e.to_string()))?;
+    let bytes = collect.await.map_err(RepoError::from)?;
     fed?;
     Ok(bytes)
 }

@@ -476,7 +476,7 @@ async fn uploader(
             }
             None => {
                 let Some(h) = in_flight.pop_front() else { break };
-                match h.await.map_err(|e| RepoError::Internal(e.to_string())).and_then(|r| r) {
+                match h.await.map_err(RepoError::from).and_then(|r| r) {
                     Ok(ix) => done.push(ix),
                     Err(e) => {
                         first_err.get_or_insert(e);
@@ -578,19 +578,18 @@ where
         Ok((content, sink.p.stats))
     })
     .await;
-    let uploaded = up.await.map_err(|e| RepoError::Internal(e.to_string()))?;
-    let (content, mut stats) =
-        match (piped.map_err(|e| RepoError::Internal(e.to_string()))?, uploaded) {
-            (Ok(r), Ok(u)) => {
-                let (content, mut s): (Content, BackupStats) = r;
-                s.packs_written = u.packs_written;
-                s.bytes_written = u.bytes_written;
-                s.index_files_written = u.index_files_written;
-                (content, s)
-            }
-            (Err(RepoError::Aborted(_)), Err(e)) | (Ok(_), Err(e)) => return Err(e),
-            (Err(e), _) => return Err(e),
-        };
+    let uploaded = up.await.map_err(RepoError::from)?;
+    let (content, mut stats) = match (piped.map_err(RepoError::from)?, uploaded) {
+        (Ok(r), Ok(u)) => {
+            let (content, mut s): (Content, BackupStats) = r;
+            s.packs_written = u.packs_written;
+            s.bytes_written = u.bytes_written;
+            s.index_files_written = u.index_files_written;
+            (content, s)
+        }
+        (Err(RepoError::Aborted(_)), Err(e)) | (Ok(_), Err(e)) => return Err(e),
+        (Err(e), _) => return Err(e),
+    };
     gate.await?;
     // a prune treats a lease not refreshed for LEASE_EXPIRY as gone and may have deleted what
     // this backup deduplicated against: commit only while the lease has held without a gap

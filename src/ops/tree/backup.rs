@@ -175,7 +175,7 @@ async fn parent_files(
         .filter(|e| e.kind() == Kind::File && e.flags & FLAG_CHANGED == 0)
         .map(|e| (e.path.clone(), e))
         .collect();
-    Ok((Some(id.to_hex()[..8].to_string()), files))
+    Ok((Some(id.short()), files))
 }
 
 /// An entry waiting for the current batch of small files to be read.

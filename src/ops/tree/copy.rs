@@ -52,6 +52,6 @@ pub async fn run(
         Ok(crate::repo::Content { lists, size, chunks: n })
     };
     // everything must have come from the source before the copy may commit
-    let ready = async { fed.await.map_err(|e| RepoError::Internal(e.to_string()))? };
+    let ready = async { fed.await.map_err(RepoError::from)? };
     super::commit_tree(dst, kind, meta, body, ready).await
 }

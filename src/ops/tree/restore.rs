@@ -248,11 +248,10 @@ pub(super) async fn read_contents<T: Send + 'static>(
     consume: impl FnOnce(Chunks) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let (fed, chunks) = spawn_feed(repo, label, contents);
-    let consumed = tokio::task::spawn_blocking(move || consume(chunks))
-        .await
-        .map_err(|e| RepoError::Internal(e.to_string()))?;
+    let consumed =
+        tokio::task::spawn_blocking(move || consume(chunks)).await.map_err(RepoError::from)?;
     // a failed fetch (a damaged or missing chunk) is the cause of the consumer's failure
-    fed.await.map_err(|e| RepoError::Internal(e.to_string()))??;
+    fed.await.map_err(RepoError::from)??;
     consumed
 }
 
