@@ -108,3 +108,95 @@ fn copy_re_encodes_deltas_in_the_destination() {
     c.env("REPO_REPOSITORY", &to);
     assert_eq!(run_with_input(c, b"").ok().json()["ok"], true);
 }
+
+/// Hostile packs: two chunks stored only as deltas of each other (a cycle of bases). Restore
+/// and check must end with an error naming the problem, never recurse without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_of_delta_bases_is_an_error_not_a_hang() {
+    use ::repo::backend::{Backend, MemBackend};
+    use ::repo::codec::compress::compress_delta;
+    use ::repo::format::envelope::MAGIC_SNAPSHOT;
+    use ::repo::format::pack::{BlobType, FLAG_DELTA};
+    use ::repo::format::snapshot::{Snapshot, SnapshotKind};
+    use ::repo::format::stream::encode_list;
+    use ::repo::repo::{
+        self as engine, Access, InitOptions, Repository, packer::PackBuilder, paths,
+    };
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    let opts = InitOptions { kdf: engine::codec_kdf_for_tests(), ..InitOptions::default() };
+    engine::init(&base, Some(b"pw"), &opts).await.unwrap();
+    let open = |dir: &str, access| {
+        let (b, d) = (base.clone(), tmp.path().join(dir));
+        async move { Arc::new(Repository::open(b, Some(b"pw"), Some(d), access).await.unwrap()) }
+    };
+    let r = open("w", Access::Backup).await;
+    let (a, b) = (noise(20_000, 1), noise(20_000, 2));
+    let (ida, idb) = (r.keys.chunk_id(&a), r.keys.chunk_id(&b));
+    let mut pb = PackBuilder::new(&r.keys, r.cipher, 1 << 20).unwrap();
+    let fa = compress_delta(3, &b, &a).unwrap();
+    let fb = compress_delta(3, &a, &b).unwrap();
+    pb.add(BlobType::Data, ida, FLAG_DELTA, a.len() as u32, Some(idb), fa).unwrap();
+    pb.add(BlobType::Data, idb, FLAG_DELTA, b.len() as u32, Some(ida), fb).unwrap();
+    let list = encode_list(&[(ida, a.len() as u32)]);
+    let idl = r.keys.chunk_id(&list);
+    pb.add(BlobType::List, idl, 0, list.len() as u32, None, list).unwrap();
+    let f = pb.finish().unwrap();
+    base.put(&paths::pack(&f.id), f.bytes).await.unwrap();
+    engine::write_index(&r, vec![f.index], vec![]).await.unwrap();
+    let snap = Snapshot {
+        time_ns: 1,
+        kind: SnapshotKind::Stream,
+        size: a.len() as u64,
+        chunks: 1,
+        name: "hostile".into(),
+        host: "h".into(),
+        tags: vec![],
+        command: String::new(),
+        program: "test".into(),
+        lists: vec![idl],
+    };
+    let sealed = r.seal(MAGIC_SNAPSHOT, &snap.encode().unwrap()).unwrap();
+    base.put(&paths::snapshot(&::repo::format::Id::of_bytes(&sealed)), sealed).await.unwrap();
+    r.close().await;
+
+    let reader = open("r", Access::Read).await;
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    struct W(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for W {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let restored = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        engine::restore_stream(
+            reader.clone(),
+            &snap,
+            "hostile",
+            W(out.clone()),
+            Arc::new(engine::NoProgress),
+        ),
+    )
+    .await
+    .expect("no hang");
+    let e = restored.expect_err("a cycle of bases cannot be decoded");
+    assert!(e.to_string().contains("delta base"), "{e}");
+    let c = ::repo::ops::check::run(
+        reader.clone(),
+        &::repo::ops::check::CheckOptions {
+            read_data: Some(::repo::ops::check::Subset::All),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!c.ok && c.broken_snapshots.len() == 1, "{:?}", c.damage);
+    reader.close().await;
+}
