@@ -452,7 +452,10 @@ fn a_server_snapshot_holds_the_globals_and_every_database() {
     pg.psql("postgres", "DROP DATABASE app_restored");
     pg.psql("app", "UPDATE notes SET body = body || ' changed' WHERE id % 500 = 0");
     let again = f
-        .run(&["--json", "backup", "--name", "postgres/prod", "--pg-databases", &url], b"")
+        .run(
+            &["--json", "backup", "--name", "postgres/prod", "--jobs", "3", "--pg-databases", &url],
+            b"",
+        )
         .ok()
         .json();
     assert!(again["delta_chunks"].as_u64().unwrap() > 0, "{again}");
@@ -533,6 +536,8 @@ fn a_server_snapshot_holds_the_globals_and_every_database() {
             "backup",
             "--name",
             "postgres/prod",
+            "--jobs",
+            "2",
             "--stream",
             &format!("globals.sql={}", pg.sh("pg_dumpall", "--globals-only")),
             "--stream",

@@ -219,6 +219,9 @@ pub struct BackupArgs {
     /// DB.dump (pg_dump -Fc -Z0) for each database psql lists at URL.
     #[arg(long, value_name = "URL", conflicts_with_all = ["stdin", "lvm", "btrfs", "root"])]
     pub pg_databases: Option<String>,
+    /// With --stream / --pg-databases: how many commands run at the same time.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub jobs: usize,
     #[arg(last = true)]
     pub command: Vec<String>,
 }

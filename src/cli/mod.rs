@@ -337,7 +337,7 @@ async fn backup_streams(cli: &Cli, a: &args::BackupArgs) -> anyhow::Result<i32> 
     let meta = backup_meta(a)?;
     let repo = open(cli, Access::Backup).await?;
     let bar = Bar::start("read", !cli.quiet && !cli.json);
-    let r = ops::streams::run(repo.clone(), specs, meta, bar.clone()).await;
+    let r = ops::streams::run(repo.clone(), specs, meta, a.jobs, bar.clone()).await;
     bar.finish();
     warnings(cli, &repo);
     let r = r?;

@@ -6,12 +6,13 @@
 //! catalog like a tree's, `format-spec/snapshot.md`), chunked with the dump chunker and
 //! delta-encoded against the same stream of the previous snapshot of the name. The snapshot is
 //! committed only if every command exits 0; the first failure is named and ends the backup.
-//! The commands run one after another: the snapshot's streams go through one pipeline.
+//! Up to `jobs` commands run at once, each read and chunked by a thread of its own; their
+//! batches go through the one pipeline of the snapshot as they arrive.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -21,7 +22,7 @@ use crate::format::tree::{Content, Entry, FLAG_LISTS, Kind, catalog_header};
 use crate::repo::delta::Predecessor;
 use crate::repo::{
     BackupStats, ChunkSink, NoProgress, Progress, RepoError, Repository, Result, SnapshotFilter,
-    SnapshotMeta, list_snapshots,
+    SnapshotMeta, StreamMsg, chunk_batches, list_snapshots,
 };
 
 /// How a stream's command is given.
@@ -206,26 +207,14 @@ async fn previous_streams(
     (label, out)
 }
 
-struct Counted<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let k = self.inner.read(buf)?;
-        self.n += k as u64;
-        Ok(k)
-    }
-}
-
-/// Runs one stream's command and stores its output; fails unless it exits 0.
-fn store_one(
-    sink: &mut ChunkSink,
+/// Runs one stream's command and sends its output to the pipeline in batches; the byte
+/// count, or why it failed (a command that does not exit 0, or the pipeline gone).
+fn read_stream(
+    i: usize,
     spec: &StreamSpec,
-    pred: Option<Predecessor>,
-    progress: &dyn Progress,
-) -> Result<(Vec<crate::format::Id>, u64)> {
+    repo: &Repository,
+    tx: &crossbeam_channel::Sender<StreamMsg>,
+) -> Result<u64> {
     let shown = format!("{}: {}", spec.file, spec.command.display());
     let mut child = spec
         .command
@@ -236,28 +225,36 @@ fn store_one(
         .spawn()
         .map_err(|e| RepoError::CommandStart { command: shown.clone(), source: e })?;
     let out = child.stdout.take().ok_or_else(|| RepoError::Internal("no stdout".into()))?;
-    let mut counted = Counted { inner: out, n: 0 };
-    sink.set_predecessor(pred);
-    let params = sink.repo().chunker;
-    let stored = sink.store_stream(&mut counted, params, progress);
-    sink.set_predecessor(None);
-    if stored.is_err() {
-        let _ = child.kill();
+    let mut bytes = 0u64;
+    for batch in chunk_batches(out, repo, repo.chunker) {
+        let sent = match batch {
+            Ok(b) => {
+                bytes += b.iter().map(|c| c.len() as u64).sum::<u64>();
+                tx.send(StreamMsg::Batch(i, b)).map_err(|_| RepoError::Interrupted)
+            }
+            Err(e) => Err(RepoError::Input(e)),
+        };
+        if let Err(e) = sent {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
     }
     let status =
         child.wait().map_err(|e| RepoError::CommandStart { command: shown.clone(), source: e })?;
-    let lists = stored?;
     if !status.success() {
         return Err(RepoError::CommandFailed { command: shown, status: status.to_string() });
     }
-    Ok((lists, counted.n))
+    Ok(bytes)
 }
 
-/// Runs every stream's command and commits one snapshot of kind `Streams` if all succeed.
+/// Runs every stream's command, at most `jobs` at a time, and commits one snapshot of kind
+/// `Streams` if all succeed. The streams' batches go through one pipeline as they arrive.
 pub async fn run(
     repo: Arc<Repository>,
     specs: Vec<StreamSpec>,
     meta: SnapshotMeta,
+    jobs: usize,
     progress: Arc<dyn Progress>,
 ) -> Result<StreamsReport> {
     let start = Instant::now();
@@ -275,16 +272,56 @@ pub async fn run(
     let infos: Arc<Mutex<Vec<StreamInfo>>> = Arc::default();
     let infos2 = infos.clone();
     let mtime_ns = meta.time_ns;
+    let jobs = jobs.max(1);
+    let readers_repo = repo.clone();
     let body = move |sink: &mut ChunkSink| {
+        let preds: Vec<Option<Predecessor>> = specs
+            .iter()
+            .map(|spec| {
+                prev.remove(&spec.file).and_then(|lists| {
+                    rt.block_on(Predecessor::from_lists(sink.repo(), &lists, &prev_label)).ok()
+                })
+            })
+            .collect();
+        let (tx, rx) = crossbeam_channel::bounded::<StreamMsg>(2 * jobs);
+        // `jobs` slots: a reader runs its command only while it holds one
+        let (slot_tx, slot_rx) = crossbeam_channel::bounded::<()>(jobs);
+        for _ in 0..jobs {
+            let _ = slot_tx.send(());
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = specs
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, spec)| {
+                let (tx, slot_tx, slot_rx) = (tx.clone(), slot_tx.clone(), slot_rx.clone());
+                let (repo, stop) = (readers_repo.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    if slot_rx.recv().is_err() || stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let r = read_stream(i, &spec, &repo, &tx);
+                    let _ = tx.send(StreamMsg::End(i, r));
+                    let _ = slot_tx.send(());
+                })
+            })
+            .collect();
+        drop(tx);
+        let stored = sink.store_interleaved(preds, rx, &*progress);
+        // after a failure no further command starts; the running ones are stopped by their
+        // next send to the pipeline, which is gone
+        stop.store(true, Ordering::SeqCst);
+        drop(slot_tx);
+        for r in readers {
+            let _ = r.join();
+        }
+        let stored = stored?;
         let mut catalog = catalog_header();
         let mut size = 0u64;
-        // SAFETY of the values: getuid/getgid cannot fail
+        // SAFETY: getuid and getgid cannot fail and touch no memory
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        for spec in &specs {
-            let pred = prev.remove(&spec.file).and_then(|lists| {
-                rt.block_on(Predecessor::from_lists(sink.repo(), &lists, &prev_label)).ok()
-            });
-            let (lists, bytes) = store_one(sink, spec, pred, &*progress)?;
+        for (spec, (lists, bytes)) in specs.iter().zip(stored) {
             size += bytes;
             let e = Entry {
                 kind: Some(Kind::File),

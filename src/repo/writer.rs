@@ -117,6 +117,25 @@ impl<R: Read> Iterator for Batches<'_, R> {
     }
 }
 
+/// The chunks of `source` in batches of about `BATCH_BYTES` (for callers that read streams on
+/// threads of their own, such as the streams of a server snapshot).
+pub fn chunk_batches<'a, R: Read + 'a>(
+    source: R,
+    repo: &'a Repository,
+    params: ChunkerParams,
+) -> impl Iterator<Item = std::io::Result<Vec<Vec<u8>>>> + 'a {
+    Batches::new(source, repo, params)
+}
+
+/// What the readers of several interleaved streams send the pipeline
+/// ([`ChunkSink::store_interleaved`]).
+pub enum StreamMsg {
+    /// The next batch of chunks of stream `.0`.
+    Batch(usize, Vec<Vec<u8>>),
+    /// Stream `.0` ended: its byte count, or why it failed.
+    End(usize, Result<u64>),
+}
+
 /// Chunks `source` on a thread of its own, so reading overlaps hashing and compression.
 fn spawn_reader<R: Read + Send + 'static>(
     repo: Arc<Repository>,
@@ -143,12 +162,11 @@ const LIST_MIN_ENTRIES: usize = 256;
 /// Whether a content list of `len` entries ends after the chunk `id`: at a chunk whose
 /// (keyed, uniformly random) id ends in 10 zero bits, once the list holds
 /// `LIST_MIN_ENTRIES`, so about every 1,300 chunks (80 MB of a dump with 64 KiB chunks);
-/// always at `LIST_MAX_ENTRIES`. Measured on hourly dumps: lists of ~5,000 entries cost
-/// 0.6 MB more per hour than lists of ~320 (fewer stay unchanged), while smaller lists
-/// multiply the list reads of prune, check and restore (prune reads a shared list once). Boundaries
-/// depend only on the ids, so lists before and after a change are the same lists as in the
-/// previous snapshot, and deduplicate. (Full lists of 16,384 entries made every hourly dump
-/// rewrite about 0.9 MB of lists, a fifth of its growth with deltas: benches/RESULTS.md.)
+/// always at `LIST_MAX_ENTRIES`. Boundaries depend only on the ids, so lists before and after
+/// a change are the same lists as in the previous snapshot, and deduplicate. Measured on
+/// hourly dumps (benches/RESULTS.md): lists of ~5,000 entries cost 0.6 MB more per hour than
+/// lists of ~320 (fewer stay unchanged), while smaller lists multiply the list reads of prune,
+/// check and restore (prune reads a shared list once).
 fn list_ends_after(id: &Id, len: usize) -> bool {
     len >= LIST_MAX_ENTRIES || (len >= LIST_MIN_ENTRIES && id.0[31] == 0 && id.0[30] & 0x03 == 0)
 }
@@ -404,6 +422,67 @@ impl ChunkSink<'_> {
             self.p.lists.clear();
         }
         r
+    }
+
+    /// Stores `n` streams whose batches arrive interleaved on `rx` (each read by a thread of
+    /// its own), each with its own content lists and delta predecessor; returns each stream's
+    /// lists and byte count, in stream order. The first failed stream ends the call with its
+    /// error (dropping `rx`, which tells the other readers to stop).
+    pub fn store_interleaved(
+        &mut self,
+        preds: Vec<Option<super::delta::Predecessor>>,
+        rx: crossbeam_channel::Receiver<StreamMsg>,
+        progress: &dyn Progress,
+    ) -> Result<Vec<(Vec<Id>, u64)>> {
+        struct State {
+            list: Vec<(Id, u32)>,
+            lists: Vec<Id>,
+            pred: Option<super::delta::Predecessor>,
+            done: Option<(Vec<Id>, u64)>,
+        }
+        let n = preds.len();
+        let mut states: Vec<State> = preds
+            .into_iter()
+            .map(|pred| State { list: vec![], lists: vec![], pred, done: None })
+            .collect();
+        let p = &mut self.p;
+        let swap = |p: &mut Pipeline, s: &mut State| {
+            std::mem::swap(&mut p.list, &mut s.list);
+            std::mem::swap(&mut p.lists, &mut s.lists);
+            std::mem::swap(&mut p.pred, &mut s.pred);
+        };
+        let mut ended = 0;
+        while ended < n {
+            let msg = rx.recv().map_err(|_| {
+                RepoError::Input(std::io::Error::other("a stream reader stopped unexpectedly"))
+            })?;
+            match msg {
+                StreamMsg::Batch(i, batch) => {
+                    let bytes: usize = batch.iter().map(|c| c.len()).sum();
+                    let s =
+                        states.get_mut(i).ok_or_else(|| RepoError::Internal("stream".into()))?;
+                    swap(p, s);
+                    let r = p.process(batch);
+                    swap(p, s);
+                    r?;
+                    progress.bytes_done(bytes as u64);
+                }
+                StreamMsg::End(i, result) => {
+                    let total = result?;
+                    let s =
+                        states.get_mut(i).ok_or_else(|| RepoError::Internal("stream".into()))?;
+                    swap(p, s);
+                    let lists = p.take_lists();
+                    swap(p, s);
+                    s.done = Some((lists?, total));
+                    ended += 1;
+                }
+            }
+        }
+        states
+            .into_iter()
+            .map(|s| s.done.ok_or_else(|| RepoError::Internal("stream without end".into())))
+            .collect()
     }
 
     /// The chunk sequence that new chunks of the next stream are delta-encoded against (the
