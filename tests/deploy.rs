@@ -110,6 +110,14 @@ fn cronjobs_line_up_with_secrets_volumes_image_and_the_cli() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/Dockerfile"))
             .unwrap();
     assert!(dockerfile.contains("USER 10001") && dockerfile.contains("ARG PG_MAJOR="));
+    // what the build stage copies exists (the image itself is not built here: no engine)
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for line in dockerfile.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for src in &words[1..words.len() - 1] {
+            assert!(root.join(src).exists(), "Dockerfile copies {src}, which is missing");
+        }
+    }
     let mut images = BTreeSet::new();
     for j in &jobs {
         let name = str_of(&j["metadata"]["name"]);
