@@ -27,7 +27,8 @@ fn changed_rows_are_stored_as_deltas_and_restore_byte_exact() {
     let second = backup(&f, &dump(40));
     let new = second["new_chunks"].as_u64().unwrap();
     let deltas = second["delta_chunks"].as_u64().unwrap();
-    assert!(new >= 20 && deltas * 10 >= new * 9, "most new chunks are deltas: {second}");
+    // 40 changes over ~31 chunks of 64 KiB (boundaries depend on the repository's key)
+    assert!(new >= 10 && deltas * 10 >= new * 9, "most new chunks are deltas: {second}");
     // 40 changed rows cost a few kB, not 40 whole 16 KiB chunks (640 kB of noise)
     let stored = second["stored_bytes"].as_u64().unwrap();
     assert!(stored < 60_000, "{second}");
