@@ -209,7 +209,7 @@ fn stale_cache_entries_are_detected_and_rebuilt() {
                     loc.offset += 1; // wrong, but the same file name
                 }
             }
-            r.index.ingest(&[(id.to_hex(), file)]).unwrap();
+            r.index().ingest(&[(id.to_hex(), file)]).unwrap();
         }
     });
     assert_ne!(f.run(&["restore", &ia[..8]], b"").code, 0, "the poisoned cache is used by restore");

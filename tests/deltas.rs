@@ -120,9 +120,7 @@ async fn a_cycle_of_delta_bases_is_an_error_not_a_hang() {
     use ::repo::format::pack::{BlobType, FLAG_DELTA};
     use ::repo::format::snapshot::{Snapshot, SnapshotKind};
     use ::repo::format::stream::encode_list;
-    use ::repo::repo::{
-        self as engine, Access, InitOptions, Repository, packer::PackBuilder, paths,
-    };
+    use ::repo::repo::{self as engine, Access, InitOptions, Repository, paths};
     use std::sync::Arc;
 
     let tmp = tempfile::tempdir().unwrap();
@@ -135,14 +133,14 @@ async fn a_cycle_of_delta_bases_is_an_error_not_a_hang() {
     };
     let r = open("w", Access::Backup).await;
     let (a, b) = (noise(20_000, 1), noise(20_000, 2));
-    let (ida, idb) = (r.keys.chunk_id(&a), r.keys.chunk_id(&b));
-    let mut pb = PackBuilder::new(&r.keys, r.cipher, 1 << 20).unwrap();
+    let (ida, idb) = (r.chunk_id(&a), r.chunk_id(&b));
+    let mut pb = r.pack_builder(1 << 20).unwrap();
     let fa = compress_delta(3, &b, &a).unwrap();
     let fb = compress_delta(3, &a, &b).unwrap();
     pb.add(BlobType::Data, ida, FLAG_DELTA, a.len() as u32, Some(idb), fa).unwrap();
     pb.add(BlobType::Data, idb, FLAG_DELTA, b.len() as u32, Some(ida), fb).unwrap();
     let list = encode_list(&[(ida, a.len() as u32)]);
-    let idl = r.keys.chunk_id(&list);
+    let idl = r.chunk_id(&list);
     pb.add(BlobType::List, idl, 0, list.len() as u32, None, list).unwrap();
     let f = pb.finish().unwrap();
     base.put(&paths::pack(&f.id), f.bytes).await.unwrap();

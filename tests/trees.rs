@@ -406,7 +406,7 @@ async fn hostile_snapshot(f: &Fixture, entries: Vec<::repo::format::tree::Entry>
         time_ns: 1,
     };
     let body = move |sink: &mut ::repo::repo::ChunkSink| {
-        let p = sink.repo().chunker;
+        let p = sink.repo().chunker();
         let lists = sink.store_stream(&catalog[..], p, &::repo::repo::NoProgress)?;
         Ok(Content { lists, size: 0, chunks: entries.len() as u64 })
     };

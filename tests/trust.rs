@@ -249,7 +249,7 @@ async fn prune_with_a_damaged_index_file_deletes_nothing_even_if_warnings_were_d
     let packs_before = base.list(paths::DATA_DIR).await.unwrap();
 
     let pruner = open(base.clone(), &tmp.path().join("p"), Access::Prune).await;
-    let _ = pruner.index.take_warnings(); // what the CLI does after opening
+    let _ = pruner.index().take_warnings(); // what the CLI does after opening
     let e = prune::run(pruner.clone(), &PruneOptions::default()).await.expect_err("must stop");
     assert!(e.to_string().contains(&ix[0].path), "{e}");
     assert_eq!(base.list(paths::DATA_DIR).await.unwrap(), packs_before);

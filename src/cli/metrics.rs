@@ -161,8 +161,8 @@ pub async fn finish(
     }
     if let Some(r) = repo {
         let l = r.location();
-        let data = r.backend.list(repo::repo::paths::DATA_DIR).await;
-        let snaps = r.backend.list(repo::repo::paths::SNAPSHOTS_DIR).await;
+        let data = r.backend().list(repo::repo::paths::DATA_DIR).await;
+        let snaps = r.backend().list(repo::repo::paths::SNAPSHOTS_DIR).await;
         if let (Ok(data), Ok(snaps)) = (data, snaps) {
             let size: u64 = data.iter().map(|o| o.size).sum();
             run.set("repo_repository_size_bytes", &[("repository", &l)], size as f64);

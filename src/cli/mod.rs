@@ -227,7 +227,7 @@ fn backend(cli: &Cli, url: &str) -> anyhow::Result<Arc<dyn repo::backend::Backen
 }
 
 fn warnings(cli: &Cli, repo: &Repository) {
-    for w in repo.index.take_warnings() {
+    for w in repo.index().take_warnings() {
         if !cli.quiet {
             eprintln!("repo: warning: {w}");
         }

@@ -220,7 +220,7 @@ const NOT_INDEXED: &str = "chunks needed by snapshots are in no index file";
 pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport> {
     let start = Instant::now();
     let mut r = CheckReport::default();
-    r.notes.extend(repo.index.take_warnings());
+    r.notes.extend(repo.index().take_warnings());
     let mut causes = Causes::default();
 
     // index files
@@ -232,7 +232,7 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
     };
     let mut damaged_index = Vec::new();
     let names: Vec<Id> = repo
-        .backend
+        .backend()
         .list(paths::INDEX_DIR)
         .await?
         .iter()
@@ -258,7 +258,7 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
     // can only do that for packs condemned before this check opened (later records wait for
     // its lease), and those are dropped below rather than reported
     let mut present: HashMap<Id, u64> = HashMap::new();
-    for o in repo.backend.list(paths::DATA_DIR).await? {
+    for o in repo.backend().list(paths::DATA_DIR).await? {
         match paths::id_of(&o.path) {
             Some(id) => {
                 present.insert(id, o.size);
@@ -417,7 +417,7 @@ async fn read_packs(
         .map(|(p, _)| {
             let repo = repo.clone();
             async move {
-                let bytes = repo.backend.get(&paths::pack(&p)).await;
+                let bytes = repo.backend().get(&paths::pack(&p)).await;
                 let n = bytes.as_ref().map(|b| b.len() as u64).unwrap_or(0);
                 let r2 = repo.clone();
                 let mut v = match bytes {
@@ -489,12 +489,12 @@ async fn check_snapshots(
     r: &mut CheckReport,
     causes: &mut Causes,
 ) -> Result<()> {
-    let files = repo.backend.list(paths::SNAPSHOTS_DIR).await?;
+    let files = repo.backend().list(paths::SNAPSHOTS_DIR).await?;
     let ciphers = crate::repo::PackCiphers::default();
     for f in files {
         let Some(sid) = paths::id_of(&f.path) else { continue };
         let snap = async {
-            let bytes = repo.backend.get(&f.path).await?;
+            let bytes = repo.backend().get(&f.path).await?;
             if Id::of_bytes(&bytes) != sid {
                 return Err(RepoError::Corrupt {
                     object: f.path.clone(),
@@ -578,7 +578,7 @@ async fn check_cache(repo: &Repository, st: &State, r: &mut CheckReport) -> Resu
     let mut disagree = 0u64;
     for batch in ids.chunks(4096) {
         let owned: Vec<Id> = batch.iter().map(|i| **i).collect();
-        for (id, c) in owned.iter().zip(repo.index.lookup_many(&owned)?) {
+        for (id, c) in owned.iter().zip(repo.index().lookup_many(&owned)?) {
             let ok =
                 c.is_some_and(|c| st.locs[id].iter().any(|(p, l)| *p == c.pack && *l == c.loc));
             disagree += u64::from(!ok);
@@ -588,8 +588,8 @@ async fn check_cache(repo: &Repository, st: &State, r: &mut CheckReport) -> Resu
         r.notes.push(format!(
             "the local cache disagreed with the repository on {disagree} chunks and was rebuilt"
         ));
-        repo.index.clear()?;
-        repo.index.sync(repo).await?;
+        repo.index().clear()?;
+        repo.index().sync(repo).await?;
     }
     Ok(())
 }

@@ -87,7 +87,7 @@ impl Own {
         let extra = match repo.lease() {
             Some(l) if l.kind() == LeaseKind::Prune => None,
             _ => {
-                let l = Lease::acquire(repo.backend.clone(), LeaseKind::Prune).await?;
+                let l = Lease::acquire(repo.backend().clone(), LeaseKind::Prune).await?;
                 ids.insert(l.id());
                 let k = l.keep_alive();
                 Some((l, k))
@@ -134,7 +134,7 @@ async fn prune_under(
     r: &mut PruneReport,
     own: &Own,
 ) -> Result<()> {
-    let others: Vec<_> = live_leases(&repo.backend)
+    let others: Vec<_> = live_leases(repo.backend())
         .await?
         .into_iter()
         .filter(|l| l.kind == LeaseKind::Prune && !own.ids.contains(&l.id))
@@ -153,12 +153,12 @@ async fn prune_under(
     mark(repo, &live, opts, r, &waiting, own).await?;
     drop(live);
     sweep(repo, r, own).await?;
-    remove_expired_leases(&repo.backend).await?;
+    remove_expired_leases(repo.backend()).await?;
     Ok(())
 }
 
 fn temp_dir(repo: &Repository) -> std::path::PathBuf {
-    repo.index.path().parent().map(|p| p.to_path_buf()).unwrap_or_else(std::env::temp_dir)
+    repo.index().path().parent().map(|p| p.to_path_buf()).unwrap_or_else(std::env::temp_dir)
 }
 
 /// Every chunk and content list that some snapshot needs. Any unreadable snapshot or list
@@ -166,7 +166,7 @@ fn temp_dir(repo: &Repository) -> std::path::PathBuf {
 async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<IdSet> {
     // a damaged index file hides packs (they would look unindexed and be condemned) and a
     // damaged snapshot hides needed chunks: either way, stop before anything is written
-    let mut unreadable = repo.index.sync(repo).await?;
+    let mut unreadable = repo.index().sync(repo).await?;
     let set = IdSet::temp(&temp_dir(repo))?;
     let (snaps, damaged) = list_snapshots_checked(repo, &SnapshotFilter::default()).await?;
     unreadable.extend(damaged);
@@ -219,7 +219,7 @@ fn keep_delta_bases(repo: &Repository, live: &IdSet) -> Result<()> {
     loop {
         let mut added = 0;
         let mut pairs = Vec::new();
-        repo.index.for_each_delta(|id, base| {
+        repo.index().for_each_delta(|id, base| {
             pairs.push((id, base));
             if pairs.len() >= 4096 {
                 added += flush(live, &mut pairs)?;
@@ -250,7 +250,7 @@ async fn mark(
     own: &Own,
 ) -> Result<()> {
     let index_ids: Vec<Id> = repo
-        .backend
+        .backend()
         .list(paths::INDEX_DIR)
         .await?
         .iter()
@@ -282,8 +282,8 @@ async fn mark(
     // `data/` is listed before the leases: a pack listed was written under a lease written
     // before it, so its writer is either seen running here or has ended (and a pack it indexed
     // meanwhile is kept by the sweep, which keeps every pack an index file still names)
-    let listed = repo.backend.list(paths::DATA_DIR).await?;
-    let running = live_leases(&repo.backend)
+    let listed = repo.backend().list(paths::DATA_DIR).await?;
+    let running = live_leases(repo.backend())
         .await?
         .iter()
         .filter(|l| l.kind == LeaseKind::Backup && !own.ids.contains(&l.id))
@@ -371,7 +371,7 @@ async fn mark(
 async fn put_record(repo: &Repository, rec: &PruneRecord) -> Result<Id> {
     let bytes = repo.seal(MAGIC_PRUNE_RECORD, &rec.encode())?;
     let id = Id::of_bytes(&bytes);
-    repo.backend.put(&paths::prune_record(&id), bytes).await?;
+    repo.backend().put(&paths::prune_record(&id), bytes).await?;
     Ok(id)
 }
 
@@ -386,7 +386,7 @@ async fn repack_packs(
     let mut builder: Option<PackBuilder> = None;
     for (p, _) in packs {
         // one read per pack: it is small, and every kept blob of it is needed
-        let bytes = repo.backend.get(&paths::pack(p)).await?;
+        let bytes = repo.backend().get(&paths::pack(p)).await?;
         let (cipher, footer) = parse_pack(repo, p, &bytes)?;
         let ids: Vec<Id> = footer.blobs.iter().map(|b| b.0).collect();
         let keep = live.keep_many(&ids, p)?;
@@ -400,11 +400,7 @@ async fn repack_packs(
             })?;
             let b = match builder.as_mut() {
                 Some(b) => b,
-                None => builder.insert(PackBuilder::new(
-                    &repo.keys,
-                    repo.cipher,
-                    repo.config.pack_target,
-                )?),
+                None => builder.insert(repo.pack_builder(repo.config().pack_target)?),
             };
             b.add(loc.blob_type, *id, loc.flags, loc.raw_len, loc.base, stored)?;
             if b.is_full()
@@ -423,7 +419,7 @@ async fn repack_packs(
 async fn store_pack(repo: &Repository, b: PackBuilder, r: &mut PruneReport) -> Result<IndexPack> {
     let f = b.finish()?;
     r.bytes_repacked_into += f.bytes.len() as u64;
-    repo.backend.put(&paths::pack(&f.id), f.bytes).await?;
+    repo.backend().put(&paths::pack(&f.id), f.bytes).await?;
     Ok(f.index)
 }
 
@@ -435,7 +431,7 @@ async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport, own: &Own) -> Result
         return Ok(());
     }
     // backups and readers alike: a reader that missed a record may be using what it condemns
-    let backups: HashSet<u64> = live_leases(&repo.backend)
+    let backups: HashSet<u64> = live_leases(repo.backend())
         .await?
         .iter()
         .filter(|l| l.kind != LeaseKind::Prune && !own.ids.contains(&l.id))
@@ -450,7 +446,7 @@ async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport, own: &Own) -> Result
             rec.waiting = backups.iter().copied().collect();
             rec.waiting.sort();
             let confirmed = put_record(repo, &rec).await?;
-            repo.backend.delete(&paths::prune_record(&rid)).await?;
+            repo.backend().delete(&paths::prune_record(&rid)).await?;
             rid = confirmed;
         }
         if rec.waiting.iter().any(|l| backups.contains(l)) {
@@ -476,7 +472,7 @@ async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport, own: &Own) -> Result
     // index entries that backups deduplicate against, so they are kept
     let avail = IdSet::temp(&temp_dir(repo))?;
     let mut still_named: HashSet<Id> = HashSet::new();
-    for o in repo.backend.list(paths::INDEX_DIR).await? {
+    for o in repo.backend().list(paths::INDEX_DIR).await? {
         let Some(ix) = paths::id_of(&o.path).filter(|i| !doomed_index.contains(i)) else {
             continue;
         };
@@ -490,7 +486,7 @@ async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport, own: &Own) -> Result
         }
     }
     let sizes: HashMap<Id, u64> = repo
-        .backend
+        .backend()
         .list(paths::DATA_DIR)
         .await?
         .iter()
@@ -525,21 +521,21 @@ async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport, own: &Own) -> Result
     // after a long pause, another prune may have run meanwhile
     own.ensure_fresh(repo)?;
     for ix in &doomed_index {
-        repo.backend.delete(&paths::index(ix)).await?;
+        repo.backend().delete(&paths::index(ix)).await?;
         r.index_files_deleted += 1;
     }
     let mut deletions = stream::iter(delete)
-        .map(|(p, size)| async move { repo.backend.delete(&paths::pack(&p)).await.map(|_| size) })
+        .map(|(p, size)| async move { repo.backend().delete(&paths::pack(&p)).await.map(|_| size) })
         .buffer_unordered(8);
     while let Some(res) = deletions.next().await {
         r.bytes_freed += res?;
         r.packs_deleted += 1;
     }
     for (rid, _) in &ready {
-        repo.backend.delete(&paths::prune_record(rid)).await?;
+        repo.backend().delete(&paths::prune_record(rid)).await?;
         r.records_swept += 1;
     }
-    repo.index.clear()?;
-    repo.index.sync(repo).await?;
+    repo.index().clear()?;
+    repo.index().sync(repo).await?;
     Ok(())
 }

@@ -25,7 +25,7 @@ const PACKS_PER_INDEX: usize = 64;
 pub async fn repair_index(repo: Arc<Repository>) -> Result<RepairIndexReport> {
     let mut r = RepairIndexReport::default();
     let old: Vec<Id> = repo
-        .backend
+        .backend()
         .list(paths::INDEX_DIR)
         .await?
         .iter()
@@ -35,7 +35,7 @@ pub async fn repair_index(repo: Arc<Repository>) -> Result<RepairIndexReport> {
     // index naming them would then point at nothing); what a snapshot needs of them, the
     // sweep indexes again itself
     let condemned = repo.condemned();
-    let packs = repo.backend.list(paths::DATA_DIR).await?;
+    let packs = repo.backend().list(paths::DATA_DIR).await?;
     let mut read = stream::iter(
         packs
             .into_iter()
@@ -67,11 +67,11 @@ pub async fn repair_index(repo: Arc<Repository>) -> Result<RepairIndexReport> {
         r.index_files_written += 1;
     }
     for id in old {
-        repo.backend.delete(&paths::index(&id)).await?;
+        repo.backend().delete(&paths::index(&id)).await?;
         r.index_files_removed += 1;
     }
-    repo.index.clear()?;
-    repo.index.sync(&repo).await?;
+    repo.index().clear()?;
+    repo.index().sync(&repo).await?;
     Ok(r)
 }
 
@@ -100,7 +100,7 @@ pub async fn repair_snapshots(
         }
         for s in &r.broken {
             let id = Id::from_hex(s).map_err(|e| RepoError::format("snapshot id", e))?;
-            repo.backend.delete(&paths::snapshot(&id)).await?;
+            repo.backend().delete(&paths::snapshot(&id)).await?;
             r.removed.push(s.clone());
         }
     }

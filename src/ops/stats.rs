@@ -20,17 +20,17 @@ pub struct StatsReport {
 
 pub async fn run(repo: &Repository) -> Result<StatsReport> {
     let snaps = list_snapshots(repo, &SnapshotFilter::default()).await?;
-    let (blobs, packs, pack_bytes, index_files) = repo.index.counts()?;
+    let (blobs, packs, pack_bytes, index_files) = repo.index().counts()?;
     let total_size: u64 = snaps.iter().map(|(_, s)| s.size).sum();
     Ok(StatsReport {
         location: repo.location(),
-        encryption: match repo.cipher {
+        encryption: match repo.cipher() {
             crate::format::envelope::CipherKind::None => "none",
             crate::format::envelope::CipherKind::Aes256Gcm => "aes-256-gcm",
         },
         snapshots: snaps.len() as u64,
         total_size,
-        unique_bytes: repo.index.raw_bytes()?,
+        unique_bytes: repo.index().raw_bytes()?,
         blobs,
         packs,
         pack_bytes,

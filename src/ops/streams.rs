@@ -226,7 +226,7 @@ fn read_stream(
         .map_err(|e| RepoError::CommandStart { command: shown.clone(), source: e })?;
     let out = child.stdout.take().ok_or_else(|| RepoError::Internal("no stdout".into()))?;
     let mut bytes = 0u64;
-    for batch in chunk_batches(out, repo, repo.chunker) {
+    for batch in chunk_batches(out, repo, repo.chunker()) {
         let sent = match batch {
             Ok(b) => {
                 bytes += b.iter().map(|c| c.len() as u64).sum::<u64>();
@@ -343,7 +343,7 @@ pub async fn run(
                 bytes,
             });
         }
-        let lists = sink.store_stream(&catalog[..], sink.repo().chunker, &NoProgress)?;
+        let lists = sink.store_stream(&catalog[..], sink.repo().chunker(), &NoProgress)?;
         Ok(crate::repo::Content { lists, size, chunks: specs.len() as u64 })
     };
     let (id, snap, stats) =

@@ -173,13 +173,15 @@ impl Default for InitOptions {
 
 /// An open repository. Cheap to share behind an `Arc`.
 pub struct Repository {
-    pub backend: Arc<dyn Backend>,
-    pub keys: MasterKeys,
-    pub config: Config,
-    pub cipher: CipherKind,
-    pub gear: Gear,
-    pub chunker: ChunkerParams,
-    pub index: IndexCache,
+    backend: Arc<dyn Backend>,
+    /// The master keys never leave this layer and the codec: callers get chunk ids, sealed
+    /// objects and pack builders, not keys.
+    keys: MasterKeys,
+    config: Config,
+    cipher: CipherKind,
+    gear: Gear,
+    chunker: ChunkerParams,
+    index: IndexCache,
     lease: Option<Arc<Lease>>,
     keep_alive: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     condemned: Arc<Condemned>,
@@ -418,6 +420,46 @@ impl Repository {
 
     pub fn location(&self) -> String {
         self.backend.location()
+    }
+
+    /// The storage the repository lives on.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The repository's settings (chunker sizes, pack target, compression level, id).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The cipher every object of this repository is sealed with.
+    pub fn cipher(&self) -> CipherKind {
+        self.cipher
+    }
+
+    /// The secret gear table of the chunker.
+    pub fn gear(&self) -> &Gear {
+        &self.gear
+    }
+
+    /// The chunker sizes for streams.
+    pub fn chunker(&self) -> ChunkerParams {
+        self.chunker
+    }
+
+    /// The local index cache.
+    pub fn index(&self) -> &IndexCache {
+        &self.index
+    }
+
+    /// The keyed id of a chunk's plaintext.
+    pub fn chunk_id(&self, data: &[u8]) -> Id {
+        self.keys.chunk_id(data)
+    }
+
+    /// A pack builder sealing with this repository's keys and cipher.
+    pub fn pack_builder(&self, target: u32) -> Result<packer::PackBuilder> {
+        packer::PackBuilder::new(&self.keys, self.cipher, target)
     }
 
     /// The lease this process holds, if it opened the repository with one.

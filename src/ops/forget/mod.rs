@@ -89,7 +89,7 @@ pub async fn run(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport
     report.removed = doomed.len() as u64;
     if !opts.dry_run {
         for id in doomed {
-            repo.backend.delete(&paths::snapshot(&id)).await?;
+            repo.backend().delete(&paths::snapshot(&id)).await?;
         }
     }
     Ok(report)

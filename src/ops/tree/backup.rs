@@ -139,7 +139,7 @@ pub async fn run(
         let (catalog, size, entries) = (std::mem::take(&mut w.catalog), w.size, w.entries);
         *c2.lock().unwrap_or_else(|p| p.into_inner()) = std::mem::take(&mut w.counts);
         r?;
-        let params = sink.repo().chunker;
+        let params = sink.repo().chunker();
         let lists = sink.store_stream(&catalog[..], params, &crate::repo::NoProgress)?;
         Ok(crate::repo::Content { lists, size, chunks: entries })
     };
@@ -516,7 +516,7 @@ impl Walker<'_, '_> {
             current: None,
             short: false,
         };
-        let params = self.sink.repo().chunker.for_tree_files();
+        let params = self.sink.repo().chunker().for_tree_files();
         let lists = match self.sink.store_stream(&mut reader, params, self.progress) {
             Ok(l) => l,
             Err(RepoError::Input(err)) => return Ok(Err(err)),
@@ -548,7 +548,8 @@ impl Walker<'_, '_> {
     fn flush(&mut self) -> Result<()> {
         let queue = std::mem::take(&mut self.queue);
         self.queued_bytes = 0;
-        let (gear, params) = (&self.sink.repo().gear, self.sink.repo().chunker.for_tree_files());
+        let (gear, params) =
+            (&self.sink.repo().gear(), self.sink.repo().chunker().for_tree_files());
         let read: Vec<Option<io::Result<SmallFile>>> = queue
             .par_iter()
             .map(|q| q.read.as_ref().map(|p| read_small(p, &q.entry, gear, params)))

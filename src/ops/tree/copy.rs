@@ -30,8 +30,8 @@ pub async fn run(
     let kind = snap.kind;
     let body = move |sink: &mut ChunkSink| {
         let params = match kind {
-            SnapshotKind::Streams => sink.repo().chunker,
-            _ => sink.repo().chunker.for_tree_files(),
+            SnapshotKind::Streams => sink.repo().chunker(),
+            _ => sink.repo().chunker().for_tree_files(),
         };
         let mut catalog = catalog_header();
         let n = entries.len() as u64;
@@ -48,7 +48,7 @@ pub async fn run(
                 RepoError::format(format!("entry of {}", String::from_utf8_lossy(&e.path)), err)
             })?;
         }
-        let lists = sink.store_stream(&catalog[..], sink.repo().chunker, &NoProgress)?;
+        let lists = sink.store_stream(&catalog[..], sink.repo().chunker(), &NoProgress)?;
         Ok(crate::repo::Content { lists, size, chunks: n })
     };
     // everything must have come from the source before the copy may commit

@@ -118,7 +118,7 @@ fn store_archive(
     let mut ar = tar::Archive::new(input);
     let mut catalog = catalog_header();
     let (mut size, mut n) = (0u64, 0u64);
-    let repo_params = sink.repo().chunker.for_tree_files();
+    let repo_params = sink.repo().chunker().for_tree_files();
     for en in ar.entries().map_err(|x| bad("tar", x))? {
         let mut en = en.map_err(|x| bad("tar", x))?;
         let Some(mut e) = entry_of(&mut en)? else { continue };
@@ -128,7 +128,7 @@ fn store_archive(
                 let mut data = Vec::with_capacity(e.size as usize);
                 en.read_to_end(&mut data).map_err(|x| bad("tar member", x))?;
                 progress.bytes_done(data.len() as u64);
-                let chunks = chunk_slice(&data, &sink.repo().gear, repo_params);
+                let chunks = chunk_slice(&data, sink.repo().gear(), repo_params);
                 e.content =
                     Content::Inline(sink.store_files(vec![chunks])?.pop().unwrap_or_default());
             } else {
@@ -141,7 +141,7 @@ fn store_archive(
         })?;
         n += 1;
     }
-    let lists = sink.store_stream(&catalog[..], sink.repo().chunker, &NoProgress)?;
+    let lists = sink.store_stream(&catalog[..], sink.repo().chunker(), &NoProgress)?;
     Ok(crate::repo::Content { lists, size, chunks: n })
 }
 
