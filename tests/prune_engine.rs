@@ -6,53 +6,17 @@ use std::sync::Arc;
 
 use ::repo::backend::{Backend, FaultBackend, MemBackend};
 use ::repo::format::lock::LeaseKind;
-use ::repo::ops::check::{self, CheckOptions};
 use ::repo::ops::prune::{self, PruneOptions};
 use ::repo::repo::lease::Lease;
 use ::repo::repo::{
-    self as engine, Access, InitOptions, NoProgress, Repository, SnapshotFilter, backup_stream,
-    list_snapshots,
+    self as engine, Access, NoProgress, SnapshotFilter, backup_stream, list_snapshots,
 };
 
 #[path = "common/mod.rs"]
 mod common;
 #[path = "common/engine.rs"]
 mod helpers;
-use helpers::{meta, open, restore};
-
-async fn backup(r: &Arc<Repository>, name: &str, data: &[u8]) -> ::repo::format::Id {
-    backup_stream(
-        r.clone(),
-        std::io::Cursor::new(data.to_vec()),
-        meta(name),
-        Arc::new(NoProgress),
-        async { Ok(()) },
-    )
-    .await
-    .expect("backup")
-    .0
-}
-
-fn opts() -> InitOptions {
-    InitOptions {
-        chunk_min: 1024,
-        chunk_avg: 4096,
-        chunk_max: 16384,
-        pack_target: 65536,
-        kdf: engine::codec_kdf_for_tests(),
-        ..InitOptions::default()
-    }
-}
-
-async fn clean(r: &Arc<Repository>) {
-    let c = check::run(
-        r.clone(),
-        &CheckOptions { read_data: Some(check::Subset::All), ..Default::default() },
-    )
-    .await
-    .expect("check");
-    assert!(c.ok, "damage: {:?}", c.damage);
-}
+use helpers::{backup, clean, meta, open, restore, small_opts as opts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_a_running_backup_deduplicated_against_is_resurrected_not_deleted() {

@@ -9,52 +9,15 @@ use ::repo::codec::crypto::{KdfParams, MasterKeys, wrap_master};
 use ::repo::format::config::Config;
 use ::repo::format::envelope::{CipherKind, MAGIC_CONFIG};
 use ::repo::format::lock::LeaseKind;
-use ::repo::ops::check::{self, CheckOptions};
 use ::repo::ops::prune::{self, PruneOptions};
 use ::repo::repo::lease::Lease;
-use ::repo::repo::{
-    self as engine, Access, InitOptions, NoProgress, Repository, backup_stream, paths, seal_object,
-};
+use ::repo::repo::{self as engine, Access, NoProgress, backup_stream, paths, seal_object};
 
 #[path = "common/mod.rs"]
 mod common;
 #[path = "common/engine.rs"]
 mod helpers;
-use helpers::{meta, open, restore};
-
-fn opts() -> InitOptions {
-    InitOptions {
-        chunk_min: 1024,
-        chunk_avg: 4096,
-        chunk_max: 16384,
-        pack_target: 65536,
-        kdf: engine::codec_kdf_for_tests(),
-        ..InitOptions::default()
-    }
-}
-
-async fn backup(r: &Arc<Repository>, name: &str, data: &[u8]) -> ::repo::format::Id {
-    backup_stream(
-        r.clone(),
-        std::io::Cursor::new(data.to_vec()),
-        meta(name),
-        Arc::new(NoProgress),
-        async { Ok(()) },
-    )
-    .await
-    .expect("backup")
-    .0
-}
-
-async fn clean(r: &Arc<Repository>) {
-    let c = check::run(
-        r.clone(),
-        &CheckOptions { read_data: Some(check::Subset::All), ..Default::default() },
-    )
-    .await
-    .expect("check");
-    assert!(c.ok, "damage: {:?} notes {:?}", c.damage, c.notes);
-}
+use helpers::{backup, clean, meta, open, restore, small_opts as opts};
 
 fn repack_all() -> PruneOptions {
     PruneOptions { max_unused: 0.0, ..PruneOptions::default() }

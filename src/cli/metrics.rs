@@ -134,10 +134,7 @@ pub fn record_backup(name: &str, s: &repo::repo::BackupStats, seconds: f64, file
 }
 
 fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    repo::repo::lease::now_secs() as f64
 }
 
 /// The series of this run: what the command recorded plus its exit status, the backup name

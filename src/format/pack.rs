@@ -33,6 +33,11 @@ pub const FLAG_ZSTD: u8 = 1;
 /// the entry). Never combined with [`FLAG_ZSTD`].
 pub const FLAG_DELTA: u8 = 2;
 
+/// Writers make deltas one level deep; readers follow at most this many levels of bases (a
+/// chunk stored twice can be a base in one copy and a delta in another), so a hostile cycle
+/// of bases ends in an error.
+pub const MAX_DELTA_DEPTH: u32 = 4;
+
 /// Checks the flags of an entry; true for a delta (whose base id follows the entry).
 pub(crate) fn check_flags(blob_type: BlobType, flags: u8) -> Result<bool, FormatError> {
     match (flags, blob_type) {

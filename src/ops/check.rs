@@ -16,6 +16,7 @@ use super::verify_restore::{RestoreVerdict, VerifyRestoreOptions, verify_restore
 use crate::format::Id;
 use crate::format::envelope::MAGIC_SNAPSHOT;
 use crate::format::index::BlobLocation;
+use crate::format::pack::MAX_DELTA_DEPTH;
 use crate::format::snapshot::Snapshot;
 use crate::format::stream::decode_list;
 use crate::repo::{
@@ -169,9 +170,6 @@ struct State {
     bad_packs: HashMap<Id, String>,
     bad_blobs: HashSet<(Id, Id)>,
 }
-
-/// Deltas are followed at most this many levels (as readers do).
-const MAX_DELTA_DEPTH: u32 = 4;
 
 impl State {
     /// A copy of `id` that can be read: its pack and blob are not damaged and, for a delta,

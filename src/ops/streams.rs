@@ -49,8 +49,9 @@ impl StreamCommand {
                 c
             }
             StreamCommand::Argv(a) => {
-                let mut c = Command::new(&a[0]);
-                c.args(&a[1..]);
+                let (prog, args) = a.split_first().map_or(("", &[][..]), |(p, r)| (p, r));
+                let mut c = Command::new(prog);
+                c.args(args);
                 c
             }
         }

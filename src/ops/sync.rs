@@ -151,7 +151,7 @@ async fn sync_objects(
     }
     let keys = src.list(KEYS_DIR).await?;
     let keys_paths: HashSet<String> = keys.iter().map(|o| o.path.clone()).collect();
-    copy_missing(src, dst, keys, held.get_mut(KEYS_DIR).unwrap(), opts, progress, report).await?;
+    copy_missing(src, dst, keys, held.entry(KEYS_DIR).or_default(), opts, progress, report).await?;
     // `config` after the keys: a location with a config is a repository, and a repository
     // needs its keys to open.
     let len = config.len() as u64;
@@ -171,7 +171,7 @@ async fn sync_objects(
     // existed together at the source (index files are listed before packs: every pack an
     // index file names was written before it).
     let mut copied_index: HashSet<String> = HashSet::new();
-    let mut listed: HashMap<&str, Vec<ObjectInfo>> = HashMap::new();
+    let (mut index_listed, mut data_listed) = (Vec::new(), Vec::new());
     for round in 0.. {
         if round == MAX_ROUNDS {
             return Err(RepoError::Aborted(format!(
@@ -180,16 +180,14 @@ async fn sync_objects(
                 src.location()
             )));
         }
-        let index = src.list(INDEX_DIR).await?;
-        let data = src.list(DATA_DIR).await?;
-        listed.insert(INDEX_DIR, index.clone());
-        listed.insert(DATA_DIR, data.clone());
-        copy_missing(src, dst, data, held.get_mut(DATA_DIR).unwrap(), opts, progress, report)
-            .await?;
-        let before: HashSet<String> = held[INDEX_DIR].keys().cloned().collect();
-        let dst_index = held.get_mut(INDEX_DIR).unwrap();
-        copy_missing(src, dst, index, dst_index, opts, progress, report).await?;
-        copied_index.extend(dst_index.keys().filter(|p| !before.contains(*p)).cloned());
+        index_listed = src.list(INDEX_DIR).await?;
+        data_listed = src.list(DATA_DIR).await?;
+        let have = held.entry(DATA_DIR).or_default();
+        copy_missing(src, dst, data_listed.clone(), have, opts, progress, report).await?;
+        let have = held.entry(INDEX_DIR).or_default();
+        copied_index.extend(
+            copy_missing(src, dst, index_listed.clone(), have, opts, progress, report).await?,
+        );
         // new objects (a backup running) are harmless: they are copied next time; only
         // objects that vanished during the round (a prune sweeping) call for another round
         let all_still_there = |before: &[ObjectInfo], now: Vec<ObjectInfo>| {
@@ -197,20 +195,20 @@ async fn sync_objects(
             before.iter().all(|o| now.contains(&o.path))
         };
         if opts.dry_run
-            || (all_still_there(&listed[INDEX_DIR], src.list(INDEX_DIR).await?)
-                && all_still_there(&listed[DATA_DIR], src.list(DATA_DIR).await?))
+            || (all_still_there(&index_listed, src.list(INDEX_DIR).await?)
+                && all_still_there(&data_listed, src.list(DATA_DIR).await?))
         {
             break;
         }
     }
-    let index_now: HashSet<String> = listed[INDEX_DIR].iter().map(|o| o.path.clone()).collect();
+    let index_now: HashSet<String> = index_listed.iter().map(|o| o.path.clone()).collect();
     // An index file this sync copied that the source has since removed names packs the
     // source deleted, perhaps before they were copied: it goes, --delete or not.
     let mut superseded: Vec<String> =
         copied_index.into_iter().filter(|p| !index_now.contains(p)).collect();
     superseded.sort();
     for p in superseded {
-        if let Some(size) = held.get_mut(INDEX_DIR).unwrap().remove(&p) {
+        if let Some(size) = held.entry(INDEX_DIR).or_default().remove(&p) {
             report.deleted_objects += 1;
             report.deleted_bytes += size;
             if !opts.dry_run {
@@ -227,7 +225,7 @@ async fn sync_objects(
         wanted.retain(|o| now.contains(&o.path));
     }
     let snapshot_paths: HashSet<String> = wanted.iter().map(|o| o.path.clone()).collect();
-    copy_missing(src, dst, wanted, held.get_mut(SNAPSHOTS_DIR).unwrap(), opts, progress, report)
+    copy_missing(src, dst, wanted, held.entry(SNAPSHOTS_DIR).or_default(), opts, progress, report)
         .await?;
 
     if opts.delete {
@@ -236,13 +234,15 @@ async fn sync_objects(
         let mut source_paths: HashMap<&str, HashSet<String>> = HashMap::new();
         source_paths.insert(SNAPSHOTS_DIR, snapshot_paths);
         source_paths.insert(KEYS_DIR, keys_paths);
-        for dir in [INDEX_DIR, DATA_DIR] {
-            source_paths.insert(dir, listed[dir].iter().map(|o| o.path.clone()).collect());
-        }
+        source_paths.insert(INDEX_DIR, index_now);
+        source_paths.insert(DATA_DIR, data_listed.iter().map(|o| o.path.clone()).collect());
+        let nothing = HashSet::new();
         for dir in PHASES.iter().rev() {
-            let keep = &source_paths[dir];
-            let mut gone: Vec<(&String, u64)> = held[dir]
-                .iter()
+            let keep = source_paths.get(dir).unwrap_or(&nothing);
+            let mut gone: Vec<(&String, u64)> = held
+                .get(dir)
+                .into_iter()
+                .flatten()
                 .filter(|(p, _)| !keep.contains(*p))
                 .map(|(p, s)| (p, *s))
                 .collect();
@@ -260,7 +260,8 @@ async fn sync_objects(
 }
 
 /// Copies the objects of `wanted` that `have` (the destination's listing: path → size) lacks,
-/// in parallel, largest first, counts them into `report` and adds them to `have`.
+/// in parallel, largest first, counts them into `report` and adds them to `have`; returns the
+/// paths it copied.
 async fn copy_missing(
     src: &Arc<dyn Backend>,
     dst: &Arc<dyn Backend>,
@@ -269,7 +270,7 @@ async fn copy_missing(
     opts: &SyncOptions,
     progress: &dyn Progress,
     report: &mut SyncReport,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let mut todo = Vec::new();
     for o in wanted {
         match have.get(&o.path) {
@@ -289,7 +290,7 @@ async fn copy_missing(
         report.copied_bytes += o.size;
     }
     if opts.dry_run {
-        return Ok(());
+        return Ok(vec![]);
     }
     let results: Vec<(Result<bool>, ObjectInfo)> = stream::iter(todo)
         .map(|o| async move {
@@ -302,16 +303,18 @@ async fn copy_missing(
         .buffer_unordered(opts.jobs.max(1))
         .collect()
         .await;
+    let mut copied = Vec::new();
     for (r, o) in results {
         if r? {
-            have.insert(o.path, o.size);
+            have.insert(o.path.clone(), o.size);
+            copied.push(o.path);
         } else {
             report.vanished_objects += 1;
             report.copied_objects -= 1;
             report.copied_bytes -= o.size;
         }
     }
-    Ok(())
+    Ok(copied)
 }
 
 /// Copies one object and checks the copy's size. `false` when the source no longer has it.

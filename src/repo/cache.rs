@@ -296,10 +296,12 @@ impl IndexCache {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// Every copy of `id`, those in packs to avoid last (otherwise in key order).
     fn copies_in(
         &self,
         t: &impl ReadableTable<&'static [u8], &'static [u8]>,
         id: &Id,
+        avoid: &HashSet<Id>,
     ) -> Result<Vec<BlobRef>> {
         let lo = blob_key(id, &Id([0; 32]));
         let hi = blob_key(id, &Id([0xff; 32]));
@@ -310,6 +312,7 @@ impl IndexCache {
                 out.push(b);
             }
         }
+        out.sort_by_key(|b| avoid.contains(&b.pack));
         Ok(out)
     }
 
@@ -317,10 +320,8 @@ impl IndexCache {
     pub fn locations(&self, id: &Id) -> Result<Vec<BlobRef>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
-        let mut all = self.copies_in(&t, id)?;
         let avoid = self.avoid.read().unwrap_or_else(|p| p.into_inner()).clone();
-        all.sort_by_key(|b| avoid.contains(&b.pack));
-        Ok(all)
+        self.copies_in(&t, id, &avoid)
     }
 
     /// Looks up many ids in one read transaction: for each, a copy outside the packs to
@@ -329,13 +330,7 @@ impl IndexCache {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
         let avoid = self.avoid.read().unwrap_or_else(|p| p.into_inner()).clone();
-        ids.iter()
-            .map(|id| {
-                let copies = self.copies_in(&t, id)?;
-                let first = copies.first().copied();
-                Ok(copies.into_iter().find(|b| !avoid.contains(&b.pack)).or(first))
-            })
-            .collect()
+        ids.iter().map(|id| Ok(self.copies_in(&t, id, &avoid)?.first().copied())).collect()
     }
 
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobRef>> {

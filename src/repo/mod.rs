@@ -187,13 +187,6 @@ pub struct Repository {
     condemned: Arc<Condemned>,
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// Creates a repository. Writes the key file first and the config last: the config is what
 /// makes a location a repository, so a crash in between leaves no half repository.
 pub async fn init(
@@ -228,7 +221,7 @@ pub async fn init(
         });
     }
     let pw = if opts.encrypted { password } else { None };
-    let kf = wrap_master(&keys, pw, opts.kdf, now_unix())
+    let kf = wrap_master(&keys, pw, opts.kdf, lease::now_secs())
         .map_err(|e| RepoError::codec("key file", e))?;
     let kbytes = kf.encode();
     // refuse what a reader would refuse (KDF parameters beyond the limits)

@@ -23,6 +23,7 @@ use crate::codec::crypto::ObjectCipher;
 use crate::format::Id;
 use crate::format::envelope::{HEADER_LEN, Header, MAGIC_PACK};
 use crate::format::index::BlobLocation;
+use crate::format::pack::MAX_DELTA_DEPTH;
 use crate::format::snapshot::Snapshot;
 use crate::format::stream::decode_list;
 
@@ -38,7 +39,6 @@ pub struct RestoreStats {
     pub chunks: u64,
 }
 
-/// Pack ciphers, built from each pack's header on first use.
 /// Pack ciphers, built from each pack's header on first use, and the plaintexts of base
 /// chunks recently needed to decode deltas (a delta's base is usually needed again by the
 /// next deltas of the same region).
@@ -49,13 +49,11 @@ pub struct PackCiphers {
 }
 
 /// Base plaintexts kept for decoding deltas: at most this many (each at most one chunk; with
-/// the default chunker about 8 MiB).
+/// the default 64 KiB chunks up to 32 MiB).
 const BASE_CACHE_ENTRIES: usize = 512;
-/// Chunks whose deltas' bases are fetched together before the chunks themselves.
+/// Chunks whose deltas' bases are fetched together before the chunks themselves (measured:
+/// restore of the bench dump 0.30 s with, 0.38 s without, at 64 KiB chunks).
 const BASE_WINDOW: usize = 512;
-/// Writers make deltas one level deep; readers follow at most this many levels (a chunk
-/// stored twice can be a base in one copy and a delta in another).
-const MAX_DELTA_DEPTH: u32 = 4;
 
 impl PackCiphers {
     /// Reads and verifies one blob at a known location (a delta's base through the index).

@@ -330,7 +330,7 @@ impl Pipeline<'_> {
             return Ok(false);
         }
         let Some(base) = r.loc.base else { return Ok(true) };
-        if depth >= 4 {
+        if depth >= crate::format::pack::MAX_DELTA_DEPTH {
             return Ok(false);
         }
         for b in self.repo.index.locations(&base)? {
@@ -349,12 +349,15 @@ impl Pipeline<'_> {
         &self,
         fresh: &[(Id, Vec<u8>, Option<Id>)],
     ) -> Result<std::collections::HashMap<Id, (Id, Arc<Vec<u8>>)>> {
-        let mut want: Vec<(Id, Id)> = Vec::new(); // (candidate, full base)
+        // candidate → the full chunk to use as base (a candidate stored as a delta gives its own
+        // base: deltas stay one level deep)
+        let mut want: std::collections::HashMap<Id, Id> = std::collections::HashMap::new();
         let candidates: Vec<Id> = fresh.iter().filter_map(|f| f.2).collect();
         for (c, r) in candidates.iter().zip(self.repo.index.lookup_many(&candidates)?) {
-            let Some(r) = r.filter(|r| !self.exclude.contains(&r.pack)) else { continue };
-            if r.loc.blob_type == BlobType::Data && !want.iter().any(|(w, _)| w == c) {
-                want.push((*c, r.loc.base.unwrap_or(*c)));
+            if let Some(r) =
+                r.filter(|r| !self.exclude.contains(&r.pack) && r.loc.blob_type == BlobType::Data)
+            {
+                want.entry(*c).or_insert(r.loc.base.unwrap_or(*c));
             }
         }
         let mut out = std::collections::HashMap::new();

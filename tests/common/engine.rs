@@ -50,3 +50,43 @@ pub async fn restore(r: &Arc<Repository>, name: &str) -> Vec<u8> {
 
     out.0.lock().unwrap().clone()
 }
+
+/// Small chunks and packs, so that a few hundred kB make several packs (cheap KDF).
+pub fn small_opts() -> engine::InitOptions {
+    engine::InitOptions {
+        chunk_min: 1024,
+        chunk_avg: 4096,
+        chunk_max: 16384,
+        pack_target: 65536,
+        kdf: engine::codec_kdf_for_tests(),
+        ..engine::InitOptions::default()
+    }
+}
+
+/// Backs up `data` as a stream snapshot named `name`; its id.
+pub async fn backup(r: &Arc<Repository>, name: &str, data: &[u8]) -> ::repo::format::Id {
+    engine::backup_stream(
+        r.clone(),
+        std::io::Cursor::new(data.to_vec()),
+        meta(name),
+        Arc::new(NoProgress),
+        async { Ok(()) },
+    )
+    .await
+    .expect("backup")
+    .0
+}
+
+/// `check --read-data` finds no damage.
+pub async fn clean(r: &Arc<Repository>) {
+    let c = ::repo::ops::check::run(
+        r.clone(),
+        &::repo::ops::check::CheckOptions {
+            read_data: Some(::repo::ops::check::Subset::All),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("check");
+    assert!(c.ok, "damage: {:?} notes {:?}", c.damage, c.notes);
+}
