@@ -1,0 +1,143 @@
+//! Crash safety with delta blobs, at every write point: a backup whose new chunks are deltas
+//! against the previous hour's, and a prune that must keep (and may repack) the bases of live
+//! deltas, each stopped after any number of writes (and, for prune, deletes).
+
+use std::sync::Arc;
+
+use ::repo::backend::{Backend, FaultBackend, MemBackend};
+use ::repo::ops::prune::{self, PruneOptions};
+use ::repo::repo::{
+    self as engine, Access, NoProgress, Repository, SnapshotFilter, backup_stream, list_snapshots,
+};
+
+#[path = "common/mod.rs"]
+mod common;
+#[path = "common/engine.rs"]
+mod helpers;
+use helpers::{backup, clean, meta, open, restore, small_opts as opts};
+
+/// The snapshot metadata of hour `h` of stream "db" ("latest" is the highest hour).
+fn at(h: i64) -> engine::SnapshotMeta {
+    engine::SnapshotMeta { time_ns: h * 3_600_000_000_000, ..meta("db") }
+}
+
+async fn backup_hour(r: &Arc<Repository>, h: i64, data: &[u8]) -> engine::BackupStats {
+    let src = std::io::Cursor::new(data.to_vec());
+    backup_stream(r.clone(), src, at(h), Arc::new(NoProgress), async { Ok(()) })
+        .await
+        .expect("backup")
+        .2
+}
+
+/// Compares restored bytes without printing megabytes on a mismatch.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a == b
+}
+
+/// 200 kB of "rows" with `edits` 8-byte changes spread over them (a changed row each).
+fn hour(edits: u64) -> Vec<u8> {
+    let mut v = common::noise(200_000, 7);
+    for i in 0..edits {
+        let at = ((i * 7919 + 13) * 104_729 % 199_000) as usize;
+        v[at..at + 8].copy_from_slice(&(i + 1).to_le_bytes());
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_backup_killed_at_every_write_point_leaves_a_usable_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    // hour 2 also appends new rows, so that it writes several packs
+    let (h1, mut h2) = (hour(0), hour(20));
+    h2.extend(common::noise(200_000, 9));
+    let r = open(base.clone(), tmp.path(), Access::Backup).await;
+    backup(&r, "db", &h1).await;
+    r.close().await;
+
+    let mut points = 0;
+    for allowed in 0.. {
+        let fault = Arc::new(FaultBackend::new(base.clone(), allowed));
+        let cache = tmp.path().join(format!("k{allowed}"));
+        let res = match Repository::open(fault, Some(b"pw"), Some(cache), Access::Backup).await {
+            Ok(r) => {
+                let src = std::io::Cursor::new(h2.clone());
+                backup_stream(Arc::new(r), src, at(2), Arc::new(NoProgress), async { Ok(()) }).await
+            }
+            Err(e) => Err(e),
+        };
+        let r = open(base.clone(), &tmp.path().join("after"), Access::Backup).await;
+        let snaps = list_snapshots(&r, &SnapshotFilter::default()).await.unwrap();
+        if res.is_ok() {
+            // the interrupted runs stored most chunks, so count the deltas in the index
+            let mut deltas = 0;
+            r.index().for_each_delta(|_, _| Ok(deltas += 1)).unwrap();
+            assert!(deltas > 0, "hour 2 was stored as deltas");
+            assert_eq!(snaps.len(), 2);
+            assert!(same(&restore(&r, "db").await, &h2), "hour 2 restores");
+            clean(&r).await;
+            break;
+        }
+        assert_eq!(snaps.len(), 1, "no partial snapshot after {allowed} writes");
+        assert!(same(&restore(&r, "db").await, &h1), "hour 1 intact after {allowed} writes");
+        points += 1;
+    }
+    assert!(points >= 5, "the test covered {points} kill points");
+    // the next hour deltas against what the interrupted runs left behind, and restores
+    let r = open(base.clone(), &tmp.path().join("next"), Access::Backup).await;
+    let h3 = hour(35);
+    assert!(backup_hour(&r, 3, &h3).await.delta_chunks > 0);
+    assert!(same(&restore(&r, "db").await, &h3));
+    clean(&r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_of_bases_stopped_at_every_write_point_loses_no_delta() {
+    let mut points = 0;
+    for allowed in 0.. {
+        let tmp = tempfile::tempdir().unwrap();
+        let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+        engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+        // hour 1 also holds rows that hour 2 dropped, between the others: its packs mix
+        // garbage with the bases hour 2's deltas need, so the prune repacks bases
+        let (rows, h2) = (hour(0), hour(25));
+        let mut h1 = Vec::new();
+        for (i, part) in rows.chunks(50_000).enumerate() {
+            h1.extend_from_slice(part);
+            h1.extend(common::noise(20_000, 100 + i as u64));
+        }
+        let r = open(base.clone(), tmp.path(), Access::Backup).await;
+        let first = backup(&r, "db", &h1).await;
+        let stats = backup_hour(&r, 2, &h2).await;
+        assert!(stats.delta_chunks > 0, "{stats:?}");
+        base.delete(&engine::paths::snapshot(&first)).await.unwrap(); // forgotten
+        r.close().await;
+
+        let fault: Arc<dyn Backend> =
+            Arc::new(FaultBackend::counting_deletes(base.clone(), allowed));
+        let rf = open(fault, &tmp.path().join("f"), Access::Unleased).await;
+        let res = prune::run(rf, &PruneOptions { dry_run: false, max_unused: 0.0 }).await;
+
+        // the killed prune's lease expires; every delta must still find its base
+        for l in base.list("locks/").await.unwrap() {
+            base.delete(&l.path).await.unwrap();
+        }
+        let r = open(base.clone(), &tmp.path().join("after"), Access::Backup).await;
+        assert!(same(&restore(&r, "db").await, &h2), "hour 2 intact after {allowed} writes");
+        clean(&r).await;
+        if let Ok(p) = res {
+            assert!(p.packs_repacked > 0, "bases were repacked: {p:?}");
+            break;
+        }
+        points += 1;
+        prune::run(r.clone(), &PruneOptions { dry_run: false, max_unused: 0.0 })
+            .await
+            .expect("rerun");
+        let r = open(base.clone(), &tmp.path().join("rerun"), Access::Backup).await;
+        assert!(same(&restore(&r, "db").await, &h2), "after the rerun");
+        clean(&r).await;
+    }
+    eprintln!("prune kill points tested: {points}");
+    assert!(points >= 10, "only {points} kill points");
+}
