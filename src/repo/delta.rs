@@ -2,11 +2,12 @@
 //! stored as a zstd frame against that chunk's plaintext (`format-spec/pack.md`, "Delta
 //! blobs").
 //!
-//! Base selection is by stream locality: walking the new stream in order beside the chunk
-//! sequence of the previous snapshot of the same name, a new chunk's base is the chunk that
-//! followed the last chunk this backup deduplicated against (a changed row turns exactly that
-//! chunk into a new one). No index of similar chunks is needed. Bases are always full chunks
-//! (one level deep): when the candidate is itself stored as a delta, its own base is used.
+//! Base selection is by locality: walking the new stream in order beside the chunk sequence
+//! of its previous version (the previous snapshot of the same name, or a tree file's version
+//! in the parent snapshot), a new chunk's base is the old chunk at the same place (a changed
+//! row or page turns exactly that chunk into a new one). No index of similar chunks is
+//! needed. Bases are always full chunks (one level deep): when the candidate is itself stored
+//! as a delta, its own base is used.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,16 +23,27 @@ use crate::format::stream::decode_list;
 /// quarters): a smaller saving is not worth a second read on restore.
 const KEEP_QUARTERS: usize = 3;
 
-/// The chunk sequence of the previous snapshot of a name, and where the new stream stands in
-/// it.
+/// The chunk sequence of the previous snapshot of a name (or of a file's previous version),
+/// and how the new stream lines up with it.
+///
+/// The alignment is an offset shift: each chunk the new stream deduplicates against fixes
+/// where the new stream stands in the old one, and a new chunk's candidate base is the old
+/// chunk covering the middle of the new chunk's shifted byte range. Following byte offsets
+/// rather than counting chunks keeps the alignment through long runs of new chunks whose cut
+/// points moved (a table whose every page changed), where counting drifts off by a chunk.
 pub struct Predecessor {
     seq: Vec<Id>,
+    /// Start offset of each chunk of `seq`, and the total length at the end.
+    starts: Vec<u64>,
     pos: HashMap<Id, u32>,
-    cursor: Option<usize>,
+    /// Old offset minus new offset, as of the last deduplicated chunk.
+    shift: i64,
+    /// Offset of the next chunk of the new stream.
+    offset: u64,
 }
 
 impl Predecessor {
-    /// The newest stream snapshot named `name`, if any. Memory: about 80 bytes per chunk of
+    /// The newest stream snapshot named `name`, if any. Memory: about 90 bytes per chunk of
     /// that snapshot.
     pub async fn for_name(repo: &Repository, name: &str) -> Result<Option<Predecessor>> {
         // exact name (the filter's globs would also match other names)
@@ -47,31 +59,49 @@ impl Predecessor {
         Ok(Some(Predecessor::from_lists(repo, &snap.lists, &label).await?))
     }
 
-    /// The chunk sequence these content lists describe (a stream, or one stream file of a
-    /// server snapshot).
+    /// The chunk sequence these content lists describe (a stream, a stream file of a server
+    /// snapshot, or a large file of a tree).
     pub async fn from_lists(repo: &Repository, lists: &[Id], label: &str) -> Result<Predecessor> {
         let mut seq = Vec::new();
         for l in lists {
             let list = decode_list(&super::read_blob(repo, l, label).await?)
                 .map_err(|e| RepoError::format(format!("content list of {label}"), e))?;
-            seq.extend(list.into_iter().map(|e| e.0));
+            seq.extend(list);
         }
+        Ok(Predecessor::from_chunks(seq))
+    }
+
+    /// The sequence of these chunks (id, length), in order.
+    pub fn from_chunks(chunks: Vec<(Id, u32)>) -> Predecessor {
+        let mut starts = Vec::with_capacity(chunks.len() + 1);
+        let mut at = 0u64;
+        let mut seq = Vec::with_capacity(chunks.len());
+        for (id, len) in chunks {
+            starts.push(at);
+            at += u64::from(len);
+            seq.push(id);
+        }
+        starts.push(at);
         let pos = seq.iter().enumerate().map(|(i, id)| (*id, i as u32)).collect();
-        Ok(Predecessor { seq, pos, cursor: None })
+        Predecessor { seq, starts, pos, shift: 0, offset: 0 }
     }
 
     /// Advances over one chunk of the new stream, in order: `stored` if it deduplicated.
     /// Returns the candidate base for a new chunk.
-    pub fn step(&mut self, id: &Id, stored: bool) -> Option<Id> {
+    pub fn step(&mut self, id: &Id, len: u32, stored: bool) -> Option<Id> {
+        let here = self.offset;
+        self.offset += u64::from(len);
         if stored {
             if let Some(p) = self.pos.get(id) {
-                self.cursor = Some(*p as usize);
+                self.shift = self.starts[*p as usize] as i64 - here as i64;
             }
             return None;
         }
-        let next = self.cursor.map_or(0, |c| c + 1);
-        self.cursor = Some(next);
-        self.seq.get(next).copied()
+        let middle = here as i64 + i64::from(len / 2) + self.shift;
+        let middle = u64::try_from(middle).ok()?;
+        // the last chunk starting at or before the middle, if the middle is inside the sequence
+        let i = self.starts.partition_point(|s| *s <= middle).checked_sub(1)?;
+        self.seq.get(i).copied()
     }
 }
 
@@ -104,16 +134,27 @@ mod tests {
     }
 
     #[test]
-    fn a_new_chunk_gets_the_chunk_after_the_last_match_as_its_base() {
-        let seq = vec![id(1), id(2), id(3), id(4), id(5)];
-        let pos = seq.iter().enumerate().map(|(i, x)| (*x, i as u32)).collect();
-        let mut p = Predecessor { seq, pos, cursor: None };
-        assert_eq!(p.step(&id(9), false), Some(id(1)), "a new first chunk replaced the first");
-        assert_eq!(p.step(&id(2), true), None);
-        assert_eq!(p.step(&id(8), false), Some(id(3)), "2 matched, so 8 replaced 3");
-        assert_eq!(p.step(&id(7), false), Some(id(4)), "two changed chunks in a row");
-        assert_eq!(p.step(&id(5), true), None);
-        assert_eq!(p.step(&id(6), false), None, "past the end of the previous stream");
+    fn a_new_chunk_gets_the_old_chunk_at_the_same_place_as_its_base() {
+        let mut p = Predecessor::from_chunks((1..=5).map(|n| (id(n), 100)).collect());
+        assert_eq!(p.step(&id(9), 100, false), Some(id(1)), "a new first chunk replaced the first");
+        assert_eq!(p.step(&id(2), 100, true), None);
+        assert_eq!(p.step(&id(8), 100, false), Some(id(3)), "2 matched, so 8 replaced 3");
+        assert_eq!(p.step(&id(7), 100, false), Some(id(4)), "two changed chunks in a row");
+        assert_eq!(p.step(&id(5), 100, true), None);
+        assert_eq!(p.step(&id(6), 100, false), None, "past the end of the previous stream");
+    }
+
+    #[test]
+    fn moved_cut_points_do_not_shift_the_bases_of_the_chunks_after_them() {
+        let mut p = Predecessor::from_chunks((1..=6).map(|n| (id(n), 100)).collect());
+        // the first old chunk came back as two new ones; the rest keep their places
+        assert_eq!(p.step(&id(10), 40, false), Some(id(1)));
+        assert_eq!(p.step(&id(11), 60, false), Some(id(1)));
+        assert_eq!(p.step(&id(12), 100, false), Some(id(2)));
+        // 50 bytes inserted before chunk 4 (seen by its match), then new chunks again
+        assert_eq!(p.step(&id(13), 150, false), Some(id(3)));
+        assert_eq!(p.step(&id(4), 100, true), None);
+        assert_eq!(p.step(&id(14), 100, false), Some(id(5)), "aligned by the match, not the count");
     }
 
     #[test]

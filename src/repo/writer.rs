@@ -246,7 +246,7 @@ impl Pipeline<'_> {
     /// content-defined boundaries (`list_ends_after`), so that a changed chunk rewrites one
     /// small list rather than a list of 16,384 entries.
     fn process(&mut self, batch: Vec<Vec<u8>>) -> Result<()> {
-        for r in self.store(batch)? {
+        for r in self.store(batch, None)? {
             self.list.push(r);
             if list_ends_after(&r.0, self.list.len()) {
                 self.flush_list()?;
@@ -279,13 +279,19 @@ impl Pipeline<'_> {
     }
 
     /// Hashes, deduplicates, compresses and packs chunks; returns (id, length) of each.
-    fn store(&mut self, batch: Vec<Vec<u8>>) -> Result<Vec<(Id, u32)>> {
+    /// `bases`, one per chunk, names the chunk each replaced (its delta base when new); without
+    /// it bases come from the stream's predecessor.
+    fn store(
+        &mut self,
+        batch: Vec<Vec<u8>>,
+        bases: Option<&[Option<Id>]>,
+    ) -> Result<Vec<(Id, u32)>> {
         let keys = &self.repo.keys;
         let ids: Vec<Id> = batch.par_iter().map(|c| keys.chunk_id(c)).collect();
         let known = self.repo.index.lookup_many(&ids)?;
         let mut fresh = Vec::new();
         let mut refs = Vec::with_capacity(ids.len());
-        for ((chunk, id), known) in batch.into_iter().zip(ids).zip(known) {
+        for (i, ((chunk, id), known)) in batch.into_iter().zip(ids).zip(known).enumerate() {
             let len = chunk.len() as u32;
             self.stats.bytes_read += len as u64;
             self.stats.chunks += 1;
@@ -295,7 +301,10 @@ impl Pipeline<'_> {
                 _ => None,
             };
             let new = known.is_none() && pending_insert(&self.pending, id);
-            let candidate = self.pred.as_mut().and_then(|p| p.step(&id, !new));
+            let candidate = match bases {
+                Some(b) => b.get(i).copied().flatten().filter(|_| new),
+                None => self.pred.as_mut().and_then(|p| p.step(&id, len, !new)),
+            };
             if new {
                 fresh.push((id, chunk, candidate));
             }
@@ -401,11 +410,21 @@ impl ChunkSink<'_> {
     }
 
     /// Stores the chunks of several small files at once (hashing and compressing them in
-    /// parallel) and returns each file's chunk list.
-    pub fn store_files(&mut self, files: Vec<Vec<Vec<u8>>>) -> Result<Vec<Vec<(Id, u32)>>> {
-        let counts: Vec<usize> = files.iter().map(|f| f.len()).collect();
-        let all: Vec<Vec<u8>> = files.into_iter().flatten().collect();
-        let refs = self.p.store(all)?;
+    /// parallel) and returns each file's chunk list. Each file comes with the chunk ids of its
+    /// previous version (possibly none): a new chunk is delta-encoded against the previous
+    /// version's chunk at the same position.
+    pub fn store_files(
+        &mut self,
+        files: Vec<(Vec<Vec<u8>>, Vec<Id>)>,
+    ) -> Result<Vec<Vec<(Id, u32)>>> {
+        let counts: Vec<usize> = files.iter().map(|f| f.0.len()).collect();
+        let mut bases = Vec::new();
+        let mut all = Vec::new();
+        for (chunks, previous) in files {
+            bases.extend((0..chunks.len()).map(|i| previous.get(i).copied()));
+            all.extend(chunks);
+        }
+        let refs = self.p.store(all, Some(&bases))?;
         let mut it = refs.into_iter();
         Ok(counts.into_iter().map(|n| it.by_ref().take(n).collect()).collect())
     }

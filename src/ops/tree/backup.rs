@@ -26,6 +26,7 @@ use crate::format::tree::{
     Content, Entry, FLAG_CHANGED, FLAG_LISTS, FLAG_SPARSE, Kind, catalog_header,
 };
 use crate::ops::SnapshotInfo;
+use crate::repo::delta::Predecessor;
 use crate::repo::{
     BackupStats, ChunkSink, Progress, RepoError, Repository, Result, SnapshotFilter, SnapshotMeta,
     list_snapshots,
@@ -484,6 +485,19 @@ impl Walker<'_, '_> {
         }
     }
 
+    /// The chunk sequence of a file's previous version, for delta bases; `None` when there
+    /// is none or it cannot be read (the file's chunks are then stored whole).
+    fn predecessor(&self, c: &Content) -> Option<Predecessor> {
+        match c {
+            Content::Inline(v) => Some(Predecessor::from_chunks(v.clone())),
+            Content::Lists(l) => {
+                let read = Predecessor::from_lists(self.sink.repo(), l, "the parent's file");
+                tokio::runtime::Handle::current().block_on(read).ok()
+            }
+            Content::None => None,
+        }
+    }
+
     fn reusable(&self, c: &Content) -> Result<bool> {
         match c {
             Content::Inline(v) => self.sink.all_stored(&v.iter().map(|c| c.0).collect::<Vec<Id>>()),
@@ -517,7 +531,13 @@ impl Walker<'_, '_> {
             short: false,
         };
         let params = self.sink.repo().chunker().for_tree_files();
-        let lists = match self.sink.store_stream(&mut reader, params, self.progress) {
+        // relation files change in place, page by page: a changed chunk is stored as a delta
+        // against the chunk at the same place in the parent's version of the file
+        let pred = self.parent.get(&e.path).and_then(|p| self.predecessor(&p.content));
+        self.sink.set_predecessor(pred);
+        let stored = self.sink.store_stream(&mut reader, params, self.progress);
+        self.sink.set_predecessor(None);
+        let lists = match stored {
             Ok(l) => l,
             Err(RepoError::Input(err)) => return Ok(Err(err)),
             Err(other) => return Err(other),
@@ -562,7 +582,11 @@ impl Walker<'_, '_> {
                 Some(Ok((chunks, changed))) => {
                     let n: u64 = chunks.iter().map(|c| c.len() as u64).sum();
                     self.progress.bytes_done(n);
-                    ok_files.push(chunks);
+                    let previous = match self.parent.get(&q.entry.path).map(|p| &p.content) {
+                        Some(Content::Inline(v)) => v.iter().map(|c| c.0).collect(),
+                        _ => vec![],
+                    };
+                    ok_files.push((chunks, previous));
                     let mut e = q.entry;
                     if changed {
                         e.flags |= FLAG_CHANGED;

@@ -129,8 +129,9 @@ fn store_archive(
                 en.read_to_end(&mut data).map_err(|x| bad("tar member", x))?;
                 progress.bytes_done(data.len() as u64);
                 let chunks = chunk_slice(&data, sink.repo().gear(), repo_params);
-                e.content =
-                    Content::Inline(sink.store_files(vec![chunks])?.pop().unwrap_or_default());
+                e.content = Content::Inline(
+                    sink.store_files(vec![(chunks, vec![])])?.pop().unwrap_or_default(),
+                );
             } else {
                 e.content = Content::Lists(sink.store_stream(&mut en, repo_params, progress)?);
                 e.flags |= FLAG_LISTS;
