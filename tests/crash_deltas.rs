@@ -72,7 +72,12 @@ async fn delta_backup_killed_at_every_write_point_leaves_a_usable_repository() {
         if res.is_ok() {
             // the interrupted runs stored most chunks, so count the deltas in the index
             let mut deltas = 0;
-            r.index().for_each_delta(|_, _| Ok(deltas += 1)).unwrap();
+            r.index()
+                .for_each_delta(|_, _| {
+                    deltas += 1;
+                    Ok(())
+                })
+                .unwrap();
             assert!(deltas > 0, "hour 2 was stored as deltas");
             assert_eq!(snaps.len(), 2);
             assert!(same(&restore(&r, "db").await, &h2), "hour 2 restores");
