@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite. Installs what the tests need on a fresh Debian machine (PostgreSQL 15
+# The whole test suite: the fast tier (what `cargo test` runs) and the system tier
+# (`--features system-tests`, tests/it/main.rs). Installs what the tests need on a fresh Debian machine (PostgreSQL 15
 # server binaries, OpenSSH's sshd and ssh client, btrfs-progs, lvm2, attr, acl, and moto_server, an S3-compatible server,
 # kubernetes-validate, a schema validator for the manifests in deploy/, and prometheus_client, whose text
 # parser reads the metrics files back, into target/test-tools/venv), then runs every test. Usage: bash scripts/test.sh [cargo test args...]
@@ -41,7 +42,7 @@ cargo build --locked --benches
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --locked --lib --bins --tests "$@" 2>&1 | tee "$log"
+cargo test --locked --lib --bins --tests --features system-tests "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 # one closing line for the whole suite

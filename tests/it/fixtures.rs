@@ -2,8 +2,7 @@
 //! by repo 0.1.0 (format version 1) with `fixture_content()` as one stream snapshot and is
 //! never rewritten; `make_v1_fixture` (ignored) documents how it was made.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::PathBuf;
 
 fn fixture_content() -> Vec<u8> {

@@ -2,8 +2,7 @@
 //! is diagnosed exactly (the object and the snapshots that need it), a clean repository
 //! checks clean, and repairs restore what they promise.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const DAMAGE: i32 = 4;

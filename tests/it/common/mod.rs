@@ -1,5 +1,9 @@
-//! Helpers for tests that run the real `repo` binary.
-#![allow(dead_code)]
+//! Helpers for tests that run the real `repo` binary ([`engine`]: for tests that drive the
+//! library; [`servers`]: the S3, SFTP and WebDAV servers of the system tier).
+
+pub mod engine;
+#[cfg(feature = "system-tests")]
+pub mod servers;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -63,6 +67,7 @@ impl Fixture {
         }
     }
     /// An initialised repository at `url` (any backend).
+    #[cfg(feature = "system-tests")]
     pub fn at(url: &str) -> Fixture {
         let f = Fixture { url: Some(url.into()), ..Fixture::empty() };
         f.run(&["init", "--kdf-memory", "1024"], b"").ok();

@@ -2,14 +2,13 @@
 //! export, `import` (names, times, idempotence), `backup --gunzip` and `restore --gzip`, all
 //! read back by the real gzip.
 
-mod common;
-
+use crate::common;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Fixture, noise, run_with_input};
+use crate::common::{Fixture, noise, run_with_input};
 
 /// Text-like data (compressible, as dumps are).
 fn dumpish(len: usize, seed: u64) -> Vec<u8> {

@@ -2,6 +2,7 @@
 //! the storage can switch encryption off. Each test forces one interleaving (or one forged
 //! object) through the library or the real binary; each is named after the failure it pins.
 
+use crate::common;
 use std::sync::Arc;
 
 use ::repo::backend::{Backend, MemBackend};
@@ -13,11 +14,7 @@ use ::repo::ops::prune::{self, PruneOptions};
 use ::repo::repo::lease::Lease;
 use ::repo::repo::{self as engine, Access, NoProgress, backup_stream, paths, seal_object};
 
-#[path = "common/mod.rs"]
-mod common;
-#[path = "common/engine.rs"]
-mod helpers;
-use helpers::{backup, clean, meta, open, restore, small_opts as opts};
+use crate::common::engine::{backup, clean, meta, open, restore, small_opts as opts};
 
 fn repack_all() -> PruneOptions {
     PruneOptions { max_unused: 0.0, ..PruneOptions::default() }

@@ -2,17 +2,15 @@
 //! own process (moto_server) and a private OpenSSH sshd; `repo sync` both ways, `repo copy`,
 //! a sync killed midway, and an unchanged second sync that copies nothing.
 
-mod common;
-#[path = "common/servers.rs"]
-mod servers;
-
+use crate::common;
+use crate::common::servers;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{BIN, Fixture, noise, run_with_input};
-use servers::{Moto, Sshd};
+use crate::common::servers::{Moto, Sshd};
+use crate::common::{BIN, Fixture, noise, run_with_input};
 
 /// Two versions of a 3 MiB "dump": the second changes a few regions.
 fn versions() -> (Vec<u8>, Vec<u8>) {

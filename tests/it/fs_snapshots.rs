@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use ::repo::ops::fs_snapshot::{Lvm, Runner, System, parse_vgs};
 
-#[path = "common/mod.rs"]
-mod common;
-use common::Fixture;
+use crate::common::Fixture;
 
 fn sh(script: &str) -> Result<String, String> {
     let o = Command::new("sh")

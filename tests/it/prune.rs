@@ -1,8 +1,7 @@
 //! forget and prune: retention over forty days, space freed, safety with running backups
 //! (leases, condemned packs, resurrection), and prune stopped at every write point.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 

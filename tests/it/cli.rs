@@ -1,7 +1,6 @@
 //! The command-line contract, exercised through the real binary.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn stdin_backup_restores_byte_exact_to_stdout_and_file() {
@@ -306,6 +305,7 @@ fn the_cache_is_rebuilt_when_deleted_or_garbage() {
 
 /// Restoring from storage this process may not write to (a read-only mount, a read-only S3
 /// key) still works: the read lease cannot be written, and the warning says what that risks.
+#[cfg(feature = "system-tests")] // needs root
 #[test]
 fn restore_from_read_only_storage_works_without_a_lease_and_says_so() {
     let f = Fixture::new();

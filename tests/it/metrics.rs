@@ -4,8 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Command;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// Every sample of a metrics file: (name, labels as JSON, value), by prometheus_client's parser.
 fn parse(path: &std::path::Path) -> Vec<(String, serde_json::Value, f64)> {

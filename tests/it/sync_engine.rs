@@ -2,6 +2,7 @@
 //! at each point the destination is a consistent repository (check --read-data clean, every
 //! snapshot it lists restores byte-exact), and a rerun finishes with an exact copy.
 
+use crate::common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -13,11 +14,7 @@ use ::repo::repo::{
     restore_stream,
 };
 
-#[path = "common/mod.rs"]
-mod common;
-#[path = "common/engine.rs"]
-mod helpers;
-use helpers::{Shared, meta, open};
+use crate::common::engine::{Shared, meta, open};
 
 async fn listing(b: &Arc<dyn Backend>) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();

@@ -2,8 +2,7 @@
 //! directory), `pg_dump -Fc -Z0 | repo backup --stdin`, `repo restore | pg_restore`, and the
 //! table contents compared.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,7 +1,6 @@
 //! Real storage servers on 127.0.0.1 for the remote-backend tests: `moto_server` (an
 //! independent S3 implementation, in its own process) and a private OpenSSH `sshd` with
 //! throwaway keys. Both are stopped when dropped. `scripts/test.sh` installs them.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -2,8 +2,7 @@
 //! through one pipeline, each stream restored byte-exact, and a failing command that stops
 //! the others and commits nothing.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn expected(cmd: &str) -> Vec<u8> {
     std::process::Command::new("sh").args(["-c", cmd]).output().unwrap().stdout

@@ -1,5 +1,4 @@
 //! Helpers for tests that drive the engine through the library.
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

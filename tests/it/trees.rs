@@ -8,21 +8,23 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-#[path = "common/mod.rs"]
-mod common;
-use common::Fixture;
+use crate::common::Fixture;
 
 fn sh(script: &str) {
     let o = Command::new("sh").arg("-ec").arg(script).output().expect("sh");
     assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// True, or the test fails: the system tier installs attr and acl (scripts/test.sh), so a
+/// missing tool is a broken setup, not a reason to check less.
 fn have(tool: &str) -> bool {
-    Command::new("sh")
+    let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| o.status.success());
+    assert!(found, "{tool} is missing (install attr and acl, or run scripts/test.sh)");
+    found
 }
 
 /// A tree with every kind of entry and metadata the format keeps.

@@ -2,6 +2,7 @@
 //! against the previous hour's, and a prune that must keep (and may repack) the bases of live
 //! deltas, each stopped after any number of writes (and, for prune, deletes).
 
+use crate::common;
 use std::sync::Arc;
 
 use ::repo::backend::{Backend, FaultBackend, MemBackend};
@@ -10,11 +11,7 @@ use ::repo::repo::{
     self as engine, Access, NoProgress, Repository, SnapshotFilter, backup_stream, list_snapshots,
 };
 
-#[path = "common/mod.rs"]
-mod common;
-#[path = "common/engine.rs"]
-mod helpers;
-use helpers::{backup, clean, meta, open, restore, small_opts as opts};
+use crate::common::engine::{backup, clean, meta, open, restore, small_opts as opts};
 
 /// The snapshot metadata of hour `h` of stream "db" ("latest" is the highest hour).
 fn at(h: i64) -> engine::SnapshotMeta {

@@ -2,6 +2,7 @@
 //! the repository before the prune condemned data it then deduplicates against), and prune
 //! stopped after every possible number of writes and deletes.
 
+use crate::common;
 use std::sync::Arc;
 
 use ::repo::backend::{Backend, FaultBackend, MemBackend};
@@ -12,11 +13,7 @@ use ::repo::repo::{
     self as engine, Access, NoProgress, SnapshotFilter, backup_stream, list_snapshots,
 };
 
-#[path = "common/mod.rs"]
-mod common;
-#[path = "common/engine.rs"]
-mod helpers;
-use helpers::{backup, clean, meta, open, restore, small_opts as opts};
+use crate::common::engine::{backup, clean, meta, open, restore, small_opts as opts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_a_running_backup_deduplicated_against_is_resurrected_not_deleted() {

@@ -2,6 +2,7 @@
 //! after any number of writes leaves a repository whose committed snapshots restore, lists
 //! no partial snapshot, and takes the next backup.
 
+use crate::common;
 use std::sync::Arc;
 
 use ::repo::backend::{Backend, FaultBackend, MemBackend};
@@ -10,11 +11,7 @@ use ::repo::repo::{
     list_snapshots,
 };
 
-#[path = "common/mod.rs"]
-mod common;
-#[path = "common/engine.rs"]
-mod helpers;
-use helpers::{meta, open, restore};
+use crate::common::engine::{meta, open, restore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_killed_at_every_write_point_leaves_a_usable_repository() {

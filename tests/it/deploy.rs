@@ -4,13 +4,12 @@
 //! concurrency, resources, a non-root user, and every `repo` command line in the CronJobs is
 //! accepted by the real binary's argument parser.
 
+use crate::common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
 use serde_yaml_ng::Value;
-
-mod common;
 
 fn docs(file: &str) -> Vec<Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s").join(file);

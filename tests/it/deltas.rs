@@ -2,8 +2,7 @@
 //! stored as deltas against the chunks they replaced; restores, check, prune and copy keep
 //! working on them.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// An "hourly dump": 2 MB with `changes` small edits spread over it (a changed row each).
 fn dump(changes: u64) -> Vec<u8> {
