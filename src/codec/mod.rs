@@ -20,7 +20,8 @@ pub enum CodecError {
     /// Argon2id refused its parameters or failed; the message is the library's.
     #[error("key derivation failed: {0}")]
     Kdf(String),
-    /// A blob or delta did not decompress to its recorded length; the message says why.
+    /// A blob or delta could not be decoded: a zstd error, a delta without its base, or a length
+    /// other than the recorded one (also used when no zstd context could be allocated).
     #[error("decompression failed: {0}")]
     Decompress(String),
     /// The plaintext of a blob does not hash to the chunk id it is stored under.

@@ -80,7 +80,7 @@ impl LeaseName {
 pub struct LeaseBody {
     /// Process id of the holder on its host.
     pub pid: u32,
-    /// Host name of the holder (at most 255 bytes; longer names are written empty).
+    /// Host name of the holder, cut to 255 characters (written empty if those exceed 255 bytes).
     pub host: String,
 }
 

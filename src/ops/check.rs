@@ -33,8 +33,8 @@ pub enum Subset {
     Part {
         /// Which part to read, 1 ..= `m`.
         n: u32,
-        /// How many parts the packs are split into (e.g. 12 for a monthly rotation read every
-        /// month).
+        /// How many parts the packs are split into (12 with one part a month reads every pack
+        /// once a year).
         m: u32,
     },
     /// Each pack with this probability (0..=1).
@@ -140,7 +140,7 @@ pub struct Damage {
 pub struct CheckReport {
     /// True when no damage was found (notes and late names do not count).
     pub ok: bool,
-    /// Snapshot files read.
+    /// Snapshot files read and decoded (a damaged one is listed in `damage` instead).
     pub snapshots: u64,
     /// Index files listed.
     pub index_files: u64,

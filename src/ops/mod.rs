@@ -43,7 +43,7 @@ pub struct SnapshotInfo {
     pub id: String,
     /// First 8 hex digits of the id, as shown in tables.
     pub short_id: String,
-    /// Snapshot time, RFC 3339 in UTC.
+    /// Snapshot time, RFC 3339 in UTC, to the second.
     pub time: String,
     /// Snapshot name.
     pub name: String,

@@ -55,7 +55,7 @@ impl Default for PruneOptions {
 pub struct PruneReport {
     /// True when nothing was written or deleted.
     pub dry_run: bool,
-    /// Snapshots whose chunks were kept.
+    /// Snapshots read to compute the needed chunks.
     pub snapshots: u64,
     /// Distinct chunks and content lists the snapshots need, delta bases included.
     pub live_chunks: u64,

@@ -245,7 +245,7 @@ impl IndexCache {
         *self.avoid.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(packs);
     }
 
-    /// Queues a message for the operator, shown when the command ends.
+    /// Queues a warning for the operator (printed by the binary, or listed in `check`'s notes).
     pub fn warn(&self, w: String) {
         self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(w);
     }

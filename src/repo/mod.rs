@@ -67,7 +67,8 @@ pub enum RepoError {
         /// The backend's location.
         location: String,
     },
-    /// The repository has a password-protected key file but no password was given.
+    /// The repository is encrypted (or `init` was asked for an encrypted one) but no password
+    /// was given.
     #[error(
         "the repository at {location} is encrypted: a password is needed (REPO_PASSWORD, REPO_PASSWORD_FILE or --password-file)"
     )]
@@ -114,7 +115,7 @@ pub enum RepoError {
         /// The database's error.
         reason: String,
     },
-    /// A snapshot selector (id prefix, `latest`, name) matched no snapshot.
+    /// A snapshot selector (an id prefix, or `latest` within a filter) matched no snapshot.
     #[error("no snapshot matches {0}")]
     SnapshotNotFound(String),
     /// Another process holds what this one needs (another prune is running): exit code 11, try

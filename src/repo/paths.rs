@@ -4,13 +4,13 @@ use crate::format::Id;
 
 /// The sealed config: its presence makes a location a repository.
 pub const CONFIG: &str = "config";
-/// Key files, one per password.
+/// Key files: each wraps the master keys under one password.
 pub const KEYS_DIR: &str = "keys/";
 /// Pack files, under a two-hex-digit fan-out directory.
 pub const DATA_DIR: &str = "data/";
-/// Index files.
+/// Index files: which pack holds each blob.
 pub const INDEX_DIR: &str = "index/";
-/// Snapshots.
+/// Snapshots: each one a backup's commit point, written after all of its data.
 pub const SNAPSHOTS_DIR: &str = "snapshots/";
 /// Leases of running processes (never mirrored).
 pub const LOCKS_DIR: &str = "locks/";
