@@ -10,6 +10,8 @@
 //!
 //! [`fsutil`] holds the local-file durability helpers every layer uses.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod codec;
 pub mod format;

@@ -9,6 +9,8 @@ use async_trait::async_trait;
 
 use super::{Backend, BackendError, ObjectInfo};
 
+/// Wraps a backend and fails every write after a budget (see the module docs): crash tests stop a
+/// command after every possible number of writes.
 pub struct FaultBackend {
     inner: Arc<dyn Backend>,
     puts_allowed: AtomicI64,
@@ -37,6 +39,7 @@ impl FaultBackend {
         }
         Ok(())
     }
+    /// Writes (and with `counting_deletes`, deletes) attempted so far, failed ones included.
     pub fn puts_done(&self) -> u64 {
         self.puts_done.load(Ordering::SeqCst)
     }

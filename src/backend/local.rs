@@ -12,14 +12,18 @@ use super::{Backend, BackendError, ObjectInfo};
 /// Temporary files of unfinished writes start with this; `list` skips them.
 pub const TEMP_PREFIX: &str = ".tmp-";
 
+/// The repository in a local directory (or a mounted file system): `put` writes a temporary file,
+/// fsyncs it, renames it into place and fsyncs the directory.
 pub struct LocalBackend {
     root: PathBuf,
 }
 
 impl LocalBackend {
+    /// A backend rooted at `root`; nothing is touched until the first operation.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalBackend { root: root.into() }
     }
+    /// The repository directory.
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -7,12 +7,14 @@ use async_trait::async_trait;
 
 use super::{Backend, BackendError, ObjectInfo};
 
+/// Objects in a map in memory, gone with the process: for tests.
 #[derive(Default)]
 pub struct MemBackend {
     objects: Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 impl MemBackend {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }

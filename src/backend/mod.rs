@@ -14,36 +14,86 @@ pub use throttle::{Throttle, ThrottledBackend, parse_rate};
 
 use async_trait::async_trait;
 
+/// One entry of a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectInfo {
     /// Path relative to the repository root, with `/` separators.
     pub path: String,
+    /// Size of the object in bytes.
     pub size: u64,
 }
 
+/// Storage errors, each naming the object (or location) it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
+    /// The object does not exist; callers decide whether that is damage or expected (a lease or
+    /// record removed meanwhile).
     #[error("{path}: not found")]
-    NotFound { path: String },
+    NotFound {
+        /// Path of the object, relative to the repository.
+        path: String,
+    },
+    /// The disk or quota is full: nothing more can be stored until space is freed.
     #[error("{path}: no space left on the device")]
-    NoSpace { path: String },
+    NoSpace {
+        /// Path of the object being written.
+        path: String,
+    },
+    /// The storage refused access: check the credentials or file permissions.
     #[error("{path}: permission denied")]
-    PermissionDenied { path: String },
+    PermissionDenied {
+        /// Path of the object (prefixed with the location for remote backends).
+        path: String,
+    },
+    /// Any other local I/O error.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The object or directory concerned.
+        path: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A ranged read returned fewer bytes than asked: the object is shorter than an index or footer
+    /// says (truncated or damaged).
     #[error("{path}: read {got} bytes, expected {expected}")]
-    ShortRead { path: String, expected: u64, got: u64 },
+    ShortRead {
+        /// Path of the object, relative to the repository.
+        path: String,
+        /// Bytes asked for.
+        expected: u64,
+        /// Bytes actually returned.
+        got: u64,
+    },
+    /// A write refused by [`FaultBackend`] to simulate a crash at that point (tests only).
     #[error("{path}: injected fault")]
-    Injected { path: String },
+    Injected {
+        /// Path of the object that was not written or deleted.
+        path: String,
+    },
     /// A storage service answered with an error (after the retries for transient ones).
     #[error("{path}: {message}")]
-    Remote { path: String, message: String, temporary: bool },
+    Remote {
+        /// Location and path of the object.
+        path: String,
+        /// The service's message and innermost cause, with anything that may hold secrets cut.
+        message: String,
+        /// Whether the service called the error transient (timeout, 5xx, throttling): worth
+        /// retrying later.
+        temporary: bool,
+    },
     /// The repository URL or the service configuration is unusable.
     #[error("{location}: {message}")]
-    Config { location: String, message: String },
+    Config {
+        /// The redacted URL (no user, password or query options).
+        location: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl BackendError {
+    /// Maps an I/O error to the typed variants an operator can act on (not found, no space,
+    /// permission denied), else [`BackendError::Io`].
     pub fn from_io(path: &str, e: std::io::Error) -> Self {
         let path = path.to_string();
         match e.kind() {
@@ -53,6 +103,7 @@ impl BackendError {
             _ => BackendError::Io { path, source: e },
         }
     }
+    /// True for [`BackendError::NotFound`]: lets callers treat a vanished object as expected.
     pub fn is_not_found(&self) -> bool {
         matches!(self, BackendError::NotFound { .. })
     }
@@ -69,7 +120,10 @@ impl BackendError {
 /// * `delete` of a missing object is not an error.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
+    /// Stores `data` under `path` atomically and durably; writing an existing name again is allowed
+    /// (it carries the same bytes).
     async fn put(&self, path: &str, data: Vec<u8>) -> Result<(), BackendError>;
+    /// The whole object's bytes; a missing object is [`BackendError::NotFound`].
     async fn get(&self, path: &str) -> Result<Vec<u8>, BackendError>;
     /// `len` bytes from `offset`; fewer bytes available is `ShortRead`.
     async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError>;
@@ -77,6 +131,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>;
     /// The size of an object, or `None` when it does not exist.
     async fn stat(&self, path: &str) -> Result<Option<u64>, BackendError>;
+    /// Removes an object; a missing one is not an error.
     async fn delete(&self, path: &str) -> Result<(), BackendError>;
     /// A human-readable location for messages.
     fn location(&self) -> String;

@@ -23,6 +23,8 @@ use super::{Backend, BackendError, ObjectInfo};
 /// Temporary names of unfinished uploads on file-like services. `list` never returns them.
 const TMP_MARKER: &str = ".tmp-";
 
+/// A repository on a storage service through opendal (S3, SFTP, WebDAV, Azure Blob, GCS), with the
+/// guarantees of the module docs: atomic verified `put`, retries, redacted locations.
 pub struct RemoteBackend {
     op: Operator,
     location: String,
@@ -35,15 +37,23 @@ pub struct RemoteBackend {
 /// A repository URL split into its parts. `user`, `password` and `options` may carry
 /// secrets: only [`RemoteUrl::redacted`] is ever shown.
 pub struct RemoteUrl {
+    /// Lowercased scheme: `s3`, `sftp`, `webdav`, `webdavs`, or another opendal service.
     pub scheme: String,
+    /// Host name, or the bucket for `s3://`.
     pub host: String,
+    /// Port, when the URL gives one.
     pub port: Option<u16>,
+    /// User information before `@`, %-decoded (may hold `user:password`): the SFTP or WebDAV user.
     pub user: String,
+    /// Path below the host or bucket, %-decoded, without a trailing `/`; empty for the root.
     pub path: String,
+    /// Query options (`region`, `endpoint`, `key`, …): keys lowercased, values %-decoded; the last
+    /// of a repeated key wins.
     pub options: Vec<(String, String)>,
 }
 
 impl RemoteUrl {
+    /// Splits `scheme://[user@]host[:port][/path][?k=v&…]`; errors never repeat the URL.
     pub fn parse(url: &str) -> Result<RemoteUrl, String> {
         let (scheme, rest) = url.split_once("://").ok_or("a URL needs a scheme (scheme://…)")?;
         let (rest, query) = match rest.split_once('?') {
@@ -127,6 +137,10 @@ fn env(key: &str) -> Option<String> {
 }
 
 impl RemoteBackend {
+    /// Opens the service a URL names, with a 120 s operation timeout, a 60 s I/O timeout and up to
+    /// 6 retries of transient errors. S3 credentials come from URL options or the usual AWS
+    /// variables; SFTP's key from `key=` or `REPO_SFTP_KEY`; WebDAV's password from
+    /// `REPO_WEBDAV_PASSWORD`.
     pub fn open(url: &str) -> Result<RemoteBackend, BackendError> {
         let bad =
             |msg: String| BackendError::Config { location: redact_unparsed(url), message: msg };

@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 
 use super::{Backend, BackendError, ObjectInfo};
 
+/// A token bucket in bytes per second, shared by every upload of the process.
 pub struct Throttle {
     bytes_per_sec: f64,
     /// The instant from which the bucket is free again (the debt, as a time).
@@ -18,6 +19,7 @@ pub struct Throttle {
 }
 
 impl Throttle {
+    /// A bucket refilling at `bytes_per_sec` (at least 1).
     pub fn new(bytes_per_sec: u64) -> Throttle {
         Throttle { bytes_per_sec: bytes_per_sec.max(1) as f64, free_at: Mutex::new(Instant::now()) }
     }
@@ -69,6 +71,8 @@ pub struct ThrottledBackend {
 }
 
 impl ThrottledBackend {
+    /// Wraps `inner` so that every `put` first waits for its bytes in `throttle`; reads are not
+    /// limited.
     pub fn new(inner: Arc<dyn Backend>, throttle: Arc<Throttle>) -> ThrottledBackend {
         ThrottledBackend { inner, throttle }
     }

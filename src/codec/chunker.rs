@@ -13,10 +13,15 @@ use fastcdc::v2020::{Normalization, cut_gear, select_masks};
 use super::CodecError;
 use crate::format::config::Config;
 
+/// Validated chunker sizes in bytes: `min < avg < max`, `avg` a power of two (see
+/// [`Config::validate`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkerParams {
+    /// No chunk is shorter, except the last one of a stream.
     pub min: usize,
+    /// The average the cut-point masks aim for.
     pub avg: usize,
+    /// Every chunk is cut at this length at the latest.
     pub max: usize,
 }
 
@@ -34,6 +39,7 @@ impl ChunkerParams {
         probe.validate().map_err(|e| CodecError::ChunkerParams(e.to_string()))?;
         Ok(ChunkerParams { min: min as usize, avg: avg as usize, max: max as usize })
     }
+    /// The repository's stream chunker, from its `config`.
     pub fn from_config(c: &Config) -> Result<Self, CodecError> {
         Self::new(c.chunk_min, c.chunk_avg, c.chunk_max)
     }
@@ -63,6 +69,8 @@ pub struct Gear {
 }
 
 impl Gear {
+    /// Derives the secret gear table from the repository's 32-byte chunker key (BLAKE3 XOF of
+    /// `"repo gear table v1"` keyed by it).
     pub fn from_key(key: &[u8; 32]) -> Gear {
         let mut xof = blake3::Hasher::new_keyed(key).update(b"repo gear table v1").finalize_xof();
         let mut raw = [0u8; 256 * 8];
@@ -120,6 +128,7 @@ pub struct StreamChunker<'g, R: Read> {
 }
 
 impl<'g, R: Read> StreamChunker<'g, R> {
+    /// A chunker over `source`; allocates a buffer of `2 * params.max` bytes up front.
     pub fn new(source: R, gear: &'g Gear, params: ChunkerParams) -> Self {
         StreamChunker {
             source,

@@ -24,21 +24,28 @@ use crate::format::key::{Kdf, KeyFile, MASTER_LEN};
 
 const SUBKEY_CONTEXT: &str = "repo 2026-11 object subkey v1";
 const CHECKSUM_CONTEXT: &str = "repo 2026-11 unencrypted checksum v1";
+/// Nonce counter of a pack's footer: no blob offset can reach it.
 pub const FOOTER_COUNTER: u64 = u64::MAX;
 
+/// The repository's three master keys (96 bytes), fixed at `init`; each key file wraps them.
 #[derive(Clone)]
 pub struct MasterKeys {
+    /// Derives each object's AES-256-GCM subkey together with the object's salt.
     pub enc: [u8; 32],
+    /// Key of the keyed BLAKE3 that names chunks and content lists.
     pub id: [u8; 32],
+    /// Key of the secret gear table of the chunker.
     pub chunker: [u8; 32],
 }
 
 impl MasterKeys {
+    /// Fresh random keys for a new repository.
     pub fn generate() -> Result<Self, CodecError> {
         let mut b = [0u8; MASTER_LEN];
         random_bytes(&mut b)?;
         Ok(Self::from_bytes(&b))
     }
+    /// Splits the 96 bytes of a key file's plaintext: `enc`, `id`, `chunker`.
     pub fn from_bytes(b: &[u8; MASTER_LEN]) -> Self {
         let mut k = MasterKeys { enc: [0; 32], id: [0; 32], chunker: [0; 32] };
         k.enc.copy_from_slice(&b[..32]);
@@ -46,6 +53,7 @@ impl MasterKeys {
         k.chunker.copy_from_slice(&b[64..]);
         k
     }
+    /// The 96 bytes a key file wraps, in the order `enc`, `id`, `chunker`.
     pub fn to_bytes(&self) -> [u8; MASTER_LEN] {
         let mut b = [0u8; MASTER_LEN];
         b[..32].copy_from_slice(&self.enc);
@@ -84,6 +92,8 @@ pub struct ObjectCipher {
 }
 
 impl ObjectCipher {
+    /// The cipher for one object: derives its subkey from `enc` and the header's salt (none for
+    /// [`CipherKind::None`]).
     pub fn new(master: &MasterKeys, header: &Header) -> Self {
         let aes = match header.cipher {
             CipherKind::None => None,
@@ -112,6 +122,8 @@ impl ObjectCipher {
         }
     }
 
+    /// Seals one part of the object, at byte offset `counter` (`u64::MAX` for a pack footer); the
+    /// result is the plaintext length plus 16 bytes.
     pub fn seal(&self, counter: u64, pt: &[u8]) -> Result<Vec<u8>, CodecError> {
         let mut buf = Vec::with_capacity(pt.len() + TAG_LEN);
         buf.extend_from_slice(pt);
@@ -144,8 +156,11 @@ impl ObjectCipher {
 /// Argon2id parameters for new key files.
 #[derive(Clone, Copy, Debug)]
 pub struct KdfParams {
+    /// Argon2id memory in KiB.
     pub m_cost_kib: u32,
+    /// Argon2id passes.
     pub t_cost: u32,
+    /// Argon2id lanes (parallelism).
     pub p_cost: u32,
 }
 

@@ -14,6 +14,9 @@ use flate2::write::GzEncoder;
 /// Bytes per member. 1 MiB keeps the ratio within a fraction of a percent of one stream.
 pub const BLOCK: usize = 1 << 20;
 
+/// A `Write` that gzips on every core: 1 MiB blocks become independent gzip members, compressed on
+/// rayon and written in order. Call [`ParallelGzWriter::finish`] (or `flush`): dropping it loses
+/// what is still buffered.
 pub struct ParallelGzWriter<W: Write> {
     inner: W,
     level: u32,

@@ -14,15 +14,25 @@ use super::{FormatError, Reader, Writer, invalid};
 
 /// Hard limits for chunker parameters accepted from disk or the command line.
 pub const MIN_CHUNK_FLOOR: u32 = 256;
+/// Largest `chunk_max` accepted: 16 MiB.
 pub const MAX_CHUNK_CEIL: u32 = 16 * 1024 * 1024;
 
+/// The repository's fixed parameters, sealed in `config` (`format-spec/config.md`); they never
+/// change after `init`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// Random id of the repository; its hex names the local cache directory.
     pub repo_id: [u8; 32],
+    /// Smallest chunk the chunker cuts, in bytes (256 ..= 1 MiB, even).
     pub chunk_min: u32,
+    /// Target average chunk size in bytes (a power of two, `chunk_min < chunk_avg <= 4 MiB`).
     pub chunk_avg: u32,
+    /// Largest chunk in bytes (`chunk_avg < chunk_max <= 16 MiB`, even): the chunker always cuts
+    /// here.
     pub chunk_max: u32,
+    /// Pack size in bytes (64 KiB ..= 1 GiB) at or above which a pack is closed and stored.
     pub pack_target: u32,
+    /// zstd level (-7 ..= 22) for the blobs of packs: chunks, deltas and content lists.
     pub zstd_level: i32,
 }
 
@@ -57,6 +67,7 @@ impl Config {
         Ok(())
     }
 
+    /// The 52-byte body, in the field order of `format-spec/config.md`.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.bytes(&self.repo_id).u32(self.chunk_min).u32(self.chunk_avg).u32(self.chunk_max);
@@ -64,6 +75,8 @@ impl Config {
         w.finish()
     }
 
+    /// Decodes a 52-byte body and validates it, so a hostile config cannot reach the chunker or
+    /// packer with bad sizes.
     pub fn decode(data: &[u8]) -> Result<Config, FormatError> {
         let mut r = Reader::new(data);
         let c = Config {

@@ -11,26 +11,37 @@
 
 use super::{FormatError, Reader, Writer};
 
+/// The only version byte this build writes or reads in headers and structures.
 pub const FORMAT_VERSION: u8 = 1;
+/// Bytes of the sealed-object header; also the offset of the first blob in a pack.
 pub const HEADER_LEN: usize = 40;
 /// Length of the authentication tag appended to every sealed part.
 pub const TAG_LEN: usize = 16;
 
+/// Magic of the sealed `config` object.
 pub const MAGIC_CONFIG: [u8; 4] = *b"RCFG";
+/// Magic of a pack file (`data/<xx>/<id>`).
 pub const MAGIC_PACK: [u8; 4] = *b"RPCK";
+/// Magic of an index file (`index/<id>`).
 pub const MAGIC_INDEX: [u8; 4] = *b"RIDX";
+/// Magic of a snapshot (`snapshots/<id>`).
 pub const MAGIC_SNAPSHOT: [u8; 4] = *b"RSNP";
+/// Magic of a prune record (`prune/<id>`, `format-spec/prune.md`).
 pub const MAGIC_PRUNE_RECORD: [u8; 4] = *b"RPRN";
 
+/// How an object's parts are protected: the header's `cipher` byte. Every object of a repository
+/// carries the cipher its key file implies (`format-spec/crypto.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum CipherKind {
     /// No confidentiality; tags are truncated BLAKE3 checksums that detect damage.
     None = 0,
+    /// AES-256-GCM under a per-object subkey; the nonce is the part's byte offset in the object.
     Aes256Gcm = 1,
 }
 
 impl CipherKind {
+    /// The cipher for a header byte; any value but 0 or 1 is invalid.
     pub fn from_u8(v: u8) -> Result<Self, FormatError> {
         match v {
             0 => Ok(CipherKind::None),
@@ -40,14 +51,19 @@ impl CipherKind {
     }
 }
 
+/// The decoded 40-byte header of a sealed object; its bytes are the associated data of every part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// Which kind of object this is (`RCFG`, `RPCK`, `RIDX`, `RSNP`, `RPRN`).
     pub magic: [u8; 4],
+    /// The cipher its parts are sealed with; must equal the repository's.
     pub cipher: CipherKind,
+    /// Random per object; with the master key it derives the object's subkey.
     pub salt: [u8; 32],
 }
 
 impl Header {
+    /// The 40 bytes, with version [`FORMAT_VERSION`] and zero reserved bytes.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut w = Writer::new();
         w.bytes(&self.magic).u8(FORMAT_VERSION).u8(self.cipher as u8).u16(0).bytes(&self.salt);

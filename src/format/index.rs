@@ -20,36 +20,54 @@
 use super::pack::{BlobType, MAX_BLOB_LEN, MAX_PACK_BLOBS, check_flags};
 use super::{FormatError, Id, Reader, Writer, invalid};
 
+/// Bytes of an index entry without a base id (a delta's entry has 32 more).
 pub const INDEX_ENTRY_LEN: usize = 48;
+/// Most packs one index file may list.
 pub const MAX_INDEX_PACKS: usize = 1 << 20;
+/// Most index file ids one index file may supersede.
 pub const MAX_SUPERSEDES: usize = 1 << 20;
 
+/// Where one blob lives in a pack, as listed by an index file and the local cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobLocation {
+    /// Data chunk or content list.
     pub blob_type: BlobType,
+    /// `0` raw, [`FLAG_ZSTD`](super::pack::FLAG_ZSTD) or [`FLAG_DELTA`](super::pack::FLAG_DELTA).
     pub flags: u8,
+    /// Byte offset of the sealed blob in the pack file; also its nonce counter.
     pub offset: u32,
+    /// Sealed length in bytes (compressed length plus the 16-byte tag).
     pub stored_len: u32,
+    /// Plaintext length in bytes after decompression (at most 64 MiB).
     pub raw_len: u32,
     /// The base chunk of a delta (`flags == FLAG_DELTA`): needed to decode this one, and kept
     /// alive by it.
     pub base: Option<Id>,
 }
 
+/// One pack as listed by an index file: only packs already durably stored are listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexPack {
+    /// The pack's name (BLAKE3 of its bytes).
     pub pack: Id,
+    /// Size of the pack file in bytes; every blob must end within it.
     pub pack_len: u64,
+    /// Each blob's chunk id and location, in pack order.
     pub blobs: Vec<(Id, BlobLocation)>,
 }
 
+/// The body of an index file: the blobs of some packs, and the index files it replaces.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndexFile {
+    /// Index files this one replaces (written by prune; empty for backups): a reader that has this
+    /// file may ignore them.
     pub supersedes: Vec<Id>,
+    /// The packs described, each with all of its blobs.
     pub packs: Vec<IndexPack>,
 }
 
 impl IndexFile {
+    /// The body of the sealed `RIDX` object (`format-spec/index.md`).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.u32(self.supersedes.len() as u32);
@@ -75,6 +93,8 @@ impl IndexFile {
         w.finish()
     }
 
+    /// Decodes and checks an index body: counts against the input size, flags, and that every blob
+    /// lies within its pack.
     pub fn decode(data: &[u8]) -> Result<IndexFile, FormatError> {
         let mut r = Reader::new(data);
         let ns = r.count("supersedes", 32, MAX_SUPERSEDES)?;

@@ -18,35 +18,57 @@
 
 use super::{FormatError, Reader, Writer, invalid};
 
+/// Magic at the start of every key file.
 pub const MAGIC_KEY: [u8; 4] = *b"RKEY";
+/// The only key-file version this build reads or writes.
 pub const KEY_VERSION: u8 = 1;
+/// Bytes of the master keys: `enc`, `id` and `chunker`, 32 each.
 pub const MASTER_LEN: usize = 96;
+/// Size of every key file in bytes: 184.
 pub const KEY_FILE_LEN: usize = 72 + MASTER_LEN + 16;
+/// Bytes at the start of the key file authenticated as associated data of the wrapping.
 pub const AAD_LEN: usize = 72;
 
 /// Upper bounds on KDF parameters accepted from disk at all (beyond them a key file is
 /// corrupt). Openers apply a lower memory limit of their own before running the KDF
 /// (`repo::kdf_memory_limit_kib`, 256 MiB by default).
 pub const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
+/// Most Argon2id passes accepted.
 pub const MAX_T_COST: u32 = 10;
+/// Most Argon2id lanes accepted.
 pub const MAX_P_COST: u32 = 16;
 
+/// How a key file protects the master keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kdf {
+    /// Keys in the clear with a checksum tag: a repository made with `--encryption none`. A
+    /// password opener refuses such a key file, since anyone who can write the storage can plant
+    /// one.
     None = 0,
+    /// Keys wrapped with AES-256-GCM under an Argon2id key derived from the password.
     Argon2id = 1,
 }
 
+/// A decoded key file (`keys/<id>`, `format-spec/key-file.md`): one password's wrapping of the
+/// repository's master keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyFile {
+    /// Whether the keys are wrapped under a password ([`Kdf::Argon2id`]) or stored in the clear.
     pub kdf: Kdf,
+    /// When the key file was made, in Unix seconds.
     pub created: i64,
+    /// Argon2id memory in KiB (0 without a KDF).
     pub m_cost: u32,
+    /// Argon2id passes (0 without a KDF).
     pub t_cost: u32,
+    /// Argon2id lanes (0 without a KDF).
     pub p_cost: u32,
+    /// Random Argon2id salt (zero without a KDF).
     pub salt: [u8; 32],
+    /// Random AES-GCM nonce of the wrapping (zero without a KDF).
     pub nonce: [u8; 12],
+    /// The 96 bytes of master keys, encrypted or in the clear, followed by the 16-byte tag.
     pub wrapped: [u8; MASTER_LEN + 16],
 }
 
@@ -59,12 +81,15 @@ impl KeyFile {
         w.finish()
     }
 
+    /// The 184 bytes of the file; its BLAKE3 is its name.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = self.aad();
         b.extend_from_slice(&self.wrapped);
         b
     }
 
+    /// Decodes a key file, refusing KDF parameters beyond the hard limits above (a per-opener
+    /// memory limit is applied later, before running the KDF).
     pub fn decode(data: &[u8]) -> Result<KeyFile, FormatError> {
         let mut r = Reader::new(data);
         r.expect_magic(&MAGIC_KEY)?;

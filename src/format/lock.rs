@@ -13,8 +13,10 @@
 
 use super::{FormatError, Reader, Writer, invalid};
 
+/// Magic at the start of a lease body.
 pub const MAGIC_LOCK: [u8; 4] = *b"RLCK";
 
+/// What the holder of a lease is doing; the first part of the lease's name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LeaseKind {
     /// A backup (or anything else that writes data, index files and snapshots).
@@ -26,6 +28,7 @@ pub enum LeaseKind {
 }
 
 impl LeaseKind {
+    /// The name prefix: `backup`, `prune` or `read`.
     pub fn as_str(&self) -> &'static str {
         match self {
             LeaseKind::Backup => "backup",
@@ -35,17 +38,25 @@ impl LeaseKind {
     }
 }
 
+/// The parsed name of a lease object: everything a prune needs comes from a listing alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseName {
+    /// What the holder does.
     pub kind: LeaseKind,
+    /// Random id of the lease, kept across refreshes (16 hex digits in the name).
     pub id: u64,
+    /// Time of the last refresh, Unix seconds by the holder's clock; the lease is dead 30 minutes
+    /// after it.
     pub time: i64,
 }
 
 impl LeaseName {
+    /// `<kind>-<id: 16 hex digits>-<time>`, the object name under `locks/`.
     pub fn encode(&self) -> String {
         format!("{}-{:016x}-{}", self.kind.as_str(), self.id, self.time)
     }
+    /// Parses a name under `locks/`; an unknown kind or malformed part is an error (callers leave
+    /// such names alone).
     pub fn decode(name: &str) -> Result<LeaseName, FormatError> {
         let mut parts = name.splitn(3, '-');
         let kind = match parts.next() {
@@ -64,13 +75,17 @@ impl LeaseName {
     }
 }
 
+/// The informational body of a lease: who holds it, for messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseBody {
+    /// Process id of the holder on its host.
     pub pid: u32,
+    /// Host name of the holder, cut to 255 characters (written empty if those exceed 255 bytes).
     pub host: String,
 }
 
 impl LeaseBody {
+    /// The body bytes: magic, version 1, pid, host.
     pub fn encode(&self) -> Vec<u8> {
         let host: String = self.host.chars().take(255).collect();
         let host = if host.len() > 255 { String::new() } else { host };
@@ -78,6 +93,7 @@ impl LeaseBody {
         w.bytes(&MAGIC_LOCK).u8(1).u32(self.pid).str16(&host);
         w.finish()
     }
+    /// Decodes a body; an unknown version is refused.
     pub fn decode(data: &[u8]) -> Result<LeaseBody, FormatError> {
         let mut r = Reader::new(data);
         r.expect_magic(&MAGIC_LOCK)?;

@@ -26,9 +26,11 @@ use std::fmt;
 pub struct Id(pub [u8; 32]);
 
 impl Id {
+    /// Lowercase hex, 64 characters: the form used in object names and on the command line.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+    /// Parses exactly 64 hex digits (either case); anything else is [`FormatError::BadId`].
     pub fn from_hex(s: &str) -> Result<Id, FormatError> {
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out)
@@ -39,6 +41,7 @@ impl Id {
     pub fn of_bytes(bytes: &[u8]) -> Id {
         Id(*blake3::hash(bytes).as_bytes())
     }
+    /// The first 4 bytes as 8 hex digits, for logs and `Debug`; not unique, never an object name.
     pub fn short(&self) -> String {
         hex::encode(&self.0[..4])
     }
@@ -59,16 +62,39 @@ impl fmt::Display for Id {
 /// can justify.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {
+    /// The input ended before a field could be read whole.
     #[error("truncated: needed {needed} more bytes at offset {offset}")]
-    Truncated { offset: usize, needed: usize },
+    Truncated {
+        /// Byte offset in the input where the failed read started.
+        offset: usize,
+        /// How many bytes the read lacked beyond the end of the input.
+        needed: usize,
+    },
+    /// The first 4 bytes are not the magic of the structure being decoded: another kind of object,
+    /// or damage.
     #[error("bad magic: expected {expected:?}, found {found:?}")]
-    BadMagic { expected: [u8; 4], found: [u8; 4] },
+    BadMagic {
+        /// The magic this structure must start with, e.g. `RPCK`.
+        expected: [u8; 4],
+        /// The 4 bytes actually found.
+        found: [u8; 4],
+    },
+    /// A version byte this reader does not know (it knows 1); it never guesses at a newer layout.
     #[error("unsupported format version {0}")]
     UnsupportedVersion(u8),
+    /// A field is out of its stated range or otherwise malformed (unknown flag bits, non-zero
+    /// reserved bytes, an unknown enum value, a count over its maximum).
     #[error("invalid field {field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
+    Invalid {
+        /// The field's name, as in `format-spec/`.
+        field: &'static str,
+        /// What is wrong with it, for the operator.
+        reason: String,
+    },
+    /// The structure decoded completely but this many bytes followed it.
     #[error("{0} trailing bytes after the structure")]
     TrailingBytes(usize),
+    /// A string that is not 64 hex digits where an id was expected (first 80 characters kept).
     #[error("not a valid id: {0:?}")]
     BadId(String),
 }

@@ -24,10 +24,13 @@
 
 use super::{FormatError, Id, Reader, Writer, invalid};
 
+/// Bytes of a footer entry without a base id (a delta's entry has 32 more).
 pub const FOOTER_ENTRY_LEN: usize = 44;
+/// Most blobs one pack (and one index entry for a pack) may hold.
 pub const MAX_PACK_BLOBS: usize = 1 << 20;
 /// No blob may exceed this, before or after compression (bounds decompression buffers).
 pub const MAX_BLOB_LEN: u32 = 64 * 1024 * 1024;
+/// The blob is a zstd frame of the plaintext; without a flag it is stored raw.
 pub const FLAG_ZSTD: u8 = 1;
 /// A data chunk stored as a zstd frame against the plaintext of a base chunk (its id follows
 /// the entry). Never combined with [`FLAG_ZSTD`].
@@ -47,14 +50,19 @@ pub(crate) fn check_flags(blob_type: BlobType, flags: u8) -> Result<bool, Format
     }
 }
 
+/// What a blob holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum BlobType {
+    /// A chunk of stream or file data.
     Data = 0,
+    /// A content list: the `(raw_len, chunk id)` entries of part of a stream
+    /// (`format-spec/snapshot.md`).
     List = 1,
 }
 
 impl BlobType {
+    /// The type for its on-disk byte; any value but 0 or 1 is invalid.
     pub fn from_u8(v: u8) -> Result<Self, FormatError> {
         match v {
             0 => Ok(BlobType::Data),
@@ -64,12 +72,19 @@ impl BlobType {
     }
 }
 
+/// One entry of a pack footer: the blob at this position, as a reader without the index sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackEntry {
+    /// Data chunk or content list.
     pub blob_type: BlobType,
+    /// `0` raw, [`FLAG_ZSTD`] or [`FLAG_DELTA`].
     pub flags: u8,
+    /// Plaintext length in bytes after decompression (at most [`MAX_BLOB_LEN`]).
     pub raw_len: u32,
+    /// Sealed length in bytes (compressed length plus the 16-byte tag); blob offsets are the
+    /// running sum of these after the header.
     pub stored_len: u32,
+    /// Chunk id of the decompressed plaintext.
     pub id: Id,
     /// The base chunk of a delta (`flags == FLAG_DELTA`).
     pub base: Option<Id>,
@@ -105,6 +120,8 @@ impl PackEntry {
     }
 }
 
+/// The footer plaintext (`count`, then the entries in blob order), to be sealed with counter
+/// `u64::MAX`.
 pub fn encode_footer(entries: &[PackEntry]) -> Vec<u8> {
     let mut w = Writer::new();
     w.u32(entries.len() as u32);
@@ -114,6 +131,7 @@ pub fn encode_footer(entries: &[PackEntry]) -> Vec<u8> {
     w.finish()
 }
 
+/// Decodes a footer plaintext; the count is checked against the input before allocating.
 pub fn decode_footer(data: &[u8]) -> Result<Vec<PackEntry>, FormatError> {
     let mut r = Reader::new(data);
     let n = r.count("footer count", FOOTER_ENTRY_LEN, MAX_PACK_BLOBS)?;

@@ -11,19 +11,32 @@
 
 use super::{FormatError, Id, Reader, Writer, invalid};
 
+/// Magic of a prune record; the same bytes as
+/// [`MAGIC_PRUNE_RECORD`](super::envelope::MAGIC_PRUNE_RECORD), which is what callers seal with.
 pub const MAGIC_PRUNE: [u8; 4] = *b"RPRN";
 const MAX_ITEMS: usize = 1 << 24;
 
+/// The body of a prune record (`prune/<id>`): data condemned by a prune's mark, deleted by a later
+/// sweep once every lease in `waiting` has ended (`format-spec/prune.md`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PruneRecord {
+    /// When the data was condemned, nanoseconds since the Unix epoch.
     pub time_ns: i64,
+    /// Whether `waiting` has been filled in: false until a prune lists the leases alive after the
+    /// record was stored.
     pub confirmed: bool,
+    /// Ids of the backup and read leases alive when the record was confirmed; the record is ready
+    /// to sweep once none of them remains.
     pub waiting: Vec<u64>,
+    /// Packs to delete when the record is swept (unless resurrected or still named by an index
+    /// file).
     pub packs: Vec<Id>,
+    /// Index files to delete when the record is swept: those that existed at the start of the mark.
     pub index_files: Vec<Id>,
 }
 
 impl PruneRecord {
+    /// The record body, to be sealed under the `RPRN` magic.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.i64(self.time_ns).u8(self.confirmed as u8).u32(self.waiting.len() as u32);
@@ -41,6 +54,7 @@ impl PruneRecord {
         w.finish()
     }
 
+    /// Decodes a record body; each list holds at most 2^24 ids.
     pub fn decode(data: &[u8]) -> Result<PruneRecord, FormatError> {
         let mut r = Reader::new(data);
         let time_ns = r.i64()?;

@@ -20,16 +20,24 @@
 
 use super::{FormatError, Id, Reader, Writer, invalid};
 
+/// Longest snapshot name in bytes.
 pub const MAX_NAME: usize = 1024;
+/// Longest host name in bytes; also the limit for `program`.
 pub const MAX_HOST: usize = 255;
+/// Most tags on one snapshot.
 pub const MAX_TAGS: usize = 256;
+/// Longest tag in bytes.
 pub const MAX_TAG: usize = 255;
+/// Longest recorded command line in bytes.
 pub const MAX_COMMAND: usize = 4096;
+/// Most content lists one snapshot may name.
 pub const MAX_LISTS: usize = 1 << 24;
 
+/// What a snapshot's content lists describe (`format-spec/snapshot.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum SnapshotKind {
+    /// One byte stream (a dump or a command's output): the lists name its chunks directly.
     Stream = 1,
     /// A file tree: the content lists describe its catalog (`format::tree`).
     Tree = 2,
@@ -45,17 +53,30 @@ impl SnapshotKind {
     }
 }
 
+/// The body of a snapshot (`snapshots/<id>`), the commit point of a backup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
+    /// Snapshot time, nanoseconds since the Unix epoch (UTC).
     pub time_ns: i64,
+    /// Stream, tree or server snapshot; decides what the lists describe.
     pub kind: SnapshotKind,
+    /// Bytes of the stream; for a tree the sum of its regular files' sizes, for a server snapshot
+    /// the sum of its streams.
     pub size: u64,
+    /// Chunks of the stream; for a tree the number of catalog entries, for a server snapshot the
+    /// number of streams.
     pub chunks: u64,
+    /// What the snapshot is grouped by, e.g. `postgres/fnb-admin` (1 ..= 1024 bytes).
     pub name: String,
+    /// Host that made the snapshot (at most 255 bytes).
     pub host: String,
+    /// Free-form labels (at most 256 of 255 bytes each).
     pub tags: Vec<String>,
+    /// The command line in command mode, else empty (at most 4096 bytes).
     pub command: String,
+    /// Writer's name and version, e.g. `repo 0.1.0` (at most 255 bytes).
     pub program: String,
+    /// Ids of the content-list blobs, in stream order.
     pub lists: Vec<Id>,
 }
 
@@ -77,6 +98,7 @@ impl Snapshot {
         Ok(())
     }
 
+    /// The snapshot body; fails instead of writing what [`Snapshot::decode`] would refuse.
     pub fn encode(&self) -> Result<Vec<u8>, FormatError> {
         self.validate()?;
         let mut w = Writer::new();
@@ -92,6 +114,7 @@ impl Snapshot {
         Ok(w.finish())
     }
 
+    /// Decodes and checks a snapshot body; an unknown kind is refused, never guessed.
     pub fn decode(data: &[u8]) -> Result<Snapshot, FormatError> {
         let mut r = Reader::new(data);
         let time_ns = r.i64()?;

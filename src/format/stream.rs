@@ -8,9 +8,14 @@
 
 use super::{FormatError, Id, Reader, Writer};
 
+/// Bytes of one list entry: `raw_len` u32 and a 32-byte chunk id.
 pub const LIST_ENTRY_LEN: usize = 36;
+/// Most entries in one list blob; the writer usually ends lists far earlier, at id-defined
+/// boundaries (`format-spec/snapshot.md`).
 pub const LIST_MAX_ENTRIES: usize = 16384;
 
+/// The plaintext of a `List` blob from `(chunk id, raw_len in bytes)` pairs in stream order (on
+/// disk the length comes first).
 pub fn encode_list(entries: &[(Id, u32)]) -> Vec<u8> {
     let mut w = Writer::new();
     w.u32(entries.len() as u32);
@@ -20,6 +25,7 @@ pub fn encode_list(entries: &[(Id, u32)]) -> Vec<u8> {
     w.finish()
 }
 
+/// Decodes a `List` blob into `(chunk id, raw_len in bytes)` pairs; each length is at most 64 MiB.
 pub fn decode_list(data: &[u8]) -> Result<Vec<(Id, u32)>, FormatError> {
     let mut r = Reader::new(data);
     let n = r.count("list count", LIST_ENTRY_LEN, LIST_MAX_ENTRIES)?;

@@ -19,14 +19,23 @@
 
 use super::{FormatError, Id, Reader, Writer, invalid};
 
+/// Magic at the start of a catalog stream (inside a snapshot's content, not an object).
 pub const CATALOG_MAGIC: &[u8; 4] = b"RTRE";
+/// The only catalog version this build reads or writes.
 pub const CATALOG_VERSION: u8 = 1;
+/// Bytes of the catalog header: magic, version, 3 reserved bytes.
 pub const CATALOG_HEADER_LEN: usize = 8;
+/// Largest entry body in bytes (16 MiB).
 pub const MAX_ENTRY: usize = 16 << 20;
+/// Longest path or link target in bytes.
 pub const MAX_PATH: usize = 4096;
+/// Longest owner or group name in bytes.
 pub const MAX_OWNER: usize = 255;
+/// Most extended attributes on one entry.
 pub const MAX_XATTRS: usize = 1024;
+/// Longest extended attribute name in bytes.
 pub const MAX_XATTR_NAME: usize = 255;
+/// Largest extended attribute value in bytes (64 KiB).
 pub const MAX_XATTR_VALUE: usize = 64 << 10;
 
 /// Content is described by content-list blobs (type 1) rather than inline chunks.
@@ -37,17 +46,24 @@ pub const FLAG_SPARSE: u8 = 2;
 pub const FLAG_CHANGED: u8 = 4;
 const KNOWN_FLAGS: u8 = FLAG_LISTS | FLAG_SPARSE | FLAG_CHANGED;
 
+/// The file type of a catalog entry (sockets are not stored, as with tar).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum Kind {
+    /// A directory.
     Dir = 1,
+    /// A regular file: the only kind with content.
     File = 2,
+    /// A symbolic link; `link` is its target.
     Symlink = 3,
     /// A further name of a file stored earlier in the catalog (`link` = that entry's path).
     Hardlink = 4,
+    /// A character device; `rdev` is its device number.
     CharDev = 5,
+    /// A block device; `rdev` is its device number.
     BlockDev = 6,
+    /// A named pipe.
     Fifo = 7,
 }
 
@@ -69,6 +85,7 @@ impl Kind {
 /// How a file's bytes are stored.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum Content {
+    /// No content: anything but a regular file.
     #[default]
     None,
     /// The chunks themselves, in order: (id, raw length).
@@ -77,34 +94,55 @@ pub enum Content {
     Lists(Vec<Id>),
 }
 
+/// One catalog entry: a path with its metadata and, for a regular file, the chunks of its content
+/// (`format-spec/tree.md`).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Entry {
+    /// The file type; `None` (the default) counts as a regular file, and decoding always sets it.
     pub kind: Option<Kind>,
+    /// [`FLAG_LISTS`], [`FLAG_SPARSE`], [`FLAG_CHANGED`]; other bits are invalid.
     pub flags: u8,
+    /// Permission bits only: `st_mode & 0o7777` (setuid, setgid and sticky included).
     pub mode: u32,
+    /// Numeric owner; restore uses it, not `user`.
     pub uid: u32,
+    /// Numeric group; restore uses it, not `group`.
     pub gid: u32,
+    /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
+    /// Status-change time, nanoseconds since the Unix epoch: change detection only, never restored.
     pub ctime_ns: i64,
+    /// Inode number at backup time: change detection only.
     pub ino: u64,
+    /// File size in bytes (0 for anything but a regular file), holes of a sparse file included.
     pub size: u64,
+    /// Device number (`st_rdev`) of a device node, else whatever `lstat` gave.
     pub rdev: u64,
+    /// Path relative to the backup root, `/`-separated file-system bytes (1 ..= 4096, no NUL).
     pub path: Vec<u8>,
+    /// Owner name at backup time, for display (at most 255 bytes; may be empty).
     pub user: Vec<u8>,
+    /// Group name at backup time, for display (at most 255 bytes; may be empty).
     pub group: Vec<u8>,
+    /// Symlink target, or for a hard link the path of the entry stored first under the same inode;
+    /// else empty.
     pub link: Vec<u8>,
+    /// Extended attributes as (name, value) bytes, POSIX ACLs included (`system.posix_acl_*`).
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// Data extents of a sparse file (offset, length); empty for other files.
     pub extents: Vec<(u64, u64)>,
+    /// Where the file's bytes are: chunks, content lists, or nothing.
     pub content: Content,
 }
 
+/// The 8 bytes a catalog starts with: `RTRE`, version 1, three zero bytes.
 pub fn catalog_header() -> Vec<u8> {
     let mut h = CATALOG_MAGIC.to_vec();
     h.extend_from_slice(&[CATALOG_VERSION, 0, 0, 0]);
     h
 }
 
+/// Checks the 8-byte catalog header: magic, a known version and zero reserved bytes.
 pub fn check_header(h: &[u8]) -> Result<(), FormatError> {
     let mut r = Reader::new(h);
     r.expect_magic(CATALOG_MAGIC)?;
@@ -135,10 +173,14 @@ fn read_bytes(
 }
 
 impl Entry {
+    /// The entry's file type, a regular file when unset.
     pub fn kind(&self) -> Kind {
         self.kind.unwrap_or(Kind::File)
     }
 
+    /// Checks the rules a reader enforces (`format-spec/tree.md`): limits, known flags, content
+    /// only on regular files and matching the LISTS flag, sorted extents within `size`, and inline
+    /// chunk lengths adding up to the data length.
     pub fn validate(&self) -> Result<(), FormatError> {
         if self.path.is_empty() || self.path.len() > MAX_PATH || self.path.contains(&0) {
             return Err(invalid("path", "empty, too long or containing NUL"));
@@ -315,6 +357,8 @@ pub struct CatalogIter<'a> {
     failed: bool,
 }
 
+/// Checks the catalog header and iterates over its entries; the iterator stops after the first
+/// error.
 pub fn entries(catalog: &[u8]) -> Result<CatalogIter<'_>, FormatError> {
     let header = catalog.get(..CATALOG_HEADER_LEN).ok_or_else(|| FormatError::Truncated {
         offset: 0,

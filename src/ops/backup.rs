@@ -10,6 +10,7 @@ use crate::repo::{
     BackupStats, Progress, RepoError, Repository, Result, SnapshotMeta, backup_stream,
 };
 
+/// Where the bytes of a stream backup come from, and what must succeed before it is committed.
 pub enum Source {
     /// Read from this process's standard input.
     Stdin,
@@ -21,17 +22,26 @@ pub enum Source {
     Reader(Box<dyn Read + Send>),
     /// Read `input`, written by `producer` (a restore from another repository, for `copy`);
     /// the snapshot is committed only if the producer finished successfully.
-    Piped { input: Box<dyn Read + Send>, producer: tokio::task::JoinHandle<Result<()>> },
+    Piped {
+        /// The stream to store.
+        input: Box<dyn Read + Send>,
+        /// The task writing `input`; the snapshot is committed only if it succeeds.
+        producer: tokio::task::JoinHandle<Result<()>>,
+    },
 }
 
+/// What a stream backup stored (JSON output).
 #[derive(Debug, serde::Serialize)]
 pub struct BackupReport {
+    /// The snapshot committed.
     pub snapshot: SnapshotInfo,
     /// Advice about the input (compressed data that deduplicates poorly).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Totals of the backup (flattened into the report).
     #[serde(flatten)]
     pub stats: BackupStats,
+    /// Wall-clock duration of the backup, seconds.
     pub seconds: f64,
 }
 

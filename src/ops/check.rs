@@ -26,11 +26,15 @@ use crate::repo::{
 /// Which packs `--read-data-subset` reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Subset {
+    /// Every pack.
     All,
     /// Part n of m (1-based): a pack is in part `(first 4 bytes of its id as u32 LE) % m + 1`,
     /// so parts 1..=m together read every pack exactly once.
     Part {
+        /// Which part to read, 1 ..= `m`.
         n: u32,
+        /// How many parts the packs are split into (12 with one part a month reads every pack
+        /// once a year).
         m: u32,
     },
     /// Each pack with this probability (0..=1).
@@ -105,9 +109,14 @@ fn random_unit() -> f64 {
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// What `repo check` verifies beyond the structure (index files, pack sizes, snapshots and their
+/// content lists).
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
+    /// `--read-data`/`--read-data-subset`: read and verify these packs byte for byte; `None` reads
+    /// no pack data.
     pub read_data: Option<Subset>,
+    /// `--verify-restore`: restore snapshots and check that their dumps load.
     pub verify_restore: Option<VerifyRestoreOptions>,
     /// `--max-age` rules: names whose newest snapshot is too old are reported as late.
     pub max_age: Vec<super::freshness::MaxAge>,
@@ -116,27 +125,45 @@ pub struct CheckOptions {
 /// One damaged object and the snapshots that cannot be restored because of it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Damage {
+    /// The damaged object: a pack path, an index or snapshot file, `index` for chunks in no index
+    /// file, or `snapshot <id>` for a dump that does not restore.
     pub object: String,
+    /// What is wrong with it.
     pub problem: String,
+    /// The snapshots that need the object (short id, name and time), hence cannot be restored
+    /// completely.
     pub snapshots: Vec<String>,
 }
 
+/// The result of `repo check` (JSON output); the binary exits 4 when `ok` is false.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CheckReport {
+    /// True when no damage was found (notes and late names do not count).
     pub ok: bool,
+    /// Snapshot files read and decoded (a damaged one is listed in `damage` instead).
     pub snapshots: u64,
+    /// Index files listed.
     pub index_files: u64,
+    /// Pack files present under `data/`.
     pub packs: u64,
+    /// Distinct chunk ids (data and content lists) the index files list.
     pub blobs: u64,
+    /// Chunk ids stored in more than one pack (concurrent backups; reclaimed by prune).
     pub duplicate_blobs: u64,
+    /// Packs in no index file and not condemned by a prune (a running or killed backup, or a lost
+    /// index file).
     pub orphan_packs: u64,
+    /// Packs read by the data check.
     pub packs_read: u64,
+    /// Bytes of those packs downloaded.
     pub bytes_read: u64,
     /// Ids of the packs read by the data check.
     pub read_packs: Vec<String>,
+    /// Every damaged object with the snapshots it hurts, sorted by object.
     pub damage: Vec<Damage>,
     /// Not damage: orphan packs, duplicates, a rebuilt cache.
     pub notes: Vec<String>,
+    /// One verdict per snapshot restored by `--verify-restore`.
     pub restores: Vec<RestoreVerdict>,
     /// Full ids of snapshots that cannot be restored completely.
     pub broken_snapshots: Vec<String>,
@@ -147,6 +174,7 @@ pub struct CheckReport {
     /// True when index files are damaged or packs are in no index: the index may be
     /// incomplete, so nothing should be removed on the strength of this check.
     pub index_incomplete: bool,
+    /// Wall-clock duration of the check, seconds.
     pub seconds: f64,
 }
 
@@ -215,6 +243,10 @@ impl State {
 
 const NOT_INDEXED: &str = "chunks needed by snapshots are in no index file";
 
+/// Checks the repository under a read lease: index files, pack presence and sizes, every snapshot's
+/// content lists and chunks against the index, optionally pack data and restores, and `--max-age`.
+/// Damage is reported, not returned as an error; the local cache is rebuilt if it disagrees with
+/// the index files.
 pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport> {
     let start = Instant::now();
     let mut r = CheckReport::default();

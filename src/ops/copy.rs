@@ -18,8 +18,10 @@ use crate::repo::{
     list_snapshots, restore_stream,
 };
 
+/// One selected source snapshot and what became of it.
 #[derive(Debug, serde::Serialize)]
 pub struct CopiedSnapshot {
+    /// The snapshot in the source repository.
     pub source: SnapshotInfo,
     /// The new snapshot in the destination, or `None` when it was already there.
     pub copy: Option<SnapshotInfo>,
@@ -27,13 +29,20 @@ pub struct CopiedSnapshot {
     pub bytes_written: u64,
 }
 
+/// What `repo copy` did (JSON output).
 #[derive(Debug, serde::Serialize)]
 pub struct CopyReport {
+    /// Location of the source repository.
     pub source: String,
+    /// Location of the destination repository.
     pub destination: String,
+    /// Every selected snapshot, in the order copied.
     pub snapshots: Vec<CopiedSnapshot>,
+    /// Snapshots newly stored in the destination.
     pub copied: u64,
+    /// Snapshots the destination already held (same name, time, host and size).
     pub skipped: u64,
+    /// Wall-clock duration of the copy, seconds.
     pub seconds: f64,
 }
 

@@ -29,15 +29,27 @@ use crate::format::snapshot::Snapshot;
 use crate::repo::glob_match;
 use crate::repo::{Progress, RepoError, Repository, Result, restore_stream};
 
+/// File name of the export manifest at the top of an export directory
+/// (`format-spec/export-manifest.md`).
 pub const MANIFEST: &str = ".repo-export.json";
 const TMP_PREFIX: &str = ".tmp-repo-export-";
 /// Manifests larger than this are refused rather than read (hostile or damaged file).
 const MAX_MANIFEST: u64 = 64 << 20;
 
+/// How exported files are compressed; the extension (`.gz`, `.zst`) follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
-    Gzip { level: u32 },
-    Zstd { level: i32 },
+    /// gzip, compressed in parallel as independent members (readable by every gzip reader).
+    Gzip {
+        /// gzip level, 1 ..= 9.
+        level: u32,
+    },
+    /// One zstd frame.
+    Zstd {
+        /// zstd level, as the `zstd` tool takes it (negative levels are faster).
+        level: i32,
+    },
+    /// The restored bytes as they are.
     None,
 }
 
@@ -51,46 +63,71 @@ impl Compression {
     }
 }
 
+/// What `repo export` writes, and what it may replace or delete.
 pub struct ExportOptions {
     /// `None`: `{name}-{time}` plus an extension from the content (`.dump`, `.sql`, `.tar`)
     /// and the compression's (`.gz`, `.zst`).
     pub template: Option<String>,
+    /// How to compress each file.
     pub compression: Compression,
+    /// `--mirror`: delete the files of the manifest whose snapshots are no longer selected, within
+    /// `name_scope`.
     pub mirror: bool,
     /// Replace files export did not write when they differ.
     pub force: bool,
+    /// Time zone of `{time}` in file names.
     pub tz: chrono_tz::Tz,
     /// The name glob of this export (scope of `mirror`); `None` = every name.
     pub name_scope: Option<String>,
 }
 
+/// One file export wrote, skipped, adopted, found in conflict or deleted.
 #[derive(Debug, serde::Serialize)]
 pub struct ExportedFile {
+    /// Path relative to the export directory.
     pub path: String,
     /// written, skipped, adopted, conflict, deleted
     pub action: &'static str,
+    /// The snapshot the file holds; `None` for a deleted file.
     pub snapshot: Option<SnapshotInfo>,
+    /// Size of the file in bytes (0 for a conflict).
     pub bytes: u64,
 }
 
+/// What `repo export` did (JSON output).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct ExportReport {
+    /// The export directory.
     pub directory: String,
+    /// Every file considered, in order.
     pub files: Vec<ExportedFile>,
+    /// Files written (new or replaced).
     pub written: u64,
+    /// Files left as they were: already exported with the recorded size, or adopted because
+    /// identical.
     pub skipped: u64,
+    /// Files deleted by `--mirror`.
     pub deleted: u64,
+    /// Files not written because a different file export did not write was in the way (`--force`
+    /// replaces them).
     pub conflicts: u64,
+    /// Bytes of the written files on disk (after compression).
     pub bytes_written: u64,
     /// Uncompressed bytes restored for the written files.
     pub bytes_restored: u64,
+    /// Wall-clock duration of the export, seconds.
     pub seconds: f64,
 }
 
+/// What the manifest records about one exported file.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ManifestEntry {
+    /// Id of the snapshot the file holds (64 hex digits).
     pub snapshot: String,
+    /// The snapshot's name: the scope `--mirror` matches against.
     pub name: String,
+    /// Size of the file in bytes when export wrote it; a different size on disk means it is
+    /// exported again.
     pub size: u64,
     /// The stream of a server snapshot (kind 3) the file holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,14 +144,19 @@ impl ManifestEntry {
     }
 }
 
+/// The export manifest, `.repo-export.json` (`format-spec/export-manifest.md`): which files
+/// export wrote into the directory, for which snapshot.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Manifest {
+    /// Manifest format version; only 1 is read.
     pub version: u32,
     /// Relative path → what export wrote there.
     pub files: BTreeMap<String, ManifestEntry>,
 }
 
 impl Manifest {
+    /// Parses a manifest, refusing an unknown version, a path leaving the directory or a malformed
+    /// snapshot id; the error names what is wrong.
     pub fn decode(bytes: &[u8]) -> std::result::Result<Manifest, String> {
         let m: Manifest =
             serde_json::from_slice(bytes).map_err(|e| format!("not an export manifest: {e}"))?;
@@ -133,6 +175,7 @@ impl Manifest {
         }
         Ok(m)
     }
+    /// Pretty JSON (two-space indentation, sorted paths) with a final newline.
     pub fn encode(&self) -> std::result::Result<Vec<u8>, String> {
         let mut v = serde_json::to_vec_pretty(self)
             .map_err(|e| format!("encoding the export manifest: {e}"))?;
@@ -141,6 +184,8 @@ impl Manifest {
     }
 }
 
+/// True for a relative `/`-separated path that stays inside the directory: not empty, not absolute,
+/// no NUL, and no empty, `.` or `..` component.
 pub fn safe_relative(p: &str) -> bool {
     !p.is_empty()
         && !p.starts_with('/')
@@ -305,8 +350,6 @@ fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
     }
 }
 
-/// The snapshots `forget --keep-within SPAN` keeps: per name, those at or after the newest
-/// snapshot's time minus `span_ns`. Order is kept.
 /// The name a stream of a server snapshot is exported under: the stream's file stem beside
 /// the snapshot name's last component (`postgres/prod` + `fnb-admin.dump` →
 /// `postgres/fnb-admin`), so that the default template gives the classic
@@ -320,6 +363,8 @@ pub fn stream_export_name(snapshot: &str, file: &str) -> String {
     }
 }
 
+/// The snapshots `forget --keep-within SPAN` keeps: per name, those at or after the newest
+/// snapshot's time minus `span_ns`. Order is kept.
 pub fn keep_within(selected: Vec<(Id, Snapshot)>, span_ns: i64) -> Vec<(Id, Snapshot)> {
     let policy = Policy { within_ns: Some(span_ns), ..Default::default() };
     let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -339,6 +384,9 @@ pub fn keep_within(selected: Vec<(Id, Snapshot)>, span_ns: i64) -> Vec<(Id, Snap
     selected.into_iter().zip(keep).filter_map(|(s, k)| k.then_some(s)).collect()
 }
 
+/// Exports `selected` into `dir` (one file per stream snapshot, a tar per tree, one file per stream
+/// of a server snapshot), skipping what the manifest shows is already there, and saving the
+/// manifest after every file written or deleted. Stops at the first error.
 pub async fn run(
     repo: Arc<Repository>,
     dir: &Path,

@@ -11,17 +11,21 @@ use crate::repo::{Repository, Result, SnapshotFilter, glob_match, list_snapshots
 /// One `NAME_GLOB=DURATION` rule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MaxAge {
+    /// Glob over snapshot names (`*` also crosses `/`).
     pub pattern: String,
     /// The original duration text, for messages.
     pub limit: String,
+    /// The longest allowed age of a name's newest snapshot, nanoseconds.
     pub max_ns: i64,
 }
 
 /// Why a `--max-age` rule does not parse.
 #[derive(Debug, thiserror::Error)]
 pub enum MaxAgeError {
+    /// Not of the form `NAME_GLOB=DURATION`, or one side is empty.
     #[error("{0:?}: expected NAME_GLOB=DURATION, such as 'postgres/*=26h'")]
     Form(String),
+    /// The duration does not parse; the message says why.
     #[error("{0}")]
     Duration(String),
 }
@@ -47,6 +51,7 @@ pub struct Late {
     pub name: Option<String>,
     /// Time of the newest snapshot of the name (RFC 3339).
     pub newest: Option<String>,
+    /// Age of the newest snapshot when checked, hours; absent when no snapshot matches.
     pub age_hours: Option<f64>,
 }
 

@@ -21,6 +21,8 @@ pub trait Runner: Send + Sync {
     fn run(&self, argv: &[String]) -> Result<String>;
 }
 
+/// The real [`Runner`]: runs the command with `LVM_SUPPRESS_FD_WARNINGS=1`; a non-zero exit is an
+/// error carrying the last line of its standard error.
 pub struct System;
 
 impl Runner for System {
@@ -45,12 +47,15 @@ fn argv(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
 
+/// A kind of file-system snapshot (LVM or btrfs), always at the same stable name and path.
 pub trait Provider: Send + Sync {
+    /// What the snapshot is, for messages.
     fn describe(&self) -> String;
     /// Removes a snapshot a killed earlier run left; says what it removed.
     fn remove_leftover(&self) -> Result<Option<String>>;
     /// Creates (and mounts) the snapshot; returns the directory to back up.
     fn create(&self) -> Result<PathBuf>;
+    /// Unmounts and deletes the snapshot; nothing to do if it is already gone.
     fn remove(&self) -> Result<()>;
 }
 
@@ -63,8 +68,11 @@ fn mounted(dir: &Path) -> bool {
 
 // ------------------------------------------------------------------ btrfs
 
+/// A read-only btrfs snapshot of a subvolume, made beside it.
 pub struct Btrfs {
+    /// The subvolume to snapshot (the directory being backed up).
     pub subvolume: PathBuf,
+    /// Runs `btrfs`.
     pub runner: Arc<dyn Runner>,
 }
 
@@ -128,23 +136,31 @@ impl Provider for Btrfs {
 
 // ------------------------------------------------------------------ LVM
 
+/// An LVM snapshot volume `<lv>-repo-snap`, mounted read-only.
 pub struct Lvm {
+    /// Volume group of the origin volume.
     pub vg: String,
+    /// The logical volume to snapshot.
     pub lv: String,
     /// `--snapshot-size`, as lvcreate takes it (5G, 512M).
     pub size: String,
     /// Where snapshots are mounted: `<mount_base>/<vg>-<lv>`.
     pub mount_base: PathBuf,
+    /// Runs `lvs`, `vgs`, `lvcreate`, `blkid`, `mount`, `umount`, `lvremove`.
     pub runner: Arc<dyn Runner>,
 }
 
 /// One logical volume as `lvs --reportformat json` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct LvInfo {
+    /// The volume's name.
     pub lv_name: String,
+    /// Its volume group.
     pub vg_name: String,
+    /// LVM's attribute string; a snapshot's starts with `s` or `S`.
     #[serde(default)]
     pub lv_attr: String,
+    /// For a snapshot, the volume it was taken of; else empty.
     #[serde(default)]
     pub origin: String,
 }
@@ -167,7 +183,9 @@ struct VgReport {
 /// One volume group as `vgs --reportformat json --units b` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct VgInfo {
+    /// The volume group's name.
     pub vg_name: String,
+    /// Free space, in bytes with a `B` suffix (as `--units b` prints it).
     #[serde(default)]
     pub vg_free: String,
 }
@@ -214,21 +232,27 @@ pub fn parse_lvm_size(s: &str) -> Result<u64> {
 }
 
 impl Lvm {
+    /// The snapshot volume's name: `<lv>-repo-snap`, the same on every run so a leftover is found.
     pub fn snapshot_name(&self) -> String {
         format!("{}-repo-snap", self.lv)
     }
+    /// Device path of the snapshot volume: `/dev/<vg>/<lv>-repo-snap`.
     pub fn device(&self) -> String {
         format!("/dev/{}/{}", self.vg, self.snapshot_name())
     }
+    /// Where the snapshot is mounted: `<mount_base>/<vg>-<lv>`, the same path on every run.
     pub fn mount_dir(&self) -> PathBuf {
         self.mount_base.join(format!("{}-{}", self.vg, self.lv))
     }
+    /// The `lvs` command listing the volume group's logical volumes as JSON.
     pub fn lvs_argv(&self) -> Vec<String> {
         argv(&["lvs", "--reportformat", "json", "-o", "lv_name,vg_name,lv_attr,origin", &self.vg])
     }
+    /// The `vgs` command reporting the volume group's free bytes as JSON.
     pub fn vgs_argv(&self) -> Vec<String> {
         argv(&["vgs", "--reportformat", "json", "--units", "b", "-o", "vg_name,vg_free", &self.vg])
     }
+    /// The `lvcreate --snapshot` command for the snapshot volume.
     pub fn create_argv(&self) -> Vec<String> {
         argv(&[
             "lvcreate",
@@ -240,6 +264,7 @@ impl Lvm {
             &format!("{}/{}", self.vg, self.lv),
         ])
     }
+    /// The `lvremove -y` command for the snapshot volume.
     pub fn remove_argv(&self) -> Vec<String> {
         argv(&["lvremove", "-y", &format!("{}/{}", self.vg, self.snapshot_name())])
     }
@@ -262,6 +287,7 @@ impl Lvm {
         ])
     }
 
+    /// The volume group's logical volumes, from `lvs`.
     pub fn logical_volumes(&self) -> Result<Vec<LvInfo>> {
         parse_lvs(&self.runner.run(&self.lvs_argv())?)
     }
@@ -351,11 +377,15 @@ pub struct Held {
     provider: Option<Box<dyn Provider>>,
     /// Set before removing, so the walk (on another thread) stops reading the snapshot.
     pub cancel: Arc<AtomicBool>,
+    /// The directory to back up: the mounted snapshot.
     pub root: PathBuf,
+    /// What `remove_leftover` removed of a killed earlier run, for the report.
     pub leftover: Option<String>,
 }
 
 impl Held {
+    /// Removes a leftover of a killed earlier run, then creates the snapshot. An error leaves no
+    /// snapshot of this run behind.
     pub fn create(provider: Box<dyn Provider>, cancel: Arc<AtomicBool>) -> Result<Held> {
         let leftover = provider.remove_leftover()?;
         let root = provider.create()?;

@@ -20,33 +20,51 @@ use crate::repo::{
     Progress, RepoError, Repository, Result, SnapshotFilter, SnapshotMeta, list_snapshots,
 };
 
+/// How `repo import` names, dates and labels the snapshots it makes.
 pub struct ImportOptions {
+    /// `--name`: the snapshot name for every file, overriding the file name and template.
     pub name: Option<String>,
+    /// `--time`: the snapshot time for every file, nanoseconds since the Unix epoch.
     pub time_ns: Option<i64>,
+    /// `--template`: the file-name template that gives name and time (see
+    /// [`Template::match_path`]); without it the classic `base-TIME.kind[.gz]` spellings are
+    /// recognised.
     pub template: Option<String>,
+    /// Host recorded in the snapshots.
     pub host: String,
+    /// Tags recorded in the snapshots.
     pub tags: Vec<String>,
 }
 
+/// One file and what became of it.
 #[derive(Debug, serde::Serialize)]
 pub struct ImportedFile {
+    /// The file as given on the command line.
     pub file: String,
     /// imported, skipped
     pub action: &'static str,
+    /// The snapshot made, or the existing one of the same name and time.
     pub snapshot: SnapshotInfo,
+    /// Size of the file on disk in bytes (compressed, if it was).
     pub file_bytes: u64,
+    /// Bytes the repository stored for it (0 when skipped).
     pub bytes_written: u64,
 }
 
+/// What `repo import` did (JSON output).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct ImportReport {
+    /// Every file, in the order given.
     pub files: Vec<ImportedFile>,
+    /// Files stored as new snapshots.
     pub imported: u64,
+    /// Files skipped because a snapshot of the same name and time exists.
     pub skipped: u64,
     /// Sum of the imported files' sizes as they were on disk.
     pub file_bytes: u64,
     /// What the repository stored for them.
     pub bytes_written: u64,
+    /// Wall-clock duration of the import, seconds.
     pub seconds: f64,
 }
 
@@ -107,6 +125,9 @@ fn peek_tar(mut input: Box<dyn Read + Send>) -> std::io::Result<(Box<dyn Read + 
     Ok((Box::new(std::io::Cursor::new(head).chain(input)), tar))
 }
 
+/// Imports `files` in order: a tar archive (after decompression) becomes a tree snapshot, anything
+/// else a stream snapshot. Every file's name and time is worked out before anything is stored, so a
+/// file that cannot be named stops the import before it starts.
 pub async fn run(
     repo: Arc<Repository>,
     files: &[PathBuf],

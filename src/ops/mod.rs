@@ -39,19 +39,29 @@ pub fn snapshot_label(id: &Id, snap: &Snapshot) -> String {
 /// How a snapshot is shown in reports.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SnapshotInfo {
+    /// Snapshot id, 64 hex digits.
     pub id: String,
+    /// First 8 hex digits of the id, as shown in tables.
     pub short_id: String,
+    /// Snapshot time, RFC 3339 in UTC, to the second.
     pub time: String,
+    /// Snapshot name.
     pub name: String,
+    /// Host that made it.
     pub host: String,
+    /// Its tags.
     pub tags: Vec<String>,
+    /// Bytes of the stream (a tree: of its regular files; a server snapshot: of its streams).
     pub size: u64,
+    /// Chunks of a stream; catalog entries of a tree; streams of a server snapshot.
     pub chunks: u64,
+    /// The command line of a command-mode backup; left out of the JSON when empty.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub command: String,
 }
 
 impl SnapshotInfo {
+    /// The report form of snapshot `id`.
     pub fn new(id: &Id, s: &Snapshot) -> Self {
         SnapshotInfo {
             id: id.to_hex(),

@@ -34,8 +34,10 @@ use crate::repo::{
     load_index_file, parse_pack, paths, read_blob, read_pack_footer, write_index,
 };
 
+/// How `repo prune` runs.
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
+    /// Compute what would be condemned and repacked, and write and delete nothing.
     pub dry_run: bool,
     /// Repack partly used packs while unused bytes exceed this share of the stored bytes.
     pub max_unused: f64,
@@ -47,29 +49,48 @@ impl Default for PruneOptions {
     }
 }
 
+/// What `repo prune` did (JSON output). Counts of a sweep cover every record it finished, from this
+/// run or earlier ones.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct PruneReport {
+    /// True when nothing was written or deleted.
     pub dry_run: bool,
+    /// Snapshots read to compute the needed chunks.
     pub snapshots: u64,
+    /// Distinct chunks and content lists the snapshots need, delta bases included.
     pub live_chunks: u64,
+    /// Packs named by index files (not counting packs earlier records already condemn).
     pub packs: u64,
     /// Packs condemned by this run (no chunk needed, or repacked).
     pub packs_condemned: u64,
+    /// Partly used packs whose needed blobs were copied into new packs (included in
+    /// `packs_condemned`).
     pub packs_repacked: u64,
+    /// Bytes of the packs condemned by this run.
     pub bytes_condemned: u64,
+    /// Bytes of the new packs the repacking wrote.
     pub bytes_repacked_into: u64,
+    /// Index files the mark wrote for the packs that stay.
     pub index_files_written: u64,
     /// Deleted by this run (from this or earlier records).
     pub packs_deleted: u64,
+    /// Bytes of the deleted packs.
     pub bytes_freed: u64,
+    /// Index files deleted (superseded by those a mark wrote).
     pub index_files_deleted: u64,
+    /// Condemned packs kept and indexed again because a snapshot committed meanwhile needs a chunk
+    /// found only there.
     pub packs_resurrected: u64,
     /// Condemned packs kept because an index file that stays names them.
     pub packs_still_indexed: u64,
+    /// Prune records swept (their packs deleted and the record removed).
     pub records_swept: u64,
     /// Records that wait for backups still running (finished by a later prune).
     pub records_waiting: u64,
+    /// Backup and read leases (other than this prune's) alive when a record was found waiting for
+    /// them.
     pub running_backups: u64,
+    /// Wall-clock duration of the prune, seconds.
     pub seconds: f64,
 }
 

@@ -8,11 +8,16 @@ use super::check::{self, CheckOptions};
 use crate::format::Id;
 use crate::repo::{RepoError, Repository, Result, paths, read_pack_footer, write_index};
 
+/// What `repo repair index` did (JSON output).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RepairIndexReport {
+    /// Packs whose footer was read and indexed (packs condemned by a prune are left out).
     pub packs_read: u64,
+    /// Blobs listed by those footers.
     pub blobs: u64,
+    /// New index files written (64 packs each).
     pub index_files_written: u64,
+    /// Index files that existed at the start, removed once the new ones were stored.
     pub index_files_removed: u64,
     /// Packs whose footer could not be read: their data is not indexed.
     pub unreadable_packs: Vec<String>,
@@ -75,10 +80,12 @@ pub async fn repair_index(repo: Arc<Repository>) -> Result<RepairIndexReport> {
     Ok(r)
 }
 
+/// What `repo repair snapshots` found and removed (JSON output).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RepairSnapshotsReport {
     /// Snapshots that cannot be restored completely (full ids).
     pub broken: Vec<String>,
+    /// Full ids of the snapshots removed (only with `--forget-broken`).
     pub removed: Vec<String>,
 }
 

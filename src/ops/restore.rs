@@ -1,3 +1,6 @@
+//! `repo restore` of a stream snapshot: writes the stream to any `Write` and checks that the
+//! bytes restored add up to the snapshot's size.
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,11 +10,15 @@ use crate::repo::{
     Progress, Repository, RestoreStats, Result, SnapshotFilter, resolve_snapshot, restore_stream,
 };
 
+/// What a stream restore wrote (JSON output): the snapshot, its totals and the time taken.
 #[derive(Debug, serde::Serialize)]
 pub struct RestoreReport {
+    /// The snapshot restored.
     pub snapshot: SnapshotInfo,
+    /// Bytes and chunks written (flattened into the report).
     #[serde(flatten)]
     pub stats: RestoreStats,
+    /// Wall-clock duration of the restore, seconds.
     pub seconds: f64,
 }
 

@@ -1,3 +1,5 @@
+//! `repo snapshots`: lists the snapshots a filter selects.
+
 use super::SnapshotInfo;
 use crate::repo::{Repository, Result, SnapshotFilter, select_snapshots};
 

@@ -13,6 +13,7 @@ pub struct Sniff<R> {
 }
 
 impl<R: Read> Sniff<R> {
+    /// Wraps `inner`; the returned buffer fills with the first 32 bytes read.
     pub fn new(inner: R) -> (Self, Arc<Mutex<Vec<u8>>>) {
         let head = Arc::new(Mutex::new(Vec::with_capacity(HEAD)));
         (Sniff { inner, head: head.clone() }, head)

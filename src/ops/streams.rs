@@ -62,15 +62,19 @@ impl StreamCommand {
 /// command whose standard output it is.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StreamSpec {
+    /// The stream's file name in the snapshot: one path component, e.g. `globals.sql`.
     pub file: String,
+    /// The command whose standard output the stream is.
     pub command: StreamCommand,
 }
 
 /// Why a `--stream` argument does not parse.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamSpecError {
+    /// Not of the form `FILE=COMMAND`, or the command is empty.
     #[error("{0:?}: expected FILE=COMMAND, such as globals.sql='pg_dumpall --globals-only'")]
     Form(String),
+    /// The file name is not one plain path component.
     #[error("{0:?}: a stream's file name is one plain name (no '/', not '.' or '..')")]
     FileName(String),
 }
@@ -167,17 +171,26 @@ pub fn pg_streams(url: &str) -> Result<Vec<StreamSpec>> {
 /// One stored stream, for the report.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct StreamInfo {
+    /// The stream's file name in the snapshot.
     pub file: String,
+    /// The command as shown to the operator (with `--pg-databases`, it includes the connection
+    /// string).
     pub command: String,
+    /// Bytes of the command's output.
     pub bytes: u64,
 }
 
+/// What a server snapshot stored (JSON output).
 #[derive(Debug, serde::Serialize)]
 pub struct StreamsReport {
+    /// The snapshot committed.
     pub snapshot: SnapshotInfo,
+    /// Every stream, in the order given.
     pub streams: Vec<StreamInfo>,
+    /// Totals of the backup (flattened into the report).
     #[serde(flatten)]
     pub stats: BackupStats,
+    /// Wall-clock duration of the backup, seconds.
     pub seconds: f64,
 }
 

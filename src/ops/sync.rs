@@ -40,6 +40,7 @@ use crate::repo::lease::Lease;
 use crate::repo::paths::{self, CONFIG, DATA_DIR, INDEX_DIR, KEYS_DIR, SNAPSHOTS_DIR};
 use crate::repo::{Progress, RepoError, Result};
 
+/// What `repo sync` may do.
 #[derive(Clone, Debug)]
 pub struct SyncOptions {
     /// Also delete what the destination holds and the source no longer does.
@@ -56,26 +57,41 @@ impl Default for SyncOptions {
     }
 }
 
+/// What `repo sync` copied, skipped and deleted (JSON output); objects counted are keys, `config`,
+/// packs, index files and snapshots.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct SyncReport {
+    /// Location of the source.
     pub source: String,
+    /// Location of the destination.
     pub destination: String,
+    /// True when nothing was written or deleted.
     pub dry_run: bool,
+    /// Objects copied (or that would be, in a dry run).
     pub copied_objects: u64,
+    /// Bytes of those objects.
     pub copied_bytes: u64,
     /// Objects the destination already held.
     pub skipped_objects: u64,
+    /// Bytes of those objects.
     pub skipped_bytes: u64,
+    /// Objects deleted at the destination: with `--delete`, and index files the source removed
+    /// during the sync.
     pub deleted_objects: u64,
+    /// Bytes of those objects.
     pub deleted_bytes: u64,
     /// Objects that disappeared from the source while the sync ran (a prune finishing).
     pub vanished_objects: u64,
+    /// Wall-clock duration of the sync, seconds.
     pub seconds: f64,
 }
 
 /// The object kinds a sync mirrors, in the order it writes them.
 const PHASES: [&str; 4] = [KEYS_DIR, DATA_DIR, INDEX_DIR, SNAPSHOTS_DIR];
 
+/// Mirrors `src` into `dst` on ciphertext and names alone (see the module docs). Refuses a
+/// destination holding another repository's `config`; holds a read lease on the source when it can
+/// write one.
 pub async fn run(
     src: Arc<dyn Backend>,
     dst: Arc<dyn Backend>,

@@ -7,6 +7,7 @@
 use chrono::TimeZone;
 use chrono::format::{Item, StrftimeItems};
 
+/// The strftime format of `{time}` without a format: `20260214-020000`.
 pub const DEFAULT_TIME: &str = "%Y%m%d-%H%M%S";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -20,20 +21,29 @@ enum Piece {
     Id,
 }
 
+/// A parsed file-name template (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Template {
     pieces: Vec<Piece>,
 }
 
+/// The values a template is rendered from.
 pub struct Fields<'a> {
+    /// The snapshot name (or a server snapshot stream's export name).
     pub name: &'a str,
+    /// Host that made the snapshot.
     pub host: &'a str,
+    /// The snapshot's tags.
     pub tags: &'a [String],
+    /// Snapshot id in hex; `{id}` takes its first 8 digits.
     pub id_hex: &'a str,
+    /// Snapshot time, nanoseconds since the Unix epoch.
     pub time_ns: i64,
 }
 
 impl Template {
+    /// Parses a template; an unknown field, an invalid strftime format or an unmatched brace is an
+    /// error naming the template.
     pub fn parse(t: &str) -> Result<Template, String> {
         let mut pieces = Vec::new();
         let mut lit = String::new();

@@ -18,8 +18,10 @@ use crate::repo::{
     NoProgress, RepoError, Repository, Result, SnapshotFilter, restore_stream, select_snapshots,
 };
 
+/// Which snapshots `check --verify-restore` restores, and with what.
 #[derive(Clone, Debug, Default)]
 pub struct VerifyRestoreOptions {
+    /// Which snapshots (by name and tags) are restored; file trees are skipped.
     pub filter: SnapshotFilter,
     /// Only the newest K snapshots of each name.
     pub latest: Option<usize>,
@@ -27,14 +29,20 @@ pub struct VerifyRestoreOptions {
     pub pg_restore: Option<PathBuf>,
 }
 
+/// Whether one dump restored: one per stream snapshot, one per stream of a server snapshot.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RestoreVerdict {
+    /// Short id of the snapshot.
     pub snapshot: String,
+    /// The snapshot name; for a server snapshot's stream, `name/file`.
     pub name: String,
     /// "custom", "plain" or "unknown".
     pub format: &'static str,
+    /// True if pg_restore read the whole custom archive, or the plain SQL ends as pg_dump's does.
     pub ok: bool,
+    /// Bytes of the dump restored.
     pub bytes: u64,
+    /// What failed (pg_restore's last error line, a truncated stream), or a short success note.
     pub message: String,
 }
 
@@ -221,6 +229,9 @@ impl Write for SharedSink {
     }
 }
 
+/// Restores the selected stream and server snapshots into pg_restore (custom dumps) or a tail check
+/// (plain SQL), one verdict per dump. A failure is a verdict, not an error; only a missing
+/// pg_restore stops the whole run.
 pub async fn verify_restore(
     repo: Arc<Repository>,
     opts: &VerifyRestoreOptions,

@@ -42,7 +42,9 @@ fn create_db(path: &Path) -> std::result::Result<Database, DatabaseError> {
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobRef {
+    /// The pack holding this copy.
     pub pack: Id,
+    /// Where in the pack, and how the blob is stored.
     pub loc: BlobLocation,
 }
 
@@ -110,7 +112,9 @@ pub struct IndexCache {
 /// snapshot while listing), with the reason.
 #[derive(Clone, Debug)]
 pub struct Unreadable {
+    /// The object's path in the repository.
     pub object: String,
+    /// Why it could not be read, as shown to the operator.
     pub error: String,
 }
 
@@ -119,6 +123,9 @@ fn cache_err(path: &Path, e: impl std::fmt::Display) -> RepoError {
 }
 
 impl IndexCache {
+    /// Opens (or creates) `dir/index.redb`. An unreadable database or one of another cache version
+    /// is rebuilt; one held by another process is left alone and a private temporary database is
+    /// used instead (removed on drop).
     pub fn open(dir: &Path) -> Result<IndexCache> {
         std::fs::create_dir_all(dir).map_err(|e| cache_err(dir, e))?;
         let path = dir.join("index.redb");
@@ -154,6 +161,7 @@ impl IndexCache {
         Ok(cache)
     }
 
+    /// The database file in use (a temporary one when another process held the shared cache).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -237,9 +245,12 @@ impl IndexCache {
         *self.avoid.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(packs);
     }
 
+    /// Queues a warning for the operator (printed by the binary, or listed in `check`'s notes).
     pub fn warn(&self, w: String) {
         self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(w);
     }
+    /// Takes the queued messages (an unreadable cache rebuilt, an index file skipped, a lease not
+    /// written).
     pub fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -333,6 +344,8 @@ impl IndexCache {
         ids.iter().map(|id| Ok(self.copies_in(&t, id, &avoid)?.first().copied())).collect()
     }
 
+    /// One copy of `id`: outside the packs to avoid if there is one; `None` when no index file
+    /// lists it.
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobRef>> {
         Ok(self.lookup_many(std::slice::from_ref(id))?.pop().flatten())
     }

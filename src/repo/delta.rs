@@ -107,8 +107,11 @@ impl Predecessor {
 
 /// A new chunk as it goes into a pack.
 pub struct Encoded {
+    /// `0` raw, `FLAG_ZSTD`, or `FLAG_DELTA` when stored against `base`.
     pub flags: u8,
+    /// The blob plaintext to seal: the raw chunk, its zstd frame, or the delta frame.
     pub data: Vec<u8>,
+    /// The chunk the delta was made against; `None` unless `flags` is `FLAG_DELTA`.
     pub base: Option<Id>,
 }
 

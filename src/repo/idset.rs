@@ -24,6 +24,8 @@ pub enum Keep {
     Elsewhere,
 }
 
+/// Prune's set of needed chunk ids, each with the pack chosen to keep its copy, in a temporary redb
+/// file (no fsync) that is deleted on drop.
 pub struct IdSet {
     db: Database,
     path: PathBuf,
@@ -34,6 +36,7 @@ fn err(path: &Path, e: impl std::fmt::Display) -> RepoError {
 }
 
 impl IdSet {
+    /// A new empty set in a uniquely named file under `dir`.
     pub fn temp(dir: &Path) -> Result<IdSet> {
         std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
         let mut r = [0u8; 8];
@@ -72,6 +75,7 @@ impl IdSet {
         })
     }
 
+    /// For each id, whether it is in the set (needed by some snapshot).
     pub fn contains_many(&self, ids: &[Id]) -> Result<Vec<bool>> {
         let tx = self.db.begin_read().map_err(|e| err(&self.path, e))?;
         let t = tx.open_table(SET).map_err(|e| err(&self.path, e))?;
@@ -106,10 +110,12 @@ impl IdSet {
         })
     }
 
+    /// Number of ids in the set.
     pub fn len(&self) -> Result<u64> {
         let tx = self.db.begin_read().map_err(|e| err(&self.path, e))?;
         tx.open_table(SET).map_err(|e| err(&self.path, e))?.len().map_err(|e| err(&self.path, e))
     }
+    /// True when no id is needed.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }

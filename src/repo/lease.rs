@@ -18,6 +18,8 @@ pub const LEASE_REFRESH: Duration = Duration::from_secs(5 * 60);
 /// A lease not refreshed for this long belongs to a dead process.
 pub const LEASE_EXPIRY_SECS: i64 = 30 * 60;
 
+/// Wall-clock time in Unix seconds (0 if the clock is before 1970): lease names and key files use
+/// it.
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -94,10 +96,12 @@ impl Lease {
         }))
     }
 
+    /// The lease's random id, the same in every name it is refreshed under.
     pub fn id(&self) -> u64 {
         self.name.lock().unwrap_or_else(|p| p.into_inner()).id
     }
 
+    /// What the lease announces: backup, read or prune.
     pub fn kind(&self) -> LeaseKind {
         self.name.lock().unwrap_or_else(|p| p.into_inner()).kind
     }

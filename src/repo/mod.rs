@@ -44,83 +44,206 @@ use crate::format::lock::LeaseKind;
 use crate::format::{FormatError, Id};
 use lease::Lease;
 
+/// Every error of the repository engine and the commands built on it; each names the object, path
+/// or command concerned, and the binary maps some of them to their own exit codes.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
+    /// The location has no `config` object: not a repository, or `init` did not finish (exit code
+    /// 10).
     #[error("no repository at {location} (no config file; run `repo init` first)")]
-    NotARepository { location: String },
+    NotARepository {
+        /// The backend's location, as shown to the operator.
+        location: String,
+    },
+    /// `init` found a `config` already: nothing was written.
     #[error("a repository already exists at {location}")]
-    AlreadyExists { location: String },
+    AlreadyExists {
+        /// The backend's location.
+        location: String,
+    },
+    /// No key file opened with the password given (exit code 12).
     #[error("wrong password for the repository at {location}")]
-    WrongPassword { location: String },
+    WrongPassword {
+        /// The backend's location.
+        location: String,
+    },
+    /// The repository is encrypted (or `init` was asked for an encrypted one) but no password
+    /// was given.
     #[error(
         "the repository at {location} is encrypted: a password is needed (REPO_PASSWORD, REPO_PASSWORD_FILE or --password-file)"
     )]
-    PasswordNeeded { location: String },
+    PasswordNeeded {
+        /// The backend's location.
+        location: String,
+    },
+    /// A storage error, passed through.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// An object (or a part of one) decoded to something the format forbids: damage or an
+    /// incompatible writer.
     #[error("{object}: corrupt: {source}")]
-    Format { object: String, source: FormatError },
+    Format {
+        /// The object's path, or what it is (`config`, `new key file`).
+        object: String,
+        /// What the decoder refused.
+        source: FormatError,
+    },
+    /// An object failed authentication, decompression or key unwrapping: damage, tampering, or keys
+    /// of another repository.
     #[error("{object}: corrupt: {source}")]
-    Codec { object: String, source: CodecError },
+    Codec {
+        /// The object's path, or what it is.
+        object: String,
+        /// The codec's error.
+        source: CodecError,
+    },
+    /// An object is damaged in a way the decoders do not express (a wrong cipher, a short pack, a
+    /// chunk that does not hash to its id, a file whose size disagrees with its entry).
     #[error("{object}: {reason}")]
-    Corrupt { object: String, reason: String },
+    Corrupt {
+        /// The object or file concerned.
+        object: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The local index cache or prune's temporary id set (redb files) failed; neither is the only
+    /// copy of anything, so deleting them is safe.
     #[error("local cache {path}: {reason}")]
-    Cache { path: String, reason: String },
+    Cache {
+        /// Path of the cache database.
+        path: String,
+        /// The database's error.
+        reason: String,
+    },
+    /// A snapshot selector (an id prefix, or `latest` within a filter) matched no snapshot.
     #[error("no snapshot matches {0}")]
     SnapshotNotFound(String),
+    /// Another process holds what this one needs (another prune is running): exit code 11, try
+    /// again later.
     #[error("{0}")]
     LockConflict(String),
+    /// A snapshot id prefix matches several snapshots: give more digits.
     #[error("snapshot id prefix {0} is ambiguous")]
     AmbiguousSnapshot(String),
+    /// A chunk that is needed is in no index file (or none of its copies could be read): data
+    /// lost, or a damaged or missing index file (`repo repair index`).
     #[error("chunk {chunk} is not in the index (needed by {needed_by})")]
-    MissingChunk { chunk: String, needed_by: String },
+    MissingChunk {
+        /// The chunk id (hex).
+        chunk: String,
+        /// What needed it: a stream, a file, a pack, or the delta the chunk is the base of.
+        needed_by: String,
+    },
+    /// Reading the data to back up failed (stdin, a file, a child's output).
     #[error("reading the input: {0}")]
     Input(std::io::Error),
+    /// Writing restored data failed (stdout, a file); a broken pipe ends the binary with exit
+    /// code 0.
     #[error("writing the output: {0}")]
     Output(std::io::Error),
+    /// The command stopped on a condition the operator must resolve (a refused option combination,
+    /// an unusable name template, an unsafe sync); the message says what.
     #[error("{0}")]
     Aborted(String),
+    /// The command to back up could not be started.
     #[error("{command}: could not start: {source}")]
-    CommandStart { command: String, source: std::io::Error },
+    CommandStart {
+        /// The command line as shown to the operator.
+        command: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The command to back up exited unsuccessfully; the snapshot was not committed.
     #[error("{command} failed ({status}); no snapshot was committed")]
-    CommandFailed { command: String, status: String },
+    CommandFailed {
+        /// The command line as shown to the operator.
+        command: String,
+        /// The exit status as the operating system reports it.
+        status: String,
+    },
+    /// The snapshot is a file tree where a stream was asked for (the label names it).
     #[error("{0} is a file tree, not a stream: restore it with --target DIR (or name one file)")]
     NotAStream(String),
+    /// The snapshot is a stream where a file tree was asked for (the label names it).
     #[error("{0} is a stream, not a file tree")]
     NotATree(String),
+    /// A path to back up cannot be read or stored (a `..` component, an `lstat` failure, an entry
+    /// over the catalog's limits).
     #[error("{path}: {reason}")]
-    Source { path: String, reason: String },
+    Source {
+        /// The local path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A path to restore into is unsafe or cannot be written (an unsafe stored path, a symlink on
+    /// the way, a hard link whose target was not restored).
     #[error("{path}: {reason}")]
-    Target { path: String, reason: String },
+    Target {
+        /// The path concerned, as stored or on disk.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A key file in the clear was found while a password was given: refused, since it may have
+    /// been planted to make backups unencrypted.
     #[error(
         "{path}: this key file is not password-protected, but a password was given; refusing to \
          use it (someone with write access to the storage may have replaced the keys; for a \
          repository made with --encryption none, give no password)"
     )]
-    UnencryptedKey { path: String },
+    UnencryptedKey {
+        /// Path of the key file.
+        path: String,
+    },
+    /// A key file asks for more Argon2 memory than this opener allows (`REPO_KDF_MEMORY_LIMIT`);
+    /// the KDF was not run.
     #[error(
         "{path}: the key file asks for {mib} MiB of Argon2 memory, more than the limit of \
          {limit_mib} MiB (a key file planted to exhaust memory? if you made it with a larger \
          --kdf-memory, set REPO_KDF_MEMORY_LIMIT to its size in MiB)"
     )]
-    KdfTooCostly { path: String, mib: u32, limit_mib: u32 },
+    KdfTooCostly {
+        /// Path of the key file (or `new key file` at `init`).
+        path: String,
+        /// Memory the key file asks for, MiB.
+        mib: u32,
+        /// The limit in force, MiB.
+        limit_mib: u32,
+    },
+    /// The repository has no key file at all.
     #[error("no key file at {location}/keys")]
-    NoKeyFile { location: String },
+    NoKeyFile {
+        /// The backend's location.
+        location: String,
+    },
+    /// The lease was not refreshed in time (the process was paused or cut off), so a prune may
+    /// already have acted as if this process were dead: the command stopped before committing or
+    /// deleting.
     #[error(
         "this process could not keep its lease fresh for {minutes} minutes (paused, or cut off \
          from the repository); a prune may have acted on its expiry, so it stopped"
     )]
-    LeaseLapsed { minutes: i64 },
+    LeaseLapsed {
+        /// The continuity limit that was exceeded, in minutes (not the measured gap).
+        minutes: i64,
+    },
     /// Prune found objects it cannot read; deleting anything could lose what they refer to.
     #[error("{}; prune stops without deleting anything (run `repo check`)", .unreadable.iter().map(|u| u.error.as_str()).collect::<Vec<_>>().join("; "))]
-    PruneUnsure { unreadable: Vec<Unreadable> },
+    PruneUnsure {
+        /// Each index file or snapshot prune could not read, with its error.
+        unreadable: Vec<Unreadable>,
+    },
     /// A worker task (a reader, writer or uploader thread) failed or was cancelled.
     #[error("a worker task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The operation was cancelled (SIGINT/SIGTERM): nothing was committed (exit code 130).
     #[error("interrupted")]
     Interrupted,
+    /// Making or removing a file-system snapshot (LVM, btrfs) for a tree backup failed.
     #[error("{0}")]
     Snapshot(String),
+    /// A broken internal invariant (a worker stopped early, a missing pipe): a bug, not damage.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -134,6 +257,7 @@ impl RepoError {
     }
 }
 
+/// Results of the repository engine; the error defaults to [`RepoError`].
 pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 
 /// Cheap Argon2id parameters for tests only (never for real repositories).
@@ -144,12 +268,19 @@ pub fn codec_kdf_for_tests() -> KdfParams {
 /// Options for a new repository.
 #[derive(Clone, Debug)]
 pub struct InitOptions {
+    /// False for `--encryption none`: keys in the clear, objects checksummed but not encrypted.
     pub encrypted: bool,
+    /// Smallest chunk in bytes (see [`Config::chunk_min`]).
     pub chunk_min: u32,
+    /// Average chunk in bytes, a power of two.
     pub chunk_avg: u32,
+    /// Largest chunk in bytes.
     pub chunk_max: u32,
+    /// Pack size in bytes at which a pack is closed.
     pub pack_target: u32,
+    /// zstd level of blobs (-7 ..= 22).
     pub zstd_level: i32,
+    /// Argon2id parameters of the first key file (its memory at most 256 MiB).
     pub kdf: KdfParams,
 }
 
@@ -334,7 +465,10 @@ impl Access {
 /// backup must not deduplicate against these packs.
 #[derive(Clone, Debug, Default)]
 pub struct Condemned {
+    /// Packs that may be deleted at any moment: never read from them when another copy exists, and
+    /// never deduplicate against them.
     pub packs: HashSet<Id>,
+    /// Index files those records delete when swept (superseded by the index files the mark wrote).
     pub index_files: HashSet<Id>,
 }
 
@@ -411,6 +545,7 @@ impl Repository {
         }
     }
 
+    /// The backend's location, for messages (credentials redacted).
     pub fn location(&self) -> String {
         self.backend.location()
     }

@@ -4,6 +4,8 @@ use super::{RepoError, Result};
 use crate::codec::crypto::{MasterKeys, ObjectCipher};
 use crate::format::envelope::{CipherKind, HEADER_LEN, Header};
 
+/// Seals `body` as a single-part object under a fresh random salt: the 40-byte header, then the
+/// body sealed with counter 0. The object's name is the BLAKE3 of the result.
 pub fn seal_object(
     keys: &MasterKeys,
     cipher: CipherKind,

@@ -9,11 +9,15 @@ use crate::format::pack::{BlobType, MAX_PACK_BLOBS, PackEntry, encode_footer};
 
 /// A finished pack: its name, bytes, and what the index must say about it.
 pub struct FinishedPack {
+    /// The pack's name: BLAKE3 of `bytes`.
     pub id: Id,
+    /// The whole pack file: header, sealed blobs, sealed footer, footer length.
     pub bytes: Vec<u8>,
+    /// The pack as an index file lists it, with each blob's offset.
     pub index: IndexPack,
 }
 
+/// Builds one pack in memory under a fresh salt; [`PackBuilder::finish`] seals the footer.
 pub struct PackBuilder {
     cipher: ObjectCipher,
     buf: Vec<u8>,
@@ -22,6 +26,7 @@ pub struct PackBuilder {
 }
 
 impl PackBuilder {
+    /// An empty pack (just its header) that counts as full at `target` bytes.
     pub fn new(keys: &MasterKeys, kind: CipherKind, target: u32) -> Result<Self> {
         let mut salt = [0u8; 32];
         crate::codec::random_bytes(&mut salt).map_err(|e| RepoError::codec("pack salt", e))?;
@@ -36,9 +41,12 @@ impl PackBuilder {
         })
     }
 
+    /// True before the first blob: such a pack is not worth storing.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+    /// True once the pack holds `target` bytes or nearly [`MAX_PACK_BLOBS`] blobs: store it and
+    /// start another.
     pub fn is_full(&self) -> bool {
         self.buf.len() >= self.target || self.entries.len() >= MAX_PACK_BLOBS - 1
     }
@@ -70,6 +78,7 @@ impl PackBuilder {
         Ok(())
     }
 
+    /// Seals the footer and appends its length; the pack is ready to store under `data/`.
     pub fn finish(mut self) -> Result<FinishedPack> {
         let footer = self
             .cipher

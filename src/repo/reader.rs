@@ -33,9 +33,12 @@ const GROUP_GAP: u64 = 256 << 10;
 const READ_AHEAD: usize = 8;
 const WRITE_QUEUE: usize = 2;
 
+/// What a restore read: the totals a stream restore checks against its snapshot.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RestoreStats {
+    /// Plaintext bytes of the chunks delivered, in order (must equal the snapshot's `size`).
     pub bytes: u64,
+    /// Chunks delivered (content-list blobs not counted).
     pub chunks: u64,
 }
 
@@ -325,10 +328,13 @@ pub struct OrderedReader {
     ciphers: Arc<PackCiphers>,
     tx: mpsc::Sender<Vec<Vec<u8>>>,
     label: String,
+    /// Totals of the chunks sent so far.
     pub stats: RestoreStats,
 }
 
 impl OrderedReader {
+    /// A reader that sends decoded chunks to the returned receiver (at most two groups queued);
+    /// `label` names what is restored in errors.
     pub fn new(
         repo: Arc<Repository>,
         label: &str,

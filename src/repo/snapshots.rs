@@ -10,7 +10,9 @@ use crate::format::snapshot::Snapshot;
 /// Which snapshots a command acts on. Names match as globs (`*`, `?`).
 #[derive(Clone, Debug, Default)]
 pub struct SnapshotFilter {
+    /// A glob the snapshot name must match; `None` matches every name.
     pub name: Option<String>,
+    /// Tags a snapshot must all carry (exact matches).
     pub tags: Vec<String>,
 }
 
@@ -38,6 +40,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 impl SnapshotFilter {
+    /// True if `s` has a matching name and every tag of the filter.
     pub fn matches(&self, s: &Snapshot) -> bool {
         self.name.as_ref().is_none_or(|n| glob_match(n, &s.name))
             && self.tags.iter().all(|t| s.tags.contains(t))

@@ -113,6 +113,7 @@ pub struct PackVerdict {
     pub pack_error: Option<String>,
     /// Blobs that failed to decrypt, decompress or hash to their id, with the reason.
     pub bad_blobs: Vec<(Id, String)>,
+    /// Blobs the footer lists, each checked (deltas only authenticated).
     pub blobs: u64,
     /// What the footer says (when readable).
     pub footer: Option<IndexPack>,

@@ -41,32 +41,47 @@ const UPLOADS_IN_FLIGHT: usize = 2;
 /// What describes a snapshot besides its content.
 #[derive(Clone, Debug)]
 pub struct SnapshotMeta {
+    /// Name the snapshot is grouped by (see [`Snapshot::name`]).
     pub name: String,
+    /// Host recorded in the snapshot.
     pub host: String,
+    /// Free-form tags.
     pub tags: Vec<String>,
+    /// The command line in command mode, else empty.
     pub command: String,
+    /// Snapshot time, nanoseconds since the Unix epoch.
     pub time_ns: i64,
 }
 
+/// Totals of one backup, for its report (JSON field names are these).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct BackupStats {
+    /// Plaintext bytes of the input that went through the chunker.
     pub bytes_read: u64,
+    /// Chunks of the input, stored or deduplicated.
     pub chunks: u64,
+    /// Chunks not already stored (outside condemned packs), hence written now.
     pub new_chunks: u64,
+    /// Plaintext bytes of those new chunks.
     pub new_bytes: u64,
     /// New chunks stored as deltas against the chunk they replaced.
     pub delta_chunks: u64,
     /// Bytes of the new chunks as stored (compressed or as deltas), before encryption.
     pub stored_bytes: u64,
+    /// Pack files uploaded.
     pub packs_written: u64,
+    /// Bytes uploaded: the pack files and the snapshot file (index files not counted).
     pub bytes_written: u64,
+    /// Index files written for the new packs.
     pub index_files_written: u64,
 }
 
 /// Receives progress from long operations; the CLI renders it.
 pub trait Progress: Send + Sync {
+    /// Called as bytes of the stream are read (backup) or written (restore).
     fn bytes_done(&self, _n: u64) {}
 }
+/// A [`Progress`] that ignores everything.
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
@@ -394,8 +409,11 @@ impl Pipeline<'_> {
 
 /// What a snapshot's content lists describe, and the totals its record carries.
 pub struct Content {
+    /// Ids of the content-list blobs describing the stream or catalog, in order.
     pub lists: Vec<Id>,
+    /// The snapshot's `size`: stream bytes, or the sum of a tree's regular file sizes.
     pub size: u64,
+    /// The snapshot's `chunks`: chunks of a stream, or entries of a catalog.
     pub chunks: u64,
 }
 
@@ -405,6 +423,7 @@ pub struct ChunkSink<'a> {
 }
 
 impl ChunkSink<'_> {
+    /// The repository the sink stores into.
     pub fn repo(&self) -> &Repository {
         self.p.repo
     }

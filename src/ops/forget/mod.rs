@@ -10,39 +10,58 @@ use crate::repo::{
 };
 use policy::{Item, Policy, apply};
 
+/// What `repo forget` removes: snapshots chosen by a retention policy or by id.
 #[derive(Clone, Debug)]
 pub struct ForgetOptions {
+    /// The retention rules, applied per snapshot name.
     pub policy: Policy,
     /// Explicit snapshots (id prefixes) to remove; with ids, no policy applies.
     pub ids: Vec<String>,
+    /// Which snapshots the policy considers; others are neither kept nor removed.
     pub filter: SnapshotFilter,
+    /// Time zone the hourly, daily, weekly, monthly and yearly periods are computed in.
     pub tz: chrono_tz::Tz,
+    /// Report what would be removed without deleting anything.
     pub dry_run: bool,
 }
 
+/// One snapshot and the rules that keep it.
 #[derive(Debug, serde::Serialize)]
 pub struct Entry {
+    /// The snapshot (flattened into the entry).
     #[serde(flatten)]
     pub snapshot: SnapshotInfo,
     /// The rules that keep it (empty when removed).
     pub reasons: Vec<String>,
 }
 
+/// The decisions for the snapshots of one name, newest first.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Group {
+    /// The snapshot name, or `(by id)` for snapshots named explicitly.
     pub name: String,
+    /// Snapshots kept, with their reasons.
     pub keep: Vec<Entry>,
+    /// Snapshots removed (or that would be, in a dry run).
     pub remove: Vec<Entry>,
 }
 
+/// What `repo forget` decided (JSON output).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct ForgetReport {
+    /// True when nothing was deleted.
     pub dry_run: bool,
+    /// One group per snapshot name (or one for snapshots given by id).
     pub groups: Vec<Group>,
+    /// Snapshots kept, over all groups.
     pub kept: u64,
+    /// Snapshot files removed (or that would be, in a dry run).
     pub removed: u64,
 }
 
+/// Applies the policy (or removes the given ids) and deletes the snapshot files of the removed
+/// snapshots. Only snapshot files go: their data stays until `repo prune`. Without ids and with an
+/// empty policy it refuses to do anything.
 pub async fn run(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     let mut report = ForgetReport { dry_run: opts.dry_run, ..Default::default() };
     let mut doomed = Vec::new();

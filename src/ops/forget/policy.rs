@@ -15,20 +15,29 @@
 
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 
+/// A retention policy (see the module docs); the default keeps everything.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Policy {
+    /// Keep the newest this many snapshots.
     pub last: usize,
+    /// Keep the newest snapshot of each of this many hours.
     pub hourly: usize,
+    /// Keep the newest snapshot of each of this many days.
     pub daily: usize,
+    /// Keep the newest snapshot of each of this many ISO weeks.
     pub weekly: usize,
+    /// Keep the newest snapshot of each of this many months.
     pub monthly: usize,
+    /// Keep the newest snapshot of each of this many years.
     pub yearly: usize,
     /// Nanoseconds.
     pub within_ns: Option<i64>,
+    /// Keep every snapshot carrying any of these tags.
     pub tags: Vec<String>,
 }
 
 impl Policy {
+    /// True when no rule is set: such a policy keeps everything, and `forget` refuses it.
     pub fn is_empty(&self) -> bool {
         *self == Policy::default()
     }
@@ -37,12 +46,16 @@ impl Policy {
 /// One snapshot as the policy sees it.
 #[derive(Clone, Debug)]
 pub struct Item {
+    /// Snapshot time, nanoseconds since the Unix epoch.
     pub time_ns: i64,
+    /// The snapshot's tags, for `tag` rules.
     pub tags: Vec<String>,
 }
 
+/// What the policy decided for one snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// True if at least one rule keeps it.
     pub keep: bool,
     /// The rules that keep it ("last", "hourly", "daily", "weekly", "monthly", "yearly",
     /// "within", "tag t"); empty when it is removed.

@@ -37,6 +37,7 @@ const SMALL_FILE: u64 = 8 << 20;
 const BATCH_BYTES: u64 = 32 << 20;
 const BATCH_FILES: usize = 1024;
 
+/// What a tree backup reads and how it can be stopped.
 pub struct TreeOptions {
     /// Paths are stored relative to this directory (`/` by default).
     pub root: PathBuf,
@@ -46,13 +47,21 @@ pub struct TreeOptions {
     pub cancel: Arc<AtomicBool>,
 }
 
+/// What the walk of a tree backup found (flattened into its report).
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct TreeCounts {
+    /// Regular files met, hard links to an earlier name included.
     pub files: u64,
+    /// Directories stored, the parents of the given paths included.
     pub dirs: u64,
+    /// Symlinks, device nodes and FIFOs stored (sockets are skipped).
     pub other: u64,
+    /// Files whose content was read (not reused from the parent snapshot).
     pub files_read: u64,
+    /// Files whose content was reused from the parent snapshot without reading them (same path,
+    /// size, mtime, ctime and inode).
     pub files_unchanged: u64,
+    /// Bytes of those unchanged files.
     pub bytes_unchanged: u64,
     /// Files that vanished or could not be read: not in the snapshot (exit code 3).
     pub errors: Vec<String>,
@@ -63,13 +72,18 @@ pub struct TreeCounts {
     pub parent: Option<String>,
 }
 
+/// What `repo backup PATH...` stored (JSON output).
 #[derive(Debug, serde::Serialize)]
 pub struct TreeBackupReport {
+    /// The snapshot committed.
     pub snapshot: SnapshotInfo,
+    /// What the walk found (flattened into the report).
     #[serde(flatten)]
     pub tree: TreeCounts,
+    /// Totals of the backup (flattened into the report).
     #[serde(flatten)]
     pub stats: BackupStats,
+    /// Wall-clock duration of the backup, seconds.
     pub seconds: f64,
 }
 
@@ -92,6 +106,9 @@ pub fn relative(p: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Backs up `opts.paths` under `opts.root` as one tree snapshot, reusing unchanged files of the
+/// newest tree snapshot of the same name. Unreadable files are reported in [`TreeCounts::errors`]
+/// and left out; the snapshot still commits.
 pub async fn run(
     repo: Arc<Repository>,
     opts: TreeOptions,

@@ -12,6 +12,9 @@ use crate::repo::{
     BackupStats, ChunkSink, NoProgress, Progress, RepoError, Repository, Result, SnapshotMeta,
 };
 
+/// Copies one tree or server snapshot: every regular file is re-chunked with the destination's
+/// chunker and stored as content lists, the catalog is written last, and the snapshot commits only
+/// once the source was read completely.
 pub async fn run(
     src: Arc<Repository>,
     dst: Arc<Repository>,

@@ -64,6 +64,7 @@ pub fn get_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
+/// Sets one extended attribute without following a final symlink (`lsetxattr`).
 pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
     let c = cpath(path)?;
     let cn = CString::new(name).map_err(|_| io::Error::other("bad xattr name"))?;
@@ -135,6 +136,8 @@ pub struct Owners {
 }
 
 impl Owners {
+    /// Reads `/etc/passwd` and `/etc/group` (missing files give no names; NSS sources such as LDAP
+    /// are not consulted).
     pub fn load() -> Owners {
         let parse = |file: &str| {
             let mut m = std::collections::HashMap::new();
@@ -152,9 +155,11 @@ impl Owners {
         };
         Owners { users: parse("/etc/passwd"), groups: parse("/etc/group") }
     }
+    /// The user name of `uid`, or empty if unknown.
     pub fn user(&self, uid: u32) -> Vec<u8> {
         self.users.get(&uid).cloned().unwrap_or_default()
     }
+    /// The group name of `gid`, or empty if unknown.
     pub fn group(&self, gid: u32) -> Vec<u8> {
         self.groups.get(&gid).cloned().unwrap_or_default()
     }

@@ -25,24 +25,35 @@ use crate::format::tree::{Content, Entry, Kind};
 use crate::ops::SnapshotInfo;
 use crate::repo::{OrderedReader, Progress, RepoError, Repository, Result};
 
+/// What a tree restore (or a one-file restore) wrote (JSON output).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct TreeRestoreReport {
+    /// The snapshot restored.
     pub snapshot: Option<SnapshotInfo>,
+    /// Regular files created, hard links included.
     pub files: u64,
+    /// Directories created or reused.
     pub dirs: u64,
+    /// Symlinks, device nodes and FIFOs created.
     pub other: u64,
+    /// Bytes of file data written (holes of sparse files not counted).
     pub bytes: u64,
     /// Metadata that could not be applied (an owner without privileges, xattrs on a file
     /// system without them); the data itself was restored.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Wall-clock duration of the restore, seconds.
     pub seconds: f64,
 }
 
+/// Where and what a tree restore writes.
 pub struct TreeRestoreOptions {
+    /// Directory to restore into (created if missing).
     pub target: PathBuf,
     /// Stored paths to restore (with everything below them); empty = all.
     pub include: Vec<PathBuf>,
+    /// Replace files already present; without it a restore that would replace anything is refused
+    /// before anything is written.
     pub overwrite: bool,
 }
 
@@ -162,6 +173,9 @@ fn check_parents(target: &Path, rel: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Restores the selected entries of a tree snapshot under `opts.target`: every stored path is
+/// checked for safety, data is fetched while files are written, and metadata that cannot be applied
+/// becomes a warning.
 pub async fn run(
     repo: Arc<Repository>,
     id: &Id,
