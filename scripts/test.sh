@@ -47,5 +47,5 @@ rc=${PIPESTATUS[0]}
 set -e
 # one closing line for the whole suite
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
-     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+     END { printf "%d passed, %d failed, %d ignored\n", p, f, s }' "$log"
 exit "$rc"

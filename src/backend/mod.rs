@@ -10,7 +10,7 @@ pub use fault::FaultBackend;
 pub use local::LocalBackend;
 pub use mem::MemBackend;
 pub use remote::{RemoteBackend, RemoteUrl};
-pub use throttle::{Throttle, ThrottledBackend, parse_rate};
+pub use throttle::{RateError, Throttle, ThrottledBackend, parse_rate};
 
 use async_trait::async_trait;
 

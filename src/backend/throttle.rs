@@ -40,26 +40,51 @@ impl Throttle {
     }
 }
 
-/// A rate as operators write it: `500K`, `10M`, `1.5MiB`, `2G` (binary units, per second;
-/// an optional `/s`). A bare number is KiB/s, as in rclone's `--bwlimit`.
-pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim().trim_end_matches("/s").trim_end_matches("ps");
+/// Why a rate does not parse.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RateError {
+    /// No number where the rate should start.
+    #[error("{0:?} is not a rate (examples: 500K, 10M, 1.5MiB)")]
+    NotANumber(String),
+    /// A unit other than B, K, M, G (with an optional iB or /s).
+    #[error("{given:?}: unknown unit {unit:?} (use K, M or G)")]
+    UnknownUnit {
+        /// The whole argument.
+        given: String,
+        /// The unit part of it.
+        unit: String,
+    },
+    /// A rate in bits (`10Mbps`, `10Mbit/s`): read as bytes it would allow 8 times as much.
+    #[error("{0:?} looks like bits per second; give bytes per second (10 Mbit/s is 1.25M)")]
+    Bits(String),
+    /// Zero, negative or not finite.
+    #[error("{0:?}: the limit must be at least 1 byte per second")]
+    TooSmall(String),
+}
+
+/// A rate as operators write it: `500K`, `10M`, `1.5MiB`, `2G` (binary units, bytes per
+/// second; an optional `/s`). A bare number is KiB/s, as in rclone's `--bwlimit`. Rates in
+/// bits (`10Mbps`, `10Mbit/s`) are refused rather than misread as bytes.
+pub fn parse_rate(s: &str) -> Result<u64, RateError> {
+    let t = s.trim().trim_end_matches("/s");
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 =
-        num.parse().map_err(|_| format!("{s:?} is not a rate (examples: 500K, 10M, 1.5MiB)"))?;
-    let mult: f64 =
-        match unit.trim().to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
-            "" if unit.trim().is_empty() => 1024.0,
-            "" => 1.0,
-            "k" => 1024.0,
-            "m" => 1024.0 * 1024.0,
-            "g" => 1024.0 * 1024.0 * 1024.0,
-            _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M or G)")),
-        };
+    let n: f64 = num.parse().map_err(|_| RateError::NotANumber(s.into()))?;
+    let unit = unit.trim();
+    if unit.ends_with("bps") || unit.ends_with("bit") {
+        return Err(RateError::Bits(s.into()));
+    }
+    let mult: f64 = match unit.to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+        "" if unit.is_empty() => 1024.0,
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(RateError::UnknownUnit { given: s.into(), unit: unit.into() }),
+    };
     let v = n * mult;
     if v.is_nan() || v < 1.0 || !v.is_finite() {
-        return Err(format!("{s:?}: the limit must be at least 1 byte per second"));
+        return Err(RateError::TooSmall(s.into()));
     }
     Ok(v as u64)
 }
@@ -117,6 +142,10 @@ mod tests {
         assert_eq!(parse_rate("100").unwrap(), 100 * 1024);
         assert_eq!(parse_rate("100B").unwrap(), 100);
         assert!(parse_rate("fast").is_err());
+        // found in review: 10Mbps (megabits) was read as 10 MiB/s, 8 times the limit meant
+        assert_eq!(parse_rate("10Mbps"), Err(RateError::Bits("10Mbps".into())));
+        assert_eq!(parse_rate("10Mbit/s"), Err(RateError::Bits("10Mbit/s".into())));
+        assert_eq!(parse_rate("10MB/s").unwrap(), 10 << 20);
         assert!(parse_rate("0").is_err());
         assert!(parse_rate("10X").is_err());
     }

@@ -342,8 +342,8 @@ pub struct ExportArgs {
     #[arg(long)]
     pub force: bool,
     /// Time zone of {time} (IANA name).
-    #[arg(long, default_value = "UTC")]
-    pub tz: String,
+    #[arg(long, default_value = "UTC", value_parser = parse_tz)]
+    pub tz: chrono_tz::Tz,
 }
 
 #[derive(Args, Debug)]
@@ -391,8 +391,8 @@ pub struct ForgetArgs {
     #[command(flatten)]
     pub filter: Filter,
     /// Time zone of the hour/day/week/month/year buckets (IANA name, e.g. Europe/Berlin).
-    #[arg(long, default_value = "UTC")]
-    pub tz: String,
+    #[arg(long, default_value = "UTC", value_parser = parse_tz)]
+    pub tz: chrono_tz::Tz,
     /// Show what would be kept and removed, and why; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -412,4 +412,9 @@ pub struct PruneArgs {
     /// Repack partly used packs while more than this share of stored bytes is unused.
     #[arg(long, default_value = "5%")]
     pub max_unused: String,
+}
+
+/// `--tz`: an IANA time zone name.
+fn parse_tz(s: &str) -> Result<chrono_tz::Tz, String> {
+    s.parse().map_err(|_| format!("{s:?}: not a time zone name such as UTC or Europe/Berlin"))
 }

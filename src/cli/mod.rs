@@ -375,9 +375,7 @@ async fn forget(cli: &Cli, a: &args::ForgetArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow!("--keep-within {e}"))?,
         tags: a.keep_tags.clone(),
     };
-    let tz: chrono_tz::Tz = a.tz.parse().map_err(|_| {
-        anyhow!("--tz {:?}: not a time zone name such as UTC or Europe/Berlin", a.tz)
-    })?;
+    let tz = a.tz;
     let max_unused = parse_share(&a.max_unused)?;
     let access = if a.prune && !a.dry_run { Access::Prune } else { Access::Unleased };
     let repo = open(cli, access).await?;
@@ -529,9 +527,7 @@ async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
         }
         Cmd::Export(a) => {
             let repo = open(cli, Access::Read).await?;
-            let tz: chrono_tz::Tz = a.tz.parse().map_err(|_| {
-                anyhow!("--tz {:?}: not a time zone name such as UTC or Europe/Berlin", a.tz)
-            })?;
+            let tz = a.tz;
             let mut selected =
                 repo::repo::select_snapshots(&repo, &a.filter.snapshots(), a.latest).await?;
             if let Some(w) = &a.keep_within {

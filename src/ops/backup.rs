@@ -45,14 +45,16 @@ pub struct BackupReport {
     pub seconds: f64,
 }
 
-/// Quotes a command line for messages and the snapshot record.
+/// Quotes a command line for messages and the snapshot record, with the passwords of
+/// connection strings replaced by `***` ([`super::streams::redact_password`]).
 pub fn command_line(argv: &[String]) -> String {
     argv.iter()
+        .map(|a| super::streams::redact_password(a))
         .map(|a| {
             if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c)) {
                 format!("'{}'", a.replace('\'', "'\\''"))
             } else {
-                a.clone()
+                a
             }
         })
         .collect::<Vec<_>>()

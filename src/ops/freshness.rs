@@ -25,9 +25,9 @@ pub enum MaxAgeError {
     /// Not of the form `NAME_GLOB=DURATION`, or one side is empty.
     #[error("{0:?}: expected NAME_GLOB=DURATION, such as 'postgres/*=26h'")]
     Form(String),
-    /// The duration does not parse; the message says why.
-    #[error("{0}")]
-    Duration(String),
+    /// The duration does not parse.
+    #[error(transparent)]
+    Duration(#[from] crate::ops::forget::policy::DurationError),
 }
 
 impl FromStr for MaxAge {

@@ -322,7 +322,7 @@ impl Provider for Lvm {
             )));
         }
         let Some(old) = lvs.into_iter().find(|l| l.lv_name == name) else { return Ok(None) };
-        if old.origin != self.lv && !old.lv_attr.starts_with(['s', 'S']) {
+        if old.origin != self.lv || !old.lv_attr.starts_with(['s', 'S']) {
             return Err(RepoError::Snapshot(format!(
                 "{}/{name} exists and is not a snapshot of {}; refusing to remove it",
                 self.vg, self.lv
@@ -506,6 +506,12 @@ mod tests {
             .replace(r#""origin":"ubuntu-lv""#, r#""origin":"""#));
         let e = l.remove_leftover().unwrap_err().to_string();
         assert!(e.contains("not a snapshot"), "{e}");
+        assert!(!fake.calls.lock().unwrap().iter().any(|c| c.starts_with("lvremove")));
+        // a snapshot by that name, but of another volume, is not ours either (found in review)
+        let (l, fake) =
+            lvm(&LVS_WITH_LEFTOVER.replace(r#""origin":"ubuntu-lv""#, r#""origin":"other-lv""#));
+        let e = l.remove_leftover().unwrap_err().to_string();
+        assert!(e.contains("not a snapshot of ubuntu-lv"), "{e}");
         assert!(!fake.calls.lock().unwrap().iter().any(|c| c.starts_with("lvremove")));
         let (l, _) = lvm(r#"{"report":[{"lv":[]}]}"#);
         assert!(

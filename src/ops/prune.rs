@@ -122,9 +122,7 @@ impl Own {
     }
     async fn release(self) {
         if let Some((l, k)) = self.extra {
-            k.abort();
-            let _ = k.await; // a refresh under way must not write a name after the release
-            l.release().await;
+            l.stop_and_release(Some(k)).await;
         }
     }
 }

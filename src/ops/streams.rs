@@ -35,9 +35,11 @@ pub enum StreamCommand {
 }
 
 impl StreamCommand {
+    /// The command as reports, errors and the snapshot record show it: passwords in
+    /// connection strings are replaced by `***`.
     fn display(&self) -> String {
         match self {
-            StreamCommand::Shell(s) => s.clone(),
+            StreamCommand::Shell(s) => redact_password(s),
             StreamCommand::Argv(a) => super::backup::command_line(a),
         }
     }
@@ -124,11 +126,52 @@ pub fn with_dbname(url: &str, db: &str) -> String {
     format!("{url} dbname='{}'", db.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// `text` with the password of every libpq connection string in it replaced by `***`: the
+/// `user:password@` of a `postgres://` URI and the value of `password=` (a key=value
+/// string's keyword or a URI's query parameter).
+pub fn redact_password(text: &str) -> String {
+    let mut out = text.to_string();
+    for scheme in ["postgresql://", "postgres://"] {
+        let mut from = 0;
+        while let Some(at) = out[from..].find(scheme) {
+            let start = from + at + scheme.len();
+            let end =
+                out[start..].find(['/', '?', ' ', '\'', '"']).map_or(out.len(), |e| start + e);
+            if let Some(amp) = out[start..end].rfind('@')
+                && let Some(colon) = out[start..start + amp].find(':')
+            {
+                out.replace_range(start + colon + 1..start + amp, "***");
+            }
+            from = start;
+        }
+    }
+    let mut from = 0;
+    while let Some(at) = out[from..].find("password=") {
+        let start = from + at + "password=".len();
+        let rest = &out[start..];
+        let len = if let Some(quoted) = rest.strip_prefix('\'') {
+            // a quoted key=value: up to the closing quote that is not escaped
+            let mut escaped = false;
+            let close = quoted.char_indices().find(|(_, c)| {
+                let end = *c == '\'' && !escaped;
+                escaped = *c == '\\' && !escaped;
+                end
+            });
+            close.map_or(rest.len(), |(i, _)| i + 2)
+        } else {
+            rest.find([' ', '&', '\'', '"']).unwrap_or(rest.len())
+        };
+        out.replace_range(start..start + len, "***");
+        from = start + 3;
+    }
+    out
+}
+
 /// The streams `--pg-databases URL` stands for: the globals, then every database that
 /// accepts connections and is not a template, each as a `pg_dump -Fc -Z0` custom archive.
 pub fn pg_streams(url: &str) -> Result<Vec<StreamSpec>> {
     let sql = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1";
-    let psql = format!("psql -Atc {sql:?} {url}");
+    let psql = format!("psql -Atc {sql:?} {}", redact_password(url));
     let out = Command::new("psql")
         .args(["-X", "-At", "-c", sql, "-d", url])
         .stderr(Stdio::inherit())
@@ -389,5 +432,37 @@ mod tests {
         );
         assert_eq!(with_dbname("postgresql://db", "a b"), "postgresql://db/a%20b");
         assert_eq!(with_dbname("host=/tmp port=5", "o'x"), "host=/tmp port=5 dbname='o\\'x'");
+    }
+
+    /// Found in review: `--pg-databases` put the connection string, password included, into
+    /// the JSON report, the snapshot record and error messages.
+    #[test]
+    fn passwords_in_connection_strings_are_not_shown() {
+        let cases = [
+            (
+                "postgres://app:s3cr3t@db:5432/x?sslmode=require",
+                "postgres://app:***@db:5432/x?sslmode=require",
+            ),
+            ("postgresql://app@db/x", "postgresql://app@db/x"),
+            (
+                "postgresql://db/x?user=u&password=s3cr3t&sslmode=require",
+                "postgresql://db/x?user=u&password=***&sslmode=require",
+            ),
+            ("host=db password=s3cr3t user=x", "host=db password=*** user=x"),
+            ("host=db password='s3 \\'cr3t' user=x", "host=db password=*** user=x"),
+            (
+                "pg_dumpall -d 'postgres://a:s3cr3t@h/db' | gzip",
+                "pg_dumpall -d 'postgres://a:***@h/db' | gzip",
+            ),
+        ];
+        for (given, shown) in cases {
+            assert_eq!(redact_password(given), shown, "{given}");
+        }
+        let c = StreamCommand::Argv(vec![
+            "pg_dump".into(),
+            "-d".into(),
+            with_dbname("postgres://app:s3cr3t@db/postgres", "shop"),
+        ]);
+        assert!(!c.display().contains("s3cr3t"), "{}", c.display());
     }
 }

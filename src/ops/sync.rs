@@ -135,11 +135,8 @@ pub async fn run(
     let keep_alive = lease.as_ref().map(|l| l.keep_alive());
     let synced =
         sync_objects(&src, &dst, &config, dst_has_config, opts, progress, &mut report).await;
-    if let Some(k) = keep_alive {
-        k.abort();
-    }
     if let Some(l) = lease {
-        l.release().await;
+        l.stop_and_release(keep_alive).await;
     }
     synced?;
     report.seconds = t0.elapsed().as_secs_f64();

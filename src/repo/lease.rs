@@ -127,6 +127,7 @@ impl Lease {
             return Err(self.lapse());
         }
         let new = LeaseName { time: now_secs(), ..old.clone() };
+        let renamed = lock_path(&new) != lock_path(&old);
         self.backend.put(&lock_path(&new), body()).await?;
         *self.name.lock().unwrap_or_else(|p| p.into_inner()) = new;
         // judged again once the new name is in place: a put that hung (a stalled mount) may
@@ -135,7 +136,10 @@ impl Lease {
             return Err(self.lapse());
         }
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = started;
-        self.backend.delete(&lock_path(&old)).await?;
+        // within the same second the name did not change: the put above rewrote it in place
+        if renamed {
+            self.backend.delete(&lock_path(&old)).await?;
+        }
         Ok(())
     }
 
@@ -166,7 +170,18 @@ impl Lease {
         if self.fresh() { Ok(()) } else { Err(self.lapse()) }
     }
 
-    /// Removes the lease (best effort: a name left behind expires).
+    /// Stops `keep_alive` (this lease's refresh task), waits until it has stopped, then
+    /// removes the lease: a refresh under way must not write a new name after the removal.
+    pub async fn stop_and_release(&self, keep_alive: Option<tokio::task::JoinHandle<()>>) {
+        if let Some(k) = keep_alive {
+            k.abort();
+            let _ = k.await;
+        }
+        self.release().await;
+    }
+
+    /// Removes the lease (best effort: a name left behind expires). A running
+    /// [`Lease::keep_alive`] task must be stopped first ([`Lease::stop_and_release`]).
     pub async fn release(&self) {
         let n = self.name.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let _ = self.backend.delete(&lock_path(&n)).await;

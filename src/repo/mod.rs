@@ -611,12 +611,8 @@ impl Repository {
     /// here leaves a lease that expires.
     pub async fn close(&self) {
         let k = self.keep_alive.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(k) = k {
-            k.abort();
-            let _ = k.await; // a refresh under way must not write a name after the release
-        }
         if let Some(l) = &self.lease {
-            l.release().await;
+            l.stop_and_release(k).await;
         }
     }
 

@@ -424,6 +424,20 @@ async fn lease_refreshed_after_a_pause_past_the_margin_stays_lapsed() {
     assert!(!l.fresh(), "still lapsed after the refresh attempt");
 }
 
+/// Two refreshes within one second give the lease the same name: the second must not delete
+/// the name it has just written (found in review: the lease vanished from storage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_within_one_second_keep_the_lease_in_storage() {
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    let l = Lease::acquire(base.clone(), LeaseKind::Backup).await.unwrap();
+    for _ in 0..3 {
+        l.refresh().await.unwrap();
+        assert_eq!(base.list("locks/").await.unwrap().len(), 1, "the lease is in storage");
+    }
+    l.release().await;
+    assert!(base.list("locks/").await.unwrap().is_empty());
+}
+
 /// A delta whose own pack stays but whose base a prune condemned must not be reused: a sweep
 /// that does not wait for this backup deletes the base (found in review of delta blobs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,9 +62,28 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
-/// Parses a duration such as `7d`, `24h`, `2w`, `1y6m`, `90m` is not allowed (m = month).
-/// Units: y (365 days), m (30 days), w, d, h.
-pub fn parse_duration(s: &str) -> Result<i64, String> {
+/// Why a duration does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// A unit letter without a number before it, or a number without a unit after it.
+    #[error("{0:?}: expected a duration such as 7d, 24h, 2w or 1y6m")]
+    Form(String),
+    /// A unit other than y, m, w, d, h.
+    #[error("{given:?}: unknown unit {unit:?} (use y, m, w, d, h; m is months)")]
+    UnknownUnit {
+        /// The whole argument.
+        given: String,
+        /// The unit letter.
+        unit: char,
+    },
+    /// More than about 292 years (nanoseconds in an i64).
+    #[error("{0:?}: too long")]
+    TooLong(String),
+}
+
+/// Parses a duration such as `7d`, `24h`, `2w` or `1y6m`, in nanoseconds. Units: y (365
+/// days), m (months of 30 days: `90m` is 90 months, not minutes), w, d, h.
+pub fn parse_duration(s: &str) -> Result<i64, DurationError> {
     let mut total: i64 = 0;
     let mut num = String::new();
     let mut any = false;
@@ -73,7 +92,13 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
             num.push(c);
             continue;
         }
-        let n: i64 = num.parse().map_err(|_| format!("{s:?}: expected a number before {c:?}"))?;
+        let n: i64 = match num.parse() {
+            Ok(n) => n,
+            Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+                return Err(DurationError::TooLong(s.into()));
+            }
+            Err(_) => return Err(DurationError::Form(s.into())),
+        };
         num.clear();
         let hours = match c {
             'y' => 365 * 24,
@@ -81,18 +106,16 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
             'w' => 7 * 24,
             'd' => 24,
             'h' => 1,
-            _ => return Err(format!("{s:?}: unknown unit {c:?} (use y, m, w, d, h)")),
+            _ => return Err(DurationError::UnknownUnit { given: s.into(), unit: c }),
         };
-        total = total
-            .checked_add(
-                n.checked_mul(hours * 3_600_000_000_000)
-                    .ok_or_else(|| format!("{s:?}: too long"))?,
-            )
-            .ok_or_else(|| format!("{s:?}: too long"))?;
+        total = n
+            .checked_mul(hours * 3_600_000_000_000)
+            .and_then(|ns| total.checked_add(ns))
+            .ok_or_else(|| DurationError::TooLong(s.into()))?;
         any = true;
     }
     if !num.is_empty() || !any {
-        return Err(format!("{s:?}: expected a duration such as 7d, 24h, 2w or 1y6m"));
+        return Err(DurationError::Form(s.into()));
     }
     Ok(total)
 }
@@ -296,6 +319,7 @@ mod tests {
         assert!(parse_duration("7").is_err());
         assert!(parse_duration("7x").is_err());
         assert!(parse_duration("").is_err());
-        assert!(parse_duration("99999999999y").is_err());
+        assert!(matches!(parse_duration("99999999999y"), Err(DurationError::TooLong(_))));
+        assert!(matches!(parse_duration("90s"), Err(DurationError::UnknownUnit { unit: 's', .. })));
     }
 }
