@@ -2,7 +2,7 @@
 //! directory, are fsynced, renamed into place, and the directory is fsynced.
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -53,18 +53,9 @@ fn put_sync(full: &Path, rel: &str, data: &[u8]) -> Result<(), BackendError> {
     let mut rnd = [0u8; 8];
     crate::codec::random_bytes(&mut rnd)
         .map_err(|e| BackendError::from_io(rel, std::io::Error::other(e.to_string())))?;
+    // random temporary names: several hosts may write to one shared directory
     let tmp = dir.join(format!("{TEMP_PREFIX}{}", hex::encode(rnd)));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, full)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    crate::fsutil::write_atomic_via(&tmp, full, data).map_err(err)
 }
 
 fn list_sync(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {

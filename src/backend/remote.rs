@@ -52,10 +52,31 @@ pub struct RemoteUrl {
     pub options: Vec<(String, String)>,
 }
 
+/// Why a repository URL does not parse. The messages never repeat the URL (it may hold a
+/// password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// No `scheme://`.
+    #[error("a URL needs a scheme (scheme://…)")]
+    NoScheme,
+    /// A port above 65535.
+    #[error("port out of range")]
+    Port,
+    /// Nothing between `scheme://` and the path.
+    #[error("{0}:// URL names no host or bucket")]
+    NoHost(String),
+    /// A `%` not followed by two hex digits.
+    #[error("bad %-escape in URL")]
+    Escape,
+    /// %-decoding gave bytes that are not UTF-8.
+    #[error("URL is not UTF-8 after %-decoding")]
+    Utf8,
+}
+
 impl RemoteUrl {
     /// Splits `scheme://[user@]host[:port][/path][?k=v&…]`; errors never repeat the URL.
-    pub fn parse(url: &str) -> Result<RemoteUrl, String> {
-        let (scheme, rest) = url.split_once("://").ok_or("a URL needs a scheme (scheme://…)")?;
+    pub fn parse(url: &str) -> Result<RemoteUrl, UrlError> {
+        let (scheme, rest) = url.split_once("://").ok_or(UrlError::NoScheme)?;
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, q),
             None => (rest, ""),
@@ -72,12 +93,12 @@ impl RemoteUrl {
             Some((h, p))
                 if !h.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty() =>
             {
-                (h, Some(p.parse::<u16>().map_err(|_| "port out of range")?))
+                (h, Some(p.parse::<u16>().map_err(|_| UrlError::Port)?))
             }
             _ => (hostport, None),
         };
         if host.is_empty() {
-            return Err(format!("{scheme}:// URL names no host or bucket"));
+            return Err(UrlError::NoHost(scheme.into()));
         }
         let mut options = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -112,7 +133,7 @@ impl RemoteUrl {
     }
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
+fn percent_decode(s: &str) -> Result<String, UrlError> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -121,15 +142,15 @@ fn percent_decode(s: &str) -> Result<String, String> {
             let hex = b
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
-                .ok_or("bad %-escape in URL")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| "bad %-escape in URL")?);
+                .ok_or(UrlError::Escape)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| UrlError::Escape)?);
             i += 3;
         } else {
             out.push(b[i]);
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "URL is not UTF-8 after %-decoding".into())
+    String::from_utf8(out).map_err(|_| UrlError::Utf8)
 }
 
 fn env(key: &str) -> Option<String> {
@@ -144,7 +165,7 @@ impl RemoteBackend {
     pub fn open(url: &str) -> Result<RemoteBackend, BackendError> {
         let bad =
             |msg: String| BackendError::Config { location: redact_unparsed(url), message: msg };
-        let u = RemoteUrl::parse(url).map_err(&bad)?;
+        let u = RemoteUrl::parse(url).map_err(|e| bad(e.to_string()))?;
         opendal::install_default();
         let location = u.redacted();
         let (op, rename_into_place, etag_is_md5) = match u.scheme.as_str() {

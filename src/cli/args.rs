@@ -329,7 +329,7 @@ pub struct ExportArgs {
     /// File name template: {name} {base} {time:%Y%m%d-%H%M%S} {host} {tags} {id}.
     /// Default: {name}-{time} plus .dump/.sql/.tar by content and .gz/.zst.
     #[arg(long)]
-    pub template: Option<String>,
+    pub template: Option<repo::ops::template::Template>,
     #[arg(long, value_enum, default_value = "gz")]
     pub format: ExportFormat,
     /// Compression level (gzip 1–9, default 6; zstd 1–19, default 3).
@@ -359,7 +359,7 @@ pub struct ImportArgs {
     pub time: Option<String>,
     /// How file names spell name and time, as for export ({base}-{time:%Y%m%d}.tar.gz).
     #[arg(long)]
-    pub template: Option<String>,
+    pub template: Option<repo::ops::template::Template>,
     #[arg(long = "tag")]
     pub tags: Vec<String>,
     #[arg(long)]

@@ -12,7 +12,7 @@ mod render;
 mod tree;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
@@ -646,17 +646,18 @@ fn stdout_file() -> std::io::Result<std::fs::File> {
     Ok(std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?))
 }
 
-/// Runs `produce` into a temporary file beside `path`, then fsyncs and renames it: never a
-/// half file under the final name.
+/// Runs `produce` into a temporary file beside `path`, then fsyncs it, renames it and fsyncs
+/// the directory ([`repo::fsutil::write_atomic`]'s contract, for streamed output): never a half
+/// file under the final name, and the rename survives a power loss.
 async fn write_atomically<T, F, Fut>(path: &Path, produce: F) -> anyhow::Result<T>
 where
     F: FnOnce(std::io::BufWriter<std::fs::File>) -> Fut,
     Fut: std::future::Future<Output = Result<T, RepoError>>,
 {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;
-    let tmp: PathBuf =
-        dir.join(format!(".{}.repo-tmp-{}", name.to_string_lossy(), std::process::id()));
+    if path.file_name().is_none() {
+        return Err(anyhow!("{}: not a file name", path.display()));
+    }
+    let tmp = repo::fsutil::temp_beside(path);
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let writer = std::io::BufWriter::with_capacity(1 << 20, file.try_clone()?);
@@ -664,6 +665,7 @@ where
     let finished = result.map_err(anyhow::Error::from).and_then(|r| {
         file.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+        repo::fsutil::sync_dir(path).with_context(|| format!("syncing {}", path.display()))?;
         Ok(r)
     });
     if finished.is_err() {

@@ -111,7 +111,10 @@ pub async fn run(
                 .map_err(|e| RepoError::CommandStart { command: cmd.clone(), source: e })?;
             let (out, head) = match child.stdout.take() {
                 Some(o) => super::sniff::Sniff::new(o),
-                None => return Err(RepoError::Internal("child has no stdout".into())),
+                None => {
+                    let source = std::io::Error::other("no standard output to read");
+                    return Err(RepoError::CommandStart { command: cmd.clone(), source });
+                }
             };
             meta.command = cmd.clone();
             let gate = async move {

@@ -43,10 +43,15 @@ pub enum Subset {
     Bytes(u64),
 }
 
+/// A `--read-data-subset` that does not parse (the argument as given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: expected n/m (1/12), a percentage (5%) or a size (500M, 2G)")]
+pub struct SubsetError(pub String);
+
 impl FromStr for Subset {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let bad = || format!("{s:?}: expected n/m (1/12), a percentage (5%) or a size (500M, 2G)");
+    type Err = SubsetError;
+    fn from_str(s: &str) -> std::result::Result<Self, SubsetError> {
+        let bad = || SubsetError(s.into());
         if let Some((n, m)) = s.split_once('/') {
             let (n, m): (u32, u32) =
                 (n.trim().parse().map_err(|_| bad())?, m.trim().parse().map_err(|_| bad())?);

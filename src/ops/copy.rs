@@ -99,8 +99,7 @@ pub async fn run(
             });
             continue;
         }
-        let (reader, writer) =
-            std::io::pipe().map_err(|e| RepoError::Internal(format!("pipe: {e}")))?;
+        let (reader, writer) = std::io::pipe().map_err(RepoError::Pipe)?;
         let label = format!("snapshot {}", &info.short_id);
         let (s2, snap2) = (src.clone(), snap.clone());
         let producer = tokio::spawn(async move {

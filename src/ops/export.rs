@@ -67,7 +67,7 @@ impl Compression {
 pub struct ExportOptions {
     /// `None`: `{name}-{time}` plus an extension from the content (`.dump`, `.sql`, `.tar`)
     /// and the compression's (`.gz`, `.zst`).
-    pub template: Option<String>,
+    pub template: Option<Template>,
     /// How to compress each file.
     pub compression: Compression,
     /// `--mirror`: delete the files of the manifest whose snapshots are no longer selected, within
@@ -154,31 +154,44 @@ pub struct Manifest {
     pub files: BTreeMap<String, ManifestEntry>,
 }
 
+/// Why an export manifest does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Not JSON of the manifest's shape.
+    #[error("not an export manifest: {0}")]
+    Json(serde_json::Error),
+    /// A version this build does not know.
+    #[error("export manifest version {0} is not supported (1 is)")]
+    Version(u32),
+    /// A path that leaves the export directory.
+    #[error("export manifest names {0:?}, which is not inside the directory")]
+    Outside(String),
+    /// A file's snapshot id is not 64 hex digits.
+    #[error("export manifest: {0:?} has a malformed snapshot id")]
+    SnapshotId(String),
+}
+
 impl Manifest {
     /// Parses a manifest, refusing an unknown version, a path leaving the directory or a malformed
     /// snapshot id; the error names what is wrong.
-    pub fn decode(bytes: &[u8]) -> std::result::Result<Manifest, String> {
-        let m: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| format!("not an export manifest: {e}"))?;
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Manifest, ManifestError> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
         if m.version != 1 {
-            return Err(format!("export manifest version {} is not supported (1 is)", m.version));
+            return Err(ManifestError::Version(m.version));
         }
         for (path, e) in &m.files {
             if !safe_relative(path) {
-                return Err(format!(
-                    "export manifest names {path:?}, which is not inside the directory"
-                ));
+                return Err(ManifestError::Outside(path.clone()));
             }
             if Id::from_hex(&e.snapshot).is_err() {
-                return Err(format!("export manifest: {path:?} has a malformed snapshot id"));
+                return Err(ManifestError::SnapshotId(path.clone()));
             }
         }
         Ok(m)
     }
     /// Pretty JSON (two-space indentation, sorted paths) with a final newline.
-    pub fn encode(&self) -> std::result::Result<Vec<u8>, String> {
-        let mut v = serde_json::to_vec_pretty(self)
-            .map_err(|e| format!("encoding the export manifest: {e}"))?;
+    pub fn encode(&self) -> serde_json::Result<Vec<u8>> {
+        let mut v = serde_json::to_vec_pretty(self)?;
         v.push(b'\n');
         Ok(v)
     }
@@ -210,35 +223,30 @@ fn load_manifest(dir: &Path) -> Result<Manifest> {
         }),
         Ok(_) => {
             let bytes = std::fs::read(&p).map_err(|e| io_err(&p, e))?;
-            Manifest::decode(&bytes)
-                .map_err(|reason| RepoError::Corrupt { object: p.display().to_string(), reason })
+            Manifest::decode(&bytes).map_err(|e| RepoError::Corrupt {
+                object: p.display().to_string(),
+                reason: e.to_string(),
+            })
         }
     }
 }
 
 fn save_manifest(dir: &Path, m: &Manifest) -> Result<()> {
-    write_atomic(&dir.join(MANIFEST), &m.encode().map_err(RepoError::Internal)?)
+    let bytes = m.encode().map_err(|e| RepoError::Output(std::io::Error::other(e)))?;
+    write_atomic(&dir.join(MANIFEST), &bytes)
 }
 
 /// Writes `bytes` to `path` atomically (temporary name, fsync, rename, directory fsync).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_beside(path);
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
-    sync_dir(path)
+    crate::fsutil::write_atomic(path, bytes).map_err(|e| io_err(path, e))
 }
 
 fn sync_dir(path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, e))
+    crate::fsutil::sync_dir(path).map_err(|e| io_err(path, e))
 }
 
 fn temp_beside(path: &Path) -> PathBuf {
-    let mut r = [0u8; 6];
-    let _ = getrandom::fill(&mut r);
-    let base = path.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!("{TMP_PREFIX}{}-{base}", hex::encode(r)))
+    crate::fsutil::temp_with_prefix(path, TMP_PREFIX)
 }
 
 /// Keeps the first bytes of the (uncompressed) stream, to name the file by its content.
@@ -398,11 +406,8 @@ pub async fn run(
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     let mut manifest = load_manifest(dir)?;
     let mut report = ExportReport { directory: dir.display().to_string(), ..Default::default() };
-    let explicit = match &opts.template {
-        Some(t) => Some(Template::parse(t).map_err(RepoError::Aborted)?),
-        None => None,
-    };
-    let stem = Template::parse("{name}-{time}").map_err(RepoError::Internal)?;
+    let explicit = opts.template.as_ref();
+    let stem = Template::default_stem();
     // a server snapshot is exported as one classic file per stream
     let mut items: Vec<(&Id, &Snapshot, Option<String>)> = Vec::new();
     for (id, snap) in &selected {
@@ -448,7 +453,7 @@ pub async fn run(
             .map(|(p, e)| (p.clone(), e.size))
             .collect();
         let wanted = match &explicit {
-            Some(t) => Some(t.render(&fields, &opts.tz).map_err(RepoError::Aborted)?),
+            Some(t) => Some(t.render(&fields, &opts.tz)?),
             None => None,
         };
         let fits = |p: &str| match opts.compression {
@@ -472,7 +477,7 @@ pub async fn run(
         // temporary file, the full name is known once the first bytes are restored.
         let stem_path = match &wanted {
             Some(w) => w.clone(),
-            None => stem.render(&fields, &opts.tz).map_err(RepoError::Aborted)?,
+            None => stem.render(&fields, &opts.tz)?,
         };
         let (tmp, head, restored) = restore_to_temp(
             &repo,

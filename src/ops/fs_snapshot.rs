@@ -13,7 +13,97 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::repo::{RepoError, Result};
+/// Why making, finding or removing a file-system snapshot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A command (lvcreate, mount, btrfs …) could not be started.
+    #[error("{command}: could not start: {source}")]
+    Start {
+        /// The command line.
+        command: String,
+        /// Why it could not start.
+        source: std::io::Error,
+    },
+    /// A command exited with an error.
+    #[error("{command}: {status} ({stderr})")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// The last line of its standard error.
+        stderr: String,
+    },
+    /// A path under our snapshot's name exists but is not a btrfs subvolume.
+    #[error("{path} exists but is not a btrfs subvolume; refusing to touch it ({source})")]
+    NotASubvolume {
+        /// The path.
+        path: String,
+        /// What `btrfs subvolume show` said.
+        source: Box<SnapshotError>,
+    },
+    /// The JSON report of lvs or vgs does not parse.
+    #[error("cannot read {tool} output: {source}")]
+    Report {
+        /// lvs or vgs.
+        tool: &'static str,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// `--lvm-snapshot-size` is not a size.
+    #[error("snapshot size {0:?}: expected a number with an optional unit B, K, M, G or T (5G)")]
+    Size(String),
+    /// The volume group has no such logical volume.
+    #[error("volume group {vg} has no logical volume {lv}")]
+    NoVolume {
+        /// The volume group.
+        vg: String,
+        /// The logical volume asked for.
+        lv: String,
+    },
+    /// A volume under our snapshot's name is not a snapshot of the volume being backed up.
+    #[error("{vg}/{name} exists and is not a snapshot of {lv}; refusing to remove it")]
+    NotOurs {
+        /// The volume group.
+        vg: String,
+        /// The volume found under our snapshot's name.
+        name: String,
+        /// The volume being backed up.
+        lv: String,
+    },
+    /// No such volume group.
+    #[error("no volume group {0}")]
+    NoGroup(String),
+    /// The volume group lacks the space the snapshot asks for.
+    #[error("volume group {vg} has {free} bytes free, the snapshot needs {want}")]
+    NoSpace {
+        /// The volume group.
+        vg: String,
+        /// Its free bytes.
+        free: u64,
+        /// The snapshot's size in bytes.
+        want: u64,
+    },
+    /// The mount point could not be made.
+    #[error("{path}: {source}")]
+    MountPoint {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The snapshot stayed busy for 30 seconds and is still there.
+    #[error("could not remove the {what}: {source}")]
+    Remove {
+        /// The snapshot, described.
+        what: String,
+        /// The last failure.
+        source: Box<SnapshotError>,
+    },
+}
+
+/// The result of snapshot operations.
+pub type Result<T> = std::result::Result<T, SnapshotError>;
 
 /// Runs external commands (a recording fake in unit tests).
 pub trait Runner: Send + Sync {
@@ -32,12 +122,16 @@ impl Runner for System {
             .args(&argv[1..])
             .env("LVM_SUPPRESS_FD_WARNINGS", "1")
             .output()
-            .map_err(|e| RepoError::Snapshot(format!("{line}: could not start: {e}")))?;
+            .map_err(|source| SnapshotError::Start { command: line.clone(), source })?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             let err =
                 err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-            return Err(RepoError::Snapshot(format!("{line}: {} ({err})", out.status)));
+            return Err(SnapshotError::Failed {
+                command: line,
+                status: out.status.to_string(),
+                stderr: err,
+            });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -104,11 +198,9 @@ impl Provider for Btrfs {
             return Ok(None);
         }
         self.runner.run(&argv(&["btrfs", "subvolume", "show", &snap.to_string_lossy()])).map_err(
-            |e| {
-                RepoError::Snapshot(format!(
-                    "{} exists but is not a btrfs subvolume; refusing to touch it ({e})",
-                    snap.display()
-                ))
+            |e| SnapshotError::NotASubvolume {
+                path: snap.display().to_string(),
+                source: Box::new(e),
             },
         )?;
         self.delete()?;
@@ -193,25 +285,21 @@ pub struct VgInfo {
 /// Parses `lvs --reportformat json -o lv_name,vg_name,lv_attr,origin` output.
 pub fn parse_lvs(json: &str) -> Result<Vec<LvInfo>> {
     let r: Report<LvReport> = serde_json::from_str(json)
-        .map_err(|e| RepoError::Snapshot(format!("cannot read lvs output: {e}")))?;
+        .map_err(|source| SnapshotError::Report { tool: "lvs", source })?;
     Ok(r.report.into_iter().flat_map(|r| r.lv).collect())
 }
 
 /// Parses `vgs --reportformat json --units b -o vg_name,vg_free` output.
 pub fn parse_vgs(json: &str) -> Result<Vec<VgInfo>> {
     let r: Report<VgReport> = serde_json::from_str(json)
-        .map_err(|e| RepoError::Snapshot(format!("cannot read vgs output: {e}")))?;
+        .map_err(|source| SnapshotError::Report { tool: "vgs", source })?;
     Ok(r.report.into_iter().flat_map(|r| r.vg).collect())
 }
 
 /// Bytes of an LVM size such as `5G`, `512M`, `1024` (MiB, LVM's default unit), `123B`.
 pub fn parse_lvm_size(s: &str) -> Result<u64> {
     let s = s.trim();
-    let bad = || {
-        RepoError::Snapshot(format!(
-            "snapshot size {s:?}: expected a number with an optional unit B, K, M, G or T (5G)"
-        ))
-    };
+    let bad = || SnapshotError::Size(s.into());
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map(|i| s.split_at(i))
@@ -316,17 +404,11 @@ impl Provider for Lvm {
         let name = self.snapshot_name();
         let lvs = self.logical_volumes()?;
         if !lvs.iter().any(|l| l.lv_name == self.lv) {
-            return Err(RepoError::Snapshot(format!(
-                "volume group {} has no logical volume {}",
-                self.vg, self.lv
-            )));
+            return Err(SnapshotError::NoVolume { vg: self.vg.clone(), lv: self.lv.clone() });
         }
         let Some(old) = lvs.into_iter().find(|l| l.lv_name == name) else { return Ok(None) };
         if old.origin != self.lv || !old.lv_attr.starts_with(['s', 'S']) {
-            return Err(RepoError::Snapshot(format!(
-                "{}/{name} exists and is not a snapshot of {}; refusing to remove it",
-                self.vg, self.lv
-            )));
+            return Err(SnapshotError::NotOurs { vg: self.vg.clone(), name, lv: self.lv.clone() });
         }
         self.unmount_and_remove()?;
         Ok(Some(format!("{}/{name}", self.vg)))
@@ -339,12 +421,9 @@ impl Provider for Lvm {
             .find(|v| v.vg_name == self.vg)
             .map(|v| v.vg_free.trim_end_matches(['B', 'b']).parse::<u64>().unwrap_or(0));
         match free {
-            None => return Err(RepoError::Snapshot(format!("no volume group {}", self.vg))),
-            Some(f) if f < want => {
-                return Err(RepoError::Snapshot(format!(
-                    "volume group {} has {f} bytes free, the snapshot needs {want}",
-                    self.vg
-                )));
+            None => return Err(SnapshotError::NoGroup(self.vg.clone())),
+            Some(free) if free < want => {
+                return Err(SnapshotError::NoSpace { vg: self.vg.clone(), free, want });
             }
             _ => {}
         }
@@ -355,8 +434,9 @@ impl Provider for Lvm {
                 .run(&argv(&["blkid", "-o", "value", "-s", "TYPE", &self.device()]))?
                 .trim()
                 .to_string();
-            std::fs::create_dir_all(self.mount_dir())
-                .map_err(|e| RepoError::Snapshot(format!("{}: {e}", self.mount_dir().display())))?;
+            std::fs::create_dir_all(self.mount_dir()).map_err(|source| {
+                SnapshotError::MountPoint { path: self.mount_dir().display().to_string(), source }
+            })?;
             self.runner.run(&self.mount_argv(&fstype))
         })();
         if let Err(e) = mounted_ok {
@@ -404,10 +484,7 @@ impl Held {
             match p.remove() {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => {
-                    return Err(RepoError::Snapshot(format!(
-                        "could not remove the {}: {e}",
-                        p.describe()
-                    )));
+                    return Err(SnapshotError::Remove { what: p.describe(), source: Box::new(e) });
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(250)),
             }

@@ -29,7 +29,7 @@ pub struct ImportOptions {
     /// `--template`: the file-name template that gives name and time (see
     /// [`Template::match_path`]); without it the classic `base-TIME.kind[.gz]` spellings are
     /// recognised.
-    pub template: Option<String>,
+    pub template: Option<Template>,
     /// Host recorded in the snapshots.
     pub host: String,
     /// Tags recorded in the snapshots.
@@ -135,10 +135,7 @@ pub async fn run(
     progress: Arc<dyn Progress>,
 ) -> Result<ImportReport> {
     let t0 = Instant::now();
-    let template = match &opts.template {
-        Some(t) => Some(Template::parse(t).map_err(RepoError::Aborted)?),
-        None => None,
-    };
+    let template = opts.template.as_ref();
     // Work out every file's name and time before storing anything: a bad name stops the
     // import before it starts, not halfway.
     let mut plan = Vec::new();
@@ -150,9 +147,7 @@ pub async fn run(
                 if let Some((n, tm)) = t.match_path(&shown) {
                     (name, time) = (n, tm);
                 } else if opts.name.is_none() || opts.time_ns.is_none() {
-                    return Err(RepoError::Aborted(format!(
-                        "{shown}: does not match the template"
-                    )));
+                    return Err(RepoError::TemplateMismatch { file: shown });
                 }
             }
             None => {
@@ -161,12 +156,9 @@ pub async fn run(
                 }
             }
         }
-        let name = opts.name.clone().or(name).ok_or_else(|| RepoError::Aborted(format!("{shown}: cannot tell the snapshot name from the file name; give --name or --template")))?;
-        let time = opts.time_ns.or(time).ok_or_else(|| {
-            RepoError::Aborted(format!(
-                "{shown}: cannot tell the time from the file name; give --time or --template"
-            ))
-        })?;
+        let unnamed = |what, option| RepoError::NotNamed { file: shown.clone(), what, option };
+        let name = opts.name.clone().or(name).ok_or_else(|| unnamed("snapshot name", "name"))?;
+        let time = opts.time_ns.or(time).ok_or_else(|| unnamed("time", "time"))?;
         plan.push((f.clone(), name, time));
     }
 

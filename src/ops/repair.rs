@@ -99,11 +99,10 @@ pub async fn repair_snapshots(
     let mut r = RepairSnapshotsReport { broken: c.broken_snapshots.clone(), removed: vec![] };
     if forget_broken && !r.broken.is_empty() {
         if c.index_incomplete {
-            return Err(RepoError::Aborted(format!(
-                "{} snapshots look broken, but the index may be incomplete ({} packs in no index, damaged index files possible): run `repo repair index` first; nothing was removed",
-                r.broken.len(),
-                c.orphan_packs
-            )));
+            return Err(RepoError::IndexIncomplete {
+                broken: r.broken.len(),
+                orphan_packs: c.orphan_packs,
+            });
         }
         for s in &r.broken {
             let id = Id::from_hex(s).map_err(|e| RepoError::format("snapshot id", e))?;

@@ -281,7 +281,10 @@ fn read_stream(
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| RepoError::CommandStart { command: shown.clone(), source: e })?;
-    let out = child.stdout.take().ok_or_else(|| RepoError::Internal("no stdout".into()))?;
+    let out = child.stdout.take().ok_or_else(|| RepoError::CommandStart {
+        command: shown.clone(),
+        source: std::io::Error::other("no standard output to read"),
+    })?;
     let mut bytes = 0u64;
     for batch in chunk_batches(out, repo, repo.chunker()) {
         let sent = match batch {

@@ -116,10 +116,7 @@ pub async fn run(
     let dst_has_config = match dst.get(CONFIG).await {
         Ok(theirs) if theirs == config => true,
         Ok(_) => {
-            return Err(RepoError::Aborted(format!(
-                "{} holds a different repository; sync only updates a copy of the same one (use `repo copy` between repositories)",
-                dst.location()
-            )));
+            return Err(RepoError::NotACopy { location: dst.location() });
         }
         Err(e) if e.is_not_found() => false,
         Err(e) => return Err(e.into()),
@@ -187,11 +184,7 @@ async fn sync_objects(
     let (mut index_listed, mut data_listed) = (Vec::new(), Vec::new());
     for round in 0.. {
         if round == MAX_ROUNDS {
-            return Err(RepoError::Aborted(format!(
-                "{} kept changing during {MAX_ROUNDS} rounds of copying (a prune running?); \
-                 the destination is consistent but incomplete: run the sync again",
-                src.location()
-            )));
+            return Err(RepoError::KeptChanging { location: src.location(), rounds: MAX_ROUNDS });
         }
         index_listed = src.list(INDEX_DIR).await?;
         data_listed = src.list(DATA_DIR).await?;

@@ -4,6 +4,7 @@
 //! `{time:FORMAT}` (strftime, in the given time zone; `{time}` is `%Y%m%d-%H%M%S`), `{host}`,
 //! `{tags}` (joined with `,`), `{id}` (8 hex digits). `{{` and `}}` are literal braces.
 
+use crate::repo::RepoError;
 use chrono::TimeZone;
 use chrono::format::{Item, StrftimeItems};
 
@@ -41,10 +42,51 @@ pub struct Fields<'a> {
     pub time_ns: i64,
 }
 
+/// Why a template does not parse, or what it gives for a snapshot is not a usable path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// A `{` without its `}`.
+    #[error("template {0:?}: unclosed {{")]
+    Unclosed(String),
+    /// A `}` without its `{` (a literal brace is written `}}`).
+    #[error("template {0:?}: unmatched }}")]
+    Unmatched(String),
+    /// `{time:FORMAT}` with an empty or invalid strftime format.
+    #[error("template {template:?}: {format:?} is not a strftime format")]
+    TimeFormat {
+        /// The whole template.
+        template: String,
+        /// The format given.
+        format: String,
+    },
+    /// A field other than name, base, time, host, tags and id.
+    #[error("template {template:?}: unknown field {{{field}}} (name, base, time, host, tags, id)")]
+    UnknownField {
+        /// The whole template.
+        template: String,
+        /// The field as written between the braces.
+        field: String,
+    },
+}
+
+impl std::str::FromStr for Template {
+    type Err = TemplateError;
+    fn from_str(t: &str) -> Result<Template, TemplateError> {
+        Template::parse(t)
+    }
+}
+
 impl Template {
+    /// `{name}-{time}`: the stem of exported files when no template is given.
+    pub fn default_stem() -> Template {
+        Template {
+            pieces: vec![Piece::Name, Piece::Lit("-".into()), Piece::Time(DEFAULT_TIME.into())],
+        }
+    }
+
     /// Parses a template; an unknown field, an invalid strftime format or an unmatched brace is an
     /// error naming the template.
-    pub fn parse(t: &str) -> Result<Template, String> {
+    pub fn parse(t: &str) -> Result<Template, TemplateError> {
         let mut pieces = Vec::new();
         let mut lit = String::new();
         let mut chars = t.chars().peekable();
@@ -64,7 +106,7 @@ impl Template {
                         match chars.next() {
                             Some('}') => break,
                             Some(c) => field.push(c),
-                            None => return Err(format!("template {t:?}: unclosed {{")),
+                            None => return Err(TemplateError::Unclosed(t.into())),
                         }
                     }
                     if !lit.is_empty() {
@@ -82,15 +124,22 @@ impl Template {
                         ("id", None) => Piece::Id,
                         ("time", f) => {
                             let f = f.unwrap_or(DEFAULT_TIME).to_string();
-                            if f.is_empty() || StrftimeItems::new(&f).any(|i| matches!(i, Item::Error)) {
-                                return Err(format!("template {t:?}: {f:?} is not a strftime format"));
+                            if f.is_empty()
+                                || StrftimeItems::new(&f).any(|i| matches!(i, Item::Error))
+                            {
+                                return Err(TemplateError::TimeFormat {
+                                    template: t.into(),
+                                    format: f,
+                                });
                             }
                             Piece::Time(f)
                         }
-                        _ => return Err(format!("template {t:?}: unknown field {{{field}}} (name, base, time, host, tags, id)")),
+                        _ => {
+                            return Err(TemplateError::UnknownField { template: t.into(), field });
+                        }
                     });
                 }
-                '}' => return Err(format!("template {t:?}: unmatched }}")),
+                '}' => return Err(TemplateError::Unmatched(t.into())),
                 c => lit.push(c),
             }
         }
@@ -102,7 +151,7 @@ impl Template {
 
     /// The relative path for a snapshot. Refuses results that would leave the export
     /// directory (absolute, `..`, empty components).
-    pub fn render<Tz: TimeZone>(&self, f: &Fields, tz: &Tz) -> Result<String, String>
+    pub fn render<Tz: TimeZone>(&self, f: &Fields, tz: &Tz) -> Result<String, RepoError>
     where
         Tz::Offset: std::fmt::Display,
     {
@@ -126,10 +175,7 @@ impl Template {
             || out.split('/').any(|c| c.is_empty() || c == "." || c == "..")
             || out.contains('\0')
         {
-            return Err(format!(
-                "the template gives {out:?} for snapshot {}: not a relative path inside the directory",
-                f.name
-            ));
+            return Err(RepoError::ExportPath { path: out, snapshot: f.name.into() });
         }
         Ok(out)
     }

@@ -237,9 +237,10 @@ pub async fn verify_restore(
     opts: &VerifyRestoreOptions,
 ) -> Result<Vec<RestoreVerdict>> {
     let pg_restore = opts.pg_restore.clone().or_else(find_pg_restore).ok_or_else(|| {
-        RepoError::Aborted(
-            "pg_restore not found: install PostgreSQL client tools or pass --pg-restore".into(),
-        )
+        RepoError::ToolNotFound {
+            tool: "pg_restore",
+            hint: "install PostgreSQL client tools or pass --pg-restore",
+        }
     })?;
     // file trees hold no dump to hand to pg_restore; server snapshots hold one per stream
     let snaps: Vec<_> = select_snapshots(&repo, &opts.filter, opts.latest)

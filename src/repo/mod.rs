@@ -141,10 +141,88 @@ pub enum RepoError {
     /// code 0.
     #[error("writing the output: {0}")]
     Output(std::io::Error),
-    /// The command stopped on a condition the operator must resolve (a refused option combination,
-    /// an unusable name template, an unsafe sync); the message says what.
-    #[error("{0}")]
-    Aborted(String),
+    /// `repair snapshots --forget` found broken snapshots while the index may be incomplete:
+    /// removing them could remove good ones.
+    #[error(
+        "{broken} snapshots look broken, but the index may be incomplete ({orphan_packs} packs \
+         in no index, damaged index files possible): run `repo repair index` first; nothing was \
+         removed"
+    )]
+    IndexIncomplete {
+        /// Snapshots that look broken.
+        broken: usize,
+        /// Packs that no index file names.
+        orphan_packs: u64,
+    },
+    /// The sync destination holds another repository (a different config).
+    #[error(
+        "{location} holds a different repository; sync only updates a copy of the same one (use \
+         `repo copy` between repositories)"
+    )]
+    NotACopy {
+        /// The destination.
+        location: String,
+    },
+    /// The sync source kept changing under the copy (a prune running?): the destination is
+    /// consistent but incomplete.
+    #[error(
+        "{location} kept changing during {rounds} rounds of copying (a prune running?); the \
+         destination is consistent but incomplete: run the sync again"
+    )]
+    KeptChanging {
+        /// The source.
+        location: String,
+        /// Rounds of listing and copying tried.
+        rounds: usize,
+    },
+    /// An external program the command needs is not installed.
+    #[error("{tool} not found: {hint}")]
+    ToolNotFound {
+        /// The program, e.g. pg_restore.
+        tool: &'static str,
+        /// How to get it or point to it.
+        hint: &'static str,
+    },
+    /// `forget` without a policy and without snapshot ids.
+    #[error("no policy given (--keep-last, --keep-daily, …) and no snapshot ids: nothing to do")]
+    NoPolicy,
+    /// `import --template`: a file's name does not match the template.
+    #[error("{file}: does not match the template")]
+    TemplateMismatch {
+        /// The file.
+        file: String,
+    },
+    /// `import`: a file's snapshot name or time cannot be told from its name.
+    #[error("{file}: cannot tell the {what} from the file name; give --{option} or --template")]
+    NotNamed {
+        /// The file.
+        file: String,
+        /// "snapshot name" or "time".
+        what: &'static str,
+        /// The option that gives it: "name" or "time".
+        option: &'static str,
+    },
+    /// `export`: the template gives a path that would leave the export directory.
+    #[error(
+        "the template gives {path:?} for snapshot {snapshot}: not a relative path inside the \
+         directory"
+    )]
+    ExportPath {
+        /// What the template gave.
+        path: String,
+        /// The snapshot's name.
+        snapshot: String,
+    },
+    /// A worker (the uploader, a chunk feeder, a stream reader) ended before its work was
+    /// done; the error that stopped it is the one reported.
+    #[error("the {0} stopped early")]
+    WorkerStopped(&'static str),
+    /// The operating system refused a pipe between two parts of the command.
+    #[error("could not create a pipe: {0}")]
+    Pipe(std::io::Error),
+    /// A library caller opened the repository with the wrong [`Access`] for the operation.
+    #[error("this operation needs a repository opened with Access::{0}")]
+    WrongAccess(&'static str),
     /// The command to back up could not be started.
     #[error("{command}: could not start: {source}")]
     CommandStart {
@@ -240,12 +318,6 @@ pub enum RepoError {
     /// The operation was cancelled (SIGINT/SIGTERM): nothing was committed (exit code 130).
     #[error("interrupted")]
     Interrupted,
-    /// Making or removing a file-system snapshot (LVM, btrfs) for a tree backup failed.
-    #[error("{0}")]
-    Snapshot(String),
-    /// A broken internal invariant (a worker stopped early, a missing pipe): a bug, not damage.
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 impl RepoError {

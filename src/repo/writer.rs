@@ -217,14 +217,14 @@ impl Pipeline<'_> {
         base: Option<Id>,
         data: Vec<u8>,
     ) -> Result<()> {
-        if self.packer.is_none() {
-            self.packer = Some(PackBuilder::new(
+        let p = match &mut self.packer {
+            Some(p) => p,
+            None => self.packer.insert(PackBuilder::new(
                 &self.repo.keys,
                 self.repo.cipher,
                 self.repo.config.pack_target,
-            )?);
-        }
-        let p = self.packer.as_mut().ok_or_else(|| RepoError::Internal("no packer".into()))?;
+            )?),
+        };
         p.add(t, id, flags, raw_len, base, data)?;
         if p.is_full() {
             self.flush_pack()?;
@@ -236,9 +236,7 @@ impl Pipeline<'_> {
         if let Some(p) = self.packer.take().filter(|p| !p.is_empty()) {
             let f = p.finish()?;
             // the uploader is gone only when it failed; its error is the one reported
-            self.pack_tx
-                .blocking_send(f)
-                .map_err(|_| RepoError::Aborted("upload stopped".into()))?;
+            self.pack_tx.blocking_send(f).map_err(|_| RepoError::WorkerStopped("uploader"))?;
         }
         Ok(())
     }
@@ -500,8 +498,7 @@ impl ChunkSink<'_> {
             match msg {
                 StreamMsg::Batch(i, batch) => {
                     let bytes: usize = batch.iter().map(|c| c.len()).sum();
-                    let s =
-                        states.get_mut(i).ok_or_else(|| RepoError::Internal("stream".into()))?;
+                    let s = &mut states[i]; // i < n: the readers are numbered 0..n
                     swap(p, s);
                     let r = p.process(batch);
                     swap(p, s);
@@ -510,8 +507,7 @@ impl ChunkSink<'_> {
                 }
                 StreamMsg::End(i, result) => {
                     let total = result?;
-                    let s =
-                        states.get_mut(i).ok_or_else(|| RepoError::Internal("stream".into()))?;
+                    let s = &mut states[i]; // i < n: the readers are numbered 0..n
                     swap(p, s);
                     let lists = p.take_lists();
                     swap(p, s);
@@ -522,7 +518,7 @@ impl ChunkSink<'_> {
         }
         states
             .into_iter()
-            .map(|s| s.done.ok_or_else(|| RepoError::Internal("stream without end".into())))
+            .map(|s| s.done.ok_or(RepoError::WorkerStopped("stream reader")))
             .collect()
     }
 
@@ -672,7 +668,7 @@ where
 {
     // a backup's protection from prunes is its lease (format-spec/prune.md)
     if repo.lease().map(|l| l.kind()) != Some(crate::format::lock::LeaseKind::Backup) {
-        return Err(RepoError::Internal("a backup needs a repository opened for backup".into()));
+        return Err(RepoError::WrongAccess("Backup"));
     }
     let (pack_tx, pack_rx) = mpsc::channel(2);
     let pending = Pending::default();
@@ -707,7 +703,8 @@ where
             s.index_files_written = u.index_files_written;
             (content, s)
         }
-        (Err(RepoError::Aborted(_)), Err(e)) | (Ok(_), Err(e)) => return Err(e),
+        // the pipeline stopped because the uploader failed: the uploader's error is the cause
+        (Err(RepoError::WorkerStopped(_)), Err(e)) | (Ok(_), Err(e)) => return Err(e),
         (Err(e), _) => return Err(e),
     };
     gate.await?;

@@ -75,10 +75,7 @@ pub async fn run(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport
         report.groups.push(g);
     } else {
         if opts.policy.is_empty() {
-            return Err(RepoError::Aborted(
-                "no policy given (--keep-last, --keep-daily, …) and no snapshot ids: nothing to do"
-                    .into(),
-            ));
+            return Err(RepoError::NoPolicy);
         }
         let mut by_name: BTreeMap<String, Vec<_>> = BTreeMap::new();
         for (id, s) in list_snapshots(repo, &opts.filter).await? {

@@ -290,7 +290,7 @@ impl Chunks {
                 None => match self.rx.blocking_recv() {
                     Some(g) => self.group = g.into_iter(),
                     None => {
-                        return Err(RepoError::Internal("the chunk feeder stopped early".into()));
+                        return Err(RepoError::WorkerStopped("chunk feeder"));
                     }
                 },
             }
