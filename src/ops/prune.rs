@@ -30,7 +30,7 @@ use crate::repo::idset::{IdSet, Keep};
 use crate::repo::lease::{Lease, live_leases, prune_records, remove_expired_leases};
 use crate::repo::packer::PackBuilder;
 use crate::repo::{
-    RepoError, Repository, Result, SnapshotFilter, Unreadable, list_snapshots_checked,
+    IndexBatch, RepoError, Repository, Result, SnapshotFilter, Unreadable, list_snapshots_checked,
     load_index_file, parse_pack, paths, read_blob, read_pack_footer, write_index,
 };
 
@@ -350,31 +350,20 @@ async fn mark(
         .chain(doomed_before.iter().copied())
         .collect();
     let mut written: HashSet<Id> = HashSet::new();
-    let mut batch: Vec<IndexPack> = new_packs;
+    let mut batch = IndexBatch::default();
+    for p in new_packs {
+        batch.push(repo, p).await?;
+    }
     for ix in &index_ids {
         let f = load_index_file(repo, ix).await?;
         for p in f.packs {
             if !gone.contains(&p.pack) && written.insert(p.pack) {
-                batch.push(p);
+                batch.push(repo, p).await?;
             }
         }
-        // index files of at most 64 packs or about 65536 entries, as backups write them
-        while batch.len() >= 64 || batch.iter().map(|p| p.blobs.len()).sum::<usize>() >= 1 << 16 {
-            let mut n = 0;
-            let mut entries = 0;
-            while n < batch.len() && n < 64 && entries < 1 << 16 {
-                entries += batch[n].blobs.len();
-                n += 1;
-            }
-            let rest = batch.split_off(n);
-            write_index(repo, std::mem::replace(&mut batch, rest), vec![]).await?;
-            r.index_files_written += 1;
-        }
     }
-    if !batch.is_empty() {
-        write_index(repo, batch, vec![]).await?;
-        r.index_files_written += 1;
-    }
+    batch.flush(repo).await?;
+    r.index_files_written += batch.files_written;
     let rec = PruneRecord {
         time_ns: chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
         confirmed: false,

@@ -6,7 +6,7 @@ use futures::stream::{self, StreamExt};
 
 use super::check::{self, CheckOptions};
 use crate::format::Id;
-use crate::repo::{RepoError, Repository, Result, paths, read_pack_footer, write_index};
+use crate::repo::{IndexBatch, RepoError, Repository, Result, paths, read_pack_footer};
 
 /// What `repo repair index` did (JSON output).
 #[derive(Debug, Default, serde::Serialize)]
@@ -22,8 +22,6 @@ pub struct RepairIndexReport {
     /// Packs whose footer could not be read: their data is not indexed.
     pub unreadable_packs: Vec<String>,
 }
-
-const PACKS_PER_INDEX: usize = 64;
 
 /// Rebuilds the index from the packs' own footers. New index files are written first; only
 /// then are the old ones removed, so a crash in between leaves a complete (duplicated) index.
@@ -52,25 +50,19 @@ pub async fn repair_index(repo: Arc<Repository>) -> Result<RepairIndexReport> {
         async move { (id, read_pack_footer(&repo, &id, size).await) }
     })
     .buffer_unordered(8);
-    let mut batch = Vec::new();
+    let mut batch = IndexBatch::default();
     while let Some((id, res)) = read.next().await {
         match res {
             Ok(p) => {
                 r.packs_read += 1;
                 r.blobs += p.blobs.len() as u64;
-                batch.push(p);
+                batch.push(&repo, p).await?;
             }
             Err(e) => r.unreadable_packs.push(format!("{}: {e}", paths::pack(&id))),
         }
-        if batch.len() >= PACKS_PER_INDEX {
-            write_index(&repo, std::mem::take(&mut batch), vec![]).await?;
-            r.index_files_written += 1;
-        }
     }
-    if !batch.is_empty() {
-        write_index(&repo, batch, vec![]).await?;
-        r.index_files_written += 1;
-    }
+    batch.flush(&repo).await?;
+    r.index_files_written = batch.files_written;
     for id in old {
         repo.backend().delete(&paths::index(&id)).await?;
         r.index_files_removed += 1;

@@ -25,8 +25,8 @@ pub use verify::{
     PackVerdict, load_index_file, parse_pack, read_pack_footer, verify_deltas, verify_pack_bytes,
 };
 pub use writer::{
-    BackupStats, ChunkSink, Content, NoProgress, Progress, SnapshotMeta, StreamMsg, backup_stream,
-    backup_with, chunk_batches, write_index,
+    BackupStats, ChunkSink, Content, IndexBatch, NoProgress, Progress, SnapshotMeta, StreamMsg,
+    backup_stream, backup_with, chunk_batches, write_index,
 };
 
 use std::collections::HashSet;

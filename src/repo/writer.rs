@@ -5,7 +5,7 @@
 //! pipeline thread: hash batch (rayon) → dedup lookup (cache + this session)│
 //!                  → compress new chunks (rayon) → seal into pack ─────────┘
 //!                  ──(bounded channel, 2 packs)──> uploader task: put packs (2 in flight),
-//!                  write an index file every INDEX_FLUSH_PACKS packs or INDEX_FLUSH_BLOBS
+//!                  write an index file every INDEX_FILE_PACKS packs or INDEX_FILE_BLOBS
 //!                  blobs, and at the end
 //! then: commit gate (command mode: the child's exit status) → snapshot file, written last.
 //! ```
@@ -32,10 +32,57 @@ use crate::format::snapshot::{Snapshot, SnapshotKind};
 use crate::format::stream::{LIST_MAX_ENTRIES, encode_list};
 
 const BATCH_BYTES: usize = 4 << 20;
-const INDEX_FLUSH_PACKS: usize = 64;
-/// Also flush after this many blobs: with small chunks, 64 packs hold millions of them, and
-/// the pending ids and entries are held in memory until their index file is written.
-const INDEX_FLUSH_BLOBS: usize = 65536;
+/// An index file names at most this many packs...
+pub const INDEX_FILE_PACKS: usize = 64;
+/// ...and is closed once it holds this many entries: with small chunks, 64 packs hold
+/// millions of them, and a backup keeps the pending ids in memory until their index file is
+/// written (and every reader decodes an index file whole).
+pub const INDEX_FILE_BLOBS: usize = 65536;
+
+/// Packs on their way into index files of bounded size ([`INDEX_FILE_PACKS`],
+/// [`INDEX_FILE_BLOBS`]): every writer of index files (backups, prune, repair) batches
+/// through this.
+#[derive(Default)]
+pub struct IndexBatch {
+    packs: Vec<IndexPack>,
+    blobs: usize,
+    /// Index files written so far.
+    pub files_written: u64,
+}
+
+impl IndexBatch {
+    /// True when the packs held should go into an index file now.
+    pub fn is_full(&self) -> bool {
+        self.packs.len() >= INDEX_FILE_PACKS || self.blobs >= INDEX_FILE_BLOBS
+    }
+
+    /// Adds a pack; writes nothing (see [`IndexBatch::push`]).
+    pub fn add(&mut self, pack: IndexPack) {
+        self.blobs += pack.blobs.len();
+        self.packs.push(pack);
+    }
+
+    /// Adds a pack, and writes the index file when that fills it.
+    pub async fn push(&mut self, repo: &Repository, pack: IndexPack) -> Result<()> {
+        self.add(pack);
+        if self.is_full() {
+            self.flush(repo).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the packs held (if any) as one index file; returns their packs.
+    pub async fn flush(&mut self, repo: &Repository) -> Result<Vec<IndexPack>> {
+        if self.packs.is_empty() {
+            return Ok(vec![]);
+        }
+        let packs = std::mem::take(&mut self.packs);
+        self.blobs = 0;
+        write_index(repo, packs.clone(), vec![]).await?;
+        self.files_written += 1;
+        Ok(packs)
+    }
+}
 const UPLOADS_IN_FLIGHT: usize = 2;
 
 /// What describes a snapshot besides its content.
@@ -554,16 +601,16 @@ pub async fn write_index(
     Ok(id)
 }
 
-/// Writes the index file for `done` and forgets its ids from `pending` (the cache has them).
+/// Writes the index file for the packs of `batch` and forgets their ids from `pending` (the
+/// cache has them).
 async fn index_and_forget(
     repo: &Repository,
-    done: Vec<IndexPack>,
+    batch: &mut IndexBatch,
     pending: &Pending,
 ) -> Result<()> {
-    let ids: Vec<Id> = done.iter().flat_map(|p| p.blobs.iter().map(|b| b.0)).collect();
-    write_index(repo, done, vec![]).await?;
+    let done = batch.flush(repo).await?;
     let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-    for id in ids {
+    for id in done.iter().flat_map(|p| p.blobs.iter().map(|b| b.0)) {
         p.remove(&id);
     }
     Ok(())
@@ -576,7 +623,7 @@ async fn uploader(
 ) -> Result<BackupStats> {
     let mut stats = BackupStats::default();
     let mut in_flight: VecDeque<tokio::task::JoinHandle<Result<IndexPack>>> = VecDeque::new();
-    let mut done: Vec<IndexPack> = Vec::new();
+    let mut done = IndexBatch::default();
     let mut first_err = None;
     loop {
         let next = if in_flight.len() >= UPLOADS_IN_FLIGHT { None } else { rx.recv().await };
@@ -593,27 +640,21 @@ async fn uploader(
             None => {
                 let Some(h) = in_flight.pop_front() else { break };
                 match h.await.map_err(RepoError::from).and_then(|r| r) {
-                    Ok(ix) => done.push(ix),
+                    Ok(ix) => done.add(ix),
                     Err(e) => {
                         first_err.get_or_insert(e);
                         rx.close();
                     }
                 }
-                let blobs: usize = done.iter().map(|p| p.blobs.len()).sum();
-                if (done.len() >= INDEX_FLUSH_PACKS || blobs >= INDEX_FLUSH_BLOBS)
-                    && first_err.is_none()
-                {
-                    index_and_forget(&repo, std::mem::take(&mut done), &pending).await?;
-                    stats.index_files_written += 1;
+                if done.is_full() && first_err.is_none() {
+                    index_and_forget(&repo, &mut done, &pending).await?;
                 }
             }
         }
     }
     // index what did reach the repository, even after an error: later backups reuse it
-    if !done.is_empty() {
-        index_and_forget(&repo, done, &pending).await?;
-        stats.index_files_written += 1;
-    }
+    index_and_forget(&repo, &mut done, &pending).await?;
+    stats.index_files_written = done.files_written;
     match first_err {
         Some(e) => Err(e),
         None => Ok(stats),
