@@ -276,30 +276,11 @@ fn backup_meta(a: &args::BackupArgs) -> anyhow::Result<SnapshotMeta> {
     })
 }
 
+/// Hands each command to its function; each returns the exit code (the `EXIT_*` constants).
 async fn run(cli: &Cli) -> anyhow::Result<i32> {
+    let ok = |()| EXIT_OK;
     match &cli.command {
-        Cmd::Check(a) => check(cli, a).await,
-        Cmd::Repair { what } => {
-            let access = match what {
-                args::RepairCmd::Index => Access::Backup,
-                args::RepairCmd::Snapshots { .. } => Access::Read,
-            };
-            let repo = open(cli, access).await?;
-            match what {
-                args::RepairCmd::Index => {
-                    emit(cli, &ops::repair::repair_index(repo).await?, render::repair_index)?
-                }
-                args::RepairCmd::Snapshots { forget_broken } => emit(
-                    cli,
-                    &ops::repair::repair_snapshots(repo, *forget_broken).await?,
-                    render::repair_snapshots,
-                )?,
-            }
-            Ok(EXIT_OK)
-        }
-        Cmd::Forget(a) => forget(cli, a).await.map(|()| EXIT_OK),
-        Cmd::Ls(a) => tree::ls(cli, a).await,
-        Cmd::Restore(a) if a.target.is_some() || a.path.is_some() => tree::restore(cli, a).await,
+        Cmd::Init(a) => init(cli, a).await.map(ok),
         Cmd::Backup(a) if !a.streams.is_empty() || a.pg_databases.is_some() => {
             backup_streams(cli, a).await
         }
@@ -307,16 +288,20 @@ async fn run(cli: &Cli) -> anyhow::Result<i32> {
             let meta = backup_meta(a)?;
             tree::backup(cli, a, meta).await
         }
-        Cmd::Prune(a) => {
-            let repo = open(cli, if a.dry_run { Access::Read } else { Access::Prune }).await?;
-            let opts = ops::prune::PruneOptions {
-                dry_run: a.dry_run,
-                max_unused: parse_share(&a.max_unused)?,
-            };
-            emit(cli, &ops::prune::run(repo, &opts).await?, render::prune)?;
-            Ok(EXIT_OK)
-        }
-        _ => run_basic(cli).await.map(|()| EXIT_OK),
+        Cmd::Backup(a) => backup_stream(cli, a).await.map(ok),
+        Cmd::Snapshots(a) => snapshots(cli, a).await.map(ok),
+        Cmd::Ls(a) => tree::ls(cli, a).await,
+        Cmd::Restore(a) if a.target.is_some() || a.path.is_some() => tree::restore(cli, a).await,
+        Cmd::Restore(a) => restore_stream(cli, a).await.map(ok),
+        Cmd::Stats => stats(cli).await.map(ok),
+        Cmd::Check(a) => check(cli, a).await,
+        Cmd::Forget(a) => forget(cli, a).await.map(ok),
+        Cmd::Prune(a) => prune(cli, a).await.map(ok),
+        Cmd::Export(a) => export(cli, a).await.map(ok),
+        Cmd::Import(a) => import(cli, a).await.map(ok),
+        Cmd::Sync(a) => sync(cli, a).await.map(ok),
+        Cmd::Copy(a) => copy(cli, a).await.map(ok),
+        Cmd::Repair { what } => repair(cli, what).await.map(ok),
     }
 }
 
@@ -423,216 +408,253 @@ async fn check(cli: &Cli, a: &args::CheckArgs) -> anyhow::Result<i32> {
     })
 }
 
-async fn run_basic(cli: &Cli) -> anyhow::Result<()> {
+/// `repo init`: a new repository (prompts for the password on a terminal).
+async fn init(cli: &Cli, a: &args::InitArgs) -> anyhow::Result<()> {
+    let backend = backend(cli, repo_url(cli)?)?;
+    let encrypted = matches!(a.encryption, Encryption::Aes256Gcm);
+    let pw = match password(cli)? {
+        None if encrypted => prompt_password("password for the new repository: ", true)?,
+        pw => pw,
+    };
+    let mut o = InitOptions { encrypted, ..InitOptions::default() };
+    if let Some(avg) = a.chunk_avg {
+        o.chunk_avg = avg;
+        o.chunk_min = avg / 4;
+        o.chunk_max = avg.saturating_mul(4);
+    }
+    o.chunk_min = a.chunk_min.unwrap_or(o.chunk_min);
+    o.chunk_max = a.chunk_max.unwrap_or(o.chunk_max);
+    o.pack_target = a.pack_size.unwrap_or(o.pack_target);
+    o.zstd_level = a.compression_level.unwrap_or(o.zstd_level);
+    if let Some(m) = a.kdf_memory {
+        o.kdf.m_cost_kib = m;
+    }
+    let r = ops::init::run(&backend, pw.as_deref(), &o).await?;
+    emit(cli, &r, render::init)
+}
+
+/// `repo backup --stdin` or `repo backup -- COMMAND`: one stream snapshot.
+async fn backup_stream(cli: &Cli, a: &args::BackupArgs) -> anyhow::Result<()> {
     let show_progress = !cli.quiet && !cli.json;
-    match &cli.command {
-        Cmd::Init(a) => {
-            let backend = backend(cli, repo_url(cli)?)?;
-            let encrypted = matches!(a.encryption, Encryption::Aes256Gcm);
-            let pw = match password(cli)? {
-                None if encrypted => prompt_password("password for the new repository: ", true)?,
-                pw => pw,
-            };
-            let mut o = InitOptions { encrypted, ..InitOptions::default() };
-            if let Some(avg) = a.chunk_avg {
-                o.chunk_avg = avg;
-                o.chunk_min = avg / 4;
-                o.chunk_max = avg.saturating_mul(4);
-            }
-            o.chunk_min = a.chunk_min.unwrap_or(o.chunk_min);
-            o.chunk_max = a.chunk_max.unwrap_or(o.chunk_max);
-            o.pack_target = a.pack_size.unwrap_or(o.pack_target);
-            o.zstd_level = a.compression_level.unwrap_or(o.zstd_level);
-            if let Some(m) = a.kdf_memory {
-                o.kdf.m_cost_kib = m;
-            }
-            let r = ops::init::run(&backend, pw.as_deref(), &o).await?;
-            emit(cli, &r, render::init)
+    let source = match (a.stdin, a.command.is_empty()) {
+        (true, true) if a.gunzip => ops::backup::Source::StdinGunzip,
+        (true, true) => ops::backup::Source::Stdin,
+        (false, false) => ops::backup::Source::Command(a.command.clone()),
+        (true, false) => {
+            return Err(anyhow!("give either --stdin or a command after --, not both"));
         }
-        Cmd::Backup(a) => {
-            let source = match (a.stdin, a.command.is_empty()) {
-                (true, true) if a.gunzip => ops::backup::Source::StdinGunzip,
-                (true, true) => ops::backup::Source::Stdin,
-                (false, false) => ops::backup::Source::Command(a.command.clone()),
-                (true, false) => {
-                    return Err(anyhow!("give either --stdin or a command after --, not both"));
-                }
-                (false, true) => {
-                    return Err(anyhow!("nothing to back up: give --stdin or a command after --"));
-                }
-            };
-            if !a.paths.is_empty() || a.root.is_some() || a.btrfs.is_some() {
-                return Err(anyhow!("give either PATHs or --stdin / a command after --, not both"));
-            }
-            let meta = backup_meta(a)?;
-            let repo = open(cli, Access::Backup).await?;
-            let bar = Bar::start("read", show_progress);
-            let r = ops::backup::run(repo.clone(), source, meta, bar.clone()).await;
-            bar.finish();
-            warnings(cli, &repo);
-            let r = r?;
-            metrics::record_backup(&a.name, &r.stats, r.seconds, None);
-            if !cli.quiet {
-                for w in &r.warnings {
-                    eprintln!("repo: warning: {w}");
-                }
-            }
-            emit(cli, &r, render::backup)
+        (false, true) => {
+            return Err(anyhow!("nothing to back up: give --stdin or a command after --"));
         }
-        Cmd::Snapshots(a) => {
-            let repo = open(cli, Access::Unleased).await?;
-            let r = ops::snapshots::run(&repo, &a.filter.snapshots(), a.latest).await?;
-            warnings(cli, &repo);
-            emit(cli, &r, |l| render::snapshots(l))
+    };
+    if !a.paths.is_empty() || a.root.is_some() || a.btrfs.is_some() {
+        return Err(anyhow!("give either PATHs or --stdin / a command after --, not both"));
+    }
+    let meta = backup_meta(a)?;
+    let repo = open(cli, Access::Backup).await?;
+    let bar = Bar::start("read", show_progress);
+    let r = ops::backup::run(repo.clone(), source, meta, bar.clone()).await;
+    bar.finish();
+    warnings(cli, &repo);
+    let r = r?;
+    metrics::record_backup(&a.name, &r.stats, r.seconds, None);
+    if !cli.quiet {
+        for w in &r.warnings {
+            eprintln!("repo: warning: {w}");
         }
-        Cmd::Restore(a) => {
-            let repo = open(cli, Access::Read).await?;
-            let filter = a.filter.snapshots();
-            let bar = Bar::start("restored", show_progress && a.output.is_some());
-            let r = match &a.output {
-                None => ops::restore::run(
+    }
+    emit(cli, &r, render::backup)
+}
+
+/// `repo snapshots`.
+async fn snapshots(cli: &Cli, a: &args::SnapshotsArgs) -> anyhow::Result<()> {
+    let repo = open(cli, Access::Unleased).await?;
+    let r = ops::snapshots::run(&repo, &a.filter.snapshots(), a.latest).await?;
+    warnings(cli, &repo);
+    emit(cli, &r, |l| render::snapshots(l))
+}
+
+/// `repo restore` of a stream, to standard output or `-o FILE` (atomically).
+async fn restore_stream(cli: &Cli, a: &args::RestoreArgs) -> anyhow::Result<()> {
+    let show_progress = !cli.quiet && !cli.json;
+    let repo = open(cli, Access::Read).await?;
+    let filter = a.filter.snapshots();
+    let bar = Bar::start("restored", show_progress && a.output.is_some());
+    let r = match &a.output {
+        None => ops::restore::run(
+            repo.clone(),
+            &a.snapshot,
+            &filter,
+            gzip_if(a.gzip, stdout_file()?),
+            bar.clone(),
+        )
+        .await
+        .map_err(anyhow::Error::from),
+        Some(path) => {
+            write_atomically(path, |w| {
+                ops::restore::run(
                     repo.clone(),
                     &a.snapshot,
                     &filter,
-                    gzip_if(a.gzip, stdout_file()?),
+                    gzip_if(a.gzip, w),
                     bar.clone(),
                 )
-                .await
-                .map_err(anyhow::Error::from),
-                Some(path) => {
-                    write_atomically(path, |w| {
-                        ops::restore::run(
-                            repo.clone(),
-                            &a.snapshot,
-                            &filter,
-                            gzip_if(a.gzip, w),
-                            bar.clone(),
-                        )
-                    })
-                    .await
-                }
-            };
-            bar.finish();
-            warnings(cli, &repo);
-            let r = r?;
-            // the data may be on stdout: the report goes there only with -o
-            if a.output.is_some() {
-                emit(cli, &r, render::restore)
-            } else {
-                if cli.verbose {
-                    eprintln!("{}", render::restore(&r));
-                }
-                Ok(())
-            }
+            })
+            .await
         }
-        Cmd::Export(a) => {
-            let repo = open(cli, Access::Read).await?;
-            let tz = a.tz;
-            let mut selected =
-                repo::repo::select_snapshots(&repo, &a.filter.snapshots(), a.latest).await?;
-            if let Some(w) = &a.keep_within {
-                let span_ns = ops::forget::policy::parse_duration(w)
-                    .map_err(|e| anyhow!("--keep-within {e}"))?;
-                selected = ops::export::keep_within(selected, span_ns);
-            }
-            let compression = match a.format {
-                args::ExportFormat::Gz => ops::export::Compression::Gzip {
-                    level: a.level.unwrap_or(6).clamp(1, 9) as u32,
-                },
-                args::ExportFormat::Zst => {
-                    ops::export::Compression::Zstd { level: a.level.unwrap_or(3) }
-                }
-                args::ExportFormat::Raw => ops::export::Compression::None,
-            };
-            let opts = ops::export::ExportOptions {
-                template: a.template.clone(),
-                compression,
-                mirror: a.mirror,
-                force: a.force,
-                tz,
-                name_scope: a.filter.name.clone(),
-            };
-            let bar = Bar::start("exported", show_progress);
-            let r =
-                ops::export::run(repo.clone(), &a.directory, selected, &opts, bar.clone()).await;
-            bar.finish();
-            let r = r?;
-            emit(cli, &r, render::export)?;
-            if r.conflicts > 0 {
-                return Err(anyhow!(
-                    "{} files exist with other content and were not overwritten (--force replaces them)",
-                    r.conflicts
-                ));
-            }
-            Ok(())
+    };
+    bar.finish();
+    warnings(cli, &repo);
+    let r = r?;
+    // the data may be on stdout: the report goes there only with -o
+    if a.output.is_some() {
+        emit(cli, &r, render::restore)
+    } else {
+        if cli.verbose {
+            eprintln!("{}", render::restore(&r));
         }
-        Cmd::Import(a) => {
-            let repo = open(cli, Access::Backup).await?;
-            let opts = ops::import::ImportOptions {
-                name: a.name.clone(),
-                time_ns: match &a.time {
-                    Some(t) => Some(parse_time(Some(t))?),
-                    None => None,
-                },
-                template: a.template.clone(),
-                host: a
-                    .host
-                    .clone()
-                    .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
-                tags: a.tags.clone(),
-            };
-            let bar = Bar::start("imported", show_progress);
-            let r = ops::import::run(repo.clone(), &a.files, &opts, bar.clone()).await;
-            bar.finish();
-            emit(cli, &r?, render::import)
-        }
-        Cmd::Sync(a) => {
-            let src = backend(cli, repo_url(cli)?)?;
-            let dst = backend(cli, &a.destination)?;
-            let opts =
-                ops::sync::SyncOptions { delete: a.delete, dry_run: a.dry_run, jobs: a.jobs };
-            let bar = Bar::start("copied", show_progress);
-            let r = ops::sync::run(src, dst, &opts, &*bar).await;
-            bar.finish();
-            emit(cli, &r?, render::sync)
-        }
-        Cmd::Copy(a) => {
-            let src = open(cli, Access::Read).await?;
-            let pw = match password_from("REPO_TO_PASSWORD", a.to_password_file.as_deref())? {
-                Some(p) => Some(p),
-                None => password(cli)?,
-            };
-            let dst = open_at(cli, backend(cli, &a.to)?, pw.as_deref(), Access::Backup).await?;
-            warnings(cli, &dst);
-            let selected = if a.snapshots.is_empty() {
-                repo::repo::select_snapshots(&src, &a.filter.snapshots(), a.latest).await?
-            } else {
-                let mut picked = Vec::new();
-                for sel in &a.snapshots {
-                    picked.push(
-                        repo::repo::resolve_snapshot(&src, sel, &a.filter.snapshots()).await?,
-                    );
-                }
-                picked.sort_by_key(|(id, s)| (s.time_ns, *id));
-                match a.latest {
-                    Some(k) => repo::repo::newest_per_name(picked, k),
-                    None => picked,
-                }
-            };
-            let bar = Bar::start("copied", show_progress);
-            let r = ops::copy::run(src, dst.clone(), selected, bar.clone()).await;
-            bar.finish();
-            emit(cli, &r?, render::copy)
-        }
-        Cmd::Stats => {
-            let repo = open(cli, Access::Unleased).await?;
-            let r = ops::stats::run(&repo).await?;
-            emit(cli, &r, render::stats)
-        }
-        Cmd::Check(_) | Cmd::Repair { .. } | Cmd::Forget(_) | Cmd::Prune(_) | Cmd::Ls(_) => {
-            Err(anyhow!("internal: dispatched above"))
-        }
+        Ok(())
     }
+}
+
+/// `repo export DIR`: classic `.dump.gz`/`.tar.gz` files and their manifest.
+async fn export(cli: &Cli, a: &args::ExportArgs) -> anyhow::Result<()> {
+    let show_progress = !cli.quiet && !cli.json;
+    let repo = open(cli, Access::Read).await?;
+    let tz = a.tz;
+    let mut selected = repo::repo::select_snapshots(&repo, &a.filter.snapshots(), a.latest).await?;
+    if let Some(w) = &a.keep_within {
+        let span_ns =
+            ops::forget::policy::parse_duration(w).map_err(|e| anyhow!("--keep-within {e}"))?;
+        selected = ops::export::keep_within(selected, span_ns);
+    }
+    let compression = match a.format {
+        args::ExportFormat::Gz => {
+            ops::export::Compression::Gzip { level: a.level.unwrap_or(6).clamp(1, 9) as u32 }
+        }
+        args::ExportFormat::Zst => ops::export::Compression::Zstd { level: a.level.unwrap_or(3) },
+        args::ExportFormat::Raw => ops::export::Compression::None,
+    };
+    let opts = ops::export::ExportOptions {
+        template: a.template.clone(),
+        compression,
+        mirror: a.mirror,
+        force: a.force,
+        tz,
+        name_scope: a.filter.name.clone(),
+    };
+    let bar = Bar::start("exported", show_progress);
+    let r = ops::export::run(repo.clone(), &a.directory, selected, &opts, bar.clone()).await;
+    bar.finish();
+    let r = r?;
+    emit(cli, &r, render::export)?;
+    if r.conflicts > 0 {
+        return Err(anyhow!(
+            "{} files exist with other content and were not overwritten (--force replaces them)",
+            r.conflicts
+        ));
+    }
+    Ok(())
+}
+
+/// `repo import FILE…`: classic files as snapshots.
+async fn import(cli: &Cli, a: &args::ImportArgs) -> anyhow::Result<()> {
+    let show_progress = !cli.quiet && !cli.json;
+    let repo = open(cli, Access::Backup).await?;
+    let opts = ops::import::ImportOptions {
+        name: a.name.clone(),
+        time_ns: match &a.time {
+            Some(t) => Some(parse_time(Some(t))?),
+            None => None,
+        },
+        template: a.template.clone(),
+        host: a
+            .host
+            .clone()
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+        tags: a.tags.clone(),
+    };
+    let bar = Bar::start("imported", show_progress);
+    let r = ops::import::run(repo.clone(), &a.files, &opts, bar.clone()).await;
+    bar.finish();
+    emit(cli, &r?, render::import)
+}
+
+/// `repo sync DEST`: the ciphertext objects, copied as they are.
+async fn sync(cli: &Cli, a: &args::SyncArgs) -> anyhow::Result<()> {
+    let show_progress = !cli.quiet && !cli.json;
+    let src = backend(cli, repo_url(cli)?)?;
+    let dst = backend(cli, &a.destination)?;
+    let opts = ops::sync::SyncOptions { delete: a.delete, dry_run: a.dry_run, jobs: a.jobs };
+    let bar = Bar::start("copied", show_progress);
+    let r = ops::sync::run(src, dst, &opts, &*bar).await;
+    bar.finish();
+    emit(cli, &r?, render::sync)
+}
+
+/// `repo copy --to DEST`: snapshots re-encoded into another repository.
+async fn copy(cli: &Cli, a: &args::CopyArgs) -> anyhow::Result<()> {
+    let show_progress = !cli.quiet && !cli.json;
+    let src = open(cli, Access::Read).await?;
+    let pw = match password_from("REPO_TO_PASSWORD", a.to_password_file.as_deref())? {
+        Some(p) => Some(p),
+        None => password(cli)?,
+    };
+    let dst = open_at(cli, backend(cli, &a.to)?, pw.as_deref(), Access::Backup).await?;
+    warnings(cli, &dst);
+    let selected = if a.snapshots.is_empty() {
+        repo::repo::select_snapshots(&src, &a.filter.snapshots(), a.latest).await?
+    } else {
+        let mut picked = Vec::new();
+        for sel in &a.snapshots {
+            picked.push(repo::repo::resolve_snapshot(&src, sel, &a.filter.snapshots()).await?);
+        }
+        picked.sort_by_key(|(id, s)| (s.time_ns, *id));
+        match a.latest {
+            Some(k) => repo::repo::newest_per_name(picked, k),
+            None => picked,
+        }
+    };
+    let bar = Bar::start("copied", show_progress);
+    let r = ops::copy::run(src, dst.clone(), selected, bar.clone()).await;
+    bar.finish();
+    emit(cli, &r?, render::copy)
+}
+
+/// `repo stats`.
+async fn stats(cli: &Cli) -> anyhow::Result<()> {
+    let repo = open(cli, Access::Unleased).await?;
+    let r = ops::stats::run(&repo).await?;
+    emit(cli, &r, render::stats)
+}
+
+/// `repo prune`: frees the space of forgotten snapshots (format-spec/prune.md).
+async fn prune(cli: &Cli, a: &args::PruneArgs) -> anyhow::Result<()> {
+    let repo = open(cli, if a.dry_run { Access::Read } else { Access::Prune }).await?;
+    let opts =
+        ops::prune::PruneOptions { dry_run: a.dry_run, max_unused: parse_share(&a.max_unused)? };
+    emit(cli, &ops::prune::run(repo, &opts).await?, render::prune)?;
+    Ok(())
+}
+
+/// `repo repair index` and `repo repair snapshots`.
+async fn repair(cli: &Cli, what: &args::RepairCmd) -> anyhow::Result<()> {
+    let access = match what {
+        args::RepairCmd::Index => Access::Backup,
+        args::RepairCmd::Snapshots { .. } => Access::Read,
+    };
+    let repo = open(cli, access).await?;
+    match what {
+        args::RepairCmd::Index => {
+            emit(cli, &ops::repair::repair_index(repo).await?, render::repair_index)?
+        }
+        args::RepairCmd::Snapshots { forget_broken } => emit(
+            cli,
+            &ops::repair::repair_snapshots(repo, *forget_broken).await?,
+            render::repair_snapshots,
+        )?,
+    }
+    Ok(())
 }
 
 /// The writer itself, or a parallel gzip compressor in front of it (`--gzip`).
