@@ -257,8 +257,47 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
     let mut r = CheckReport::default();
     r.notes.extend(repo.index().take_warnings());
     let mut causes = Causes::default();
+    let (mut st, damaged_index) = load_index(&repo, &mut r).await?;
+    let orphans = check_packs(&repo, &mut st, &mut r).await?;
+    r.index_incomplete = !damaged_index.is_empty() || orphans > 0;
 
-    // index files
+    if let Some(subset) = opts.read_data {
+        read_packs(&repo, &mut st, subset, &mut r, &mut causes).await;
+    }
+    check_snapshots(&repo, &st, &mut r, &mut causes).await?;
+    list_damage(&st, causes, damaged_index, &mut r);
+    check_cache(&repo, &st, &mut r).await?;
+
+    if let Some(vr) = &opts.verify_restore {
+        r.restores = verify_restore(repo.clone(), vr).await?;
+        for v in r.restores.iter().filter(|v| !v.ok) {
+            r.damage.push(Damage {
+                object: format!("snapshot {}", v.snapshot),
+                problem: format!("{} dump does not restore: {}", v.format, v.message),
+                snapshots: vec![v.snapshot.clone()],
+            });
+        }
+    }
+    if r.deltas_without_base > 0 {
+        r.notes.push(format!(
+            "{} delta blobs no snapshot needs have lost their base to a prune (reclaimed when \
+             their packs are repacked)",
+            r.deltas_without_base
+        ));
+    }
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+    r.late = super::freshness::late(&repo, &opts.max_age, now).await?;
+    r.damage.sort_by(|a, b| a.object.cmp(&b.object));
+    r.ok = r.damage.is_empty();
+    r.seconds = start.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+/// Reads every index file into the check's state; the damaged ones, with why.
+async fn load_index(
+    repo: &Arc<Repository>,
+    r: &mut CheckReport,
+) -> Result<(State, Vec<(String, String)>)> {
     let mut st = State {
         locs: HashMap::new(),
         indexed_packs: HashMap::new(),
@@ -275,7 +314,7 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
         .collect();
     r.index_files = names.len() as u64;
     for name in names {
-        match load_index_file(&repo, &name).await {
+        match load_index_file(repo, &name).await {
             Ok(f) => {
                 for p in f.packs {
                     st.indexed_packs.insert(p.pack, p.pack_len);
@@ -288,6 +327,12 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
             Err(e) => damaged_index.push((paths::index(&name), e.to_string())),
         }
     }
+    Ok((st, damaged_index))
+}
+
+/// Lists the packs present and compares them with the index: missing and wrong-sized packs
+/// go into the state's bad packs; returns how many packs are in no index file.
+async fn check_packs(repo: &Arc<Repository>, st: &mut State, r: &mut CheckReport) -> Result<u64> {
     // packs present, listed after the index files: every pack an index file listed above
     // names was written before it, so it is here unless a prune deleted it since; a prune
     // can only do that for packs condemned before this check opened (later records wait for
@@ -355,15 +400,16 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
             if orphans.len() > 3 { ", …" } else { "" }
         ));
     }
-    r.index_incomplete = !damaged_index.is_empty() || !orphans.is_empty();
+    Ok(r.orphan_packs)
+}
 
-    if let Some(subset) = opts.read_data {
-        read_packs(&repo, &mut st, subset, &mut r, &mut causes).await;
-    }
-
-    check_snapshots(&repo, &st, &mut r, &mut causes).await?;
-
-    // assemble the damage list: every damaged object, with the snapshots it hurts
+/// Assembles the damage list: every damaged object, with the snapshots it hurts.
+fn list_damage(
+    st: &State,
+    mut causes: Causes,
+    damaged_index: Vec<(String, String)>,
+    r: &mut CheckReport,
+) {
     for (p, why) in &st.bad_packs {
         let obj = paths::pack(p);
         let hurt = causes.0.remove(&obj).map(|c| c.1).unwrap_or_default();
@@ -394,32 +440,6 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
             snapshots: hurt.into_iter().collect(),
         });
     }
-
-    check_cache(&repo, &st, &mut r).await?;
-
-    if let Some(vr) = &opts.verify_restore {
-        r.restores = verify_restore(repo.clone(), vr).await?;
-        for v in r.restores.iter().filter(|v| !v.ok) {
-            r.damage.push(Damage {
-                object: format!("snapshot {}", v.snapshot),
-                problem: format!("{} dump does not restore: {}", v.format, v.message),
-                snapshots: vec![v.snapshot.clone()],
-            });
-        }
-    }
-    if r.deltas_without_base > 0 {
-        r.notes.push(format!(
-            "{} delta blobs no snapshot needs have lost their base to a prune (reclaimed when \
-             their packs are repacked)",
-            r.deltas_without_base
-        ));
-    }
-    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-    r.late = super::freshness::late(&repo, &opts.max_age, now).await?;
-    r.damage.sort_by(|a, b| a.object.cmp(&b.object));
-    r.ok = r.damage.is_empty();
-    r.seconds = start.elapsed().as_secs_f64();
-    Ok(r)
 }
 
 async fn read_packs(

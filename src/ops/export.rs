@@ -392,6 +392,46 @@ pub fn keep_within(selected: Vec<(Id, Snapshot)>, span_ns: i64) -> Vec<(Id, Snap
     selected.into_iter().zip(keep).filter_map(|(s, k)| k.then_some(s)).collect()
 }
 
+/// One file to export: a snapshot, and for a server snapshot the stream within it.
+struct ExportItem<'a> {
+    id: &'a Id,
+    snap: &'a Snapshot,
+    /// The stream's file name in a server snapshot.
+    file: Option<String>,
+}
+
+impl ExportItem<'_> {
+    /// The manifest's key: the snapshot, and the stream of a server snapshot.
+    fn key(&self) -> String {
+        match &self.file {
+            Some(f) => format!("{}/{f}", self.id.to_hex()),
+            None => self.id.to_hex(),
+        }
+    }
+}
+
+/// The files `selected` exports to: one per snapshot, one per stream of a server snapshot.
+async fn items<'a>(
+    repo: &Arc<Repository>,
+    selected: &'a [(Id, Snapshot)],
+) -> Result<Vec<ExportItem<'a>>> {
+    let mut items = Vec::new();
+    for (id, snap) in selected {
+        if snap.kind == crate::format::snapshot::SnapshotKind::Streams {
+            let label = super::snapshot_label(id, snap);
+            for e in crate::repo::tree::read_entries(repo, snap, &label).await? {
+                if e.kind() == crate::format::tree::Kind::File {
+                    let file = Some(String::from_utf8_lossy(&e.path).into_owned());
+                    items.push(ExportItem { id, snap, file });
+                }
+            }
+        } else {
+            items.push(ExportItem { id, snap, file: None });
+        }
+    }
+    Ok(items)
+}
+
 /// Exports `selected` into `dir` (one file per stream snapshot, a tar per tree, one file per stream
 /// of a server snapshot), skipping what the manifest shows is already there, and saving the
 /// manifest after every file written or deleted. Stops at the first error.
@@ -404,37 +444,45 @@ pub async fn run(
 ) -> Result<ExportReport> {
     let t0 = Instant::now();
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    let mut manifest = load_manifest(dir)?;
-    let mut report = ExportReport { directory: dir.display().to_string(), ..Default::default() };
-    let explicit = opts.template.as_ref();
-    let stem = Template::default_stem();
-    // a server snapshot is exported as one classic file per stream
-    let mut items: Vec<(&Id, &Snapshot, Option<String>)> = Vec::new();
-    for (id, snap) in &selected {
-        if snap.kind == crate::format::snapshot::SnapshotKind::Streams {
-            let label = super::snapshot_label(id, snap);
-            for e in crate::repo::tree::read_entries(&repo, snap, &label).await? {
-                if e.kind() == crate::format::tree::Kind::File {
-                    items.push((id, snap, Some(String::from_utf8_lossy(&e.path).into_owned())));
-                }
-            }
-        } else {
-            items.push((id, snap, None));
-        }
-    }
-    let key_of = |id: &Id, file: &Option<String>| match file {
-        Some(f) => format!("{}/{f}", id.to_hex()),
-        None => id.to_hex(),
+    let mut x = Exporter {
+        manifest: load_manifest(dir)?,
+        report: ExportReport { directory: dir.display().to_string(), ..Default::default() },
+        repo,
+        dir,
+        opts,
+        progress,
     };
-    let selected_ids: HashSet<String> = items.iter().map(|(id, _, f)| key_of(id, f)).collect();
+    let items = items(&x.repo, &selected).await?;
+    for item in &items {
+        x.export(item).await?;
+    }
+    if opts.mirror {
+        let selected_keys: HashSet<String> = items.iter().map(ExportItem::key).collect();
+        x.mirror(&selected_keys)?;
+    }
+    x.report.seconds = t0.elapsed().as_secs_f64();
+    Ok(x.report)
+}
 
-    for (id, snap, file) in &items {
-        let (id, snap) = (*id, *snap);
-        // the manifest's key: the snapshot, and the stream of a server snapshot
-        let hex = key_of(id, file);
+/// The state of one `export` run.
+struct Exporter<'a> {
+    repo: Arc<Repository>,
+    dir: &'a Path,
+    opts: &'a ExportOptions,
+    progress: Arc<dyn Progress>,
+    manifest: Manifest,
+    report: ExportReport,
+}
+
+impl Exporter<'_> {
+    /// Exports one item: skipped when the manifest shows it is there already, else restored
+    /// to a temporary file and moved to its name (or kept out of the way of a different file
+    /// of that name, unless `--force`).
+    async fn export(&mut self, item: &ExportItem<'_>) -> Result<()> {
+        let (id, snap, opts) = (item.id, item.snap, self.opts);
         let id_hex = id.to_hex();
         let info = SnapshotInfo::new(id, snap);
-        let name = match file {
+        let name = match &item.file {
             Some(f) => stream_export_name(&snap.name, f),
             None => snap.name.clone(),
         };
@@ -445,48 +493,30 @@ pub async fn run(
             id_hex: &id_hex,
             time_ns: snap.time_ns,
         };
-        // Already exported for this snapshot, and still there with its size: nothing to do.
-        let known: Vec<(String, u64)> = manifest
-            .files
-            .iter()
-            .filter(|(_, e)| e.key() == hex)
-            .map(|(p, e)| (p.clone(), e.size))
-            .collect();
-        let wanted = match &explicit {
+        let wanted = match &opts.template {
             Some(t) => Some(t.render(&fields, &opts.tz)?),
             None => None,
         };
-        let fits = |p: &str| match opts.compression {
-            Compression::None => !p.ends_with(".gz") && !p.ends_with(".zst"),
-            c => p.ends_with(c.extension()),
-        };
-        if let Some((p, size)) =
-            known.iter().find(|(p, _)| wanted.as_ref().map_or(fits(p), |w| w == p))
-            && std::fs::metadata(dir.join(p)).map(|m| m.len() == *size).unwrap_or(false)
-        {
-            report.skipped += 1;
-            report.files.push(ExportedFile {
-                path: p.clone(),
-                action: "skipped",
-                snapshot: Some(info),
-                bytes: *size,
-            });
-            continue;
+        if let Some((path, bytes)) = self.already_there(&item.key(), wanted.as_deref()) {
+            self.report.skipped += 1;
+            let snapshot = Some(info);
+            self.report.files.push(ExportedFile { path, action: "skipped", snapshot, bytes });
+            return Ok(());
         }
         // Without a template the extension comes from the content: the stem names the
         // temporary file, the full name is known once the first bytes are restored.
         let stem_path = match &wanted {
             Some(w) => w.clone(),
-            None => stem.render(&fields, &opts.tz)?,
+            None => Template::default_stem().render(&fields, &opts.tz)?,
         };
         let (tmp, head, restored) = restore_to_temp(
-            &repo,
+            &self.repo,
             id,
             snap,
-            file.as_deref(),
-            &dir.join(&stem_path),
+            item.file.as_deref(),
+            &self.dir.join(&stem_path),
             opts.compression,
-            progress.clone(),
+            self.progress.clone(),
         )
         .await?;
         let rel = match wanted {
@@ -495,94 +525,105 @@ pub async fn run(
                 format!("{stem_path}{}{}", stream_extension(&head), opts.compression.extension())
             }
         };
-        let final_path = dir.join(&rel);
         let size = std::fs::metadata(&tmp).map_err(|e| io_err(&tmp, e))?.len();
-        let ours = manifest.files.get(&rel).is_some_and(|e| e.key() == hex);
-        if final_path.exists() && !ours {
-            let identical = same_content(&tmp, &final_path).map_err(|e| io_err(&final_path, e))?;
-            if identical || !opts.force {
-                let _ = std::fs::remove_file(&tmp);
-                if identical {
-                    manifest.files.insert(
-                        rel.clone(),
-                        ManifestEntry {
-                            snapshot: id_hex.clone(),
-                            name: snap.name.clone(),
-                            size,
-                            stream: file.clone(),
-                        },
-                    );
-                    save_manifest(dir, &manifest)?;
-                    report.skipped += 1;
-                    report.files.push(ExportedFile {
-                        path: rel,
-                        action: "adopted",
-                        snapshot: Some(info),
-                        bytes: size,
-                    });
-                } else {
-                    report.conflicts += 1;
-                    report.files.push(ExportedFile {
-                        path: rel,
-                        action: "conflict",
-                        snapshot: Some(info),
-                        bytes: 0,
-                    });
-                }
-                continue;
-            }
+        let entry = ManifestEntry {
+            snapshot: id_hex,
+            name: snap.name.clone(),
+            size,
+            stream: item.file.clone(),
+        };
+        let action = self.place(&tmp, &rel, entry, &item.key())?;
+        if action == "written" {
+            self.report.written += 1;
+            self.report.bytes_written += size;
+            self.report.bytes_restored += restored;
         }
-        std::fs::rename(&tmp, &final_path).map_err(|e| io_err(&final_path, e))?;
-        sync_dir(&final_path)?;
-        manifest.files.insert(
-            rel.clone(),
-            ManifestEntry {
-                snapshot: id_hex.clone(),
-                name: snap.name.clone(),
-                size,
-                stream: file.clone(),
-            },
-        );
-        save_manifest(dir, &manifest)?;
-        report.written += 1;
-        report.bytes_written += size;
-        report.bytes_restored += restored;
-        report.files.push(ExportedFile {
-            path: rel,
-            action: "written",
-            snapshot: Some(info),
-            bytes: size,
-        });
+        let bytes = if action == "conflict" { 0 } else { size };
+        self.report.files.push(ExportedFile { path: rel, action, snapshot: Some(info), bytes });
+        Ok(())
     }
 
-    if opts.mirror {
-        let in_scope = |name: &str| opts.name_scope.as_deref().is_none_or(|g| glob_match(g, name));
-        let gone: Vec<(String, ManifestEntry)> = manifest
+    /// Moves the restored temporary file to `rel` and records it in the manifest
+    /// ("written"); a different file already there is left alone ("conflict", unless
+    /// `--force`), an identical one is adopted ("adopted").
+    fn place(
+        &mut self,
+        tmp: &Path,
+        rel: &str,
+        entry: ManifestEntry,
+        key: &str,
+    ) -> Result<&'static str> {
+        let final_path = self.dir.join(rel);
+        let ours = self.manifest.files.get(rel).is_some_and(|e| e.key() == key);
+        if final_path.exists() && !ours {
+            let identical = same_content(tmp, &final_path).map_err(|e| io_err(&final_path, e))?;
+            if identical || !self.opts.force {
+                let _ = std::fs::remove_file(tmp);
+                if !identical {
+                    self.report.conflicts += 1;
+                    return Ok("conflict");
+                }
+                self.manifest.files.insert(rel.into(), entry);
+                save_manifest(self.dir, &self.manifest)?;
+                self.report.skipped += 1;
+                return Ok("adopted");
+            }
+        }
+        std::fs::rename(tmp, &final_path).map_err(|e| io_err(&final_path, e))?;
+        sync_dir(&final_path)?;
+        self.manifest.files.insert(rel.into(), entry);
+        save_manifest(self.dir, &self.manifest)?;
+        Ok("written")
+    }
+
+    /// The file (path, size) this item was exported to earlier, if it is still there with its
+    /// size, has the name the template gives (or, without one, the compression's extension).
+    fn already_there(&self, key: &str, wanted: Option<&str>) -> Option<(String, u64)> {
+        let fits = |p: &str| match self.opts.compression {
+            Compression::None => !p.ends_with(".gz") && !p.ends_with(".zst"),
+            c => p.ends_with(c.extension()),
+        };
+        self.manifest
             .files
             .iter()
-            .filter(|(_, e)| in_scope(&e.name) && !selected_ids.contains(&e.key()))
+            .filter(|(p, e)| e.key() == key && wanted.map_or(fits(p), |w| w == p.as_str()))
+            .find(|(p, e)| {
+                std::fs::metadata(self.dir.join(p)).map(|m| m.len() == e.size).unwrap_or(false)
+            })
+            .map(|(p, e)| (p.clone(), e.size))
+    }
+
+    /// `--mirror`: removes the files of snapshots (within the name scope) no longer selected.
+    fn mirror(&mut self, selected: &HashSet<String>) -> Result<()> {
+        let scope = self.opts.name_scope.as_deref();
+        let in_scope = |name: &str| scope.is_none_or(|g| glob_match(g, name));
+        let gone: Vec<(String, ManifestEntry)> = self
+            .manifest
+            .files
+            .iter()
+            .filter(|(_, e)| in_scope(&e.name) && !selected.contains(&e.key()))
             .map(|(p, e)| (p.clone(), e.clone()))
             .collect();
         for (rel, e) in gone {
-            let p = dir.join(&rel);
+            let p = self.dir.join(&rel);
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(er) if er.kind() == std::io::ErrorKind::NotFound => {}
                 Err(er) => return Err(io_err(&p, er)),
             }
-            manifest.files.remove(&rel);
-            save_manifest(dir, &manifest)?;
-            report.deleted += 1;
-            report.files.push(ExportedFile {
+            self.manifest.files.remove(&rel);
+            save_manifest(self.dir, &self.manifest)?;
+            self.report.deleted += 1;
+            let bytes = e.size;
+            self.report.files.push(ExportedFile {
                 path: rel,
                 action: "deleted",
                 snapshot: None,
-                bytes: e.size,
+                bytes,
             });
         }
+        Ok(())
     }
-    report.seconds = t0.elapsed().as_secs_f64();
-    Ok(report)
 }
 
 #[cfg(test)]
