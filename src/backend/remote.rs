@@ -162,6 +162,7 @@ impl RemoteBackend {
     /// 6 retries of transient errors. S3 credentials come from URL options or the usual AWS
     /// variables; SFTP's key from `key=` or `REPO_SFTP_KEY`; WebDAV's password from
     /// `REPO_WEBDAV_PASSWORD`.
+    // Long (about 85 lines): one arm per service, each a list of builder options.
     pub fn open(url: &str) -> Result<RemoteBackend, BackendError> {
         let bad =
             |msg: String| BackendError::Config { location: redact_unparsed(url), message: msg };

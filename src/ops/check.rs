@@ -442,6 +442,10 @@ fn list_damage(
     }
 }
 
+/// `--read-data`: reads the chosen packs (in parallel, at most a few at a time) and verifies
+/// every blob, decoding deltas against their bases; damage goes into the state and `causes`.
+// Long (about 95 lines): the parallel read loop and the bookkeeping of what each damaged pack
+// hurts share most of their state.
 async fn read_packs(
     repo: &Arc<Repository>,
     st: &mut State,
@@ -538,6 +542,8 @@ async fn read_packs(
     }
 }
 
+/// Reads every snapshot and its content lists (and tree catalogs) and checks that each chunk
+/// it needs is indexed in a pack that is present and not damaged.
 async fn check_snapshots(
     repo: &Arc<Repository>,
     st: &State,

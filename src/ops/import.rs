@@ -125,24 +125,14 @@ fn peek_tar(mut input: Box<dyn Read + Send>) -> std::io::Result<(Box<dyn Read + 
     Ok((Box::new(std::io::Cursor::new(head).chain(input)), tar))
 }
 
-/// Imports `files` in order: a tar archive (after decompression) becomes a tree snapshot, anything
-/// else a stream snapshot. Every file's name and time is worked out before anything is stored, so a
-/// file that cannot be named stops the import before it starts.
-pub async fn run(
-    repo: Arc<Repository>,
-    files: &[PathBuf],
-    opts: &ImportOptions,
-    progress: Arc<dyn Progress>,
-) -> Result<ImportReport> {
-    let t0 = Instant::now();
-    let template = opts.template.as_ref();
-    // Work out every file's name and time before storing anything: a bad name stops the
-    // import before it starts, not halfway.
+/// Every file's snapshot name and time, worked out before anything is stored: a file that
+/// cannot be named stops the import before it starts, not halfway.
+fn plan(files: &[PathBuf], opts: &ImportOptions) -> Result<Vec<(PathBuf, String, i64)>> {
     let mut plan = Vec::new();
     for f in files {
         let shown = f.display().to_string();
         let (mut name, mut time) = (None, None);
-        match &template {
+        match &opts.template {
             Some(t) => {
                 if let Some((n, tm)) = t.match_path(&shown) {
                     (name, time) = (n, tm);
@@ -161,7 +151,20 @@ pub async fn run(
         let time = opts.time_ns.or(time).ok_or_else(|| unnamed("time", "time"))?;
         plan.push((f.clone(), name, time));
     }
+    Ok(plan)
+}
 
+/// Imports `files` in order: a tar archive (after decompression) becomes a tree snapshot, anything
+/// else a stream snapshot. Every file's name and time is worked out before anything is stored, so a
+/// file that cannot be named stops the import before it starts.
+pub async fn run(
+    repo: Arc<Repository>,
+    files: &[PathBuf],
+    opts: &ImportOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<ImportReport> {
+    let t0 = Instant::now();
+    let plan = plan(files, opts)?;
     let mut report = ImportReport::default();
     for (path, name, time_ns) in plan {
         let existing =

@@ -260,6 +260,11 @@ struct PackUse {
     dead: u64,
 }
 
+/// The mark: the live set from every snapshot (and the bases of live deltas), packs sorted
+/// into kept, repacked and condemned, repacking, new index files, then the prune record.
+// Long (about 115 lines) on purpose: each step's place in the order is part of the safety
+// argument in format-spec/prune.md (lease checks before writes, listings before leases, the
+// record last); split into helpers the order would no longer be visible in one place.
 async fn mark(
     repo: &Arc<Repository>,
     live: &IdSet,
@@ -433,6 +438,8 @@ async fn store_pack(repo: &Repository, b: PackBuilder, r: &mut PruneReport) -> R
 
 /// Confirms unconfirmed records, then deletes what every confirmed record whose backups have
 /// all ended condemns, resurrecting packs that snapshots committed meanwhile need.
+// Long (about 115 lines) on purpose, as `mark`: the order of confirm, wait for leases,
+// resurrect, delete packs, delete index files and records is the safety argument.
 async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport, own: &Own) -> Result<()> {
     let records = prune_records(repo).await?;
     if records.is_empty() {

@@ -308,6 +308,8 @@ fn read_stream(
     Ok(bytes)
 }
 
+// Long (about 105 lines): the reader threads, their stop flag and the one pipeline they feed
+// are set up and torn down together; apart, their lifetimes would be harder to follow.
 /// Runs every stream's command, at most `jobs` at a time, and commits one snapshot of kind
 /// `Streams` if all succeed. The streams' batches go through one pipeline as they arrive.
 pub async fn run(

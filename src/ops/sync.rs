@@ -144,6 +144,11 @@ pub async fn run(
 /// changing under it.
 const MAX_ROUNDS: usize = 5;
 
+/// Copies what the destination lacks: rounds of listing and copying packs, then index files,
+/// then snapshots, keys and config, each only after what it refers to is there.
+// Long (about 120 lines) on purpose: the order of the steps is the consistency argument (an
+// index file only after its packs, a snapshot only after its index files), and it reads best
+// as one sequence.
 async fn sync_objects(
     src: &Arc<dyn Backend>,
     dst: &Arc<dyn Backend>,

@@ -229,6 +229,8 @@ impl Write for SharedSink {
     }
 }
 
+// Long (about 85 lines): one loop over the dumps with the pg_restore process, the restore
+// feeding it and the verdict for each.
 /// Restores the selected stream and server snapshots into pg_restore (custom dumps) or a tail check
 /// (plain SQL), one verdict per dump. A failure is a verdict, not an error; only a missing
 /// pg_restore stops the whole run.
