@@ -24,14 +24,6 @@ pub enum CodecError {
     /// other than the recorded one (also used when no zstd context could be allocated).
     #[error("decompression failed: {0}")]
     Decompress(String),
-    /// The plaintext of a blob does not hash to the chunk id it is stored under.
-    #[error("chunk id mismatch: content hashes to {actual}, expected {expected}")]
-    IdMismatch {
-        /// The chunk id expected (hex).
-        expected: String,
-        /// The id the content actually hashes to (hex).
-        actual: String,
-    },
     /// Chunker sizes out of the range `config` allows; the message gives the limits.
     #[error("invalid chunker parameters: {0}")]
     ChunkerParams(String),

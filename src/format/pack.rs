@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! header (40 bytes, magic b"RPCK", see envelope)
-//! blob 0 sealed (ciphertext + 16-byte tag), nonce counter 0
+//! blob 0 sealed (ciphertext + 16-byte tag), nonce counter = its offset (40)
 //! ...
-//! blob n-1 sealed, nonce counter n-1
+//! blob n-1 sealed, nonce counter = its offset
 //! footer sealed, nonce counter u64::MAX
 //! footer_len  u32: length of the sealed footer
 //! ```

@@ -11,9 +11,6 @@
 
 use super::{FormatError, Id, Reader, Writer, invalid};
 
-/// Magic of a prune record; the same bytes as
-/// [`MAGIC_PRUNE_RECORD`](super::envelope::MAGIC_PRUNE_RECORD), which is what callers seal with.
-pub const MAGIC_PRUNE: [u8; 4] = *b"RPRN";
 const MAX_ITEMS: usize = 1 << 24;
 
 /// The body of a prune record (`prune/<id>`): data condemned by a prune's mark, deleted by a later

@@ -25,7 +25,7 @@ pub mod verify_restore;
 use crate::format::Id;
 use crate::format::snapshot::Snapshot;
 
-/// RFC 3339 (UTC, nanosecond precision when present) of a snapshot time.
+/// RFC 3339 (UTC, whole seconds) of a snapshot time.
 pub fn rfc3339(time_ns: i64) -> String {
     let dt = chrono::DateTime::from_timestamp_nanos(time_ns);
     dt.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

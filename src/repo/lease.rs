@@ -261,7 +261,6 @@ pub async fn condemned(repo: &Repository) -> Result<Condemned> {
     let mut c = Condemned::default();
     for (_, r) in prune_records(repo).await? {
         c.packs.extend(r.packs);
-        c.index_files.extend(r.index_files);
     }
     Ok(c)
 }

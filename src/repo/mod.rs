@@ -540,8 +540,6 @@ pub struct Condemned {
     /// Packs that may be deleted at any moment: never read from them when another copy exists, and
     /// never deduplicate against them.
     pub packs: HashSet<Id>,
-    /// Index files those records delete when swept (superseded by the index files the mark wrote).
-    pub index_files: HashSet<Id>,
 }
 
 impl Repository {
