@@ -32,22 +32,37 @@ fn run(files: &[String], max_depth: u32, window: usize, level: i32) {
         let data = std::fs::read(f).unwrap();
         let chunks = chunk_slice(&data, &gear, params);
         let pos: HashMap<H, usize> = prev.iter().enumerate().map(|(i, x)| (*x, i)).collect();
-        let mut cursor: Option<usize> = None;
+        let starts: Vec<u64> = prev
+            .iter()
+            .scan(0u64, |at, id| {
+                let s = *at;
+                *at += store[id].plain.len() as u64;
+                Some(s)
+            })
+            .collect();
+        let (mut shift, mut off) = (0i64, 0u64);
         let mut bytes = 0usize;
         let mut ids = vec![];
         for c in chunks {
             let id = *blake3::hash(&c).as_bytes();
             ids.push(id);
+            let here = off;
+            off += c.len() as u64;
             if store.contains_key(&id) {
                 if let Some(p) = pos.get(&id) {
-                    cursor = Some(*p);
+                    shift = starts[*p] as i64 - here as i64;
                 }
                 continue;
             }
-            let next = cursor.map_or(0, |x| x + 1);
-            cursor = Some(next);
+            // the old chunk at the same (shifted) offset, as the writer chooses it
+            let mid = here as i64 + c.len() as i64 / 2 + shift;
+            let next = if mid < 0 {
+                usize::MAX
+            } else {
+                starts.partition_point(|s| *s as i64 <= mid).checked_sub(1).unwrap_or(usize::MAX)
+            };
             let plain = compress(level, c.clone()).1.len();
-            let lo = next.saturating_sub(window / 2);
+            let lo = if next == usize::MAX { prev.len() } else { next.saturating_sub(window / 2) };
             let cands: Vec<H> = prev.iter().skip(lo).take(window).copied().collect();
             // resolve each candidate: itself when shallow enough, else its chain's root
             let mut bases: Vec<H> = vec![];
@@ -129,8 +144,130 @@ fn first(file: &str, k: usize, level: i32) {
     println!("{file}: {} chunks, plain {plain}, groups of {k} {grouped}", chunks.len());
 }
 
+/// A resemblance sketch: 3 super-features, each a hash of 4 features, a feature being the
+/// maximum over the chunk of a linear transform of a gear rolling hash (the N-transform
+/// sketches of Finesse and Odess).
+fn sketch(c: &[u8]) -> [u64; 3] {
+    const M: [u64; 12] = [
+        0x9e37_79b9_7f4a_7c15,
+        0xc2b2_ae3d_27d4_eb4f,
+        0x1656_67b1_9e37_79f9,
+        0x27d4_eb2f_1656_67c5,
+        0x94d0_49bb_1331_11eb,
+        0xbf58_476d_1ce4_e5b9,
+        0xff51_afd7_ed55_8ccd,
+        0xc4ce_b9fe_1a85_ec53,
+        0x2545_f491_4f6c_dd1d,
+        0x5851_f42d_4c95_7f2d,
+        0x1405_7b7e_f767_814f,
+        0xd6e8_feb8_6659_fd93,
+    ];
+    let gear: Vec<u64> =
+        (0..256u64).map(|i| (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17)).collect();
+    let mut f = [0u64; 12];
+    let mut h = 0u64;
+    for &b in c {
+        h = (h << 1).wrapping_add(gear[b as usize]);
+        for (j, m) in M.iter().enumerate() {
+            let t = h.wrapping_mul(*m).wrapping_add(j as u64) >> 16;
+            if t > f[j] {
+                f[j] = t;
+            }
+        }
+    }
+    let mut sf = [0u64; 3];
+    for (k, s) in sf.iter_mut().enumerate() {
+        let mut x = 0u64;
+        for v in &f[4 * k..4 * k + 4] {
+            x = (x ^ v).wrapping_mul(0x100_0000_01b3);
+        }
+        *s = x;
+    }
+    sf
+}
+
+/// Locality against resemblance as base selection, from dump PREV to dump CUR: the stored
+/// size of CUR's new chunks with each base, with the better of the two, and with both as one
+/// two-chunk prefix.
+fn resemblance(prev_f: &str, cur_f: &str, level: i32) {
+    let gear = Gear::from_key(&[7; 32]);
+    let params = ChunkerParams::new(16 << 10, 64 << 10, 256 << 10).unwrap();
+    let (prev, cur) = (std::fs::read(prev_f).unwrap(), std::fs::read(cur_f).unwrap());
+    let a = chunk_slice(&prev, &gear, params);
+    let b = chunk_slice(&cur, &gear, params);
+    let ida: Vec<H> = a.iter().map(|c| *blake3::hash(c).as_bytes()).collect();
+    let pos: HashMap<H, usize> = ida.iter().enumerate().map(|(i, x)| (*x, i)).collect();
+    let mut by_sf: Vec<HashMap<u64, usize>> = vec![HashMap::new(); 3];
+    for (i, c) in a.iter().enumerate() {
+        for (k, s) in sketch(c).iter().enumerate() {
+            by_sf[k].insert(*s, i);
+        }
+    }
+    let starts: Vec<u64> = a
+        .iter()
+        .scan(0u64, |at, c| {
+            let s = *at;
+            *at += c.len() as u64;
+            Some(s)
+        })
+        .collect();
+    let (mut shift, mut off) = (0i64, 0u64);
+    let (mut plain, mut loc, mut res, mut best, mut two, mut differ, mut found) =
+        (0, 0, 0, 0, 0, 0, 0);
+    for c in &b {
+        let id = *blake3::hash(c).as_bytes();
+        let here = off;
+        off += c.len() as u64;
+        if let Some(p) = pos.get(&id) {
+            shift = starts[*p] as i64 - here as i64;
+            continue;
+        }
+        let p = compress(level, c.clone()).1.len();
+        plain += p;
+        let mid = here as i64 + c.len() as i64 / 2 + shift;
+        let l = (mid >= 0)
+            .then(|| starts.partition_point(|s| *s as i64 <= mid).checked_sub(1))
+            .flatten();
+        let sk = sketch(c);
+        let mut votes: HashMap<usize, usize> = HashMap::new();
+        for (k, s) in sk.iter().enumerate() {
+            if let Some(i) = by_sf[k].get(s) {
+                *votes.entry(*i).or_default() += 1;
+            }
+        }
+        let r = votes.into_iter().max_by_key(|(i, v)| (*v, usize::MAX - i)).map(|(i, _)| i);
+        let d = |i: Option<usize>| {
+            i.map_or(p, |i| (compress_delta(level, &a[i], c).unwrap().len() + 32).min(p))
+        };
+        let (dl, dr) = (d(l), d(r));
+        if r.is_some() {
+            found += 1;
+        }
+        if r.is_some() && r != l {
+            differ += 1;
+        }
+        loc += dl;
+        res += dr;
+        best += dl.min(dr);
+        two += match (l, r) {
+            (Some(x), Some(y)) if x != y => {
+                let pre = [a[x].as_slice(), a[y].as_slice()].concat();
+                (compress_delta(level, &pre, c).unwrap().len() + 64).min(p)
+            }
+            _ => dl.min(dr),
+        };
+    }
+    println!(
+        "{cur_f}: plain {plain} locality {loc} resemblance {res} (found for {found}, differs {differ}) better-of-two {best} two-base {two}"
+    );
+}
+
 fn main() {
     let files: Vec<String> = std::env::args().skip(1).collect();
+    if std::env::var("RESEMBLANCE").is_ok() {
+        resemblance(&files[0], &files[1], 3);
+        return;
+    }
     if let Ok(k) = std::env::var("FIRST") {
         for f in &files {
             first(f, k.parse().unwrap(), 3);

@@ -25,6 +25,10 @@ const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
 const INDEX_FILES: TableDefinition<&str, u64> = TableDefinition::new("index_files");
 const PACKS: TableDefinition<&[u8], u64> = TableDefinition::new("packs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Snapshot objects as stored (sealed), by id: listing snapshots fetches only new ones. The
+/// bytes are checked against their id and opened like a fresh download on every use, so the
+/// cache saves requests, not verification.
+const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots");
 /// 2: one entry per copy of a blob (id, pack), not one per id.
 const CACHE_VERSION: u64 = 2;
 /// redb's page cache defaults to 1 GiB and fills as the table grows; its memory plateaus at
@@ -182,6 +186,7 @@ impl IndexCache {
         tx.delete_table(BLOBS).map_err(|e| self.err(e))?;
         tx.delete_table(PACKS).map_err(|e| self.err(e))?;
         tx.delete_table(INDEX_FILES).map_err(|e| self.err(e))?;
+        tx.delete_table(SNAPSHOTS).map_err(|e| self.err(e))?;
         {
             let mut m = tx.open_table(META).map_err(|e| self.err(e))?;
             m.insert("version", CACHE_VERSION).map_err(|e| self.err(e))?;
@@ -325,6 +330,70 @@ impl IndexCache {
         }
         out.sort_by_key(|b| avoid.contains(&b.pack));
         Ok(out)
+    }
+
+    /// The cached sealed bytes of these snapshot objects (`None` where not cached, or where
+    /// the bytes no longer hash to the id).
+    pub fn snapshot_objects(&self, ids: &[Id]) -> Result<Vec<Option<Vec<u8>>>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match tx.open_table(SNAPSHOTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; ids.len()]),
+            Err(e) => return Err(self.err(e)),
+        };
+        ids.iter()
+            .map(|id| {
+                let v = t.get(&id.0[..]).map_err(|e| self.err(e))?.map(|g| g.value().to_vec());
+                Ok(v.filter(|b| Id::of_bytes(b) == *id))
+            })
+            .collect()
+    }
+
+    /// Adds a snapshot object this process has just stored.
+    pub fn add_snapshot_object(&self, id: Id, bytes: Vec<u8>) -> Result<()> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
+            t.insert(&id.0[..], bytes.as_slice()).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Adds snapshot objects fetched from storage and drops those no longer listed there
+    /// (`listed`: every snapshot id the listing found).
+    pub fn keep_snapshot_objects(&self, add: &[(Id, Vec<u8>)], listed: &HashSet<Id>) -> Result<()> {
+        // most listings change nothing: skip the write transaction (and its fsync) then
+        if add.is_empty() {
+            let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+            match tx.open_table(SNAPSHOTS) {
+                Ok(t) if t.len().map_err(|e| self.err(e))? as usize <= listed.len() => {
+                    return Ok(());
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+                Err(e) => return Err(self.err(e)),
+                Ok(_) => {}
+            }
+        }
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
+            for (id, bytes) in add {
+                t.insert(&id.0[..], bytes.as_slice()).map_err(|e| self.err(e))?;
+            }
+            let mut gone = Vec::new();
+            for r in t.iter().map_err(|e| self.err(e))? {
+                let (k, _) = r.map_err(|e| self.err(e))?;
+                if let Ok(id) = <[u8; 32]>::try_from(k.value())
+                    && !listed.contains(&Id(id))
+                {
+                    gone.push(id);
+                }
+            }
+            for id in gone {
+                t.remove(&id[..]).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
 
     /// Every known copy of a blob, those in packs to avoid last.

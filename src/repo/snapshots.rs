@@ -63,14 +63,25 @@ pub async fn list_snapshots_checked(
     filter: &SnapshotFilter,
 ) -> Result<(Vec<(Id, Snapshot)>, Vec<Unreadable>)> {
     let files = repo.backend.list(paths::SNAPSHOTS_DIR).await?;
-    let loaded: Vec<_> = stream::iter(files)
-        .map(|f| async move {
+    // objects seen before come from the local cache: a year of hourly snapshots is thousands
+    // of requests to S3 otherwise, for every backup and restore of `latest`
+    let names: Vec<Option<Id>> = files.iter().map(|f| paths::id_of(&f.path)).collect();
+    let wanted: Vec<Id> = names.iter().map(|n| n.unwrap_or(Id([0; 32]))).collect();
+    let cached = repo.index.snapshot_objects(&wanted).unwrap_or_else(|_| vec![None; files.len()]);
+    let loaded: Vec<_> = stream::iter(files.into_iter().zip(names).zip(cached))
+        .map(|((f, name), cached)| async move {
             let loaded = async {
-                let bytes = repo.backend.get(&f.path).await?;
+                let (bytes, fetched) = match cached {
+                    Some(b) => (b, false),
+                    None => (repo.backend.get(&f.path).await?, true),
+                };
                 let body = repo.open_object(MAGIC_SNAPSHOT, &bytes, &f.path)?;
                 let s =
                     Snapshot::decode(&body).map_err(|e| RepoError::format(f.path.clone(), e))?;
-                Ok::<_, RepoError>((Id::of_bytes(&bytes), s))
+                let id = Id::of_bytes(&bytes);
+                // only objects stored under their own id are cached
+                let keep = (fetched && name == Some(id)).then_some(bytes);
+                Ok::<_, RepoError>((id, s, keep))
             };
             (loaded.await, f.path)
         })
@@ -79,16 +90,29 @@ pub async fn list_snapshots_checked(
         .await;
     let mut out = Vec::new();
     let mut skipped = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    let mut fetched = Vec::new();
     for (r, path) in loaded {
         match r {
-            Ok((id, s)) if filter.matches(&s) => out.push((id, s)),
-            Ok(_) => {}
+            Ok((id, s, keep)) => {
+                listed.insert(id);
+                if let Some(b) = keep {
+                    fetched.push((id, b));
+                }
+                if filter.matches(&s) {
+                    out.push((id, s));
+                }
+            }
             Err(RepoError::Backend(e)) if e.is_not_found() => {} // forgotten meanwhile
             Err(e) => {
                 repo.index.warn(format!("{e}; snapshot skipped"));
                 skipped.push(Unreadable { object: path, error: e.to_string() });
             }
         }
+    }
+    // a cache that cannot be written only costs the requests again next time
+    if let Err(e) = repo.index.keep_snapshot_objects(&fetched, &listed) {
+        repo.index.warn(format!("{e}; snapshots are fetched again next time"));
     }
     out.sort_by_key(|a| (a.1.time_ns, a.0));
     Ok((out, skipped))

@@ -768,12 +768,14 @@ where
     let bytes = repo.seal(MAGIC_SNAPSHOT, &body)?;
     let id = Id::of_bytes(&bytes);
     stats.bytes_written += bytes.len() as u64;
-    repo.backend.put(&paths::snapshot(&id), bytes).await?;
+    repo.backend.put(&paths::snapshot(&id), bytes.clone()).await?;
     if let Err(e) = repo.ensure_lease() {
         // the lease lapsed while the snapshot was stored (a hung mount): a prune may have
         // swept without seeing it, so it may not be whole; withdraw it
         repo.backend.delete(&paths::snapshot(&id)).await?;
         return Err(e);
     }
+    // the next listing need not fetch it (a cache that cannot be written only costs that)
+    let _ = repo.index.add_snapshot_object(id, bytes);
     Ok((id, snap, stats))
 }

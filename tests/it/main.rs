@@ -24,6 +24,7 @@ mod deltas;
 mod fixtures;
 mod prune;
 mod prune_engine;
+mod scale;
 mod streams;
 mod sync_engine;
 mod trust;
