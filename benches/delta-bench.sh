@@ -3,13 +3,14 @@
 # hourly `pg_dump -Fc -Z0` dumps of two databases backed up in order, repository size after
 # each hour, backup time per hour, and restore time of the newest bench dump.
 # Usage: [INIT_ARGS="--chunk-avg 65536"] BINS="old=/tmp/repo-old new=target/release/repo" [WL=/tmp/wl] [HOURS=6] bash benches/delta-bench.sh
-# Peers: with RESTIC=1 the same series is run with restic (same password, default settings).
+# Peers: with RESTIC=1 the same series is run with restic (same password, default settings),
+# with BORG=1 with borg (repokey encryption, --compression zstd,3 as its docs advise for speed).
 set -euo pipefail
 WL=${WL:-/tmp/wl}
 HOURS=${HOURS:-6}
 OUT=${OUT:-/tmp/delta-bench}
 BINS=${BINS:?set BINS="label=/path/to/repo ..."}
-export REPO_PASSWORD=bench RESTIC_PASSWORD=bench
+export REPO_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench
 mkdir -p "$OUT"
 now() { date +%s.%N; }
 size() { du -sb "$1" | cut -f1; }
@@ -39,5 +40,10 @@ if [ "${RESTIC:-0}" = 1 ]; then
   run_series restic "restic -q init -r $OUT/repo-restic" \
     "restic -q -r $OUT/repo-restic backup --stdin --stdin-filename \$db.dump" \
     "restic -q -r $OUT/repo-restic dump --path /bench.dump latest /bench.dump"
+fi
+if [ "${BORG:-0}" = 1 ]; then
+  run_series borg "borg init -e repokey $OUT/repo-borg" \
+    "borg create --compression zstd,3 $OUT/repo-borg::\$db-\$h-\$(date +%s%N) - " \
+    "borg extract --stdout $OUT/repo-borg::\$(borg list --short --glob-archives 'bench-*' $OUT/repo-borg | tail -1)"
 fi
 cat "$OUT/series.tsv" "$OUT/restore.tsv"
