@@ -66,12 +66,15 @@ pub enum RateError {
 /// second; an optional `/s`). A bare number is KiB/s, as in rclone's `--bwlimit`. Rates in
 /// bits (`10Mbps`, `10Mbit/s`) are refused rather than misread as bytes.
 pub fn parse_rate(s: &str) -> Result<u64, RateError> {
-    let t = s.trim().trim_end_matches("/s");
+    let t = s.trim();
+    let t = t.strip_suffix("/s").or_else(|| t.strip_suffix("ps")).unwrap_or(t);
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| RateError::NotANumber(s.into()))?;
     let unit = unit.trim();
-    if unit.ends_with("bps") || unit.ends_with("bit") {
+    // B is bytes; a lowercase b, bit or bits is bits (10Mbps, 10Mb/s, 10Mbit)
+    let lower = unit.to_ascii_lowercase();
+    if lower.ends_with("bit") || lower.ends_with("bits") || unit.ends_with('b') {
         return Err(RateError::Bits(s.into()));
     }
     let mult: f64 = match unit.to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
@@ -146,6 +149,11 @@ mod tests {
         assert_eq!(parse_rate("10Mbps"), Err(RateError::Bits("10Mbps".into())));
         assert_eq!(parse_rate("10Mbit/s"), Err(RateError::Bits("10Mbit/s".into())));
         assert_eq!(parse_rate("10MB/s").unwrap(), 10 << 20);
+        assert_eq!(parse_rate("10MBps").unwrap(), 10 << 20);
+        assert_eq!(parse_rate("1MiBps").unwrap(), 1 << 20);
+        for bits in ["10Mb", "10Mb/s", "10Mbits", "10mbit/s"] {
+            assert_eq!(parse_rate(bits), Err(RateError::Bits(bits.into())), "{bits}");
+        }
         assert!(parse_rate("0").is_err());
         assert!(parse_rate("10X").is_err());
     }

@@ -125,7 +125,14 @@ fn report_error(e: &anyhow::Error) -> i32 {
         }
         _ => EXIT_FAILURE,
     };
-    let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    // each cause once: many messages already include their source's text
+    let mut chain: Vec<String> = Vec::new();
+    for c in e.chain() {
+        let s = c.to_string();
+        if !chain.last().is_some_and(|prev| prev.contains(&s)) {
+            chain.push(s);
+        }
+    }
     eprintln!("repo: {}", chain.join(": "));
     code
 }
@@ -679,7 +686,7 @@ where
     if path.file_name().is_none() {
         return Err(anyhow!("{}: not a file name", path.display()));
     }
-    let tmp = repo::fsutil::temp_beside(path);
+    let tmp = repo::fsutil::temp_beside(path)?;
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let writer = std::io::BufWriter::with_capacity(1 << 20, file.try_clone()?);

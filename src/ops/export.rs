@@ -238,15 +238,16 @@ fn save_manifest(dir: &Path, m: &Manifest) -> Result<()> {
 
 /// Writes `bytes` to `path` atomically (temporary name, fsync, rename, directory fsync).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::fsutil::write_atomic(path, bytes).map_err(|e| io_err(path, e))
+    let tmp = temp_beside(path)?;
+    crate::fsutil::write_atomic_via(&tmp, path, bytes).map_err(|e| io_err(path, e))
 }
 
 fn sync_dir(path: &Path) -> Result<()> {
     crate::fsutil::sync_dir(path).map_err(|e| io_err(path, e))
 }
 
-fn temp_beside(path: &Path) -> PathBuf {
-    crate::fsutil::temp_with_prefix(path, TMP_PREFIX)
+fn temp_beside(path: &Path) -> Result<PathBuf> {
+    crate::fsutil::temp_with_prefix(path, TMP_PREFIX).map_err(|e| io_err(path, e))
 }
 
 /// Keeps the first bytes of the (uncompressed) stream, to name the file by its content.
@@ -298,7 +299,7 @@ async fn restore_to_temp(
     if let Some(parent) = final_hint.parent() {
         std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
     }
-    let tmp = temp_beside(final_hint);
+    let tmp = temp_beside(final_hint)?;
     let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
     let keep = file.try_clone().map_err(|e| io_err(&tmp, e))?;
     let head = Arc::new(Mutex::new(Vec::new()));

@@ -84,7 +84,7 @@ pub enum StreamSpecError {
 /// Checks a stream file name: one path component.
 pub fn check_file_name(f: &str) -> std::result::Result<(), StreamSpecError> {
     if f.is_empty() || f == "." || f == ".." || f.contains('/') || f.contains('\0') {
-        return Err(StreamSpecError::FileName(f.into()));
+        return Err(StreamSpecError::FileName(redact_password(f)));
     }
     Ok(())
 }
@@ -92,9 +92,10 @@ pub fn check_file_name(f: &str) -> std::result::Result<(), StreamSpecError> {
 impl FromStr for StreamSpec {
     type Err = StreamSpecError;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        let (file, cmd) = s.split_once('=').ok_or_else(|| StreamSpecError::Form(s.into()))?;
+        let form = || StreamSpecError::Form(redact_password(s));
+        let (file, cmd) = s.split_once('=').ok_or_else(form)?;
         if cmd.trim().is_empty() {
-            return Err(StreamSpecError::Form(s.into()));
+            return Err(form());
         }
         check_file_name(file)?;
         Ok(StreamSpec { file: file.into(), command: StreamCommand::Shell(cmd.into()) })
@@ -135,8 +136,9 @@ pub fn redact_password(text: &str) -> String {
         let mut from = 0;
         while let Some(at) = out[from..].find(scheme) {
             let start = from + at + scheme.len();
-            let end =
-                out[start..].find(['/', '?', ' ', '\'', '"']).map_or(out.len(), |e| start + e);
+            // the user information ends at the last @ before the path (a password may hold
+            // a ? or &, and a shell word ends at a space or quote)
+            let end = out[start..].find(['/', ' ', '\'', '"']).map_or(out.len(), |e| start + e);
             if let Some(amp) = out[start..end].rfind('@')
                 && let Some(colon) = out[start..start + amp].find(':')
             {
@@ -145,9 +147,24 @@ pub fn redact_password(text: &str) -> String {
             from = start;
         }
     }
+    // password=…, password = …, PGPASSWORD=… (any case; ASCII lowercasing keeps offsets)
     let mut from = 0;
-    while let Some(at) = out[from..].find("password=") {
-        let start = from + at + "password=".len();
+    loop {
+        let lower = out.to_ascii_lowercase();
+        let Some(at) = lower[from..].find("password") else { break };
+        let mut v = from + at + "password".len();
+        let skip_spaces = |mut i: usize| {
+            while out.as_bytes().get(i) == Some(&b' ') {
+                i += 1;
+            }
+            i
+        };
+        v = skip_spaces(v);
+        if out.as_bytes().get(v) != Some(&b'=') {
+            from = v;
+            continue;
+        }
+        let start = skip_spaces(v + 1);
         let rest = &out[start..];
         let len = if let Some(quoted) = rest.strip_prefix('\'') {
             // a quoted key=value: up to the closing quote that is not escaped
@@ -469,5 +486,8 @@ mod tests {
             with_dbname("postgres://app:s3cr3t@db/postgres", "shop"),
         ]);
         assert!(!c.display().contains("s3cr3t"), "{}", c.display());
+        // a --stream argument that does not parse is echoed without its password
+        let e = "pg_dump postgres://u:s3cr3t@h/db?sslmode=require".parse::<StreamSpec>();
+        assert!(!e.unwrap_err().to_string().contains("s3cr3t"));
     }
 }

@@ -67,6 +67,9 @@ impl Stamp {
 pub struct Lease {
     backend: Arc<dyn Backend>,
     name: Mutex<LeaseName>,
+    /// The previous name while a refresh has not yet deleted it (a refresh stopped between
+    /// its put and its delete would leave it behind): [`Lease::release`] removes it too.
+    stale: Mutex<Option<LeaseName>>,
     last: Mutex<Stamp>,
     lapsed: AtomicBool,
 }
@@ -90,6 +93,7 @@ impl Lease {
         backend.put(&lock_path(&name), body()).await?;
         Ok(Arc::new(Lease {
             backend,
+            stale: Mutex::new(None),
             name: Mutex::new(name),
             last: Mutex::new(started),
             lapsed: AtomicBool::new(false),
@@ -138,7 +142,9 @@ impl Lease {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = started;
         // within the same second the name did not change: the put above rewrote it in place
         if renamed {
+            *self.stale.lock().unwrap_or_else(|p| p.into_inner()) = Some(old.clone());
             self.backend.delete(&lock_path(&old)).await?;
+            *self.stale.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
         Ok(())
     }
@@ -185,6 +191,10 @@ impl Lease {
     pub async fn release(&self) {
         let n = self.name.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let _ = self.backend.delete(&lock_path(&n)).await;
+        let stale = self.stale.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(s) = stale {
+            let _ = self.backend.delete(&lock_path(&s)).await;
+        }
     }
 
     /// Moves the start of the last refresh `secs` into the past, as a pause would (tests).

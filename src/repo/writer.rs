@@ -84,6 +84,11 @@ impl IndexBatch {
     }
 }
 const UPLOADS_IN_FLIGHT: usize = 2;
+/// Small files' chunks below this size are stored whole rather than as deltas against the
+/// parent's version.
+const MIN_HINTED_CHUNK: usize = 16 << 10;
+/// Delta bases read at once (each a range read of a pack).
+const BASE_READS_IN_FLIGHT: usize = 16;
 
 /// What describes a snapshot besides its content.
 #[derive(Clone, Debug)]
@@ -445,7 +450,10 @@ impl Pipeline<'_> {
             let plain = self.reader.read(self.repo, &full.pack, b, &full.loc).await.ok()?;
             Some((*c, (*b, Arc::new(plain))))
         });
-        for (c, v) in rt.block_on(futures::future::join_all(reads)).into_iter().flatten() {
+        use futures::StreamExt;
+        let read =
+            futures::stream::iter(reads).buffer_unordered(BASE_READS_IN_FLIGHT).collect::<Vec<_>>();
+        for (c, v) in rt.block_on(read).into_iter().flatten() {
             out.insert(c, v);
         }
         Ok(out)
@@ -485,7 +493,12 @@ impl ChunkSink<'_> {
         let mut bases = Vec::new();
         let mut all = Vec::new();
         for (chunks, previous) in files {
-            bases.extend((0..chunks.len()).map(|i| previous.get(i).copied()));
+            // a small chunk saves little as a delta, and its base costs a read (on S3, a
+            // request) of its own
+            let hint = |(i, c): (usize, &Vec<u8>)| {
+                previous.get(i).copied().filter(|_| c.len() >= MIN_HINTED_CHUNK)
+            };
+            bases.extend(chunks.iter().enumerate().map(hint));
             all.extend(chunks);
         }
         let refs = self.p.store(all, Some(&bases))?;
@@ -746,6 +759,11 @@ where
         }
         // the pipeline stopped because the uploader failed: the uploader's error is the cause
         (Err(RepoError::WorkerStopped(_)), Err(e)) | (Ok(_), Err(e)) => return Err(e),
+        // a feeder of the body stopped (a copy's source reader): its error is in the gate
+        (Err(e @ RepoError::WorkerStopped(_)), Ok(_)) => {
+            gate.await?;
+            return Err(e);
+        }
         (Err(e), _) => return Err(e),
     };
     gate.await?;

@@ -134,3 +134,26 @@ fn full_disk_is_one_clear_line_and_no_snapshot() {
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
     assert_eq!(f.snapshot_count(), 0);
 }
+
+/// Found in review: copying a tree whose source lost a pack said only "the chunk feeder
+/// stopped early"; the error must name what is missing.
+#[test]
+fn copy_of_a_tree_from_a_damaged_source_names_the_damage() {
+    let f = Fixture::with_init(&["--pack-size", "65536"]);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("relation"), noise(400_000, 3)).unwrap();
+    let root = src.path().to_str().unwrap();
+    f.run(&["backup", "--name", "t", "--root", root, "."], b"").ok();
+    // the first pack written holds the start of the file (the catalog comes last)
+    let mut packs = f.files("data");
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+    std::fs::remove_file(&packs[0]).unwrap();
+    let to = f.dir.path().join("staging");
+    let mut init = f.cmd(&["init", "--kdf-memory", "1024"]);
+    init.env("REPO_REPOSITORY", &to);
+    run_with_input(init, b"").ok();
+    let r = f.run(&["copy", "--to", to.to_str().unwrap()], b"");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(!r.stderr.contains("stopped early"), "{}", r.stderr);
+    assert!(r.stderr.contains("data/") || r.stderr.contains("chunk"), "{}", r.stderr);
+}

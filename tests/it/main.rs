@@ -39,5 +39,4 @@ mod metrics;
 mod postgres;
 #[cfg(feature = "system-tests")]
 mod remote;
-#[cfg(feature = "system-tests")]
-mod trees;
+mod trees; // the tests that need root are in the system tier

@@ -2,8 +2,11 @@
 //! the source, xattrs and ACLs read back by getfattr/getfacl), change detection, unreadable
 //! files (exit 3), files changing while read, restore safety and refusal to overwrite.
 
+#[cfg(feature = "system-tests")]
 use std::collections::BTreeMap;
+#[cfg(feature = "system-tests")]
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+#[cfg(feature = "system-tests")]
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ fn sh(script: &str) {
     assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
+#[cfg(feature = "system-tests")]
 /// True, or the test fails: the system tier installs attr and acl (scripts/test.sh), so a
 /// missing tool is a broken setup, not a reason to check less.
 fn have(tool: &str) -> bool {
@@ -27,6 +31,7 @@ fn have(tool: &str) -> bool {
     found
 }
 
+#[cfg(feature = "system-tests")]
 /// A tree with every kind of entry and metadata the format keeps.
 fn make_tree(root: &Path) {
     let r = root.display();
@@ -53,6 +58,7 @@ fn make_tree(root: &Path) {
     }
 }
 
+#[cfg(feature = "system-tests")]
 #[derive(Debug, PartialEq)]
 struct Meta {
     kind: String,
@@ -67,6 +73,7 @@ struct Meta {
     xattrs: String,
 }
 
+#[cfg(feature = "system-tests")]
 /// Every entry below `dir` with what a restore must keep (directory times included).
 fn snapshot_of(dir: &Path) -> BTreeMap<PathBuf, Meta> {
     let mut out = BTreeMap::new();
@@ -113,6 +120,7 @@ fn snapshot_of(dir: &Path) -> BTreeMap<PathBuf, Meta> {
     out
 }
 
+#[cfg(feature = "system-tests")]
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![];
     for e in std::fs::read_dir(dir).unwrap() {
@@ -125,6 +133,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+#[cfg(feature = "system-tests")] // root: device nodes, ownership, runuser
 #[test]
 fn tree_round_trip_keeps_every_kind_of_entry_and_its_metadata() {
     let f = Fixture::new();
@@ -235,6 +244,7 @@ fn tree_round_trip_keeps_every_kind_of_entry_and_its_metadata() {
     assert_eq!(snapshot_of(again.path()).len(), a.len());
 }
 
+#[cfg(feature = "system-tests")] // root: device nodes, ownership, runuser
 #[test]
 fn second_backup_reads_only_what_changed() {
     let f = Fixture::new();
@@ -271,6 +281,7 @@ fn second_backup_reads_only_what_changed() {
     assert_eq!(snapshot_of(out.path()), snapshot_of(src.path()));
 }
 
+#[cfg(feature = "system-tests")] // root: device nodes, ownership, runuser
 #[test]
 fn restore_refuses_to_overwrite_unless_asked() {
     let f = Fixture::new();
@@ -289,6 +300,7 @@ fn restore_refuses_to_overwrite_unless_asked() {
     assert_eq!(std::fs::read(out.path().join("d/b")).unwrap(), b"new\n");
 }
 
+#[cfg(feature = "system-tests")] // root: device nodes, ownership, runuser
 #[test]
 fn unreadable_files_are_reported_and_give_exit_code_3() {
     // root reads everything: run the backup as `nobody`
@@ -463,6 +475,7 @@ async fn restore_refuses_hostile_paths_and_symlink_escapes() {
     }
 }
 
+#[cfg(feature = "system-tests")] // root: device nodes, ownership, runuser
 #[test]
 fn tree_exported_as_tar_gz_extracts_like_a_restore() {
     let f = Fixture::new();
@@ -542,6 +555,7 @@ fn tree_exported_as_tar_gz_extracts_like_a_restore() {
     );
 }
 
+#[cfg(feature = "system-tests")] // root: device nodes, ownership, runuser
 #[test]
 fn copy_moves_a_tree_snapshot_into_another_repository() {
     let f = Fixture::new();
@@ -580,6 +594,7 @@ fn copy_moves_a_tree_snapshot_into_another_repository() {
     assert_eq!((r["copied"].as_u64(), r["skipped"].as_u64()), (Some(0), Some(1)), "{r}");
 }
 
+#[cfg(feature = "system-tests")] // root: device nodes, ownership, runuser
 #[test]
 fn import_of_a_classic_tar_gz_gives_a_tree_snapshot() {
     let f = Fixture::new();
