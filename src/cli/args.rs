@@ -85,7 +85,8 @@ pub struct CheckArgs {
     /// Read, decrypt and verify every stored byte.
     #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
-    /// Read part of the data: n/m (1/12: all data in twelve runs), a percentage (5%) or a size (500M).
+    /// Read part of the data: n/m (1/12: all data in twelve runs), a percentage (5%) or a size
+    /// (500M).
     #[arg(long, value_name = "SUBSET")]
     pub read_data_subset: Option<String>,
     /// Restore the selected dump snapshots through the real pg_restore.

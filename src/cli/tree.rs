@@ -88,7 +88,7 @@ pub async fn backup(cli: &Cli, a: &BackupArgs, meta: SnapshotMeta) -> anyhow::Re
     if let Some(h) = held {
         let released = tokio::task::spawn_blocking(move || h.release()).await?;
         if let Err(e) = released {
-            // the backup's own error matters more; a snapshot that would not go away is reported too
+            // the backup's own error matters more; a snapshot left behind is reported too
             eprintln!("repo: {e}");
             if r.is_ok() {
                 return Err(e.into());

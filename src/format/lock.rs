@@ -4,7 +4,8 @@
 //!
 //! Name: `<kind>-<lease id: 16 hex digits>-<refresh time: Unix seconds, decimal>`, kind =
 //! `backup` | `prune` | `read` (restore, check, export, copy's source, sync: a prune delays
-//! deleting data until the readers that may be using it are gone, as for backups). A lease is refreshed by writing the same kind and id with a new time and
+//! deleting data until the readers that may be using it are gone, as for backups). A lease is
+//! refreshed by writing the same kind and id with a new time and
 //! then deleting the older name, so the newest time of a lease id is its last refresh, readable
 //! from a listing alone. Body (informational, for messages):
 //! ```text

@@ -2,7 +2,8 @@
 //!
 //! It only reads the repository (the local cache is the one thing it may rebuild) under a read
 //! lease ([`crate::repo::Access::Read`]), so backups run on during a check and a prune neither
-//! deletes what it is checking nor makes it report damage that is not there. Damage is reported per damaged object together with
+//! deletes what it is checking nor makes it report damage that is not there. Damage is reported per
+//! damaged object together with
 //! every snapshot that needs it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

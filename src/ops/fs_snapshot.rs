@@ -171,7 +171,8 @@ pub struct Btrfs {
 }
 
 impl Btrfs {
-    /// `<parent of SUBVOLUME>/.repo-snapshot-<name>`: beside the subvolume, on the same file system.
+    /// `<parent of SUBVOLUME>/.repo-snapshot-<name>`: beside the subvolume, on the same file
+    /// system.
     pub fn snapshot_path(&self) -> PathBuf {
         let name = self
             .subvolume

@@ -3,7 +3,8 @@
 //!
 //! gzip (also multi-member, as pigz writes) and zstd files are decompressed before chunking,
 //! so imported dumps deduplicate with each other and with later backups; other files are
-//! stored as they are. Name and time come from the file name (`postgres/fnb-admin-20260214-020000.dump.gz`
+//! stored as they are. Name and time come from the file name
+//! (`postgres/fnb-admin-20260214-020000.dump.gz`
 //! → `postgres/fnb-admin` at 2026-02-14T02:00:00Z), from a template, or from `--name` /
 //! `--time`. A file whose name and time already have a snapshot is skipped, so importing
 //! twice makes no second snapshot.

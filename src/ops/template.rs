@@ -214,7 +214,8 @@ impl Template {
             Some(n.as_str().to_string())
         } else if let Some(b) = caps.name("base") {
             // `{base}` alone: the name is the parent directory plus the base, as export's
-            // default `{name}` layout writes it (postgres/fnb-admin-….dump.gz → postgres/fnb-admin).
+            // default `{name}` layout writes it (postgres/fnb-admin-….dump.gz →
+            // postgres/fnb-admin).
             let start = caps.get(0).map(|m| m.start()).unwrap_or(0);
             let parent = path[..start].rsplit('/').next().filter(|p| !p.is_empty());
             Some(match parent {

@@ -189,7 +189,8 @@ impl Sink {
                 if let Some(e) = &self.spawn_error {
                     return ("custom", false, format!("cannot run pg_restore: {e}"));
                 }
-                // pg_dump and pg_dumpall plain output begins "--\n-- PostgreSQL database (cluster )dump"
+                // pg_dump and pg_dumpall plain output begins "--\n-- PostgreSQL database (cluster
+                // )dump"
                 if !String::from_utf8_lossy(head).contains("-- PostgreSQL database") {
                     return ("unknown", false, "not a pg_dump stream".into());
                 }

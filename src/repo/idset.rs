@@ -53,7 +53,8 @@ impl IdSet {
 
     fn write<T>(&self, f: impl FnOnce(&mut redb::Table<&[u8], &[u8]>) -> Result<T>) -> Result<T> {
         let mut tx = self.db.begin_write().map_err(|e| err(&self.path, e))?;
-        tx.set_durability(Durability::None).map_err(|e| err(&self.path, e))?; // a temporary set: no fsync
+        // a temporary set: no fsync
+        tx.set_durability(Durability::None).map_err(|e| err(&self.path, e))?;
         let out = {
             let mut t = tx.open_table(SET).map_err(|e| err(&self.path, e))?;
             f(&mut t)?

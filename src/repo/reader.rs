@@ -1,7 +1,8 @@
 //! The stream reader: restores a snapshot in order, with read-ahead.
 //!
 //! Consecutive chunks stored near each other (gaps up to `GROUP_GAP`) in one pack are fetched
-//! with one range read (a group: at most `GROUP_BYTES` both stored and decompressed); `READ_AHEAD` groups are
+//! with one range read (a group: at most `GROUP_BYTES` both stored and decompressed); `READ_AHEAD`
+//! groups are
 //! fetched and decoded concurrently (decoding on blocking threads, so both cores work) and
 //! written strictly in order by a writer thread. Deltas need their base chunks: the bases of
 //! each window of `BASE_WINDOW` chunks are fetched first (grouped the same way) into a cache
