@@ -22,6 +22,8 @@ use crate::format::stream::decode_list;
 /// A delta is kept only if it is at most this share of the plain compressed chunk (in
 /// quarters): a smaller saving is not worth a second read on restore.
 const KEEP_QUARTERS: usize = 3;
+/// A delta at most 1/TINY_DELTA of the chunk is kept without trying plain compression.
+const TINY_DELTA: usize = 128;
 
 /// The chunk sequence of the previous snapshot of a name (or of a file's previous version),
 /// and how the new stream lines up with it.
@@ -119,6 +121,14 @@ pub struct Encoded {
 /// at most three quarters of the plain encoding.
 pub fn encode(level: i32, chunk: Vec<u8>, base: Option<(Id, Arc<Vec<u8>>)>) -> Encoded {
     let delta = base.and_then(|(b, plain)| Some((b, compress_delta(level, &plain, &chunk).ok()?)));
+    // a delta under 1/128 of the chunk is kept without compressing the chunk on its own: at
+    // worst it costs its own few hundred bytes over that, and it saves a compression per
+    // changed chunk
+    if let Some((b, d)) = &delta
+        && (d.len() + 32) * TINY_DELTA <= chunk.len()
+    {
+        return Encoded { flags: FLAG_DELTA, data: d.clone(), base: Some(*b) };
+    }
     let (flags, data) = compress(level, chunk);
     match delta {
         Some((b, d)) if (d.len() + 32) * 4 <= data.len() * KEEP_QUARTERS => {
@@ -176,8 +186,23 @@ mod tests {
         let e = encode(3, near, Some((id(1), Arc::new(base.clone()))));
         assert_eq!((e.flags, e.base), (FLAG_DELTA, Some(id(1))));
         assert!(e.data.len() < 100, "{}", e.data.len());
-        let unrelated = vec![0u8; 16384];
-        let e = encode(3, unrelated, Some((id(1), Arc::new(base))));
-        assert_eq!(e.base, None, "a chunk that compresses well alone is not a delta");
+        // text unrelated to the base: the delta is no smaller than plain compression
+        let mut y = 99u64;
+        let text: Vec<u8> = (0..16384)
+            .map(|_| {
+                y ^= y << 13;
+                y ^= y >> 7;
+                y ^= y << 17;
+                b"abcdefghijklmnop"[(y >> 60) as usize]
+            })
+            .collect();
+        let e = encode(3, text, Some((id(1), Arc::new(base.clone()))));
+        assert_eq!(e.base, None, "a chunk that compresses as well alone is not a delta");
+        // a delta under 1/128 of the chunk is kept without trying plain compression: at
+        // worst it costs its own size (here a run of zeros, tiny either way)
+        let zeros = vec![0u8; 16384];
+        let e = encode(3, zeros, Some((id(1), Arc::new(base))));
+        assert_eq!(e.base, Some(id(1)));
+        assert!((e.data.len() + 32) * TINY_DELTA <= 16384, "{}", e.data.len());
     }
 }
