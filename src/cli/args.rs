@@ -45,6 +45,13 @@ pub struct Cli {
     pub command: Cmd,
 }
 
+impl Cli {
+    /// Whether commands draw progress bars: not with --quiet or --json.
+    pub fn progress_bars(&self) -> bool {
+        !self.quiet && !self.json
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Create a repository (encrypted unless --encryption none).

@@ -328,7 +328,7 @@ async fn backup_streams(cli: &Cli, a: &args::BackupArgs) -> anyhow::Result<i32> 
     }
     let meta = backup_meta(a)?;
     let repo = open(cli, Access::Backup).await?;
-    let bar = Bar::start("read", !cli.quiet && !cli.json);
+    let bar = Bar::start("read", cli.progress_bars());
     let r = ops::streams::run(repo.clone(), specs, meta, a.jobs, bar.clone()).await;
     bar.finish();
     warnings(cli, &repo);
@@ -367,7 +367,6 @@ async fn forget(cli: &Cli, a: &args::ForgetArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow!("--keep-within {e}"))?,
         tags: a.keep_tags.clone(),
     };
-    let tz = a.tz;
     let max_unused = parse_share(&a.max_unused)?;
     let access = if a.prune && !a.dry_run { Access::Prune } else { Access::Unleased };
     let repo = open(cli, access).await?;
@@ -375,7 +374,7 @@ async fn forget(cli: &Cli, a: &args::ForgetArgs) -> anyhow::Result<()> {
         policy,
         ids: a.snapshots.clone(),
         filter: a.filter.snapshots(),
-        tz,
+        tz: a.tz,
         dry_run: a.dry_run,
     };
     let r = ops::forget::run(&repo, &opts).await?;
@@ -442,7 +441,7 @@ async fn init(cli: &Cli, a: &args::InitArgs) -> anyhow::Result<()> {
 
 /// `repo backup --stdin` or `repo backup -- COMMAND`: one stream snapshot.
 async fn backup_stream(cli: &Cli, a: &args::BackupArgs) -> anyhow::Result<()> {
-    let show_progress = !cli.quiet && !cli.json;
+    let show_progress = cli.progress_bars();
     let source = match (a.stdin, a.command.is_empty()) {
         (true, true) if a.gunzip => ops::backup::Source::StdinGunzip,
         (true, true) => ops::backup::Source::Stdin,
@@ -483,7 +482,7 @@ async fn snapshots(cli: &Cli, a: &args::SnapshotsArgs) -> anyhow::Result<()> {
 
 /// `repo restore` of a stream, to standard output or `-o FILE` (atomically).
 async fn restore_stream(cli: &Cli, a: &args::RestoreArgs) -> anyhow::Result<()> {
-    let show_progress = !cli.quiet && !cli.json;
+    let show_progress = cli.progress_bars();
     let repo = open(cli, Access::Read).await?;
     let filter = a.filter.snapshots();
     let bar = Bar::start("restored", show_progress && a.output.is_some());
@@ -526,9 +525,8 @@ async fn restore_stream(cli: &Cli, a: &args::RestoreArgs) -> anyhow::Result<()> 
 
 /// `repo export DIR`: classic `.dump.gz`/`.tar.gz` files and their manifest.
 async fn export(cli: &Cli, a: &args::ExportArgs) -> anyhow::Result<()> {
-    let show_progress = !cli.quiet && !cli.json;
+    let show_progress = cli.progress_bars();
     let repo = open(cli, Access::Read).await?;
-    let tz = a.tz;
     let mut selected = repo::repo::select_snapshots(&repo, &a.filter.snapshots(), a.latest).await?;
     if let Some(w) = &a.keep_within {
         let span_ns =
@@ -547,7 +545,7 @@ async fn export(cli: &Cli, a: &args::ExportArgs) -> anyhow::Result<()> {
         compression,
         mirror: a.mirror,
         force: a.force,
-        tz,
+        tz: a.tz,
         name_scope: a.filter.name.clone(),
     };
     let bar = Bar::start("exported", show_progress);
@@ -566,7 +564,7 @@ async fn export(cli: &Cli, a: &args::ExportArgs) -> anyhow::Result<()> {
 
 /// `repo import FILE…`: classic files as snapshots.
 async fn import(cli: &Cli, a: &args::ImportArgs) -> anyhow::Result<()> {
-    let show_progress = !cli.quiet && !cli.json;
+    let show_progress = cli.progress_bars();
     let repo = open(cli, Access::Backup).await?;
     let opts = ops::import::ImportOptions {
         name: a.name.clone(),
@@ -589,7 +587,7 @@ async fn import(cli: &Cli, a: &args::ImportArgs) -> anyhow::Result<()> {
 
 /// `repo sync DEST`: the ciphertext objects, copied as they are.
 async fn sync(cli: &Cli, a: &args::SyncArgs) -> anyhow::Result<()> {
-    let show_progress = !cli.quiet && !cli.json;
+    let show_progress = cli.progress_bars();
     let src = backend(cli, repo_url(cli)?)?;
     let dst = backend(cli, &a.destination)?;
     let opts = ops::sync::SyncOptions { delete: a.delete, dry_run: a.dry_run, jobs: a.jobs };
@@ -601,7 +599,7 @@ async fn sync(cli: &Cli, a: &args::SyncArgs) -> anyhow::Result<()> {
 
 /// `repo copy --to DEST`: snapshots re-encoded into another repository.
 async fn copy(cli: &Cli, a: &args::CopyArgs) -> anyhow::Result<()> {
-    let show_progress = !cli.quiet && !cli.json;
+    let show_progress = cli.progress_bars();
     let src = open(cli, Access::Read).await?;
     let pw = match password_from("REPO_TO_PASSWORD", a.to_password_file.as_deref())? {
         Some(p) => Some(p),

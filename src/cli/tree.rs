@@ -81,7 +81,7 @@ pub async fn backup(cli: &Cli, a: &BackupArgs, meta: SnapshotMeta) -> anyhow::Re
             PathBuf::from("/")
         }
     };
-    let bar = Bar::start("read", !cli.quiet && !cli.json);
+    let bar = Bar::start("read", cli.progress_bars());
     let opts = TreeOptions { root, paths, cancel };
     let r = ops::tree::backup::run(repo.clone(), opts, meta, bar.clone()).await;
     bar.finish();
@@ -113,7 +113,7 @@ pub async fn backup(cli: &Cli, a: &BackupArgs, meta: SnapshotMeta) -> anyhow::Re
 pub async fn restore(cli: &Cli, a: &RestoreArgs) -> anyhow::Result<i32> {
     let repo = open(cli, Access::Read).await?;
     let (id, snap) = resolve_snapshot(&repo, &a.snapshot, &a.filter.snapshots()).await?;
-    let show = !cli.quiet && !cli.json;
+    let show = cli.progress_bars();
     match (&a.target, &a.path) {
         (Some(target), path) => {
             let mut include = a.include.clone();

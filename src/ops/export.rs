@@ -134,13 +134,19 @@ pub struct ManifestEntry {
     pub stream: Option<String>,
 }
 
+/// The manifest's key of an exported file: the snapshot id, and `/stream` for a server
+/// snapshot.
+fn export_key(snapshot_hex: &str, stream: Option<&str>) -> String {
+    match stream {
+        Some(s) => format!("{snapshot_hex}/{s}"),
+        None => snapshot_hex.to_string(),
+    }
+}
+
 impl ManifestEntry {
-    /// What the file was exported from: the snapshot id, and `/stream` for a server snapshot.
+    /// What the file was exported from ([`export_key`]).
     fn key(&self) -> String {
-        match &self.stream {
-            Some(s) => format!("{}/{s}", self.snapshot),
-            None => self.snapshot.clone(),
-        }
+        export_key(&self.snapshot, self.stream.as_deref())
     }
 }
 
@@ -404,10 +410,7 @@ struct ExportItem<'a> {
 impl ExportItem<'_> {
     /// The manifest's key: the snapshot, and the stream of a server snapshot.
     fn key(&self) -> String {
-        match &self.file {
-            Some(f) => format!("{}/{f}", self.id.to_hex()),
-            None => self.id.to_hex(),
-        }
+        export_key(&self.id.to_hex(), self.file.as_deref())
     }
 }
 

@@ -332,9 +332,9 @@ impl IndexCache {
         Ok(out)
     }
 
-    /// The cached sealed bytes of these snapshot objects (`None` where not cached, or where
-    /// the bytes no longer hash to the id).
-    pub fn snapshot_objects(&self, ids: &[Id]) -> Result<Vec<Option<Vec<u8>>>> {
+    /// The cached sealed bytes of these snapshot objects (`None` for no id, where not cached,
+    /// or where the bytes no longer hash to the id).
+    pub fn snapshot_objects(&self, ids: &[Option<Id>]) -> Result<Vec<Option<Vec<u8>>>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = match tx.open_table(SNAPSHOTS) {
             Ok(t) => t,
@@ -343,6 +343,7 @@ impl IndexCache {
         };
         ids.iter()
             .map(|id| {
+                let Some(id) = id else { return Ok(None) };
                 let v = t.get(&id.0[..]).map_err(|e| self.err(e))?.map(|g| g.value().to_vec());
                 Ok(v.filter(|b| Id::of_bytes(b) == *id))
             })

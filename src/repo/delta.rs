@@ -124,17 +124,19 @@ pub fn encode(level: i32, chunk: Vec<u8>, base: Option<(Id, Arc<Vec<u8>>)>) -> E
     // a delta under 1/128 of the chunk is kept without compressing the chunk on its own: at
     // worst it costs its own few hundred bytes over that, and it saves a compression per
     // changed chunk
-    if let Some((b, d)) = &delta
-        && (d.len() + 32) * TINY_DELTA <= chunk.len()
-    {
-        return Encoded { flags: FLAG_DELTA, data: d.clone(), base: Some(*b) };
+    let Some((b, d)) = delta else {
+        let (flags, data) = compress(level, chunk);
+        return Encoded { flags, data, base: None };
+    };
+    let cost = d.len() + 32;
+    if cost * TINY_DELTA <= chunk.len() {
+        return Encoded { flags: FLAG_DELTA, data: d, base: Some(b) };
     }
     let (flags, data) = compress(level, chunk);
-    match delta {
-        Some((b, d)) if (d.len() + 32) * 4 <= data.len() * KEEP_QUARTERS => {
-            Encoded { flags: FLAG_DELTA, data: d, base: Some(b) }
-        }
-        _ => Encoded { flags, data, base: None },
+    if cost * 4 <= data.len() * KEEP_QUARTERS {
+        Encoded { flags: FLAG_DELTA, data: d, base: Some(b) }
+    } else {
+        Encoded { flags, data, base: None }
     }
 }
 

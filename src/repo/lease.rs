@@ -131,7 +131,7 @@ impl Lease {
             return Err(self.lapse());
         }
         let new = LeaseName { time: now_secs(), ..old.clone() };
-        let renamed = lock_path(&new) != lock_path(&old);
+        let renamed = new.time != old.time;
         self.backend.put(&lock_path(&new), body()).await?;
         *self.name.lock().unwrap_or_else(|p| p.into_inner()) = new;
         // judged again once the new name is in place: a put that hung (a stalled mount) may

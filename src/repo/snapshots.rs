@@ -66,8 +66,7 @@ pub async fn list_snapshots_checked(
     // objects seen before come from the local cache: a year of hourly snapshots is thousands
     // of requests to S3 otherwise, for every backup and restore of `latest`
     let names: Vec<Option<Id>> = files.iter().map(|f| paths::id_of(&f.path)).collect();
-    let wanted: Vec<Id> = names.iter().map(|n| n.unwrap_or(Id([0; 32]))).collect();
-    let cached = repo.index.snapshot_objects(&wanted).unwrap_or_else(|_| vec![None; files.len()]);
+    let cached = repo.index.snapshot_objects(&names).unwrap_or_else(|_| vec![None; files.len()]);
     let loaded: Vec<_> = stream::iter(files.into_iter().zip(names).zip(cached))
         .map(|((f, name), cached)| async move {
             let loaded = async {

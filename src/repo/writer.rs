@@ -72,16 +72,21 @@ impl IndexBatch {
         Ok(())
     }
 
-    /// Writes the packs held (if any) as one index file; returns their packs.
-    pub async fn flush(&mut self, repo: &Repository) -> Result<Vec<IndexPack>> {
+    /// The ids of the blobs in the packs held.
+    pub fn blob_ids(&self) -> impl Iterator<Item = Id> + '_ {
+        self.packs.iter().flat_map(|p| p.blobs.iter().map(|b| b.0))
+    }
+
+    /// Writes the packs held (if any) as one index file.
+    pub async fn flush(&mut self, repo: &Repository) -> Result<()> {
         if self.packs.is_empty() {
-            return Ok(vec![]);
+            return Ok(());
         }
         let packs = std::mem::take(&mut self.packs);
         self.blobs = 0;
-        write_index(repo, packs.clone(), vec![]).await?;
+        write_index(repo, packs, vec![]).await?;
         self.files_written += 1;
-        Ok(packs)
+        Ok(())
     }
 }
 const UPLOADS_IN_FLIGHT: usize = 2;
@@ -411,7 +416,7 @@ impl Pipeline<'_> {
             return Ok(false);
         }
         let Some(base) = r.loc.base else { return Ok(true) };
-        if depth >= crate::format::pack::MAX_DELTA_DEPTH {
+        if depth >= MAX_DELTA_DEPTH {
             return Ok(false);
         }
         for b in self.repo.index.locations(&base)? {
@@ -653,9 +658,10 @@ async fn index_and_forget(
     batch: &mut IndexBatch,
     pending: &Pending,
 ) -> Result<()> {
-    let done = batch.flush(repo).await?;
+    let ids: Vec<Id> = batch.blob_ids().collect();
+    batch.flush(repo).await?;
     let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-    for id in done.iter().flat_map(|p| p.blobs.iter().map(|b| b.0)) {
+    for id in ids {
         p.remove(&id);
     }
     Ok(())
