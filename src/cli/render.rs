@@ -216,6 +216,13 @@ pub fn prune(r: &PruneReport) -> String {
         r.packs_repacked,
         size(r.bytes_repacked_into)
     );
+    if r.delta_bases_kept > 0 {
+        out += &format!(
+            "\n{} chunks no snapshot needs stay as bases of deltas ({})",
+            r.delta_bases_kept,
+            size(r.delta_base_bytes)
+        );
+    }
     if !r.dry_run {
         out += &format!(
             "\ndeleted {} packs and {} index files: {} freed",

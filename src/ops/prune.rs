@@ -59,6 +59,11 @@ pub struct PruneReport {
     pub snapshots: u64,
     /// Distinct chunks and content lists the snapshots need, delta bases included.
     pub live_chunks: u64,
+    /// Chunks no snapshot needs, kept only because a needed chunk is stored as a delta against
+    /// them (included in `live_chunks`).
+    pub delta_bases_kept: u64,
+    /// Stored bytes of those chunks: space the deltas hold on to after a forget.
+    pub delta_base_bytes: u64,
     /// Packs named by index files (not counting packs earlier records already condemn).
     pub packs: u64,
     /// Packs condemned by this run (no chunk needed, or repacked).
@@ -209,16 +214,17 @@ async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<IdSet> 
             set.insert_many(&crate::repo::tree::file_blobs(repo, s, &label).await?)?;
         }
     }
-    keep_delta_bases(repo, &set)?;
+    (r.delta_bases_kept, r.delta_base_bytes) = keep_delta_bases(repo, &set)?;
     r.live_chunks = set.len()?;
     Ok(set)
 }
 
 /// Adds to `live` the base of every delta copy of a live chunk, and the bases of those bases
 /// (a chunk stored twice may be a base in one copy and a delta in another), until nothing is
-/// added. Conservative: a base is kept if any copy of a live chunk needs it.
-fn keep_delta_bases(repo: &Repository, live: &IdSet) -> Result<()> {
-    fn flush(live: &IdSet, pairs: &mut Vec<(Id, Id)>) -> Result<u64> {
+/// added. Conservative: a base is kept if any copy of a live chunk needs it. Returns how many
+/// chunks were kept only as bases, and their stored bytes.
+fn keep_delta_bases(repo: &Repository, live: &IdSet) -> Result<(u64, u64)> {
+    fn flush(repo: &Repository, live: &IdSet, pairs: &mut Vec<(Id, Id)>) -> Result<(u64, u64)> {
         let ids: Vec<Id> = pairs.iter().map(|p| p.0).collect();
         let bases: Vec<Id> = pairs
             .drain(..)
@@ -233,24 +239,31 @@ fn keep_delta_bases(repo: &Repository, live: &IdSet) -> Result<()> {
             .map(|(b, _)| *b)
             .collect();
         live.insert_many(&missing)?;
-        Ok(missing.len() as u64)
+        let refs = repo.index().lookup_many(&missing)?;
+        let bytes = refs.iter().flatten().map(|b| u64::from(b.loc.stored_len)).sum();
+        Ok((missing.len() as u64, bytes))
     }
+    let (mut kept, mut bytes) = (0, 0);
     loop {
-        let mut added = 0;
+        let before = kept;
         let mut pairs = Vec::new();
+        let mut add = |(n, b): (u64, u64)| {
+            kept += n;
+            bytes += b;
+        };
         repo.index().for_each_delta(|id, base| {
             pairs.push((id, base));
             if pairs.len() >= 4096 {
-                added += flush(live, &mut pairs)?;
+                add(flush(repo, live, &mut pairs)?);
             }
             Ok(())
         })?;
-        added += flush(live, &mut pairs)?;
-        if added == 0 {
+        add(flush(repo, live, &mut pairs)?);
+        if kept == before {
             break;
         }
     }
-    Ok(())
+    Ok((kept, bytes))
 }
 
 #[derive(Default, Clone, Copy)]
