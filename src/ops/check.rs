@@ -21,7 +21,8 @@ use crate::format::pack::MAX_DELTA_DEPTH;
 use crate::format::snapshot::Snapshot;
 use crate::format::stream::decode_list;
 use crate::repo::{
-    RepoError, Repository, Result, load_index_file, paths, verify_deltas, verify_pack_bytes,
+    BlobRef, CacheReader, IndexCache, RepoError, Repository, Result, paths, verify_deltas,
+    verify_pack_bytes,
 };
 
 /// Which packs `--read-data-subset` reads.
@@ -198,40 +199,64 @@ impl Causes {
     }
 }
 
+/// What the check knows about the index files. Every copy they list is in a temporary redb
+/// database (not in memory: a year of hourly dumps is millions of chunks), looked up through
+/// one read transaction; only per-pack facts and damage are kept in memory.
 struct State {
-    locs: HashMap<Id, Vec<(Id, BlobLocation)>>,
+    /// Every copy the readable index files list.
+    index: IndexCache,
+    reader: CacheReader,
     indexed_packs: HashMap<Id, u64>,
+    /// Blob copies each indexed pack holds, by the index files.
+    pack_entries: HashMap<Id, u64>,
+    /// Condemned packs a prune has deleted since: their copies do not count.
+    gone: HashSet<Id>,
+    /// Packs a prune is removing: their copies are the last choice.
+    condemned: Arc<HashSet<Id>>,
     bad_packs: HashMap<Id, String>,
     bad_blobs: HashSet<(Id, Id)>,
 }
 
 impl State {
+    /// The copies of `id` that count, those in packs a prune is removing last.
+    fn copies(&self, id: &Id) -> Result<Vec<(Id, BlobLocation)>> {
+        let mut c: Vec<(Id, BlobLocation)> = self
+            .reader
+            .copies(id)?
+            .into_iter()
+            .filter(|b| !self.gone.contains(&b.pack))
+            .map(|b| (b.pack, b.loc))
+            .collect();
+        c.sort_by_key(|(p, _)| self.condemned.contains(p));
+        Ok(c)
+    }
     /// A copy of `id` that can be read: its pack and blob are not damaged and, for a delta,
     /// its base is usable too.
-    fn usable(&self, id: &Id) -> Option<(Id, BlobLocation)> {
+    fn usable(&self, id: &Id) -> Result<Option<(Id, BlobLocation)>> {
         self.usable_at(id, 0)
     }
-    fn usable_at(&self, id: &Id, depth: u32) -> Option<(Id, BlobLocation)> {
+    fn usable_at(&self, id: &Id, depth: u32) -> Result<Option<(Id, BlobLocation)>> {
         if depth > MAX_DELTA_DEPTH {
-            return None;
+            return Ok(None);
         }
-        self.locs
-            .get(id)?
-            .iter()
-            .find(|(p, l)| {
-                !self.bad_packs.contains_key(p)
-                    && !self.bad_blobs.contains(&(*p, *id))
-                    && l.base.is_none_or(|b| self.usable_at(&b, depth + 1).is_some())
-            })
-            .copied()
+        for (p, l) in self.copies(id)? {
+            if self.bad_packs.contains_key(&p) || self.bad_blobs.contains(&(p, *id)) {
+                continue;
+            }
+            match l.base {
+                Some(b) if self.usable_at(&b, depth + 1)?.is_none() => continue,
+                _ => return Ok(Some((p, l))),
+            }
+        }
+        Ok(None)
     }
     /// The object to blame for an unusable blob (for a delta whose own copy is fine: its
     /// base's).
-    fn blame(&self, id: &Id) -> String {
+    fn blame(&self, id: &Id) -> Result<String> {
         self.blame_at(id, 0)
     }
-    fn blame_at(&self, id: &Id, depth: u32) -> String {
-        match self.locs.get(id).and_then(|l| l.first()) {
+    fn blame_at(&self, id: &Id, depth: u32) -> Result<String> {
+        Ok(match self.copies(id)?.first() {
             None => "index".into(),
             Some((p, l)) => match l.base {
                 Some(b)
@@ -239,11 +264,19 @@ impl State {
                         && !self.bad_packs.contains_key(p)
                         && !self.bad_blobs.contains(&(*p, *id)) =>
                 {
-                    self.blame_at(&b, depth + 1)
+                    self.blame_at(&b, depth + 1)?
                 }
                 _ => paths::pack(p),
             },
+        })
+    }
+    /// Records damage for `id` when no usable copy exists; true if so.
+    fn missing(&self, id: &Id, label: &str, causes: &mut Causes) -> Result<bool> {
+        if self.usable(id)?.is_some() {
+            return Ok(false);
         }
+        causes.add(self.blame(id)?, || NOT_INDEXED.into(), Some(label));
+        Ok(true)
     }
 }
 
@@ -263,7 +296,7 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
     r.index_incomplete = !damaged_index.is_empty() || orphans > 0;
 
     if let Some(subset) = opts.read_data {
-        read_packs(&repo, &mut st, subset, &mut r, &mut causes).await;
+        read_packs(&repo, &mut st, subset, &mut r, &mut causes).await?;
     }
     check_snapshots(&repo, &st, &mut r, &mut causes).await?;
     list_damage(&st, causes, damaged_index, &mut r);
@@ -294,41 +327,27 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
     Ok(r)
 }
 
-/// Reads every index file into the check's state; the damaged ones, with why.
+/// Takes every index file into a temporary database; the damaged ones, with why.
 async fn load_index(
     repo: &Arc<Repository>,
     r: &mut CheckReport,
 ) -> Result<(State, Vec<(String, String)>)> {
-    let mut st = State {
-        locs: HashMap::new(),
-        indexed_packs: HashMap::new(),
+    let index = IndexCache::temporary(&super::scratch_dir(repo))?;
+    let damaged = index.sync(repo).await?;
+    index.take_warnings(); // the damaged files are reported as damage instead
+    let indexed_packs: HashMap<Id, u64> = index.packs()?.into_iter().collect();
+    r.index_files = index.counts()?.3 + damaged.len() as u64;
+    let st = State {
+        reader: index.reader()?,
+        index,
+        indexed_packs,
+        pack_entries: HashMap::new(),
+        gone: HashSet::new(),
+        condemned: Arc::new(HashSet::new()),
         bad_packs: HashMap::new(),
         bad_blobs: HashSet::new(),
     };
-    let mut damaged_index = Vec::new();
-    let names: Vec<Id> = repo
-        .backend()
-        .list(paths::INDEX_DIR)
-        .await?
-        .iter()
-        .filter_map(|o| paths::id_of(&o.path))
-        .collect();
-    r.index_files = names.len() as u64;
-    for name in names {
-        match load_index_file(repo, &name).await {
-            Ok(f) => {
-                for p in f.packs {
-                    st.indexed_packs.insert(p.pack, p.pack_len);
-                    for (id, loc) in p.blobs {
-                        st.locs.entry(id).or_default().push((p.pack, loc));
-                    }
-                }
-            }
-            Err(RepoError::Backend(e)) if e.is_not_found() => {} // replaced meanwhile
-            Err(e) => damaged_index.push((paths::index(&name), e.to_string())),
-        }
-    }
-    Ok((st, damaged_index))
+    Ok((st, damaged.into_iter().map(|u| (u.object, u.error)).collect()))
 }
 
 /// Lists the packs present and compares them with the index: missing and wrong-sized packs
@@ -350,27 +369,30 @@ async fn check_packs(repo: &Arc<Repository>, st: &mut State, r: &mut CheckReport
     r.packs = present.len() as u64;
 
     let condemned = repo.condemned();
-    let gone: Vec<Id> = st
+    st.gone = st
         .indexed_packs
         .keys()
         .filter(|p| !present.contains_key(p) && condemned.packs.contains(p))
         .copied()
         .collect();
-    for p in &gone {
-        st.indexed_packs.remove(p);
-    }
-    if !gone.is_empty() {
-        for ls in st.locs.values_mut() {
-            ls.retain(|(p, _)| !gone.contains(p));
+    st.indexed_packs.retain(|p, _| !st.gone.contains(p));
+    st.condemned = Arc::new(condemned.packs.clone());
+    // one pass over every copy: distinct ids, duplicates, and copies per pack
+    let (mut last, mut copies) = (None, 0u64);
+    st.index.for_each_copy(|id, b| {
+        if st.gone.contains(&b.pack) {
+            return Ok(());
         }
-        st.locs.retain(|_, ls| !ls.is_empty());
-    }
-    // copies in packs a prune is removing are the last choice
-    for ls in st.locs.values_mut() {
-        ls.sort_by_key(|(p, _)| condemned.packs.contains(p));
-    }
-    r.blobs = st.locs.len() as u64;
-    r.duplicate_blobs = st.locs.values().filter(|v| v.len() > 1).count() as u64;
+        *st.pack_entries.entry(b.pack).or_default() += 1;
+        if last != Some(id) {
+            last = Some(id);
+            copies = 0;
+            r.blobs += 1;
+        }
+        copies += 1;
+        r.duplicate_blobs += u64::from(copies == 2);
+        Ok(())
+    })?;
     if r.duplicate_blobs > 0 {
         r.notes.push(format!(
             "{} chunks are stored more than once (concurrent backups; prune reclaims the space)",
@@ -453,7 +475,7 @@ async fn read_packs(
     subset: Subset,
     r: &mut CheckReport,
     causes: &mut Causes,
-) {
+) -> Result<()> {
     // packs a prune is removing are not read: what is needed of them was copied or they
     // are kept (and read by a later check)
     let condemned = repo.condemned();
@@ -465,14 +487,6 @@ async fn read_packs(
         .collect();
     candidates.sort();
     let chosen = subset.select(candidates);
-    // what the index says each chosen pack holds, gathered in one pass over the index
-    let chosen_set: HashSet<Id> = chosen.iter().map(|(p, _)| *p).collect();
-    let mut expected: HashMap<Id, Vec<(Id, u32)>> = HashMap::new();
-    for (id, ls) in &st.locs {
-        for (pk, l) in ls.iter().filter(|(pk, _)| chosen_set.contains(pk)) {
-            expected.entry(*pk).or_default().push((*id, l.offset));
-        }
-    }
     let mut verdicts = stream::iter(chosen)
         .map(|(p, _)| {
             let repo = repo.clone();
@@ -520,16 +534,18 @@ async fn read_packs(
         for (id, _) in v.bad_blobs {
             st.bad_blobs.insert((p, id));
         }
-        // the pack must say what the index says about it
+        // the pack must say what the index says about it: every copy the index files place
+        // in it is in its footer at the same offset (footer entries the index agrees with,
+        // counted once each, against the copies the index places there)
         if let Some(footer) = v.footer {
             let inside: HashSet<(Id, u32)> =
                 footer.blobs.iter().map(|(id, l)| (*id, l.offset)).collect();
-            let wrong = expected
-                .remove(&p)
-                .unwrap_or_default()
-                .iter()
-                .filter(|e| !inside.contains(e))
-                .count();
+            let mut agreed = 0u64;
+            for (id, offset) in &inside {
+                agreed +=
+                    u64::from(st.reader.copy_in(id, &p)?.is_some_and(|l| l.offset == *offset));
+            }
+            let wrong = st.pack_entries.get(&p).copied().unwrap_or(0).saturating_sub(agreed);
             if wrong > 0 {
                 causes.0.entry(obj).or_insert_with(|| {
                     (
@@ -541,6 +557,7 @@ async fn read_packs(
             }
         }
     }
+    Ok(())
 }
 
 /// Reads every snapshot and its content lists (and tree catalogs) and checks that each chunk
@@ -553,6 +570,10 @@ async fn check_snapshots(
 ) -> Result<()> {
     let files = repo.backend().list(paths::SNAPSHOTS_DIR).await?;
     let ciphers = crate::repo::PackCiphers::default();
+    // content lists already found whole: hourly dumps share most of their lists, and a list
+    // is read and its chunks looked up once (a damaged one again for each snapshot it hurts).
+    // One id per list, a few thousand chunks each: small beside the chunks themselves.
+    let mut whole_lists: HashSet<Id> = HashSet::new();
     for f in files {
         let Some(sid) = paths::id_of(&f.path) else { continue };
         let snap = async {
@@ -584,8 +605,11 @@ async fn check_snapshots(
         let label = format!("{} {} {}", sid.short(), snap.name, super::rfc3339(snap.time_ns));
         let mut broken = false;
         for list in &snap.lists {
-            let Some((pack, loc)) = st.usable(list) else {
-                causes.add(st.blame(list), || NOT_INDEXED.into(), Some(&label));
+            if whole_lists.contains(list) {
+                continue;
+            }
+            let Some((pack, loc)) = st.usable(list)? else {
+                causes.add(st.blame(list)?, || NOT_INDEXED.into(), Some(&label));
                 broken = true;
                 continue;
             };
@@ -600,21 +624,20 @@ async fn check_snapshots(
                     continue;
                 }
             };
+            let mut whole = true;
             for (id, _) in entries {
-                if st.usable(&id).is_none() {
-                    causes.add(st.blame(&id), || NOT_INDEXED.into(), Some(&label));
-                    broken = true;
-                }
+                whole &= !st.missing(&id, &label, causes)?;
             }
+            if whole {
+                whole_lists.insert(*list);
+            }
+            broken |= !whole;
         }
         if !broken && snap.kind.has_catalog() {
             match crate::repo::tree::file_blobs(repo, &snap, &label).await {
                 Ok(ids) => {
                     for id in ids {
-                        if st.usable(&id).is_none() {
-                            causes.add(st.blame(&id), || NOT_INDEXED.into(), Some(&label));
-                            broken = true;
-                        }
+                        broken |= st.missing(&id, &label, causes)?;
                     }
                 }
                 Err(e) => {
@@ -634,18 +657,11 @@ async fn check_snapshots(
     Ok(())
 }
 
-/// The local cache must agree with the index files; if not, it is rebuilt.
+/// The local cache must agree with the index files: the copy it offers for each id must be
+/// one they list. If not, it is rebuilt. Both databases are read in key order side by side
+/// (a merge, not a lookup per chunk).
 async fn check_cache(repo: &Repository, st: &State, r: &mut CheckReport) -> Result<()> {
-    let ids: Vec<&Id> = st.locs.keys().collect();
-    let mut disagree = 0u64;
-    for batch in ids.chunks(4096) {
-        let owned: Vec<Id> = batch.iter().map(|i| **i).collect();
-        for (id, c) in owned.iter().zip(repo.index().lookup_many(&owned)?) {
-            let ok =
-                c.is_some_and(|c| st.locs[id].iter().any(|(p, l)| *p == c.pack && *l == c.loc));
-            disagree += u64::from(!ok);
-        }
-    }
+    let disagree = cache_disagreements(repo, st)?;
     if disagree > 0 {
         r.notes.push(format!(
             "the local cache disagreed with the repository on {disagree} chunks and was rebuilt"
@@ -654,4 +670,66 @@ async fn check_cache(repo: &Repository, st: &State, r: &mut CheckReport) -> Resu
         repo.index().sync(repo).await?;
     }
     Ok(())
+}
+
+/// Ids for which the local cache offers a copy the index files do not list.
+fn cache_disagreements(repo: &Repository, st: &State) -> Result<u64> {
+    let cache = repo.index().reader()?;
+    let avoid = repo.condemned();
+    let mut offered = Grouped::new(cache.iter()?);
+    let mut listed = Grouped::new(st.reader.iter()?);
+    let mut disagree = 0u64;
+    while let Some((id, mut copies)) = listed.next_group()? {
+        copies.retain(|b| !st.gone.contains(&b.pack));
+        if copies.is_empty() {
+            continue;
+        }
+        // the cache's group for this id, skipping ids only it knows (they do no harm)
+        let theirs = loop {
+            match offered.peek_id() {
+                Some(o) if o < id => drop(offered.next_group()?),
+                Some(o) if o == id => break offered.next_group()?.map(|g| g.1),
+                _ => break None,
+            }
+        };
+        // the copy a lookup would give: outside the packs to avoid if there is one
+        let choice = theirs.and_then(|mut t| {
+            t.sort_by_key(|b| avoid.packs.contains(&b.pack));
+            t.first().copied()
+        });
+        disagree += u64::from(!choice.is_some_and(|c| copies.contains(&c)));
+    }
+    Ok(disagree)
+}
+
+/// Copies in key order, taken one id at a time.
+struct Grouped<I: Iterator<Item = Result<(Id, BlobRef)>>> {
+    it: std::iter::Peekable<I>,
+}
+
+impl<I: Iterator<Item = Result<(Id, BlobRef)>>> Grouped<I> {
+    fn new(it: I) -> Self {
+        Grouped { it: it.peekable() }
+    }
+    fn peek_id(&mut self) -> Option<Id> {
+        match self.it.peek() {
+            Some(Ok((id, _))) => Some(*id),
+            Some(Err(_)) => Some(Id([0; 32])), // surfaced by the next next_group
+            None => None,
+        }
+    }
+    fn next_group(&mut self) -> Result<Option<(Id, Vec<BlobRef>)>> {
+        let Some(first) = self.it.next() else { return Ok(None) };
+        let (id, b) = first?;
+        let mut copies = vec![b];
+        while let Some(Ok((next, _))) = self.it.peek() {
+            if *next != id {
+                break;
+            }
+            if let Some(Ok((_, b))) = self.it.next() {
+                copies.push(b);
+            }
+        }
+        Ok(Some((id, copies)))
+    }
 }

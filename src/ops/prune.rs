@@ -181,17 +181,13 @@ async fn prune_under(
     Ok(())
 }
 
-fn temp_dir(repo: &Repository) -> std::path::PathBuf {
-    repo.index().path().parent().map(|p| p.to_path_buf()).unwrap_or_else(std::env::temp_dir)
-}
-
 /// Every chunk and content list that some snapshot needs. Any unreadable snapshot or list
 /// stops the prune: nothing is deleted while unsure.
 async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport) -> Result<IdSet> {
     // a damaged index file hides packs (they would look unindexed and be condemned) and a
     // damaged snapshot hides needed chunks: either way, stop before anything is written
     let mut unreadable = repo.index().sync(repo).await?;
-    let set = IdSet::temp(&temp_dir(repo))?;
+    let set = IdSet::temp(&super::scratch_dir(repo))?;
     let (snaps, damaged) = list_snapshots_checked(repo, &SnapshotFilter::default()).await?;
     unreadable.extend(damaged);
     if !unreadable.is_empty() {
@@ -498,7 +494,7 @@ async fn sweep(repo: &Arc<Repository>, r: &mut PruneReport, own: &Own) -> Result
     // packs that an index file that stays still names (`repair index` ran, or a backup that
     // ended after the mark indexed a pack the mark saw unindexed): deleting those would leave
     // index entries that backups deduplicate against, so they are kept
-    let avail = IdSet::temp(&temp_dir(repo))?;
+    let avail = IdSet::temp(&super::scratch_dir(repo))?;
     let mut still_named: HashSet<Id> = HashSet::new();
     for o in repo.backend().list(paths::INDEX_DIR).await? {
         let Some(ix) = paths::id_of(&o.path).filter(|i| !doomed_index.contains(i)) else {

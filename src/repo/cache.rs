@@ -16,6 +16,7 @@ use redb::{
     TableDefinition,
 };
 
+use super::sorted::Sorter;
 use super::{RepoError, Repository, Result, load_index_file, paths};
 use crate::format::Id;
 use crate::format::index::{BlobLocation, IndexFile};
@@ -36,8 +37,10 @@ const CACHE_VERSION: u64 = 2;
 /// beside the writer). 4 MiB cost no measurable speed on the benchmark: pages come from the
 /// operating system's cache.
 const PAGE_CACHE_BYTES: usize = 4 << 20;
-/// Entries per write transaction when taking in index files.
-const INGEST_SLICE: usize = 4096;
+/// Entries per write transaction when taking in index files. The transaction holds every
+/// leaf it touches: in key order, a dense slice shares leaves, and a sparse one (few new
+/// entries in a large table) touches at most one 4 KiB leaf per entry, 32 MiB.
+const INGEST_SLICE: usize = 8192;
 
 fn create_db(path: &Path) -> std::result::Result<Database, DatabaseError> {
     Database::builder().set_cache_size(PAGE_CACHE_BYTES).create(path)
@@ -101,6 +104,33 @@ fn decode_ref(k: &[u8], b: &[u8]) -> Option<(Id, BlobRef)> {
     Some((Id(id), BlobRef { pack: Id(pack), loc }))
 }
 
+/// Index files read and not yet recorded: their entries (sorted on the way) and, per file,
+/// its name, its packs with their lengths and its entry count.
+struct Taken {
+    entries: Sorter,
+    files: Vec<TakenFile>,
+}
+
+/// An index file's name, its packs with their lengths, and how many entries it holds.
+type TakenFile = (String, Vec<(Id, u64)>, u64);
+
+impl Taken {
+    fn new(scratch: &Path) -> Taken {
+        Taken { entries: Sorter::new(scratch), files: Vec::new() }
+    }
+    fn add(&mut self, name: String, f: &IndexFile) -> Result<()> {
+        let mut n = 0u64;
+        for p in &f.packs {
+            for (id, l) in &p.blobs {
+                self.entries.push(blob_key(id, &p.pack).to_vec(), encode_loc(l))?;
+                n += 1;
+            }
+        }
+        self.files.push((name, f.packs.iter().map(|p| (p.pack, p.pack_len)).collect(), n));
+        Ok(())
+    }
+}
+
 /// The cache of one repository. It knows every copy of every blob; lookups prefer copies
 /// outside the packs to avoid (those condemned by a prune), so a reader never depends on a
 /// pack a sweep may delete while another copy exists.
@@ -136,12 +166,7 @@ impl IndexCache {
         let mut notes = vec![];
         let (db, path, temporary) = match create_db(&path) {
             Ok(db) => (db, path, false),
-            Err(DatabaseError::DatabaseAlreadyOpen) => {
-                let mut r = [0u8; 8];
-                crate::codec::random_bytes(&mut r).map_err(|e| cache_err(dir, e))?;
-                let tmp = dir.join(format!("index-{}-{}.redb", std::process::id(), hex::encode(r)));
-                (create_db(&tmp).map_err(|e| cache_err(&tmp, e))?, tmp, true)
-            }
+            Err(DatabaseError::DatabaseAlreadyOpen) => return IndexCache::temporary(dir),
             Err(e) => {
                 // unreadable: it is only a cache, so start over
                 notes.push(format!(
@@ -165,6 +190,35 @@ impl IndexCache {
         Ok(cache)
     }
 
+    /// A new empty cache in a uniquely named file under `dir`, removed on drop and never
+    /// fsynced: for a process that cannot use the shared cache, and for `check`, which must
+    /// compare the index files with the shared cache rather than trust it.
+    pub fn temporary(dir: &Path) -> Result<IndexCache> {
+        std::fs::create_dir_all(dir).map_err(|e| cache_err(dir, e))?;
+        let mut r = [0u8; 8];
+        crate::codec::random_bytes(&mut r).map_err(|e| cache_err(dir, e))?;
+        let path = dir.join(format!("index-{}-{}.redb", std::process::id(), hex::encode(r)));
+        let db = create_db(&path).map_err(|e| cache_err(&path, e))?;
+        let cache = IndexCache {
+            db,
+            path,
+            temporary: true,
+            warnings: Mutex::new(vec![]),
+            avoid: RwLock::new(Arc::new(HashSet::new())),
+        };
+        cache.clear()?;
+        Ok(cache)
+    }
+
+    /// A write transaction; without fsync for a temporary cache (it dies with the process).
+    fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        if self.temporary {
+            tx.set_durability(redb::Durability::None).map_err(|e| self.err(e))?;
+        }
+        Ok(tx)
+    }
+
     /// The database file in use (a temporary one when another process held the shared cache).
     pub fn path(&self) -> &Path {
         &self.path
@@ -182,7 +236,7 @@ impl IndexCache {
 
     /// Empties every table.
     pub fn clear(&self) -> Result<()> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let tx = self.begin_write()?;
         tx.delete_table(BLOBS).map_err(|e| self.err(e))?;
         tx.delete_table(PACKS).map_err(|e| self.err(e))?;
         tx.delete_table(INDEX_FILES).map_err(|e| self.err(e))?;
@@ -221,27 +275,18 @@ impl IndexCache {
             have.clear();
         }
         let mut skipped = Vec::new();
-        let mut batch = Vec::new();
-        let mut entries = 0usize;
+        let mut taken = Taken::new(self.scratch());
         for id in names.iter().filter(|n| !have.contains(&n.to_hex())) {
             match load_index_file(repo, id).await {
-                Ok(f) => {
-                    entries += f.packs.iter().map(|p| p.blobs.len()).sum::<usize>();
-                    batch.push((id.to_hex(), f));
-                }
+                Ok(f) => taken.add(id.to_hex(), &f)?,
                 Err(RepoError::Backend(e)) if e.is_not_found() => {} // removed meanwhile by a prune
                 Err(e) => {
                     self.warn(format!("{e}; its entries are ignored (run `repo check`)"));
                     skipped.push(Unreadable { object: paths::index(id), error: e.to_string() });
                 }
             }
-            // bounded by entries, not files: memory must not grow with the repository
-            if batch.len() >= 64 || entries >= 1 << 16 {
-                self.ingest(&std::mem::take(&mut batch))?;
-                entries = 0;
-            }
         }
-        self.ingest(&batch)?;
+        self.record(taken)?;
         Ok(skipped)
     }
 
@@ -260,53 +305,50 @@ impl IndexCache {
         std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Records index files (by name) and their entries. Entries are committed in slices of
-    /// `INGEST_SLICE`: a write transaction keeps every page it touches in memory, and random
-    /// ids touch nearly every leaf, so one large transaction would cost memory in proportion
-    /// to the table. A file's name is recorded with its last slice: after a crash in between,
-    /// the file is simply taken in again (inserts are idempotent).
+    /// Records index files (by name) and their entries.
     pub fn ingest(&self, files: &[(String, IndexFile)]) -> Result<()> {
+        let mut taken = Taken::new(self.scratch());
         for (name, f) in files {
-            let entries: Vec<([u8; 64], Vec<u8>)> = f
-                .packs
-                .iter()
-                .flat_map(|p| {
-                    p.blobs.iter().map(move |(id, l)| (blob_key(id, &p.pack), encode_loc(l)))
-                })
-                .collect();
-            let mut slices = entries.chunks(INGEST_SLICE).peekable();
-            if slices.peek().is_none() {
-                self.ingest_slice(&[], Some((name, f)))?;
-            }
-            while let Some(slice) = slices.next() {
-                let last = slices.peek().is_none();
-                self.ingest_slice(slice, last.then_some((name, f)))?;
-            }
+            taken.add(name.clone(), f)?;
         }
-        Ok(())
+        self.record(taken)
     }
 
-    fn ingest_slice(
-        &self,
-        entries: &[([u8; 64], Vec<u8>)],
-        file: Option<(&String, &IndexFile)>,
-    ) -> Result<()> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        {
-            let mut blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
-            for (k, v) in entries {
-                blobs.insert(&k[..], &v[..]).map_err(|e| self.err(e))?;
-            }
-            if let Some((name, f)) = file {
-                let mut packs = tx.open_table(PACKS).map_err(|e| self.err(e))?;
-                for p in &f.packs {
-                    packs.insert(&p.pack.0[..], p.pack_len).map_err(|e| self.err(e))?;
+    /// Where the sorter's run files go: beside the database.
+    fn scratch(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Writes the entries in key order, committing every `INGEST_SLICE` of them, then the
+    /// files' names and packs. A write transaction keeps every page it touches in memory, so
+    /// slices bound memory; sorted, consecutive entries share leaves and each leaf is written
+    /// about once. A name is recorded only after all entries: after a crash in between, the
+    /// file is simply taken in again (inserts are idempotent).
+    fn record(&self, taken: Taken) -> Result<()> {
+        let mut sorted = taken.entries.into_sorted()?.peekable();
+        while sorted.peek().is_some() {
+            let tx = self.begin_write()?;
+            {
+                let mut blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+                for r in sorted.by_ref().take(INGEST_SLICE) {
+                    let (k, v) = r?;
+                    blobs.insert(&k[..], &v[..]).map_err(|e| self.err(e))?;
                 }
-                let n: u64 = f.packs.iter().map(|p| p.blobs.len() as u64).sum();
-                tx.open_table(INDEX_FILES)
-                    .map_err(|e| self.err(e))?
-                    .insert(name.as_str(), n)
-                    .map_err(|e| self.err(e))?;
+            }
+            tx.commit().map_err(|e| self.err(e))?;
+        }
+        if taken.files.is_empty() {
+            return Ok(());
+        }
+        let tx = self.begin_write()?;
+        {
+            let mut packs = tx.open_table(PACKS).map_err(|e| self.err(e))?;
+            let mut names = tx.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
+            for (name, file_packs, n) in &taken.files {
+                for (p, len) in file_packs {
+                    packs.insert(&p.0[..], *len).map_err(|e| self.err(e))?;
+                }
+                names.insert(name.as_str(), *n).map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
@@ -319,17 +361,44 @@ impl IndexCache {
         id: &Id,
         avoid: &HashSet<Id>,
     ) -> Result<Vec<BlobRef>> {
-        let lo = blob_key(id, &Id([0; 32]));
-        let hi = blob_key(id, &Id([0xff; 32]));
-        let mut out = Vec::new();
-        for r in t.range(&lo[..]..=&hi[..]).map_err(|e| self.err(e))? {
-            let (k, v) = r.map_err(|e| self.err(e))?;
-            if let Some((_, b)) = decode_ref(k.value(), v.value()) {
-                out.push(b);
-            }
-        }
+        let mut out = copies(t, id).map_err(|e| self.err(e))?;
         out.sort_by_key(|b| avoid.contains(&b.pack));
         Ok(out)
+    }
+
+    /// A read view for many lookups in one read transaction (it sees the cache as it was when
+    /// opened).
+    pub fn reader(&self) -> Result<CacheReader> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+        Ok(CacheReader { blobs, path: self.path.clone() })
+    }
+
+    /// Every pack the index files list, with its length in bytes.
+    pub fn packs(&self) -> Result<Vec<(Id, u64)>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(PACKS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = r.map_err(|e| self.err(e))?;
+            if let Ok(id) = <[u8; 32]>::try_from(k.value()) {
+                out.push((Id(id), v.value()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` with every copy of every blob, in id order (the copies of one id adjacent).
+    pub fn for_each_copy(&self, mut f: impl FnMut(Id, BlobRef) -> Result<()>) -> Result<()> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+        for r in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = r.map_err(|e| self.err(e))?;
+            if let Some((id, b)) = decode_ref(k.value(), v.value()) {
+                f(id, b)?;
+            }
+        }
+        Ok(())
     }
 
     /// The cached sealed bytes of these snapshot objects (`None` for no id, where not cached,
@@ -352,7 +421,7 @@ impl IndexCache {
 
     /// Adds a snapshot object this process has just stored.
     pub fn add_snapshot_object(&self, id: Id, bytes: Vec<u8>) -> Result<()> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let tx = self.begin_write()?;
         {
             let mut t = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
             t.insert(&id.0[..], bytes.as_slice()).map_err(|e| self.err(e))?;
@@ -375,7 +444,7 @@ impl IndexCache {
                 Ok(_) => {}
             }
         }
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let tx = self.begin_write()?;
         {
             let mut t = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
             for (id, bytes) in add {
@@ -476,6 +545,53 @@ impl IndexCache {
             }
         })?;
         Ok(sum)
+    }
+}
+
+/// Every copy of `id` in key order (by pack id).
+fn copies(
+    t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    id: &Id,
+) -> std::result::Result<Vec<BlobRef>, redb::StorageError> {
+    let lo = blob_key(id, &Id([0; 32]));
+    let hi = blob_key(id, &Id([0xff; 32]));
+    let mut out = Vec::new();
+    for r in t.range(&lo[..]..=&hi[..])? {
+        let (k, v) = r?;
+        if let Some((_, b)) = decode_ref(k.value(), v.value()) {
+            out.push(b);
+        }
+    }
+    Ok(out)
+}
+
+/// Lookups in one read transaction: cheap enough to call once per chunk of a large
+/// repository, where a transaction per lookup would not be.
+pub struct CacheReader {
+    blobs: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    path: PathBuf,
+}
+
+impl CacheReader {
+    /// Every copy of `id`, in pack-id order.
+    pub fn copies(&self, id: &Id) -> Result<Vec<BlobRef>> {
+        copies(&self.blobs, id).map_err(|e| cache_err(&self.path, e))
+    }
+
+    /// Every copy in key order (id, then pack).
+    pub fn iter(&self) -> Result<impl Iterator<Item = Result<(Id, BlobRef)>> + '_> {
+        let it = self.blobs.iter().map_err(|e| cache_err(&self.path, e))?;
+        Ok(it.filter_map(|r| match r {
+            Ok((k, v)) => decode_ref(k.value(), v.value()).map(Ok),
+            Err(e) => Some(Err(cache_err(&self.path, e))),
+        }))
+    }
+
+    /// The copy of `id` in `pack`, if the cache knows one.
+    pub fn copy_in(&self, id: &Id, pack: &Id) -> Result<Option<BlobLocation>> {
+        let k = blob_key(id, pack);
+        let v = self.blobs.get(&k[..]).map_err(|e| cache_err(&self.path, e))?;
+        Ok(v.and_then(|v| decode_ref(&k, v.value())).map(|(_, b)| b.loc))
     }
 }
 

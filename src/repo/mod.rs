@@ -10,11 +10,12 @@ pub mod packer;
 pub mod paths;
 mod reader;
 mod snapshots;
+pub mod sorted;
 pub mod tree;
 mod verify;
 mod writer;
 
-pub use cache::{BlobRef, IndexCache, Unreadable};
+pub use cache::{BlobRef, CacheReader, IndexCache, Unreadable};
 pub use object::{open_object, seal_object};
 pub use reader::{OrderedReader, PackCiphers, RestoreStats, read_blob, restore_stream};
 pub use snapshots::{

@@ -1,0 +1,176 @@
+//! An external sort of key–value records, for building the redb tables of a large repository
+//! in key order.
+//!
+//! Inserting random keys into a B-tree rewrites a leaf page for nearly every key once the
+//! table outgrows the page cache: taking in the index of 1.85 M chunks that way took 28 s.
+//! Sorted, each leaf is written about once. Records are gathered in memory up to a bound,
+//! sorted and spilled to temporary run files, then merged, so memory stays bounded however
+//! many records there are.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{RepoError, Result};
+
+/// Bytes of records held in memory before a run is spilled (about twice this in RSS, with
+/// the allocations' overhead).
+const RUN_BYTES: usize = 16 << 20;
+
+/// One record: key and value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
+/// Gathers records, then yields them in key order (equal keys in no particular order).
+pub struct Sorter {
+    dir: PathBuf,
+    buf: Vec<Record>,
+    buf_bytes: usize,
+    runs: Vec<(PathBuf, File)>,
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> RepoError {
+    RepoError::Cache { path: path.display().to_string(), reason: e.to_string() }
+}
+
+impl Sorter {
+    /// A sorter whose run files go under `dir`.
+    pub fn new(dir: &Path) -> Sorter {
+        Sorter { dir: dir.to_path_buf(), buf: Vec::new(), buf_bytes: 0, runs: Vec::new() }
+    }
+
+    /// Adds a record; spills a sorted run to disk when the memory bound is reached.
+    pub fn push(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.buf_bytes += key.len() + value.len() + 64;
+        self.buf.push((key, value));
+        if self.buf_bytes >= RUN_BYTES {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Records pushed so far that are still in memory, plus those spilled.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.runs.is_empty()
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        self.buf.sort_unstable();
+        let mut r = [0u8; 8];
+        crate::codec::random_bytes(&mut r).map_err(|e| err(&self.dir, e))?;
+        let path = self.dir.join(format!("run-{}-{}.tmp", std::process::id(), hex::encode(r)));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| err(&path, e))?;
+        // removed at once: the open handle keeps the bytes until the sorter is dropped, and
+        // nothing is left behind if the process is killed
+        std::fs::remove_file(&path).map_err(|e| err(&path, e))?;
+        let mut w = BufWriter::new(file);
+        for (k, v) in self.buf.drain(..) {
+            for part in [&k, &v] {
+                w.write_all(&(part.len() as u32).to_le_bytes()).map_err(|e| err(&path, e))?;
+                w.write_all(part).map_err(|e| err(&path, e))?;
+            }
+        }
+        let mut file = w.into_inner().map_err(|e| err(&path, e.error()))?;
+        std::io::Seek::rewind(&mut file).map_err(|e| err(&path, e))?;
+        self.runs.push((path, file));
+        self.buf_bytes = 0;
+        Ok(())
+    }
+
+    /// Every record in key order.
+    pub fn into_sorted(mut self) -> Result<Sorted> {
+        self.buf.sort_unstable();
+        let mut sources: Vec<Source> =
+            vec![Source::Memory(std::mem::take(&mut self.buf).into_iter())];
+        for (path, file) in self.runs.drain(..) {
+            sources.push(Source::Run(path, BufReader::new(file)));
+        }
+        let mut heap = BinaryHeap::new();
+        for (i, s) in sources.iter_mut().enumerate() {
+            if let Some(r) = s.next()? {
+                heap.push(Reverse((r, i)));
+            }
+        }
+        Ok(Sorted { sources, heap })
+    }
+}
+
+enum Source {
+    Memory(std::vec::IntoIter<Record>),
+    Run(PathBuf, BufReader<File>),
+}
+
+impl Source {
+    fn next(&mut self) -> Result<Option<Record>> {
+        match self {
+            Source::Memory(it) => Ok(it.next()),
+            Source::Run(path, r) => {
+                let mut read_part = |first: bool| -> Result<Option<Vec<u8>>> {
+                    let mut len = [0u8; 4];
+                    match r.read_exact(&mut len) {
+                        Err(e) if first && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            return Ok(None);
+                        }
+                        other => other.map_err(|e| err(path, e))?,
+                    }
+                    let mut part = vec![0u8; u32::from_le_bytes(len) as usize];
+                    r.read_exact(&mut part).map_err(|e| err(path, e))?;
+                    Ok(Some(part))
+                };
+                let Some(k) = read_part(true)? else { return Ok(None) };
+                let v = read_part(false)?.unwrap_or_default();
+                Ok(Some((k, v)))
+            }
+        }
+    }
+}
+
+/// The merged records, in key order.
+pub struct Sorted {
+    sources: Vec<Source>,
+    heap: BinaryHeap<Reverse<(Record, usize)>>,
+}
+
+impl Iterator for Sorted {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        let Reverse((r, i)) = self.heap.pop()?;
+        match self.sources[i].next() {
+            Ok(Some(n)) => self.heap.push(Reverse((n, i))),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        Some(Ok(r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_come_back_in_key_order_across_spilled_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Sorter::new(dir.path());
+        // enough records for several runs; keys in a scrambled order, some repeated
+        let n = 3 * RUN_BYTES / 80;
+        let key = |i: usize| ((i * 7919) % n).to_be_bytes().to_vec();
+        for i in 0..n {
+            s.push(key(i), vec![i as u8; i % 3]).unwrap();
+        }
+        s.push(key(5), vec![]).unwrap();
+        assert!(s.runs.len() >= 2, "{} runs", s.runs.len());
+        let out: Vec<Record> = s.into_sorted().unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(out.len(), n + 1);
+        assert!(out.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(out.iter().filter(|r| r.0 == key(5)).count(), 2);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "run files are unlinked");
+    }
+}
