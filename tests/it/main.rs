@@ -34,6 +34,8 @@ mod deploy;
 #[cfg(feature = "system-tests")]
 mod fs_snapshots;
 #[cfg(feature = "system-tests")]
+mod memory;
+#[cfg(feature = "system-tests")]
 mod metrics;
 #[cfg(feature = "system-tests")]
 mod postgres;
