@@ -332,6 +332,12 @@ impl IndexCache {
                 let mut blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
                 for r in sorted.by_ref().take(INGEST_SLICE) {
                     let (k, v) = r?;
+                    // an entry the cache has already (prune's rewritten index files repeat
+                    // every entry that stays) costs a read, not a rewritten leaf
+                    let same = blobs.get(&k[..]).map_err(|e| self.err(e))?;
+                    if same.is_some_and(|s| s.value() == &v[..]) {
+                        continue;
+                    }
                     blobs.insert(&k[..], &v[..]).map_err(|e| self.err(e))?;
                 }
             }

@@ -7,6 +7,7 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
+use super::sorted::Sorter;
 use super::{RepoError, Result};
 use crate::format::Id;
 
@@ -22,6 +23,23 @@ pub enum Keep {
     Here,
     /// Needed, but another pack's copy is kept (a duplicate).
     Elsewhere,
+}
+
+/// Ids in a write transaction of [`IdSet::insert_batch`] (it holds the leaves it touches).
+const BATCH_SLICE: usize = 8192;
+
+/// Ids gathered for one sorted insert into an [`IdSet`]; memory stays bounded (runs spill to
+/// disk).
+pub struct IdBatch(Sorter);
+
+impl IdBatch {
+    /// Adds ids to the batch.
+    pub fn add(&mut self, ids: &[Id]) -> Result<()> {
+        for id in ids {
+            self.0.push(id.0.to_vec(), Vec::new())?;
+        }
+        Ok(())
+    }
 }
 
 /// Prune's set of needed chunk ids, each with the pack chosen to keep its copy, in a temporary redb
@@ -74,6 +92,36 @@ impl IdSet {
             }
             Ok(())
         })
+    }
+
+    /// An empty batch of ids to add with [`IdSet::insert_batch`].
+    pub fn batch(&self) -> IdBatch {
+        IdBatch(Sorter::new(self.path.parent().unwrap_or(Path::new("."))))
+    }
+
+    /// Adds every id of the batch (not yet kept anywhere), in key order: a leaf of the table is
+    /// written about once, where ids added in random order rewrite one per id once the table
+    /// outgrows the page cache.
+    pub fn insert_batch(&self, batch: IdBatch) -> Result<()> {
+        let mut sorted = batch.0.into_sorted()?.peekable();
+        let mut last: Option<Vec<u8>> = None;
+        while sorted.peek().is_some() {
+            let p = self.path.clone();
+            self.write(|t| {
+                for r in sorted.by_ref().take(BATCH_SLICE) {
+                    let (k, _) = r?;
+                    if last.as_ref() == Some(&k) {
+                        continue;
+                    }
+                    if t.get(&k[..]).map_err(|e| err(&p, e))?.is_none() {
+                        t.insert(&k[..], &NO_PACK[..]).map_err(|e| err(&p, e))?;
+                    }
+                    last = Some(k);
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     /// For each id, whether it is in the set (needed by some snapshot).
