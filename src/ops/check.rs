@@ -203,12 +203,14 @@ impl Causes {
 /// database (not in memory: a year of hourly dumps is millions of chunks), looked up through
 /// one read transaction; only per-pack facts and damage are kept in memory.
 struct State {
+    /// Reads `index` (declared first: dropped before the database it reads).
+    reader: CacheReader,
     /// Every copy the readable index files list.
     index: IndexCache,
-    reader: CacheReader,
     indexed_packs: HashMap<Id, u64>,
-    /// Blob copies each indexed pack holds, by the index files.
-    pack_entries: HashMap<Id, u64>,
+    /// What the index files place in each pack: how many copies, and a digest of their
+    /// (id, offset) pairs (see [`entry_digest`]).
+    pack_entries: HashMap<Id, (u64, u128)>,
     /// Condemned packs a prune has deleted since: their copies do not count.
     gone: HashSet<Id>,
     /// Packs a prune is removing: their copies are the last choice.
@@ -280,6 +282,18 @@ impl State {
     }
 }
 
+/// An order-independent digest term of one (chunk id, offset) pair: summed over a pack's
+/// entries, equal sums mean the same set of pairs unless something contrived them (the ids
+/// are keyed hashes; this guards against damage, and the pairs themselves are authenticated).
+fn entry_digest(id: &Id, offset: u32) -> u128 {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&id.0[..16]);
+    let h = u128::from_le_bytes(b) ^ (u128::from(offset) << 96);
+    // one multiply-xorshift round, so that ids differing in few bits do not cancel
+    let h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+    h ^ (h >> 64)
+}
+
 const NOT_INDEXED: &str = "chunks needed by snapshots are in no index file";
 
 /// Checks the repository under a read lease: index files, pack presence and sizes, every snapshot's
@@ -336,7 +350,7 @@ async fn load_index(
     let damaged = index.sync(repo).await?;
     index.take_warnings(); // the damaged files are reported as damage instead
     let indexed_packs: HashMap<Id, u64> = index.packs()?.into_iter().collect();
-    r.index_files = index.counts()?.3 + damaged.len() as u64;
+    r.index_files = index.index_files()? + damaged.len() as u64;
     let st = State {
         reader: index.reader()?,
         index,
@@ -383,7 +397,9 @@ async fn check_packs(repo: &Arc<Repository>, st: &mut State, r: &mut CheckReport
         if st.gone.contains(&b.pack) {
             return Ok(());
         }
-        *st.pack_entries.entry(b.pack).or_default() += 1;
+        let e = st.pack_entries.entry(b.pack).or_default();
+        e.0 += 1;
+        e.1 = e.1.wrapping_add(entry_digest(&id, b.loc.offset));
         if last != Some(id) {
             last = Some(id);
             copies = 0;
@@ -540,12 +556,21 @@ async fn read_packs(
         if let Some(footer) = v.footer {
             let inside: HashSet<(Id, u32)> =
                 footer.blobs.iter().map(|(id, l)| (*id, l.offset)).collect();
-            let mut agreed = 0u64;
-            for (id, offset) in &inside {
-                agreed +=
-                    u64::from(st.reader.copy_in(id, &p)?.is_some_and(|l| l.offset == *offset));
-            }
-            let wrong = st.pack_entries.get(&p).copied().unwrap_or(0).saturating_sub(agreed);
+            let (listed, digest) = st.pack_entries.get(&p).copied().unwrap_or_default();
+            let footer_digest =
+                inside.iter().fold(0u128, |d, (id, o)| d.wrapping_add(entry_digest(id, *o)));
+            // the same pairs: no lookup needed (the usual case); otherwise count the ones
+            // that differ
+            let wrong = if listed == inside.len() as u64 && digest == footer_digest {
+                0
+            } else {
+                let mut agreed = 0u64;
+                for (id, offset) in &inside {
+                    let there = st.reader.copy_in(id, &p)?;
+                    agreed += u64::from(there.is_some_and(|l| l.offset == *offset));
+                }
+                listed.saturating_sub(agreed)
+            };
             if wrong > 0 {
                 causes.0.entry(obj).or_insert_with(|| {
                     (

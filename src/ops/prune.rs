@@ -189,6 +189,8 @@ struct Live {
     snapshots: HashSet<Id>,
     /// Content lists read (their chunks are in the set).
     lists: HashSet<Id>,
+    /// Chunks added only as bases of needed deltas, and their stored bytes.
+    bases: (u64, u64),
 }
 
 /// Every chunk and content list that some snapshot needs. Any unreadable snapshot or list
@@ -213,6 +215,7 @@ async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport, prev: Option<Live
             set: IdSet::temp(&super::scratch_dir(repo))?,
             snapshots: HashSet::new(),
             lists: HashSet::new(),
+            bases: (0, 0),
         },
     };
     r.snapshots = snaps.len() as u64;
@@ -239,7 +242,9 @@ async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport, prev: Option<Live
         }
     }
     live.set.insert_batch(batch)?;
-    (r.delta_bases_kept, r.delta_base_bytes) = keep_delta_bases(repo, &live.set)?;
+    let (n, bytes) = keep_delta_bases(repo, &live.set)?;
+    live.bases = (live.bases.0 + n, live.bases.1 + bytes);
+    (r.delta_bases_kept, r.delta_base_bytes) = live.bases;
     r.live_chunks = live.set.len()?;
     Ok(live)
 }
@@ -257,12 +262,14 @@ fn keep_delta_bases(repo: &Repository, live: &IdSet) -> Result<(u64, u64)> {
             .filter(|(_, live)| *live)
             .map(|((_, base), _)| base)
             .collect();
-        let missing: Vec<Id> = bases
+        let mut missing: Vec<Id> = bases
             .iter()
             .zip(live.contains_many(&bases)?)
             .filter(|(_, there)| !*there)
             .map(|(b, _)| *b)
             .collect();
+        missing.sort_unstable();
+        missing.dedup(); // a base shared by several deltas counts once
         live.insert_many(&missing)?;
         let refs = repo.index().lookup_many(&missing)?;
         let bytes = refs.iter().flatten().map(|b| u64::from(b.loc.stored_len)).sum();

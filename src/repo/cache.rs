@@ -380,6 +380,13 @@ impl IndexCache {
         Ok(CacheReader { blobs, path: self.path.clone() })
     }
 
+    /// How many index files the cache has taken in.
+    pub fn index_files(&self) -> Result<u64> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
+        t.len().map_err(|e| self.err(e))
+    }
+
     /// Every pack the index files list, with its length in bytes.
     pub fn packs(&self) -> Result<Vec<(Id, u64)>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;

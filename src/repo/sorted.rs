@@ -55,8 +55,14 @@ impl Sorter {
         self.buf.is_empty() && self.runs.is_empty()
     }
 
-    fn spill(&mut self) -> Result<()> {
+    /// Sorts the records in memory and drops exact repeats (a chunk named by many lists).
+    fn sort_buf(&mut self) {
         self.buf.sort_unstable();
+        self.buf.dedup();
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        self.sort_buf();
         let mut r = [0u8; 8];
         crate::codec::random_bytes(&mut r).map_err(|e| err(&self.dir, e))?;
         let path = self.dir.join(format!("run-{}-{}.tmp", std::process::id(), hex::encode(r)));
@@ -85,7 +91,7 @@ impl Sorter {
 
     /// Every record in key order.
     pub fn into_sorted(mut self) -> Result<Sorted> {
-        self.buf.sort_unstable();
+        self.sort_buf();
         let mut sources: Vec<Source> =
             vec![Source::Memory(std::mem::take(&mut self.buf).into_iter())];
         for (path, file) in self.runs.drain(..) {
@@ -113,11 +119,21 @@ impl Source {
             Source::Run(path, r) => {
                 let mut read_part = |first: bool| -> Result<Option<Vec<u8>>> {
                     let mut len = [0u8; 4];
-                    match r.read_exact(&mut len) {
-                        Err(e) if first && e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                            return Ok(None);
+                    // the run ends cleanly only before a record: a short length is an error,
+                    // never a quiet end (a lost id would look like a dead chunk to prune)
+                    let mut got = 0;
+                    while got < 4 {
+                        match r.read(&mut len[got..]) {
+                            Ok(0) => break,
+                            Ok(n) => got += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(err(path, e)),
                         }
-                        other => other.map_err(|e| err(path, e))?,
+                    }
+                    match got {
+                        0 if first => return Ok(None),
+                        4 => {}
+                        _ => return Err(err(path, "run file ends inside a record")),
                     }
                     let mut part = vec![0u8; u32::from_le_bytes(len) as usize];
                     r.read_exact(&mut part).map_err(|e| err(path, e))?;
@@ -165,12 +181,28 @@ mod tests {
         for i in 0..n {
             s.push(key(i), vec![i as u8; i % 3]).unwrap();
         }
-        s.push(key(5), vec![]).unwrap();
+        s.push(key(5), vec![]).unwrap(); // same key, another value: kept
         assert!(s.runs.len() >= 2, "{} runs", s.runs.len());
         let out: Vec<Record> = s.into_sorted().unwrap().map(|r| r.unwrap()).collect();
         assert_eq!(out.len(), n + 1);
         assert!(out.windows(2).all(|w| w[0].0 <= w[1].0));
         assert_eq!(out.iter().filter(|r| r.0 == key(5)).count(), 2);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "run files are unlinked");
+    }
+
+    #[test]
+    fn exact_repeats_within_a_run_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Sorter::new(dir.path());
+        for (k, v) in [(b"b", b"1"), (b"a", b"1"), (b"b", b"1"), (b"b", b"2")] {
+            s.push(k.to_vec(), v.to_vec()).unwrap();
+        }
+        let out: Vec<Record> = s.into_sorted().unwrap().map(|r| r.unwrap()).collect();
+        let want: Vec<Record> = vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), b"2".to_vec()),
+        ];
+        assert_eq!(out, want);
     }
 }

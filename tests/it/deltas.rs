@@ -28,9 +28,11 @@ fn changed_rows_are_stored_as_deltas_and_restore_byte_exact() {
     let deltas = second["delta_chunks"].as_u64().unwrap();
     // 40 changes over ~31 chunks of 64 KiB (boundaries depend on the repository's key)
     assert!(new >= 10 && deltas * 10 >= new * 9, "most new chunks are deltas: {second}");
-    // 40 changed rows cost a few kB, not 40 whole 16 KiB chunks (640 kB of noise)
+    // 40 changed rows cost a few kB (typically 30-50 kB), not ~31 whole 64 KiB chunks (2 MB
+    // of noise); the bound leaves room for the one chunk in ten that may find no base (about
+    // one run in thirty stored one whole 64 KiB chunk)
     let stored = second["stored_bytes"].as_u64().unwrap();
-    assert!(stored < 60_000, "{second}");
+    assert!(stored < 150_000, "{second}");
     assert_eq!(f.restore("latest"), dump(40));
     let all = f.run(&["--json", "snapshots"], b"").ok().json();
     let oldest = all[0]["short_id"].as_str().unwrap().to_string();
