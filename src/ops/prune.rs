@@ -29,6 +29,7 @@ use crate::format::stream::decode_list;
 use crate::repo::idset::{IdSet, Keep};
 use crate::repo::lease::{Lease, live_leases, prune_records, remove_expired_leases};
 use crate::repo::packer::PackBuilder;
+use crate::repo::sorted::Sorter;
 use crate::repo::{
     IndexBatch, RepoError, Repository, Result, SnapshotFilter, Unreadable, list_snapshots_checked,
     load_index_file, parse_pack, paths, read_blob, read_pack_footer, write_index,
@@ -298,6 +299,85 @@ fn keep_delta_bases(repo: &Repository, live: &IdSet) -> Result<(u64, u64)> {
     Ok((kept, bytes))
 }
 
+/// Pass 1 of the mark: which copy of each needed chunk is kept, and how much of each pack
+/// (named by the index files `index_ids`, less the packs earlier records condemn) is used.
+///
+/// The copies the index files list are sorted by chunk id (external sort) and merged with
+/// the live set, which is in id order too: no lookup per copy. A needed chunk is kept in its
+/// first copy in (id, pack) order; only chunks stored more than once have that choice written
+/// into the set, for the repacking ([`IdSet::keep_many`] gives the only copy of the others to
+/// whichever pack asks). Asking the set once per copy, in random order, took 9 of the 21
+/// seconds of a prune of 1.85 M chunks.
+async fn pack_usage(
+    repo: &Arc<Repository>,
+    live: &IdSet,
+    index_ids: &[Id],
+    doomed_before: &HashSet<Id>,
+) -> Result<HashMap<Id, PackUse>> {
+    let mut usage: HashMap<Id, PackUse> = HashMap::new();
+    let mut copies = Sorter::new(&super::scratch_dir(repo));
+    for ix in index_ids {
+        let f = load_index_file(repo, ix).await?;
+        for p in &f.packs {
+            if doomed_before.contains(&p.pack) || usage.contains_key(&p.pack) {
+                continue;
+            }
+            usage.insert(p.pack, PackUse { len: p.pack_len, ..Default::default() });
+            for (id, loc) in &p.blobs {
+                let mut v = p.pack.0.to_vec();
+                v.extend_from_slice(&loc.stored_len.to_le_bytes());
+                copies.push(id.0.to_vec(), v)?;
+            }
+        }
+    }
+    let mut kept = live.batch();
+    live.with_sorted(|needed| {
+        // the smallest needed id not yet passed
+        let mut head: Option<Id> = needed.next().transpose()?;
+        // the id of the copies being merged, whether it is needed, and its first copy's pack
+        let mut current: Option<(Id, bool, Id)> = None;
+        for c in copies.into_sorted()? {
+            let (k, v) = c?;
+            let (Ok(id), Some(pack), Some(len)) = (
+                <[u8; 32]>::try_from(&k[..]).map(Id),
+                v.get(..32).and_then(|b| <[u8; 32]>::try_from(b).ok()).map(Id),
+                v.get(32..36).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_le_bytes),
+            ) else {
+                let path = super::scratch_dir(repo).display().to_string();
+                return Err(RepoError::Cache { path, reason: "sorted copy record damaged".into() });
+            };
+            let u = usage.entry(pack).or_default();
+            match current {
+                Some((cur, is_needed, first)) if cur == id => {
+                    // a further copy: dead, and the first copy's pack is written down
+                    u.dead += u64::from(len);
+                    if is_needed && first != pack {
+                        kept.add_kept(&id, &first)?;
+                    }
+                }
+                _ => {
+                    let is_needed = loop {
+                        match head {
+                            Some(n) if n < id => head = needed.next().transpose()?,
+                            Some(n) => break n == id,
+                            None => break false,
+                        }
+                    };
+                    if is_needed {
+                        u.live += u64::from(len);
+                    } else {
+                        u.dead += u64::from(len);
+                    }
+                    current = Some((id, is_needed, pack));
+                }
+            }
+        }
+        Ok(())
+    })?;
+    live.assign_batch(kept)?;
+    Ok(usage)
+}
+
 #[derive(Default, Clone, Copy)]
 struct PackUse {
     len: u64,
@@ -325,27 +405,7 @@ async fn mark(
         .iter()
         .filter_map(|o| paths::id_of(&o.path))
         .collect();
-    // pass 1: which copy of each needed chunk is kept, and how much of each pack is used
-    let mut usage: HashMap<Id, PackUse> = HashMap::new();
-    for ix in &index_ids {
-        let f = load_index_file(repo, ix).await?;
-        for p in &f.packs {
-            if doomed_before.contains(&p.pack) || usage.contains_key(&p.pack) {
-                continue;
-            }
-            let ids: Vec<Id> = p.blobs.iter().map(|b| b.0).collect();
-            let keep = live.keep_many(&ids, &p.pack)?;
-            let mut u = PackUse { len: p.pack_len, ..Default::default() };
-            for ((_, loc), k) in p.blobs.iter().zip(keep) {
-                if k == Keep::Here {
-                    u.live += loc.stored_len as u64;
-                } else {
-                    u.dead += loc.stored_len as u64;
-                }
-            }
-            usage.insert(p.pack, u);
-        }
-    }
+    let usage = pack_usage(repo, live, &index_ids, doomed_before).await?;
     r.packs = usage.len() as u64;
     // packs in no index: a dead backup's, unless a backup is running (then maybe its own).
     // `data/` is listed before the leases: a pack listed was written under a lease written

@@ -33,6 +33,11 @@ const BATCH_SLICE: usize = 8192;
 pub struct IdBatch(Sorter);
 
 impl IdBatch {
+    /// Adds one id with the pack that keeps it (for [`IdSet::assign_batch`]).
+    pub fn add_kept(&mut self, id: &Id, pack: &Id) -> Result<()> {
+        self.0.push(id.0.to_vec(), pack.0.to_vec())
+    }
+
     /// Adds ids to the batch.
     pub fn add(&mut self, ids: &[Id]) -> Result<()> {
         for id in ids {
@@ -122,6 +127,39 @@ impl IdSet {
             })?;
         }
         Ok(())
+    }
+
+    /// Records which pack keeps each of these needed ids (id, pack), overwriting; in key
+    /// order like [`IdSet::insert_batch`].
+    pub fn assign_batch(&self, batch: IdBatch) -> Result<()> {
+        let mut sorted = batch.0.into_sorted()?.peekable();
+        while sorted.peek().is_some() {
+            let p = self.path.clone();
+            self.write(|t| {
+                for r in sorted.by_ref().take(BATCH_SLICE) {
+                    let (k, v) = r?;
+                    t.insert(&k[..], &v[..]).map_err(|e| err(&p, e))?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` over every id in the set, in key order (one read transaction).
+    pub fn with_sorted<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = Result<Id>>) -> Result<T>,
+    ) -> Result<T> {
+        let tx = self.db.begin_read().map_err(|e| err(&self.path, e))?;
+        let t = tx.open_table(SET).map_err(|e| err(&self.path, e))?;
+        let path = &self.path;
+        let mut ids = t.iter().map_err(|e| err(path, e))?.map(|r| {
+            let (k, _) = r.map_err(|e| err(path, e))?;
+            let id: [u8; 32] = k.value().try_into().map_err(|_| err(path, "key is not an id"))?;
+            Ok(Id(id))
+        });
+        f(&mut ids)
     }
 
     /// For each id, whether it is in the set (needed by some snapshot).

@@ -108,3 +108,38 @@ async fn prune_stopped_at_every_write_point_loses_nothing_and_a_rerun_finishes()
     eprintln!("prune kill points tested: {points}");
     assert!(points >= 10, "only {points} kill points");
 }
+
+/// Two backups of the same data that did not see each other store every chunk twice; prune
+/// keeps one copy of each (in whichever pack), repacks or deletes the other, and both
+/// snapshots restore from what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_stored_twice_keep_exactly_one_copy_after_prune() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let data = common::noise(400_000, 5);
+    // both open before either stores anything: neither deduplicates against the other
+    let a = open(base.clone(), &tmp.path().join("a"), Access::Backup).await;
+    let b = open(base.clone(), &tmp.path().join("b"), Access::Backup).await;
+    backup(&a, "db", &data).await;
+    let mut other = data.clone();
+    other.extend(common::noise(50_000, 6)); // and a part only the second has
+    backup(&b, "db2", &other).await;
+    a.close().await;
+    b.close().await;
+    let r = open(base.clone(), &tmp.path().join("r"), Access::Backup).await;
+    let check = |r: Arc<engine::Repository>| async move {
+        ::repo::ops::check::run(r, &::repo::ops::check::CheckOptions::default()).await.unwrap()
+    };
+    let before = check(r.clone()).await;
+    assert!(before.duplicate_blobs > 10, "{before:?}");
+    let p = prune::run(r.clone(), &PruneOptions { dry_run: false, max_unused: 0.0 }).await.unwrap();
+    assert!(p.packs_condemned > 0, "{p:?}");
+    let r2 = open(base.clone(), &tmp.path().join("fresh"), Access::Backup).await;
+    let after = check(r2.clone()).await;
+    assert_eq!(after.duplicate_blobs, 0, "{after:?}");
+    assert_eq!(after.blobs, before.blobs, "every chunk is still there once");
+    assert_eq!(restore(&r2, "db").await, data);
+    assert_eq!(restore(&r2, "db2").await, other);
+    clean(&r2).await;
+}
