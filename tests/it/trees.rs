@@ -646,3 +646,32 @@ fn import_of_a_classic_tar_gz_gives_a_tree_snapshot() {
     let r = f.run(&["--json", "import", archive.to_str().unwrap()], b"").ok().json();
     assert_eq!(r["skipped"], 1);
 }
+
+/// A tree of 100,000 small files where one changed: the second backup reads that one file,
+/// and the catalog (stored as a content-defined stream) costs a small fraction of its size.
+#[test]
+fn one_changed_file_in_100k_reads_one_and_stores_little_of_the_catalog() {
+    let f = Fixture::new();
+    let src = tempfile::tempdir().unwrap();
+    for d in 0..100 {
+        let dir = src.path().join(format!("d{d:03}"));
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0..1000 {
+            std::fs::write(dir.join(format!("f{i:04}")), format!("{d} {i}\n")).unwrap();
+        }
+    }
+    let root = src.path().to_str().unwrap();
+    let args = ["--json", "backup", "--name", "t", "--root", root, "."];
+    let first = f.run(&args, b"").ok().json();
+    assert_eq!(first["files_read"].as_u64(), Some(100_000), "{first}");
+    std::fs::write(src.path().join("d050/f0500"), b"changed, and longer\n").unwrap();
+    let second = f.run(&args, b"").ok().json();
+    assert_eq!(
+        (second["files_read"].as_u64(), second["files_unchanged"].as_u64()),
+        (Some(1), Some(99_999)),
+        "{second}"
+    );
+    let (one, two) =
+        (first["stored_bytes"].as_u64().unwrap(), second["stored_bytes"].as_u64().unwrap());
+    assert!(two * 40 < one, "second backup stored {two} bytes, the first {one}: {second}");
+}
