@@ -306,7 +306,8 @@ fn keep_delta_bases(repo: &Repository, live: &IdSet) -> Result<(u64, u64)> {
 /// the live set, which is in id order too: no lookup per copy. A needed chunk is kept in its
 /// first copy in (id, pack) order; only chunks stored more than once have that choice written
 /// into the set, for the repacking ([`IdSet::keep_many`] gives the only copy of the others to
-/// whichever pack asks). Asking the set once per copy, in random order, took 9 of the 21
+/// whichever pack asks). This relies on every value in the set being "no pack yet" when the
+/// mark starts: nothing before it may record a pack. Asking the set once per copy, in random order, took 9 of the 21
 /// seconds of a prune of 1.85 M chunks.
 async fn pack_usage(
     repo: &Arc<Repository>,
