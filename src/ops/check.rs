@@ -21,8 +21,8 @@ use crate::format::pack::MAX_DELTA_DEPTH;
 use crate::format::snapshot::Snapshot;
 use crate::format::stream::decode_list;
 use crate::repo::{
-    BlobRef, CacheReader, IndexCache, RepoError, Repository, Result, paths, verify_deltas,
-    verify_pack_bytes,
+    BlobRef, CacheReader, Condemned, IndexCache, RepoError, Repository, Result, paths,
+    verify_deltas, verify_pack_bytes,
 };
 
 /// Which packs `--read-data-subset` reads.
@@ -203,18 +203,20 @@ impl Causes {
 /// database (not in memory: a year of hourly dumps is millions of chunks), looked up through
 /// one read transaction; only per-pack facts and damage are kept in memory.
 struct State {
-    /// Reads `index` (declared first: dropped before the database it reads).
+    /// Every copy the readable index files list (declared first: dropped before the
+    /// database it reads).
     reader: CacheReader,
-    /// Every copy the readable index files list.
-    index: IndexCache,
+    /// The temporary database `reader` reads, kept open (and removed on drop).
+    _index: IndexCache,
     indexed_packs: HashMap<Id, u64>,
     /// What the index files place in each pack: how many copies, and a digest of their
     /// (id, offset) pairs (see [`entry_digest`]).
     pack_entries: HashMap<Id, (u64, u128)>,
     /// Condemned packs a prune has deleted since: their copies do not count.
     gone: HashSet<Id>,
-    /// Packs a prune is removing: their copies are the last choice.
-    condemned: Arc<HashSet<Id>>,
+    /// What prunes condemned when the repository was opened: copies in those packs are the
+    /// last choice.
+    condemned: Arc<Condemned>,
     bad_packs: HashMap<Id, String>,
     bad_blobs: HashSet<(Id, Id)>,
 }
@@ -229,7 +231,7 @@ impl State {
             .filter(|b| !self.gone.contains(&b.pack))
             .map(|b| (b.pack, b.loc))
             .collect();
-        c.sort_by_key(|(p, _)| self.condemned.contains(p));
+        c.sort_by_key(|(p, _)| self.condemned.packs.contains(p));
         Ok(c)
     }
     /// A copy of `id` that can be read: its pack and blob are not damaged and, for a delta,
@@ -346,18 +348,18 @@ async fn load_index(
     repo: &Arc<Repository>,
     r: &mut CheckReport,
 ) -> Result<(State, Vec<(String, String)>)> {
-    let index = IndexCache::temporary(&super::scratch_dir(repo))?;
+    let index = IndexCache::temporary(super::scratch_dir(repo))?;
     let damaged = index.sync(repo).await?;
     index.take_warnings(); // the damaged files are reported as damage instead
     let indexed_packs: HashMap<Id, u64> = index.packs()?.into_iter().collect();
     r.index_files = index.index_files()? + damaged.len() as u64;
     let st = State {
         reader: index.reader()?,
-        index,
+        _index: index,
         indexed_packs,
         pack_entries: HashMap::new(),
         gone: HashSet::new(),
-        condemned: Arc::new(HashSet::new()),
+        condemned: repo.condemned(),
         bad_packs: HashMap::new(),
         bad_blobs: HashSet::new(),
     };
@@ -382,7 +384,7 @@ async fn check_packs(repo: &Arc<Repository>, st: &mut State, r: &mut CheckReport
     }
     r.packs = present.len() as u64;
 
-    let condemned = repo.condemned();
+    let condemned = st.condemned.clone();
     st.gone = st
         .indexed_packs
         .keys()
@@ -390,12 +392,12 @@ async fn check_packs(repo: &Arc<Repository>, st: &mut State, r: &mut CheckReport
         .copied()
         .collect();
     st.indexed_packs.retain(|p, _| !st.gone.contains(p));
-    st.condemned = Arc::new(condemned.packs.clone());
     // one pass over every copy: distinct ids, duplicates, and copies per pack
     let (mut last, mut copies) = (None, 0u64);
-    st.index.for_each_copy(|id, b| {
+    for c in st.reader.iter()? {
+        let (id, b) = c?;
         if st.gone.contains(&b.pack) {
-            return Ok(());
+            continue;
         }
         let e = st.pack_entries.entry(b.pack).or_default();
         e.0 += 1;
@@ -407,8 +409,7 @@ async fn check_packs(repo: &Arc<Repository>, st: &mut State, r: &mut CheckReport
         }
         copies += 1;
         r.duplicate_blobs += u64::from(copies == 2);
-        Ok(())
-    })?;
+    }
     if r.duplicate_blobs > 0 {
         r.notes.push(format!(
             "{} chunks are stored more than once (concurrent backups; prune reclaims the space)",
@@ -700,7 +701,6 @@ async fn check_cache(repo: &Repository, st: &State, r: &mut CheckReport) -> Resu
 /// Ids for which the local cache offers a copy the index files do not list.
 fn cache_disagreements(repo: &Repository, st: &State) -> Result<u64> {
     let cache = repo.index().reader()?;
-    let avoid = repo.condemned();
     let mut offered = Grouped::new(cache.iter()?);
     let mut listed = Grouped::new(st.reader.iter()?);
     let mut disagree = 0u64;
@@ -719,7 +719,7 @@ fn cache_disagreements(repo: &Repository, st: &State) -> Result<u64> {
         };
         // the copy a lookup would give: outside the packs to avoid if there is one
         let choice = theirs.and_then(|mut t| {
-            t.sort_by_key(|b| avoid.packs.contains(&b.pack));
+            t.sort_by_key(|b| st.condemned.packs.contains(&b.pack));
             t.first().copied()
         });
         disagree += u64::from(!choice.is_some_and(|c| copies.contains(&c)));

@@ -77,8 +77,7 @@ impl SnapshotInfo {
     }
 }
 
-/// Where temporary databases go (prune's live set, check's copy of the index): beside the
-/// local cache, which is on a disk meant for repository data, rather than in a small /tmp.
-pub(crate) fn scratch_dir(repo: &crate::repo::Repository) -> std::path::PathBuf {
-    repo.index().path().parent().map(|p| p.to_path_buf()).unwrap_or_else(std::env::temp_dir)
+/// Where temporary databases go: see [`crate::repo::IndexCache::scratch`].
+pub(crate) fn scratch_dir(repo: &crate::repo::Repository) -> &std::path::Path {
+    repo.index().scratch()
 }

@@ -213,7 +213,7 @@ async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport, prev: Option<Live
     let mut live = match prev {
         Some(l) => l,
         None => Live {
-            set: IdSet::temp(&super::scratch_dir(repo))?,
+            set: IdSet::temp(super::scratch_dir(repo))?,
             snapshots: HashSet::new(),
             lists: HashSet::new(),
             bases: (0, 0),
@@ -307,8 +307,8 @@ fn keep_delta_bases(repo: &Repository, live: &IdSet) -> Result<(u64, u64)> {
 /// first copy in (id, pack) order; only chunks stored more than once have that choice written
 /// into the set, for the repacking ([`IdSet::keep_many`] gives the only copy of the others to
 /// whichever pack asks). This relies on every value in the set being "no pack yet" when the
-/// mark starts: nothing before it may record a pack. Asking the set once per copy, in random order, took 9 of the 21
-/// seconds of a prune of 1.85 M chunks.
+/// mark starts: nothing before it may record a pack. Asking the set once per copy, in random
+/// order, took 9 of the 21 seconds of a prune of 1.85 M chunks.
 async fn pack_usage(
     repo: &Arc<Repository>,
     live: &IdSet,
@@ -316,7 +316,7 @@ async fn pack_usage(
     doomed_before: &HashSet<Id>,
 ) -> Result<HashMap<Id, PackUse>> {
     let mut usage: HashMap<Id, PackUse> = HashMap::new();
-    let mut copies = Sorter::new(&super::scratch_dir(repo));
+    let mut copies = Sorter::new(super::scratch_dir(repo));
     for ix in index_ids {
         let f = load_index_file(repo, ix).await?;
         for p in &f.packs {
@@ -596,7 +596,7 @@ async fn sweep(
     // packs that an index file that stays still names (`repair index` ran, or a backup that
     // ended after the mark indexed a pack the mark saw unindexed): deleting those would leave
     // index entries that backups deduplicate against, so they are kept
-    let avail = IdSet::temp(&super::scratch_dir(repo))?;
+    let avail = IdSet::temp(super::scratch_dir(repo))?;
     let mut available = avail.batch();
     let mut still_named: HashSet<Id> = HashSet::new();
     for o in repo.backend().list(paths::INDEX_DIR).await? {

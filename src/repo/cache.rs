@@ -314,8 +314,9 @@ impl IndexCache {
         self.record(taken)
     }
 
-    /// Where the sorter's run files go: beside the database.
-    fn scratch(&self) -> &Path {
+    /// Where temporary files go (the sorter's runs, prune's sets, check's copy of the index):
+    /// beside the database, on a disk meant for repository data rather than a small /tmp.
+    pub fn scratch(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
     }
 
@@ -399,19 +400,6 @@ impl IndexCache {
             }
         }
         Ok(out)
-    }
-
-    /// Calls `f` with every copy of every blob, in id order (the copies of one id adjacent).
-    pub fn for_each_copy(&self, mut f: impl FnMut(Id, BlobRef) -> Result<()>) -> Result<()> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
-        for r in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = r.map_err(|e| self.err(e))?;
-            if let Some((id, b)) = decode_ref(k.value(), v.value()) {
-                f(id, b)?;
-            }
-        }
-        Ok(())
     }
 
     /// The cached sealed bytes of these snapshot objects (`None` for no id, where not cached,

@@ -108,37 +108,29 @@ impl IdSet {
     /// written about once, where ids added in random order rewrite one per id once the table
     /// outgrows the page cache.
     pub fn insert_batch(&self, batch: IdBatch) -> Result<()> {
-        let mut sorted = batch.0.into_sorted()?.peekable();
-        let mut last: Option<Vec<u8>> = None;
-        while sorted.peek().is_some() {
-            let p = self.path.clone();
-            self.write(|t| {
-                for r in sorted.by_ref().take(BATCH_SLICE) {
-                    let (k, _) = r?;
-                    if last.as_ref() == Some(&k) {
-                        continue;
-                    }
-                    if t.get(&k[..]).map_err(|e| err(&p, e))?.is_none() {
-                        t.insert(&k[..], &NO_PACK[..]).map_err(|e| err(&p, e))?;
-                    }
-                    last = Some(k);
-                }
-                Ok(())
-            })?;
-        }
-        Ok(())
+        self.write_sorted(batch, false)
     }
 
     /// Records which pack keeps each of these needed ids (id, pack), overwriting; in key
     /// order like [`IdSet::insert_batch`].
     pub fn assign_batch(&self, batch: IdBatch) -> Result<()> {
+        self.write_sorted(batch, true)
+    }
+
+    /// Writes the batch in key order, `BATCH_SLICE` records per transaction: each record's
+    /// value when `overwrite`, else "no pack yet" for ids not in the set.
+    fn write_sorted(&self, batch: IdBatch, overwrite: bool) -> Result<()> {
         let mut sorted = batch.0.into_sorted()?.peekable();
         while sorted.peek().is_some() {
             let p = self.path.clone();
             self.write(|t| {
                 for r in sorted.by_ref().take(BATCH_SLICE) {
                     let (k, v) = r?;
-                    t.insert(&k[..], &v[..]).map_err(|e| err(&p, e))?;
+                    if overwrite {
+                        t.insert(&k[..], &v[..]).map_err(|e| err(&p, e))?;
+                    } else if t.get(&k[..]).map_err(|e| err(&p, e))?.is_none() {
+                        t.insert(&k[..], &NO_PACK[..]).map_err(|e| err(&p, e))?;
+                    }
                 }
                 Ok(())
             })?;
