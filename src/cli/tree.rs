@@ -175,28 +175,47 @@ pub async fn restore(cli: &Cli, a: &RestoreArgs) -> anyhow::Result<i32> {
 pub async fn ls(cli: &Cli, a: &LsArgs) -> anyhow::Result<i32> {
     let repo = open(cli, Access::Read).await?;
     let (id, snap) = resolve_snapshot(&repo, &a.snapshot, &a.filter.snapshots()).await?;
-    let entries = ops::tree::restore::list(
-        &repo,
-        &id,
-        &snap,
-        a.path.as_deref().unwrap_or(std::path::Path::new("")),
-    )
-    .await?;
-    if cli.json {
-        let rows: Vec<_> = entries.iter().map(render::ls_json).collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+    // rows are written as the catalog is read: a tree of millions of files is not held
+    use std::io::Write;
+    let mut so = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut rows = 0u64;
+    let path = a.path.as_deref().unwrap_or(std::path::Path::new(""));
+    let listed = ops::tree::restore::list(&repo, &id, &snap, path, |e| {
+        let text = if cli.json {
+            // the rows of a pretty-printed array, written one at a time
+            let row = serde_json::to_string_pretty(&render::ls_json(e))
+                .map_err(|err| repo::repo::RepoError::Output(std::io::Error::other(err)))?;
+            let sep = if rows == 0 { "[\n" } else { ",\n" };
+            format!("{sep}  {}", row.replace('\n', "\n  "))
+        } else {
+            render::ls_line(e) + "\n"
+        };
+        rows += 1;
+        so.write_all(text.as_bytes()).map_err(repo::repo::RepoError::Output)
+    })
+    .await;
+    let end = if !cli.json {
+        ""
+    } else if rows == 0 {
+        "[]\n"
     } else {
-        let mut out = String::new();
-        for e in &entries {
-            out.push_str(&render::ls_line(e));
-            out.push('\n');
-        }
-        use std::io::Write;
-        let mut so = std::io::stdout().lock();
-        if let Err(e) = so.write_all(out.as_bytes())
-            && e.kind() != std::io::ErrorKind::BrokenPipe
-        {
-            return Err(e.into());
+        "\n]\n"
+    };
+    let done = listed.map_err(anyhow::Error::from).and_then(|_| {
+        so.write_all(end.as_bytes())?;
+        so.flush()?;
+        Ok(())
+    });
+    if let Err(e) = done {
+        let pipe = |e: &anyhow::Error| {
+            let broken = |io: &std::io::Error| io.kind() == std::io::ErrorKind::BrokenPipe;
+            e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(broken)
+                    || matches!(c.downcast_ref(), Some(repo::repo::RepoError::Output(io)) if broken(io))
+            })
+        };
+        if !pipe(&e) {
+            return Err(e);
         }
     }
     Ok(EXIT_OK)

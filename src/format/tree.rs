@@ -374,19 +374,37 @@ impl Iterator for CatalogIter<'_> {
         if self.rest.is_empty() || self.failed {
             return None;
         }
-        let r = (|| {
-            let mut r = Reader::new(self.rest);
-            let len = r.u32()? as usize;
-            if len > MAX_ENTRY {
-                return Err(invalid("entry length", format!("{len} exceeds {MAX_ENTRY}")));
+        let r = match next_entry(self.rest) {
+            Ok(Some((e, n))) => {
+                self.rest = &self.rest[n..];
+                Ok(e)
             }
-            let body = r.take(len)?;
-            self.rest = &self.rest[4 + len..];
-            Entry::decode(body)
-        })();
+            Ok(None) => Err(FormatError::Truncated { offset: 0, needed: 4 }),
+            Err(e) => Err(e),
+        };
         self.failed = r.is_err();
         Some(r)
     }
+}
+
+/// The entry framed at the start of `buf` (the catalog after its header, or a later part of
+/// it) and the bytes it takes; `None` if `buf` holds only the beginning of it. A reader that
+/// gets the catalog in pieces decodes it as they arrive.
+pub fn next_entry(buf: &[u8]) -> Result<Option<(Entry, usize)>, FormatError> {
+    let Some(len) = buf.get(..4) else { return Ok(None) };
+    let len = Reader::new(len).u32()? as usize;
+    if len > MAX_ENTRY {
+        return Err(invalid("entry length", format!("{len} exceeds {MAX_ENTRY}")));
+    }
+    let Some(body) = buf.get(4..4 + len) else { return Ok(None) };
+    Ok(Some((Entry::decode(body)?, 4 + len)))
+}
+
+/// The order of a catalog written by a backup: depth-first, names compared by bytes, so a
+/// directory comes right before its contents (`a`, `a/z`, `a-b`). This is byte order on the
+/// paths with `/` sorting before every other byte.
+pub fn walk_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.split(|c| *c == b'/').cmp(b.split(|c| *c == b'/'))
 }
 
 /// Decodes a whole catalog (the fuzz and mutation entry point).
@@ -445,6 +463,36 @@ mod tests {
                 assert!(decode_catalog(&b[..cut]).is_err(), "cut at {cut}");
             }
         }
+    }
+
+    #[test]
+    fn entries_decode_from_pieces() {
+        let mut b = vec![];
+        for e in sample() {
+            e.encode_into(&mut b).unwrap();
+        }
+        let first = 4 + 107;
+        for cut in 0..first {
+            assert!(next_entry(&b[..cut]).unwrap().is_none(), "cut at {cut}");
+        }
+        let (e, n) = next_entry(&b).unwrap().unwrap();
+        assert_eq!((e, n), (sample()[0].clone(), first));
+        assert_eq!(next_entry(&b[first..]).unwrap().unwrap().0, sample()[1]);
+        let mut huge = ((MAX_ENTRY + 1) as u32).to_le_bytes().to_vec();
+        huge.extend_from_slice(&[0; 16]);
+        assert!(next_entry(&huge).is_err(), "an oversized length is refused before waiting");
+    }
+
+    #[test]
+    fn walk_order_puts_a_directory_before_its_contents() {
+        use std::cmp::Ordering::*;
+        let mut v: Vec<&[u8]> = vec![b"a-b", b"a/z", b"a", b"a/b/c", b"a0", b"b", b"a/b"];
+        v.sort_by(|x, y| walk_order(x, y));
+        assert_eq!(v, [&b"a"[..], b"a/b", b"a/b/c", b"a/z", b"a-b", b"a0", b"b"]);
+        assert_eq!(walk_order(b"x/y", b"x/y"), Equal);
+        assert_eq!(walk_order(b"x", b"x/y"), Less);
+        // byte order would put `a-b` (0x2d) before `a/z` (0x2f)
+        assert_eq!(walk_order(b"a-b", b"a/z"), Greater);
     }
 
     #[test]

@@ -660,12 +660,14 @@ async fn check_snapshots(
             broken |= !whole;
         }
         if !broken && snap.kind.has_catalog() {
-            match crate::repo::tree::file_blobs(repo, &snap, &label).await {
-                Ok(ids) => {
-                    for id in ids {
-                        broken |= st.missing(&id, &label, causes)?;
-                    }
+            let each = |ids: &[Id]| {
+                for id in ids {
+                    broken |= st.missing(id, &label, causes)?;
                 }
+                Ok(())
+            };
+            match crate::repo::tree::file_blobs(repo, &snap, &label, each).await {
+                Ok(()) => {}
                 Err(e) => {
                     r.damage.push(Damage {
                         object: format!("snapshot {}", sid.short()),

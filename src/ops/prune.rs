@@ -239,7 +239,7 @@ async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport, prev: Option<Live
             batch.add(&ids)?;
         }
         if s.kind.has_catalog() {
-            batch.add(&crate::repo::tree::file_blobs(repo, s, &label).await?)?;
+            crate::repo::tree::file_blobs(repo, s, &label, |ids| batch.add(ids)).await?;
         }
     }
     live.set.insert_batch(batch)?;

@@ -34,6 +34,23 @@ fn err(path: &Path, e: impl std::fmt::Display) -> RepoError {
     RepoError::Cache { path: path.display().to_string(), reason: e.to_string() }
 }
 
+/// A new temporary file under `dir`, opened for reading and writing and already removed: the
+/// open handle keeps its bytes until it is dropped, and nothing is left behind if the process
+/// is killed. The path is only for error messages.
+pub fn unlinked_file(dir: &Path, what: &str) -> Result<(PathBuf, File)> {
+    let mut r = [0u8; 8];
+    crate::codec::random_bytes(&mut r).map_err(|e| err(dir, e))?;
+    let path = dir.join(format!("{what}-{}-{}.tmp", std::process::id(), hex::encode(r)));
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| err(&path, e))?;
+    std::fs::remove_file(&path).map_err(|e| err(&path, e))?;
+    Ok((path, file))
+}
+
 impl Sorter {
     /// A sorter whose run files go under `dir`.
     pub fn new(dir: &Path) -> Sorter {
@@ -63,18 +80,7 @@ impl Sorter {
 
     fn spill(&mut self) -> Result<()> {
         self.sort_buf();
-        let mut r = [0u8; 8];
-        crate::codec::random_bytes(&mut r).map_err(|e| err(&self.dir, e))?;
-        let path = self.dir.join(format!("run-{}-{}.tmp", std::process::id(), hex::encode(r)));
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| err(&path, e))?;
-        // removed at once: the open handle keeps the bytes until the sorter is dropped, and
-        // nothing is left behind if the process is killed
-        std::fs::remove_file(&path).map_err(|e| err(&path, e))?;
+        let (path, file) = unlinked_file(&self.dir, "run")?;
         let mut w = BufWriter::new(file);
         for (k, v) in self.buf.drain(..) {
             for part in [&k, &v] {

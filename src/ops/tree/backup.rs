@@ -5,6 +5,11 @@
 //! compressed together), large and sparse files one at a time as a stream. A file whose size,
 //! mtime, ctime and inode match the previous snapshot of the same name keeps that snapshot's
 //! chunks and is not read. The catalog is stored last, as the snapshot's content stream.
+//!
+//! Memory does not grow with the number of files: the previous snapshot's catalog is read
+//! alongside the walk (both are in walk order, so finding a file's previous version is a
+//! merge), and the new catalog is written to an unlinked temporary file until it is stored.
+//! What stays in memory per file is only for files with several hard links.
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
@@ -18,15 +23,17 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use super::Catalog;
 use super::fsmeta::{self, Owners};
 use crate::codec::chunker::chunk_slice;
 use crate::format::Id;
 use crate::format::snapshot::SnapshotKind;
 use crate::format::tree::{
-    Content, Entry, FLAG_CHANGED, FLAG_LISTS, FLAG_SPARSE, Kind, catalog_header,
+    Content, Entry, FLAG_CHANGED, FLAG_LISTS, FLAG_SPARSE, Kind, walk_order,
 };
 use crate::ops::SnapshotInfo;
 use crate::repo::delta::Predecessor;
+use crate::repo::tree::Entries;
 use crate::repo::{
     BackupStats, ChunkSink, Progress, RepoError, Repository, Result, SnapshotFilter, SnapshotMeta,
     list_snapshots,
@@ -133,6 +140,8 @@ pub async fn run(
     }
     let start = Instant::now();
     let (parent_id, parent) = parent_files(&repo, &meta.name).await?;
+    let (spool_path, spool) =
+        crate::repo::sorted::unlinked_file(crate::ops::scratch_dir(&repo), "catalog")?;
     // the walker's counts, kept also when the walk fails (the body's result is the catalog)
     let counts = Arc::new(std::sync::Mutex::new(TreeCounts::default()));
     let c2 = counts.clone();
@@ -146,7 +155,7 @@ pub async fn run(
             links: HashMap::new(),
             queue: vec![],
             queued_bytes: 0,
-            catalog: catalog_header(),
+            catalog: Catalog::new(spool_path, spool)?,
             counts,
             cancel: opts.cancel,
             progress: &*progress,
@@ -154,11 +163,17 @@ pub async fn run(
             entries: 0,
         };
         let r = w.walk_all(&rels);
-        let (catalog, size, entries) = (std::mem::take(&mut w.catalog), w.size, w.entries);
+        let (size, entries) = (w.size, w.entries);
         *c2.lock().unwrap_or_else(|p| p.into_inner()) = std::mem::take(&mut w.counts);
         r?;
+        let catalog = std::mem::replace(&mut w.catalog, Catalog::closed());
+        drop(w);
+        let (path, catalog) = catalog.into_reader()?;
         let params = sink.repo().chunker();
-        let lists = sink.store_stream(&catalog[..], params, &crate::repo::NoProgress)?;
+        let lists = match sink.store_stream(catalog, params, &crate::repo::NoProgress) {
+            Err(RepoError::Input(e)) => return Err(super::spool_err(&path, e)),
+            other => other?,
+        };
         Ok(crate::repo::Content { lists, size, chunks: entries })
     };
     let (id, snap, stats) =
@@ -172,11 +187,8 @@ pub async fn run(
     })
 }
 
-/// The files of the newest tree snapshot named `name`, by path, for change detection.
-async fn parent_files(
-    repo: &Arc<Repository>,
-    name: &str,
-) -> Result<(Option<String>, HashMap<Vec<u8>, Entry>)> {
+/// The newest tree snapshot named `name`, whose files are compared with the walk.
+async fn parent_files(repo: &Arc<Repository>, name: &str) -> Result<(Option<String>, Parent)> {
     let filter = SnapshotFilter { name: Some(name.to_string()), tags: vec![] };
     let snaps = list_snapshots(repo, &filter).await?;
     let Some((id, snap)) = snaps
@@ -184,16 +196,57 @@ async fn parent_files(
         .filter(|(_, s)| s.kind == SnapshotKind::Tree && s.name == name)
         .max_by_key(|(_, s)| s.time_ns)
     else {
-        return Ok((None, HashMap::new()));
+        return Ok((None, Parent::default()));
     };
     let label = crate::ops::snapshot_label(&id, &snap);
-    let entries = crate::repo::tree::read_entries(repo, &snap, &label).await?;
-    let files = entries
-        .into_iter()
-        .filter(|e| e.kind() == Kind::File && e.flags & FLAG_CHANGED == 0)
-        .map(|e| (e.path.clone(), e))
-        .collect();
-    Ok((Some(id.short()), files))
+    let entries = Entries::open(repo, &snap, &label)?;
+    Ok((Some(id.short()), Parent { entries: Some(entries), ..Default::default() }))
+}
+
+/// The parent snapshot's catalog, read alongside the walk. Both are in walk order
+/// ([`walk_order`]), so a file's previous version is found by reading forward: memory holds
+/// one entry, not a map of every file.
+#[derive(Default)]
+struct Parent {
+    entries: Option<Entries>,
+    /// The next entry the walk has not passed yet.
+    ahead: Option<Entry>,
+    /// The path of the last entry read, to notice a catalog out of walk order (one imported
+    /// from a tar archive): from there on, files are read again.
+    last: Option<Vec<u8>>,
+}
+
+impl Parent {
+    /// The parent's regular file at `path`, unless it changed while it was read. Paths must
+    /// be asked for in walk order; an error reading the parent fails the backup.
+    fn file(&mut self, path: &[u8]) -> Result<Option<Entry>> {
+        loop {
+            let Some(ahead) = &self.ahead else {
+                let Some(entries) = &mut self.entries else { return Ok(None) };
+                let Some(e) = entries.blocking_next()? else {
+                    self.entries = None;
+                    return Ok(None);
+                };
+                if self.last.as_ref().is_some_and(|l| walk_order(l, &e.path).is_ge()) {
+                    self.entries = None;
+                    return Ok(None);
+                }
+                self.last = Some(e.path.clone());
+                self.ahead = Some(e);
+                continue;
+            };
+            match walk_order(&ahead.path, path) {
+                std::cmp::Ordering::Less => self.ahead = None,
+                std::cmp::Ordering::Greater => return Ok(None),
+                std::cmp::Ordering::Equal => {
+                    return Ok(self
+                        .ahead
+                        .take()
+                        .filter(|e| e.kind() == Kind::File && e.flags & FLAG_CHANGED == 0));
+                }
+            }
+        }
+    }
 }
 
 /// An entry waiting for the current batch of small files to be read.
@@ -201,18 +254,20 @@ struct Queued {
     entry: Entry,
     /// Set for a file whose content is still to be read.
     read: Option<PathBuf>,
+    /// The chunks of the file's version in the parent, for delta bases.
+    previous: Vec<Id>,
 }
 
 struct Walker<'a, 's> {
     sink: &'a mut ChunkSink<'s>,
     root: PathBuf,
-    parent: HashMap<Vec<u8>, Entry>,
+    parent: Parent,
     owners: Owners,
     /// (dev, ino) of files with several links → the path stored first.
     links: HashMap<(u64, u64), Vec<u8>>,
     queue: Vec<Queued>,
     queued_bytes: u64,
-    catalog: Vec<u8>,
+    catalog: Catalog,
     counts: TreeCounts,
     cancel: Arc<AtomicBool>,
     progress: &'a dyn Progress,
@@ -471,7 +526,8 @@ impl Walker<'_, '_> {
             self.links.insert((md.dev(), md.ino()), e.path.clone());
         }
         self.size += e.size;
-        if let Some(p) = self.parent.get(&e.path)
+        let parent = self.parent.file(&e.path)?;
+        if let Some(p) = &parent
             && p.size == e.size
             && p.mtime_ns == e.mtime_ns
             && p.ctime_ns == e.ctime_ns
@@ -489,10 +545,15 @@ impl Walker<'_, '_> {
         let sparse = md.blocks() * 512 < md.len();
         if e.size <= SMALL_FILE && !sparse {
             self.queued_bytes += e.size;
-            return self.push(e, Some(abs.to_path_buf()));
+            let previous = match parent.map(|p| p.content) {
+                Some(Content::Inline(v)) => v.iter().map(|c| c.0).collect(),
+                _ => vec![],
+            };
+            self.queue.push(Queued { entry: e, read: Some(abs.to_path_buf()), previous });
+            return self.queued();
         }
         self.flush()?;
-        match self.read_large(&mut e, abs, sparse)? {
+        match self.read_large(&mut e, abs, sparse, parent)? {
             Ok(()) => self.push(e, None),
             Err(err) => {
                 self.size -= e.size;
@@ -525,7 +586,13 @@ impl Walker<'_, '_> {
 
     /// Streams a large or sparse file into the sink and fills the entry's content. The inner
     /// error is the file's (it is skipped); the outer one fails the backup.
-    fn read_large(&mut self, e: &mut Entry, abs: &Path, sparse: bool) -> Result<io::Result<()>> {
+    fn read_large(
+        &mut self,
+        e: &mut Entry,
+        abs: &Path,
+        sparse: bool,
+        parent: Option<Entry>,
+    ) -> Result<io::Result<()>> {
         let opened = File::open(abs).and_then(|f| {
             let before = f.metadata()?;
             let extents =
@@ -550,7 +617,7 @@ impl Walker<'_, '_> {
         let params = self.sink.repo().chunker().for_tree_files();
         // relation files change in place, page by page: a changed chunk is stored as a delta
         // against the chunk at the same place in the parent's version of the file
-        let pred = self.parent.get(&e.path).and_then(|p| self.predecessor(&p.content));
+        let pred = parent.and_then(|p| self.predecessor(&p.content));
         self.sink.set_predecessor(pred);
         let stored = self.sink.store_stream(&mut reader, params, self.progress);
         self.sink.set_predecessor(None);
@@ -573,7 +640,11 @@ impl Walker<'_, '_> {
     }
 
     fn push(&mut self, e: Entry, read: Option<PathBuf>) -> Result<()> {
-        self.queue.push(Queued { entry: e, read });
+        self.queue.push(Queued { entry: e, read, previous: vec![] });
+        self.queued()
+    }
+
+    fn queued(&mut self) -> Result<()> {
         if self.queued_bytes >= BATCH_BYTES || self.queue.len() >= BATCH_FILES {
             self.flush()?;
         }
@@ -599,11 +670,7 @@ impl Walker<'_, '_> {
                 Some(Ok((chunks, changed))) => {
                     let n: u64 = chunks.iter().map(|c| c.len() as u64).sum();
                     self.progress.bytes_done(n);
-                    let previous = match self.parent.get(&q.entry.path).map(|p| &p.content) {
-                        Some(Content::Inline(v)) => v.iter().map(|c| c.0).collect(),
-                        _ => vec![],
-                    };
-                    ok_files.push((chunks, previous));
+                    ok_files.push((chunks, q.previous));
                     let mut e = q.entry;
                     if changed {
                         e.flags |= FLAG_CHANGED;
@@ -623,10 +690,7 @@ impl Walker<'_, '_> {
             if was_read {
                 e.content = Content::Inline(stored.next().unwrap_or_default());
             }
-            e.encode_into(&mut self.catalog).map_err(|err| RepoError::Source {
-                path: String::from_utf8_lossy(&e.path).into_owned(),
-                reason: err.to_string(),
-            })?;
+            self.catalog.add(&e)?;
             self.entries += 1;
         }
         Ok(())

@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use super::restore::{ContentReader, spawn_feed};
+use super::Catalog;
+use super::restore::{ContentReader, plan, spawn_plan_feed};
 use crate::format::Id;
 use crate::format::snapshot::{Snapshot, SnapshotKind};
-use crate::format::tree::{Content, FLAG_LISTS, Kind, catalog_header};
+use crate::format::tree::{Content, FLAG_LISTS, Kind};
 use crate::repo::{
     BackupStats, ChunkSink, NoProgress, Progress, RepoError, Repository, Result, SnapshotMeta,
 };
@@ -24,10 +25,12 @@ pub async fn run(
     progress: Arc<dyn Progress>,
 ) -> Result<(Id, Snapshot, BackupStats)> {
     let label = crate::ops::snapshot_label(id, snap);
-    let entries = crate::repo::tree::read_entries(&src, snap, &label).await?;
-    let contents: Vec<Content> = entries.iter().map(|e| e.content.clone()).collect();
+    let plan = plan(&src, snap, &label, &[], |_| Ok(())).await?;
+    let n = plan.entries;
+    let (spool_path, spool) =
+        crate::repo::sorted::unlinked_file(crate::ops::scratch_dir(&dst), "catalog")?;
     // the source is read concurrently with the body that stores it
-    let (fed, mut chunks) = spawn_feed(&src, &label, contents);
+    let (fed, mut entries, mut chunks) = spawn_plan_feed(&src, &label, plan);
     let size = snap.size;
     // the streams of a server snapshot are dumps: the stream chunker, as when they were taken
     let kind = snap.kind;
@@ -36,9 +39,8 @@ pub async fn run(
             SnapshotKind::Streams => sink.repo().chunker(),
             _ => sink.repo().chunker().for_tree_files(),
         };
-        let mut catalog = catalog_header();
-        let n = entries.len() as u64;
-        for mut e in entries {
+        let mut catalog = Catalog::new(spool_path, spool)?;
+        while let Some(mut e) = entries.blocking_recv() {
             if e.kind() == Kind::File {
                 let mut data = ContentReader::new(&e, &mut chunks, false, &NoProgress);
                 let lists = sink
@@ -47,11 +49,13 @@ pub async fn run(
                 e.flags |= FLAG_LISTS;
                 e.content = Content::Lists(lists);
             }
-            e.encode_into(&mut catalog).map_err(|err| {
-                RepoError::format(format!("entry of {}", String::from_utf8_lossy(&e.path)), err)
-            })?;
+            catalog.add(&e)?;
         }
-        let lists = sink.store_stream(&catalog[..], sink.repo().chunker(), &NoProgress)?;
+        let (path, catalog) = catalog.into_reader()?;
+        let lists = match sink.store_stream(catalog, sink.repo().chunker(), &NoProgress) {
+            Err(RepoError::Input(e)) => return Err(super::spool_err(&path, e)),
+            other => other?,
+        };
         Ok(crate::repo::Content { lists, size, chunks: n })
     };
     // everything must have come from the source before the copy may commit

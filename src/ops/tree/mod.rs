@@ -7,11 +7,17 @@ pub mod import_tar;
 pub mod restore;
 pub mod tar;
 
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Seek, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::format::Id;
 use crate::format::snapshot::{Snapshot, SnapshotKind};
-use crate::repo::{BackupStats, ChunkSink, Content, Repository, Result, SnapshotMeta, backup_with};
+use crate::format::tree::{Entry, catalog_header};
+use crate::repo::{
+    BackupStats, ChunkSink, Content, RepoError, Repository, Result, SnapshotMeta, backup_with,
+};
 
 /// Commits a tree snapshot whose files and catalog `body` stores. The repository's backup
 /// lease (see [`crate::repo::Access::Backup`]) keeps a prune from deleting what it deduplicates
@@ -28,4 +34,45 @@ where
     F: FnOnce(&mut ChunkSink) -> Result<Content> + Send + 'static,
 {
     backup_with(repo, kind, meta, body, ready).await
+}
+
+pub(super) fn spool_err(path: &Path, e: io::Error) -> RepoError {
+    RepoError::Cache { path: path.display().to_string(), reason: format!("catalog spool: {e}") }
+}
+
+/// The new catalog, written to an unlinked temporary file as the walk goes.
+pub(super) struct Catalog {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    scratch: Vec<u8>,
+}
+
+impl Catalog {
+    pub(super) fn new(path: PathBuf, file: File) -> Result<Catalog> {
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&catalog_header()).map_err(|e| spool_err(&path, e))?;
+        Ok(Catalog { path, out: Some(out), scratch: Vec::new() })
+    }
+
+    pub(super) fn closed() -> Catalog {
+        Catalog { path: PathBuf::new(), out: None, scratch: Vec::new() }
+    }
+
+    pub(super) fn add(&mut self, e: &Entry) -> Result<()> {
+        self.scratch.clear();
+        e.encode_into(&mut self.scratch).map_err(|err| RepoError::Source {
+            path: String::from_utf8_lossy(&e.path).into_owned(),
+            reason: err.to_string(),
+        })?;
+        let out = self.out.as_mut().ok_or(RepoError::WorkerStopped("catalog spool"))?;
+        out.write_all(&self.scratch).map_err(|err| spool_err(&self.path, err))
+    }
+
+    /// The catalog written, from its start.
+    pub(super) fn into_reader(mut self) -> Result<(PathBuf, BufReader<File>)> {
+        let out = self.out.take().ok_or(RepoError::WorkerStopped("catalog spool"))?;
+        let mut file = out.into_inner().map_err(|e| spool_err(&self.path, e.into_error()))?;
+        file.rewind().map_err(|e| spool_err(&self.path, e))?;
+        Ok((self.path, BufReader::with_capacity(1 << 20, file)))
+    }
 }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -21,8 +21,9 @@ use tokio::sync::mpsc;
 use super::fsmeta;
 use crate::format::Id;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Content, Entry, Kind};
+use crate::format::tree::{Content, Entry, Kind, walk_order};
 use crate::ops::SnapshotInfo;
+use crate::repo::tree::Entries;
 use crate::repo::{OrderedReader, Progress, RepoError, Repository, Result};
 
 /// What a tree restore (or a one-file restore) wrote (JSON output).
@@ -90,56 +91,230 @@ fn under(path: &[u8], prefix: &[u8]) -> bool {
         || (path.starts_with(prefix) && path.get(prefix.len()) == Some(&b'/'))
 }
 
-/// The entries at or below `prefix` (all for an empty prefix).
+/// Hands `each` the entries at or below `prefix` (all for an empty prefix), in catalog order;
+/// returns how many there were.
 pub async fn list(
     repo: &Arc<Repository>,
     id: &Id,
     snap: &Snapshot,
     prefix: &Path,
-) -> Result<Vec<Entry>> {
+    mut each: impl FnMut(&Entry) -> Result<()>,
+) -> Result<u64> {
     let label = crate::ops::snapshot_label(id, snap);
     let prefix = include_bytes(&[prefix.to_path_buf()])?.remove(0);
-    let entries = crate::repo::tree::read_entries(repo, snap, &label).await?;
-    let out: Vec<Entry> = entries.into_iter().filter(|e| under(&e.path, &prefix)).collect();
-    if out.is_empty() && !prefix.is_empty() {
+    let mut entries = Entries::open(repo, snap, &label)?;
+    let mut n = 0;
+    while let Some(e) = entries.next().await? {
+        if under(&e.path, &prefix) {
+            each(&e)?;
+            n += 1;
+        }
+    }
+    if n == 0 && !prefix.is_empty() {
         return Err(RepoError::Target {
             path: String::from_utf8_lossy(&prefix).into_owned(),
             reason: format!("not in {label}"),
         });
     }
-    Ok(out)
+    Ok(n)
 }
 
-/// The entries to restore, with hard links whose first name is not restored turned into
-/// files of their own.
-pub(super) fn select(entries: Vec<Entry>, include: &[Vec<u8>]) -> Result<Vec<Entry>> {
-    let files: HashMap<Vec<u8>, Entry> = entries
-        .iter()
-        .filter(|e| e.kind() == Kind::File)
-        .map(|e| (e.path.clone(), e.clone()))
-        .collect();
-    let mut out = Vec::new();
-    let mut restored: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-    for mut e in entries {
-        if !include.is_empty() && !include.iter().any(|i| under(&e.path, i)) {
+/// The entries a restore, an export or a copy writes, found by a first pass over the catalog
+/// and kept in an unlinked temporary file, so that nothing is written before every path was
+/// checked and a tree of millions of files is not held in memory.
+pub(super) struct Plan {
+    path: PathBuf,
+    file: fs::File,
+    /// Entries selected.
+    pub(super) entries: u64,
+    /// The selected entries are in walk order (a backup's catalog; not an imported tar's), so a
+    /// directory's contents end where the next entry is not below it.
+    ordered: bool,
+    /// First names of hard links, for links whose first name is not restored: the link is
+    /// written as a file of its own with the first name's content.
+    firsts: HashMap<Vec<u8>, Entry>,
+}
+
+fn plan_err(path: &Path, e: impl std::fmt::Display) -> RepoError {
+    RepoError::Cache { path: path.display().to_string(), reason: format!("restore plan: {e}") }
+}
+
+/// Reads the catalog of `snap`, keeps the entries at or below `include` (all if empty), checks
+/// each stored path for safety and with `check`, and spools them. A hard link whose first name
+/// is left out gets that name's entry (read in a second pass, only when there are such links).
+pub(super) async fn plan(
+    repo: &Arc<Repository>,
+    snap: &Snapshot,
+    label: &str,
+    include: &[Vec<u8>],
+    mut check: impl FnMut(&Entry) -> Result<()>,
+) -> Result<Plan> {
+    let included = |p: &[u8]| include.is_empty() || include.iter().any(|i| under(p, i));
+    let (path, file) =
+        crate::repo::sorted::unlinked_file(crate::ops::scratch_dir(repo), "restore")?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut entries = Entries::open(repo, snap, label)?;
+    let (mut n, mut ordered) = (0, true);
+    let mut last: Option<Vec<u8>> = None;
+    let mut firsts: HashMap<Vec<u8>, Entry> = HashMap::new();
+    let mut buf = Vec::new();
+    while let Some(e) = entries.next().await? {
+        if !included(&e.path) {
             continue;
         }
         safe_path(&e.path)?;
-        if e.kind() == Kind::Hardlink && !restored.contains(&e.link) {
-            let first = files.get(&e.link).ok_or_else(|| RepoError::Target {
-                path: String::from_utf8_lossy(&e.path).into_owned(),
+        check(&e)?;
+        if e.kind() == Kind::Hardlink && !included(&e.link) {
+            firsts.entry(e.link.clone()).or_default();
+        }
+        ordered &= last.as_ref().is_none_or(|l| walk_order(l, &e.path).is_lt());
+        buf.clear();
+        e.encode_into(&mut buf)
+            .map_err(|err| RepoError::format(format!("catalog of {label}"), err))?;
+        out.write_all(&buf).map_err(|err| plan_err(&path, err))?;
+        last = Some(e.path);
+        n += 1;
+    }
+    if !firsts.is_empty() {
+        let mut entries = Entries::open(repo, snap, label)?;
+        while let Some(e) = entries.next().await? {
+            if e.kind() == Kind::File
+                && let Some(slot) = firsts.get_mut(&e.path)
+            {
+                *slot = e;
+            }
+        }
+        if let Some((first, _)) = firsts.iter().find(|(_, e)| e.kind() != Kind::File) {
+            return Err(RepoError::Target {
+                path: String::from_utf8_lossy(first).into_owned(),
                 reason: "hard link to a file the snapshot does not hold".into(),
-            })?;
+            });
+        }
+    }
+    let mut file = out.into_inner().map_err(|err| plan_err(&path, err.into_error()))?;
+    file.rewind().map_err(|err| plan_err(&path, err))?;
+    Ok(Plan { path, file, entries: n, ordered, firsts })
+}
+
+/// Reads a plan's entries back, in order, turning links to a left-out first name into files.
+struct PlanReader {
+    path: PathBuf,
+    input: BufReader<fs::File>,
+    firsts: HashMap<Vec<u8>, Entry>,
+    buf: Vec<u8>,
+}
+
+impl PlanReader {
+    fn next(&mut self) -> Result<Option<Entry>> {
+        let mut len = [0u8; 4];
+        match self.input.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(plan_err(&self.path, e)),
+        }
+        self.buf.clear();
+        self.buf.extend_from_slice(&len);
+        let n = u32::from_le_bytes(len) as usize;
+        self.buf.resize(4 + n, 0);
+        self.input.read_exact(&mut self.buf[4..]).map_err(|e| plan_err(&self.path, e))?;
+        let (mut e, _) = crate::format::tree::next_entry(&self.buf)
+            .map_err(|e| plan_err(&self.path, e))?
+            .ok_or_else(|| plan_err(&self.path, "entry cut short"))?;
+        if e.kind() == Kind::Hardlink
+            && let Some(first) = self.firsts.get(&e.link)
+        {
             let path = std::mem::take(&mut e.path);
             e = first.clone();
             e.path = path;
         }
-        if e.kind() == Kind::File {
-            restored.insert(e.path.clone());
-        }
-        out.push(e);
+        Ok(Some(e))
     }
-    Ok(out)
+}
+
+/// Chunk ids of consecutive small files are fetched together, up to this many.
+const FEED_IDS: usize = 4096;
+/// Entries queued between the feeder and the writer. The feeder fetches a batch of small
+/// files' chunks before it has queued more than half of this, so the writer never waits for
+/// chunks of an entry the feeder holds back.
+const ENTRY_QUEUE: usize = 1024;
+
+/// Sends the plan's entries to `tx` and fetches their contents, in the same order.
+async fn feed_plan(
+    reader: &mut OrderedReader,
+    mut plan: PlanReader,
+    tx: mpsc::Sender<Entry>,
+) -> Result<()> {
+    let (mut ids, mut pending) = (Vec::new(), 0usize);
+    while let Some(e) = plan.next()? {
+        let lists = match &e.content {
+            Content::None => None,
+            Content::Inline(v) => {
+                ids.extend(v.iter().map(|c| c.0));
+                None
+            }
+            Content::Lists(l) => Some(l.clone()),
+        };
+        if lists.is_some() && !ids.is_empty() {
+            if !reader.feed(&std::mem::take(&mut ids)).await? {
+                return Ok(());
+            }
+            pending = 0;
+        }
+        if tx.send(e).await.is_err() {
+            return Ok(()); // the writer stopped; its error is the one reported
+        }
+        pending += 1;
+        if let Some(l) = lists
+            && !reader.feed_lists(&l).await?
+        {
+            return Ok(());
+        }
+        if ids.len() >= FEED_IDS || pending >= ENTRY_QUEUE / 2 {
+            if !reader.feed(&std::mem::take(&mut ids)).await? {
+                return Ok(());
+            }
+            pending = 0;
+        }
+    }
+    if !ids.is_empty() {
+        reader.feed(&ids).await?;
+    }
+    Ok(())
+}
+
+/// Runs `consume` on a blocking thread over the plan's entries and their chunks, fetched
+/// concurrently. The feeder's error (a missing or damaged chunk) is reported first.
+pub(super) async fn read_plan<T: Send + 'static>(
+    repo: &Arc<Repository>,
+    label: &str,
+    plan: Plan,
+    consume: impl FnOnce(mpsc::Receiver<Entry>, Chunks) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (fed, entries, chunks) = spawn_plan_feed(repo, label, plan);
+    let consumed = tokio::task::spawn_blocking(move || consume(entries, chunks))
+        .await
+        .map_err(RepoError::from)?;
+    fed.await.map_err(RepoError::from)??;
+    consumed
+}
+
+/// Starts the feeder of a plan: the entries come out of the receiver, their chunks out of
+/// [`Chunks`], in the same order.
+pub(super) fn spawn_plan_feed(
+    repo: &Arc<Repository>,
+    label: &str,
+    plan: Plan,
+) -> (tokio::task::JoinHandle<Result<()>>, mpsc::Receiver<Entry>, Chunks) {
+    let (mut reader, rx) = OrderedReader::new(repo.clone(), label);
+    let (tx, entries) = mpsc::channel(ENTRY_QUEUE);
+    let plan = PlanReader {
+        path: plan.path,
+        input: BufReader::with_capacity(1 << 20, plan.file),
+        firsts: plan.firsts,
+        buf: Vec::new(),
+    };
+    let task = tokio::spawn(async move { feed_plan(&mut reader, plan, tx).await });
+    (task, entries, Chunks::new(rx))
 }
 
 /// Refuses anything under a symlink or outside `target`.
@@ -186,9 +361,24 @@ pub async fn run(
     let start = Instant::now();
     let label = crate::ops::snapshot_label(id, snap);
     let include = include_bytes(&opts.include)?;
-    let entries = crate::repo::tree::read_entries(&repo, snap, &label).await?;
-    let plan = select(entries, &include)?;
-    if plan.is_empty() {
+    let target = opts.target.clone();
+    let overwrite = opts.overwrite;
+    // nothing is written before every entry was checked
+    let plan = plan(&repo, snap, &label, &include, |e| {
+        let p = target.join(safe_path(&e.path)?);
+        if !overwrite
+            && let Ok(m) = fs::symlink_metadata(&p)
+            && replaces(e, &m)
+        {
+            return Err(RepoError::Target {
+                path: p.display().to_string(),
+                reason: "already exists; nothing was restored (use --overwrite to replace)".into(),
+            });
+        }
+        Ok(())
+    })
+    .await?;
+    if plan.entries == 0 {
         return Err(RepoError::Target {
             path: opts
                 .include
@@ -203,24 +393,9 @@ pub async fn run(
         path: opts.target.display().to_string(),
         reason: e.to_string(),
     })?;
-    if !opts.overwrite {
-        for e in &plan {
-            let p = opts.target.join(safe_path(&e.path)?);
-            if let Ok(m) = fs::symlink_metadata(&p)
-                && replaces(e, &m)
-            {
-                return Err(RepoError::Target {
-                    path: p.display().to_string(),
-                    reason: "already exists; nothing was restored (use --overwrite to replace)"
-                        .into(),
-                });
-            }
-        }
-    }
-    let contents: Vec<Content> = plan.iter().map(|e| e.content.clone()).collect();
-    let target = opts.target.clone();
-    let mut report = read_contents(&repo, &label, contents, move |chunks| {
-        write_tree(&target, plan, chunks, opts.overwrite, &*progress)
+    let ordered = plan.ordered;
+    let mut report = read_plan(&repo, &label, plan, move |entries, chunks| {
+        write_tree(&target, entries, ordered, chunks, overwrite, &*progress)
     })
     .await?;
     report.snapshot = Some(SnapshotInfo::new(id, snap));
@@ -427,16 +602,26 @@ fn target_err(p: &Path) -> impl Fn(io::Error) -> RepoError + '_ {
     move |e| RepoError::Target { path: p.display().to_string(), reason: e.to_string() }
 }
 
+/// Writes the entries under `target`. A directory's metadata is applied once its contents are
+/// written: when the next entry is not below it if the entries are in walk order (`ordered`;
+/// memory then holds the directories above the current entry), else at the end.
 fn write_tree(
     target: &Path,
-    plan: Vec<Entry>,
+    mut entries: mpsc::Receiver<Entry>,
+    ordered: bool,
     mut chunks: Chunks,
     overwrite: bool,
     progress: &dyn Progress,
 ) -> Result<TreeRestoreReport> {
     let mut r = TreeRestoreReport::default();
-    let mut dirs = Vec::new();
-    for e in plan {
+    // directories whose metadata is still to be applied, outermost first
+    let mut dirs: Vec<(PathBuf, Entry)> = Vec::new();
+    while let Some(e) = entries.blocking_recv() {
+        while ordered && dirs.last().is_some_and(|(_, d)| !under(&e.path, &d.path)) {
+            if let Some((p, d)) = dirs.pop() {
+                apply_meta(&p, &d, &mut r.warnings);
+            }
+        }
         let rel = safe_path(&e.path)?;
         check_parents(target, &rel)?;
         let p = target.join(&rel);
@@ -497,7 +682,7 @@ fn write_tree(
         }
         apply_meta(&p, &e, &mut r.warnings);
     }
-    // directories last, deepest first, so their times are not disturbed by their contents
+    // the rest last, deepest first, so their times are not disturbed by their contents
     for (p, e) in dirs.iter().rev() {
         apply_meta(p, e, &mut r.warnings);
     }
@@ -541,17 +726,15 @@ pub async fn run_file<W: Write + Send + 'static>(
     let start = Instant::now();
     let label = crate::ops::snapshot_label(id, snap);
     let want = include_bytes(&[path.to_path_buf()])?.remove(0);
-    let entries = crate::repo::tree::read_entries(&repo, snap, &label).await?;
     let not_found = || RepoError::Target {
         path: path.display().to_string(),
         reason: format!("not in {label}"),
     };
-    let mut e = entries.iter().find(|e| e.path == want).cloned().ok_or_else(not_found)?;
+    let mut e = find(&repo, snap, &label, |e| e.path == want).await?.ok_or_else(not_found)?;
     if e.kind() == Kind::Hardlink {
-        e = entries
-            .iter()
-            .find(|f| f.path == e.link && f.kind() == Kind::File)
-            .cloned()
+        let first = std::mem::take(&mut e.link);
+        e = find(&repo, snap, &label, |f| f.path == first && f.kind() == Kind::File)
+            .await?
             .ok_or_else(not_found)?;
     }
     if e.kind() != Kind::File {
@@ -578,4 +761,20 @@ pub async fn run_file<W: Write + Send + 'static>(
         seconds: start.elapsed().as_secs_f64(),
         ..Default::default()
     })
+}
+
+/// The first entry of the catalog that `hit` accepts.
+async fn find(
+    repo: &Arc<Repository>,
+    snap: &Snapshot,
+    label: &str,
+    hit: impl Fn(&Entry) -> bool,
+) -> Result<Option<Entry>> {
+    let mut entries = Entries::open(repo, snap, label)?;
+    while let Some(e) = entries.next().await? {
+        if hit(&e) {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
 }

@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use tar::{EntryType, Header};
 
-use super::restore::{Chunks, ContentReader, read_contents, select};
+use tokio::sync::mpsc;
+
+use super::restore::{Chunks, ContentReader, plan, read_plan};
 use crate::format::Id;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Content, Entry, Kind};
+use crate::format::tree::{Entry, Kind};
 use crate::repo::{Progress, RepoError, Repository, Result};
 
 /// Writes the whole tree of `snap` as a tar stream to `out`; returns the bytes of file data.
@@ -25,11 +27,9 @@ pub async fn write_tar<W: Write + Send + 'static>(
     progress: Arc<dyn Progress>,
 ) -> Result<u64> {
     let label = crate::ops::snapshot_label(id, snap);
-    let entries = crate::repo::tree::read_entries(&repo, snap, &label).await?;
-    let plan = select(entries, &[])?;
-    let contents: Vec<Content> = plan.iter().map(|e| e.content.clone()).collect();
-    read_contents(&repo, &label, contents, move |chunks| {
-        write_entries(plan, chunks, out, &*progress)
+    let plan = plan(&repo, snap, &label, &[], |_| Ok(())).await?;
+    read_plan(&repo, &label, plan, move |entries, chunks| {
+        write_entries(entries, chunks, out, &*progress)
     })
     .await
 }
@@ -39,14 +39,14 @@ fn out_err(e: io::Error) -> RepoError {
 }
 
 fn write_entries<W: Write>(
-    plan: Vec<Entry>,
+    mut entries: mpsc::Receiver<Entry>,
     mut chunks: Chunks,
     out: W,
     progress: &dyn Progress,
 ) -> Result<u64> {
     let mut b = tar::Builder::new(out);
     let mut bytes = 0;
-    for e in plan {
+    while let Some(e) = entries.blocking_recv() {
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         let mut path = e.path.clone();
         if e.kind() == Kind::Dir {
