@@ -216,6 +216,13 @@ pub fn prune(r: &PruneReport) -> String {
         r.packs_repacked,
         size(r.bytes_repacked_into)
     );
+    if r.index_consolidated {
+        out += &if r.dry_run {
+            format!("\n{} index files would be consolidated", r.index_files)
+        } else {
+            format!("\n{} index files consolidated into {}", r.index_files, r.index_files_written)
+        };
+    }
     if r.delta_bases_kept > 0 {
         out += &format!(
             "\n{} chunks no snapshot needs stay as bases of deltas ({})",

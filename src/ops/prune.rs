@@ -31,8 +31,9 @@ use crate::repo::lease::{Lease, live_leases, prune_records, remove_expired_lease
 use crate::repo::packer::PackBuilder;
 use crate::repo::sorted::Sorter;
 use crate::repo::{
-    IndexBatch, RepoError, Repository, Result, SnapshotFilter, Unreadable, list_snapshots_checked,
-    load_index_file, parse_pack, paths, read_blob, read_pack_footer, write_index,
+    INDEX_FILE_BLOBS, INDEX_FILE_PACKS, IndexBatch, RepoError, Repository, Result, SnapshotFilter,
+    Unreadable, list_snapshots_checked, load_index_file, parse_pack, paths, read_blob,
+    read_pack_footer, write_index,
 };
 
 /// How `repo prune` runs.
@@ -78,6 +79,11 @@ pub struct PruneReport {
     pub bytes_repacked_into: u64,
     /// Index files the mark wrote for the packs that stay.
     pub index_files_written: u64,
+    /// Index files the mark found.
+    pub index_files: u64,
+    /// The index files were rewritten because there were many more than their entries need
+    /// (small ones from many backups), whether or not packs were condemned.
+    pub index_consolidated: bool,
     /// Deleted by this run (from this or earlier records).
     pub packs_deleted: u64,
     /// Bytes of the deleted packs.
@@ -386,6 +392,9 @@ struct PackUse {
     dead: u64,
 }
 
+/// Index files beyond twice what the entries need before a prune rewrites them all.
+const CONSOLIDATE_SLACK: u64 = 16;
+
 /// The mark: the live set from every snapshot (and the bases of live deltas), packs sorted
 /// into kept, repacked and condemned, repacking, new index files, then the prune record.
 // Long (about 115 lines) on purpose: each step's place in the order is part of the safety
@@ -408,6 +417,7 @@ async fn mark(
         .collect();
     let usage = pack_usage(repo, live, &index_ids, doomed_before).await?;
     r.packs = usage.len() as u64;
+    r.index_files = index_ids.len() as u64;
     // packs in no index: a dead backup's, unless a backup is running (then maybe its own).
     // `data/` is listed before the leases: a pack listed was written under a lease written
     // before it, so its writer is either seen running here or has ended (and a pack it indexed
@@ -446,7 +456,13 @@ async fn mark(
     r.packs_condemned = (condemned.len() + repack.len()) as u64;
     r.packs_repacked = repack.len() as u64;
     r.bytes_condemned = condemned.iter().chain(&repack).map(|(_, l)| l).sum();
-    if opts.dry_run || (condemned.is_empty() && repack.is_empty()) {
+    // many small index files (a backup writes at least one) are rewritten into full ones even
+    // when nothing else is to do, so that a fresh cache does not fetch thousands of objects
+    let needed = (usage.len().div_ceil(INDEX_FILE_PACKS) as u64)
+        .max(r.live_chunks.div_ceil(INDEX_FILE_BLOBS as u64))
+        .max(1);
+    r.index_consolidated = index_ids.len() as u64 > 2 * needed + CONSOLIDATE_SLACK;
+    if opts.dry_run || (condemned.is_empty() && repack.is_empty() && !r.index_consolidated) {
         return Ok(());
     }
     // what the mark writes rests on listings made under this prune's lease: after a long

@@ -26,8 +26,8 @@ pub use verify::{
     PackVerdict, load_index_file, parse_pack, read_pack_footer, verify_deltas, verify_pack_bytes,
 };
 pub use writer::{
-    BackupStats, ChunkSink, Content, IndexBatch, NoProgress, Progress, SnapshotMeta, StreamMsg,
-    backup_stream, backup_with, chunk_batches, write_index,
+    BackupStats, ChunkSink, Content, INDEX_FILE_BLOBS, INDEX_FILE_PACKS, IndexBatch, NoProgress,
+    Progress, SnapshotMeta, StreamMsg, backup_stream, backup_with, chunk_batches, write_index,
 };
 
 use std::collections::HashSet;

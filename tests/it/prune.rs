@@ -229,3 +229,34 @@ fn restore_into_a_slow_consumer_survives_forget_and_a_repacking_prune() {
     assert_eq!(f.run(&["--json", "check", "--read-data"], b"").ok().json()["ok"], true);
     assert!(f.files("locks").is_empty(), "every lease was removed: {:?}", f.files("locks"));
 }
+
+/// Forty small backups leave forty index files; a prune with nothing to delete still rewrites
+/// them into one, every snapshot still restores, and a second prune leaves them alone.
+#[test]
+fn prune_consolidates_many_small_index_files() {
+    let f = Fixture::new();
+    let mut ids = vec![];
+    for d in 1..=40 {
+        ids.push((f.backup("db", &dump(d)), dump(d)));
+    }
+    assert_eq!(f.files("index").len(), 40);
+    let r = f.run(&["--json", "prune"], b"").ok().json();
+    assert_eq!(
+        (r["index_consolidated"].as_bool(), r["packs_condemned"].as_u64()),
+        (Some(true), Some(0)),
+        "{r}"
+    );
+    assert_eq!(
+        (r["index_files"].as_u64(), r["index_files_written"].as_u64()),
+        (Some(40), Some(1)),
+        "{r}"
+    );
+    assert_eq!(f.files("index").len(), 1, "{r}");
+    for (id, data) in &ids {
+        assert!(f.restore(id) == *data, "snapshot {id} after consolidation");
+    }
+    f.run(&["check", "--read-data"], b"").ok();
+    let again = f.run(&["--json", "prune"], b"").ok().json();
+    assert_eq!(again["index_consolidated"].as_bool(), Some(false), "{again}");
+    assert_eq!(again["index_files_written"].as_u64(), Some(0), "{again}");
+}

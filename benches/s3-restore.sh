@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# s3-restore.sh - restore from S3 (moto_server on 127.0.0.1) beside `rclone copy` of the same
+# bytes from the same server: a fresh pod's cold restore (empty cache) and a warm one.
+#
+# A repository on S3 gets one stream (the bench workload's dumps concatenated, default 1 GiB;
+# random bytes if WL is absent); then `repo restore latest > /dev/null` with an empty cache
+# and with a warm one, and `rclone copy` of the repository's data/ (every pack: the bytes the
+# restore needs and a little more) to a local directory.
+# Needs: target/release/repo, moto_server (scripts/test.sh installs it), rclone.
+# Usage: MB=1024 WL=/tmp/wl bash benches/s3-restore.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WL=${WL:-/tmp/wl}
+MB=${MB:-1024}
+OUT=${OUT:-/tmp/s3-restore}
+BIN=${REPO_BIN:-$PWD/target/release/repo}
+MOTO=${REPO_TEST_MOTO_SERVER:-$PWD/target/test-tools/venv/bin/moto_server}
+rm -rf "$OUT"; mkdir -p "$OUT"
+export REPO_PASSWORD=bench AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
+
+"$MOTO" -H 127.0.0.1 -p 0 2>"$OUT/moto.log" >/dev/null &
+moto_pid=$!
+trap 'kill $moto_pid 2>/dev/null' EXIT
+for _ in $(seq 100); do grep -q "Running on http://" "$OUT/moto.log" && break; sleep 0.2; done
+EP=$(grep -o 'http://127.0.0.1:[0-9]*' "$OUT/moto.log" | head -1)
+curl -sf -X PUT "$EP/b" >/dev/null
+URL="s3://b/repo?endpoint=$EP&region=us-east-1"
+export RCLONE_CONFIG_MOTO_TYPE=s3 RCLONE_CONFIG_MOTO_PROVIDER=Other RCLONE_CONFIG_MOTO_ENDPOINT=$EP \
+  RCLONE_CONFIG_MOTO_ACCESS_KEY_ID=bench RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY=bench-secret \
+  RCLONE_CONFIG_MOTO_REGION=us-east-1
+now() { date +%s.%N; }
+
+if [ -d "$WL/dumps/fc0" ]; then
+  src() { cat "$WL"/dumps/fc0/*.dump | head -c "$((MB << 20))"; }
+else
+  src() { head -c "$((MB << 20))" /dev/urandom; }
+fi
+src > "$OUT/stream"
+"$BIN" -q -r "$URL" --cache-dir "$OUT/cache" init
+"$BIN" -q -r "$URL" --cache-dir "$OUT/cache" backup --stdin --name s < "$OUT/stream"
+data=$(env -u AWS_CA_BUNDLE rclone size --json moto:b/repo/data | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
+echo "stream $MB MiB; packs on S3: $(echo "$data/1000000" | bc -l | xargs printf %.1f) MB"
+echo "| run | s | MB/s of packs | peak RSS |"
+echo "|---|---:|---:|---:|"
+row() { printf "| %s | %.2f | %.0f | %s |\n" "$1" "$2" "$(echo "$data/1000000/$2" | bc -l)" "$3"; }
+timed() {
+  local label=$1; shift
+  local t0 t1 rss
+  t0=$(now)
+  rss=$(/usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1)
+  t1=$(now)
+  row "$label" "$(echo "$t1-$t0" | bc -l)" "$((rss / 1024)) MB"
+}
+for i in 1 2 3; do
+  rm -rf "$OUT/cold"
+  timed "repo restore, empty cache ($i)" "$BIN" -q -r "$URL" --cache-dir "$OUT/cold" restore latest --name s
+  timed "repo restore, warm cache ($i)" "$BIN" -q -r "$URL" --cache-dir "$OUT/cache" restore latest --name s
+  rm -rf "$OUT/rc"
+  timed "rclone copy data/ ($i)" env -u AWS_CA_BUNDLE rclone copy moto:b/repo/data "$OUT/rc"
+done
+"$BIN" -q -r "$URL" --cache-dir "$OUT/cache" restore latest --name s | cmp - "$OUT/stream" && echo "restored bytes identical"
