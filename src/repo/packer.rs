@@ -7,6 +7,14 @@ use crate::format::envelope::{CipherKind, Header, MAGIC_PACK};
 use crate::format::index::{BlobLocation, IndexPack};
 use crate::format::pack::{BlobType, MAX_PACK_BLOBS, PackEntry, encode_footer};
 
+/// Most blobs this writer puts in one pack (readers accept up to [`MAX_PACK_BLOBS`]). A backup
+/// holds a pack's entries, and the ids it stored until their index file is in the cache, in
+/// memory: with tiny blobs (a tree of one-line files compresses each to about 30 bytes) a pack
+/// of the target size would hold half a million of them, and memory would follow. Capped at an
+/// index file's worth ([`super::INDEX_FILE_BLOBS`]), about 13 MB.
+pub const WRITER_PACK_BLOBS: usize = 65536;
+const _: () = assert!(WRITER_PACK_BLOBS < MAX_PACK_BLOBS);
+
 /// A finished pack: its name, bytes, and what the index must say about it.
 pub struct FinishedPack {
     /// The pack's name: BLAKE3 of `bytes`.
@@ -45,10 +53,10 @@ impl PackBuilder {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-    /// True once the pack holds `target` bytes or nearly [`MAX_PACK_BLOBS`] blobs: store it and
+    /// True once the pack holds `target` bytes or [`WRITER_PACK_BLOBS`] blobs: store it and
     /// start another.
     pub fn is_full(&self) -> bool {
-        self.buf.len() >= self.target || self.entries.len() >= MAX_PACK_BLOBS - 1
+        self.buf.len() >= self.target || self.entries.len() >= WRITER_PACK_BLOBS
     }
 
     /// Seals `data` (already compressed as `flags` says; a delta against `base`) and appends
