@@ -1,6 +1,7 @@
 //! Memory bounds under a real memory cgroup (v1, root): commands on a repository of about
-//! 340,000 chunks run inside a 128 MiB limit. Before check kept its index on disk, `check`
-//! alone needed 162 MB here (and 971 MB at 1.85 M chunks), so it was OOM-killed.
+//! 340,000 chunks run inside a 128 MiB limit, tree commands on 100,000 files inside 64 MiB.
+//! Before check kept its index on disk, `check` alone needed 162 MB here (and 971 MB at
+//! 1.85 M chunks), so it was OOM-killed.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -105,8 +106,9 @@ fn check_prune_and_restore_of_340k_chunks_fit_in_128_mib() {
 }
 
 /// Tree commands on 100,000 small files inside a 64 MiB limit. Before catalogs were read as
-/// a stream (and the parent's files found by a merge), the re-backup needed 106 MB here, `ls`
-/// 73 MB, `restore` 131 MB and `export` 135 MB (release build, measured outside the cgroup).
+/// a stream (and the parent's files found by a merge), the re-backup needed 106 MB here,
+/// `restore` 131 MB and `export` 135 MB (release build, outside the cgroup), and all three
+/// were OOM-killed inside it.
 #[test]
 fn tree_commands_on_100k_files_fit_in_64_mib() {
     const TREE_LIMIT: u64 = 64 << 20;
