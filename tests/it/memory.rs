@@ -21,7 +21,10 @@ impl MemCgroup {
             "the memory cgroup controller (v1) is not mounted at {}",
             root.display()
         );
-        let dir = root.join(format!("repo-test-{}", std::process::id()));
+        // one group per test: the tests of this file run in parallel in one process
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = root.join(format!("repo-test-{}-{n}", std::process::id()));
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e} (needs root)", dir.display()));
         let cg = MemCgroup { dir };
         cg.write("memory.limit_in_bytes", &limit.to_string());

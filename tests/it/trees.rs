@@ -737,3 +737,30 @@ fn partial_restore_turns_a_link_to_a_left_out_name_into_a_file() {
     let one = f.run(&["restore", "latest", "--name", "t", "d/sub/b"], b"").ok();
     assert_eq!(one.stdout, b"the first name's bytes\n");
 }
+
+/// A hard link whose first name the catalog does not hold: a partial restore that would turn
+/// it into a file refuses before writing anything, naming the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_restore_of_a_link_to_a_missing_first_name_is_refused() {
+    use ::repo::format::tree::{Entry, Kind};
+    let entry = |kind, p: &str| Entry {
+        kind: Some(kind),
+        mode: 0o755,
+        path: p.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let mut link = entry(Kind::Hardlink, "d/sub/b");
+    link.link = b"d/a".to_vec();
+    let f = Fixture::new();
+    hostile_snapshot(&f, vec![entry(Kind::Dir, "d"), entry(Kind::Dir, "d/sub"), link]).await;
+    let target = tempfile::tempdir().unwrap();
+    let t = target.path().to_str().unwrap().to_string();
+    let r = tokio::task::spawn_blocking(move || {
+        f.run(&["restore", "latest", "--name", "evil", "--target", &t, "--include", "d/sub"], b"")
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("hard link to a file the snapshot does not hold"), "{}", r.stderr);
+    assert!(!target.path().join("d").exists(), "nothing may be written before the refusal");
+}

@@ -40,7 +40,7 @@ pub async fn run(
             _ => sink.repo().chunker().for_tree_files(),
         };
         let mut catalog = Catalog::new(spool_path, spool)?;
-        while let Some(mut e) = entries.blocking_recv() {
+        while let Some(mut e) = entries.next()? {
             if e.kind() == Kind::File {
                 let mut data = ContentReader::new(&e, &mut chunks, false, &NoProgress);
                 let lists = sink

@@ -132,7 +132,7 @@ pub(super) struct Plan {
     ordered: bool,
     /// First names of hard links, for links whose first name is not restored: the link is
     /// written as a file of its own with the first name's content.
-    firsts: HashMap<Vec<u8>, Entry>,
+    firsts: HashMap<Vec<u8>, Option<Entry>>,
 }
 
 fn plan_err(path: &Path, e: impl std::fmt::Display) -> RepoError {
@@ -156,7 +156,7 @@ pub(super) async fn plan(
     let mut entries = Entries::open(repo, snap, label)?;
     let (mut n, mut ordered) = (0, true);
     let mut last: Option<Vec<u8>> = None;
-    let mut firsts: HashMap<Vec<u8>, Entry> = HashMap::new();
+    let mut firsts: HashMap<Vec<u8>, Option<Entry>> = HashMap::new();
     let mut buf = Vec::new();
     while let Some(e) = entries.next().await? {
         if !included(&e.path) {
@@ -181,10 +181,10 @@ pub(super) async fn plan(
             if e.kind() == Kind::File
                 && let Some(slot) = firsts.get_mut(&e.path)
             {
-                *slot = e;
+                *slot = Some(e);
             }
         }
-        if let Some((first, _)) = firsts.iter().find(|(_, e)| e.kind() != Kind::File) {
+        if let Some((first, _)) = firsts.iter().find(|(_, e)| e.is_none()) {
             return Err(RepoError::Target {
                 path: String::from_utf8_lossy(first).into_owned(),
                 reason: "hard link to a file the snapshot does not hold".into(),
@@ -200,7 +200,7 @@ pub(super) async fn plan(
 struct PlanReader {
     path: PathBuf,
     input: BufReader<fs::File>,
-    firsts: HashMap<Vec<u8>, Entry>,
+    firsts: HashMap<Vec<u8>, Option<Entry>>,
     buf: Vec<u8>,
 }
 
@@ -223,6 +223,7 @@ impl PlanReader {
         if e.kind() == Kind::Hardlink
             && let Some(first) = self.firsts.get(&e.link)
         {
+            let first = first.as_ref().ok_or_else(|| plan_err(&self.path, "hard link target"))?;
             let path = std::mem::take(&mut e.path);
             e = first.clone();
             e.path = path;
@@ -240,19 +241,43 @@ const ENTRY_QUEUE: usize = 1024;
 
 /// Sends the plan's entries to `tx` and fetches their contents, in the same order.
 async fn feed_plan(
+    repo: &Repository,
     reader: &mut OrderedReader,
     mut plan: PlanReader,
-    tx: mpsc::Sender<Entry>,
+    tx: mpsc::Sender<Option<Entry>>,
+    label: &str,
 ) -> Result<()> {
     let (mut ids, mut pending) = (Vec::new(), 0usize);
     while let Some(e) = plan.next()? {
+        // the writer takes exactly a file's length from the chunks: chunks that say otherwise
+        // would leave the two out of step, so they are refused here
+        let declared = |total: u64| {
+            if total == e.data_len() {
+                return Ok(());
+            }
+            Err(RepoError::Corrupt {
+                object: format!("{} in {label}", String::from_utf8_lossy(&e.path)),
+                reason: format!("its chunks hold {total} bytes, its entry {}", e.data_len()),
+            })
+        };
         let lists = match &e.content {
             Content::None => None,
             Content::Inline(v) => {
+                declared(v.iter().map(|c| u64::from(c.1)).sum())?;
                 ids.extend(v.iter().map(|c| c.0));
                 None
             }
-            Content::Lists(l) => Some(l.clone()),
+            Content::Lists(l) => {
+                let mut listed = Vec::with_capacity(l.len());
+                for id in l {
+                    let data = crate::repo::read_blob(repo, id, label).await?;
+                    listed.push(crate::format::stream::decode_list(&data).map_err(|err| {
+                        RepoError::format(format!("content list {} of {label}", id.short()), err)
+                    })?);
+                }
+                declared(listed.iter().flatten().map(|c| u64::from(c.1)).sum())?;
+                Some(listed)
+            }
         };
         if lists.is_some() && !ids.is_empty() {
             if !reader.feed(&std::mem::take(&mut ids)).await? {
@@ -260,14 +285,14 @@ async fn feed_plan(
             }
             pending = 0;
         }
-        if tx.send(e).await.is_err() {
+        if tx.send(Some(e)).await.is_err() {
             return Ok(()); // the writer stopped; its error is the one reported
         }
         pending += 1;
-        if let Some(l) = lists
-            && !reader.feed_lists(&l).await?
-        {
-            return Ok(());
+        for list in lists.into_iter().flatten() {
+            if !reader.feed(&list.iter().map(|c| c.0).collect::<Vec<Id>>()).await? {
+                return Ok(());
+            }
         }
         if ids.len() >= FEED_IDS || pending >= ENTRY_QUEUE / 2 {
             if !reader.feed(&std::mem::take(&mut ids)).await? {
@@ -276,10 +301,27 @@ async fn feed_plan(
             pending = 0;
         }
     }
-    if !ids.is_empty() {
-        reader.feed(&ids).await?;
+    if !ids.is_empty() && !reader.feed(&ids).await? {
+        return Ok(());
     }
+    // the end, said explicitly: a writer that sees the queue close without it stops with an
+    // error instead of finishing a shorter tree or tar stream
+    let _ = tx.send(None).await;
     Ok(())
+}
+
+/// The entries of a plan as the feeder sends them, for a blocking thread.
+pub(super) struct PlanEntries(mpsc::Receiver<Option<Entry>>);
+
+impl PlanEntries {
+    /// The next entry, `None` after the last; an error if the feeder stopped before the end
+    /// (its own error is reported by [`read_plan`] or the copy's commit).
+    pub(super) fn next(&mut self) -> Result<Option<Entry>> {
+        match self.0.blocking_recv() {
+            Some(e) => Ok(e),
+            None => Err(RepoError::WorkerStopped("restore feeder")),
+        }
+    }
 }
 
 /// Runs `consume` on a blocking thread over the plan's entries and their chunks, fetched
@@ -288,7 +330,7 @@ pub(super) async fn read_plan<T: Send + 'static>(
     repo: &Arc<Repository>,
     label: &str,
     plan: Plan,
-    consume: impl FnOnce(mpsc::Receiver<Entry>, Chunks) -> Result<T> + Send + 'static,
+    consume: impl FnOnce(PlanEntries, Chunks) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let (fed, entries, chunks) = spawn_plan_feed(repo, label, plan);
     let consumed = tokio::task::spawn_blocking(move || consume(entries, chunks))
@@ -304,7 +346,7 @@ pub(super) fn spawn_plan_feed(
     repo: &Arc<Repository>,
     label: &str,
     plan: Plan,
-) -> (tokio::task::JoinHandle<Result<()>>, mpsc::Receiver<Entry>, Chunks) {
+) -> (tokio::task::JoinHandle<Result<()>>, PlanEntries, Chunks) {
     let (mut reader, rx) = OrderedReader::new(repo.clone(), label);
     let (tx, entries) = mpsc::channel(ENTRY_QUEUE);
     let plan = PlanReader {
@@ -313,8 +355,9 @@ pub(super) fn spawn_plan_feed(
         firsts: plan.firsts,
         buf: Vec::new(),
     };
-    let task = tokio::spawn(async move { feed_plan(&mut reader, plan, tx).await });
-    (task, entries, Chunks::new(rx))
+    let (label, repo) = (label.to_string(), repo.clone());
+    let task = tokio::spawn(async move { feed_plan(&repo, &mut reader, plan, tx, &label).await });
+    (task, PlanEntries(entries), Chunks::new(rx))
 }
 
 /// Refuses anything under a symlink or outside `target`.
@@ -607,7 +650,7 @@ fn target_err(p: &Path) -> impl Fn(io::Error) -> RepoError + '_ {
 /// memory then holds the directories above the current entry), else at the end.
 fn write_tree(
     target: &Path,
-    mut entries: mpsc::Receiver<Entry>,
+    mut entries: PlanEntries,
     ordered: bool,
     mut chunks: Chunks,
     overwrite: bool,
@@ -616,7 +659,7 @@ fn write_tree(
     let mut r = TreeRestoreReport::default();
     // directories whose metadata is still to be applied, outermost first
     let mut dirs: Vec<(PathBuf, Entry)> = Vec::new();
-    while let Some(e) = entries.blocking_recv() {
+    while let Some(e) = entries.next()? {
         while ordered && dirs.last().is_some_and(|(_, d)| !under(&e.path, &d.path)) {
             if let Some((p, d)) = dirs.pop() {
                 apply_meta(&p, &d, &mut r.warnings);

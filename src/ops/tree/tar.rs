@@ -10,12 +10,10 @@ use std::sync::Arc;
 
 use tar::{EntryType, Header};
 
-use tokio::sync::mpsc;
-
-use super::restore::{Chunks, ContentReader, plan, read_plan};
+use super::restore::{Chunks, ContentReader, PlanEntries, plan, read_plan};
 use crate::format::Id;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Entry, Kind};
+use crate::format::tree::Kind;
 use crate::repo::{Progress, RepoError, Repository, Result};
 
 /// Writes the whole tree of `snap` as a tar stream to `out`; returns the bytes of file data.
@@ -39,14 +37,14 @@ fn out_err(e: io::Error) -> RepoError {
 }
 
 fn write_entries<W: Write>(
-    mut entries: mpsc::Receiver<Entry>,
+    mut entries: PlanEntries,
     mut chunks: Chunks,
     out: W,
     progress: &dyn Progress,
 ) -> Result<u64> {
     let mut b = tar::Builder::new(out);
     let mut bytes = 0;
-    while let Some(e) = entries.blocking_recv() {
+    while let Some(e) = entries.next()? {
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         let mut path = e.path.clone();
         if e.kind() == Kind::Dir {
