@@ -23,8 +23,8 @@ moto_pid=$!
 trap 'kill $moto_pid 2>/dev/null' EXIT
 for _ in $(seq 100); do grep -q "Running on http://" "$OUT/moto.log" && break; sleep 0.2; done
 EP=$(grep -o 'http://127.0.0.1:[0-9]*' "$OUT/moto.log" | head -1)
-curl -sf -X PUT "$EP/b" >/dev/null
-URL="s3://b/repo?endpoint=$EP&region=us-east-1"
+curl -sf -X PUT "$EP/bench" >/dev/null
+URL="s3://bench/repo?endpoint=$EP&region=us-east-1"
 export RCLONE_CONFIG_MOTO_TYPE=s3 RCLONE_CONFIG_MOTO_PROVIDER=Other RCLONE_CONFIG_MOTO_ENDPOINT=$EP \
   RCLONE_CONFIG_MOTO_ACCESS_KEY_ID=bench RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY=bench-secret \
   RCLONE_CONFIG_MOTO_REGION=us-east-1
@@ -35,10 +35,10 @@ if [ -d "$WL/dumps/fc0" ]; then
 else
   src() { head -c "$((MB << 20))" /dev/urandom; }
 fi
-src > "$OUT/stream"
+src > "$OUT/stream" || true # cat ends on a closed pipe once head has enough
 "$BIN" -q -r "$URL" --cache-dir "$OUT/cache" init
 "$BIN" -q -r "$URL" --cache-dir "$OUT/cache" backup --stdin --name s < "$OUT/stream"
-data=$(env -u AWS_CA_BUNDLE rclone size --json moto:b/repo/data | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
+data=$(env -u AWS_CA_BUNDLE rclone size --json moto:bench/repo/data | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
 echo "stream $MB MiB; packs on S3: $(echo "$data/1000000" | bc -l | xargs printf %.1f) MB"
 echo "| run | s | MB/s of packs | peak RSS |"
 echo "|---|---:|---:|---:|"
@@ -56,6 +56,6 @@ for i in 1 2 3; do
   timed "repo restore, empty cache ($i)" "$BIN" -q -r "$URL" --cache-dir "$OUT/cold" restore latest --name s
   timed "repo restore, warm cache ($i)" "$BIN" -q -r "$URL" --cache-dir "$OUT/cache" restore latest --name s
   rm -rf "$OUT/rc"
-  timed "rclone copy data/ ($i)" env -u AWS_CA_BUNDLE rclone copy moto:b/repo/data "$OUT/rc"
+  timed "rclone copy data/ ($i)" env -u AWS_CA_BUNDLE rclone copy moto:bench/repo/data "$OUT/rc"
 done
 "$BIN" -q -r "$URL" --cache-dir "$OUT/cache" restore latest --name s | cmp - "$OUT/stream" && echo "restored bytes identical"
