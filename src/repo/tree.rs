@@ -120,20 +120,7 @@ impl Entries {
 
     /// [`Entries::next`] for a blocking thread of the runtime (a backup's walk).
     pub fn blocking_next(&mut self) -> Result<Option<Entry>> {
-        loop {
-            if let Some(e) = self.decode()? {
-                return Ok(Some(e));
-            }
-            match self.rx.blocking_recv() {
-                Some(group) => self.append(group),
-                None => {
-                    let fed =
-                        self.fed.take().map(|f| tokio::runtime::Handle::current().block_on(f));
-                    self.finish(fed)?;
-                    return Ok(None);
-                }
-            }
-        }
+        tokio::runtime::Handle::current().block_on(self.next())
     }
 }
 
@@ -171,6 +158,12 @@ pub async fn read_entries(
     tree::decode_catalog(&bytes).map_err(|e| RepoError::format(format!("catalog of {label}"), e))
 }
 
+/// The entries (chunk id, length) of the content list `id`; `label` names what needs it.
+pub async fn read_list(repo: &Repository, id: &Id, label: &str) -> Result<Vec<(Id, u32)>> {
+    decode_list(&read_blob(repo, id, label).await?)
+        .map_err(|e| RepoError::format(format!("content list {} of {label}", id.short()), e))
+}
+
 /// Hands `each` every blob the files of a tree snapshot need besides its catalog, a file at a
 /// time: inline chunks, the content lists of large files and the chunks those lists name.
 pub async fn file_blobs(
@@ -187,9 +180,7 @@ pub async fn file_blobs(
             Content::Inline(c) => ids.extend(c.into_iter().map(|c| c.0)),
             Content::Lists(lists) => {
                 for l in lists {
-                    let listed = decode_list(&read_blob(repo, &l, label).await?).map_err(|e| {
-                        RepoError::format(format!("content list {} of {label}", l.short()), e)
-                    })?;
+                    let listed = read_list(repo, &l, label).await?;
                     ids.push(l);
                     ids.extend(listed.into_iter().map(|c| c.0));
                     each(&ids)?;

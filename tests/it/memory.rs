@@ -117,13 +117,7 @@ fn tree_commands_on_100k_files_fit_in_64_mib() {
     const TREE_LIMIT: u64 = 64 << 20;
     let f = Fixture::new();
     let src = tempfile::tempdir().unwrap();
-    for d in 0..100 {
-        let dir = src.path().join(format!("d{d:03}"));
-        std::fs::create_dir(&dir).unwrap();
-        for i in 0..1000 {
-            std::fs::write(dir.join(format!("f{i:04}")), format!("file {d} {i}\n")).unwrap();
-        }
-    }
+    small_file_tree(src.path(), 100, 1000);
     let root = src.path().to_str().unwrap();
     f.run(&["backup", "--name", "t", "--root", root, "."], b"").ok();
     std::fs::write(src.path().join("d050/f0500"), b"changed\n").unwrap();

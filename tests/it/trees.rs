@@ -12,6 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use crate::common::Fixture;
+use crate::common::small_file_tree;
 
 fn sh(script: &str) {
     let o = Command::new("sh").arg("-ec").arg(script).output().expect("sh");
@@ -653,13 +654,7 @@ fn import_of_a_classic_tar_gz_gives_a_tree_snapshot() {
 fn one_changed_file_in_100k_reads_one_and_stores_little_of_the_catalog() {
     let f = Fixture::new();
     let src = tempfile::tempdir().unwrap();
-    for d in 0..100 {
-        let dir = src.path().join(format!("d{d:03}"));
-        std::fs::create_dir(&dir).unwrap();
-        for i in 0..1000 {
-            std::fs::write(dir.join(format!("f{i:04}")), format!("{d} {i}\n")).unwrap();
-        }
-    }
+    small_file_tree(src.path(), 100, 1000);
     let root = src.path().to_str().unwrap();
     let args = ["--json", "backup", "--name", "t", "--root", root, "."];
     let first = f.run(&args, b"").ok().json();

@@ -140,8 +140,7 @@ pub async fn run(
     }
     let start = Instant::now();
     let (parent_id, parent) = parent_files(&repo, &meta.name).await?;
-    let (spool_path, spool) =
-        crate::repo::sorted::unlinked_file(crate::ops::scratch_dir(&repo), "catalog")?;
+    let catalog = Catalog::create(crate::ops::scratch_dir(&repo))?;
     // the walker's counts, kept also when the walk fails (the body's result is the catalog)
     let counts = Arc::new(std::sync::Mutex::new(TreeCounts::default()));
     let c2 = counts.clone();
@@ -155,7 +154,7 @@ pub async fn run(
             links: HashMap::new(),
             queue: vec![],
             queued_bytes: 0,
-            catalog: Catalog::new(spool_path, spool)?,
+            catalog,
             counts,
             cancel: opts.cancel,
             progress: &*progress,
@@ -163,17 +162,10 @@ pub async fn run(
             entries: 0,
         };
         let r = w.walk_all(&rels);
-        let (size, entries) = (w.size, w.entries);
-        *c2.lock().unwrap_or_else(|p| p.into_inner()) = std::mem::take(&mut w.counts);
+        let Walker { catalog, size, entries, counts, .. } = w;
+        *c2.lock().unwrap_or_else(|p| p.into_inner()) = counts;
         r?;
-        let catalog = std::mem::replace(&mut w.catalog, Catalog::closed());
-        drop(w);
-        let (path, catalog) = catalog.into_reader()?;
-        let params = sink.repo().chunker();
-        let lists = match sink.store_stream(catalog, params, &crate::repo::NoProgress) {
-            Err(RepoError::Input(e)) => return Err(super::spool_err(&path, e)),
-            other => other?,
-        };
+        let lists = catalog.store(sink)?;
         Ok(crate::repo::Content { lists, size, chunks: entries })
     };
     let (id, snap, stats) =

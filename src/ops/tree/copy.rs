@@ -27,8 +27,7 @@ pub async fn run(
     let label = crate::ops::snapshot_label(id, snap);
     let plan = plan(&src, snap, &label, &[], |_| Ok(())).await?;
     let n = plan.entries;
-    let (spool_path, spool) =
-        crate::repo::sorted::unlinked_file(crate::ops::scratch_dir(&dst), "catalog")?;
+    let mut catalog = Catalog::create(crate::ops::scratch_dir(&dst))?;
     // the source is read concurrently with the body that stores it
     let (fed, mut entries, mut chunks) = spawn_plan_feed(&src, &label, plan);
     let size = snap.size;
@@ -39,7 +38,6 @@ pub async fn run(
             SnapshotKind::Streams => sink.repo().chunker(),
             _ => sink.repo().chunker().for_tree_files(),
         };
-        let mut catalog = Catalog::new(spool_path, spool)?;
         while let Some(mut e) = entries.next()? {
             if e.kind() == Kind::File {
                 let mut data = ContentReader::new(&e, &mut chunks, false, &NoProgress);
@@ -51,11 +49,7 @@ pub async fn run(
             }
             catalog.add(&e)?;
         }
-        let (path, catalog) = catalog.into_reader()?;
-        let lists = match sink.store_stream(catalog, sink.repo().chunker(), &NoProgress) {
-            Err(RepoError::Input(e)) => return Err(super::spool_err(&path, e)),
-            other => other?,
-        };
+        let lists = catalog.store(sink)?;
         Ok(crate::repo::Content { lists, size, chunks: n })
     };
     // everything must have come from the source before the copy may commit

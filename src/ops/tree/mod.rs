@@ -40,22 +40,20 @@ pub(super) fn spool_err(path: &Path, e: io::Error) -> RepoError {
     RepoError::Cache { path: path.display().to_string(), reason: format!("catalog spool: {e}") }
 }
 
-/// The new catalog, written to an unlinked temporary file as the walk goes.
+/// A new catalog, written to an unlinked temporary file as it grows, then stored.
 pub(super) struct Catalog {
     path: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: BufWriter<File>,
     scratch: Vec<u8>,
 }
 
 impl Catalog {
-    pub(super) fn new(path: PathBuf, file: File) -> Result<Catalog> {
+    /// An empty catalog (its header only) in a temporary file under `dir`.
+    pub(super) fn create(dir: &Path) -> Result<Catalog> {
+        let (path, file) = crate::repo::sorted::unlinked_file(dir, "catalog")?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&catalog_header()).map_err(|e| spool_err(&path, e))?;
-        Ok(Catalog { path, out: Some(out), scratch: Vec::new() })
-    }
-
-    pub(super) fn closed() -> Catalog {
-        Catalog { path: PathBuf::new(), out: None, scratch: Vec::new() }
+        Ok(Catalog { path, out, scratch: Vec::new() })
     }
 
     pub(super) fn add(&mut self, e: &Entry) -> Result<()> {
@@ -64,15 +62,24 @@ impl Catalog {
             path: String::from_utf8_lossy(&e.path).into_owned(),
             reason: err.to_string(),
         })?;
-        let out = self.out.as_mut().ok_or(RepoError::WorkerStopped("catalog spool"))?;
-        out.write_all(&self.scratch).map_err(|err| spool_err(&self.path, err))
+        self.out.write_all(&self.scratch).map_err(|err| spool_err(&self.path, err))
     }
 
     /// The catalog written, from its start.
-    pub(super) fn into_reader(mut self) -> Result<(PathBuf, BufReader<File>)> {
-        let out = self.out.take().ok_or(RepoError::WorkerStopped("catalog spool"))?;
-        let mut file = out.into_inner().map_err(|e| spool_err(&self.path, e.into_error()))?;
-        file.rewind().map_err(|e| spool_err(&self.path, e))?;
-        Ok((self.path, BufReader::with_capacity(1 << 20, file)))
+    pub(super) fn into_reader(self) -> Result<(PathBuf, BufReader<File>)> {
+        let path = self.path;
+        let mut file = self.out.into_inner().map_err(|e| spool_err(&path, e.into_error()))?;
+        file.rewind().map_err(|e| spool_err(&path, e))?;
+        Ok((path, BufReader::with_capacity(1 << 20, file)))
+    }
+
+    /// Stores the catalog as a stream with the repository's chunker; its content lists.
+    pub(super) fn store(self, sink: &mut ChunkSink) -> Result<Vec<Id>> {
+        let (path, catalog) = self.into_reader()?;
+        let params = sink.repo().chunker();
+        match sink.store_stream(catalog, params, &crate::repo::NoProgress) {
+            Err(RepoError::Input(e)) => Err(spool_err(&path, e)),
+            other => other,
+        }
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -124,7 +124,7 @@ pub async fn list(
 /// checked and a tree of millions of files is not held in memory.
 pub(super) struct Plan {
     path: PathBuf,
-    file: fs::File,
+    input: BufReader<fs::File>,
     /// Entries selected.
     pub(super) entries: u64,
     /// The selected entries are in walk order (a backup's catalog; not an imported tar's), so a
@@ -150,14 +150,11 @@ pub(super) async fn plan(
     mut check: impl FnMut(&Entry) -> Result<()>,
 ) -> Result<Plan> {
     let included = |p: &[u8]| include.is_empty() || include.iter().any(|i| under(p, i));
-    let (path, file) =
-        crate::repo::sorted::unlinked_file(crate::ops::scratch_dir(repo), "restore")?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out = super::Catalog::create(crate::ops::scratch_dir(repo))?;
     let mut entries = Entries::open(repo, snap, label)?;
     let (mut n, mut ordered) = (0, true);
     let mut last: Option<Vec<u8>> = None;
     let mut firsts: HashMap<Vec<u8>, Option<Entry>> = HashMap::new();
-    let mut buf = Vec::new();
     while let Some(e) = entries.next().await? {
         if !included(&e.path) {
             continue;
@@ -168,10 +165,7 @@ pub(super) async fn plan(
             firsts.entry(e.link.clone()).or_default();
         }
         ordered &= last.as_ref().is_none_or(|l| walk_order(l, &e.path).is_lt());
-        buf.clear();
-        e.encode_into(&mut buf)
-            .map_err(|err| RepoError::format(format!("catalog of {label}"), err))?;
-        out.write_all(&buf).map_err(|err| plan_err(&path, err))?;
+        out.add(&e)?;
         last = Some(e.path);
         n += 1;
     }
@@ -191,9 +185,11 @@ pub(super) async fn plan(
             });
         }
     }
-    let mut file = out.into_inner().map_err(|err| plan_err(&path, err.into_error()))?;
-    file.rewind().map_err(|err| plan_err(&path, err))?;
-    Ok(Plan { path, file, entries: n, ordered, firsts })
+    let (path, mut input) = out.into_reader()?;
+    // the spool is a catalog: its header first
+    let mut header = [0u8; crate::format::tree::CATALOG_HEADER_LEN];
+    input.read_exact(&mut header).map_err(|err| plan_err(&path, err))?;
+    Ok(Plan { path, input, entries: n, ordered, firsts })
 }
 
 /// Reads a plan's entries back, in order, turning links to a left-out first name into files.
@@ -212,14 +208,13 @@ impl PlanReader {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(plan_err(&self.path, e)),
         }
-        self.buf.clear();
-        self.buf.extend_from_slice(&len);
         let n = u32::from_le_bytes(len) as usize;
-        self.buf.resize(4 + n, 0);
-        self.input.read_exact(&mut self.buf[4..]).map_err(|e| plan_err(&self.path, e))?;
-        let (mut e, _) = crate::format::tree::next_entry(&self.buf)
-            .map_err(|e| plan_err(&self.path, e))?
-            .ok_or_else(|| plan_err(&self.path, "entry cut short"))?;
+        if n > crate::format::tree::MAX_ENTRY {
+            return Err(plan_err(&self.path, "entry length out of bounds"));
+        }
+        self.buf.resize(n, 0);
+        self.input.read_exact(&mut self.buf).map_err(|e| plan_err(&self.path, e))?;
+        let mut e = Entry::decode(&self.buf).map_err(|e| plan_err(&self.path, e))?;
         if e.kind() == Kind::Hardlink
             && let Some(first) = self.firsts.get(&e.link)
         {
@@ -270,10 +265,7 @@ async fn feed_plan(
             Content::Lists(l) => {
                 let mut listed = Vec::with_capacity(l.len());
                 for id in l {
-                    let data = crate::repo::read_blob(repo, id, label).await?;
-                    listed.push(crate::format::stream::decode_list(&data).map_err(|err| {
-                        RepoError::format(format!("content list {} of {label}", id.short()), err)
-                    })?);
+                    listed.push(crate::repo::tree::read_list(repo, id, label).await?);
                 }
                 declared(listed.iter().flatten().map(|c| u64::from(c.1)).sum())?;
                 Some(listed)
@@ -349,12 +341,8 @@ pub(super) fn spawn_plan_feed(
 ) -> (tokio::task::JoinHandle<Result<()>>, PlanEntries, Chunks) {
     let (mut reader, rx) = OrderedReader::new(repo.clone(), label);
     let (tx, entries) = mpsc::channel(ENTRY_QUEUE);
-    let plan = PlanReader {
-        path: plan.path,
-        input: BufReader::with_capacity(1 << 20, plan.file),
-        firsts: plan.firsts,
-        buf: Vec::new(),
-    };
+    let plan =
+        PlanReader { path: plan.path, input: plan.input, firsts: plan.firsts, buf: Vec::new() };
     let (label, repo) = (label.to_string(), repo.clone());
     let task = tokio::spawn(async move { feed_plan(&repo, &mut reader, plan, tx, &label).await });
     (task, PlanEntries(entries), Chunks::new(rx))

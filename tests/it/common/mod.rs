@@ -165,3 +165,15 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     v.truncate(len);
     v
 }
+
+/// `dirs` directories `d000`… under `root`, each with `per_dir` one-line files `f0000`…
+/// holding "file D I\n".
+pub fn small_file_tree(root: &std::path::Path, dirs: usize, per_dir: usize) {
+    for d in 0..dirs {
+        let dir = root.join(format!("d{d:03}"));
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0..per_dir {
+            std::fs::write(dir.join(format!("f{i:04}")), format!("file {d} {i}\n")).unwrap();
+        }
+    }
+}
