@@ -7,6 +7,7 @@
 //! (redb allows one writer process), this process builds a private temporary cache instead
 //! of waiting, so concurrent backups never block each other.
 
+use futures::StreamExt;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -41,6 +42,9 @@ const PAGE_CACHE_BYTES: usize = 4 << 20;
 /// leaf it touches: in key order, a dense slice shares leaves, and a sparse one (few new
 /// entries in a large table) touches at most one 4 KiB leaf per entry, 32 MiB.
 const INGEST_SLICE: usize = 8192;
+/// Index files fetched at once while syncing (a fresh pod on S3 waits on round trips, not
+/// bandwidth, for small files); each is at most [`super::INDEX_FILE_BLOBS`] entries decoded.
+const INDEX_LOADS_IN_FLIGHT: usize = 4;
 
 fn create_db(path: &Path) -> std::result::Result<Database, DatabaseError> {
     Database::builder().set_cache_size(PAGE_CACHE_BYTES).create(path)
@@ -212,8 +216,15 @@ impl IndexCache {
 
     /// A write transaction; without fsync for a temporary cache (it dies with the process).
     fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        self.begin_write_as(!self.temporary)
+    }
+
+    /// A write transaction that is made durable (fsync) on commit only if `durable`: a
+    /// non-durable commit is visible to later transactions, and made durable by the next
+    /// durable one, or lost in a crash before it.
+    fn begin_write_as(&self, durable: bool) -> Result<redb::WriteTransaction> {
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        if self.temporary {
+        if !durable {
             tx.set_durability(redb::Durability::None).map_err(|e| self.err(e))?;
         }
         Ok(tx)
@@ -276,13 +287,17 @@ impl IndexCache {
         }
         let mut skipped = Vec::new();
         let mut taken = Taken::new(self.scratch());
-        for id in names.iter().filter(|n| !have.contains(&n.to_hex())) {
-            match load_index_file(repo, id).await {
+        let new = names.into_iter().filter(|n| !have.contains(&n.to_hex()));
+        let mut loads = futures::stream::iter(new)
+            .map(|id| async move { (id, load_index_file(repo, &id).await) })
+            .buffered(INDEX_LOADS_IN_FLIGHT);
+        while let Some((id, r)) = loads.next().await {
+            match r {
                 Ok(f) => taken.add(id.to_hex(), &f)?,
                 Err(RepoError::Backend(e)) if e.is_not_found() => {} // removed meanwhile by a prune
                 Err(e) => {
                     self.warn(format!("{e}; its entries are ignored (run `repo check`)"));
-                    skipped.push(Unreadable { object: paths::index(id), error: e.to_string() });
+                    skipped.push(Unreadable { object: paths::index(&id), error: e.to_string() });
                 }
             }
         }
@@ -327,25 +342,35 @@ impl IndexCache {
     /// file is simply taken in again (inserts are idempotent).
     fn record(&self, taken: Taken) -> Result<()> {
         let mut sorted = taken.entries.into_sorted()?.peekable();
+        // a fresh pod's cache starts empty: then no entry can be there already
+        let empty = {
+            let read = self.db.begin_read().map_err(|e| self.err(e))?;
+            match read.open_table(BLOBS) {
+                Ok(t) => t.is_empty().map_err(|e| self.err(e))?,
+                Err(redb::TableError::TableDoesNotExist(_)) => true,
+                Err(e) => return Err(self.err(e)),
+            }
+        };
         while sorted.peek().is_some() {
-            let tx = self.begin_write()?;
+            // slices are not synced one by one: the names' commit below makes them durable
+            // (a crash before it loses entries whose files are then taken in again)
+            let tx = self.begin_write_as(false)?;
             {
                 let mut blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
                 for r in sorted.by_ref().take(INGEST_SLICE) {
                     let (k, v) = r?;
                     // an entry the cache has already (prune's rewritten index files repeat
                     // every entry that stays) costs a read, not a rewritten leaf
-                    let same = blobs.get(&k[..]).map_err(|e| self.err(e))?;
-                    if same.is_some_and(|s| s.value() == &v[..]) {
-                        continue;
+                    if !empty {
+                        let same = blobs.get(&k[..]).map_err(|e| self.err(e))?;
+                        if same.is_some_and(|s| s.value() == &v[..]) {
+                            continue;
+                        }
                     }
                     blobs.insert(&k[..], &v[..]).map_err(|e| self.err(e))?;
                 }
             }
             tx.commit().map_err(|e| self.err(e))?;
-        }
-        if taken.files.is_empty() {
-            return Ok(());
         }
         let tx = self.begin_write()?;
         {

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use super::{RepoError, Result};
 
-/// Bytes of records held in memory before a run is spilled (about twice this in RSS, with
-/// the allocations' overhead).
+/// Bytes of records held in memory before a run is spilled (keys and values, plus 24 bytes
+/// of bookkeeping each).
 const RUN_BYTES: usize = 16 << 20;
 
 /// One record: key and value.
@@ -25,9 +25,65 @@ pub type Record = (Vec<u8>, Vec<u8>);
 /// Gathers records, then yields them in key order (equal keys in no particular order).
 pub struct Sorter {
     dir: PathBuf,
-    buf: Vec<Record>,
-    buf_bytes: usize,
+    mem: Arena,
     runs: Vec<(PathBuf, File)>,
+}
+
+/// Records held in memory: their bytes back to back in one buffer (millions of small
+/// records would otherwise be two allocations each), sorted through a table of slots.
+#[derive(Default)]
+struct Arena {
+    bytes: Vec<u8>,
+    slots: Vec<Slot>,
+}
+
+/// Where a record lies in [`Arena::bytes`], with its key's first eight bytes (big-endian,
+/// zero-padded) so that most comparisons touch only the slot table.
+#[derive(Clone, Copy)]
+struct Slot {
+    prefix: u64,
+    start: u32,
+    key_len: u32,
+    value_len: u32,
+}
+
+impl Arena {
+    fn size(&self) -> usize {
+        self.bytes.len() + self.slots.len() * std::mem::size_of::<Slot>()
+    }
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        let mut p = [0u8; 8];
+        let n = key.len().min(8);
+        p[..n].copy_from_slice(&key[..n]);
+        // a run is spilled before its buffer passes RUN_BYTES, so offsets fit in u32 unless
+        // one record is gigabytes long, which no caller makes
+        self.slots.push(Slot {
+            prefix: u64::from_be_bytes(p),
+            start: self.bytes.len() as u32,
+            key_len: key.len() as u32,
+            value_len: value.len() as u32,
+        });
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
+    }
+    fn parts(&self, s: &Slot) -> (&[u8], &[u8]) {
+        let k = s.start as usize;
+        let v = k + s.key_len as usize;
+        (&self.bytes[k..v], &self.bytes[v..v + s.value_len as usize])
+    }
+    /// Sorts by (key, value) and drops exact repeats (a chunk named by many lists).
+    fn sort(&mut self) {
+        let mut slots = std::mem::take(&mut self.slots);
+        slots.sort_unstable_by(|a, b| {
+            a.prefix.cmp(&b.prefix).then_with(|| self.parts(a).cmp(&self.parts(b)))
+        });
+        slots.dedup_by(|a, b| a.prefix == b.prefix && self.parts(a) == self.parts(b));
+        self.slots = slots;
+    }
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.slots.clear();
+    }
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> RepoError {
@@ -54,36 +110,38 @@ pub fn unlinked_file(dir: &Path, what: &str) -> Result<(PathBuf, File)> {
 impl Sorter {
     /// A sorter whose run files go under `dir`.
     pub fn new(dir: &Path) -> Sorter {
-        Sorter { dir: dir.to_path_buf(), buf: Vec::new(), buf_bytes: 0, runs: Vec::new() }
+        Sorter { dir: dir.to_path_buf(), mem: Arena::default(), runs: Vec::new() }
     }
 
     /// Adds a record; spills a sorted run to disk when the memory bound is reached.
     pub fn push(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
-        self.buf_bytes += key.len() + value.len() + 64;
-        self.buf.push((key, value));
-        if self.buf_bytes >= RUN_BYTES {
+        self.push_parts(&key, &value)
+    }
+
+    /// Adds a record given as borrowed parts (see [`Sorter::push`]).
+    pub fn push_parts(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        if self.mem.size() + key.len() + value.len() > RUN_BYTES && !self.mem.slots.is_empty() {
             self.spill()?;
         }
+        if self.mem.bytes.capacity() == 0 {
+            self.mem.bytes.reserve(RUN_BYTES.min(1 << 20));
+        }
+        self.mem.push(key, value);
         Ok(())
     }
 
-    /// Records pushed so far that are still in memory, plus those spilled.
+    /// True if no record was pushed.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty() && self.runs.is_empty()
-    }
-
-    /// Sorts the records in memory and drops exact repeats (a chunk named by many lists).
-    fn sort_buf(&mut self) {
-        self.buf.sort_unstable();
-        self.buf.dedup();
+        self.mem.slots.is_empty() && self.runs.is_empty()
     }
 
     fn spill(&mut self) -> Result<()> {
-        self.sort_buf();
+        self.mem.sort();
         let (path, file) = unlinked_file(&self.dir, "run")?;
         let mut w = BufWriter::new(file);
-        for (k, v) in self.buf.drain(..) {
-            for part in [&k, &v] {
+        for slot in &self.mem.slots {
+            let (k, v) = self.mem.parts(slot);
+            for part in [k, v] {
                 w.write_all(&(part.len() as u32).to_le_bytes()).map_err(|e| err(&path, e))?;
                 w.write_all(part).map_err(|e| err(&path, e))?;
             }
@@ -91,15 +149,14 @@ impl Sorter {
         let mut file = w.into_inner().map_err(|e| err(&path, e.error()))?;
         std::io::Seek::rewind(&mut file).map_err(|e| err(&path, e))?;
         self.runs.push((path, file));
-        self.buf_bytes = 0;
+        self.mem.clear();
         Ok(())
     }
 
     /// Every record in key order.
     pub fn into_sorted(mut self) -> Result<Sorted> {
-        self.sort_buf();
-        let mut sources: Vec<Source> =
-            vec![Source::Memory(std::mem::take(&mut self.buf).into_iter())];
+        self.mem.sort();
+        let mut sources: Vec<Source> = vec![Source::Memory(std::mem::take(&mut self.mem), 0)];
         for (path, file) in self.runs.drain(..) {
             sources.push(Source::Run(path, BufReader::new(file)));
         }
@@ -114,14 +171,20 @@ impl Sorter {
 }
 
 enum Source {
-    Memory(std::vec::IntoIter<Record>),
+    /// Sorted records in memory, and the next one to yield.
+    Memory(Arena, usize),
     Run(PathBuf, BufReader<File>),
 }
 
 impl Source {
     fn next(&mut self) -> Result<Option<Record>> {
         match self {
-            Source::Memory(it) => Ok(it.next()),
+            Source::Memory(a, next) => {
+                let Some(slot) = a.slots.get(*next) else { return Ok(None) };
+                *next += 1;
+                let (k, v) = a.parts(slot);
+                Ok(Some((k.to_vec(), v.to_vec())))
+            }
             Source::Run(path, r) => {
                 let mut read_part = |first: bool| -> Result<Option<Vec<u8>>> {
                     let mut len = [0u8; 4];
@@ -182,7 +245,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Sorter::new(dir.path());
         // enough records for several runs; keys in a scrambled order, some repeated
-        let n = 3 * RUN_BYTES / 80;
+        let n = 3 * RUN_BYTES / 34;
         let key = |i: usize| ((i * 7919) % n).to_be_bytes().to_vec();
         for i in 0..n {
             s.push(key(i), vec![i as u8; i % 3]).unwrap();
