@@ -10,12 +10,19 @@ fn main() {
 /// Pack buffers are many MiB and short-lived. glibc raises its mmap threshold after freeing
 /// such a block, after which they come from per-thread heaps that fragment: resident memory
 /// then grew with the stream size (149 MiB for 4 GiB instead of ~90). A fixed threshold keeps
-/// large buffers in their own mappings, returned to the system when freed.
+/// large buffers in their own mappings, returned to the system when freed. Smaller blocks
+/// (chunks of up to 1 MiB, decoded by the thousand in a restore) come and go from the heaps
+/// at a high rate: trimming a heap as soon as 128 KiB at its top are free (the default) made
+/// the kernel fault and zero the same pages again and again: a quarter of a restore's time
+/// from S3, half of it from local disk. Heaps now keep up to 16 MiB free at their top, at
+/// most 4 × 16 MiB more resident memory (measured: restore of 4 GiB 3.8 → 2.2 s, peak RSS
+/// 79 → 107 MiB; 32 MiB gave 2.0 s and 141 MiB).
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 4);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
     }
 }

@@ -1,12 +1,12 @@
 //! The stream reader: restores a snapshot in order, with read-ahead.
 //!
 //! Consecutive chunks stored near each other (gaps up to `GROUP_GAP`) in one pack are fetched
-//! with one range read (a group: at most `GROUP_BYTES` both stored and decompressed); `READ_AHEAD`
-//! groups are
-//! fetched and decoded concurrently (decoding on blocking threads, so both cores work) and
-//! written strictly in order by a writer thread. Deltas need their base chunks: the bases of
-//! each window of `BASE_WINDOW` chunks are fetched first (grouped the same way) into a cache
-//! of at most `BASE_CACHE_ENTRIES` chunks. Memory: about
+//! with one range read (a group: at most `GROUP_BYTES` both stored and decompressed);
+//! `READ_AHEAD` groups are fetched and decoded concurrently (decoding on blocking threads, so
+//! both cores work) and written strictly in order by a writer thread. Deltas need their base
+//! chunks: the bases of each window of `BASE_WINDOW` chunks are fetched (grouped the same way)
+//! into a cache of at most `BASE_CACHE_ENTRIES` chunks before the window's first group, while
+//! the previous window's last groups are still in flight. Memory: about
 //! `(READ_AHEAD + WRITE_QUEUE + 1) × 2 × GROUP_BYTES` plus the base cache plus one maximal
 //! chunk, whatever the stream size or compression ratio.
 
@@ -28,10 +28,10 @@ use crate::format::pack::MAX_DELTA_DEPTH;
 use crate::format::snapshot::Snapshot;
 use crate::format::stream::decode_list;
 
-const GROUP_BYTES: u64 = 4 << 20;
+const GROUP_BYTES: u64 = 8 << 20;
 /// Chunks in one pack separated by at most this many unneeded bytes share one read.
 const GROUP_GAP: u64 = 256 << 10;
-const READ_AHEAD: usize = 8;
+const READ_AHEAD: usize = 4;
 const WRITE_QUEUE: usize = 2;
 
 /// What a restore read: the totals a stream restore checks against its snapshot.
@@ -254,6 +254,53 @@ fn group(entries: Vec<(Id, BlobRef)>) -> Vec<Group> {
     out
 }
 
+/// Reads the bases the deltas among `window` need, with the same grouped range reads as
+/// the stream itself (bases of neighbouring chunks lie near each other in older packs),
+/// into the base cache. Best effort: a base not fetched here is read on its own later.
+async fn prefetch_bases(
+    repo: &Arc<Repository>,
+    ciphers: &Arc<PackCiphers>,
+    window: &[(Id, BlobRef)],
+) {
+    let mut bases: Vec<Id> = window.iter().filter_map(|(_, r)| r.loc.base).collect();
+    bases.sort();
+    bases.dedup();
+    {
+        let mut cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
+        bases.retain(|b| !cache.contains_key(b));
+        if cache.len() + bases.len() > BASE_CACHE_ENTRIES {
+            cache.clear();
+        }
+    }
+    if bases.is_empty() {
+        return;
+    }
+    let Ok(refs) = repo.index.lookup_many(&bases) else { return };
+    let mut full: Vec<(Id, BlobRef)> = bases
+        .into_iter()
+        .zip(refs)
+        .filter_map(|(b, r)| r.filter(|r| r.loc.base.is_none()).map(|r| (b, r)))
+        .collect();
+    full.sort_by_key(|(_, r)| (r.pack, r.loc.offset));
+    let fetched: Vec<_> = stream::iter(group(full))
+        .map(|g| {
+            let ids: Vec<Id> = g.items.iter().map(|(id, _)| *id).collect();
+            let f = fetch_group_once(repo.clone(), ciphers.clone(), g);
+            async move { (ids, f.await) }
+        })
+        .buffer_unordered(READ_AHEAD)
+        .collect()
+        .await;
+    let mut cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
+    for (ids, got) in fetched {
+        if let Ok(data) = got {
+            for (id, d) in ids.into_iter().zip(data) {
+                cache.insert(id, Arc::new(d));
+            }
+        }
+    }
+}
+
 /// Fetches and decodes a group with one range read; if that fails, each of its chunks from
 /// another copy ([`read_other_copy`]).
 async fn fetch_group(
@@ -387,64 +434,32 @@ impl OrderedReader {
                 })?;
                 located.push((*id, r));
             }
-            for window in located.chunks(BASE_WINDOW) {
-                self.prefetch_bases(window).await;
-                let mut chunks = stream::iter(group(window.to_vec()))
-                    .map(|g| fetch_group(self.repo.clone(), self.ciphers.clone(), g))
-                    .buffered(READ_AHEAD);
-                while let Some(decoded) = chunks.try_next().await? {
-                    self.stats.bytes += decoded.iter().map(|c| c.len() as u64).sum::<u64>();
-                    self.stats.chunks += decoded.len() as u64;
-                    if self.tx.send(decoded).await.is_err() {
-                        return Ok(false);
+            // one read-ahead across the windows: a window's bases are fetched when its first
+            // group is due, while the previous window's groups are still in flight
+            let windows: Vec<Vec<(Id, BlobRef)>> =
+                located.chunks(BASE_WINDOW).map(<[_]>::to_vec).collect();
+            let (repo, ciphers) = (self.repo.clone(), self.ciphers.clone());
+            let chunks = stream::iter(windows)
+                .then(move |window| {
+                    let (repo, ciphers) = (repo.clone(), ciphers.clone());
+                    async move {
+                        prefetch_bases(&repo, &ciphers, &window).await;
+                        stream::iter(group(window))
                     }
+                })
+                .flatten()
+                .map(|g| fetch_group(self.repo.clone(), self.ciphers.clone(), g))
+                .buffered(READ_AHEAD);
+            let mut chunks = std::pin::pin!(chunks);
+            while let Some(decoded) = chunks.try_next().await? {
+                self.stats.bytes += decoded.iter().map(|c| c.len() as u64).sum::<u64>();
+                self.stats.chunks += decoded.len() as u64;
+                if self.tx.send(decoded).await.is_err() {
+                    return Ok(false);
                 }
             }
         }
         Ok(true)
-    }
-
-    /// Reads the bases the deltas among `window` need, with the same grouped range reads as
-    /// the stream itself (bases of neighbouring chunks lie near each other in older packs),
-    /// into the base cache. Best effort: a base not fetched here is read on its own later.
-    async fn prefetch_bases(&self, window: &[(Id, BlobRef)]) {
-        let mut bases: Vec<Id> = window.iter().filter_map(|(_, r)| r.loc.base).collect();
-        bases.sort();
-        bases.dedup();
-        {
-            let mut cache = self.ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
-            bases.retain(|b| !cache.contains_key(b));
-            if cache.len() + bases.len() > BASE_CACHE_ENTRIES {
-                cache.clear();
-            }
-        }
-        if bases.is_empty() {
-            return;
-        }
-        let Ok(refs) = self.repo.index.lookup_many(&bases) else { return };
-        let mut full: Vec<(Id, BlobRef)> = bases
-            .into_iter()
-            .zip(refs)
-            .filter_map(|(b, r)| r.filter(|r| r.loc.base.is_none()).map(|r| (b, r)))
-            .collect();
-        full.sort_by_key(|(_, r)| (r.pack, r.loc.offset));
-        let fetched: Vec<_> = stream::iter(group(full))
-            .map(|g| {
-                let ids: Vec<Id> = g.items.iter().map(|(id, _)| *id).collect();
-                let f = fetch_group_once(self.repo.clone(), self.ciphers.clone(), g);
-                async move { (ids, f.await) }
-            })
-            .buffer_unordered(READ_AHEAD)
-            .collect()
-            .await;
-        let mut cache = self.ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
-        for (ids, got) in fetched {
-            if let Ok(data) = got {
-                for (id, d) in ids.into_iter().zip(data) {
-                    cache.insert(id, Arc::new(d));
-                }
-            }
-        }
     }
 }
 
