@@ -12,7 +12,8 @@
 #   of the oldest `db` snapshot and prune (a quarter of the packs deleted), check again.
 #
 # Usage: SIZES="1000000 10000000" bash benches/scale.sh   (10 M chunks need about 4 GB of
-# disk; REPO_BIN=… runs the commands with another build; OUT=… keeps the work directory)
+# disk; REPO_BIN=… runs the commands with another build; KEEP=1 keeps the repositories, after
+# the prune, under OUT=…)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SIZES=${SIZES:-"1000000"}
@@ -20,7 +21,7 @@ SIZES=${SIZES:-"1000000"}
 BIN=${REPO_BIN:-$ROOT/target/release/repo}
 EX=$ROOT/target/release/examples
 OUT=${OUT:-$(mktemp -d /tmp/repo-scale.XXXXXX)}
-trap 'rm -rf "$OUT"' EXIT
+[ -n "${KEEP:-}" ] || trap 'rm -rf "$OUT"' EXIT
 export REPO_PASSWORD=scale
 t() { local what=$1; shift; /usr/bin/time -f "$what: %e s, peak RSS %M KB" "$@"; }
 
@@ -50,5 +51,5 @@ for n in $SIZES; do
   "$BIN" -q forget "$oldest"
   t "prune" "$BIN" -q prune
   t "check after prune" "$BIN" -q check
-  rm -rf "$W"
+  [ -n "${KEEP:-}" ] || rm -rf "$W"
 done

@@ -216,15 +216,8 @@ impl IndexCache {
 
     /// A write transaction; without fsync for a temporary cache (it dies with the process).
     fn begin_write(&self) -> Result<redb::WriteTransaction> {
-        self.begin_write_as(!self.temporary)
-    }
-
-    /// A write transaction that is made durable (fsync) on commit only if `durable`: a
-    /// non-durable commit is visible to later transactions, and made durable by the next
-    /// durable one, or lost in a crash before it.
-    fn begin_write_as(&self, durable: bool) -> Result<redb::WriteTransaction> {
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        if !durable {
+        if self.temporary {
             tx.set_durability(redb::Durability::None).map_err(|e| self.err(e))?;
         }
         Ok(tx)
@@ -352,9 +345,7 @@ impl IndexCache {
             }
         };
         while sorted.peek().is_some() {
-            // slices are not synced one by one: the names' commit below makes them durable
-            // (a crash before it loses entries whose files are then taken in again)
-            let tx = self.begin_write_as(false)?;
+            let tx = self.begin_write()?;
             {
                 let mut blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
                 for r in sorted.by_ref().take(INGEST_SLICE) {
@@ -371,6 +362,9 @@ impl IndexCache {
                 }
             }
             tx.commit().map_err(|e| self.err(e))?;
+        }
+        if taken.files.is_empty() {
+            return Ok(());
         }
         let tx = self.begin_write()?;
         {
