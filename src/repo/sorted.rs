@@ -260,6 +260,26 @@ mod tests {
     }
 
     #[test]
+    fn keys_sharing_their_first_eight_bytes_sort_by_the_rest() {
+        // the slot's 8-byte prefix decides most comparisons: short keys (zero-padded),
+        // embedded zero bytes and keys equal in their first eight bytes must still come out
+        // in plain byte order, as they would from a sort of the whole keys
+        let keys: Vec<&[u8]> = vec![
+            b"abcdefgh1", b"a", b"abcdefgh", b"a\0", b"", b"abcdefgh0", b"a\0b", b"b", b"ab",
+            b"abcdefgh\0", b"\0", b"abcdefgi",
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Sorter::new(dir.path());
+        for k in &keys {
+            s.push_parts(k, b"v").unwrap();
+        }
+        let out: Vec<Vec<u8>> = s.into_sorted().unwrap().map(|r| r.unwrap().0).collect();
+        let mut want: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+        want.sort();
+        assert_eq!(out, want);
+    }
+
+    #[test]
     fn exact_repeats_within_a_run_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Sorter::new(dir.path());
