@@ -265,8 +265,18 @@ mod tests {
         // embedded zero bytes and keys equal in their first eight bytes must still come out
         // in plain byte order, as they would from a sort of the whole keys
         let keys: Vec<&[u8]> = vec![
-            b"abcdefgh1", b"a", b"abcdefgh", b"a\0", b"", b"abcdefgh0", b"a\0b", b"b", b"ab",
-            b"abcdefgh\0", b"\0", b"abcdefgi",
+            b"abcdefgh1",
+            b"a",
+            b"abcdefgh",
+            b"a\0",
+            b"",
+            b"abcdefgh0",
+            b"a\0b",
+            b"b",
+            b"ab",
+            b"abcdefgh\0",
+            b"\0",
+            b"abcdefgi",
         ];
         let dir = tempfile::tempdir().unwrap();
         let mut s = Sorter::new(dir.path());
