@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# cold-open-s3.sh - a fresh pod opening a large repository on S3: `repo snapshots` with an
-# empty cache (list and fetch every index file, build the cache) against `rclone copy` of the
-# same index files from the same moto_server on 127.0.0.1.
+# cold-open-s3.sh - a fresh pod opening a large repository on S3: `repo stats` with an empty
+# cache (list and fetch every index file, build the cache, as a first backup or restore does)
+# against `rclone copy` of the same index files from the same moto_server on 127.0.0.1.
 #
 # REPO_DIR is an existing local repository (e.g. one benches/scale.sh or
 # examples/synth_repo.rs built, with OUT=… to keep it); everything but data/ is uploaded,
@@ -43,10 +43,10 @@ timed() {
 for i in 1 2 3; do
   for b in "${BINS[@]}"; do
     rm -rf "$OUT/cache"
-    timed "$(basename "$b"): snapshots, empty cache ($i)" \
-      "$b" -q -r "$URL" --cache-dir "$OUT/cache" snapshots
-    timed "$(basename "$b"): snapshots, warm cache ($i)" \
-      "$b" -q -r "$URL" --cache-dir "$OUT/cache" snapshots
+    timed "$(basename "$b"): stats, empty cache ($i)" \
+      "$b" -q -r "$URL" --cache-dir "$OUT/cache" stats
+    timed "$(basename "$b"): stats, warm cache ($i)" \
+      "$b" -q -r "$URL" --cache-dir "$OUT/cache" stats
   done
   rm -rf "$OUT/rc"
   timed "rclone copy index/ ($i)" env -u AWS_CA_BUNDLE rclone copy moto:bench/repo/index "$OUT/rc"

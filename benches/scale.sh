@@ -6,7 +6,8 @@
 # four snapshots of the name `db`, N/4 distinct 64-byte chunks each, written by the backup
 # pipeline without the chunker) plus one real 1 MiB stream `tiny` copied to 10,000 snapshots
 # (examples/many_snapshots.rs). Then, with the release binary:
-#   snapshots (warm cache), snapshots with an empty cache (the cache build of a fresh pod),
+#   snapshots (warm cache), snapshots and stats with an empty cache (stats builds the cache,
+#   as a fresh pod's first backup or restore does),
 #   backup --stdin of 1 MiB (open for backup with a warm cache), restore of the newest `db`
 #   snapshot (N/4 chunks), check, check --read-data, forget of 9,976 `tiny` snapshots, forget
 #   of the oldest `db` snapshot and prune (a quarter of the packs deleted), check again.
@@ -42,6 +43,7 @@ for n in $SIZES; do
   t "snapshots --name db" "$BIN" -q snapshots --name db >/dev/null
   rm -rf "$W/cache"
   t "snapshots, empty cache" "$BIN" -q snapshots >/dev/null
+  t "stats, empty cache (the cache build)" "$BIN" -q stats >/dev/null
   head -c 1M /dev/urandom | t "backup --stdin 1 MiB" "$BIN" -q backup --stdin --name tiny
   t "restore latest db ($((n / 4)) chunks)" "$BIN" -q restore latest --name db >/dev/null
   t "check" "$BIN" -q check

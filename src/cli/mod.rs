@@ -368,7 +368,7 @@ async fn forget(cli: &Cli, a: &args::ForgetArgs) -> anyhow::Result<()> {
         tags: a.keep_tags.clone(),
     };
     let max_unused = parse_share(&a.max_unused)?;
-    let access = if a.prune && !a.dry_run { Access::Prune } else { Access::Unleased };
+    let access = if a.prune && !a.dry_run { Access::Prune } else { Access::Snapshots };
     let repo = open(cli, access).await?;
     let opts = ops::forget::ForgetOptions {
         policy,
@@ -474,7 +474,7 @@ async fn backup_stream(cli: &Cli, a: &args::BackupArgs) -> anyhow::Result<()> {
 
 /// `repo snapshots`.
 async fn snapshots(cli: &Cli, a: &args::SnapshotsArgs) -> anyhow::Result<()> {
-    let repo = open(cli, Access::Unleased).await?;
+    let repo = open(cli, Access::Snapshots).await?;
     let r = ops::snapshots::run(&repo, &a.filter.snapshots(), a.latest).await?;
     warnings(cli, &repo);
     emit(cli, &r, |l| render::snapshots(l))

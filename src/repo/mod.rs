@@ -517,9 +517,12 @@ pub enum Access {
     Backup,
     /// Prunes. Holds the prune lease that excludes other prunes.
     Prune,
-    /// Holds no lease: for commands that read only snapshot files or keys (snapshots, forget,
-    /// stats, key list).
+    /// Holds no lease: for commands that read snapshot files and the index (stats).
     Unleased,
+    /// Holds no lease and leaves the index cache as it is (no index file is read): for
+    /// commands that read or remove only snapshot files (snapshots, forget without a prune).
+    /// A fresh pod lists snapshots without first building a cache of millions of entries.
+    Snapshots,
 }
 
 impl Access {
@@ -528,7 +531,7 @@ impl Access {
             Access::Read => Some(LeaseKind::Read),
             Access::Backup => Some(LeaseKind::Backup),
             Access::Prune => Some(LeaseKind::Prune),
-            Access::Unleased => None,
+            Access::Unleased | Access::Snapshots => None,
         }
     }
 }
@@ -547,7 +550,7 @@ impl Repository {
     /// Opens the repository: unlocks the keys, reads the config (which must be sealed with the
     /// cipher the key file implies), writes the lease `access` calls for, reads the prune
     /// records, and brings the local index cache (under `cache_base/<repository id>`) up to
-    /// date. Call [`Repository::close`] at the end to remove the lease.
+    /// date (except for [`Access::Snapshots`]). Call [`Repository::close`] at the end to remove the lease.
     pub async fn open(
         backend: Arc<dyn Backend>,
         password: Option<&[u8]>,
@@ -600,6 +603,9 @@ impl Repository {
             keep_alive,
             condemned: Arc::new(Condemned::default()),
         };
+        if access == Access::Snapshots {
+            return Ok(repo);
+        }
         let opened = async {
             repo.condemned = Arc::new(lease::condemned(&repo).await?);
             repo.index.avoid(repo.condemned.packs.clone());
