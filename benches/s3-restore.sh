@@ -7,7 +7,7 @@
 # and with a warm one, and `rclone copy` of the repository's data/ (every pack: the bytes the
 # restore needs and a little more) to a local directory.
 # Needs: target/release/repo, moto_server (scripts/test.sh installs it), rclone.
-# Usage: MB=1024 WL=/tmp/wl bash benches/s3-restore.sh
+# Usage: MB=1024 WL=/tmp/wl [RUNS=3] bash benches/s3-restore.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WL=${WL:-/tmp/wl}
@@ -51,7 +51,7 @@ timed() {
   t1=$(now)
   row "$label" "$(echo "$t1-$t0" | bc -l)" "$((rss / 1024)) MB"
 }
-for i in 1 2 3; do
+for i in $(seq "${RUNS:-3}"); do
   rm -rf "$OUT/cold"
   timed "repo restore, empty cache ($i)" "$BIN" -q -r "$URL" --cache-dir "$OUT/cold" restore latest --name s
   timed "repo restore, warm cache ($i)" "$BIN" -q -r "$URL" --cache-dir "$OUT/cache" restore latest --name s
