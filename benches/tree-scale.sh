@@ -59,6 +59,7 @@ PY
   done
   if [ "${RESTIC:-}" = 1 ]; then
     restic -q -r "$OUT/restic-$n" init >/dev/null
+    sync; echo 3 > /proc/sys/vm/drop_caches
     t "restic $n backup" restic -q -r "$OUT/restic-$n" backup "$SRC"
     t "restic $n re-backup unchanged" restic -q -r "$OUT/restic-$n" backup "$SRC"
     rm -rf "$OUT/restic-$n"
