@@ -39,6 +39,7 @@ async fn main() {
     let (url, name) = (&args[1], args[2].clone());
     let n: u64 = args[3].parse().expect("N: a number of chunks");
     let bytes: usize = args.get(4).map_or(64, |b| b.parse().expect("BYTES: a number"));
+    assert!(bytes >= 16, "BYTES: at least 16, or chunks repeat");
     let backend = repo::backend::from_url(url).expect("a repository location");
     let pw = std::env::var("REPO_PASSWORD").ok().map(String::into_bytes);
     let cache = std::env::var_os("REPO_CACHE_DIR").map(std::path::PathBuf::from);

@@ -43,7 +43,8 @@ const PAGE_CACHE_BYTES: usize = 4 << 20;
 /// entries in a large table) touches at most one 4 KiB leaf per entry, 32 MiB.
 const INGEST_SLICE: usize = 8192;
 /// Index files fetched at once while syncing (a fresh pod on S3 waits on round trips, not
-/// bandwidth, for small files); each is at most [`super::INDEX_FILE_BLOBS`] entries decoded.
+/// bandwidth, for small files). Each is held decoded until taken in: this writer's files
+/// hold at most [`super::INDEX_FILE_BLOBS`] entries, others are bounded by their size.
 const INDEX_LOADS_IN_FLIGHT: usize = 4;
 
 fn create_db(path: &Path) -> std::result::Result<Database, DatabaseError> {
@@ -126,7 +127,7 @@ impl Taken {
         let mut n = 0u64;
         for p in &f.packs {
             for (id, l) in &p.blobs {
-                self.entries.push(blob_key(id, &p.pack).to_vec(), encode_loc(l))?;
+                self.entries.push_parts(&blob_key(id, &p.pack), &encode_loc(l))?;
                 n += 1;
             }
         }
@@ -283,7 +284,7 @@ impl IndexCache {
         let new = names.into_iter().filter(|n| !have.contains(&n.to_hex()));
         let mut loads = futures::stream::iter(new)
             .map(|id| async move { (id, load_index_file(repo, &id).await) })
-            .buffered(INDEX_LOADS_IN_FLIGHT);
+            .buffer_unordered(INDEX_LOADS_IN_FLIGHT);
         while let Some((id, r)) = loads.next().await {
             match r {
                 Ok(f) => taken.add(id.to_hex(), &f)?,
@@ -335,7 +336,8 @@ impl IndexCache {
     /// file is simply taken in again (inserts are idempotent).
     fn record(&self, taken: Taken) -> Result<()> {
         let mut sorted = taken.entries.into_sorted()?.peekable();
-        // a fresh pod's cache starts empty: then no entry can be there already
+        // into an empty table (a fresh pod's cache) the lookup is skipped: it only spares
+        // rewriting an identical entry, and the few repeats (across sorted runs) are harmless
         let empty = {
             let read = self.db.begin_read().map_err(|e| self.err(e))?;
             match read.open_table(BLOBS) {

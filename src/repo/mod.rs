@@ -550,7 +550,8 @@ impl Repository {
     /// Opens the repository: unlocks the keys, reads the config (which must be sealed with the
     /// cipher the key file implies), writes the lease `access` calls for, reads the prune
     /// records, and brings the local index cache (under `cache_base/<repository id>`) up to
-    /// date (except for [`Access::Snapshots`]). Call [`Repository::close`] at the end to remove the lease.
+    /// date (except for [`Access::Snapshots`]). Call [`Repository::close`] at the end to
+    /// remove the lease.
     pub async fn open(
         backend: Arc<dyn Backend>,
         password: Option<&[u8]>,

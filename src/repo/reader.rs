@@ -6,9 +6,12 @@
 //! both cores work) and written strictly in order by a writer thread. Deltas need their base
 //! chunks: the bases of each window of `BASE_WINDOW` chunks are fetched (grouped the same way)
 //! into a cache of at most `BASE_CACHE_ENTRIES` chunks before the window's first group, while
-//! the previous window's last groups are still in flight. Memory: about
-//! `(READ_AHEAD + WRITE_QUEUE + 1) × 2 × GROUP_BYTES` plus the base cache plus one maximal
-//! chunk, whatever the stream size or compression ratio.
+//! the previous window's last groups are still in flight (a queued group holds on to the bases
+//! it found in the cache, which the next window's prefetch may clear). Memory: about
+//! `(READ_AHEAD + WRITE_QUEUE + 1) × 2 × GROUP_BYTES` for the groups, up to `READ_AHEAD × 2 ×
+//! GROUP_BYTES` more while a window's bases are prefetched, twice the base cache (the cache,
+//! and the bases queued groups pinned before it was cleared) and one maximal chunk, whatever
+//! the stream size or compression ratio.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -89,6 +92,17 @@ impl PackCiphers {
             .get_range(&paths::pack(pack), loc.offset as u64, loc.stored_len as u64)
             .await?;
         decode_blob(repo, &c, pack, id, loc, &sealed, base.as_deref().map(|b| b.as_slice()))
+    }
+
+    /// Takes the bases `g`'s deltas need that the cache holds now, so that they outlive a
+    /// clearing of the cache before `g` is fetched.
+    fn pin_bases(&self, g: &mut Group) {
+        let cache = self.bases.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, loc) in &g.items {
+            if let Some(b) = loc.base.and_then(|b| cache.get_key_value(&b)) {
+                g.pinned.insert(*b.0, b.1.clone());
+            }
+        }
     }
 
     /// The plaintext of `base`, which the delta `of` needs: from the cache, or read from a
@@ -222,6 +236,9 @@ struct Group {
     len: u64,
     raw: u64,
     items: Vec<(Id, BlobLocation)>,
+    /// Bases of its deltas taken from the base cache when the group was queued
+    /// ([`PackCiphers::pin_bases`]): the next window's prefetch may clear the cache first.
+    pinned: HashMap<Id, Arc<Vec<u8>>>,
 }
 
 fn group(entries: Vec<(Id, BlobRef)>) -> Vec<Group> {
@@ -249,6 +266,7 @@ fn group(entries: Vec<(Id, BlobRef)>) -> Vec<Group> {
             len,
             raw,
             items: vec![(id, r.loc)],
+            pinned: HashMap::new(),
         });
     }
     out
@@ -339,11 +357,13 @@ async fn fetch_group_once(
             wanted.push((b, *id));
         }
     }
-    let fetch_bases = futures::future::try_join_all(
-        wanted
-            .iter()
-            .map(|(b, of)| async { Ok::<_, RepoError>((*b, ciphers.base(&repo, b, of).await?)) }),
-    );
+    let fetch_bases = futures::future::try_join_all(wanted.iter().map(|(b, of)| async {
+        let base = match g.pinned.get(b) {
+            Some(pinned) => pinned.clone(),
+            None => ciphers.base(&repo, b, of).await?,
+        };
+        Ok::<_, RepoError>((*b, base))
+    }));
     let fetch_group = async {
         Ok::<_, RepoError>(repo.backend.get_range(&paths::pack(&g.pack), g.start, g.len).await?)
     };
@@ -448,7 +468,10 @@ impl OrderedReader {
                     }
                 })
                 .flatten()
-                .map(|g| fetch_group(self.repo.clone(), self.ciphers.clone(), g))
+                .map(|mut g| {
+                    self.ciphers.pin_bases(&mut g);
+                    fetch_group(self.repo.clone(), self.ciphers.clone(), g)
+                })
                 .buffered(READ_AHEAD);
             let mut chunks = std::pin::pin!(chunks);
             while let Some(decoded) = chunks.try_next().await? {

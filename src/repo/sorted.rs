@@ -56,7 +56,8 @@ impl Arena {
         let n = key.len().min(8);
         p[..n].copy_from_slice(&key[..n]);
         // a run is spilled before its buffer passes RUN_BYTES, so offsets fit in u32 unless
-        // one record is gigabytes long, which no caller makes
+        // one record is gigabytes long, which no caller makes (ids, locations)
+        debug_assert!(self.bytes.len() + key.len() + value.len() <= u32::MAX as usize);
         self.slots.push(Slot {
             prefix: u64::from_be_bytes(p),
             start: self.bytes.len() as u32,
