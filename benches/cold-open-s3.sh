@@ -14,20 +14,9 @@ SRC=$1; shift
 BINS=("$@")
 [ ${#BINS[@]} -gt 0 ] || BINS=("$PWD/target/release/repo")
 OUT=${OUT:-/tmp/cold-open-s3}
-MOTO=${REPO_TEST_MOTO_SERVER:-$PWD/target/test-tools/venv/bin/moto_server}
 rm -rf "$OUT"; mkdir -p "$OUT"
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
-
-"$MOTO" -H 127.0.0.1 -p 0 2>"$OUT/moto.log" >/dev/null &
-moto_pid=$!
-trap 'kill $moto_pid 2>/dev/null; rm -rf "$OUT"' EXIT
-for _ in $(seq 100); do grep -q "Running on http://" "$OUT/moto.log" && break; sleep 0.2; done
-EP=$(grep -o 'http://127.0.0.1:[0-9]*' "$OUT/moto.log" | head -1)
-curl -sf -X PUT "$EP/bench" >/dev/null
-URL="s3://bench/repo?endpoint=$EP&region=us-east-1"
-export RCLONE_CONFIG_MOTO_TYPE=s3 RCLONE_CONFIG_MOTO_PROVIDER=Other RCLONE_CONFIG_MOTO_ENDPOINT=$EP \
-  RCLONE_CONFIG_MOTO_ACCESS_KEY_ID=bench RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY=bench-secret \
-  RCLONE_CONFIG_MOTO_REGION=us-east-1
+. benches/moto.sh
+start_moto 'rm -rf "$OUT"'
 rc() { env -u AWS_CA_BUNDLE rclone "$@"; }
 rc copy --exclude 'data/**' "$SRC" moto:bench/repo
 echo "index files: $(ls "$SRC/index" | wc -l), $(du -sm "$SRC/index" | cut -f1) MB"

@@ -14,20 +14,10 @@ WL=${WL:-/tmp/wl}
 MB=${MB:-1024}
 OUT=${OUT:-/tmp/s3-restore}
 BIN=${REPO_BIN:-$PWD/target/release/repo}
-MOTO=${REPO_TEST_MOTO_SERVER:-$PWD/target/test-tools/venv/bin/moto_server}
 rm -rf "$OUT"; mkdir -p "$OUT"
-export REPO_PASSWORD=bench AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
-
-"$MOTO" -H 127.0.0.1 -p 0 2>"$OUT/moto.log" >/dev/null &
-moto_pid=$!
-trap 'kill $moto_pid 2>/dev/null' EXIT
-for _ in $(seq 100); do grep -q "Running on http://" "$OUT/moto.log" && break; sleep 0.2; done
-EP=$(grep -o 'http://127.0.0.1:[0-9]*' "$OUT/moto.log" | head -1)
-curl -sf -X PUT "$EP/bench" >/dev/null
-URL="s3://bench/repo?endpoint=$EP&region=us-east-1"
-export RCLONE_CONFIG_MOTO_TYPE=s3 RCLONE_CONFIG_MOTO_PROVIDER=Other RCLONE_CONFIG_MOTO_ENDPOINT=$EP \
-  RCLONE_CONFIG_MOTO_ACCESS_KEY_ID=bench RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY=bench-secret \
-  RCLONE_CONFIG_MOTO_REGION=us-east-1
+export REPO_PASSWORD=bench
+. benches/moto.sh
+start_moto
 now() { date +%s.%N; }
 
 if [ -d "$WL/dumps/fc0" ]; then

@@ -331,9 +331,10 @@ async fn pack_usage(
             }
             usage.insert(p.pack, PackUse { len: p.pack_len, ..Default::default() });
             for (id, loc) in &p.blobs {
-                let mut v = p.pack.0.to_vec();
-                v.extend_from_slice(&loc.stored_len.to_le_bytes());
-                copies.push(id.0.to_vec(), v)?;
+                let mut v = [0u8; 36];
+                v[..32].copy_from_slice(&p.pack.0);
+                v[32..].copy_from_slice(&loc.stored_len.to_le_bytes());
+                copies.push(&id.0, &v)?;
             }
         }
     }

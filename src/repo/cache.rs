@@ -127,7 +127,7 @@ impl Taken {
         let mut n = 0u64;
         for p in &f.packs {
             for (id, l) in &p.blobs {
-                self.entries.push_parts(&blob_key(id, &p.pack), &encode_loc(l))?;
+                self.entries.push(&blob_key(id, &p.pack), &encode_loc(l))?;
                 n += 1;
             }
         }

@@ -35,13 +35,13 @@ pub struct IdBatch(Sorter);
 impl IdBatch {
     /// Adds one id with the pack that keeps it (for [`IdSet::assign_batch`]).
     pub fn add_kept(&mut self, id: &Id, pack: &Id) -> Result<()> {
-        self.0.push(id.0.to_vec(), pack.0.to_vec())
+        self.0.push(&id.0, &pack.0)
     }
 
     /// Adds ids to the batch.
     pub fn add(&mut self, ids: &[Id]) -> Result<()> {
         for id in ids {
-            self.0.push(id.0.to_vec(), Vec::new())?;
+            self.0.push(&id.0, &[])?;
         }
         Ok(())
     }

@@ -114,13 +114,8 @@ impl Sorter {
         Sorter { dir: dir.to_path_buf(), mem: Arena::default(), runs: Vec::new() }
     }
 
-    /// Adds a record; spills a sorted run to disk when the memory bound is reached.
-    pub fn push(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
-        self.push_parts(&key, &value)
-    }
-
-    /// Adds a record given as borrowed parts (see [`Sorter::push`]).
-    pub fn push_parts(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+    /// Adds a record (copied); spills a sorted run to disk when the memory bound is reached.
+    pub fn push(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         if self.mem.size() + key.len() + value.len() > RUN_BYTES && !self.mem.slots.is_empty() {
             self.spill()?;
         }
@@ -249,9 +244,9 @@ mod tests {
         let n = 3 * RUN_BYTES / 34;
         let key = |i: usize| ((i * 7919) % n).to_be_bytes().to_vec();
         for i in 0..n {
-            s.push(key(i), vec![i as u8; i % 3]).unwrap();
+            s.push(&key(i), &vec![i as u8; i % 3]).unwrap();
         }
-        s.push(key(5), vec![]).unwrap(); // same key, another value: kept
+        s.push(&key(5), &[]).unwrap(); // same key, another value: kept
         assert!(s.runs.len() >= 2, "{} runs", s.runs.len());
         let out: Vec<Record> = s.into_sorted().unwrap().map(|r| r.unwrap()).collect();
         assert_eq!(out.len(), n + 1);
@@ -282,7 +277,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Sorter::new(dir.path());
         for k in &keys {
-            s.push_parts(k, b"v").unwrap();
+            s.push(k, b"v").unwrap();
         }
         let out: Vec<Vec<u8>> = s.into_sorted().unwrap().map(|r| r.unwrap().0).collect();
         let mut want: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
@@ -295,7 +290,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Sorter::new(dir.path());
         for (k, v) in [(b"b", b"1"), (b"a", b"1"), (b"b", b"1"), (b"b", b"2")] {
-            s.push(k.to_vec(), v.to_vec()).unwrap();
+            s.push(k, v).unwrap();
         }
         let out: Vec<Record> = s.into_sorted().unwrap().map(|r| r.unwrap()).collect();
         let want: Vec<Record> = vec![

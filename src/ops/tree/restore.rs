@@ -263,12 +263,15 @@ async fn feed_plan(
                 None
             }
             Content::Lists(l) => {
-                let mut listed = Vec::with_capacity(l.len());
+                // summed a list at a time, and read again as they are fed below: a large
+                // file's lists (36 bytes a chunk) are never all in memory at once
+                let mut total = 0u64;
                 for id in l {
-                    listed.push(crate::repo::tree::read_list(repo, id, label).await?);
+                    let list = crate::repo::tree::read_list(repo, id, label).await?;
+                    total += list.iter().map(|c| u64::from(c.1)).sum::<u64>();
                 }
-                declared(listed.iter().flatten().map(|c| u64::from(c.1)).sum())?;
-                Some(listed)
+                declared(total)?;
+                Some(l.clone())
             }
         };
         if lists.is_some() && !ids.is_empty() {
@@ -281,10 +284,10 @@ async fn feed_plan(
             return Ok(()); // the writer stopped; its error is the one reported
         }
         pending += 1;
-        for list in lists.into_iter().flatten() {
-            if !reader.feed(&list.iter().map(|c| c.0).collect::<Vec<Id>>()).await? {
-                return Ok(());
-            }
+        if let Some(l) = lists
+            && !reader.feed_lists(&l).await?
+        {
+            return Ok(());
         }
         if ids.len() >= FEED_IDS || pending >= ENTRY_QUEUE / 2 {
             if !reader.feed(&std::mem::take(&mut ids)).await? {
