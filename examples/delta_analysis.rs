@@ -42,6 +42,7 @@ fn run(files: &[String], max_depth: u32, window: usize, level: i32) {
             .collect();
         let (mut shift, mut off) = (0i64, 0u64);
         let mut bytes = 0usize;
+        let mut tally = (0usize, 0usize, 0usize, 0usize);
         let mut ids = vec![];
         for c in chunks {
             let id = *blake3::hash(&c).as_bytes();
@@ -64,31 +65,71 @@ fn run(files: &[String], max_depth: u32, window: usize, level: i32) {
             let plain = compress(level, c.clone()).1.len();
             let lo = if next == usize::MAX { prev.len() } else { next.saturating_sub(window / 2) };
             let cands: Vec<H> = prev.iter().skip(lo).take(window).copied().collect();
-            // resolve each candidate: itself when shallow enough, else its chain's root
-            let mut bases: Vec<H> = vec![];
-            let mut depth = 0;
-            for c in &cands {
+            let centre = prev.get(next).copied();
+            // resolve each candidate: itself when shallow enough; the centre (the chunk at the
+            // same place) gives its chain's root when too deep, a neighbour is then left out
+            let nmax: u32 =
+                std::env::var("NDEPTH").ok().and_then(|v| v.parse().ok()).unwrap_or(max_depth);
+            let resolve = |c: &H| {
                 let s = &store[c];
-                let b = if s.depth < max_depth { *c } else { s.root };
-                if !bases.contains(&b) {
-                    bases.push(b);
-                    depth = depth.max(store[&b].depth + 1);
+                let shallow = if Some(*c) == centre { max_depth } else { nmax };
+                if s.depth < shallow {
+                    Some(*c)
+                } else if Some(*c) == centre {
+                    Some(s.root)
+                } else {
+                    None
+                }
+            };
+            let mut bases: Vec<H> = vec![];
+            for c in &cands {
+                if let Some(b) = resolve(c) {
+                    if !bases.contains(&b) {
+                        bases.push(b);
+                    }
                 }
             }
             let mut rec = Stored { depth: 0, root: id, bases: vec![], plain: Arc::new(c.clone()) };
             let mut cost = plain;
-            if !bases.is_empty() {
+            let mut tries = vec![bases.clone()];
+            if std::env::var("BEST").is_ok() && bases.len() > 1 {
+                if let Some(b) = centre.as_ref().and_then(resolve) {
+                    tries.push(vec![b]);
+                }
+            }
+            for bases in tries.into_iter().filter(|b| !b.is_empty()) {
                 let prefix: Vec<u8> =
                     bases.iter().flat_map(|b| store[b].plain.iter().copied()).collect();
-                let d = compress_delta(level, &prefix, &c).unwrap().len() + 32 * bases.len();
-                if d * 4 <= plain * 3 {
+                let t = Instant::now();
+                let d = compress_delta(delta_level(level), &prefix, &c).unwrap().len()
+                    + 32 * bases.len();
+                DELTA_NS.with(|n| n.set(n.get() + t.elapsed().as_nanos() as u64));
+                if d * 4 <= plain * 3 && d < cost {
                     cost = d;
-                    let root = store[&bases[0]].root;
-                    rec = Stored { depth, root, bases, plain: rec.plain };
+                    let depth = bases.iter().map(|b| store[b].depth + 1).max().unwrap_or(1);
+                    let root =
+                        centre.and_then(|c| resolve(&c)).map_or(bases[0], |b| store[&b].root);
+                    rec = Stored { depth, root, bases, plain: rec.plain.clone() };
                 }
             }
             bytes += cost + 60; // index entry, footer entry, list entry
+            if rec.bases.is_empty() {
+                tally.0 += 1;
+                tally.1 += cost;
+            } else {
+                tally.2 += 1;
+                tally.3 += cost;
+            }
             store.insert(id, rec);
+        }
+        if std::env::var("TALLY").is_ok() {
+            eprintln!(
+                "  whole {} chunks {:.2} MB, deltas {} chunks {:.2} MB",
+                tally.0,
+                tally.1 as f64 / 1e6,
+                tally.2,
+                tally.3 as f64 / 1e6
+            );
         }
         per_hour.push(bytes);
         prev = ids.clone();
@@ -105,11 +146,22 @@ fn run(files: &[String], max_depth: u32, window: usize, level: i32) {
     let growth: Vec<String> =
         per_hour[1..].iter().map(|b| format!("{:.2}", *b as f64 / 1e6)).collect();
     println!(
-        "depth<={max_depth:2} window {window} l{level}: MB/h {} | restore decodes {decodes} ({:.2}/chunk, max depth {maxd}) {:.3}s",
+        "depth<={max_depth:2} window {window} l{level}/d{}: MB/h {} | delta encode {:.2}s | restore decodes {decodes} ({:.2}/chunk, max depth {maxd}) {:.3}s",
+        delta_level(level),
         growth.join(" "),
+        DELTA_NS.with(|n| n.get()) as f64 / 1e9,
         decodes as f64 / last_ids.len() as f64,
         t.elapsed().as_secs_f64()
     );
+}
+
+thread_local! {
+    static DELTA_NS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The level of delta frames: DLEVEL, else the plain level.
+fn delta_level(level: i32) -> i32 {
+    std::env::var("DLEVEL").ok().and_then(|v| v.parse().ok()).unwrap_or(level)
 }
 
 fn decode(store: &HashMap<H, Stored>, id: &H, level: i32, n: &mut usize) -> Vec<u8> {
