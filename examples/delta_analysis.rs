@@ -83,19 +83,16 @@ fn run(files: &[String], max_depth: u32, window: usize, level: i32) {
             };
             let mut bases: Vec<H> = vec![];
             for c in &cands {
-                if let Some(b) = resolve(c) {
-                    if !bases.contains(&b) {
-                        bases.push(b);
-                    }
+                if let Some(b) = resolve(c).filter(|b| !bases.contains(b)) {
+                    bases.push(b);
                 }
             }
             let mut rec = Stored { depth: 0, root: id, bases: vec![], plain: Arc::new(c.clone()) };
             let mut cost = plain;
             let mut tries = vec![bases.clone()];
-            if std::env::var("BEST").is_ok() && bases.len() > 1 {
-                if let Some(b) = centre.as_ref().and_then(resolve) {
-                    tries.push(vec![b]);
-                }
+            let single = centre.as_ref().and_then(resolve);
+            if let Some(b) = single.filter(|_| std::env::var("BEST").is_ok() && bases.len() > 1) {
+                tries.push(vec![b]);
             }
             for bases in tries.into_iter().filter(|b| !b.is_empty()) {
                 let prefix: Vec<u8> =
