@@ -89,7 +89,11 @@ fn run(files: &[String], max_depth: u32, window: usize, level: i32) {
             }
             let mut rec = Stored { depth: 0, root: id, bases: vec![], plain: Arc::new(c.clone()) };
             let mut cost = plain;
-            let mut tries = vec![bases.clone()];
+            let mut tries = if std::env::var("SINGLES").is_ok() {
+                bases.iter().map(|b| vec![*b]).collect()
+            } else {
+                vec![bases.clone()]
+            };
             let single = centre.as_ref().and_then(resolve);
             if let Some(b) = single.filter(|_| std::env::var("BEST").is_ok() && bases.len() > 1) {
                 tries.push(vec![b]);
