@@ -13,9 +13,7 @@
 //! * Master keys are wrapped with AES-256-GCM under a key derived by Argon2id from the
 //!   password; the key file's first 72 bytes are the associated data.
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::Nonce;
-use aes_gcm::aead::{AeadInOut, KeyInit};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
 use super::{CodecError, random_bytes};
 use crate::format::Id;
@@ -68,10 +66,38 @@ impl MasterKeys {
     }
 }
 
-fn nonce(counter: u64) -> Nonce<Aes256Gcm> {
+fn nonce(counter: u64) -> [u8; 12] {
     let mut n = [0u8; 12];
     n[..8].copy_from_slice(&counter.to_le_bytes());
-    n.into()
+    n
+}
+
+/// AES-256-GCM with a 96-bit nonce and the 16-byte tag after the ciphertext (NIST SP
+/// 800-38D), by AWS-LC: its assembly interleaves AES and GHASH and ran 6× faster here than the
+/// portable `aes-gcm` crate this replaced (21.9 against 3.6 GB/s on 64 KiB parts), a quarter
+/// of a restore's CPU. The bytes are the same.
+struct Gcm(LessSafeKey);
+
+impl Gcm {
+    fn new(key: &[u8; 32]) -> Gcm {
+        // only the key length can make this fail, and it is fixed by the type
+        let key = UnboundKey::new(&AES_256_GCM, key).expect("AES-256-GCM takes a 32-byte key");
+        Gcm(LessSafeKey::new(key))
+    }
+
+    /// Encrypts `buf` in place and appends the tag.
+    fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CodecError> {
+        let nonce = Nonce::assume_unique_for_key(nonce);
+        self.0.seal_in_place_append_tag(nonce, Aad::from(aad), buf).map_err(|_| CodecError::Auth)
+    }
+
+    /// Verifies and decrypts `buf` (ciphertext and tag) in place, leaving the plaintext.
+    fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), ()> {
+        let nonce = Nonce::assume_unique_for_key(nonce);
+        let len = self.0.open_in_place(nonce, Aad::from(aad), buf).map_err(|_| ())?.len();
+        buf.truncate(len);
+        Ok(())
+    }
 }
 
 fn checksum_tag(aad: &[u8], counter: u64, data: &[u8]) -> [u8; TAG_LEN] {
@@ -88,7 +114,7 @@ fn checksum_tag(aad: &[u8], counter: u64, data: &[u8]) -> [u8; TAG_LEN] {
 /// Seals and opens the parts of one object (identified by its header).
 pub struct ObjectCipher {
     header: [u8; HEADER_LEN],
-    aes: Option<Aes256Gcm>,
+    aes: Option<Gcm>,
 }
 
 impl ObjectCipher {
@@ -102,7 +128,7 @@ impl ObjectCipher {
                 material[..32].copy_from_slice(&master.enc);
                 material[32..].copy_from_slice(&header.salt);
                 let sub = blake3::derive_key(SUBKEY_CONTEXT, &material);
-                Some(Aes256Gcm::new(&sub.into()))
+                Some(Gcm::new(&sub))
             }
         };
         ObjectCipher { header: header.encode(), aes }
@@ -111,9 +137,7 @@ impl ObjectCipher {
     /// Appends the tag after encrypting `buf` in place.
     pub fn seal_in_place(&self, counter: u64, buf: &mut Vec<u8>) -> Result<(), CodecError> {
         match &self.aes {
-            Some(aes) => aes
-                .encrypt_in_place(&nonce(counter), &self.header, buf)
-                .map_err(|_| CodecError::Auth),
+            Some(aes) => aes.seal(nonce(counter), &self.header, buf),
             None => {
                 let t = checksum_tag(&self.header, counter, buf);
                 buf.extend_from_slice(&t);
@@ -138,9 +162,9 @@ impl ObjectCipher {
         }
         let mut buf = sealed.to_vec();
         match &self.aes {
-            Some(aes) => aes
-                .decrypt_in_place(&nonce(counter), &self.header, &mut buf)
-                .map_err(|_| CodecError::Auth)?,
+            Some(aes) => {
+                aes.open(nonce(counter), &self.header, &mut buf).map_err(|_| CodecError::Auth)?
+            }
             None => {
                 let body = sealed.len() - TAG_LEN;
                 if checksum_tag(&self.header, counter, &sealed[..body]) != sealed[body..] {
@@ -210,9 +234,7 @@ pub fn wrap_master(
             random_bytes(&mut kf.salt)?;
             random_bytes(&mut kf.nonce)?;
             let kek = derive_kek(pw, &kf)?;
-            let aes = Aes256Gcm::new(&kek.into());
-            aes.encrypt_in_place(&kf.nonce.into(), &kf.aad(), &mut buf)
-                .map_err(|_| CodecError::Auth)?;
+            Gcm::new(&kek).seal(kf.nonce, &kf.aad(), &mut buf)?;
         }
         None => buf.extend_from_slice(&checksum_tag(&kf.aad(), 0, &buf)),
     }
@@ -227,8 +249,8 @@ pub fn unwrap_master(kf: &KeyFile, password: Option<&[u8]>) -> Result<MasterKeys
         Kdf::Argon2id => {
             let pw = password.ok_or(CodecError::WrongPassword)?;
             let kek = derive_kek(pw, kf)?;
-            let aes = Aes256Gcm::new(&kek.into());
-            aes.decrypt_in_place(&kf.nonce.into(), &kf.aad(), &mut buf)
+            Gcm::new(&kek)
+                .open(kf.nonce, &kf.aad(), &mut buf)
                 .map_err(|_| CodecError::WrongPassword)?;
         }
         Kdf::None => {
