@@ -682,15 +682,16 @@ fn write_tree(
                 continue;
             }
             Kind::File => {
-                let mut f = OpenOptions::new()
+                let f = OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&p)
                     .map_err(target_err(&p))?;
+                let mut f = crate::fsutil::WritebackFile::new(f);
                 r.bytes += chunks.copy_to(&e, &mut f, progress)?;
-                f.set_len(e.size).map_err(target_err(&p))?;
+                f.file().set_len(e.size).map_err(target_err(&p))?;
                 r.files += 1;
             }
             Kind::Hardlink => {
