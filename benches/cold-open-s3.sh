@@ -20,14 +20,10 @@ start_moto 'rm -rf "$OUT"'
 rc() { env -u AWS_CA_BUNDLE rclone "$@"; }
 rc copy --exclude 'data/**' "$SRC" moto:bench/repo
 echo "index files: $(ls "$SRC/index" | wc -l), $(du -sm "$SRC/index" | cut -f1) MB"
-now() { date +%s.%N; }
 timed() {
   local label=$1; shift
-  local t0 t1 rss
-  t0=$(now)
-  rss=$(/usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1)
-  t1=$(now)
-  printf "| %s | %.2f s | %s MB |\n" "$label" "$(echo "$t1-$t0" | bc -l)" "$((rss / 1024))"
+  measure "$@"
+  printf "| %s | %.2f s | %s MB |\n" "$label" "$secs" "$rss_mb"
 }
 for i in 1 2 3; do
   for b in "${BINS[@]}"; do

@@ -1,4 +1,6 @@
 # moto.sh - sourced by the S3 benchmarks (s3-restore.sh, cold-open-s3.sh).
+# measure CMD...: runs CMD (its stdout discarded) and sets `secs` (wall time) and `rss_mb`
+# (peak RSS, from /usr/bin/time).
 # start_moto [CLEANUP]: starts moto_server on 127.0.0.1 (log in $OUT/moto.log) with a bucket
 # `bench`; sets EP, URL (a repository in that bucket) and moto_pid, configures rclone's
 # `moto:` remote, and on exit stops the server and runs CLEANUP.
@@ -16,4 +18,12 @@ start_moto() {
   export RCLONE_CONFIG_MOTO_TYPE=s3 RCLONE_CONFIG_MOTO_PROVIDER=Other \
     RCLONE_CONFIG_MOTO_ENDPOINT=$EP RCLONE_CONFIG_MOTO_ACCESS_KEY_ID=bench \
     RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY=bench-secret RCLONE_CONFIG_MOTO_REGION=us-east-1
+}
+
+measure() {
+  local t0 kb
+  t0=$(date +%s.%N)
+  kb=$(/usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1)
+  secs=$(echo "$(date +%s.%N) - $t0" | bc -l)
+  rss_mb=$((kb / 1024))
 }

@@ -18,7 +18,6 @@ rm -rf "$OUT"; mkdir -p "$OUT"
 export REPO_PASSWORD=bench
 . benches/moto.sh
 start_moto
-now() { date +%s.%N; }
 
 if [ -d "$WL/dumps/fc0" ]; then
   src() { cat "$WL"/dumps/fc0/*.dump | head -c "$((MB << 20))"; }
@@ -35,11 +34,8 @@ echo "|---|---:|---:|---:|"
 row() { printf "| %s | %.2f | %.0f | %s |\n" "$1" "$2" "$(echo "$data/1000000/$2" | bc -l)" "$3"; }
 timed() {
   local label=$1; shift
-  local t0 t1 rss
-  t0=$(now)
-  rss=$(/usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1)
-  t1=$(now)
-  row "$label" "$(echo "$t1-$t0" | bc -l)" "$((rss / 1024)) MB"
+  measure "$@"
+  row "$label" "$secs" "$rss_mb MB"
 }
 for i in $(seq "${RUNS:-3}"); do
   rm -rf "$OUT/cold"
