@@ -24,6 +24,9 @@ use crate::format::stream::decode_list;
 const KEEP_QUARTERS: usize = 3;
 /// A delta at most 1/TINY_DELTA of the chunk is kept without trying plain compression.
 const TINY_DELTA: usize = 128;
+/// A delta at most 1/CLEAR_SHARE of the stored size of its base chain's whole chunk is kept
+/// without trying plain compression.
+const CLEAR_SHARE: usize = 4;
 
 /// The chunk sequence of the previous snapshot of a name (or of a file's previous version),
 /// and how the new stream lines up with it.
@@ -117,19 +120,35 @@ pub struct Encoded {
     pub base: Option<Id>,
 }
 
-/// Compresses `chunk` on its own and, given a base, against it; keeps the delta when it is
-/// at most three quarters of the plain encoding.
-pub fn encode(level: i32, chunk: Vec<u8>, base: Option<(Id, Arc<Vec<u8>>)>) -> Encoded {
-    let delta = base.and_then(|(b, plain)| Some((b, compress_delta(level, &plain, &chunk).ok()?)));
-    // a delta under 1/128 of the chunk is kept without compressing the chunk on its own: at
-    // worst it costs its own few hundred bytes over that, and it saves a compression per
-    // changed chunk
-    let Some((b, d)) = delta else {
+/// A delta base as the writer found it.
+#[derive(Clone)]
+pub struct Base {
+    /// The base chunk's id (the delta names it).
+    pub id: Id,
+    /// Its plaintext.
+    pub plain: Arc<Vec<u8>>,
+    /// The stored size of the whole chunk its chain ends in (the chunk itself when it is
+    /// stored whole): what a chunk like this one costs compressed on its own, about.
+    pub whole: usize,
+}
+
+/// Compresses `chunk` against `base` and, unless the delta is clearly smaller, on its own;
+/// keeps the delta when it is at most three quarters of the plain encoding.
+pub fn encode(level: i32, chunk: Vec<u8>, base: Option<Base>) -> Encoded {
+    let delta =
+        base.and_then(|b| Some((b.id, b.whole, compress_delta(level, &b.plain, &chunk).ok()?)));
+    let Some((b, whole, d)) = delta else {
         let (flags, data) = compress(level, chunk);
         return Encoded { flags, data, base: None };
     };
+    // a delta under 1/128 of the chunk, or under a quarter of what the base chain's whole
+    // chunk is stored in, is kept without compressing the chunk on its own: the first costs
+    // at worst its own few hundred bytes over that, and the second would need the chunk to
+    // compress three times better than its predecessor before plain compression won. Each
+    // saves a compression per changed chunk (measured: most of the delta writer's extra time
+    // on text, benches/RESULTS.md).
     let cost = d.len() + 32;
-    if cost * TINY_DELTA <= chunk.len() {
+    if cost * TINY_DELTA <= chunk.len() || cost * CLEAR_SHARE <= whole {
         return Encoded { flags: FLAG_DELTA, data: d, base: Some(b) };
     }
     let (flags, data) = compress(level, chunk);
@@ -185,7 +204,10 @@ mod tests {
             .collect();
         let mut near = base.clone();
         near[100] ^= 1;
-        let e = encode(3, near, Some((id(1), Arc::new(base.clone()))));
+        let b = |plain: &Vec<u8>, whole| {
+            Some(Base { id: id(1), plain: Arc::new(plain.clone()), whole })
+        };
+        let e = encode(3, near, b(&base, 0));
         assert_eq!((e.flags, e.base), (FLAG_DELTA, Some(id(1))));
         assert!(e.data.len() < 100, "{}", e.data.len());
         // text unrelated to the base: the delta is no smaller than plain compression
@@ -198,13 +220,18 @@ mod tests {
                 b"abcdefghijklmnop"[(y >> 60) as usize]
             })
             .collect();
-        let e = encode(3, text, Some((id(1), Arc::new(base.clone()))));
+        let e = encode(3, text.clone(), b(&base, 0));
         assert_eq!(e.base, None, "a chunk that compresses as well alone is not a delta");
         // a delta under 1/128 of the chunk is kept without trying plain compression: at
         // worst it costs its own size (here a run of zeros, tiny either way)
         let zeros = vec![0u8; 16384];
-        let e = encode(3, zeros, Some((id(1), Arc::new(base))));
+        let e = encode(3, zeros, b(&base, 0));
         assert_eq!(e.base, Some(id(1)));
         assert!((e.data.len() + 32) * TINY_DELTA <= 16384, "{}", e.data.len());
+        // a delta under a quarter of the base chain's stored whole chunk is kept without
+        // trying plain compression: the unrelated text above, against a base whose chain
+        // ends in a whole chunk stored in 1 MB, is taken as a delta
+        let e = encode(3, text, b(&base, 1 << 20));
+        assert_eq!(e.base, Some(id(1)));
     }
 }

@@ -20,15 +20,15 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 use tokio::sync::mpsc;
 
+use super::delta::Base;
 use super::packer::{FinishedPack, PackBuilder};
 use super::{BlobRef, RepoError, Repository, Result, paths};
 use crate::codec::chunker::ChunkerParams;
 use crate::codec::compress::compress;
 use crate::format::Id;
-use crate::format::envelope::{MAGIC_INDEX, MAGIC_SNAPSHOT};
+use crate::format::envelope::{MAGIC_INDEX, MAGIC_SNAPSHOT, TAG_LEN};
 use crate::format::index::{IndexFile, IndexPack};
-use crate::format::pack::BlobType;
-use crate::format::pack::MAX_DELTA_DEPTH;
+use crate::format::pack::{BlobType, FLAG_ZSTD, MAX_DELTA_DEPTH};
 use crate::format::snapshot::{Snapshot, SnapshotKind};
 use crate::format::stream::{LIST_MAX_ENTRIES, encode_list};
 
@@ -99,8 +99,6 @@ const MIN_HINTED_CHUNK: usize = 16 << 10;
 /// (benches/RESULTS.md): depth 1 → 2 grows the repository 11% less per hour for 10% more
 /// restore time; depths 3 and 4 save 14% and 18% for 39% and 29% more.
 const WRITE_DEPTH: u32 = 2;
-/// Delta bases read at once (each a range read of a pack).
-const BASE_READS_IN_FLIGHT: usize = 16;
 
 /// What describes a snapshot besides its content.
 #[derive(Clone, Debug)]
@@ -428,9 +426,10 @@ impl Pipeline<'_> {
     }
 
     /// How deep `id` is stored (0: whole; n: a delta whose base is n-1 deep, by the
-    /// shallowest copy outside condemned packs) and the whole chunk its chain ends in; `None`
-    /// when no such chain of at most [`MAX_DELTA_DEPTH`] levels exists.
-    fn chain(&self, id: &Id) -> Result<Option<(u32, Id)>> {
+    /// shallowest copy outside condemned packs), the whole chunk its chain ends in, and that
+    /// chunk's stored size (an estimate of what a chunk like it costs compressed on its own);
+    /// `None` when no such chain of at most [`MAX_DELTA_DEPTH`] levels exists.
+    fn chain(&self, id: &Id) -> Result<Option<(u32, Id, usize)>> {
         let mut cur = *id;
         for depth in 0..=MAX_DELTA_DEPTH {
             let copies: Vec<BlobRef> = self
@@ -440,8 +439,13 @@ impl Pipeline<'_> {
                 .into_iter()
                 .filter(|r| !self.exclude.contains(&r.pack) && r.loc.blob_type == BlobType::Data)
                 .collect();
-            if copies.iter().any(|r| r.loc.base.is_none()) {
-                return Ok(Some((depth, cur)));
+            if let Some(w) = copies.iter().find(|r| r.loc.base.is_none()) {
+                let size = if w.loc.flags & FLAG_ZSTD != 0 {
+                    w.loc.stored_len.saturating_sub(TAG_LEN as u32)
+                } else {
+                    w.loc.raw_len
+                };
+                return Ok(Some((depth, cur, size as usize)));
             }
             match copies.first().and_then(|r| r.loc.base) {
                 Some(b) => cur = b,
@@ -451,49 +455,83 @@ impl Pipeline<'_> {
         Ok(None)
     }
 
-    /// The plaintexts of the candidate bases of these new chunks, keyed by candidate. A
-    /// candidate less than [`WRITE_DEPTH`] deep is the base itself; a deeper one gives the
-    /// whole chunk its chain ends in, so no delta is more than [`WRITE_DEPTH`] deep. Candidates
-    /// that cannot be read are left out (the chunk is then stored on its own).
-    #[allow(clippy::type_complexity)]
+    /// The candidate bases of these new chunks, keyed by candidate. A candidate less than
+    /// [`WRITE_DEPTH`] deep is the base itself; a deeper one gives the whole chunk its chain
+    /// ends in, so no delta is more than [`WRITE_DEPTH`] deep. Candidates that cannot be read
+    /// are left out (the chunk is then stored on its own).
+    ///
+    /// Bases are read in two rounds of grouped range reads (the whole chunks that delta bases
+    /// need, then the bases), so that the bases of neighbouring chunks, which lie near each
+    /// other in the packs of the previous backup, come in one read.
     fn fetch_bases(
         &self,
         fresh: &[(Id, Vec<u8>, Option<Id>)],
-    ) -> Result<std::collections::HashMap<Id, (Id, Arc<Vec<u8>>)>> {
-        let mut want: std::collections::HashMap<Id, Id> = std::collections::HashMap::new();
+    ) -> Result<std::collections::HashMap<Id, Base>> {
+        use std::collections::HashMap;
+        // candidate → (base, stored size of its chain's whole chunk)
+        let mut want: HashMap<Id, (Id, usize)> = HashMap::new();
         for c in fresh.iter().filter_map(|f| f.2) {
             if want.contains_key(&c) {
                 continue;
             }
-            if let Some((depth, root)) = self.chain(&c)? {
-                want.insert(c, if depth < WRITE_DEPTH { c } else { root });
+            if let Some((depth, root, whole)) = self.chain(&c)? {
+                want.insert(c, (if depth < WRITE_DEPTH { c } else { root }, whole));
             }
         }
-        let mut out = std::collections::HashMap::new();
+        let mut out = HashMap::new();
         if want.is_empty() {
             return Ok(out);
         }
-        let rt = tokio::runtime::Handle::current();
-        let reads = want.iter().map(|(c, b)| async move {
-            // a copy whose whole chain lies outside condemned packs (the delta will need it)
-            let mut copy = None;
-            for r in self.repo.index.locations(b).ok()? {
-                if self.usable(&r, 0).ok()? {
-                    copy = Some(r);
-                    break;
+        // a copy of each base whose whole chain lies outside condemned packs (the delta will
+        // need it), and a whole copy of the base of each delta copy among them
+        let (mut copies, mut roots) = (Vec::new(), Vec::new());
+        let mut seen = HashSet::new();
+        for (b, _) in want.values() {
+            if !seen.insert(*b) {
+                continue;
+            }
+            let Some(copy) = self.usable_copy(b, true)? else { continue };
+            if let Some(r) = copy.loc.base {
+                if let Some(whole) = self.usable_copy(&r, false)? {
+                    roots.push((r, whole));
                 }
             }
-            let copy = copy?;
-            let plain = self.reader.read(self.repo, &copy.pack, b, &copy.loc).await.ok()?;
-            Some((*c, (*b, Arc::new(plain))))
-        });
-        use futures::StreamExt;
-        let read =
-            futures::stream::iter(reads).buffer_unordered(BASE_READS_IN_FLIGHT).collect::<Vec<_>>();
-        for (c, v) in rt.block_on(read).into_iter().flatten() {
-            out.insert(c, v);
+            copies.push((*b, copy));
+        }
+        let rt = tokio::runtime::Handle::current();
+        let roots = self.reader.read_grouped(self.repo, &rt, roots, &HashMap::new());
+        let mut plain = self.reader.read_grouped(self.repo, &rt, copies, &roots);
+        for (c, (b, whole)) in want {
+            let p = match plain.get(&b) {
+                Some(p) => p.clone(),
+                // not read above (a deeper chain, or a failed read): the reader's own way,
+                // which tries every copy
+                None => {
+                    let Some(copy) = self.usable_copy(&b, true)? else { continue };
+                    let read = self.reader.read(self.repo, &copy.pack, &b, &copy.loc);
+                    let Ok(p) = rt.block_on(read) else { continue };
+                    plain.entry(b).or_insert(Arc::new(p)).clone()
+                }
+            };
+            out.insert(c, Base { id: b, plain: p, whole });
         }
         Ok(out)
+    }
+
+    /// A copy of `id` that can be relied on ([`Self::usable`]), whole ones first; with
+    /// `deltas` false, only a whole copy.
+    fn usable_copy(&self, id: &Id, deltas: bool) -> Result<Option<BlobRef>> {
+        let mut copies = self.repo.index.locations(id)?;
+        copies.sort_by_key(|r| r.loc.base.is_some());
+        for r in copies {
+            if r.loc.base.is_some() && !deltas {
+                break;
+            }
+            if self.usable(&r, 0)? {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
     }
 }
 
