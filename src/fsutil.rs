@@ -65,6 +65,24 @@ pub fn temp_with_prefix(path: &Path, prefix: &str) -> std::io::Result<PathBuf> {
     Ok(dir.join(format!("{prefix}{}-{n}-{}-{name}", std::process::id(), hex::encode(r))))
 }
 
+/// Makes everything written to the file system holding `dir` durable (`syncfs`: one call
+/// for the data and metadata of every file a restore created, instead of an fsync per file
+/// and per directory). Elsewhere than Linux, fsyncs `dir` itself only.
+pub fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
+    let d = std::fs::File::open(dir)?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain system call on a file descriptor `d` owns for the whole call.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    d.sync_all()
+}
+
 /// A file being written whose dirty pages are handed to the kernel's writeback as it goes
 /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: starts the writes, waits for none), every
 /// `WRITEBACK_EVERY` bytes and when dropped. A restore of many files in a pod otherwise leaves
@@ -132,5 +150,19 @@ impl Drop for WritebackFile {
         if self.unsubmitted > 0 {
             self.submit();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_filesystem_flushes_a_directory_and_names_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"data").unwrap();
+        sync_filesystem(dir.path()).unwrap();
+        let e = sync_filesystem(&dir.path().join("missing")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     }
 }

@@ -432,6 +432,15 @@ pub async fn run(
         write_tree(&target, entries, ordered, chunks, overwrite, &*progress)
     })
     .await?;
+    // a restore reports success only once what it wrote would survive a power loss
+    let dir = opts.target.clone();
+    tokio::task::spawn_blocking(move || crate::fsutil::sync_filesystem(&dir))
+        .await
+        .map_err(RepoError::from)?
+        .map_err(|e| RepoError::Target {
+            path: opts.target.display().to_string(),
+            reason: format!("restored, but flushing it to disk failed: {e}"),
+        })?;
     report.snapshot = Some(SnapshotInfo::new(id, snap));
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
