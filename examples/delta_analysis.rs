@@ -4,6 +4,10 @@
 //! A measuring tool for benches/RESULTS.md ("Delta blobs").
 //!
 //! Usage: cargo run --release --example delta_analysis -- DUMP1 DUMP2 ...
+//! Options (environment): POLICIES="depth,window,level ...", TALLY, DLEVEL, SINGLES, BEST,
+//! NDEPTH; at the depth limit FALLBACK=base (the newest ancestor shallow enough instead of the
+//! chain's whole chunk) or FALLBACK=both (the smaller delta of the two), and REROOT=p (a delta
+//! against an older chunk than the one replaced is kept only under p% of plain compression).
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -76,6 +80,14 @@ fn run(files: &[String], max_depth: u32, window: usize, level: i32) {
                 if s.depth < shallow {
                     Some(*c)
                 } else if Some(*c) == centre {
+                    // FALLBACK=base: the newest ancestor shallow enough, not the root
+                    if std::env::var("FALLBACK").is_ok_and(|v| v == "base") {
+                        let mut b = *c;
+                        while store[&b].depth >= max_depth {
+                            b = store[&b].bases[0];
+                        }
+                        return Some(b);
+                    }
                     Some(s.root)
                 } else {
                     None
@@ -94,6 +106,16 @@ fn run(files: &[String], max_depth: u32, window: usize, level: i32) {
             } else {
                 vec![bases.clone()]
             };
+            // FALLBACK=both: at the depth limit, also try the newest ancestor shallow enough
+            if std::env::var("FALLBACK").is_ok_and(|v| v == "both") {
+                if let Some(c) = centre.filter(|c| store[c].depth >= max_depth) {
+                    let mut b = c;
+                    while store[&b].depth >= max_depth {
+                        b = store[&b].bases[0];
+                    }
+                    tries.push(vec![b]);
+                }
+            }
             let single = centre.as_ref().and_then(resolve);
             if let Some(b) = single.filter(|_| std::env::var("BEST").is_ok() && bases.len() > 1) {
                 tries.push(vec![b]);
@@ -105,6 +127,14 @@ fn run(files: &[String], max_depth: u32, window: usize, level: i32) {
                 let d = compress_delta(delta_level(level), &prefix, &c).unwrap().len()
                     + 32 * bases.len();
                 DELTA_NS.with(|n| n.set(n.get() + t.elapsed().as_nanos() as u64));
+                // REROOT=p: a delta against an older chunk than the one replaced (the
+                // candidate was at the depth limit) is kept only under p% of plain
+                let at_limit = centre.is_some_and(|c| store[&c].depth >= max_depth);
+                let reroot: usize =
+                    std::env::var("REROOT").ok().and_then(|v| v.parse().ok()).unwrap_or(75);
+                if at_limit && d * 100 > plain * reroot {
+                    continue;
+                }
                 if d * 4 <= plain * 3 && d < cost {
                     cost = d;
                     let depth = bases.iter().map(|b| store[b].depth + 1).max().unwrap_or(1);
