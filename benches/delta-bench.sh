@@ -4,13 +4,15 @@
 # each hour, backup time per hour, and restore time of the newest bench dump.
 # Usage: [INIT_ARGS="--chunk-avg 65536"] BINS="old=/tmp/repo-old new=target/release/repo" [WL=/tmp/wl] [HOURS=6] bash benches/delta-bench.sh
 # Peers: with RESTIC=1 the same series is run with restic (same password, default settings),
-# with BORG=1 with borg (repokey encryption, --compression zstd,3 as its docs advise for speed).
+# with BORG=1 with borg (repokey encryption, --compression zstd,3 as its docs advise for speed),
+# with RUSTIC=1 with rustic (`cargo install rustic-rs --locked`; default settings, but --force:
+# without it rustic 0.11.4 keeps the previous stream of the same name, see ../shared/bench/tools.sh).
 set -euo pipefail
 WL=${WL:-/tmp/wl}
 HOURS=${HOURS:-6}
 OUT=${OUT:-/tmp/delta-bench}
 BINS=${BINS:?set BINS="label=/path/to/repo ..."}
-export REPO_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench
+export REPO_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench RUSTIC_PASSWORD=bench
 mkdir -p "$OUT"
 now() { date +%s.%N; }
 size() { du -sb "$1" | cut -f1; }
@@ -42,6 +44,11 @@ if [ "${RESTIC:-0}" = 1 ]; then
   run_series restic "restic -q init -r $OUT/repo-restic" \
     "restic -q -r $OUT/repo-restic backup --stdin --stdin-filename \$db.dump" \
     "restic -q -r $OUT/repo-restic dump --path /bench.dump latest /bench.dump"
+fi
+if [ "${RUSTIC:-0}" = 1 ]; then
+  run_series rustic "rustic -r $OUT/repo-rustic init" \
+    "rustic -r $OUT/repo-rustic backup --force --stdin-filename \$db.dump -" \
+    "rustic -r $OUT/repo-rustic dump --archive content --filter-paths-exact bench.dump latest:bench.dump"
 fi
 if [ "${BORG:-0}" = 1 ]; then
   run_series borg "borg init -e repokey $OUT/repo-borg" \

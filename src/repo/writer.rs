@@ -509,8 +509,18 @@ impl Pipeline<'_> {
                 None => {
                     let Some(copy) = self.usable_copy(&b, true)? else { continue };
                     let read = self.reader.read(self.repo, &copy.pack, &b, &copy.loc);
-                    let Ok(p) = rt.block_on(read) else { continue };
-                    plain.entry(b).or_insert(Arc::new(p)).clone()
+                    match rt.block_on(read) {
+                        Ok(p) => plain.entry(b).or_insert(Arc::new(p)).clone(),
+                        Err(e) => {
+                            // the backup goes on (the chunk is stored whole), but the
+                            // operator should hear of the damage now rather than at a restore
+                            self.repo.index.warn(format!(
+                                "{e}; a changed chunk was stored whole instead of as a delta \
+                                 against it (run `repo check --read-data`)"
+                            ));
+                            continue;
+                        }
+                    }
                 }
             };
             out.insert(c, Base { id: b, plain: p, whole });

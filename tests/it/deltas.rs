@@ -242,3 +242,35 @@ fn relation_files_changed_in_place_are_stored_as_deltas_against_their_previous_v
     let c = f.run(&["--json", "check", "--read-data"], b"").ok().json();
     assert_eq!(c["ok"], true, "{c}");
 }
+
+#[test]
+fn a_backup_whose_delta_base_is_damaged_stores_that_chunk_whole_and_warns() {
+    let f = Fixture::new();
+    let hour1 = noise(2_000_000, 42);
+    backup(&f, &hour1);
+    // one damaged blob in the middle of the first hour's only pack
+    let pack = f.files("data").into_iter().next().unwrap();
+    let mut b = std::fs::read(&pack).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x55;
+    std::fs::write(&pack, b).unwrap();
+    // every chunk (at least 16 KiB) changes, so each is new and has its predecessor as base
+    let mut hour2 = hour1.clone();
+    for at in (100..hour2.len() - 8).step_by(4096) {
+        hour2[at..at + 8].copy_from_slice(&(at as u64).to_le_bytes());
+    }
+    let r = f.run(&["--json", "backup", "--stdin", "--name", "postgres/db"], &hour2).ok();
+    assert!(r.stderr.contains("stored whole instead of as a delta"), "{}", r.stderr);
+    let second = r.json();
+    let (new, deltas) =
+        (second["new_chunks"].as_u64().unwrap(), second["delta_chunks"].as_u64().unwrap());
+    // the bases beside the damaged one, read in the same grouped reads, still serve
+    assert!(deltas + 1 >= new && deltas < new, "one chunk whole, the rest deltas: {second}");
+    assert_eq!(f.restore("latest"), hour2);
+    // check blames the first hour only
+    let r = f.run(&["--json", "check", "--read-data"], b"");
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    let second_id = second["snapshot"]["short_id"].as_str().unwrap().to_string();
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(out.contains("data/") && !out.contains(&second_id), "only the first hour: {out}");
+}
