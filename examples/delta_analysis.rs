@@ -107,14 +107,14 @@ fn run(files: &[String], max_depth: u32, window: usize, level: i32) {
                 vec![bases.clone()]
             };
             // FALLBACK=both: at the depth limit, also try the newest ancestor shallow enough
-            if std::env::var("FALLBACK").is_ok_and(|v| v == "both") {
-                if let Some(c) = centre.filter(|c| store[c].depth >= max_depth) {
-                    let mut b = c;
-                    while store[&b].depth >= max_depth {
-                        b = store[&b].bases[0];
-                    }
-                    tries.push(vec![b]);
+            if std::env::var("FALLBACK").is_ok_and(|v| v == "both")
+                && let Some(c) = centre.filter(|c| store[c].depth >= max_depth)
+            {
+                let mut b = c;
+                while store[&b].depth >= max_depth {
+                    b = store[&b].bases[0];
                 }
+                tries.push(vec![b]);
             }
             let single = centre.as_ref().and_then(resolve);
             if let Some(b) = single.filter(|_| std::env::var("BEST").is_ok() && bases.len() > 1) {

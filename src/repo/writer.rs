@@ -491,10 +491,10 @@ impl Pipeline<'_> {
                 continue;
             }
             let Some(copy) = self.usable_copy(b, true)? else { continue };
-            if let Some(r) = copy.loc.base {
-                if let Some(whole) = self.usable_copy(&r, false)? {
-                    roots.push((r, whole));
-                }
+            if let Some(r) = copy.loc.base
+                && let Some(whole) = self.usable_copy(&r, false)?
+            {
+                roots.push((r, whole));
             }
             copies.push((*b, copy));
         }
