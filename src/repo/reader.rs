@@ -169,20 +169,23 @@ impl PackCiphers {
     }
 }
 
-/// Gap between two blobs a writer's grouped base read still spans (smaller than a restore's:
-/// bases are sparser, and a batch's groups are all held until decoded).
-const SPARSE_GROUP_GAP: u64 = 64 << 10;
+/// Gap between two blobs a writer's grouped base read still spans, and the most a group of
+/// bases spans (bases are sparser than a restore's chunks: the cap keeps the unneeded bytes of
+/// the reads in flight under `SPARSE_READS_IN_FLIGHT × SPARSE_GROUP_BYTES`).
+const SPARSE_GROUP_GAP: u64 = 256 << 10;
+const SPARSE_GROUP_BYTES: u64 = 8 << 20;
 /// Grouped base reads in flight.
-const SPARSE_READS_IN_FLIGHT: usize = 8;
+const SPARSE_READS_IN_FLIGHT: usize = 4;
 
 impl PackCiphers {
     /// Reads these blobs (each at the copy given) with grouped range reads, several in
-    /// flight, and decodes them on all cores; `bases` holds the plaintexts the delta copies
-    /// among them need. Call from outside the runtime (it blocks on `rt`). Best effort: a blob
-    /// that cannot be read, or whose base is not in `bases`, is left out.
+    /// flight, and decodes each group on all cores as it arrives; `bases` holds the
+    /// plaintexts the delta copies among them need. Call from outside the runtime (it blocks
+    /// on `rt`). Best effort: a blob that cannot be read, or whose base is not in `bases`, is
+    /// left out.
     ///
-    /// Measured on an hourly dump (benches/RESULTS.md): the writer used to read each base
-    /// with its own range read, 2,000 reads and as many hops to a blocking thread per hour.
+    /// Measured on hourly dumps (benches/RESULTS.md): the writer used to read each base with
+    /// its own range read, 2,000 reads and as many hops to a blocking thread per hour.
     pub(crate) fn read_grouped(
         &self,
         repo: &Repository,
@@ -193,33 +196,38 @@ impl PackCiphers {
         use rayon::prelude::*;
         entries.sort_by_key(|(id, r)| (r.pack, r.loc.offset, *id));
         entries.dedup_by_key(|(id, _)| *id);
-        let reads = stream::iter(group_within(entries, SPARSE_GROUP_GAP))
+        let groups = group_within(entries, SPARSE_GROUP_GAP, SPARSE_GROUP_BYTES);
+        let mut reads = stream::iter(groups)
             .map(|g| async move {
                 let cipher = self.get(repo, &g.pack).await.ok()?;
                 let bytes =
                     repo.backend.get_range(&paths::pack(&g.pack), g.start, g.len).await.ok()?;
                 Some((g, cipher, bytes))
             })
-            .buffer_unordered(SPARSE_READS_IN_FLIGHT)
-            .collect::<Vec<_>>();
-        let fetched: Vec<_> = rt.block_on(reads).into_iter().flatten().collect();
-        let items: Vec<_> = fetched
-            .iter()
-            .flat_map(|(g, c, bytes)| g.items.iter().map(move |(id, loc)| (g, c, bytes, id, loc)))
-            .collect();
-        items
-            .into_par_iter()
-            .filter_map(|(g, cipher, bytes, id, loc)| {
-                let base = match loc.base {
-                    Some(b) => Some(bases.get(&b)?.as_slice()),
-                    None => None,
-                };
-                let from = (loc.offset as u64 - g.start) as usize;
-                let sealed = &bytes[from..from + loc.stored_len as usize];
-                let plain = decode_blob(repo, cipher, &g.pack, id, loc, sealed, base).ok()?;
-                Some((*id, Arc::new(plain)))
-            })
-            .collect()
+            .buffer_unordered(SPARSE_READS_IN_FLIGHT);
+        let mut out = HashMap::new();
+        rt.block_on(async {
+            while let Some(read) = reads.next().await {
+                let Some((g, cipher, bytes)) = read else { continue };
+                let decoded: Vec<(Id, Arc<Vec<u8>>)> = g
+                    .items
+                    .par_iter()
+                    .filter_map(|(id, loc)| {
+                        let base = match loc.base {
+                            Some(b) => Some(bases.get(&b)?.as_slice()),
+                            None => None,
+                        };
+                        let from = (loc.offset as u64 - g.start) as usize;
+                        let sealed = &bytes[from..from + loc.stored_len as usize];
+                        let plain =
+                            decode_blob(repo, &cipher, &g.pack, id, loc, sealed, base).ok()?;
+                        Some((*id, Arc::new(plain)))
+                    })
+                    .collect();
+                out.extend(decoded);
+            }
+        });
+        out
     }
 }
 
@@ -298,12 +306,12 @@ struct Group {
 }
 
 fn group(entries: Vec<(Id, BlobRef)>) -> Vec<Group> {
-    group_within(entries, GROUP_GAP)
+    group_within(entries, GROUP_GAP, GROUP_BYTES)
 }
 
 /// Groups entries sorted by pack and offset: neighbours in one pack at most `gap` apart share
-/// a group of at most `GROUP_BYTES`.
-fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64) -> Vec<Group> {
+/// a group of at most `max` bytes (stored, and decompressed).
+fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64, max: u64) -> Vec<Group> {
     let mut out: Vec<Group> = Vec::new();
     for (id, r) in entries {
         if let Some(g) = out.last_mut() {
@@ -312,8 +320,8 @@ fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64) -> Vec<Group> {
             if g.pack == r.pack
                 && at >= end
                 && at - end <= gap
-                && at + stored - g.start <= GROUP_BYTES
-                && g.raw + raw <= GROUP_BYTES
+                && at + stored - g.start <= max
+                && g.raw + raw <= max
             {
                 g.len = at + stored - g.start;
                 g.raw += raw;
