@@ -144,9 +144,10 @@ pub fn encode(level: i32, chunk: Vec<u8>, base: Option<Base>) -> Encoded {
     // a delta under 1/128 of the chunk, or under a quarter of what the base chain's whole
     // chunk is stored in, is kept without compressing the chunk on its own: the first costs
     // at worst its own few hundred bytes over that, and the second would need the chunk to
-    // compress three times better than its predecessor before plain compression won. Each
-    // saves a compression per changed chunk (measured: most of the delta writer's extra time
-    // on text, benches/RESULTS.md).
+    // compress three times better than its predecessor before plain compression won (a wrong
+    // guess, such as text written where random bytes were, costs a delta about as large as
+    // plain compression that keeps its base alive). Each saves a compression per changed
+    // chunk (measured: most of the delta writer's extra time on text, benches/RESULTS.md).
     let cost = d.len() + 32;
     if cost * TINY_DELTA <= chunk.len() || cost * CLEAR_SHARE <= whole {
         return Encoded { flags: FLAG_DELTA, data: d, base: Some(b) };
