@@ -17,6 +17,7 @@ use redb::{
     TableDefinition,
 };
 
+use super::blobrun::Run;
 use super::sorted::Sorter;
 use super::{RepoError, Repository, Result, load_index_file, paths};
 use crate::format::Id;
@@ -31,8 +32,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// bytes are checked against their id and opened like a fresh download on every use, so the
 /// cache saves requests, not verification.
 const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots");
-/// 2: one entry per copy of a blob (id, pack), not one per id.
-const CACHE_VERSION: u64 = 2;
+/// 2: one entry per copy of a blob (id, pack), not one per id. 3: the entries of a cache built
+/// from scratch in a sealed run file beside the database (`blobrun.rs`), named by META `run`.
+const CACHE_VERSION: u64 = 3;
 /// redb's page cache defaults to 1 GiB and fills as the table grows; its memory plateaus at
 /// about twice this setting (measured: ~35 MiB at 16 MiB, ~12 MiB at 4 MiB, with a reader
 /// beside the writer). 4 MiB cost no measurable speed on the benchmark: pages come from the
@@ -145,6 +147,9 @@ pub struct IndexCache {
     temporary: bool,
     warnings: Mutex<Vec<String>>,
     avoid: RwLock<Arc<HashSet<Id>>>,
+    /// The sealed run holding the entries the cache was built with, if it was built from
+    /// scratch; entries taken in later are in `BLOBS`.
+    run: RwLock<Option<Arc<Run>>>,
 }
 
 /// An object that could not be read and was left out (an index file while syncing, a
@@ -188,10 +193,19 @@ impl IndexCache {
             temporary,
             warnings: Mutex::new(notes),
             avoid: RwLock::new(Arc::new(HashSet::new())),
+            run: RwLock::new(None),
         };
         if cache.version().ok() != Some(CACHE_VERSION) {
             cache.clear()?;
         }
+        if let Err(e) = cache.load_run() {
+            cache.warn(format!(
+                "local cache {} was unreadable ({e}) and was rebuilt",
+                dir.display()
+            ));
+            cache.clear()?;
+        }
+        cache.remove_stray_runs();
         Ok(cache)
     }
 
@@ -210,6 +224,7 @@ impl IndexCache {
             temporary: true,
             warnings: Mutex::new(vec![]),
             avoid: RwLock::new(Arc::new(HashSet::new())),
+            run: RwLock::new(None),
         };
         cache.clear()?;
         Ok(cache)
@@ -249,11 +264,59 @@ impl IndexCache {
         {
             let mut m = tx.open_table(META).map_err(|e| self.err(e))?;
             m.insert("version", CACHE_VERSION).map_err(|e| self.err(e))?;
+            m.insert("run", 0).map_err(|e| self.err(e))?;
             tx.open_table(BLOBS).map_err(|e| self.err(e))?;
             tx.open_table(PACKS).map_err(|e| self.err(e))?;
             tx.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(|e| self.err(e))?;
+        // readers that hold the old run keep reading it (an unlinked file stays readable)
+        if let Some(old) = self.run.write().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = std::fs::remove_file(old.path());
+        }
+        Ok(())
+    }
+
+    /// The file of run `generation`: beside the database, named after it.
+    fn run_path(&self, generation: u64) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{generation:016x}.run"));
+        self.path.with_file_name(name)
+    }
+
+    /// Opens the run the metadata names, if any.
+    fn load_run(&self) -> Result<()> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(META).map_err(|e| self.err(e))?;
+        let generation = t.get("run").map_err(|e| self.err(e))?.map_or(0, |g| g.value());
+        let run = match generation {
+            0 => None,
+            g => Some(Arc::new(Run::open(&self.run_path(g)).map_err(|e| self.err(e))?)),
+        };
+        *self.run.write().unwrap_or_else(|p| p.into_inner()) = run;
+        Ok(())
+    }
+
+    /// Removes run files of this database that its metadata does not name (left by a process
+    /// killed between writing a run and recording it, or by a rebuild).
+    fn remove_stray_runs(&self) {
+        let keep = self.current_run().map(|r| r.path().to_path_buf());
+        let Some(name) = self.path.file_name().and_then(|n| n.to_str()) else { return };
+        let prefix = format!("{name}.");
+        let Ok(dir) = std::fs::read_dir(self.scratch()) else { return };
+        for e in dir.flatten() {
+            let p = e.path();
+            let stray = e.file_name().to_str().is_some_and(|f| {
+                f.starts_with(&prefix) && f.ends_with(".run") && Some(&p) != keep.as_ref()
+            });
+            if stray {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+
+    fn current_run(&self) -> Option<Arc<Run>> {
+        self.run.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn ingested(&self) -> Result<HashSet<String>> {
@@ -336,9 +399,9 @@ impl IndexCache {
     /// file is simply taken in again (inserts are idempotent).
     fn record(&self, taken: Taken) -> Result<()> {
         let mut sorted = taken.entries.into_sorted()?.peekable();
-        // into an empty table (a fresh pod's cache) the lookup is skipped: it only spares
-        // rewriting an identical entry, and the few repeats (across sorted runs) are harmless
-        let empty = {
+        // into an empty cache (a fresh pod's, or one rebuilt after a prune) the entries go to
+        // a sealed run, written in one sequential pass instead of a B-tree insert each
+        let empty = self.current_run().is_none() && {
             let read = self.db.begin_read().map_err(|e| self.err(e))?;
             match read.open_table(BLOBS) {
                 Ok(t) => t.is_empty().map_err(|e| self.err(e))?,
@@ -346,6 +409,24 @@ impl IndexCache {
                 Err(e) => return Err(self.err(e)),
             }
         };
+        if empty && sorted.peek().is_some() {
+            let mut g = [0u8; 8];
+            crate::codec::random_bytes(&mut g).map_err(|e| self.err(e))?;
+            let generation = u64::from_le_bytes(g).max(1);
+            let path = self.run_path(generation);
+            super::blobrun::write(&path, sorted.by_ref(), !self.temporary)?;
+            if !self.temporary {
+                crate::fsutil::sync_dir(&path).map_err(|e| self.err(e))?;
+            }
+            let run = Arc::new(Run::open(&path).map_err(|e| self.err(e))?);
+            let tx = self.begin_write()?;
+            tx.open_table(META)
+                .map_err(|e| self.err(e))?
+                .insert("run", generation)
+                .map_err(|e| self.err(e))?;
+            tx.commit().map_err(|e| self.err(e))?;
+            *self.run.write().unwrap_or_else(|p| p.into_inner()) = Some(run);
+        }
         while sorted.peek().is_some() {
             let tx = self.begin_write()?;
             {
@@ -386,10 +467,11 @@ impl IndexCache {
     fn copies_in(
         &self,
         t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        run: Option<&Run>,
         id: &Id,
         avoid: &HashSet<Id>,
     ) -> Result<Vec<BlobRef>> {
-        let mut out = copies(t, id).map_err(|e| self.err(e))?;
+        let mut out = copies(t, run, id, &self.path)?;
         out.sort_by_key(|b| avoid.contains(&b.pack));
         Ok(out)
     }
@@ -399,7 +481,7 @@ impl IndexCache {
     pub fn reader(&self) -> Result<CacheReader> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
-        Ok(CacheReader { blobs, path: self.path.clone() })
+        Ok(CacheReader { blobs, run: self.current_run(), path: self.path.clone() })
     }
 
     /// How many index files the cache has taken in.
@@ -493,7 +575,7 @@ impl IndexCache {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
         let avoid = self.avoid.read().unwrap_or_else(|p| p.into_inner()).clone();
-        self.copies_in(&t, id, &avoid)
+        self.copies_in(&t, self.current_run().as_deref(), id, &avoid)
     }
 
     /// Looks up many ids in one read transaction: for each, a copy outside the packs to
@@ -502,7 +584,10 @@ impl IndexCache {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
         let avoid = self.avoid.read().unwrap_or_else(|p| p.into_inner()).clone();
-        ids.iter().map(|id| Ok(self.copies_in(&t, id, &avoid)?.first().copied())).collect()
+        let run = self.current_run();
+        ids.iter()
+            .map(|id| Ok(self.copies_in(&t, run.as_deref(), id, &avoid)?.first().copied()))
+            .collect()
     }
 
     /// One copy of `id`: outside the packs to avoid if there is one; `None` when no index file
@@ -513,14 +598,11 @@ impl IndexCache {
 
     /// Calls `f` once per distinct blob id with its first copy (ids in order).
     fn for_each_blob(&self, mut f: impl FnMut(&BlobRef)) -> Result<()> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+        let reader = self.reader()?;
         let mut last: Option<Id> = None;
-        for r in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = r.map_err(|e| self.err(e))?;
-            if let Some((id, b)) = decode_ref(k.value(), v.value())
-                && last != Some(id)
-            {
+        for r in reader.iter()? {
+            let (id, b) = r?;
+            if last != Some(id) {
                 last = Some(id);
                 f(&b);
             }
@@ -530,13 +612,9 @@ impl IndexCache {
 
     /// Calls `f` with (chunk id, base id) of every copy stored as a delta.
     pub fn for_each_delta(&self, mut f: impl FnMut(Id, Id) -> Result<()>) -> Result<()> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
-        for r in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = r.map_err(|e| self.err(e))?;
-            if let Some((id, b)) = decode_ref(k.value(), v.value())
-                && let Some(base) = b.loc.base
-            {
+        for r in self.reader()?.iter()? {
+            let (id, b) = r?;
+            if let Some(base) = b.loc.base {
                 f(id, base)?;
             }
         }
@@ -570,19 +648,31 @@ impl IndexCache {
     }
 }
 
-/// Every copy of `id` in key order (by pack id).
+/// Every copy of `id` in key order (by pack id): those in the run and those in the table (a
+/// copy in both counts once).
 fn copies(
     t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    run: Option<&Run>,
     id: &Id,
-) -> std::result::Result<Vec<BlobRef>, redb::StorageError> {
+    path: &Path,
+) -> Result<Vec<BlobRef>> {
     let lo = blob_key(id, &Id([0; 32]));
     let hi = blob_key(id, &Id([0xff; 32]));
     let mut out = Vec::new();
-    for r in t.range(&lo[..]..=&hi[..])? {
-        let (k, v) = r?;
+    for r in t.range(&lo[..]..=&hi[..]).map_err(|e| cache_err(path, e))? {
+        let (k, v) = r.map_err(|e| cache_err(path, e))?;
         if let Some((_, b)) = decode_ref(k.value(), v.value()) {
             out.push(b);
         }
+    }
+    if let Some(run) = run {
+        for (k, v) in run.copies(&id.0).map_err(|e| cache_err(path, e))? {
+            if let Some((_, b)) = decode_ref(&k, &v) {
+                out.push(b);
+            }
+        }
+        out.sort_by_key(|b| b.pack);
+        out.dedup_by_key(|b| b.pack);
     }
     Ok(out)
 }
@@ -591,29 +681,76 @@ fn copies(
 /// repository, where a transaction per lookup would not be.
 pub struct CacheReader {
     blobs: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    run: Option<Arc<Run>>,
     path: PathBuf,
 }
 
 impl CacheReader {
     /// Every copy of `id`, in pack-id order.
     pub fn copies(&self, id: &Id) -> Result<Vec<BlobRef>> {
-        copies(&self.blobs, id).map_err(|e| cache_err(&self.path, e))
+        copies(&self.blobs, self.run.as_deref(), id, &self.path)
     }
 
-    /// Every copy in key order (id, then pack).
+    /// Every copy in key order (id, then pack): the run's and the table's, merged.
     pub fn iter(&self) -> Result<impl Iterator<Item = Result<(Id, BlobRef)>> + '_> {
-        let it = self.blobs.iter().map_err(|e| cache_err(&self.path, e))?;
-        Ok(it.filter_map(|r| match r {
-            Ok((k, v)) => decode_ref(k.value(), v.value()).map(Ok),
-            Err(e) => Some(Err(cache_err(&self.path, e))),
-        }))
+        let path = &self.path;
+        let table =
+            self.blobs.iter().map_err(|e| cache_err(path, e))?.filter_map(move |r| match r {
+                Ok((k, v)) => decode_ref(k.value(), v.value()).map(Ok),
+                Err(e) => Some(Err(cache_err(path, e))),
+            });
+        let run: Box<dyn Iterator<Item = Result<(Id, BlobRef)>>> = match &self.run {
+            None => Box::new(std::iter::empty()),
+            Some(r) => {
+                Box::new(r.iter().map_err(|e| cache_err(path, e))?.filter_map(move |e| match e {
+                    Ok((k, v)) => decode_ref(&k, &v).map(Ok),
+                    Err(e) => Some(Err(cache_err(path, e))),
+                }))
+            }
+        };
+        Ok(Merged { a: table.peekable(), b: run.peekable() })
     }
 
     /// The copy of `id` in `pack`, if the cache knows one.
     pub fn copy_in(&self, id: &Id, pack: &Id) -> Result<Option<BlobLocation>> {
         let k = blob_key(id, pack);
         let v = self.blobs.get(&k[..]).map_err(|e| cache_err(&self.path, e))?;
-        Ok(v.and_then(|v| decode_ref(&k, v.value())).map(|(_, b)| b.loc))
+        if let Some((_, b)) = v.and_then(|v| decode_ref(&k, v.value())) {
+            return Ok(Some(b.loc));
+        }
+        Ok(self.copies(id)?.into_iter().find(|b| b.pack == *pack).map(|b| b.loc))
+    }
+}
+
+/// Two iterators of copies in key order, merged in key order; a copy in both comes once.
+struct Merged<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<A, B> Iterator for Merged<A, B>
+where
+    A: Iterator<Item = Result<(Id, BlobRef)>>,
+    B: Iterator<Item = Result<(Id, BlobRef)>>,
+{
+    type Item = Result<(Id, BlobRef)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let key = |x: &Result<(Id, BlobRef)>| x.as_ref().ok().map(|(id, b)| (*id, b.pack));
+        let order = match (self.a.peek(), self.b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            // an error sorts first, so it is reported at once
+            (Some(x), Some(y)) => key(x).cmp(&key(y)),
+        };
+        match order {
+            std::cmp::Ordering::Less => self.a.next(),
+            std::cmp::Ordering::Greater => self.b.next(),
+            std::cmp::Ordering::Equal => {
+                self.b.next();
+                self.a.next()
+            }
+        }
     }
 }
 
@@ -621,6 +758,133 @@ impl Drop for IndexCache {
     fn drop(&mut self) {
         if self.temporary {
             let _ = std::fs::remove_file(&self.path);
+            if let Some(run) = self.current_run() {
+                let _ = std::fs::remove_file(run.path());
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::index::IndexPack;
+
+    fn loc(offset: u32, base: Option<Id>) -> BlobLocation {
+        BlobLocation {
+            blob_type: BlobType::Data,
+            flags: if base.is_some() { 2 } else { 1 },
+            offset,
+            stored_len: 100,
+            raw_len: 1000 + offset,
+            base,
+        }
+    }
+
+    fn file(pack: u8, ids: &[u8]) -> IndexFile {
+        IndexFile {
+            supersedes: vec![],
+            packs: vec![IndexPack {
+                pack: Id([pack; 32]),
+                pack_len: 1 << 20,
+                blobs: ids
+                    .iter()
+                    .map(|i| {
+                        (Id([*i; 32]), loc(*i as u32 * 100, (*i % 5 == 0).then_some(Id([1; 32]))))
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_cache_built_from_scratch_reads_its_run_and_later_entries_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = |d: &Path| -> Vec<PathBuf> {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "run"))
+                .collect();
+            v.sort();
+            v
+        };
+        {
+            let c = IndexCache::open(dir.path()).unwrap();
+            // a fresh cache: these entries go to a run
+            c.ingest(&[("a".into(), file(10, &[1, 2, 3, 4, 5])), ("b".into(), file(11, &[3]))])
+                .unwrap();
+            assert_eq!(runs(dir.path()).len(), 1);
+            // later entries go to the table: a new id, a copy of a known id in another pack,
+            // and a repeat of an entry the run holds
+            c.ingest(&[("c".into(), file(12, &[6, 2])), ("d".into(), file(10, &[4]))]).unwrap();
+            assert_eq!(runs(dir.path()).len(), 1, "no second run");
+            let copies: Vec<Id> =
+                c.locations(&Id([3; 32])).unwrap().iter().map(|b| b.pack).collect();
+            assert_eq!(copies, vec![Id([10; 32]), Id([11; 32])], "both copies of 3, from the run");
+            let copies: Vec<Id> =
+                c.locations(&Id([2; 32])).unwrap().iter().map(|b| b.pack).collect();
+            assert_eq!(
+                copies,
+                vec![Id([10; 32]), Id([12; 32])],
+                "one from the run, one from the table"
+            );
+            assert_eq!(c.locations(&Id([4; 32])).unwrap().len(), 1, "a repeated entry counts once");
+            assert_eq!(c.lookup(&Id([6; 32])).unwrap().unwrap().loc, loc(600, None));
+            assert_eq!(c.lookup(&Id([5; 32])).unwrap().unwrap().loc.base, Some(Id([1; 32])));
+            assert!(c.lookup(&Id([7; 32])).unwrap().is_none());
+            // iteration: every copy once, in key order
+            let all: Vec<(Id, Id)> = c
+                .reader()
+                .unwrap()
+                .iter()
+                .unwrap()
+                .map(|r| r.map(|(i, b)| (i, b.pack)).unwrap())
+                .collect();
+            let mut sorted = all.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(all, sorted);
+            assert_eq!(all.len(), 8);
+            assert_eq!(c.counts().unwrap().0, 6, "distinct blobs 1-6");
+            let mut deltas = vec![];
+            c.for_each_delta(|id, base| {
+                deltas.push((id, base));
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(deltas, vec![(Id([5; 32]), Id([1; 32]))]);
+            let r = c.reader().unwrap();
+            assert!(r.copy_in(&Id([3; 32]), &Id([11; 32])).unwrap().is_some());
+            assert!(r.copy_in(&Id([2; 32]), &Id([12; 32])).unwrap().is_some());
+            assert!(r.copy_in(&Id([2; 32]), &Id([11; 32])).unwrap().is_none());
+        }
+        // reopened: the run is found again
+        {
+            let c = IndexCache::open(dir.path()).unwrap();
+            assert_eq!(c.locations(&Id([3; 32])).unwrap().len(), 2);
+            assert_eq!(c.index_files().unwrap(), 4);
+            // a stray run (a process killed before recording it) is removed at the next open
+            std::fs::write(dir.path().join("index.redb.00000000000000aa.run"), b"x").unwrap();
+        }
+        let c = IndexCache::open(dir.path()).unwrap();
+        assert_eq!(runs(dir.path()).len(), 1);
+        // clearing removes the run
+        c.clear().unwrap();
+        assert!(runs(dir.path()).is_empty());
+        assert!(c.lookup(&Id([3; 32])).unwrap().is_none());
+        drop(c);
+        // a run named by the cache but lost: the cache is rebuilt, with a warning
+        let c = IndexCache::open(dir.path()).unwrap();
+        c.ingest(&[("a".into(), file(10, &[1, 2]))]).unwrap();
+        drop(c);
+        for r in runs(dir.path()) {
+            std::fs::remove_file(r).unwrap();
+        }
+        let c = IndexCache::open(dir.path()).unwrap();
+        assert!(c.take_warnings().iter().any(|w| w.contains("rebuilt")));
+        assert!(c.lookup(&Id([1; 32])).unwrap().is_none());
+        assert_eq!(c.index_files().unwrap(), 0, "taken in again by the next sync");
     }
 }
