@@ -73,17 +73,31 @@ fn blob_key(id: &Id, pack: &Id) -> [u8; 64] {
 
 /// Value of one copy: type, flags, offset, stored and raw length (14 bytes), then the base id
 /// of a delta (32 more).
-fn encode_loc(l: &BlobLocation) -> Vec<u8> {
-    let mut b = Vec::with_capacity(46);
-    b.push(l.blob_type as u8);
-    b.push(l.flags);
-    b.extend_from_slice(&l.offset.to_le_bytes());
-    b.extend_from_slice(&l.stored_len.to_le_bytes());
-    b.extend_from_slice(&l.raw_len.to_le_bytes());
-    if let Some(base) = &l.base {
-        b.extend_from_slice(&base.0);
+fn encode_loc(l: &BlobLocation) -> LocBytes {
+    let mut b = [0u8; 46];
+    b[0] = l.blob_type as u8;
+    b[1] = l.flags;
+    b[2..6].copy_from_slice(&l.offset.to_le_bytes());
+    b[6..10].copy_from_slice(&l.stored_len.to_le_bytes());
+    b[10..14].copy_from_slice(&l.raw_len.to_le_bytes());
+    let len = match &l.base {
+        Some(base) => {
+            b[14..].copy_from_slice(&base.0);
+            46
+        }
+        None => 14,
+    };
+    LocBytes(b, len)
+}
+
+/// An encoded location ([`encode_loc`]) without an allocation.
+struct LocBytes([u8; 46], usize);
+
+impl std::ops::Deref for LocBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0[..self.1]
     }
-    b
 }
 
 fn decode_ref(k: &[u8], b: &[u8]) -> Option<(Id, BlobRef)> {
@@ -115,21 +129,34 @@ fn decode_ref(k: &[u8], b: &[u8]) -> Option<(Id, BlobRef)> {
 /// its name, its packs with their lengths and its entry count.
 struct Taken {
     entries: Sorter,
+    /// Set when the cache was empty as the files were read: the entries go to a sealed run
+    /// instead of the sorter.
+    run: Option<super::blobrun::Builder>,
     files: Vec<TakenFile>,
+    dir: PathBuf,
 }
 
 /// An index file's name, its packs with their lengths, and how many entries it holds.
 type TakenFile = (String, Vec<(Id, u64)>, u64);
 
 impl Taken {
-    fn new(scratch: &Path) -> Taken {
-        Taken { entries: Sorter::new(scratch), files: Vec::new() }
+    fn new(scratch: &Path, run: bool) -> Result<Taken> {
+        let run = match run {
+            true => Some(super::blobrun::Builder::new(scratch).map_err(|e| cache_err(scratch, e))?),
+            false => None,
+        };
+        Ok(Taken { entries: Sorter::new(scratch), run, files: Vec::new(), dir: scratch.into() })
     }
     fn add(&mut self, name: String, f: &IndexFile) -> Result<()> {
         let mut n = 0u64;
         for p in &f.packs {
             for (id, l) in &p.blobs {
-                self.entries.push(&blob_key(id, &p.pack), &encode_loc(l))?;
+                let key = blob_key(id, &p.pack);
+                let value = encode_loc(l);
+                match &mut self.run {
+                    Some(b) => b.push(&key, &value).map_err(|e| cache_err(&self.dir, e))?,
+                    None => self.entries.push(&key, &value)?,
+                }
                 n += 1;
             }
         }
@@ -343,7 +370,7 @@ impl IndexCache {
             have.clear();
         }
         let mut skipped = Vec::new();
-        let mut taken = Taken::new(self.scratch());
+        let mut taken = self.taken()?;
         let new = names.into_iter().filter(|n| !have.contains(&n.to_hex()));
         let mut loads = futures::stream::iter(new)
             .map(|id| async move { (id, load_index_file(repo, &id).await) })
@@ -379,7 +406,7 @@ impl IndexCache {
 
     /// Records index files (by name) and their entries.
     pub fn ingest(&self, files: &[(String, IndexFile)]) -> Result<()> {
-        let mut taken = Taken::new(self.scratch());
+        let mut taken = self.taken()?;
         for (name, f) in files {
             taken.add(name.clone(), f)?;
         }
@@ -397,36 +424,92 @@ impl IndexCache {
     /// slices bound memory; sorted, consecutive entries share leaves and each leaf is written
     /// about once. A name is recorded only after all entries: after a crash in between, the
     /// file is simply taken in again (inserts are idempotent).
-    fn record(&self, taken: Taken) -> Result<()> {
-        let mut sorted = taken.entries.into_sorted()?.peekable();
-        // into an empty cache (a fresh pod's, or one rebuilt after a prune) the entries go to
-        // a sealed run, written in one sequential pass instead of a B-tree insert each
-        let empty = self.current_run().is_none() && {
-            let read = self.db.begin_read().map_err(|e| self.err(e))?;
-            match read.open_table(BLOBS) {
-                Ok(t) => t.is_empty().map_err(|e| self.err(e))?,
-                Err(redb::TableError::TableDoesNotExist(_)) => true,
-                Err(e) => return Err(self.err(e)),
-            }
-        };
-        if empty && sorted.peek().is_some() {
-            let mut g = [0u8; 8];
-            crate::codec::random_bytes(&mut g).map_err(|e| self.err(e))?;
-            let generation = u64::from_le_bytes(g).max(1);
-            let path = self.run_path(generation);
-            super::blobrun::write(&path, sorted.by_ref(), !self.temporary)?;
-            if !self.temporary {
-                crate::fsutil::sync_dir(&path).map_err(|e| self.err(e))?;
-            }
-            let run = Arc::new(Run::open(&path).map_err(|e| self.err(e))?);
-            let tx = self.begin_write()?;
-            tx.open_table(META)
-                .map_err(|e| self.err(e))?
-                .insert("run", generation)
-                .map_err(|e| self.err(e))?;
-            tx.commit().map_err(|e| self.err(e))?;
-            *self.run.write().unwrap_or_else(|p| p.into_inner()) = Some(run);
+    fn record(&self, mut taken: Taken) -> Result<()> {
+        if let Some(builder) = taken.run.take() {
+            self.record_run(builder)?;
+        } else {
+            let empty = self.is_empty()?;
+            self.insert_sorted(taken.entries.into_sorted()?, empty)?;
         }
+        if taken.files.is_empty() {
+            return Ok(());
+        }
+        let tx = self.begin_write()?;
+        {
+            let mut packs = tx.open_table(PACKS).map_err(|e| self.err(e))?;
+            let mut names = tx.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
+            for (name, file_packs, n) in &taken.files {
+                for (p, len) in file_packs {
+                    packs.insert(&p.0[..], *len).map_err(|e| self.err(e))?;
+                }
+                names.insert(name.as_str(), *n).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Whether the cache holds no blob entry (a fresh pod's, or one just cleared).
+    fn is_empty(&self) -> Result<bool> {
+        if self.current_run().is_some() {
+            return Ok(false);
+        }
+        let read = self.db.begin_read().map_err(|e| self.err(e))?;
+        match read.open_table(BLOBS) {
+            Ok(t) => t.is_empty().map_err(|e| self.err(e)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(true),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Where the entries of index files about to be read go: into a sealed run when the cache
+    /// is empty (written in one sequential pass instead of a B-tree insert each), else sorted
+    /// into the table.
+    fn taken(&self) -> Result<Taken> {
+        Taken::new(self.scratch(), self.is_empty()?)
+    }
+
+    /// Writes a sealed run and names it in the metadata (the run is durable first). If the
+    /// cache was filled meanwhile (another ingest of this process), its entries go into the
+    /// table instead.
+    fn record_run(&self, builder: super::blobrun::Builder) -> Result<()> {
+        let mut g = [0u8; 8];
+        crate::codec::random_bytes(&mut g).map_err(|e| self.err(e))?;
+        let generation = u64::from_le_bytes(g).max(1);
+        let path = self.run_path(generation);
+        let io = |e: std::io::Error| cache_err(&path, e);
+        builder.finish(&path, !self.temporary).map_err(io)?;
+        let run = Arc::new(Run::open(&path).map_err(io)?);
+        if !self.is_empty()? {
+            let entries = run
+                .iter()
+                .map_err(io)?
+                .map(|r| r.map(|(k, v)| (k.to_vec(), v)).map_err(|e| cache_err(run.path(), e)));
+            let done = self.insert_sorted(entries, false);
+            let _ = std::fs::remove_file(&path);
+            return done;
+        }
+        if !self.temporary {
+            crate::fsutil::sync_dir(&path).map_err(io)?;
+        }
+        let tx = self.begin_write()?;
+        tx.open_table(META)
+            .map_err(|e| self.err(e))?
+            .insert("run", generation)
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        *self.run.write().unwrap_or_else(|p| p.into_inner()) = Some(run);
+        Ok(())
+    }
+
+    /// Inserts entries given in key order into the table, committing every `INGEST_SLICE`.
+    /// Into an empty table the lookup of an identical entry is skipped: it only spares
+    /// rewriting one, and the few repeats (across sorted runs) are harmless.
+    fn insert_sorted(
+        &self,
+        entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+        empty: bool,
+    ) -> Result<()> {
+        let mut sorted = entries.peekable();
         while sorted.peek().is_some() {
             let tx = self.begin_write()?;
             {
@@ -446,21 +529,7 @@ impl IndexCache {
             }
             tx.commit().map_err(|e| self.err(e))?;
         }
-        if taken.files.is_empty() {
-            return Ok(());
-        }
-        let tx = self.begin_write()?;
-        {
-            let mut packs = tx.open_table(PACKS).map_err(|e| self.err(e))?;
-            let mut names = tx.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
-            for (name, file_packs, n) in &taken.files {
-                for (p, len) in file_packs {
-                    packs.insert(&p.0[..], *len).map_err(|e| self.err(e))?;
-                }
-                names.insert(name.as_str(), *n).map_err(|e| self.err(e))?;
-            }
-        }
-        tx.commit().map_err(|e| self.err(e))
+        Ok(())
     }
 
     /// Every copy of `id`, those in packs to avoid last (otherwise in key order).
