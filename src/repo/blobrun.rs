@@ -239,6 +239,33 @@ impl Run {
         Ok(out)
     }
 
+    /// The value stored under `key`, for keys asked in increasing order: `cursor` keeps the
+    /// block read last, so a dense sorted ingest reads each block once.
+    pub fn get_sorted(
+        &self,
+        key: &[u8; KEY],
+        cursor: &mut Option<(usize, Vec<u8>)>,
+    ) -> std::io::Result<Option<Vec<u8>>> {
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&key[..32]);
+        let mut b = self.firsts.partition_point(|f| f < &id).saturating_sub(1);
+        while b < self.firsts.len() {
+            if cursor.as_ref().is_none_or(|(at, _)| *at != b) {
+                *cursor = Some((b, self.block(b)?));
+            }
+            let Some((_, buf)) = cursor.as_ref() else { return Ok(None) };
+            for r in buf.chunks_exact(RECORD) {
+                match r[..KEY].cmp(&key[..]) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => return Ok(Some(record(r)?.1)),
+                    std::cmp::Ordering::Greater => return Ok(None),
+                }
+            }
+            b += 1;
+        }
+        Ok(None)
+    }
+
     /// Every entry, in key order.
     pub fn iter(&self) -> std::io::Result<RunIter> {
         let mut f = self.file.try_clone()?;

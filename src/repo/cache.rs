@@ -510,6 +510,8 @@ impl IndexCache {
         empty: bool,
     ) -> Result<()> {
         let mut sorted = entries.peekable();
+        let run = self.current_run();
+        let mut cursor = None;
         while sorted.peek().is_some() {
             let tx = self.begin_write()?;
             {
@@ -522,6 +524,12 @@ impl IndexCache {
                         let same = blobs.get(&k[..]).map_err(|e| self.err(e))?;
                         if same.is_some_and(|s| s.value() == &v[..]) {
                             continue;
+                        }
+                        if let (Some(run), Ok(key)) = (&run, <&[u8; 64]>::try_from(&k[..])) {
+                            let got = run.get_sorted(key, &mut cursor).map_err(|e| self.err(e))?;
+                            if got.is_some_and(|g| g == v) {
+                                continue;
+                            }
                         }
                     }
                     blobs.insert(&k[..], &v[..]).map_err(|e| self.err(e))?;
