@@ -64,10 +64,10 @@ fn record(buf: &[u8]) -> std::io::Result<Entry> {
 /// uniformly random (keyed hashes), so records are spread over `BUCKETS` temporary files by
 /// the first byte of the id, and each bucket (1/256 of the entries: 3 MB at 7.5 M entries) is
 /// then sorted in memory and appended to the run. Memory: the buckets' write buffers and the
-/// largest bucket.
+/// largest bucket. The bucket files are unlinked as soon as they are created, so a killed
+/// process leaves none behind.
 pub struct Builder {
     dir: PathBuf,
-    tag: String,
     buckets: Vec<Option<BufWriter<File>>>,
 }
 
@@ -76,18 +76,13 @@ const BUCKET_BUFFER: usize = 32 << 10;
 
 impl Builder {
     /// A builder whose temporary files go to `dir`.
-    pub fn new(dir: &Path) -> std::io::Result<Builder> {
-        let mut r = [0u8; 8];
-        crate::codec::random_bytes(&mut r).map_err(std::io::Error::other)?;
-        Ok(Builder {
-            dir: dir.to_path_buf(),
-            tag: format!("run-{}-{}", std::process::id(), hex::encode(r)),
-            buckets: (0..BUCKETS).map(|_| None).collect(),
-        })
+    pub fn new(dir: &Path) -> Builder {
+        Builder { dir: dir.to_path_buf(), buckets: (0..BUCKETS).map(|_| None).collect() }
     }
 
-    fn bucket_path(&self, b: usize) -> PathBuf {
-        self.dir.join(format!("{}-{b:02x}.tmp", self.tag))
+    /// Whether no entry was added.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.iter().all(|b| b.is_none())
     }
 
     /// Adds one entry (key: chunk id then pack id; value at most `VALUE_MAX` bytes).
@@ -97,7 +92,8 @@ impl Builder {
         }
         let b = key[0] as usize;
         if self.buckets[b].is_none() {
-            let f = File::create(self.bucket_path(b))?;
+            let (_, f) = super::sorted::unlinked_file(&self.dir, "run-bucket")
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
             self.buckets[b] = Some(BufWriter::with_capacity(BUCKET_BUFFER, f));
         }
         let mut rec = [0u8; RECORD];
@@ -119,12 +115,12 @@ impl Builder {
         let mut bytes = Vec::new();
         for b in 0..BUCKETS {
             let Some(bw) = self.buckets[b].take() else { continue };
-            drop(bw.into_inner().map_err(|e| e.into_error())?);
-            let bucket = self.bucket_path(b);
+            let mut f = bw.into_inner().map_err(|e| e.into_error())?;
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))?;
             // one buffer for every bucket: fresh pages for each cost a fifth of the build
             bytes.clear();
-            File::open(&bucket)?.read_to_end(&mut bytes)?;
-            let _ = std::fs::remove_file(&bucket);
+            f.read_to_end(&mut bytes)?;
+            drop(f);
             let mut recs: Vec<&[u8]> = bytes.chunks_exact(RECORD).collect();
             recs.sort_unstable_by(|x, y| x[..KEY].cmp(&y[..KEY]));
             recs.dedup_by(|x, y| x[..KEY] == y[..KEY]);
@@ -149,17 +145,6 @@ impl Builder {
             file.sync_all()?;
         }
         Ok(count)
-    }
-}
-
-impl Drop for Builder {
-    fn drop(&mut self) {
-        // a builder dropped before `finish` (an error) leaves no bucket behind
-        for b in 0..BUCKETS {
-            if self.buckets[b].take().is_some() {
-                let _ = std::fs::remove_file(self.bucket_path(b));
-            }
-        }
     }
 }
 
@@ -316,7 +301,7 @@ mod tests {
         // a repeated key is written once; the builder takes entries in any order
         entries.insert(5, entries[4].clone());
         entries.reverse();
-        let mut b = Builder::new(dir.path()).unwrap();
+        let mut b = Builder::new(dir.path());
         for (k, v) in &entries {
             b.push(&k.clone().try_into().unwrap(), v).unwrap();
         }
@@ -341,7 +326,7 @@ mod tests {
     fn a_damaged_or_truncated_run_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.run");
-        let mut b = Builder::new(dir.path()).unwrap();
+        let mut b = Builder::new(dir.path());
         for i in 0..10u8 {
             b.push(&key(i, 0).try_into().unwrap(), &[1; 14]).unwrap();
         }
@@ -354,8 +339,10 @@ mod tests {
         std::fs::write(&path, &b).unwrap();
         assert!(Run::open(&path).is_err());
         // a value too long for a record is refused, and no bucket file is left behind
-        let mut b = Builder::new(dir.path()).unwrap();
+        let mut b = Builder::new(dir.path());
+        assert!(b.is_empty());
         b.push(&key(1, 0).try_into().unwrap(), &[0; 14]).unwrap();
+        assert!(!b.is_empty());
         assert!(b.push(&key(2, 0).try_into().unwrap(), &[0; 47]).is_err());
         drop(b);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();

@@ -141,10 +141,7 @@ type TakenFile = (String, Vec<(Id, u64)>, u64);
 
 impl Taken {
     fn new(scratch: &Path, run: bool) -> Result<Taken> {
-        let run = match run {
-            true => Some(super::blobrun::Builder::new(scratch).map_err(|e| cache_err(scratch, e))?),
-            false => None,
-        };
+        let run = run.then(|| super::blobrun::Builder::new(scratch));
         Ok(Taken { entries: Sorter::new(scratch), run, files: Vec::new(), dir: scratch.into() })
     }
     fn add(&mut self, name: String, f: &IndexFile) -> Result<()> {
@@ -177,6 +174,9 @@ pub struct IndexCache {
     /// The sealed run holding the entries the cache was built with, if it was built from
     /// scratch; entries taken in later are in `BLOBS`.
     run: RwLock<Option<Arc<Run>>>,
+    /// Held while entries are recorded or the cache is cleared: two ingests that both found
+    /// the cache empty must not both name a run (the first's entries would be lost).
+    writing: Mutex<()>,
 }
 
 /// An object that could not be read and was left out (an index file while syncing, a
@@ -221,6 +221,7 @@ impl IndexCache {
             warnings: Mutex::new(notes),
             avoid: RwLock::new(Arc::new(HashSet::new())),
             run: RwLock::new(None),
+            writing: Mutex::new(()),
         };
         if cache.version().ok() != Some(CACHE_VERSION) {
             cache.clear()?;
@@ -252,6 +253,7 @@ impl IndexCache {
             warnings: Mutex::new(vec![]),
             avoid: RwLock::new(Arc::new(HashSet::new())),
             run: RwLock::new(None),
+            writing: Mutex::new(()),
         };
         cache.clear()?;
         Ok(cache)
@@ -283,6 +285,7 @@ impl IndexCache {
 
     /// Empties every table.
     pub fn clear(&self) -> Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let tx = self.begin_write()?;
         tx.delete_table(BLOBS).map_err(|e| self.err(e))?;
         tx.delete_table(PACKS).map_err(|e| self.err(e))?;
@@ -425,6 +428,7 @@ impl IndexCache {
     /// about once. A name is recorded only after all entries: after a crash in between, the
     /// file is simply taken in again (inserts are idempotent).
     fn record(&self, mut taken: Taken) -> Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(builder) = taken.run.take() {
             self.record_run(builder)?;
         } else {
@@ -472,6 +476,9 @@ impl IndexCache {
     /// cache was filled meanwhile (another ingest of this process), its entries go into the
     /// table instead.
     fn record_run(&self, builder: super::blobrun::Builder) -> Result<()> {
+        if builder.is_empty() {
+            return Ok(());
+        }
         let mut g = [0u8; 8];
         crate::codec::random_bytes(&mut g).map_err(|e| self.err(e))?;
         let generation = u64::from_le_bytes(g).max(1);
@@ -889,6 +896,9 @@ mod tests {
         };
         {
             let c = IndexCache::open(dir.path()).unwrap();
+            // nothing to take in (an empty repository): no run
+            c.ingest(&[("empty".into(), IndexFile::default())]).unwrap();
+            assert!(runs(dir.path()).is_empty());
             // a fresh cache: these entries go to a run
             c.ingest(&[("a".into(), file(10, &[1, 2, 3, 4, 5])), ("b".into(), file(11, &[3]))])
                 .unwrap();
@@ -941,7 +951,7 @@ mod tests {
         {
             let c = IndexCache::open(dir.path()).unwrap();
             assert_eq!(c.locations(&Id([3; 32])).unwrap().len(), 2);
-            assert_eq!(c.index_files().unwrap(), 4);
+            assert_eq!(c.index_files().unwrap(), 5);
             // a stray run (a process killed before recording it) is removed at the next open
             std::fs::write(dir.path().join("index.redb.00000000000000aa.run"), b"x").unwrap();
         }
