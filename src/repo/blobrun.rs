@@ -163,10 +163,15 @@ impl Run {
         if &t[16..] != END || blocks != count.div_ceil(BLOCK as u64) {
             return Err(bad("trailer"));
         }
-        let body = count.checked_mul(RECORD as u64).ok_or_else(|| bad("count"))?;
-        if 8 + body + blocks * 32 + 24 != size {
+        // a damaged trailer must not make the sums wrap (and a huge allocation pass the check)
+        let expected = count
+            .checked_mul(RECORD as u64)
+            .and_then(|body| body.checked_add(blocks.checked_mul(32)?))
+            .and_then(|n| n.checked_add(8 + 24));
+        if expected != Some(size) {
             return Err(bad("size"));
         }
+        let body = count * RECORD as u64;
         let mut magic = [0u8; 8];
         file.read_exact_at(&mut magic, 0)?;
         if &magic != MAGIC {
@@ -336,6 +341,14 @@ mod tests {
         assert!(Run::open(&path).is_err());
         let mut b = bytes.clone();
         b[0] ^= 1;
+        std::fs::write(&path, &b).unwrap();
+        assert!(Run::open(&path).is_err());
+        // a trailer claiming a count whose size would overflow
+        let mut b = bytes.clone();
+        let n = b.len();
+        let count = u64::MAX / RECORD as u64;
+        b[n - 24..n - 16].copy_from_slice(&count.to_le_bytes());
+        b[n - 16..n - 8].copy_from_slice(&count.div_ceil(BLOCK as u64).to_le_bytes());
         std::fs::write(&path, &b).unwrap();
         assert!(Run::open(&path).is_err());
         // a value too long for a record is refused, and no bucket file is left behind
