@@ -197,7 +197,7 @@ impl Run {
 
     /// Records in the run.
     #[cfg(test)]
-    pub fn len(&self) -> u64 {
+    pub fn records(&self) -> u64 {
         self.count
     }
 
@@ -313,7 +313,7 @@ mod tests {
         let n = b.finish(&path, true).unwrap();
         assert_eq!(n, 600);
         let run = Run::open(&path).unwrap();
-        assert_eq!(run.len(), 600);
+        assert_eq!(run.records(), 600);
         for id in [0u8, 85, 86, 170, 199] {
             let c = run.copies(&[id; 32]).unwrap();
             assert_eq!(c.len(), 3, "id {id}");

@@ -1,7 +1,7 @@
 //! Layer 3: the repository engine: keys, config, the packer, the index and its local cache,
 //! the stream writer and reader, snapshots.
 
-mod blobrun;
+pub mod blobrun;
 mod cache;
 pub mod delta;
 pub mod idset;
