@@ -90,20 +90,19 @@ impl Builder {
         if value.len() > VALUE_MAX {
             return Err(bad("value length"));
         }
-        let b = key[0] as usize;
-        if self.buckets[b].is_none() {
-            let (_, f) = super::sorted::unlinked_file(&self.dir, "run-bucket")
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            self.buckets[b] = Some(BufWriter::with_capacity(BUCKET_BUFFER, f));
-        }
+        let w = match &mut self.buckets[key[0] as usize] {
+            Some(w) => w,
+            slot => {
+                let (_, f) = super::sorted::unlinked_file(&self.dir, "run-bucket")
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                slot.insert(BufWriter::with_capacity(BUCKET_BUFFER, f))
+            }
+        };
         let mut rec = [0u8; RECORD];
         rec[..KEY].copy_from_slice(key);
         rec[KEY] = value.len() as u8;
         rec[KEY + 1..KEY + 1 + value.len()].copy_from_slice(value);
-        match &mut self.buckets[b] {
-            Some(w) => w.write_all(&rec),
-            None => Err(bad("bucket")),
-        }
+        w.write_all(&rec)
     }
 
     /// Writes the run to `path` (repeated keys once), fsynced when `durable`; returns the
@@ -201,6 +200,12 @@ impl Run {
         self.count
     }
 
+    /// The first block that may hold a key starting with `id`: the last one starting below
+    /// it (the records of an id starting a block may begin at the end of the block before).
+    fn start_block(&self, id: &[u8]) -> usize {
+        self.firsts.partition_point(|f| &f[..] < id).saturating_sub(1)
+    }
+
     fn block(&self, b: usize) -> std::io::Result<Vec<u8>> {
         let first = (b * BLOCK) as u64;
         let n = (self.count - first).min(BLOCK as u64) as usize;
@@ -211,9 +216,7 @@ impl Run {
 
     /// Every entry whose key starts with `id`, in key order.
     pub fn copies(&self, id: &[u8; 32]) -> std::io::Result<Vec<Entry>> {
-        // the first block that may hold `id`: the last one starting below it (the copies of
-        // an id starting a block may begin at the end of the block before)
-        let mut b = self.firsts.partition_point(|f| f < id).saturating_sub(1);
+        let mut b = self.start_block(id);
         let mut out = Vec::new();
         while b < self.firsts.len() {
             let buf = self.block(b)?;
@@ -236,9 +239,7 @@ impl Run {
         key: &[u8; KEY],
         cursor: &mut Option<(usize, Vec<u8>)>,
     ) -> std::io::Result<Option<Vec<u8>>> {
-        let mut id = [0u8; 32];
-        id.copy_from_slice(&key[..32]);
-        let mut b = self.firsts.partition_point(|f| f < &id).saturating_sub(1);
+        let mut b = self.start_block(&key[..32]);
         while b < self.firsts.len() {
             if cursor.as_ref().is_none_or(|(at, _)| *at != b) {
                 *cursor = Some((b, self.block(b)?));

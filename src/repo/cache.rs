@@ -140,9 +140,9 @@ struct Taken {
 type TakenFile = (String, Vec<(Id, u64)>, u64);
 
 impl Taken {
-    fn new(scratch: &Path, run: bool) -> Result<Taken> {
+    fn new(scratch: &Path, run: bool) -> Taken {
         let run = run.then(|| super::blobrun::Builder::new(scratch));
-        Ok(Taken { entries: Sorter::new(scratch), run, files: Vec::new(), dir: scratch.into() })
+        Taken { entries: Sorter::new(scratch), run, files: Vec::new(), dir: scratch.into() }
     }
     fn add(&mut self, name: String, f: &IndexFile) -> Result<()> {
         let mut n = 0u64;
@@ -469,7 +469,7 @@ impl IndexCache {
     /// is empty (written in one sequential pass instead of a B-tree insert each), else sorted
     /// into the table.
     fn taken(&self) -> Result<Taken> {
-        Taken::new(self.scratch(), self.is_empty()?)
+        Ok(Taken::new(self.scratch(), self.is_empty()?))
     }
 
     /// Writes a sealed run and names it in the metadata (the run is durable first). If the

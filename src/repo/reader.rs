@@ -217,8 +217,7 @@ impl PackCiphers {
                             Some(b) => Some(bases.get(&b)?.as_slice()),
                             None => None,
                         };
-                        let from = (loc.offset as u64 - g.start) as usize;
-                        let sealed = &bytes[from..from + loc.stored_len as usize];
+                        let sealed = g.sealed(&bytes, loc);
                         let plain =
                             decode_blob(repo, &cipher, &g.pack, id, loc, sealed, base).ok()?;
                         Some((*id, Arc::new(plain)))
@@ -303,6 +302,14 @@ struct Group {
     /// Bases of its deltas taken from the base cache when the group was queued
     /// ([`PackCiphers::pin_bases`]): the next window's prefetch may clear the cache first.
     pinned: HashMap<Id, Arc<Vec<u8>>>,
+}
+
+impl Group {
+    /// The sealed bytes of `loc`, one of this group's items, within the group's read.
+    fn sealed<'a>(&self, bytes: &'a [u8], loc: &BlobLocation) -> &'a [u8] {
+        let from = (loc.offset as u64 - self.start) as usize;
+        &bytes[from..from + loc.stored_len as usize]
+    }
 }
 
 fn group(entries: Vec<(Id, BlobRef)>) -> Vec<Group> {
@@ -442,14 +449,13 @@ async fn fetch_group_once(
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::with_capacity(g.items.len());
         for (id, loc) in &g.items {
-            let from = (loc.offset as u64 - g.start) as usize;
             out.push(decode_blob(
                 &repo,
                 &cipher,
                 &g.pack,
                 id,
                 loc,
-                &bytes[from..from + loc.stored_len as usize],
+                g.sealed(&bytes, loc),
                 loc.base.and_then(|b| bases.get(&b)).map(|b| b.as_slice()),
             )?);
         }

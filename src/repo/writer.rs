@@ -484,10 +484,9 @@ impl Pipeline<'_> {
         }
         // a copy of each base whose whole chain lies outside condemned packs (the delta will
         // need it), and a whole copy of the base of each delta copy among them
-        let (mut copies, mut roots) = (Vec::new(), Vec::new());
-        let mut seen = HashSet::new();
+        let (mut copies, mut roots) = (HashMap::new(), Vec::new());
         for (b, _) in want.values() {
-            if !seen.insert(*b) {
+            if copies.contains_key(b) {
                 continue;
             }
             let Some(copy) = self.usable_copy(b, true)? else { continue };
@@ -496,18 +495,19 @@ impl Pipeline<'_> {
             {
                 roots.push((r, whole));
             }
-            copies.push((*b, copy));
+            copies.insert(*b, copy);
         }
         let rt = tokio::runtime::Handle::current();
         let roots = self.reader.read_grouped(self.repo, &rt, roots, &HashMap::new());
-        let mut plain = self.reader.read_grouped(self.repo, &rt, copies, &roots);
+        let chosen: Vec<(Id, BlobRef)> = copies.iter().map(|(b, c)| (*b, *c)).collect();
+        let mut plain = self.reader.read_grouped(self.repo, &rt, chosen, &roots);
         for (c, (b, whole)) in want {
             let p = match plain.get(&b) {
                 Some(p) => p.clone(),
                 // not read above (a deeper chain, or a failed read): the reader's own way,
                 // which tries every copy
                 None => {
-                    let Some(copy) = self.usable_copy(&b, true)? else { continue };
+                    let Some(copy) = copies.get(&b) else { continue };
                     let read = self.reader.read(self.repo, &copy.pack, &b, &copy.loc);
                     match rt.block_on(read) {
                         Ok(p) => plain.entry(b).or_insert(Arc::new(p)).clone(),
