@@ -14,6 +14,7 @@ use std::time::Instant;
 use futures::stream::{self, StreamExt};
 
 use super::verify_restore::{RestoreVerdict, VerifyRestoreOptions, verify_restore};
+use crate::backend::ObjectInfo;
 use crate::format::Id;
 use crate::format::envelope::MAGIC_SNAPSHOT;
 use crate::format::index::BlobLocation;
@@ -307,6 +308,10 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
     let mut r = CheckReport::default();
     r.notes.extend(repo.index().take_warnings());
     let mut causes = Causes::default();
+    // snapshots are listed before the index files are read: a backup writes its index files
+    // before its snapshot, so every snapshot listed has its chunks in the index read after
+    // (the other order reported a backup that committed in between as damage)
+    let snapshot_files = repo.backend().list(paths::SNAPSHOTS_DIR).await?;
     let (mut st, damaged_index) = load_index(&repo, &mut r).await?;
     let orphans = check_packs(&repo, &mut st, &mut r).await?;
     r.index_incomplete = !damaged_index.is_empty() || orphans > 0;
@@ -314,7 +319,7 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
     if let Some(subset) = opts.read_data {
         read_packs(&repo, &mut st, subset, &mut r, &mut causes).await?;
     }
-    check_snapshots(&repo, &st, &mut r, &mut causes).await?;
+    check_snapshots(&repo, snapshot_files, &st, &mut r, &mut causes).await?;
     list_damage(&st, causes, damaged_index, &mut r);
     check_cache(&repo, &st, &mut r).await?;
 
@@ -590,11 +595,11 @@ async fn read_packs(
 /// it needs is indexed in a pack that is present and not damaged.
 async fn check_snapshots(
     repo: &Arc<Repository>,
+    files: Vec<ObjectInfo>,
     st: &State,
     r: &mut CheckReport,
     causes: &mut Causes,
 ) -> Result<()> {
-    let files = repo.backend().list(paths::SNAPSHOTS_DIR).await?;
     let ciphers = crate::repo::PackCiphers::default();
     // content lists already found whole: hourly dumps share most of their lists, and a list
     // is read and its chunks looked up once (a damaged one again for each snapshot it hurts).

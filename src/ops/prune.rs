@@ -209,10 +209,12 @@ struct Live {
 /// three times (sweep, mark, sweep).
 async fn live_set(repo: &Arc<Repository>, r: &mut PruneReport, prev: Option<Live>) -> Result<Live> {
     // a damaged index file hides packs (they would look unindexed and be condemned) and a
-    // damaged snapshot hides needed chunks: either way, stop before anything is written
-    let mut unreadable = repo.index().sync(repo).await?;
-    let (snaps, damaged) = list_snapshots_checked(repo, &SnapshotFilter::default()).await?;
-    unreadable.extend(damaged);
+    // damaged snapshot hides needed chunks: either way, stop before anything is written.
+    // Snapshots are listed before the index files are read: a backup writes its index files
+    // before its snapshot, so every snapshot listed has its chunks in the index read after
+    // (the other order missed a backup that committed between the two)
+    let (snaps, mut unreadable) = list_snapshots_checked(repo, &SnapshotFilter::default()).await?;
+    unreadable.extend(repo.index().sync(repo).await?);
     if !unreadable.is_empty() {
         return Err(RepoError::PruneUnsure { unreadable });
     }

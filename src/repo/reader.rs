@@ -256,9 +256,16 @@ pub(crate) fn decode_blob(
 }
 
 /// Reads one blob by id (through the index), from another copy if the first cannot be read.
+/// An id the cache does not know takes in new index files first: a snapshot committed after
+/// this process brought its cache up to date names chunks only those index files list.
 pub async fn read_blob(repo: &Repository, id: &Id, needed_by: &str) -> Result<Vec<u8>> {
     let ciphers = PackCiphers::default();
-    let r = repo.index.lookup(id)?.ok_or_else(|| RepoError::MissingChunk {
+    let mut r = repo.index.lookup(id)?;
+    if r.is_none() {
+        repo.index.sync(repo).await?;
+        r = repo.index.lookup(id)?;
+    }
+    let r = r.ok_or_else(|| RepoError::MissingChunk {
         chunk: id.to_hex(),
         needed_by: needed_by.into(),
     })?;
