@@ -155,6 +155,12 @@ pub fn repair_index(r: &RepairIndexReport) -> String {
         "read {} packs ({} blobs); wrote {} index files, removed {} old ones",
         r.packs_read, r.blobs, r.index_files_written, r.index_files_removed
     );
+    if r.index_files_kept > 0 {
+        out += &format!(
+            "; kept {} old ones that name packs the new index does not cover",
+            r.index_files_kept
+        );
+    }
     for u in &r.unreadable_packs {
         out += &format!("\nunreadable pack (its data is not indexed): {u}");
     }

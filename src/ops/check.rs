@@ -694,6 +694,9 @@ async fn check_snapshots(
 /// one they list. If not, it is rebuilt. Both databases are read in key order side by side
 /// (a merge, not a lookup per chunk).
 async fn check_cache(repo: &Repository, st: &State, r: &mut CheckReport) -> Result<()> {
+    // first take in the index files written since this process opened (a backup that ended
+    // meanwhile): their ids are not missing from the cache, only not yet read
+    repo.index().sync(repo).await?;
     let disagree = cache_disagreements(repo, st)?;
     if disagree > 0 {
         r.notes.push(format!(

@@ -1,12 +1,15 @@
 //! `repo repair index` and `repo repair snapshots`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
 
 use super::check::{self, CheckOptions};
 use crate::format::Id;
-use crate::repo::{IndexBatch, RepoError, Repository, Result, paths, read_pack_footer};
+use crate::repo::{
+    IndexBatch, RepoError, Repository, Result, load_index_file, paths, read_pack_footer,
+};
 
 /// What `repo repair index` did (JSON output).
 #[derive(Debug, Default, serde::Serialize)]
@@ -19,6 +22,10 @@ pub struct RepairIndexReport {
     pub index_files_written: u64,
     /// Index files that existed at the start, removed once the new ones were stored.
     pub index_files_removed: u64,
+    /// Index files that existed at the start and were kept: each names a pack that is
+    /// present but not in the new index (condemned as this repair opened, and since
+    /// resurrected by a sweep, or with an unreadable footer).
+    pub index_files_kept: u64,
     /// Packs whose footer could not be read: their data is not indexed.
     pub unreadable_packs: Vec<String>,
 }
@@ -38,22 +45,26 @@ pub async fn repair_index(repo: Arc<Repository>) -> Result<RepairIndexReport> {
     // index naming them would then point at nothing); what a snapshot needs of them, the
     // sweep indexes again itself
     let condemned = repo.condemned();
-    let packs = repo.backend().list(paths::DATA_DIR).await?;
-    let mut read = stream::iter(
-        packs
-            .into_iter()
-            .filter_map(|o| paths::id_of(&o.path).map(|id| (id, o.size)))
-            .filter(|(id, _)| !condemned.packs.contains(id)),
-    )
-    .map(|(id, size)| {
-        let repo = repo.clone();
-        async move { (id, read_pack_footer(&repo, &id, size).await) }
-    })
-    .buffer_unordered(8);
+    let packs: Vec<(Id, u64)> = repo
+        .backend()
+        .list(paths::DATA_DIR)
+        .await?
+        .iter()
+        .filter_map(|o| paths::id_of(&o.path).map(|id| (id, o.size)))
+        .collect();
+    let present: HashSet<Id> = packs.iter().map(|p| p.0).collect();
+    let mut covered: HashSet<Id> = HashSet::new();
+    let mut read = stream::iter(packs.into_iter().filter(|(id, _)| !condemned.packs.contains(id)))
+        .map(|(id, size)| {
+            let repo = repo.clone();
+            async move { (id, read_pack_footer(&repo, &id, size).await) }
+        })
+        .buffer_unordered(8);
     let mut batch = IndexBatch::default();
     while let Some((id, res)) = read.next().await {
         match res {
             Ok(p) => {
+                covered.insert(id);
                 r.packs_read += 1;
                 r.blobs += p.blobs.len() as u64;
                 batch.push(&repo, p).await?;
@@ -63,9 +74,24 @@ pub async fn repair_index(repo: Arc<Repository>) -> Result<RepairIndexReport> {
     }
     batch.flush(&repo).await?;
     r.index_files_written = batch.files_written;
+    // an old index file is removed only if every pack it names that is still present is in
+    // the new index: a sweep running meanwhile may have written one for a pack it resurrected
+    // (condemned when this repair opened, so left out above), and removing that file would
+    // leave a pack a snapshot needs in no index file
     for id in old {
-        repo.backend().delete(&paths::index(&id)).await?;
-        r.index_files_removed += 1;
+        let keep = match load_index_file(&repo, &id).await {
+            Ok(f) => {
+                f.packs.iter().any(|p| present.contains(&p.pack) && !covered.contains(&p.pack))
+            }
+            Err(RepoError::Backend(e)) if e.is_not_found() => continue,
+            Err(_) => false, // a damaged index file is what a repair replaces
+        };
+        if keep {
+            r.index_files_kept += 1;
+        } else {
+            repo.backend().delete(&paths::index(&id)).await?;
+            r.index_files_removed += 1;
+        }
     }
     repo.index().clear()?;
     repo.index().sync(&repo).await?;

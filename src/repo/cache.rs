@@ -48,6 +48,8 @@ const INGEST_SLICE: usize = 8192;
 /// bandwidth, for small files). Each is held decoded until taken in: this writer's files
 /// hold at most [`super::INDEX_FILE_BLOBS`] entries, others are bounded by their size.
 const INDEX_LOADS_IN_FLIGHT: usize = 4;
+/// Listings of the index files a sync reads before giving up on one in which none vanished.
+const SYNC_ROUNDS: usize = 8;
 
 fn create_db(path: &Path) -> std::result::Result<Database, DatabaseError> {
     Database::builder().set_cache_size(PAGE_CACHE_BYTES).create(path)
@@ -363,6 +365,11 @@ impl IndexCache {
     /// Brings the cache in line with the repository's index files. Damaged index files are
     /// skipped: they are returned (a prune must not go on without their entries) and also
     /// reported through [`IndexCache::take_warnings`].
+    ///
+    /// An index file listed but gone when read was deleted by a sweep, which first wrote an
+    /// index file for every pack it resurrected: the files are listed again until a round
+    /// finds none gone, so that such a file is never missed (check would call the snapshots
+    /// that need the resurrected pack broken).
     pub async fn sync(&self, repo: &Repository) -> Result<Vec<Unreadable>> {
         let listed = repo.backend.list(paths::INDEX_DIR).await?;
         let names: HashSet<Id> = listed.iter().filter_map(|o| paths::id_of(&o.path)).collect();
@@ -373,21 +380,66 @@ impl IndexCache {
             have.clear();
         }
         let mut skipped = Vec::new();
-        let mut taken = self.taken()?;
-        let new = names.into_iter().filter(|n| !have.contains(&n.to_hex()));
-        let mut loads = futures::stream::iter(new)
-            .map(|id| async move { (id, load_index_file(repo, &id).await) })
-            .buffer_unordered(INDEX_LOADS_IN_FLIGHT);
-        while let Some((id, r)) = loads.next().await {
-            match r {
-                Ok(f) => taken.add(id.to_hex(), &f)?,
-                Err(RepoError::Backend(e)) if e.is_not_found() => {} // removed meanwhile by a prune
-                Err(e) => {
-                    self.warn(format!("{e}; its entries are ignored (run `repo check`)"));
-                    skipped.push(Unreadable { object: paths::index(&id), error: e.to_string() });
+        let taken = self.taken()?;
+        // the entries are taken on a thread of their own (bucketing or sorting, and writing
+        // temporary files), while this task goes on fetching and decoding the next files: a
+        // fresh pod's cache build overlaps the download instead of stalling it
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Id, IndexFile)>(INDEX_LOADS_IN_FLIGHT);
+        let adder = tokio::task::spawn_blocking(move || {
+            let mut taken = taken;
+            while let Some((id, f)) = rx.blocking_recv() {
+                taken.add(id.to_hex(), &f)?;
+            }
+            Ok::<Taken, RepoError>(taken)
+        });
+        // every file read (or found damaged) in an earlier round
+        let mut done: HashSet<Id> = HashSet::new();
+        let mut new: Vec<Id> = names.into_iter().filter(|n| !have.contains(&n.to_hex())).collect();
+        let mut rounds = 0;
+        'rounds: loop {
+            let mut vanished = false;
+            let mut loads = futures::stream::iter(new)
+                .map(|id| async move { (id, load_index_file(repo, &id).await) })
+                .buffer_unordered(INDEX_LOADS_IN_FLIGHT);
+            while let Some((id, r)) = loads.next().await {
+                match r {
+                    Ok(f) => {
+                        done.insert(id);
+                        // the adder stopped on an error: it is returned below
+                        if tx.send((id, f)).await.is_err() {
+                            break 'rounds;
+                        }
+                    }
+                    Err(RepoError::Backend(e)) if e.is_not_found() => vanished = true,
+                    Err(e) => {
+                        done.insert(id);
+                        self.warn(format!("{e}; its entries are ignored (run `repo check`)"));
+                        skipped
+                            .push(Unreadable { object: paths::index(&id), error: e.to_string() });
+                    }
                 }
             }
+            rounds += 1;
+            if !vanished {
+                break;
+            }
+            if rounds == SYNC_ROUNDS {
+                return Err(RepoError::LockConflict(format!(
+                    "index files kept disappearing while {SYNC_ROUNDS} listings were read (a \
+                     prune is sweeping); try again later"
+                )));
+            }
+            new = repo
+                .backend
+                .list(paths::INDEX_DIR)
+                .await?
+                .iter()
+                .filter_map(|o| paths::id_of(&o.path))
+                .filter(|n| !done.contains(n) && !have.contains(&n.to_hex()))
+                .collect();
         }
+        drop(tx);
+        let taken = adder.await.map_err(|e| self.err(e))??;
         self.record(taken)?;
         Ok(skipped)
     }

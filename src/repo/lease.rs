@@ -245,25 +245,44 @@ pub async fn remove_expired_leases(backend: &Arc<dyn Backend>) -> Result<u64> {
     Ok(n)
 }
 
+/// Listings of the prune records tried before giving up on one in which none vanished.
+const RECORD_LISTINGS: usize = 8;
+
 /// Every readable prune record. Unreadable ones are reported as warnings and skipped: a
 /// record nobody can read is never swept, so its packs are simply kept.
+///
+/// A record listed but gone when read was either swept (its packs are gone too) or confirmed,
+/// which stores it again under a new name before deleting the old one. Skipping it would
+/// miss the confirmed copy, whose `waiting` list may not hold this process's lease (it was
+/// written after the prune listed leases): the records are listed again until one listing
+/// reads whole.
 pub async fn prune_records(repo: &Repository) -> Result<Vec<(Id, PruneRecord)>> {
-    let mut out = Vec::new();
-    for o in repo.backend.list(paths::PRUNE_DIR).await? {
-        let Some(id) = paths::id_of(&o.path) else { continue };
-        let rec = async {
-            let bytes = repo.backend.get(&o.path).await?;
-            let body = repo.open_object(MAGIC_PRUNE_RECORD, &bytes, &o.path)?;
-            PruneRecord::decode(&body).map_err(|e| RepoError::format(o.path.clone(), e))
+    for _ in 0..RECORD_LISTINGS {
+        let (mut out, mut unreadable) = (Vec::new(), Vec::new());
+        let mut vanished = false;
+        for o in repo.backend.list(paths::PRUNE_DIR).await? {
+            let Some(id) = paths::id_of(&o.path) else { continue };
+            let rec = async {
+                let bytes = repo.backend.get(&o.path).await?;
+                let body = repo.open_object(MAGIC_PRUNE_RECORD, &bytes, &o.path)?;
+                PruneRecord::decode(&body).map_err(|e| RepoError::format(o.path.clone(), e))
+            }
+            .await;
+            match rec {
+                Ok(r) => out.push((id, r)),
+                Err(RepoError::Backend(e)) if e.is_not_found() => vanished = true,
+                Err(e) => unreadable.push(format!("{e}; the record is ignored")),
+            }
         }
-        .await;
-        match rec {
-            Ok(r) => out.push((id, r)),
-            Err(RepoError::Backend(e)) if e.is_not_found() => {}
-            Err(e) => repo.index.warn(format!("{e}; the record is ignored")),
+        if !vanished {
+            unreadable.into_iter().for_each(|w| repo.index.warn(w));
+            return Ok(out);
         }
     }
-    Ok(out)
+    Err(RepoError::LockConflict(format!(
+        "the prune records changed under each of {RECORD_LISTINGS} readings (a prune is \
+         running); try again later"
+    )))
 }
 
 /// What the stored prune records condemn (packs and index files).

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use ::repo::backend::{Backend, MemBackend};
 use ::repo::codec::crypto::{KdfParams, MasterKeys, wrap_master};
+use ::repo::format::Id;
 use ::repo::format::config::Config;
 use ::repo::format::envelope::{CipherKind, MAGIC_CONFIG};
 use ::repo::format::lock::LeaseKind;
@@ -302,12 +303,16 @@ fn init_refuses_kdf_memory_a_reader_would_refuse() {
 type Hook = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// A backend that runs `hook` (another process's work, on the inner backend) just before
-/// the `nth` listing of `prefix`: an interleaving a test cannot otherwise force.
+/// the `nth` listing of `prefix` (or with `on_get`, the `nth` read of an object under it):
+/// an interleaving a test cannot otherwise force.
 struct HookBackend {
     inner: Arc<dyn Backend>,
     prefix: &'static str,
+    on_get: bool,
     nth: std::sync::atomic::AtomicI32,
     hook: tokio::sync::Mutex<Option<Hook>>,
+    ran: std::sync::atomic::AtomicBool,
+    ran_notify: tokio::sync::Notify,
 }
 
 impl HookBackend {
@@ -315,9 +320,43 @@ impl HookBackend {
         Arc::new(HookBackend {
             inner,
             prefix,
+            on_get: false,
             nth: nth.into(),
             hook: tokio::sync::Mutex::new(Some(hook)),
+            ran: false.into(),
+            ran_notify: tokio::sync::Notify::new(),
         })
+    }
+    fn on_get(inner: Arc<dyn Backend>, prefix: &'static str, nth: i32, hook: Hook) -> Arc<Self> {
+        let mut h = Arc::into_inner(Self::new(inner, prefix, nth, hook)).unwrap();
+        h.on_get = true;
+        Arc::new(h)
+    }
+    /// Runs the hook at the `nth` matching call; later matching calls (reads in flight
+    /// beside it) wait until it has run.
+    async fn maybe_run(&self, matches: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !matches {
+            return;
+        }
+        match self.nth.fetch_sub(1, SeqCst) {
+            1 => {
+                let hook = self.hook.lock().await.take();
+                if let Some(h) = hook {
+                    h.await;
+                }
+                self.ran.store(true, SeqCst);
+                self.ran_notify.notify_waiters();
+            }
+            n if n < 1 => loop {
+                let notified = self.ran_notify.notified();
+                if self.ran.load(SeqCst) {
+                    break;
+                }
+                notified.await;
+            },
+            _ => {}
+        }
     }
 }
 
@@ -327,6 +366,7 @@ impl Backend for HookBackend {
         self.inner.put(path, data).await
     }
     async fn get(&self, path: &str) -> Result<Vec<u8>, ::repo::backend::BackendError> {
+        self.maybe_run(self.on_get && path.starts_with(self.prefix)).await;
         self.inner.get(path).await
     }
     async fn get_range(
@@ -341,13 +381,7 @@ impl Backend for HookBackend {
         &self,
         prefix: &str,
     ) -> Result<Vec<::repo::backend::ObjectInfo>, ::repo::backend::BackendError> {
-        if prefix == self.prefix && self.nth.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1
-        {
-            let hook = self.hook.lock().await.take();
-            if let Some(h) = hook {
-                h.await;
-            }
-        }
+        self.maybe_run(!self.on_get && prefix == self.prefix).await;
         self.inner.list(prefix).await
     }
     async fn stat(&self, path: &str) -> Result<Option<u64>, ::repo::backend::BackendError> {
@@ -539,6 +573,8 @@ async fn check_reports_no_damage_for_a_backup_committed_while_it_runs() {
     let checker = open(hooked, &tmp.path().join("c"), Access::Read).await;
     let c = ::repo::ops::check::run(checker.clone(), &Default::default()).await.unwrap();
     assert!(c.ok, "{:?}", c.damage);
+    // nor does it call its local cache wrong for not knowing that backup yet
+    assert!(c.notes.is_empty(), "{:?}", c.notes);
     checker.close().await;
 }
 
@@ -561,12 +597,152 @@ async fn backup_whose_predecessor_committed_after_it_opened_succeeds() {
     let b = open(hooked, &tmp.path().join("b"), Access::Backup).await;
     let mut second = first.clone();
     second[100_000..100_100].fill(7);
-    backup(&b, "db", &second).await;
+    let id = backup(&b, "db", &second).await;
     // it compared with that snapshot (before: a warning, and every changed chunk stored whole)
     let warnings = b.index().take_warnings();
     assert!(warnings.is_empty(), "{warnings:?}");
     b.close().await;
+    // both snapshots carry the same time: name this one by its id
     let r = open(base.clone(), &tmp.path().join("f"), Access::Read).await;
-    assert_eq!(restore(&r, "db").await, second);
+    let f = engine::SnapshotFilter::default();
+    let (_, snap) = engine::resolve_snapshot(&r, &id.to_hex(), &f).await.unwrap();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = common::engine::Shared(out.clone());
+    engine::restore_stream(r.clone(), &snap, "db", sink, Arc::new(NoProgress)).await.unwrap();
+    assert!(*out.lock().unwrap() == second, "restored bytes differ");
     clean(&r).await;
+}
+
+/// A prune stopped right after its mark (the write that confirms the record failed): its
+/// record stays unconfirmed. Returns the packs the record condemns.
+async fn unconfirmed_record(base: &Arc<dyn Backend>, dir: &std::path::Path) -> Vec<Id> {
+    for budget in 0..10_000 {
+        let fb: Arc<dyn Backend> =
+            Arc::new(::repo::backend::FaultBackend::new(base.clone(), budget));
+        let Ok(p) =
+            engine::Repository::open(fb, Some(b"pw"), Some(dir.into()), Access::Prune).await
+        else {
+            continue;
+        };
+        let p = Arc::new(p);
+        let r = prune::run(p.clone(), &repack_all()).await;
+        p.close().await;
+        if !base.list(paths::PRUNE_DIR).await.unwrap().is_empty() {
+            assert!(r.is_err(), "the prune confirmed its record: {r:?}");
+            let reader = open(base.clone(), &dir.join("r"), Access::Read).await;
+            let packs: Vec<Id> = reader.condemned().packs.iter().copied().collect();
+            reader.close().await;
+            assert!(!packs.is_empty());
+            return packs;
+        }
+    }
+    panic!("no budget left a record behind");
+}
+
+/// A record confirmed (stored again under a new name, the old one deleted) between an
+/// opener's listing of the records and its read of them: the opener skipped it as gone, and
+/// so could deduplicate against packs a sweep that does not wait for it deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opener_reading_a_record_as_it_is_confirmed_still_knows_its_packs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    kept_and_forgotten(&base, &tmp.path().join("w")).await;
+    let packs = unconfirmed_record(&base, &tmp.path().join("p")).await;
+    let (b2, dir) = (base.clone(), tmp.path().join("p2"));
+    let confirm_now: Hook = Box::pin(async move {
+        let pruner = open(b2, &dir, Access::Prune).await;
+        prune::run(pruner.clone(), &repack_all()).await.unwrap();
+        pruner.close().await;
+    });
+    let hooked: Arc<dyn Backend> =
+        HookBackend::on_get(base.clone(), paths::PRUNE_DIR, 1, confirm_now);
+    let b = open(hooked, &tmp.path().join("b"), Access::Backup).await;
+    let known = b.condemned();
+    for p in &packs {
+        assert!(
+            known.packs.contains(p),
+            "the backup does not know pack {} is condemned",
+            p.short()
+        );
+    }
+    b.close().await;
+}
+
+/// A sweep that resurrects a pack (a backup deduplicated against it while the record waited)
+/// between check's listing of the index files and its reading of them: the file that named
+/// the pack was gone and the one the sweep wrote for it was never listed, so check called a
+/// good snapshot broken (and `repair snapshots --forget-broken` would have deleted it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reading_index_files_as_a_sweep_resurrects_a_pack_finds_no_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let data = common::noise(300_000, 1);
+    let r = open(base.clone(), &tmp.path().join("w"), Access::Backup).await;
+    let first = backup(&r, "db", &data).await;
+    backup(&r, "other", b"something else").await;
+    // backup B opens; the only snapshot needing `data` is forgotten and a prune condemns its
+    // packs, waiting for B; B stores the same data (deduplicated against them) and ends
+    let b = open(base.clone(), &tmp.path().join("b"), Access::Backup).await;
+    base.delete(&paths::snapshot(&first)).await.unwrap();
+    let p = prune::run(r.clone(), &PruneOptions::default()).await.unwrap();
+    assert!(p.packs_condemned > 0 && p.records_waiting == 1, "{p:?}");
+    backup(&b, "db", &data).await;
+    b.close().await;
+    // check opens knowing the record; a sweep resurrects the packs as it reads index files
+    let (r2, swept) = (r.clone(), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let s2 = swept.clone();
+    let sweep_now: Hook = Box::pin(async move {
+        let p = prune::run(r2, &PruneOptions::default()).await.unwrap();
+        assert!(p.packs_resurrected > 0 && p.index_files_deleted > 0, "{p:?}");
+        s2.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let warm = open(base.clone(), &tmp.path().join("c"), Access::Read).await;
+    warm.close().await;
+    drop(warm); // its cache is up to date, and free: the open below reads no index file
+    let hooked: Arc<dyn Backend> =
+        HookBackend::on_get(base.clone(), paths::INDEX_DIR, 1, sweep_now);
+    let c = open(hooked, &tmp.path().join("c"), Access::Read).await;
+    let report = ::repo::ops::check::run(c.clone(), &Default::default()).await.unwrap();
+    assert!(swept.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(report.ok, "{:?}", report.damage);
+    c.close().await;
+    r.close().await;
+}
+
+/// `repair index` opened knowing a record (so it leaves the record's packs out of its new
+/// index); a sweep then resurrected one of them for a snapshot, writing an index file for it,
+/// before repair listed the old index files: repair removed that file with the others, and
+/// the snapshot's chunks were in no index file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_index_keeps_the_file_a_sweep_wrote_for_a_resurrected_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let data = common::noise(300_000, 1);
+    let r = open(base.clone(), &tmp.path().join("w"), Access::Backup).await;
+    let first = backup(&r, "db", &data).await;
+    backup(&r, "other", b"something else").await;
+    let b = open(base.clone(), &tmp.path().join("b"), Access::Backup).await;
+    base.delete(&paths::snapshot(&first)).await.unwrap();
+    let p = prune::run(r.clone(), &PruneOptions::default()).await.unwrap();
+    assert!(p.packs_condemned > 0 && p.records_waiting == 1, "{p:?}");
+    backup(&b, "db", &data).await; // deduplicated against the condemned packs
+    b.close().await;
+    let r2 = r.clone();
+    let sweep_now: Hook = Box::pin(async move {
+        let p = prune::run(r2, &PruneOptions::default()).await.unwrap();
+        assert!(p.packs_resurrected > 0, "{p:?}");
+    });
+    // listing 1 of index/ is the open's cache sync, listing 2 repair's list of old files
+    let hooked: Arc<dyn Backend> = HookBackend::new(base.clone(), paths::INDEX_DIR, 2, sweep_now);
+    let repairer = open(hooked, &tmp.path().join("x"), Access::Backup).await;
+    let rep = ::repo::ops::repair::repair_index(repairer.clone()).await.unwrap();
+    assert!(rep.index_files_kept > 0, "{rep:?}");
+    repairer.close().await;
+    r.close().await;
+    let fresh = open(base.clone(), &tmp.path().join("f"), Access::Read).await;
+    assert!(restore(&fresh, "db").await == data, "restored bytes differ");
+    clean(&fresh).await;
 }
