@@ -281,6 +281,12 @@ pub fn sync(r: &SyncReport) -> String {
             r.vanished_objects
         );
     }
+    if r.deletions_postponed_for_leases > 0 {
+        out += &format!(
+            "\nnote: --delete removed nothing: {} other operations hold leases at the destination (a restore or a prune there); the next sync deletes",
+            r.deletions_postponed_for_leases
+        );
+    }
     out
 }
 

@@ -25,7 +25,12 @@
 //!
 //! `locks/` and `prune/` belong to the operations running at each location and are neither
 //! copied nor deleted. The sync holds a read lease on the source (`format-spec/prune.md`)
-//! while it runs, so a prune that condemns data after it started waits for it.
+//! while it runs, so a prune that condemns data after it started waits for it. It holds a
+//! backup lease on the destination, because there it writes as a backup does: a prune of the
+//! destination running meanwhile neither condemns the packs it copied before their index
+//! files nor sweeps without waiting for it. With `--delete`, nothing is deleted while another
+//! live lease is held at the destination (a restore from the copy, or a prune of it): the
+//! deletions wait for the next sync, and the report says so.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -36,7 +41,7 @@ use futures::stream::{self, StreamExt};
 use crate::backend::{Backend, BackendError, ObjectInfo};
 use crate::format::Id;
 use crate::format::lock::LeaseKind;
-use crate::repo::lease::Lease;
+use crate::repo::lease::{Lease, live_leases};
 use crate::repo::paths::{self, CONFIG, DATA_DIR, INDEX_DIR, KEYS_DIR, SNAPSHOTS_DIR};
 use crate::repo::{Progress, RepoError, Result};
 
@@ -82,6 +87,9 @@ pub struct SyncReport {
     pub deleted_bytes: u64,
     /// Objects that disappeared from the source while the sync ran (a prune finishing).
     pub vanished_objects: u64,
+    /// With `--delete`: leases other operations held at the destination, for which the
+    /// deletions were left to the next sync (0 when they ran).
+    pub deletions_postponed_for_leases: u64,
     /// Wall-clock duration of the sync, seconds.
     pub seconds: f64,
 }
@@ -130,11 +138,37 @@ pub async fn run(
         Err(e) => return Err(e),
     };
     let keep_alive = lease.as_ref().map(|l| l.keep_alive());
-    let synced =
-        sync_objects(&src, &dst, &config, dst_has_config, opts, progress, &mut report).await;
+    // a backup lease on the destination (see the module docs); a dry run writes nothing
+    let dst_lease = if opts.dry_run {
+        Ok(None)
+    } else {
+        Lease::acquire(dst.clone(), LeaseKind::Backup).await.map(Some)
+    };
+    let synced = match &dst_lease {
+        Ok(dl) => {
+            let dst_keep_alive = dl.as_ref().map(|l| l.keep_alive());
+            let own = dl.as_ref().map(|l| l.id());
+            let synced = sync_objects(
+                &src,
+                &dst,
+                (&config, dst_has_config),
+                opts,
+                own,
+                progress,
+                &mut report,
+            )
+            .await;
+            if let Some(l) = dl {
+                l.stop_and_release(dst_keep_alive).await;
+            }
+            synced
+        }
+        Err(_) => Ok(()),
+    };
     if let Some(l) = lease {
         l.stop_and_release(keep_alive).await;
     }
+    dst_lease?;
     synced?;
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
@@ -145,16 +179,17 @@ pub async fn run(
 const MAX_ROUNDS: usize = 5;
 
 /// Copies what the destination lacks: rounds of listing and copying packs, then index files,
-/// then snapshots, keys and config, each only after what it refers to is there.
+/// then snapshots, keys and config (its bytes, and whether the destination has it), each only
+/// after what it refers to is there. `own_lease` is the sync's lease at the destination.
 // Long (about 120 lines) on purpose: the order of the steps is the consistency argument (an
 // index file only after its packs, a snapshot only after its index files), and it reads best
 // as one sequence.
 async fn sync_objects(
     src: &Arc<dyn Backend>,
     dst: &Arc<dyn Backend>,
-    config: &[u8],
-    dst_has_config: bool,
+    (config, dst_has_config): (&[u8], bool),
     opts: &SyncOptions,
+    own_lease: Option<u64>,
     progress: &dyn Progress,
     report: &mut SyncReport,
 ) -> Result<()> {
@@ -239,7 +274,11 @@ async fn sync_objects(
     copy_missing(src, dst, wanted, held.entry(SNAPSHOTS_DIR).or_default(), opts, progress, report)
         .await?;
 
-    if opts.delete {
+    if opts.delete && !opts.dry_run {
+        let others = live_leases(dst).await?.iter().filter(|l| Some(l.id) != own_lease).count();
+        report.deletions_postponed_for_leases = others as u64;
+    }
+    if opts.delete && report.deletions_postponed_for_leases == 0 {
         // Everything the source holds (its keys too) is at the destination now; remove the
         // rest, in the reverse of the write order.
         let mut source_paths: HashMap<&str, HashSet<String>> = HashMap::new();
