@@ -28,6 +28,30 @@ pub fn write_atomic_via(tmp: &Path, path: &Path, bytes: &[u8]) -> std::io::Resul
     written
 }
 
+/// Creates `dir` and its missing parents, and makes each creation durable (fsyncs the
+/// directory that holds each new one): a file renamed into a new directory survives a power
+/// loss only if the directory's own entry does. Concurrent callers may race; both succeed.
+pub fn create_dir_all_durable(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.exists() {
+        missing.push(d.to_path_buf());
+        match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => d = p,
+            _ => break,
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    // outermost first: each entry is made durable once the directory holding it is
+    for m in missing.iter().rev() {
+        sync_dir(m)?;
+    }
+    Ok(())
+}
+
 /// Fsyncs the directory holding `path`, making a rename or create in it durable. File systems
 /// that cannot fsync a directory (some FUSE, 9p and SMB mounts answer EINVAL or ENOTSUP) give
 /// no stronger promise than the rename itself, and that is not an error.
@@ -69,18 +93,37 @@ pub fn temp_with_prefix(path: &Path, prefix: &str) -> std::io::Result<PathBuf> {
 /// for the data and metadata of every file a restore created, instead of an fsync per file
 /// and per directory). Elsewhere than Linux, fsyncs `dir` itself only.
 pub fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
-    let d = std::fs::File::open(dir)?;
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a plain system call on a file descriptor `d` owns for the whole call.
-        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+    FsSync::open(dir)?.sync()
+}
+
+/// A handle on the file system holding a directory, opened *before* writing to it and synced
+/// after ([`FsSync::sync`]). Linux reports a write-back error to `syncfs` only through a
+/// descriptor opened before the error happened (since 5.8): a handle opened after the writes
+/// would miss an error of the background write-back the writes themselves started (a full
+/// quota on NFS, a failing disk) and a restore would report success.
+pub struct FsSync(std::fs::File);
+
+impl FsSync {
+    /// Opens `dir` (which must exist).
+    pub fn open(dir: &Path) -> std::io::Result<FsSync> {
+        std::fs::File::open(dir).map(FsSync)
     }
-    #[cfg(not(target_os = "linux"))]
-    d.sync_all()
+
+    /// Flushes the file system (Linux: `syncfs`; elsewhere the directory's own fsync) and
+    /// reports any write-back error since [`FsSync::open`].
+    pub fn sync(&self) -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain system call on a file descriptor `self` owns for the whole call.
+            if unsafe { libc::syncfs(self.0.as_raw_fd()) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        }
+        #[cfg(not(target_os = "linux"))]
+        self.0.sync_all()
+    }
 }
 
 /// A file being written whose dirty pages are handed to the kernel's writeback as it goes
@@ -156,6 +199,17 @@ impl Drop for WritebackFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn create_dir_all_durable_creates_every_missing_level_and_accepts_an_existing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("data").join("ab");
+        create_dir_all_durable(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_dir_all_durable(&deep).unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        assert!(create_dir_all_durable(&dir.path().join("file").join("sub")).is_err());
+    }
 
     #[test]
     fn sync_filesystem_flushes_a_directory_and_names_a_missing_one() {

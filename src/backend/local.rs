@@ -49,7 +49,7 @@ fn put_sync(full: &Path, rel: &str, data: &[u8]) -> Result<(), BackendError> {
     let dir = full
         .parent()
         .ok_or_else(|| BackendError::from_io(rel, std::io::Error::other("no parent")))?;
-    fs::create_dir_all(dir).map_err(err)?;
+    crate::fsutil::create_dir_all_durable(dir).map_err(err)?;
     let mut rnd = [0u8; 8];
     crate::codec::random_bytes(&mut rnd)
         .map_err(|e| BackendError::from_io(rel, std::io::Error::other(e.to_string())))?;

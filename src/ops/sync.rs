@@ -147,7 +147,7 @@ pub async fn run(
     let synced = match &dst_lease {
         Ok(dl) => {
             let dst_keep_alive = dl.as_ref().map(|l| l.keep_alive());
-            let own = dl.as_ref().map(|l| l.id());
+            let own = dl.as_deref();
             let synced = sync_objects(
                 &src,
                 &dst,
@@ -189,7 +189,7 @@ async fn sync_objects(
     dst: &Arc<dyn Backend>,
     (config, dst_has_config): (&[u8], bool),
     opts: &SyncOptions,
-    own_lease: Option<u64>,
+    own_lease: Option<&Lease>,
     progress: &dyn Progress,
     report: &mut SyncReport,
 ) -> Result<()> {
@@ -230,6 +230,9 @@ async fn sync_objects(
         data_listed = src.list(DATA_DIR).await?;
         let have = held.entry(DATA_DIR).or_default();
         copy_missing(src, dst, data_listed.clone(), have, opts, progress, report).await?;
+        // the packs just copied are safe from a prune of the destination only while this
+        // sync's lease there holds (see the module docs)
+        hold(own_lease).await?;
         let have = held.entry(INDEX_DIR).or_default();
         copied_index.extend(
             copy_missing(src, dst, index_listed.clone(), have, opts, progress, report).await?,
@@ -271,11 +274,30 @@ async fn sync_objects(
         wanted.retain(|o| now.contains(&o.path));
     }
     let snapshot_paths: HashSet<String> = wanted.iter().map(|o| o.path.clone()).collect();
-    copy_missing(src, dst, wanted, held.entry(SNAPSHOTS_DIR).or_default(), opts, progress, report)
-        .await?;
+    hold(own_lease).await?;
+    let copied_snapshots = copy_missing(
+        src,
+        dst,
+        wanted,
+        held.entry(SNAPSHOTS_DIR).or_default(),
+        opts,
+        progress,
+        report,
+    )
+    .await?;
+    if let Err(e) = hold(own_lease).await {
+        // the lease lapsed while the snapshots were stored (a long pause): a prune of the
+        // destination may have swept what they need without waiting; withdraw them, as a
+        // backup does, so that the destination holds no snapshot that may not be whole
+        for p in &copied_snapshots {
+            dst.delete(p).await?;
+        }
+        return Err(e);
+    }
 
     if opts.delete && !opts.dry_run {
-        let others = live_leases(dst).await?.iter().filter(|l| Some(l.id) != own_lease).count();
+        let own = own_lease.map(|l| l.id());
+        let others = live_leases(dst).await?.iter().filter(|l| Some(l.id) != own).count();
         report.deletions_postponed_for_leases = others as u64;
     }
     if opts.delete && report.deletions_postponed_for_leases == 0 {
@@ -307,6 +329,15 @@ async fn sync_objects(
         }
     }
     Ok(())
+}
+
+/// Refreshes the sync's lease at the destination (none in a dry run): fails if it lapsed (a
+/// pause past the expiry, or a prune there removed it as expired).
+async fn hold(lease: Option<&Lease>) -> Result<()> {
+    match lease {
+        Some(l) => l.refresh().await,
+        None => Ok(()),
+    }
 }
 
 /// Copies the objects of `wanted` that `have` (the destination's listing: path → size) lacks,

@@ -248,8 +248,9 @@ pub async fn remove_expired_leases(backend: &Arc<dyn Backend>) -> Result<u64> {
 /// Listings of the prune records tried before giving up on one in which none vanished.
 const RECORD_LISTINGS: usize = 8;
 
-/// Every readable prune record. Unreadable ones are reported as warnings and skipped: a
-/// record nobody can read is never swept, so its packs are simply kept.
+/// Every readable prune record. Damaged ones (they do not decrypt or decode) are reported as
+/// warnings and skipped: a record nobody can read is never swept, so its packs are simply
+/// kept. A record the storage fails to deliver is an error: another process may read it.
 ///
 /// A record listed but gone when read was either swept (its packs are gone too) or confirmed,
 /// which stores it again under a new name before deleting the old one. Skipping it would
@@ -271,6 +272,11 @@ pub async fn prune_records(repo: &Repository) -> Result<Vec<(Id, PruneRecord)>> 
             match rec {
                 Ok(r) => out.push((id, r)),
                 Err(RepoError::Backend(e)) if e.is_not_found() => vanished = true,
+                // a record this process could not fetch (the storage failed after retries)
+                // may be one the next sweep acts on without waiting for it: going on without
+                // its packs could deduplicate against data about to be deleted
+                Err(e @ RepoError::Backend(_)) => return Err(e),
+                // a damaged record: no prune can read it either, so none sweeps it
                 Err(e) => unreadable.push(format!("{e}; the record is ignored")),
             }
         }

@@ -308,6 +308,19 @@ pub enum RepoError {
         /// The continuity limit that was exceeded, in minutes (not the measured gap).
         minutes: i64,
     },
+    /// The lease lapsed while a snapshot was being stored, and withdrawing the snapshot failed:
+    /// it stays in the repository and may need data a prune removed.
+    #[error(
+        "this process could not keep its lease fresh for {minutes} minutes while it stored          snapshot {snapshot}, and removing that snapshot again failed ({error}); it may not be          whole: run `repo check`, and `repo forget {snapshot}` if check names it"
+    )]
+    LapsedSnapshotLeft {
+        /// The continuity limit that was exceeded, in minutes.
+        minutes: i64,
+        /// The snapshot left behind (short id).
+        snapshot: String,
+        /// Why it could not be removed.
+        error: String,
+    },
     /// Prune found objects it cannot read; deleting anything could lose what they refer to.
     #[error("{}; prune stops without deleting anything (run `repo check`)", .unreadable.iter().map(|u| u.error.as_str()).collect::<Vec<_>>().join("; "))]
     PruneUnsure {

@@ -875,8 +875,16 @@ where
     repo.backend.put(&paths::snapshot(&id), bytes.clone()).await?;
     if let Err(e) = repo.ensure_lease() {
         // the lease lapsed while the snapshot was stored (a hung mount): a prune may have
-        // swept without seeing it, so it may not be whole; withdraw it
-        repo.backend.delete(&paths::snapshot(&id)).await?;
+        // swept without seeing it, so it may not be whole; withdraw it, and if that fails say
+        // which snapshot is left (a storage error alone would hide it)
+        if let Err(d) = repo.backend.delete(&paths::snapshot(&id)).await {
+            let RepoError::LeaseLapsed { minutes } = e else { return Err(e) };
+            return Err(RepoError::LapsedSnapshotLeft {
+                minutes,
+                snapshot: id.short(),
+                error: d.to_string(),
+            });
+        }
         return Err(e);
     }
     // the next listing need not fetch it (a cache that cannot be written only costs that)

@@ -806,3 +806,164 @@ async fn sync_delete_waits_while_the_copy_is_being_read() {
     assert!(restore(&copy, "kept").await == keep, "restored bytes differ");
     clean(&copy).await;
 }
+
+/// Storage with faults under chosen prefixes: reads or deletes that fail (an outage that
+/// outlasts the retries), and a callback run as an object is written (a pause mid-write).
+#[derive(Default)]
+struct Faults {
+    inner: Option<Arc<dyn Backend>>,
+    fail_get: Option<&'static str>,
+    fail_delete: Option<&'static str>,
+    on_put: Option<(&'static str, OnPut)>,
+}
+
+/// What [`Faults`] runs as an object under its prefix is written.
+type OnPut = Box<dyn Fn() + Send + Sync>;
+
+impl Faults {
+    fn inner(&self) -> &Arc<dyn Backend> {
+        self.inner.as_ref().expect("an inner backend")
+    }
+}
+
+fn outage(path: &str) -> ::repo::backend::BackendError {
+    let source = std::io::Error::other("connection reset");
+    ::repo::backend::BackendError::Io { path: path.into(), source }
+}
+
+#[async_trait::async_trait]
+impl Backend for Faults {
+    async fn put(&self, path: &str, data: Vec<u8>) -> Result<(), ::repo::backend::BackendError> {
+        if let Some((prefix, f)) = &self.on_put
+            && path.starts_with(prefix)
+        {
+            f();
+        }
+        self.inner().put(path, data).await
+    }
+    async fn get(&self, path: &str) -> Result<Vec<u8>, ::repo::backend::BackendError> {
+        if self.fail_get.is_some_and(|p| path.starts_with(p)) {
+            return Err(outage(path));
+        }
+        self.inner().get(path).await
+    }
+    async fn get_range(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, ::repo::backend::BackendError> {
+        self.inner().get_range(path, offset, len).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<::repo::backend::ObjectInfo>, ::repo::backend::BackendError> {
+        self.inner().list(prefix).await
+    }
+    async fn stat(&self, path: &str) -> Result<Option<u64>, ::repo::backend::BackendError> {
+        self.inner().stat(path).await
+    }
+    async fn delete(&self, path: &str) -> Result<(), ::repo::backend::BackendError> {
+        if self.fail_delete.is_some_and(|p| path.starts_with(p)) {
+            return Err(outage(path));
+        }
+        self.inner().delete(path).await
+    }
+    fn location(&self) -> String {
+        self.inner().location()
+    }
+}
+
+/// A backup that could not fetch a prune record went on without it, with a warning: it could
+/// deduplicate against the record's packs, which a sweep that does not wait for it deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_that_cannot_fetch_a_prune_record_does_not_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, _) = unconfirmed_record(&tmp.path().join("u")).await;
+    let failing: Arc<dyn Backend> = Arc::new(Faults {
+        inner: Some(base),
+        fail_get: Some(paths::PRUNE_DIR),
+        ..Faults::default()
+    });
+    let r =
+        engine::Repository::open(failing, Some(b"pw"), Some(tmp.path().join("b")), Access::Backup)
+            .await;
+    let e = r.err().expect("the open must fail");
+    assert!(e.to_string().contains("connection reset"), "{e}");
+}
+
+/// A sync whose lease at the destination lapsed after it copied packs (a long pause; a prune
+/// there removed the lease as expired, then condemned and swept the unindexed packs): it went
+/// on to copy the index files and snapshots that need them, and reported success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_whose_destination_lease_lapsed_copies_no_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&src, Some(b"pw"), &opts()).await.unwrap();
+    let data = common::noise(400_000, 5);
+    let w = open(src.clone(), &tmp.path().join("w"), Access::Backup).await;
+    backup(&w, "db", &data).await;
+    w.close().await;
+    let dst: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    let (d2, dir) = (dst.clone(), tmp.path().join("p"));
+    let pause_and_prune: Hook = Box::pin(async move {
+        for l in d2.list(paths::LOCKS_DIR).await.unwrap() {
+            d2.delete(&l.path).await.unwrap(); // found expired by a prune
+        }
+        let p = open(d2, &dir, Access::Prune).await;
+        let r = prune::run(p.clone(), &PruneOptions::default()).await.unwrap();
+        assert!(r.packs_deleted > 0, "{r:?}");
+        p.close().await;
+    });
+    // the hook runs as the first index file is read from the source: every pack is copied
+    let hooked: Arc<dyn Backend> =
+        HookBackend::on_get(src.clone(), paths::INDEX_DIR, 1, pause_and_prune);
+    let sync_opts = ::repo::ops::sync::SyncOptions::default();
+    let r = ::repo::ops::sync::run(hooked, dst.clone(), &sync_opts, &NoProgress).await;
+    assert!(matches!(r, Err(engine::RepoError::LeaseLapsed { .. })), "{r:?}");
+    assert!(dst.list(paths::SNAPSHOTS_DIR).await.unwrap().is_empty());
+    // the next sync completes the copy
+    ::repo::ops::sync::run(src.clone(), dst.clone(), &sync_opts, &NoProgress).await.unwrap();
+    let copy = open(dst.clone(), &tmp.path().join("d"), Access::Read).await;
+    assert!(restore(&copy, "db").await == data, "restored bytes differ");
+    clean(&copy).await;
+}
+
+/// A backup whose lease lapsed while its snapshot was stored (a hung mount), and whose
+/// removal of that snapshot then failed: the error was the storage's alone, and did not say
+/// that a snapshot which may not be whole was left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_that_cannot_withdraw_its_snapshot_after_a_lapse_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let lease: Arc<std::sync::OnceLock<Arc<Lease>>> = Arc::default();
+    let l2 = lease.clone();
+    let pause = move || {
+        if let Some(l) = l2.get() {
+            l.backdate_for_tests(26 * 60);
+        }
+    };
+    let faulty: Arc<dyn Backend> = Arc::new(Faults {
+        inner: Some(base.clone()),
+        fail_delete: Some(paths::SNAPSHOTS_DIR),
+        on_put: Some((paths::SNAPSHOTS_DIR, Box::new(pause))),
+        ..Faults::default()
+    });
+    let b = open(faulty, &tmp.path().join("b"), Access::Backup).await;
+    let _ = lease.set(b.lease().expect("a backup holds a lease").clone());
+    let r = backup_stream(
+        b.clone(),
+        std::io::Cursor::new(common::noise(50_000, 3)),
+        meta("db"),
+        Arc::new(NoProgress),
+        async { Ok(()) },
+    )
+    .await;
+    let e = r.expect_err("a lapsed lease must not commit");
+    let left = base.list(paths::SNAPSHOTS_DIR).await.unwrap();
+    assert_eq!(left.len(), 1);
+    let short = paths::id_of(&left[0].path).unwrap().short();
+    assert!(e.to_string().contains(short.as_str()) && e.to_string().contains("forget"), "{e}");
+}

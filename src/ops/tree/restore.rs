@@ -423,24 +423,25 @@ pub async fn run(
             reason: format!("not in {label}"),
         });
     }
-    fs::create_dir_all(&opts.target).map_err(|e| RepoError::Target {
+    let target_err = |e: std::io::Error| RepoError::Target {
         path: opts.target.display().to_string(),
         reason: e.to_string(),
-    })?;
+    };
+    fs::create_dir_all(&opts.target).map_err(target_err)?;
+    // opened before anything is written: see FsSync
+    let flush = crate::fsutil::FsSync::open(&opts.target).map_err(target_err)?;
     let ordered = plan.ordered;
     let mut report = read_plan(&repo, &label, plan, move |entries, chunks| {
         write_tree(&target, entries, ordered, chunks, overwrite, &*progress)
     })
     .await?;
     // a restore reports success only once what it wrote would survive a power loss
-    let dir = opts.target.clone();
-    tokio::task::spawn_blocking(move || crate::fsutil::sync_filesystem(&dir))
-        .await
-        .map_err(RepoError::from)?
-        .map_err(|e| RepoError::Target {
+    tokio::task::spawn_blocking(move || flush.sync()).await.map_err(RepoError::from)?.map_err(
+        |e| RepoError::Target {
             path: opts.target.display().to_string(),
             reason: format!("restored, but flushing it to disk failed: {e}"),
-        })?;
+        },
+    )?;
     report.snapshot = Some(SnapshotInfo::new(id, snap));
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
