@@ -384,7 +384,7 @@ impl IndexCache {
         // the entries are taken on a thread of their own (bucketing or sorting, and writing
         // temporary files), while this task goes on fetching and decoding the next files: a
         // fresh pod's cache build overlaps the download instead of stalling it
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Id, IndexFile)>(INDEX_LOADS_IN_FLIGHT);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Id, IndexFile)>(1);
         let adder = tokio::task::spawn_blocking(move || {
             let mut taken = taken;
             while let Some((id, f)) = rx.blocking_recv() {
