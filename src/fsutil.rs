@@ -30,7 +30,9 @@ pub fn write_atomic_via(tmp: &Path, path: &Path, bytes: &[u8]) -> std::io::Resul
 
 /// Creates `dir` and its missing parents, and makes each creation durable (fsyncs the
 /// directory that holds each new one): a file renamed into a new directory survives a power
-/// loss only if the directory's own entry does. Concurrent callers may race; both succeed.
+/// loss only if the directory's own entry does. Concurrent callers may race; both succeed,
+/// but one that finds the directory already there returns without waiting for the other's
+/// fsync of its parent (a window of one fsync in which that caller's file is not yet durable).
 pub fn create_dir_all_durable(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());

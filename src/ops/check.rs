@@ -695,9 +695,13 @@ async fn check_snapshots(
 /// (a merge, not a lookup per chunk).
 async fn check_cache(repo: &Repository, st: &State, r: &mut CheckReport) -> Result<()> {
     // first take in the index files written since this process opened (a backup that ended
-    // meanwhile): their ids are not missing from the cache, only not yet read
+    // meanwhile): their ids are not missing from the cache, only not yet read. The packs that
+    // brings in are newer than this check's own read of the index: their copies are left out
+    let before: HashSet<Id> = repo.index().packs()?.into_iter().map(|(p, _)| p).collect();
     repo.index().sync(repo).await?;
-    let disagree = cache_disagreements(repo, st)?;
+    let newer: HashSet<Id> =
+        repo.index().packs()?.into_iter().map(|(p, _)| p).filter(|p| !before.contains(p)).collect();
+    let disagree = cache_disagreements(repo, st, &newer)?;
     if disagree > 0 {
         r.notes.push(format!(
             "the local cache disagreed with the repository on {disagree} chunks and was rebuilt"
@@ -709,7 +713,7 @@ async fn check_cache(repo: &Repository, st: &State, r: &mut CheckReport) -> Resu
 }
 
 /// Ids for which the local cache offers a copy the index files do not list.
-fn cache_disagreements(repo: &Repository, st: &State) -> Result<u64> {
+fn cache_disagreements(repo: &Repository, st: &State, newer: &HashSet<Id>) -> Result<u64> {
     let cache = repo.index().reader()?;
     let mut offered = Grouped::new(cache.iter()?);
     let mut listed = Grouped::new(st.reader.iter()?);
@@ -727,11 +731,22 @@ fn cache_disagreements(repo: &Repository, st: &State) -> Result<u64> {
                 _ => break None,
             }
         };
-        // the copy a lookup would give: outside the packs to avoid if there is one
-        let choice = theirs.and_then(|mut t| {
-            t.sort_by_key(|b| st.condemned.packs.contains(&b.pack));
-            t.first().copied()
-        });
+        // the copy a lookup would give: outside the packs to avoid if there is one. Copies in
+        // `newer` packs (index files written since this check read the index: a prune
+        // repacking, a backup) are left out; if the cache knows only such copies, it has no
+        // wrong answer to give
+        let choice = match theirs {
+            None => None,
+            Some(mut t) => {
+                let had = !t.is_empty();
+                t.retain(|b| !newer.contains(&b.pack));
+                if had && t.is_empty() {
+                    continue;
+                }
+                t.sort_by_key(|b| st.condemned.packs.contains(&b.pack));
+                t.first().copied()
+            }
+        };
         disagree += u64::from(!choice.is_some_and(|c| copies.contains(&c)));
     }
     Ok(disagree)

@@ -84,6 +84,9 @@ pub async fn repair_index(repo: Arc<Repository>) -> Result<RepairIndexReport> {
                 f.packs.iter().any(|p| present.contains(&p.pack) && !covered.contains(&p.pack))
             }
             Err(RepoError::Backend(e)) if e.is_not_found() => continue,
+            // the storage failed to deliver it: that is not damage, and it may be a file
+            // written for a resurrected pack; stop rather than delete it unread
+            Err(e @ RepoError::Backend(_)) => return Err(e),
             Err(_) => false, // a damaged index file is what a repair replaces
         };
         if keep {

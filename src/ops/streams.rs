@@ -377,7 +377,13 @@ pub async fn run(
                 let (tx, slot_tx, slot_rx) = (tx.clone(), slot_tx.clone(), slot_rx.clone());
                 let (repo, stop) = (readers_repo.clone(), stop.clone());
                 std::thread::spawn(move || {
-                    if slot_rx.recv().is_err() || stop.load(Ordering::SeqCst) {
+                    if slot_rx.recv().is_err() {
+                        return;
+                    }
+                    // after a failure: pass the slot on, or the readers still waiting for one
+                    // (each holding a sender, so the channel never closes) wait for good
+                    if stop.load(Ordering::SeqCst) {
+                        let _ = slot_tx.send(());
                         return;
                     }
                     let r = read_stream(i, &spec, &repo, &tx);

@@ -289,16 +289,34 @@ async fn sync_objects(
         // the lease lapsed while the snapshots were stored (a long pause): a prune of the
         // destination may have swept what they need without waiting; withdraw them, as a
         // backup does, so that the destination holds no snapshot that may not be whole
+        let mut left = Vec::new();
         for p in &copied_snapshots {
-            dst.delete(p).await?;
+            if let Err(d) = dst.delete(p).await {
+                left.push((p.clone(), d));
+            }
         }
-        return Err(e);
+        return match (e, left.first()) {
+            (RepoError::LeaseLapsed { minutes }, Some((p, d))) => {
+                Err(RepoError::LapsedSnapshotLeft {
+                    minutes,
+                    snapshot: paths::id_of(p).map(|id| id.short()).unwrap_or_else(|| p.clone()),
+                    error: format!("{d}; {} snapshots left in all", left.len()),
+                })
+            }
+            (e, _) => Err(e),
+        };
     }
 
-    if opts.delete && !opts.dry_run {
+    // `--delete` goes only while no other operation holds a lease at the destination; asked
+    // again after the snapshots go (a reader that starts after that lists none of them)
+    let others_at_dst = || async {
         let own = own_lease.map(|l| l.id());
-        let others = live_leases(dst).await?.iter().filter(|l| Some(l.id) != own).count();
-        report.deletions_postponed_for_leases = others as u64;
+        Ok::<u64, RepoError>(
+            live_leases(dst).await?.iter().filter(|l| Some(l.id) != own).count() as u64
+        )
+    };
+    if opts.delete && !opts.dry_run {
+        report.deletions_postponed_for_leases = others_at_dst().await?;
     }
     if opts.delete && report.deletions_postponed_for_leases == 0 {
         // Everything the source holds (its keys too) is at the destination now; remove the
@@ -310,6 +328,12 @@ async fn sync_objects(
         source_paths.insert(DATA_DIR, data_listed.iter().map(|o| o.path.clone()).collect());
         let nothing = HashSet::new();
         for dir in PHASES.iter().rev() {
+            if *dir == INDEX_DIR && !opts.dry_run {
+                report.deletions_postponed_for_leases = others_at_dst().await?;
+                if report.deletions_postponed_for_leases > 0 {
+                    break;
+                }
+            }
             let keep = source_paths.get(dir).unwrap_or(&nothing);
             let mut gone: Vec<(&String, u64)> = held
                 .get(dir)
@@ -333,10 +357,14 @@ async fn sync_objects(
 
 /// Refreshes the sync's lease at the destination (none in a dry run): fails if it lapsed (a
 /// pause past the expiry, or a prune there removed it as expired).
+/// A refresh that fails for another reason (the storage, briefly) leaves the lease as good
+/// as its age: the check a backup makes before it commits.
 async fn hold(lease: Option<&Lease>) -> Result<()> {
-    match lease {
-        Some(l) => l.refresh().await,
-        None => Ok(()),
+    let Some(l) = lease else { return Ok(()) };
+    match l.refresh().await {
+        Ok(()) => Ok(()),
+        Err(e @ RepoError::LeaseLapsed { .. }) => Err(e),
+        Err(_) => l.ensure_fresh(),
     }
 }
 

@@ -111,7 +111,8 @@ impl Builder {
         let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
         w.write_all(MAGIC)?;
         let (mut count, mut firsts) = (0u64, Vec::new());
-        let buckets: Vec<BufWriter<File>> = self.buckets.iter_mut().filter_map(Option::take).collect();
+        let buckets: Vec<BufWriter<File>> =
+            self.buckets.iter_mut().filter_map(Option::take).collect();
         // one thread reads and sorts the next buckets while this one writes (the two halves
         // of the build's last step take about as long each). Buffers go back and forth: fresh
         // pages for each bucket cost a fifth of the build

@@ -72,6 +72,9 @@ pub struct Lease {
     stale: Mutex<Option<LeaseName>>,
     last: Mutex<Stamp>,
     lapsed: AtomicBool,
+    /// Held for a whole refresh: the keep-alive task and a holder's own refresh must not
+    /// interleave (one would find the name the other just replaced gone, and lapse).
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 fn lock_path(n: &LeaseName) -> String {
@@ -97,6 +100,7 @@ impl Lease {
             name: Mutex::new(name),
             last: Mutex::new(started),
             lapsed: AtomicBool::new(false),
+            refreshing: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -119,6 +123,7 @@ impl Lease {
     /// lapses the lease for good, if the previous refresh is too long ago or a prune removed
     /// the lease as expired.
     pub async fn refresh(&self) -> Result<()> {
+        let _one_at_a_time = self.refreshing.lock().await;
         if self.lapsed.load(Ordering::SeqCst) {
             return Err(self.lapse());
         }

@@ -311,7 +311,9 @@ pub enum RepoError {
     /// The lease lapsed while a snapshot was being stored, and withdrawing the snapshot failed:
     /// it stays in the repository and may need data a prune removed.
     #[error(
-        "this process could not keep its lease fresh for {minutes} minutes while it stored          snapshot {snapshot}, and removing that snapshot again failed ({error}); it may not be          whole: run `repo check`, and `repo forget {snapshot}` if check names it"
+        "this process could not keep its lease fresh for {minutes} minutes while it stored \
+         snapshot {snapshot}, and removing that snapshot again failed ({error}); it may not be \
+         whole: run `repo check`, and `repo forget {snapshot}` if check names it"
     )]
     LapsedSnapshotLeft {
         /// The continuity limit that was exceeded, in minutes.

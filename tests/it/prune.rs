@@ -260,3 +260,20 @@ fn prune_consolidates_many_small_index_files() {
     assert_eq!(again["index_consolidated"].as_bool(), Some(false), "{again}");
     assert_eq!(again["index_files_written"].as_u64(), Some(0), "{again}");
 }
+
+/// `forget latest --name a` removed the newest snapshot of any name (the id path ignored the
+/// filter), here b's, and with --prune its data.
+#[test]
+fn forget_latest_with_a_name_removes_that_names_newest_only() {
+    let f = Fixture::with_init(&[]);
+    let a = f.backup("a", &noise(20_000, 1));
+    let b = f.backup("b", &noise(20_000, 2));
+    f.run(&["forget", "latest", "--name", "a"], b"").ok();
+    let left: Vec<String> =
+        snapshots(&f).iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(left, vec![b], "a's snapshot {a} should be the one removed");
+    // an id that names a snapshot outside the filter is not removed either
+    let r = f.run(&["forget", &left[0][..8], "--name", "a"], b"");
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert_eq!(f.snapshot_count(), 1);
+}

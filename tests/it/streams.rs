@@ -59,3 +59,40 @@ fn a_failing_stream_stops_the_others_and_commits_nothing() {
     assert!(t0.elapsed().as_secs() < 60, "the slow stream was stopped: {:?}", t0.elapsed());
     assert!(f.files("locks").is_empty());
 }
+
+/// With more streams waiting than `--jobs`, a failure left the waiting readers blocked for
+/// good: a reader that took a slot after the stop kept it, and the backup never exited.
+#[test]
+fn a_failing_stream_with_others_waiting_for_a_slot_ends_the_backup() {
+    let f = Fixture::new();
+    let mut args: Vec<String> =
+        ["backup", "--name", "gen/server", "--jobs", "1"].map(String::from).to_vec();
+    args.push("--stream".into());
+    args.push("bad.sql=echo partial; exit 3".into());
+    for i in 0..6 {
+        args.push("--stream".into());
+        args.push(format!("s{i}.txt=seq 1 1000"));
+    }
+    let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let mut child = f
+        .cmd(&argv)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed().as_secs() > 60 {
+            child.kill().unwrap();
+            panic!("the backup did not end within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(f.snapshot_count(), 0);
+    assert!(f.files("locks").is_empty());
+}

@@ -765,14 +765,17 @@ async fn prune_of_the_destination_during_a_sync_keeps_what_it_copies() {
     let dst: Arc<dyn Backend> = Arc::new(MemBackend::new());
     let (d2, dir) = (dst.clone(), tmp.path().join("p"));
     let prune_copy: Hook = Box::pin(async move {
+        assert!(!d2.list(paths::DATA_DIR).await.unwrap().is_empty(), "packs copied before");
+        assert!(d2.list(paths::INDEX_DIR).await.unwrap().is_empty(), "no index file yet");
         let p = open(d2, &dir, Access::Prune).await;
         let r = prune::run(p.clone(), &PruneOptions::default()).await.unwrap();
         assert_eq!(r.packs_condemned, 0, "{r:?}");
         p.close().await;
     });
     // before the third pack is read from the source, two are at the destination, unindexed
+    // (one copy at a time, so that they are)
     let hooked: Arc<dyn Backend> = HookBackend::on_get(src.clone(), paths::DATA_DIR, 3, prune_copy);
-    let sync_opts = ::repo::ops::sync::SyncOptions::default();
+    let sync_opts = ::repo::ops::sync::SyncOptions { jobs: 1, ..Default::default() };
     ::repo::ops::sync::run(hooked, dst.clone(), &sync_opts, &NoProgress).await.unwrap();
     assert!(dst.list(paths::LOCKS_DIR).await.unwrap().is_empty(), "the sync's lease is gone");
     let copy = open(dst.clone(), &tmp.path().join("d"), Access::Read).await;

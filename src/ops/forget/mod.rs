@@ -67,8 +67,10 @@ pub async fn run(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport
     let mut doomed = Vec::new();
     if !opts.ids.is_empty() {
         let mut g = Group { name: "(by id)".into(), ..Default::default() };
+        // `latest` and id prefixes resolve among the snapshots the filter selects: `forget
+        // latest --name a` removes a's newest, never another name's
         for sel in &opts.ids {
-            let (id, s) = resolve_snapshot(repo, sel, &SnapshotFilter::default()).await?;
+            let (id, s) = resolve_snapshot(repo, sel, &opts.filter).await?;
             g.remove.push(Entry { snapshot: SnapshotInfo::new(&id, &s), reasons: vec![] });
             doomed.push(id);
         }
