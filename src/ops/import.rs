@@ -129,7 +129,7 @@ fn peek_tar(mut input: Box<dyn Read + Send>) -> std::io::Result<(Box<dyn Read + 
 /// Every file's snapshot name and time, worked out before anything is stored: a file that
 /// cannot be named stops the import before it starts, not halfway.
 fn plan(files: &[PathBuf], opts: &ImportOptions) -> Result<Vec<(PathBuf, String, i64)>> {
-    let mut plan = Vec::new();
+    let mut plan: Vec<(PathBuf, String, i64)> = Vec::new();
     for f in files {
         let shown = f.display().to_string();
         let (mut name, mut time) = (None, None);
@@ -150,6 +150,14 @@ fn plan(files: &[PathBuf], opts: &ImportOptions) -> Result<Vec<(PathBuf, String,
         let unnamed = |what, option| RepoError::NotNamed { file: shown.clone(), what, option };
         let name = opts.name.clone().or(name).ok_or_else(|| unnamed("snapshot name", "name"))?;
         let time = opts.time_ns.or(time).ok_or_else(|| unnamed("time", "time"))?;
+        // two files of one import as one snapshot: the second would be skipped as done
+        if let Some((other, _, _)) = plan.iter().find(|(_, n, t)| *n == name && *t == time) {
+            return Err(RepoError::ImportClash {
+                file: shown,
+                name,
+                other: format!("would also come from {}", other.display()),
+            });
+        }
         plan.push((f.clone(), name, time));
     }
     Ok(plan)
@@ -176,8 +184,19 @@ pub async fn run(
                 RepoError::Input(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
             })?
             .len();
-        if let Some((id, s)) = existing.iter().find(|(_, s)| s.name == name && s.time_ns == time_ns)
-        {
+        let base = path.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
+        let command = format!("import {base}");
+        // the same file imported before is skipped; anything else of that name and time
+        // (another file, a backup) is not this file's import
+        let same_time = existing.iter().find(|(_, s)| s.name == name && s.time_ns == time_ns);
+        if let Some((id, s)) = same_time.filter(|(_, s)| s.command != command) {
+            return Err(RepoError::ImportClash {
+                file: path.display().to_string(),
+                name,
+                other: format!("exists already ({}, \"{}\")", id.short(), s.command),
+            });
+        }
+        if let Some((id, s)) = same_time {
             report.skipped += 1;
             report.files.push(ImportedFile {
                 file: path.display().to_string(),
@@ -192,12 +211,11 @@ pub async fn run(
             RepoError::Input(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
         };
         let (input, tar) = peek_tar(open_decompressed(&path).map_err(in_err)?).map_err(in_err)?;
-        let base = path.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
         let meta = SnapshotMeta {
             name,
             host: opts.host.clone(),
             tags: opts.tags.clone(),
-            command: format!("import {base}"),
+            command,
             time_ns,
         };
         let named = |e: RepoError| match e {

@@ -194,6 +194,20 @@ pub enum RepoError {
         /// The file.
         file: String,
     },
+    /// `import`: two files (or a file and an existing snapshot) would make snapshots of the
+    /// same name and time, and they are not the same import.
+    #[error(
+        "{file}: a snapshot named {name} at this time {other}; give --name or --time to tell \
+         them apart"
+    )]
+    ImportClash {
+        /// The file.
+        file: String,
+        /// The snapshot name both would have.
+        name: String,
+        /// What it clashes with.
+        other: String,
+    },
     /// `import`: a file's snapshot name or time cannot be told from its name.
     #[error("{file}: cannot tell the {what} from the file name; give --{option} or --template")]
     NotNamed {

@@ -290,3 +290,32 @@ fn import_names_times_idempotence_and_gunzip_backup() {
     .ok();
     assert!(gunzip(&out) == a);
 }
+
+/// Two different files that name the same snapshot (`db-20260214.dump.gz` and
+/// `db-20260214.sql.gz` are both `db` at 2026-02-14): the second was reported as "skipped",
+/// as if already imported, with exit 0, and its content was never stored.
+#[test]
+fn import_refuses_a_file_whose_name_and_time_another_file_took() {
+    let f = Fixture::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("db-20260214.dump.gz"), dir.path().join("db-20260214.sql.gz"));
+    for (p, seed) in [(&a, 1), (&b, 2)] {
+        let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut w, &dumpish(50_000, seed)).unwrap();
+        std::fs::write(p, w.finish().unwrap()).unwrap();
+    }
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    // both in one import: refused before anything is stored
+    let r = f.run(&["import", a, b], b"");
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("db-20260214.sql.gz") && r.stderr.contains("--name"), "{}", r.stderr);
+    assert_eq!(f.snapshot_count(), 0);
+    // one after the other: the first again is skipped, the second refused
+    f.run(&["import", a], b"").ok();
+    let again = f.run(&["--json", "import", a], b"").ok().json();
+    assert_eq!(again["skipped"], 1, "{again}");
+    let r = f.run(&["import", b], b"");
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("exists already"), "{}", r.stderr);
+    assert_eq!(f.snapshot_count(), 1);
+}

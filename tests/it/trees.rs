@@ -759,3 +759,42 @@ async fn partial_restore_of_a_link_to_a_missing_first_name_is_refused() {
     assert!(r.stderr.contains("hard link to a file the snapshot does not hold"), "{}", r.stderr);
     assert!(!target.path().join("d").exists(), "nothing may be written before the refusal");
 }
+
+/// A tar archive cut at a block boundary (a full disk while `tar` wrote, a dead `tar` under
+/// `| gzip`) was imported as a snapshot of its first part, with exit 0: the reader took the
+/// end of the input for the end of the archive.
+#[test]
+fn import_of_a_tar_cut_at_a_block_boundary_is_refused() {
+    let f = Fixture::new();
+    let files = tempfile::tempdir().unwrap();
+    let d = files.path().display();
+    // a (1000 bytes) takes blocks 0-2; the archive is cut right after them
+    sh(&format!(
+        "mkdir -p {d}/src {d}/dumps && head -c 1000 /dev/urandom > {d}/src/a && \
+         head -c 1000 /dev/urandom > {d}/src/b && tar -cf {d}/full.tar -C {d}/src a b && \
+         head -c 1536 {d}/full.tar | gzip > {d}/dumps/cut-20260209.tar.gz"
+    ));
+    let r = f.run(&["import", &format!("{d}/dumps/cut-20260209.tar.gz")], b"");
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("end-of-archive"), "{}", r.stderr);
+    assert_eq!(f.snapshot_count(), 0);
+}
+
+/// A .tar.gz whose data was damaged where gzip stores it uncompressed: only the gzip CRC,
+/// checked once the stream is read to its end, finds it; the import stopped reading at the
+/// tar's end marker and committed the damaged file with exit 0.
+#[test]
+fn import_of_a_tar_gz_with_a_bad_crc_is_refused() {
+    let f = Fixture::new();
+    let files = tempfile::tempdir().unwrap();
+    let d = files.path().display();
+    sh(&format!(
+        "mkdir -p {d}/src {d}/dumps && head -c 20000 /dev/urandom > {d}/src/a && \
+         tar -cf {d}/full.tar -C {d}/src a && \
+         python3 -c \"import gzip,sys; b=bytearray(gzip.compress(open('{d}/full.tar','rb').read(), \
+         compresslevel=0)); b[5000]^=1; open('{d}/dumps/bad-20260209.tar.gz','wb').write(b)\""
+    ));
+    let r = f.run(&["import", &format!("{d}/dumps/bad-20260209.tar.gz")], b"");
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert_eq!(f.snapshot_count(), 0);
+}

@@ -119,7 +119,8 @@ fn store_archive(
     let mut catalog = catalog_header();
     let (mut size, mut n) = (0u64, 0u64);
     let repo_params = sink.repo().chunker().for_tree_files();
-    for en in ar.entries().map_err(|x| bad("tar", x))? {
+    let entries = ar.entries().map_err(|x| bad("tar", x))?;
+    for en in entries {
         let mut en = en.map_err(|x| bad("tar", x))?;
         let Some(mut e) = entry_of(&mut en)? else { continue };
         if e.kind() == Kind::File {
@@ -142,8 +143,36 @@ fn store_archive(
         })?;
         n += 1;
     }
+    end_of_archive(ar.into_inner())?;
     let lists = sink.store_stream(&catalog[..], sink.repo().chunker(), &NoProgress)?;
     Ok(crate::repo::Content { lists, size, chunks: n })
+}
+
+/// Reads what follows the last member, up to the end of the input. The tar reader stops at
+/// the first zero block, and also at an end of input on a block boundary: an archive cut
+/// there (a full disk, a `tar` that died under `| gzip`) would otherwise be taken whole.
+/// A complete archive ends with two zero blocks (and zeros up to its record size): the
+/// reader took the first, so at least one more must follow, and nothing but zeros. Reading
+/// to the end also lets the decompressor check its trailer (the gzip CRC and length, zstd's
+/// frame checksum), which finds damage in data gzip stored uncompressed.
+fn end_of_archive(mut rest: impl Read) -> Result<()> {
+    let (mut buf, mut zeros) = (vec![0u8; 64 << 10], 0u64);
+    loop {
+        let n = match rest.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(bad("tar", e)),
+        };
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Err(bad("tar", "data after the end-of-archive blocks"));
+        }
+        zeros += n as u64;
+    }
+    if zeros < 512 {
+        return Err(bad("tar", "the archive ends without its end-of-archive blocks (truncated)"));
+    }
+    Ok(())
 }
 
 /// Stores the tar stream `input` as a tree snapshot.
