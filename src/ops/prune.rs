@@ -171,10 +171,15 @@ async fn prune_under(
         .filter(|l| l.kind == LeaseKind::Prune && !own.ids.contains(&l.id))
         .collect();
     if let Some(o) = others.first() {
+        let age = crate::repo::lease::now_secs().saturating_sub(o.time);
+        let when = if age >= 0 {
+            format!("refreshed {age} s ago")
+        } else {
+            "dated in the future by its holder's clock".into()
+        };
         return Err(RepoError::LockConflict(format!(
-            "another prune is running (lease {:016x}, refreshed {} s ago); try again later",
-            o.id,
-            crate::repo::lease::now_secs() - o.time
+            "another prune is running (lease {:016x}, {when}); try again later",
+            o.id
         )));
     }
     // one live set serves the whole run, each step adding the snapshots committed since

@@ -226,7 +226,7 @@ async fn list_leases(backend: &Arc<dyn Backend>) -> Result<(Vec<LeaseName>, Vec<
 }
 
 fn expired(n: &LeaseName, now: i64) -> bool {
-    now - n.time >= LEASE_EXPIRY_SECS
+    now.saturating_sub(n.time) >= LEASE_EXPIRY_SECS
 }
 
 /// The live leases: the newest name of each lease id, if refreshed within the expiry time.

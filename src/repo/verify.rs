@@ -50,6 +50,13 @@ fn footer_entries(
     let mut offset = HEADER_LEN as u64;
     let mut blobs = Vec::with_capacity(entries.len());
     for e in entries {
+        // locations hold 32-bit offsets: the writer never makes a pack that large
+        if offset + e.stored_len as u64 > u32::MAX as u64 {
+            return Err(RepoError::Corrupt {
+                object: path,
+                reason: "its footer places blobs beyond 4 GiB".into(),
+            });
+        }
         blobs.push((
             e.id,
             BlobLocation {
@@ -187,4 +194,41 @@ pub fn verify_pack_bytes(repo: &Repository, pack: &Id, bytes: &[u8]) -> PackVerd
     }
     v.footer = Some(footer);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::crypto::MasterKeys;
+    use crate::format::envelope::CipherKind;
+    use crate::format::pack::{BlobType, FLAG_ZSTD, MAX_BLOB_LEN, PackEntry, encode_footer};
+
+    /// A footer whose blobs add up to more than a 32-bit offset can name (one only the key
+    /// holder could seal) is refused, not wrapped around.
+    #[test]
+    fn a_footer_reaching_beyond_4_gib_is_refused() {
+        let keys = MasterKeys::from_bytes(&[7u8; 96]);
+        let header = Header { magic: MAGIC_PACK, cipher: CipherKind::Aes256Gcm, salt: [1; 32] };
+        let cipher = ObjectCipher::new(&keys, &header);
+        let n = (u32::MAX / MAX_BLOB_LEN) as usize + 1;
+        let entries: Vec<PackEntry> = (0..n)
+            .map(|i| PackEntry {
+                blob_type: BlobType::Data,
+                flags: FLAG_ZSTD,
+                raw_len: MAX_BLOB_LEN,
+                stored_len: MAX_BLOB_LEN,
+                id: Id::of_bytes(&i.to_le_bytes()),
+                base: None,
+            })
+            .collect();
+        let sealed = cipher.seal(FOOTER_COUNTER, &encode_footer(&entries)).unwrap();
+        let footer_start = HEADER_LEN as u64 + n as u64 * MAX_BLOB_LEN as u64;
+        let pack = Id::of_bytes(b"pack");
+        let err = footer_entries(&cipher, &pack, &sealed, footer_start).unwrap_err();
+        assert!(err.to_string().contains("beyond 4 GiB"), "{err}");
+        // one blob fewer fits and is read
+        let fits = cipher.seal(FOOTER_COUNTER, &encode_footer(&entries[..n - 1])).unwrap();
+        let start = footer_start - MAX_BLOB_LEN as u64;
+        assert_eq!(footer_entries(&cipher, &pack, &fits, start).unwrap().blobs.len(), n - 1);
+    }
 }

@@ -150,6 +150,26 @@ fn expired_leases_do_not_block_and_a_second_prune_is_refused() {
     std::fs::remove_file(l).unwrap();
 }
 
+/// Lease names are written by whoever can write `locks/`: a time at either end of the range
+/// (a forged name, a broken clock) is judged, not an arithmetic overflow.
+#[test]
+fn lease_names_with_extreme_times_are_judged_without_overflow() {
+    let f = Fixture::with_init(&[]);
+    f.backup("db", &noise(100_000, 3));
+    let locks = f.repo().join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let ancient = locks.join(format!("prune-00000000deadbeef-{}", i64::MIN));
+    std::fs::write(&ancient, b"RLCK\x01\x00\x00\x00\x00\x00\x00").unwrap();
+    let r = f.run(&["prune"], b"");
+    assert_eq!(r.code, 0, "a lease refreshed at the start of time is long dead: {}", r.stderr);
+    assert!(!ancient.exists(), "and it is cleaned up");
+    let future = locks.join(format!("prune-00000000deadbeef-{}", i64::MAX));
+    std::fs::write(&future, b"RLCK\x01\x00\x00\x00\x00\x00\x00").unwrap();
+    let r = f.run(&["prune"], b"");
+    assert_eq!(r.code, 11, "a lease dated in the future is live: {}", r.stderr);
+    assert!(r.stderr.contains("another prune is running"), "{}", r.stderr);
+}
+
 #[test]
 fn backups_and_prunes_in_loops_every_committed_snapshot_restores() {
     let f = Fixture::with_init(&["--pack-size", "131072"]);
