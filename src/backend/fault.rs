@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 
@@ -68,6 +69,9 @@ impl Backend for FaultBackend {
             self.spend(path)?;
         }
         self.inner.delete(path).await
+    }
+    async fn list_abandoned(&self, before: SystemTime) -> Result<Vec<ObjectInfo>, BackendError> {
+        self.inner.list_abandoned(before).await
     }
     fn location(&self) -> String {
         self.inner.location()

@@ -12,6 +12,8 @@ pub use mem::MemBackend;
 pub use remote::{RemoteBackend, RemoteUrl};
 pub use throttle::{RateError, Throttle, ThrottledBackend, parse_rate};
 
+use std::time::SystemTime;
+
 use async_trait::async_trait;
 
 /// One entry of a listing.
@@ -133,6 +135,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn stat(&self, path: &str) -> Result<Option<u64>, BackendError>;
     /// Removes an object; a missing one is not an error.
     async fn delete(&self, path: &str) -> Result<(), BackendError>;
+    /// The temporary files of `put`s that never finished (their process was killed), last
+    /// written before `before` by the storage's clock; [`Backend::delete`] removes one. Backends
+    /// whose `put` never leaves such files have none.
+    async fn list_abandoned(&self, before: SystemTime) -> Result<Vec<ObjectInfo>, BackendError> {
+        let _ = before;
+        Ok(Vec::new())
+    }
     /// A human-readable location for messages.
     fn location(&self) -> String;
 }

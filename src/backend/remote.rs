@@ -11,7 +11,7 @@
 //! * Credentials never appear in [`Backend::location`] or in errors: the location keeps only
 //!   scheme, host, bucket and path, never the query string or user information.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use md5::Digest;
@@ -386,6 +386,38 @@ impl Backend for RemoteBackend {
                     self.op.stat(&path).await.map_err(|er| self.err(&path, er))?.content_length();
             }
             out.push(ObjectInfo { path, size });
+        }
+        Ok(out)
+    }
+
+    async fn list_abandoned(&self, before: SystemTime) -> Result<Vec<ObjectInfo>, BackendError> {
+        if !self.rename_into_place {
+            return Ok(Vec::new()); // writes go straight to their names
+        }
+        let entries = match self.op.list_with("").recursive(true).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("", e)),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let path = e.path().trim_start_matches('/').to_string();
+            let base = path.rsplit('/').next().unwrap_or(&path);
+            if !e.metadata().is_file() || !base.starts_with(TMP_MARKER) {
+                continue;
+            }
+            let meta = match e.metadata().last_modified() {
+                Some(_) => e.metadata().clone(),
+                None => match self.op.stat(&path).await {
+                    Ok(m) => m,
+                    Err(er) if er.kind() == ErrorKind::NotFound => continue, // renamed
+                    Err(er) => return Err(self.err(&path, er)),
+                },
+            };
+            // a time the server does not tell is never old enough
+            if meta.last_modified().is_some_and(|t| SystemTime::from(t) < before) {
+                out.push(ObjectInfo { path, size: meta.content_length() });
+            }
         }
         Ok(out)
     }

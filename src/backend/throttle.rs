@@ -3,7 +3,7 @@
 //! and the bucket may run into debt; the average rate over a few objects is the limit.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use async_trait::async_trait;
@@ -126,6 +126,9 @@ impl Backend for ThrottledBackend {
     }
     async fn delete(&self, path: &str) -> Result<(), BackendError> {
         self.inner.delete(path).await
+    }
+    async fn list_abandoned(&self, before: SystemTime) -> Result<Vec<ObjectInfo>, BackendError> {
+        self.inner.list_abandoned(before).await
     }
     fn location(&self) -> String {
         self.inner.location()

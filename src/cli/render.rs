@@ -256,6 +256,14 @@ pub fn prune(r: &PruneReport) -> String {
             );
         }
     }
+    if r.abandoned_files > 0 {
+        out += &format!(
+            "\n{} {} temporary files of writes abandoned over a day ago ({})",
+            if r.dry_run { "would remove" } else { "removed" },
+            r.abandoned_files,
+            size(r.abandoned_bytes)
+        );
+    }
     out
 }
 

@@ -102,8 +102,31 @@ pub struct PruneReport {
     /// Backup and read leases (other than this prune's) alive when a record was found waiting for
     /// them.
     pub running_backups: u64,
+    /// Temporary files of writes that never finished (killed processes), untouched for
+    /// [`ABANDONED_AFTER`], removed (a dry run counts them).
+    pub abandoned_files: u64,
+    /// Their bytes.
+    pub abandoned_bytes: u64,
     /// Wall-clock duration of the prune, seconds.
     pub seconds: f64,
+}
+
+/// How long a temporary file of an unfinished write stays untouched before prune takes its
+/// writer for dead: far longer than any lease (a live writer's process refreshes its lease
+/// every few minutes and finishes a pack in seconds), so a slow upload is never cut off.
+pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Counts, and unless `dry_run` removes, the temporary files of writes abandoned long ago.
+async fn remove_abandoned(repo: &Repository, r: &mut PruneReport, dry_run: bool) -> Result<()> {
+    let before = std::time::SystemTime::now() - ABANDONED_AFTER;
+    for o in repo.backend().list_abandoned(before).await? {
+        if !dry_run {
+            repo.backend().delete(&o.path).await?;
+        }
+        r.abandoned_files += 1;
+        r.abandoned_bytes += o.size;
+    }
+    Ok(())
 }
 
 /// The leases of this prune: the repository's own (opened with
@@ -148,6 +171,7 @@ pub async fn run(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRepo
         let live = live_set(&repo, &mut r, None).await?;
         let own = Own { ids: HashSet::new(), extra: None };
         mark(&repo, &live.set, opts, &mut r, &HashSet::new(), &own).await?;
+        remove_abandoned(&repo, &mut r, true).await?;
         r.seconds = start.elapsed().as_secs_f64();
         return Ok(r);
     }
@@ -190,6 +214,7 @@ async fn prune_under(
     mark(repo, &live.set, opts, r, &waiting, own).await?;
     sweep(repo, r, own, Some(live)).await?;
     remove_expired_leases(repo.backend()).await?;
+    remove_abandoned(repo, r, false).await?;
     Ok(())
 }
 

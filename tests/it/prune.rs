@@ -150,6 +150,39 @@ fn expired_leases_do_not_block_and_a_second_prune_is_refused() {
     std::fs::remove_file(l).unwrap();
 }
 
+/// A process killed while writing leaves its temporary file behind, which nothing lists: prune
+/// removes those untouched for a day (a dry run only counts them) and leaves younger ones,
+/// whose writer may still be running.
+#[test]
+fn prune_removes_temporary_files_abandoned_a_day_ago() {
+    let f = Fixture::with_init(&[]);
+    let d = noise(100_000, 3);
+    f.backup("db", &d);
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let pack_dir = f.repo().join("data").join("00");
+    let old = [pack_dir.join(".tmp-00112233aabbccdd"), f.repo().join(".tmp-8899aabbccddeeff")];
+    leave_temp_file(&old[0], 5000, 2 * day);
+    leave_temp_file(&old[1], 300, day + std::time::Duration::from_secs(60));
+    let young = pack_dir.join(".tmp-0123456789abcdef");
+    leave_temp_file(&young, 4000, day - std::time::Duration::from_secs(600));
+    let dry = f.run(&["--json", "prune", "--dry-run"], b"").ok().json();
+    assert_eq!(
+        (dry["abandoned_files"].as_u64(), dry["abandoned_bytes"].as_u64()),
+        (Some(2), Some(5300))
+    );
+    assert!(old.iter().all(|p| p.exists()), "a dry run removes nothing");
+    let p = f.run(&["--json", "prune"], b"").ok().json();
+    assert_eq!(
+        (p["abandoned_files"].as_u64(), p["abandoned_bytes"].as_u64()),
+        (Some(2), Some(5300))
+    );
+    assert!(old.iter().all(|p| !p.exists()), "abandoned files are removed");
+    assert!(young.exists(), "a write younger than a day may still be running");
+    assert_eq!(f.restore("latest"), d);
+    let text = f.run(&["prune"], b"").ok().text();
+    assert!(!text.contains("temporary files"), "{text}");
+}
+
 /// Lease names are written by whoever can write `locks/`: a time at either end of the range
 /// (a forged name, a broken clock) is judged, not an arithmetic overflow.
 #[test]

@@ -81,6 +81,18 @@ fn sftp_every_command_and_sync() {
     every_command(&f);
     // No temporary upload names remain on the server.
     assert!(objects(&dir.path().join("backup-repo")).keys().all(|p| !p.contains(".tmp-")));
+    // One that a killed upload left a day ago is removed by prune, over SFTP.
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let left = dir.path().join("backup-repo/data/00/.tmp-0011223344556677-00aa");
+    common::leave_temp_file(&left, 2000, 2 * day);
+    let young = dir.path().join("backup-repo/index/.tmp-8899aabbccddeeff-00bb");
+    common::leave_temp_file(&young, 1000, day / 2);
+    let p = f.run(&["--json", "prune"], b"").ok().json();
+    assert_eq!(
+        (p["abandoned_files"].as_u64(), p["abandoned_bytes"].as_u64()),
+        (Some(1), Some(2000))
+    );
+    assert!(!left.exists() && young.exists());
 
     // sync local → SFTP and SFTP → local
     let local = Fixture::new();

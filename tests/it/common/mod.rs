@@ -177,3 +177,11 @@ pub fn small_file_tree(root: &std::path::Path, dirs: usize, per_dir: usize) {
         }
     }
 }
+
+/// Writes an abandoned temporary file (as a killed process leaves one) last touched `age` ago.
+pub fn leave_temp_file(path: &std::path::Path, len: usize, age: std::time::Duration) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, vec![7u8; len]).unwrap();
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - age).unwrap();
+}
