@@ -527,7 +527,10 @@ async fn restore_stream(cli: &Cli, a: &args::RestoreArgs) -> anyhow::Result<()> 
 async fn export(cli: &Cli, a: &args::ExportArgs) -> anyhow::Result<()> {
     let show_progress = cli.progress_bars();
     let repo = open(cli, Access::Read).await?;
-    let mut selected = repo::repo::select_snapshots(&repo, &a.filter.snapshots(), a.latest).await?;
+    // what --mirror deletes and what --latest picks depend on every snapshot being read
+    let complete = a.mirror || a.latest.is_some();
+    let mut selected =
+        repo::repo::select_snapshots(&repo, &a.filter.snapshots(), a.latest, complete).await?;
     if let Some(w) = &a.keep_within {
         let span_ns =
             ops::forget::policy::parse_duration(w).map_err(|e| anyhow!("--keep-within {e}"))?;
@@ -608,7 +611,8 @@ async fn copy(cli: &Cli, a: &args::CopyArgs) -> anyhow::Result<()> {
     let dst = open_at(cli, backend(cli, &a.to)?, pw.as_deref(), Access::Backup).await?;
     warnings(cli, &dst);
     let selected = if a.snapshots.is_empty() {
-        repo::repo::select_snapshots(&src, &a.filter.snapshots(), a.latest).await?
+        repo::repo::select_snapshots(&src, &a.filter.snapshots(), a.latest, a.latest.is_some())
+            .await?
     } else {
         let mut picked = Vec::new();
         for sel in &a.snapshots {

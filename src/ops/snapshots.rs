@@ -9,7 +9,7 @@ pub async fn run(
     filter: &SnapshotFilter,
     latest: Option<usize>,
 ) -> Result<Vec<SnapshotInfo>> {
-    Ok(select_snapshots(repo, filter, latest)
+    Ok(select_snapshots(repo, filter, latest, false)
         .await?
         .iter()
         .map(|(id, s)| SnapshotInfo::new(id, s))

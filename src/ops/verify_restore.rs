@@ -246,7 +246,7 @@ pub async fn verify_restore(
         }
     })?;
     // file trees hold no dump to hand to pg_restore; server snapshots hold one per stream
-    let snaps: Vec<_> = select_snapshots(&repo, &opts.filter, opts.latest)
+    let snaps: Vec<_> = select_snapshots(&repo, &opts.filter, opts.latest, opts.latest.is_some())
         .await?
         .into_iter()
         .filter(|(_, s)| matches!(s.kind, SnapshotKind::Stream | SnapshotKind::Streams))

@@ -20,8 +20,8 @@ pub use cache::{BlobRef, CacheReader, IndexCache, Unreadable};
 pub use object::{open_object, seal_object};
 pub use reader::{OrderedReader, PackCiphers, RestoreStats, read_blob, restore_stream};
 pub use snapshots::{
-    SnapshotFilter, glob_match, list_snapshots, list_snapshots_checked, newest_per_name,
-    resolve_snapshot, select_snapshots,
+    SnapshotFilter, glob_match, list_snapshots, list_snapshots_checked, list_snapshots_complete,
+    newest_per_name, resolve_snapshot, select_snapshots,
 };
 pub use verify::{
     PackVerdict, load_index_file, parse_pack, read_pack_footer, verify_deltas, verify_pack_bytes,
@@ -120,6 +120,20 @@ pub enum RepoError {
     /// A snapshot selector (an id prefix, or `latest` within a filter) matched no snapshot.
     #[error("no snapshot matches {0}")]
     SnapshotNotFound(String),
+    /// A snapshot object cannot be read where the choice depends on every snapshot (`latest`,
+    /// what `export --mirror` deletes): the unseen one may be the newest, or the one exported.
+    #[error(
+        "snapshot {object} cannot be read ({error}); without it {needs}: give a snapshot id, or \
+         run `repo check`"
+    )]
+    SnapshotUnreadable {
+        /// The snapshot object.
+        object: String,
+        /// Why it cannot be read.
+        error: String,
+        /// What cannot be decided without it.
+        needs: &'static str,
+    },
     /// Another process holds what this one needs (another prune is running): exit code 11, try
     /// again later.
     #[error("{0}")]

@@ -56,6 +56,21 @@ pub async fn list_snapshots(
     Ok(list_snapshots_checked(repo, filter).await?.0)
 }
 
+/// Like [`list_snapshots`], but a snapshot object that cannot be read is an error naming it
+/// and `needs` (what cannot be decided without it): for choices that a snapshot not seen
+/// would change, such as `latest`.
+pub async fn list_snapshots_complete(
+    repo: &Repository,
+    filter: &SnapshotFilter,
+    needs: &'static str,
+) -> Result<Vec<(Id, Snapshot)>> {
+    let (all, unreadable) = list_snapshots_checked(repo, filter).await?;
+    match unreadable.into_iter().next() {
+        Some(u) => Err(RepoError::SnapshotUnreadable { object: u.object, error: u.error, needs }),
+        None => Ok(all),
+    }
+}
+
 /// Like [`list_snapshots`], and also returns the snapshot files that could not be read (for
 /// callers that must not go on without them, such as prune).
 pub async fn list_snapshots_checked(
@@ -118,13 +133,19 @@ pub async fn list_snapshots_checked(
 }
 
 /// The snapshots matching `filter`, oldest first; with `latest`, only the newest `latest` of
-/// each name.
+/// each name. With `complete`, a snapshot that cannot be read is an error (it might be among
+/// the newest, or one the caller would act on); otherwise it is skipped with a warning.
 pub async fn select_snapshots(
     repo: &Repository,
     filter: &SnapshotFilter,
     latest: Option<usize>,
+    complete: bool,
 ) -> Result<Vec<(Id, Snapshot)>> {
-    let all = list_snapshots(repo, filter).await?;
+    let all = if complete {
+        list_snapshots_complete(repo, filter, "the selection is uncertain").await?
+    } else {
+        list_snapshots(repo, filter).await?
+    };
     Ok(match latest {
         None => all,
         Some(k) => newest_per_name(all, k),
@@ -153,8 +174,8 @@ pub async fn resolve_snapshot(
     selector: &str,
     filter: &SnapshotFilter,
 ) -> Result<(Id, Snapshot)> {
-    let all = list_snapshots(repo, filter).await?;
     if selector == "latest" {
+        let all = list_snapshots_complete(repo, filter, "the latest is uncertain").await?;
         let what = filter
             .name
             .as_deref()
@@ -162,6 +183,7 @@ pub async fn resolve_snapshot(
             .unwrap_or_else(|| "latest".into());
         return all.into_iter().next_back().ok_or(RepoError::SnapshotNotFound(what));
     }
+    let all = list_snapshots(repo, filter).await?;
     let sel = selector.to_ascii_lowercase();
     let mut hits = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&sel));
     match (hits.next(), hits.next()) {

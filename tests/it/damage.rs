@@ -75,6 +75,51 @@ fn damaged_snapshot_file_is_skipped_with_a_warning() {
     );
 }
 
+/// Found in an audit: with the newest snapshot object damaged, `restore latest` restored the
+/// one before it and exited 0 (yesterday's dump into `pg_restore --clean`), and `export
+/// --mirror` deleted the exported file of the snapshot it could not read (perhaps the last
+/// good copy of that dump). Both must stop and name the object instead.
+#[test]
+fn a_damaged_newest_snapshot_stops_latest_and_mirror() {
+    let f = Fixture::new();
+    let staging = Fixture::new();
+    let staging_repo = staging.repo().display().to_string();
+    let exported = f.dir.path().join("export");
+    let dir = exported.to_str().unwrap();
+    let (old, new) = (noise(50_000, 1), noise(50_000, 2));
+    let t = |h: u32| format!("2026-02-14T{h:02}:00:00Z");
+    let time = t(1);
+    f.run(&["backup", "--stdin", "--name", "db", "--time", &time], &old).ok();
+    let time = t(2);
+    let newest = f.run(&["--json", "backup", "--stdin", "--name", "db", "--time", &time], &new);
+    let newest = newest.ok().json()["snapshot"]["id"].as_str().unwrap().to_string();
+    f.run(&["export", dir], b"").ok();
+    let files_before = std::fs::read_dir(&exported).unwrap().count();
+    let snap = f.repo().join("snapshots").join(&newest);
+    let mut b = std::fs::read(&snap).unwrap();
+    let n = b.len();
+    b[n - 3] ^= 0x40;
+    std::fs::write(&snap, b).unwrap();
+    std::fs::remove_dir_all(f.cache()).unwrap(); // a new pod: nothing cached
+    for args in [
+        vec!["restore", "latest", "--name", "db"],
+        vec!["export", dir, "--mirror"],
+        vec!["export", dir, "--latest", "1"],
+        vec!["copy", "--to", &staging_repo, "--latest", "1"],
+    ] {
+        let r = f.run(&args, b"");
+        no_panic(&r);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?} wrote {} bytes", r.stdout.len());
+        assert!(r.stderr.contains(&newest) && r.stderr.contains("cannot be read"), "{}", r.stderr);
+    }
+    assert_eq!(std::fs::read_dir(&exported).unwrap().count(), files_before, "nothing deleted");
+    // what does not depend on the damaged one goes on: an id, a plain listing, export
+    let older = f.run(&["--json", "snapshots"], b"").ok().json()[0]["short_id"].clone();
+    assert_eq!(f.restore(older.as_str().unwrap()), old);
+    f.run(&["export", dir], b"").ok();
+}
+
 #[test]
 fn sigkill_in_the_middle_of_a_backup_commits_nothing_and_harms_nothing() {
     let f = Fixture::with_init(&["--pack-size", "65536", "--chunk-avg", "16384"]);
