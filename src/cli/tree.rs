@@ -99,7 +99,7 @@ pub async fn backup(cli: &Cli, a: &BackupArgs, meta: SnapshotMeta) -> anyhow::Re
     let r = r?;
     if !cli.quiet {
         for e in &r.tree.errors {
-            eprintln!("repo: warning: {e} (not in the snapshot)");
+            eprintln!("repo: warning: {e}");
         }
         for c in &r.tree.changed {
             eprintln!("repo: warning: {c} changed while it was read");
@@ -142,7 +142,7 @@ pub async fn restore(cli: &Cli, a: &RestoreArgs) -> anyhow::Result<i32> {
                         &id,
                         &snap,
                         path,
-                        stdout_file()?,
+                        super::gzip_if(a.gzip, stdout_file()?),
                         Arc::new(repo::repo::NoProgress),
                     )
                     .await?
@@ -154,7 +154,7 @@ pub async fn restore(cli: &Cli, a: &RestoreArgs) -> anyhow::Result<i32> {
                             &id,
                             &snap,
                             path,
-                            w,
+                            super::gzip_if(a.gzip, w),
                             Arc::new(repo::repo::NoProgress),
                         )
                     })

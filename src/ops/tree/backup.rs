@@ -70,7 +70,8 @@ pub struct TreeCounts {
     pub files_unchanged: u64,
     /// Bytes of those unchanged files.
     pub bytes_unchanged: u64,
-    /// Files that vanished or could not be read: not in the snapshot (exit code 3).
+    /// Files that vanished or could not be read (not in the snapshot), and metadata that could
+    /// not be (the file stored without it): exit code 3.
     pub errors: Vec<String>,
     /// Files that changed while they were read: stored as read, flagged in the catalog.
     pub changed: Vec<String>,
@@ -290,6 +291,26 @@ fn read_exact_padded(r: &mut impl Read, want: u64, out: &mut Vec<u8>) -> io::Res
     Ok(got < want)
 }
 
+/// Opens a file the walk found regular, without following a symlink or blocking on a FIFO
+/// that replaced it since: another user swapping in a symlink to a file only this process
+/// may read must not get that file's content stored under their name.
+fn open_regular(path: &Path) -> io::Result<(File, Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::other("replaced by a symlink during the backup"),
+            _ => e,
+        })?;
+    let md = f.metadata()?;
+    if !md.is_file() {
+        return Err(io::Error::other("no longer a regular file (replaced during the backup)"));
+    }
+    Ok((f, md))
+}
+
 /// A small file's chunks, and whether it changed while it was read.
 type SmallFile = (Vec<Vec<u8>>, bool);
 
@@ -300,14 +321,14 @@ fn read_small(
     gear: &crate::codec::chunker::Gear,
     params: crate::codec::chunker::ChunkerParams,
 ) -> io::Result<SmallFile> {
-    let mut f = File::open(path)?;
-    let before = f.metadata()?;
+    let (mut f, before) = open_regular(path)?;
     let mut data = Vec::with_capacity(entry.size as usize);
     let short = read_exact_padded(&mut f, entry.size, &mut data)?;
     let after = f.metadata()?;
     let changed = short
         || changed_since(&before, &after)
         || before.ino() != entry.ino
+        || before.len() != entry.size
         || mtime_ns(&before) != entry.mtime_ns;
     Ok((chunk_slice(&data, gear, params), changed))
 }
@@ -390,14 +411,17 @@ impl Walker<'_, '_> {
         } else {
             e.to_string()
         };
-        self.counts.errors.push(format!("{}: {what}", path.display()));
+        self.counts.errors.push(format!("{}: {what} (not in the snapshot)", path.display()));
     }
 
     fn base_entry(&mut self, rel: &[u8], abs: &Path, md: &Metadata, kind: Kind) -> Entry {
         let xattrs = match fsmeta::get_xattrs(abs) {
             Ok(x) => x,
             Err(e) => {
-                self.counts.errors.push(format!("{}: extended attributes: {e}", abs.display()));
+                self.counts.errors.push(format!(
+                    "{}: extended attributes: {e} (stored without them)",
+                    abs.display()
+                ));
                 vec![]
             }
         };
@@ -550,9 +574,16 @@ impl Walker<'_, '_> {
             Err(err) => {
                 self.size -= e.size;
                 self.error(abs, &err);
+                self.unread_link_target(&e.path);
                 Ok(())
             }
         }
+    }
+
+    /// The first name of a hard-linked file could not be read: later names are read
+    /// themselves instead of pointing at a path the snapshot does not hold.
+    fn unread_link_target(&mut self, path: &[u8]) {
+        self.links.retain(|_, first| first.as_slice() != path);
     }
 
     /// The chunk sequence of a file's previous version, for delta bases; `None` when there
@@ -585,8 +616,7 @@ impl Walker<'_, '_> {
         sparse: bool,
         parent: Option<Entry>,
     ) -> Result<io::Result<()>> {
-        let opened = File::open(abs).and_then(|f| {
-            let before = f.metadata()?;
+        let opened = open_regular(abs).and_then(|(f, before)| {
             let extents =
                 if sparse { fsmeta::data_extents(&f, e.size)? } else { vec![(0, e.size)] };
             Ok((f, before, extents))
@@ -622,7 +652,14 @@ impl Walker<'_, '_> {
             Ok(m) => m,
             Err(err) => return Ok(Err(err)),
         };
-        if reader.short || changed_since(&before, &after) || before.ino() != e.ino {
+        // against the walk's lstat too: a file rewritten between it and the open is read
+        // only up to the size the walk saw
+        if reader.short
+            || changed_since(&before, &after)
+            || before.ino() != e.ino
+            || before.len() != e.size
+            || mtime_ns(&before) != e.mtime_ns
+        {
             e.flags |= FLAG_CHANGED;
             self.counts.changed.push(abs.display().to_string());
         }
@@ -656,6 +693,7 @@ impl Walker<'_, '_> {
             .collect();
         let mut ok_files = Vec::new();
         let mut keep = Vec::with_capacity(queue.len());
+        let mut unread = std::collections::HashSet::new();
         for (q, r) in queue.into_iter().zip(read) {
             match r {
                 None => keep.push((q.entry, false)),
@@ -674,11 +712,22 @@ impl Walker<'_, '_> {
                     let p = q.read.unwrap_or_default();
                     self.size -= q.entry.size;
                     self.error(&p, &err);
+                    self.unread_link_target(&q.entry.path);
+                    unread.insert(q.entry.path);
                 }
             }
         }
         let mut stored = self.sink.store_files(ok_files)?.into_iter();
         for (mut e, was_read) in keep {
+            if e.kind() == Kind::Hardlink && unread.contains(&e.link) {
+                // queued before its first name failed: a link to nothing would stop a restore
+                self.counts.errors.push(format!(
+                    "{}: not stored: a hard link to {}, which could not be read",
+                    String::from_utf8_lossy(&e.path),
+                    String::from_utf8_lossy(&e.link)
+                ));
+                continue;
+            }
             if was_read {
                 e.content = Content::Inline(stored.next().unwrap_or_default());
             }

@@ -705,7 +705,11 @@ fn write_tree(
                 r.files += 1;
             }
             Kind::Hardlink => {
-                let first = target.join(safe_path(&e.link)?);
+                // the first name's parents are checked as every entry's are: `link()` would
+                // follow a symlink among them out of the target
+                let first = safe_path(&e.link)?;
+                check_parents(target, &first)?;
+                let first = target.join(first);
                 fs::hard_link(&first, &p).map_err(target_err(&p))?;
                 r.files += 1;
                 continue; // the metadata is the first name's
