@@ -115,6 +115,8 @@ pub struct ExportReport {
     pub bytes_written: u64,
     /// Uncompressed bytes restored for the written files.
     pub bytes_restored: u64,
+    /// Temporary files of exports killed over a day ago, removed.
+    pub abandoned_removed: u64,
     /// Wall-clock duration of the export, seconds.
     pub seconds: f64,
 }
@@ -252,6 +254,29 @@ fn sync_dir(path: &Path) -> Result<()> {
     crate::fsutil::sync_dir(path).map_err(|e| io_err(path, e))
 }
 
+/// Removes the temporary files that exports killed (SIGKILL, a lost node) over a day ago left
+/// anywhere under `dir`; younger ones may belong to an export still running.
+fn remove_abandoned_temps(dir: &Path) -> Result<u64> {
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
+    let (mut n, mut stack) = (0, vec![dir.to_path_buf()]);
+    while let Some(d) = stack.pop() {
+        for ent in std::fs::read_dir(&d).map_err(|e| io_err(&d, e))? {
+            let ent = ent.map_err(|e| io_err(&d, e))?;
+            let ft = ent.file_type().map_err(|e| io_err(&ent.path(), e))?;
+            if ft.is_dir() {
+                stack.push(ent.path());
+            } else if ft.is_file()
+                && ent.file_name().to_string_lossy().starts_with(TMP_PREFIX)
+                && ent.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < before)
+            {
+                std::fs::remove_file(ent.path()).map_err(|e| io_err(&ent.path(), e))?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 fn temp_beside(path: &Path) -> Result<PathBuf> {
     crate::fsutil::temp_with_prefix(path, TMP_PREFIX).map_err(|e| io_err(path, e))
 }
@@ -303,7 +328,8 @@ async fn restore_to_temp(
     progress: Arc<dyn Progress>,
 ) -> Result<(PathBuf, Vec<u8>, u64)> {
     if let Some(parent) = final_hint.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+        // durable: the file's rename is fsynced in its directory, which must itself survive
+        crate::fsutil::create_dir_all_durable(parent).map_err(|e| io_err(parent, e))?;
     }
     let tmp = temp_beside(final_hint)?;
     let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
@@ -447,10 +473,15 @@ pub async fn run(
     progress: Arc<dyn Progress>,
 ) -> Result<ExportReport> {
     let t0 = Instant::now();
-    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    crate::fsutil::create_dir_all_durable(dir).map_err(|e| io_err(dir, e))?;
+    let abandoned_removed = remove_abandoned_temps(dir)?;
     let mut x = Exporter {
         manifest: load_manifest(dir)?,
-        report: ExportReport { directory: dir.display().to_string(), ..Default::default() },
+        report: ExportReport {
+            directory: dir.display().to_string(),
+            abandoned_removed,
+            ..Default::default()
+        },
         repo,
         dir,
         opts,
