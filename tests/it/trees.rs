@@ -374,6 +374,29 @@ fn a_hard_link_to_an_unreadable_file_does_not_break_the_restore() {
     assert!(!out.path().join("t/a").exists() && !out.path().join("t/b").exists());
 }
 
+/// Found in an audit: a symlink among the directories above a given path (`/home` ->
+/// `/data/home`) was stored as a directory with the symlink's mode, 0777: a restore made it
+/// world-writable. It is stored as the directory it leads to.
+#[test]
+fn a_symlinked_directory_above_a_given_path_keeps_the_real_directorys_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let src = tempfile::tempdir().unwrap();
+    let d = src.path().display();
+    sh(&format!(
+        "mkdir -p {d}/data/home/tik && chmod 755 {d}/data/home && echo x > {d}/data/home/tik/x \
+         && ln -s data/home {d}/home"
+    ));
+    f.run(&["backup", "--name", "h", "--root", &d.to_string(), "home/tik/x"], b"").ok();
+    let out = tempfile::tempdir().unwrap();
+    let t = out.path().to_str().unwrap();
+    f.run(&["restore", "latest", "--name", "h", "--target", t], b"").ok();
+    let home = std::fs::symlink_metadata(out.path().join("home")).unwrap();
+    assert!(home.is_dir());
+    assert_eq!(home.permissions().mode() & 0o7777, 0o755);
+    assert_eq!(std::fs::read(out.path().join("home/tik/x")).unwrap(), b"x\n");
+}
+
 /// Found in an audit: `--gzip` was ignored when one file of a tree was restored, and a
 /// plain file was written under a `.gz` name.
 #[test]

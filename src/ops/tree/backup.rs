@@ -382,10 +382,19 @@ impl Walker<'_, '_> {
                 if !emitted_dirs.contains(&above) {
                     emitted_dirs.push(above.clone());
                     let abs = self.root.join(&above);
-                    let md = std::fs::symlink_metadata(&abs).map_err(|e| RepoError::Source {
+                    // followed: a symlink on the way (`/home` -> `/data/home`) is stored as
+                    // the directory it leads to, with that directory's owner and mode, not
+                    // as a directory with the symlink's 0777
+                    let md = std::fs::metadata(&abs).map_err(|e| RepoError::Source {
                         path: abs.display().to_string(),
                         reason: e.to_string(),
                     })?;
+                    if !md.is_dir() {
+                        return Err(RepoError::Source {
+                            path: abs.display().to_string(),
+                            reason: "not a directory".into(),
+                        });
+                    }
                     let e = self.base_entry(above.as_os_str().as_bytes(), &abs, &md, Kind::Dir);
                     self.counts.dirs += 1;
                     self.push(e, None)?;

@@ -128,6 +128,36 @@ pub fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
     if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// Sets the permission bits of `path` without following a symlink there (one a local user
+/// swapped in during a restore must not lend its target the snapshot's mode).
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: a valid C string.
+    let r = unsafe {
+        libc::fchmodat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            (mode & 0o7777) as libc::mode_t,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        // a C library or kernel without the flag's support for this file, or a symlink
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+            if std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+                return Err(io::Error::other("replaced by a symlink during the restore"));
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        }
+        _ => Err(err),
+    }
+}
+
 /// User and group names by id, read once from /etc/passwd and /etc/group.
 #[derive(Default)]
 pub struct Owners {
@@ -162,5 +192,27 @@ impl Owners {
     /// The group name of `gid`, or empty if unknown.
     pub fn group(&self, gid: u32) -> Vec<u8> {
         self.groups.get(&gid).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A symlink swapped in where a restored file was keeps the snapshot's mode off its
+    /// target; a plain file gets it.
+    #[test]
+    fn set_mode_does_not_follow_a_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let (file, link) = (d.path().join("f"), d.path().join("l"));
+        std::fs::write(&file, b"x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(set_mode(&link, 0o777).is_err());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&file), 0o600, "the symlink's target is untouched");
+        set_mode(&file, 0o100640).unwrap();
+        assert_eq!(mode(&file), 0o640);
     }
 }

@@ -11,7 +11,7 @@ use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -754,7 +754,7 @@ fn apply_meta(p: &Path, e: &Entry, warnings: &mut Vec<String>) {
         warn("owner", err);
     }
     if e.kind() != Kind::Symlink
-        && let Err(err) = fs::set_permissions(p, fs::Permissions::from_mode(e.mode))
+        && let Err(err) = fsmeta::set_mode(p, e.mode)
     {
         warn("mode", err);
     }
