@@ -532,11 +532,27 @@ async fn restore_refuses_hostile_paths_and_symlink_escapes() {
         link: outside.path().to_str().unwrap().as_bytes().to_vec(),
         ..Default::default()
     };
+    // found in an audit: a hard link's first name was checked for `..` but not for a
+    // symlink among its parents, and link() followed it out of the target
+    std::fs::write(outside.path().join("victim"), b"x").unwrap();
+    let top_link = Entry {
+        kind: Some(Kind::Symlink),
+        path: b"d".to_vec(),
+        link: outside.path().to_str().unwrap().as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let hard = Entry {
+        kind: Some(Kind::Hardlink),
+        path: b"pwned".to_vec(),
+        link: b"d/victim".to_vec(),
+        ..Default::default()
+    };
     let cases: Vec<(Vec<Entry>, &str)> = vec![
         (vec![dir("d"), file("d/../../pwned")], "`..` component"),
         (vec![file("/etc/pwned")], "absolute"),
         (vec![dir("d"), file("d/./x")], "`.` component"),
         (vec![dir("d"), link, file("d/escape/pwned")], "is a symlink; refusing"),
+        (vec![top_link, hard], "is a symlink; refusing"),
     ];
     for (entries, why) in cases {
         let f = Fixture::new();
@@ -553,6 +569,7 @@ async fn restore_refuses_hostile_paths_and_symlink_escapes() {
         assert!(
             !outside.path().join("pwned").exists()
                 && !target.path().parent().unwrap().join("pwned").exists()
+                && !target.path().join("pwned").exists()
         );
     }
 }
