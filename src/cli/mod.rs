@@ -531,6 +531,7 @@ async fn export(cli: &Cli, a: &args::ExportArgs) -> anyhow::Result<()> {
     let complete = a.mirror || a.latest.is_some();
     let mut selected =
         repo::repo::select_snapshots(&repo, &a.filter.snapshots(), a.latest, complete).await?;
+    warnings(cli, &repo); // snapshots skipped as unreadable
     if let Some(w) = &a.keep_within {
         let span_ns =
             ops::forget::policy::parse_duration(w).map_err(|e| anyhow!("--keep-within {e}"))?;
@@ -624,6 +625,7 @@ async fn copy(cli: &Cli, a: &args::CopyArgs) -> anyhow::Result<()> {
             None => picked,
         }
     };
+    warnings(cli, &src); // snapshots skipped as unreadable
     let bar = Bar::start("copied", show_progress);
     let r = ops::copy::run(src, dst.clone(), selected, bar.clone()).await;
     bar.finish();

@@ -117,7 +117,8 @@ fn a_damaged_newest_snapshot_stops_latest_and_mirror() {
     // what does not depend on the damaged one goes on: an id, a plain listing, export
     let older = f.run(&["--json", "snapshots"], b"").ok().json()[0]["short_id"].clone();
     assert_eq!(f.restore(older.as_str().unwrap()), old);
-    f.run(&["export", dir], b"").ok();
+    let r = f.run(&["export", dir], b"").ok();
+    assert!(r.stderr.contains(&newest) && r.stderr.contains("snapshot skipped"), "{}", r.stderr);
 }
 
 #[test]
