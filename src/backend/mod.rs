@@ -109,6 +109,12 @@ impl BackendError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, BackendError::NotFound { .. })
     }
+    /// True when the error shows the object itself is missing or short (damage); false when
+    /// the storage failed to answer (an outage, a permission, a full disk), which says
+    /// nothing about the object: a check must not call it broken for that.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, BackendError::NotFound { .. } | BackendError::ShortRead { .. })
+    }
 }
 
 /// Object storage as the repository needs it. Paths are relative, `/`-separated.

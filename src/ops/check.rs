@@ -622,6 +622,9 @@ async fn check_snapshots(
         let snap = match snap {
             Ok(s) => s,
             Err(RepoError::Backend(e)) if e.is_not_found() => continue,
+            // the storage did not answer: nothing is known about the snapshot, and calling
+            // it broken would let `repair --forget-broken` delete a good one
+            Err(RepoError::Backend(e)) => return Err(RepoError::Backend(e)),
             Err(e) => {
                 r.damage.push(Damage {
                     object: f.path.clone(),
@@ -639,21 +642,40 @@ async fn check_snapshots(
             if whole_lists.contains(list) {
                 continue;
             }
-            let Some((pack, loc)) = st.usable(list)? else {
+            if st.usable(list)?.is_none() {
                 causes.add(st.blame(list)?, || NOT_INDEXED.into(), Some(&label));
                 broken = true;
                 continue;
-            };
-            let entries = match ciphers.read(repo, &pack, list, &loc).await.and_then(|b| {
-                decode_list(&b)
-                    .map_err(|e| RepoError::format(format!("content list {}", list.short()), e))
-            }) {
-                Ok(e) => e,
-                Err(e) => {
-                    causes.add(paths::pack(&pack), || e.to_string(), Some(&label));
-                    broken = true;
+            }
+            // every usable copy in turn, as a restore reads them: a damaged copy beside a
+            // whole one is damage of its pack, not of the snapshot
+            let mut failed = Vec::new();
+            let mut read = None;
+            for (pack, loc) in st.copies(list)? {
+                if st.bad_packs.contains_key(&pack) || st.bad_blobs.contains(&(pack, *list)) {
                     continue;
                 }
+                match ciphers.read(repo, &pack, list, &loc).await.and_then(|b| {
+                    decode_list(&b)
+                        .map_err(|e| RepoError::format(format!("content list {}", list.short()), e))
+                }) {
+                    Ok(e) => {
+                        read = Some(e);
+                        break;
+                    }
+                    Err(RepoError::Backend(e)) if !e.is_damage() => {
+                        return Err(RepoError::Backend(e));
+                    }
+                    Err(e) => failed.push((pack, e.to_string())),
+                }
+            }
+            let blamed = if read.is_some() { None } else { Some(label.as_str()) };
+            for (pack, e) in failed {
+                causes.add(paths::pack(&pack), || e, blamed);
+            }
+            let Some(entries) = read else {
+                broken = true;
+                continue;
             };
             let mut whole = true;
             for (id, _) in entries {
@@ -673,6 +695,7 @@ async fn check_snapshots(
             };
             match crate::repo::tree::file_blobs(repo, &snap, &label, each).await {
                 Ok(()) => {}
+                Err(RepoError::Backend(e)) if !e.is_damage() => return Err(RepoError::Backend(e)),
                 Err(e) => {
                     r.damage.push(Damage {
                         object: format!("snapshot {}", sid.short()),

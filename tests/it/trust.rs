@@ -896,6 +896,30 @@ async fn backup_that_cannot_fetch_a_prune_record_does_not_start() {
     assert!(e.to_string().contains("connection reset"), "{e}");
 }
 
+/// Found in an audit: check called a snapshot it could not fetch (a storage outage) broken,
+/// and `repair snapshots --forget-broken` deleted that good snapshot. An outage now stops
+/// the check, and the repair with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_does_not_forget_a_snapshot_the_storage_failed_to_deliver() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let b = open(base.clone(), &tmp.path().join("b"), Access::Backup).await;
+    backup(&b, "db", &common::noise(100_000, 5)).await;
+    b.close().await;
+    let failing: Arc<dyn Backend> = Arc::new(Faults {
+        inner: Some(base.clone()),
+        fail_get: Some(paths::SNAPSHOTS_DIR),
+        ..Faults::default()
+    });
+    let fixer = open(failing, &tmp.path().join("r"), Access::Read).await;
+    let r = ::repo::ops::repair::repair_snapshots(fixer.clone(), true).await;
+    let e = r.expect_err("an outage is not damage");
+    assert!(e.to_string().contains("connection reset"), "{e}");
+    assert_eq!(base.list(paths::SNAPSHOTS_DIR).await.unwrap().len(), 1, "the snapshot stays");
+    fixer.close().await;
+}
+
 /// A sync whose lease at the destination lapsed after it copied packs (a long pause; a prune
 /// there removed the lease as expired, then condemned and swept the unindexed packs): it went
 /// on to copy the index files and snapshots that need them, and reported success.
