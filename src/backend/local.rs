@@ -74,11 +74,22 @@ fn list_sync(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>
             if name.starts_with(TEMP_PREFIX) {
                 continue;
             }
-            let ft = ent.file_type().map_err(|e| BackendError::from_io(&name, e))?;
+            // an object deleted between the directory read and its stat (a prune sweeping)
+            // is simply not listed, as if the listing had come a moment later
+            let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+            let ft = match ent.file_type() {
+                Ok(ft) => ft,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(BackendError::from_io(&name, e)),
+            };
             if ft.is_dir() {
                 stack.push(ent.path());
             } else if ft.is_file() {
-                let size = ent.metadata().map_err(|e| BackendError::from_io(&name, e))?.len();
+                let size = match ent.metadata() {
+                    Ok(m) => m.len(),
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(BackendError::from_io(&name, e)),
+                };
                 let rel = ent
                     .path()
                     .strip_prefix(root)

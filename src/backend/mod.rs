@@ -102,6 +102,11 @@ impl BackendError {
             std::io::ErrorKind::NotFound => BackendError::NotFound { path },
             std::io::ErrorKind::StorageFull => BackendError::NoSpace { path },
             std::io::ErrorKind::PermissionDenied => BackendError::PermissionDenied { path },
+            // writes refused as a whole, like a key without write access: readers go on
+            // without a lease (a read-only NFS export or bind mount)
+            std::io::ErrorKind::ReadOnlyFilesystem => {
+                BackendError::PermissionDenied { path: format!("{path} (read-only file system)") }
+            }
             _ => BackendError::Io { path, source: e },
         }
     }

@@ -256,6 +256,9 @@ async fn sync_objects(
     let mut superseded: Vec<String> =
         copied_index.into_iter().filter(|p| !index_now.contains(p)).collect();
     superseded.sort();
+    if !superseded.is_empty() {
+        source_still_there(src).await?;
+    }
     for p in superseded {
         if let Some(size) = held.entry(INDEX_DIR).or_default().remove(&p) {
             report.deleted_objects += 1;
@@ -319,6 +322,7 @@ async fn sync_objects(
         report.deletions_postponed_for_leases = others_at_dst().await?;
     }
     if opts.delete && report.deletions_postponed_for_leases == 0 {
+        source_still_there(src).await?;
         // Everything the source holds (its keys too) is at the destination now; remove the
         // rest, in the reverse of the write order.
         let mut source_paths: HashMap<&str, HashSet<String>> = HashMap::new();
@@ -353,6 +357,17 @@ async fn sync_objects(
         }
     }
     Ok(())
+}
+
+/// Before deleting anything at the destination because the source no longer lists it: the
+/// source still holds its config. A directory that vanished (an automounted NAS that failed
+/// to remount, an unmounted SFTP volume) lists as empty, which would pass for a source that
+/// forgot every snapshot and pruned every pack.
+async fn source_still_there(src: &Arc<dyn Backend>) -> Result<()> {
+    match src.stat(CONFIG).await? {
+        Some(_) => Ok(()),
+        None => Err(RepoError::SourceVanished { location: src.location() }),
+    }
 }
 
 /// Refreshes the sync's lease at the destination (none in a dry run): fails if it lapsed (a

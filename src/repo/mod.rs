@@ -208,6 +208,16 @@ pub enum RepoError {
         /// The file.
         file: String,
     },
+    /// `sync`: the source's config is gone (its storage unmounted or vanished midway); nothing
+    /// was deleted at the destination.
+    #[error(
+        "{location}: the source repository's config is gone (storage unmounted?); nothing \
+         deleted at the destination"
+    )]
+    SourceVanished {
+        /// The source.
+        location: String,
+    },
     /// `import`: two files (or a file and an existing snapshot) would make snapshots of the
     /// same name and time, and they are not the same import.
     #[error(

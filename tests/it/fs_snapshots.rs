@@ -270,3 +270,35 @@ fn lvm_snapshot_backup_end_to_end() {
     assert_eq!(one.stdout, b"15\n");
     let _ = sh(&format!("umount {}", origin.display()));
 }
+
+/// Found in an audit: on a read-only mount, the lease write failed with EROFS, which was not
+/// taken for a refused write, so restore and check stopped instead of reading without a
+/// lease as they do without write permission.
+#[test]
+fn restore_and_check_read_a_repository_on_a_read_only_mount() {
+    assert!(unsafe_is_root(), "bind mounts need root (CI runs as root)");
+    let f = Fixture::new();
+    let data = crate::common::noise(200_000, 4);
+    f.backup("db", &data);
+    let ro = f.dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let (repo, ro_s) = (f.repo().display().to_string(), ro.display().to_string());
+    sh(&format!("mount --bind {repo} {ro_s} && mount -o remount,bind,ro {ro_s}")).unwrap();
+    let unmount = Unmount(ro_s.clone());
+    let reader = crate::common::Fixture { url: Some(ro_s.clone()), ..Fixture::empty() };
+    let r = reader.run(&["restore", "latest", "--name", "db"], b"").ok();
+    assert!(r.stdout == data);
+    assert!(r.stderr.contains("read-only file system"), "{}", r.stderr);
+    let c = reader.run(&["--json", "check"], b"").ok().json();
+    assert_eq!(c["ok"], true, "{c}");
+    drop(unmount);
+}
+
+/// Unmounts on drop, also when the test fails.
+struct Unmount(String);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = sh(&format!("umount {}", self.0));
+    }
+}

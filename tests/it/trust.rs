@@ -444,6 +444,35 @@ async fn sync_with_delete_while_a_prune_sweeps_leaves_a_consistent_copy() {
     assert_eq!(restore(&copy, "kept").await, keep);
 }
 
+/// Found in an audit: a source that vanished during `sync --delete` (an autofs NAS mount
+/// that failed to remount, an unmounted SFTP volume: listings of a missing directory are
+/// empty) made the sync delete every snapshot, index file and pack of the mirror, and
+/// report success. The source must still hold its config before anything is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_delete_from_a_source_that_vanished_deletes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = tmp.path().join("nas");
+    let src: Arc<dyn Backend> = Arc::new(::repo::backend::LocalBackend::new(&src_dir));
+    engine::init(&src, Some(b"pw"), &opts()).await.unwrap();
+    let data = common::noise(200_000, 11);
+    let b = open(src.clone(), &tmp.path().join("b"), Access::Backup).await;
+    backup(&b, "db", &data).await;
+    b.close().await;
+    let dst: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    let sync_opts = ::repo::ops::sync::SyncOptions { delete: true, ..Default::default() };
+    ::repo::ops::sync::run(src.clone(), dst.clone(), &sync_opts, &NoProgress).await.unwrap();
+    let before = dst.list("").await.unwrap().len();
+    let (from, to) = (src_dir.clone(), tmp.path().join("unmounted"));
+    let unmount: Hook = Box::pin(async move { std::fs::rename(from, to).unwrap() });
+    let hooked: Arc<dyn Backend> = HookBackend::new(src.clone(), paths::DATA_DIR, 1, unmount);
+    let r = ::repo::ops::sync::run(hooked, dst.clone(), &sync_opts, &NoProgress).await;
+    let e = r.expect_err("a vanished source is an error");
+    assert!(e.to_string().contains("config"), "{e}");
+    assert_eq!(dst.list("").await.unwrap().len(), before, "nothing deleted at the mirror");
+    let copy = open(dst.clone(), &tmp.path().join("d"), Access::Read).await;
+    assert_eq!(restore(&copy, "db").await, data);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_refreshed_after_a_pause_past_the_margin_stays_lapsed() {
     let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
