@@ -141,8 +141,14 @@ fn password(cli: &Cli) -> anyhow::Result<Option<Vec<u8>>> {
     password_from("REPO_PASSWORD", cli.password_file.as_deref())
 }
 
+/// The password from `var`, else from the first line of `file`. An empty one is refused: an
+/// empty Secret or a file that starts with a blank line would otherwise encrypt a new
+/// repository under a password anyone can guess.
 fn password_from(var: &str, file: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
     if let Ok(p) = std::env::var(var) {
+        if p.is_empty() {
+            return Err(anyhow!("{var} is set but empty"));
+        }
         return Ok(Some(p.into_bytes()));
     }
     match file {
@@ -151,6 +157,9 @@ fn password_from(var: &str, file: Option<&Path>) -> anyhow::Result<Option<Vec<u8
                 .with_context(|| format!("reading password file {}", f.display()))?;
             let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
             let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                return Err(anyhow!("password file {}: its first line is empty", f.display()));
+            }
             Ok(Some(line.to_vec()))
         }
         None => Ok(None),

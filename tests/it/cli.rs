@@ -146,6 +146,30 @@ fn password_file_is_read() {
     assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
 }
 
+/// Found in an audit: an empty REPO_PASSWORD (an empty Secret) or a password file starting
+/// with a blank line made `init` encrypt under the empty password.
+#[test]
+fn an_empty_password_is_refused() {
+    let f = Fixture::empty();
+    let pf = f.dir.path().join("pw");
+    std::fs::write(&pf, "\nsecret\n").unwrap();
+    let cases: [(&str, Option<&str>, &str); 2] = [
+        ("", None, "REPO_PASSWORD is set but empty"),
+        ("-", Some(pf.to_str().unwrap()), "its first line is empty"),
+    ];
+    for (pw, file, why) in cases {
+        let mut c = f.cmd(&["init", "--kdf-memory", "1024"]);
+        match file {
+            Some(p) => c.env_remove("REPO_PASSWORD").env("REPO_PASSWORD_FILE", p),
+            None => c.env("REPO_PASSWORD", pw),
+        };
+        let r = run_with_input(c, b"");
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(r.stderr.contains(why), "{}", r.stderr);
+        assert!(!f.repo().join("config").exists(), "no repository was made");
+    }
+}
+
 #[test]
 fn unencrypted_repository_round_trips_and_stores_plaintext() {
     let f = Fixture::with_init(&["--encryption", "none"]);
