@@ -491,8 +491,10 @@ pub async fn init(
     Ok(config)
 }
 
-/// Unlocks the master keys with any key file the password opens, and says whether the
-/// repository is encrypted.
+/// Unlocks the master keys with a key file the password opens and whose keys open the
+/// config (`cbytes`), and says whether the repository is encrypted. A key file whose keys do
+/// not open the config is passed over: an `init` that stored its key file but failed before
+/// its config, run again with the same password, leaves such a stale key file behind.
 ///
 /// The key file decides the cipher, never the config: a password-wrapped key means AES-256-GCM,
 /// a key in the clear means none. With a password given, key files in the clear are refused:
@@ -501,6 +503,7 @@ pub async fn init(
 async fn unlock(
     backend: &Arc<dyn Backend>,
     password: Option<&[u8]>,
+    cbytes: &[u8],
 ) -> Result<(MasterKeys, CipherKind)> {
     let location = backend.location();
     let mut last_err = None;
@@ -535,7 +538,11 @@ async fn unlock(
             Kdf::None => CipherKind::None,
         };
         match unwrap_master(&kf, password) {
-            Ok(k) => return Ok((k, cipher)),
+            Ok(k) => match open_object(&k, cipher, MAGIC_CONFIG, cbytes, paths::CONFIG) {
+                Ok(_) => return Ok((k, cipher)),
+                // the config is reported damaged only if no key file opens it
+                Err(e) => last_err = Some(e),
+            },
             Err(CodecError::WrongPassword) => {
                 last_err = Some(RepoError::WrongPassword { location: location.clone() })
             }
@@ -616,8 +623,8 @@ impl Repository {
         if backend.stat(paths::CONFIG).await?.is_none() {
             return Err(RepoError::NotARepository { location });
         }
-        let (keys, cipher) = unlock(&backend, password).await?;
         let cbytes = backend.get(paths::CONFIG).await?;
+        let (keys, cipher) = unlock(&backend, password, &cbytes).await?;
         let body = open_object(&keys, cipher, MAGIC_CONFIG, &cbytes, paths::CONFIG)?;
         let config = Config::decode(&body).map_err(|e| RepoError::format(paths::CONFIG, e))?;
         let chunker =

@@ -925,6 +925,31 @@ async fn backup_that_cannot_fetch_a_prune_record_does_not_start() {
     assert!(e.to_string().contains("connection reset"), "{e}");
 }
 
+/// Found in an audit: `init` that stored its key file but failed before its config (a full
+/// disk, Ctrl-C), run again with the same password, left two key files the password opens;
+/// when the stale one sorted first, every command failed with "config: corrupt". The key
+/// file that opens the config is the one used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_key_file_from_a_failed_init_is_passed_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let real = base.list(paths::KEYS_DIR).await.unwrap().remove(0).path;
+    // a key file of another init with the same password, sorting before the real one
+    let stale = loop {
+        let other: Arc<dyn Backend> = Arc::new(MemBackend::new());
+        engine::init(&other, Some(b"pw"), &opts()).await.unwrap();
+        let k = other.list(paths::KEYS_DIR).await.unwrap().remove(0).path;
+        if k < real {
+            break (k.clone(), other.get(&k).await.unwrap());
+        }
+    };
+    base.put(&stale.0, stale.1).await.unwrap();
+    let b = open(base.clone(), &tmp.path().join("b"), Access::Backup).await;
+    backup(&b, "db", &common::noise(50_000, 1)).await;
+    b.close().await;
+}
+
 /// Found in an audit: check called a snapshot it could not fetch (a storage outage) broken,
 /// and `repair snapshots --forget-broken` deleted that good snapshot. An outage now stops
 /// the check, and the repair with it.
