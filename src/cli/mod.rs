@@ -1,9 +1,16 @@
 //! Layer 5: arguments → options, reports → text or JSON, errors → one line and an exit code.
 //!
 //! Exit codes (documented in the README):
-//! 0 success · 1 failure · 4 `check` found damage · 10 no repository at the location ·
+//! 0 success · 1 failure · 2 bad usage · 3 partial · 4 `check` found damage · 5 a backup is
+//! late · 10 no repository at the location ·
 //! 11 another prune is running · 12 wrong password · 130 interrupted (SIGINT/SIGTERM).
 //! A closed standard output (`repo restore … | head`) counts as success.
+
+/// A command line that parses but cannot be carried out as given (a value out of range, two
+/// options that exclude each other): exit code 2, as for clap's own errors.
+macro_rules! usage {
+    ($($t:tt)*) => { anyhow::Error::new($crate::cli::Usage(format!($($t)*))) };
+}
 
 mod args;
 mod metrics;
@@ -34,6 +41,20 @@ pub const EXIT_WRONG_PASSWORD: i32 = 12;
 pub const EXIT_INTERRUPTED: i32 = 130;
 /// A tree backup finished, but some files vanished or could not be read.
 pub const EXIT_PARTIAL: i32 = 3;
+/// The command line parses but cannot be carried out as given.
+pub const EXIT_USAGE: i32 = 2;
+
+/// See [`usage!`].
+#[derive(Debug)]
+pub(crate) struct Usage(pub(crate) String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
 
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -116,6 +137,7 @@ fn interrupted() -> i32 {
 /// One line naming the cause, and the exit code for it.
 fn report_error(e: &anyhow::Error) -> i32 {
     let code = match e.downcast_ref::<RepoError>() {
+        _ if e.downcast_ref::<Usage>().is_some() => EXIT_USAGE,
         Some(RepoError::NotARepository { .. }) => EXIT_NO_REPOSITORY,
         Some(RepoError::WrongPassword { .. }) => EXIT_WRONG_PASSWORD,
         Some(RepoError::LockConflict(_)) => EXIT_LOCKED,
@@ -234,8 +256,7 @@ fn backend(cli: &Cli, url: &str) -> anyhow::Result<Arc<dyn repo::backend::Backen
     Ok(match &cli.limit_upload {
         None => b,
         Some(rate) => {
-            let rate =
-                repo::backend::parse_rate(rate).map_err(|e| anyhow!("--limit-upload {e}"))?;
+            let rate = repo::backend::parse_rate(rate).map_err(|e| usage!("--limit-upload {e}"))?;
             let throttle = Arc::new(repo::backend::Throttle::new(rate));
             Arc::new(repo::backend::ThrottledBackend::new(b, throttle))
         }
@@ -274,7 +295,7 @@ fn parse_time(t: Option<&str>) -> anyhow::Result<i64> {
             .ok()
             .and_then(|d| d.timestamp_nanos_opt())
             .ok_or_else(|| {
-                anyhow!("--time {s:?}: not an RFC 3339 time such as 2026-02-14T02:00:00Z")
+                usage!("--time {s:?}: not an RFC 3339 time such as 2026-02-14T02:00:00Z")
             }),
     }
 }
@@ -324,16 +345,14 @@ async fn run(cli: &Cli) -> anyhow::Result<i32> {
 /// `repo backup --stream FILE=CMD …` / `--pg-databases URL`: one snapshot of several streams.
 async fn backup_streams(cli: &Cli, a: &args::BackupArgs) -> anyhow::Result<i32> {
     if !a.paths.is_empty() || !a.command.is_empty() {
-        return Err(anyhow!(
-            "give either --stream / --pg-databases or PATHs / a command, not both"
-        ));
+        return Err(usage!("give either --stream / --pg-databases or PATHs / a command, not both"));
     }
     let mut specs = Vec::new();
     if let Some(url) = &a.pg_databases {
         specs.extend(ops::streams::pg_streams(url)?);
     }
     for s in &a.streams {
-        specs.push(s.parse().map_err(|e| anyhow!("--stream {e}"))?);
+        specs.push(s.parse().map_err(|e| usage!("--stream {e}"))?);
     }
     let meta = backup_meta(a)?;
     let repo = open(cli, Access::Backup).await?;
@@ -352,9 +371,9 @@ fn parse_share(s: &str) -> anyhow::Result<f64> {
         .trim()
         .trim_end_matches('%')
         .parse()
-        .map_err(|_| anyhow!("--max-unused {s:?}: expected a percentage such as 5%"))?;
+        .map_err(|_| usage!("--max-unused {s:?}: expected a percentage such as 5%"))?;
     if !(0.0..=100.0).contains(&v) {
-        return Err(anyhow!("--max-unused {s:?}: must be between 0% and 100%"));
+        return Err(usage!("--max-unused {s:?}: must be between 0% and 100%"));
     }
     Ok(v / 100.0)
 }
@@ -373,7 +392,7 @@ async fn forget(cli: &Cli, a: &args::ForgetArgs) -> anyhow::Result<()> {
             .as_deref()
             .map(parse_duration)
             .transpose()
-            .map_err(|e| anyhow!("--keep-within {e}"))?,
+            .map_err(|e| usage!("--keep-within {e}"))?,
         tags: a.keep_tags.clone(),
     };
     let max_unused = parse_share(&a.max_unused)?;
@@ -399,7 +418,7 @@ async fn forget(cli: &Cli, a: &args::ForgetArgs) -> anyhow::Result<()> {
 async fn check(cli: &Cli, a: &args::CheckArgs) -> anyhow::Result<i32> {
     use ops::check::{CheckOptions, Subset};
     let read_data = match (&a.read_data_subset, a.read_data) {
-        (Some(s), _) => Some(s.parse::<Subset>().map_err(|e| anyhow!("--read-data-subset {e}"))?),
+        (Some(s), _) => Some(s.parse::<Subset>().map_err(|e| usage!("--read-data-subset {e}"))?),
         (None, true) => Some(Subset::All),
         (None, false) => None,
     };
@@ -411,7 +430,7 @@ async fn check(cli: &Cli, a: &args::CheckArgs) -> anyhow::Result<i32> {
     let max_age = a
         .max_age
         .iter()
-        .map(|m| m.parse().map_err(|e| anyhow!("--max-age {e}")))
+        .map(|m| m.parse().map_err(|e| usage!("--max-age {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let repo = open_keep_warnings(cli, Access::Read).await?;
     let r = ops::check::run(repo, &CheckOptions { read_data, verify_restore, max_age }).await?;
@@ -456,14 +475,14 @@ async fn backup_stream(cli: &Cli, a: &args::BackupArgs) -> anyhow::Result<()> {
         (true, true) => ops::backup::Source::Stdin,
         (false, false) => ops::backup::Source::Command(a.command.clone()),
         (true, false) => {
-            return Err(anyhow!("give either --stdin or a command after --, not both"));
+            return Err(usage!("give either --stdin or a command after --, not both"));
         }
         (false, true) => {
-            return Err(anyhow!("nothing to back up: give --stdin or a command after --"));
+            return Err(usage!("nothing to back up: give --stdin or a command after --"));
         }
     };
     if !a.paths.is_empty() || a.root.is_some() || a.btrfs.is_some() {
-        return Err(anyhow!("give either PATHs or --stdin / a command after --, not both"));
+        return Err(usage!("give either PATHs or --stdin / a command after --, not both"));
     }
     let meta = backup_meta(a)?;
     let repo = open(cli, Access::Backup).await?;
@@ -543,7 +562,7 @@ async fn export(cli: &Cli, a: &args::ExportArgs) -> anyhow::Result<()> {
     warnings(cli, &repo); // snapshots skipped as unreadable
     if let Some(w) = &a.keep_within {
         let span_ns =
-            ops::forget::policy::parse_duration(w).map_err(|e| anyhow!("--keep-within {e}"))?;
+            ops::forget::policy::parse_duration(w).map_err(|e| usage!("--keep-within {e}"))?;
         selected = ops::export::keep_within(selected, span_ns);
     }
     let compression = match a.format {

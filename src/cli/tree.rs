@@ -22,9 +22,9 @@ fn provider(a: &BackupArgs) -> anyhow::Result<Option<Box<dyn Provider>>> {
         let (vg, lv) = spec
             .split_once('/')
             .filter(|(v, l)| !v.is_empty() && !l.is_empty() && !l.contains('/'))
-            .ok_or_else(|| anyhow!("--lvm {spec:?}: expected VG/LV, e.g. ubuntu-vg/ubuntu-lv"))?;
+            .ok_or_else(|| usage!("--lvm {spec:?}: expected VG/LV, e.g. ubuntu-vg/ubuntu-lv"))?;
         let size = a.snapshot_size.clone().ok_or_else(|| {
-            anyhow!("--lvm needs --snapshot-size (the snapshot's copy-on-write space, e.g. 5G)")
+            usage!("--lvm needs --snapshot-size (the snapshot's copy-on-write space, e.g. 5G)")
         })?;
         ops::fs_snapshot::parse_lvm_size(&size)?;
         let mount_base = std::env::var_os("REPO_LVM_MOUNT_BASE")
@@ -51,7 +51,7 @@ pub async fn backup(cli: &Cli, a: &BackupArgs, meta: SnapshotMeta) -> anyhow::Re
     let provider = provider(a)?;
     if paths.is_empty() {
         if provider.is_none() {
-            return Err(anyhow!("nothing to back up: give PATHs, --stdin or a command after --"));
+            return Err(usage!("nothing to back up: give PATHs, --stdin or a command after --"));
         }
         paths.push(".".into());
     }

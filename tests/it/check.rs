@@ -244,7 +244,7 @@ fn read_data_subsets_together_read_every_pack_exactly_once() {
     let (_, v) = check(&f, &["--read-data-subset", "1K"]);
     assert_eq!(v["packs_read"], 1, "a byte budget reads packs until it is spent");
     let bad = f.run(&["check", "--read-data-subset", "4/3"], b"");
-    assert_eq!(bad.code, 1);
+    assert_eq!(bad.code, 2, "bad usage");
 }
 
 #[test]
@@ -301,6 +301,6 @@ fn max_age_reports_names_whose_newest_snapshot_is_too_old() {
     let text = f.run(&["check", "--max-age", "postgres/*=26h"], b"");
     assert!(text.text().contains("LATE postgres/a"), "{}", text.text());
     let bad = f.run(&["check", "--max-age", "postgres/*"], b"");
-    assert_eq!(bad.code, 1);
+    assert_eq!(bad.code, 2, "bad usage");
     assert!(bad.stderr.contains("NAME_GLOB=DURATION"), "{}", bad.stderr);
 }

@@ -104,8 +104,25 @@ fn snapshots_are_found_by_name_not_host_and_time_is_settable() {
     let latest = f.run(&["--json", "snapshots", "--latest", "1"], b"").ok().json();
     assert_eq!(latest.as_array().unwrap().len(), 2, "one per name");
     let bad = f.run(&["backup", "--stdin", "--name", "x", "--time", "yesterday"], b"x");
-    assert_eq!(bad.code, 1);
+    assert_eq!(bad.code, 2, "bad usage, as the README lists");
     assert!(bad.stderr.contains("RFC 3339"), "{}", bad.stderr);
+}
+
+/// Found in an audit: usage errors found after parsing exited 1, not the documented 2.
+#[test]
+fn usage_errors_found_after_parsing_exit_2() {
+    let f = Fixture::new();
+    for (args, why) in [
+        (&["check", "--read-data-subset", "0/12"][..], "--read-data-subset"),
+        (&["check", "--max-age", "postgres/*=soon"], "--max-age"),
+        (&["--limit-upload", "fast", "snapshots"], "--limit-upload"),
+        (&["backup", "--stdin", "--name", "x", "--", "pg_dump"], "not both"),
+        (&["prune", "--max-unused", "150%"], "--max-unused"),
+    ] {
+        let r = f.run(args, b"");
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(why) && r.stderr.lines().count() == 1, "{}", r.stderr);
+    }
 }
 
 #[test]
