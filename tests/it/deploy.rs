@@ -102,6 +102,7 @@ fn cronjobs_line_up_with_secrets_volumes_image_and_the_cli() {
         "offsite-sync",
         "staging-copy",
         "monthly-check",
+        "backup-freshness",
     ] {
         assert!(names.contains(want), "missing CronJob {want}: {names:?}");
     }
@@ -207,4 +208,44 @@ fn cronjobs_line_up_with_secrets_volumes_image_and_the_cli() {
         }
     }
     assert_eq!(images.len(), 1, "one image for every job: {images:?}");
+}
+
+/// Found in an audit: the daily job's `forget --name 'postgres/*'` also matched the hourly
+/// `postgres/all` dumps (a glob's `*` crosses `/`) and applied the daily policy to them,
+/// removing 22 of the 24 hourly dumps every night. A forget must not select what another
+/// job backs up into the same repository, unless a tag tells them apart.
+#[test]
+fn no_cronjob_forgets_what_another_cronjob_backs_up() {
+    // (job, repository, name, tags) of every backup and forget
+    let mut backups = Vec::new();
+    let mut forgets = Vec::new();
+    for j in docs("cronjobs.yaml").iter().filter(|d| d["kind"] == "CronJob") {
+        let name = str_of(&j["metadata"]["name"]);
+        let c = &s(j, &["spec", "jobTemplate", "spec", "template", "spec", "containers"])[0];
+        for argv in repo_commands(&str_of(&c["args"][0])) {
+            let opt = |flag: &str| -> Vec<String> {
+                let at = argv.iter().enumerate().filter(|(_, a)| *a == flag);
+                at.filter_map(|(i, _)| argv.get(i + 1).cloned()).collect()
+            };
+            let repo = opt("-r").pop().unwrap_or_default();
+            let entry = (name.clone(), repo, opt("--name").pop(), opt("--tag"));
+            match argv.iter().find(|a| !a.starts_with('-')).map(String::as_str) {
+                Some("backup") => backups.push(entry),
+                Some("forget") => forgets.push(entry),
+                _ => {}
+            }
+        }
+    }
+    assert!(!forgets.is_empty() && !backups.is_empty());
+    for (fjob, frepo, fname, ftags) in &forgets {
+        let glob = fname.as_deref().unwrap_or("*");
+        for (bjob, brepo, bname, btags) in &backups {
+            let Some(bname) = bname else { continue };
+            let theirs = fjob != bjob && frepo == brepo && ::repo::repo::glob_match(glob, bname);
+            assert!(
+                !theirs || !ftags.iter().all(|t| btags.contains(t)),
+                "{fjob}: forget --name {glob} {ftags:?} selects {bname} {btags:?} of {bjob}"
+            );
+        }
+    }
 }
