@@ -288,16 +288,19 @@ fn emit<T: serde::Serialize>(
     Ok(())
 }
 
+/// `--time`, or now. A time more than a day ahead is refused: such a snapshot would count as
+/// the newest of its name for years (`latest`, `--keep-last`, `--max-age`).
 fn parse_time(t: Option<&str>) -> anyhow::Result<i64> {
-    match t {
-        None => Ok(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)),
-        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .ok()
-            .and_then(|d| d.timestamp_nanos_opt())
-            .ok_or_else(|| {
-                usage!("--time {s:?}: not an RFC 3339 time such as 2026-02-14T02:00:00Z")
-            }),
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let Some(s) = t else { return Ok(now) };
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .and_then(|d| d.timestamp_nanos_opt())
+        .ok_or_else(|| usage!("--time {s:?}: not an RFC 3339 time such as 2026-02-14T02:00:00Z"))?;
+    if t > now.saturating_add(86_400_000_000_000) {
+        return Err(usage!("--time {s:?}: more than a day in the future"));
     }
+    Ok(t)
 }
 
 fn backup_meta(a: &args::BackupArgs) -> anyhow::Result<SnapshotMeta> {

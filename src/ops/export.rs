@@ -418,7 +418,8 @@ pub fn keep_within(selected: Vec<(Id, Snapshot)>, span_ns: i64) -> Vec<(Id, Snap
             .iter()
             .map(|&i| Item { time_ns: selected[i].1.time_ns, tags: vec![] })
             .collect();
-        for (&i, d) in members.iter().zip(apply(&policy, &items, &chrono::Utc)) {
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        for (&i, d) in members.iter().zip(apply(&policy, &items, &chrono::Utc, now)) {
             keep[i] = d.keep;
         }
     }

@@ -55,6 +55,10 @@ pub struct Late {
     pub age_hours: Option<f64>,
 }
 
+/// How far ahead of this host's clock a snapshot may be dated and still count as a backup
+/// that ran (clocks of the hosts that back up differ a little).
+const FUTURE_SKEW_NS: i64 = 3_600_000_000_000;
+
 /// The names that are late at `now_ns`, rule by rule.
 pub async fn late(repo: &Repository, rules: &[MaxAge], now_ns: i64) -> Result<Vec<Late>> {
     if rules.is_empty() {
@@ -62,6 +66,11 @@ pub async fn late(repo: &Repository, rules: &[MaxAge], now_ns: i64) -> Result<Ve
     }
     let mut newest: BTreeMap<String, i64> = BTreeMap::new();
     for (_, s) in list_snapshots(repo, &SnapshotFilter::default()).await? {
+        // a snapshot dated ahead of this clock by more than a skew between hosts (a wrong
+        // `--time`, a clock years off) says nothing about whether backups still run
+        if s.time_ns > now_ns.saturating_add(FUTURE_SKEW_NS) {
+            continue;
+        }
         let t = newest.entry(s.name.clone()).or_insert(s.time_ns);
         *t = (*t).max(s.time_ns);
     }

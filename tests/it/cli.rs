@@ -106,6 +106,10 @@ fn snapshots_are_found_by_name_not_host_and_time_is_settable() {
     let bad = f.run(&["backup", "--stdin", "--name", "x", "--time", "yesterday"], b"x");
     assert_eq!(bad.code, 2, "bad usage, as the README lists");
     assert!(bad.stderr.contains("RFC 3339"), "{}", bad.stderr);
+    // found in an audit: a snapshot dated years ahead stays the newest of its name
+    let bad = f.run(&["backup", "--stdin", "--name", "x", "--time", "2062-01-01T00:00:00Z"], b"x");
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("in the future"), "{}", bad.stderr);
 }
 
 /// Found in an audit: usage errors found after parsing exited 1, not the documented 2.

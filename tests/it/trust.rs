@@ -950,6 +950,28 @@ async fn a_stale_key_file_from_a_failed_init_is_passed_over() {
     b.close().await;
 }
 
+/// Found in an audit: a snapshot dated years ahead (a host clock far off) counted as the
+/// newest of its name, so `--max-age` never called the name late after its backups stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_dated_in_the_future_does_not_hide_a_stopped_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let b = open(base.clone(), &tmp.path().join("b"), Access::Backup).await;
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
+    let day = 86_400_000_000_000i64;
+    for (t, seed) in [(now - 3 * day, 1), (now + 3650 * day, 2)] {
+        let m = engine::SnapshotMeta { time_ns: t, ..common::engine::meta("postgres/db") };
+        let data = std::io::Cursor::new(common::noise(10_000, seed));
+        backup_stream(b.clone(), data, m, Arc::new(NoProgress), async { Ok(()) }).await.unwrap();
+    }
+    let rule: ::repo::ops::freshness::MaxAge = "postgres/*=26h".parse().unwrap();
+    let late = ::repo::ops::freshness::late(&b, &[rule], now).await.unwrap();
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert!(late[0].age_hours.unwrap() > 70.0, "judged by the snapshot three days old");
+    b.close().await;
+}
+
 /// Found in an audit: check called a snapshot it could not fetch (a storage outage) broken,
 /// and `repair snapshots --forget-broken` deleted that good snapshot. An outage now stops
 /// the check, and the repair with it.

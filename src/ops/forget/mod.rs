@@ -88,7 +88,8 @@ pub async fn run(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport
                 .iter()
                 .map(|(_, s)| Item { time_ns: s.time_ns, tags: s.tags.clone() })
                 .collect();
-            let decisions = apply(&opts.policy, &items, &opts.tz);
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+            let decisions = apply(&opts.policy, &items, &opts.tz, now);
             let mut g = Group { name, ..Default::default() };
             // newest first in the report
             for ((id, s), d) in snaps.iter().zip(decisions).rev() {

@@ -134,9 +134,11 @@ fn bucket<Tz: TimeZone>(tz: &Tz, time_ns: i64, kind: usize) -> (i32, u32, u32) {
     }
 }
 
-/// Decides for the snapshots of one group. `items` in any order; the result is in the same
-/// order as `items`.
-pub fn apply<Tz: TimeZone>(policy: &Policy, items: &[Item], tz: &Tz) -> Vec<Decision> {
+/// Decides for the snapshots of one group at `now_ns`. `items` in any order; the result is in
+/// the same order as `items`. `within` counts back from the newest snapshot, or from `now_ns`
+/// if that is in the future: one snapshot dated years ahead (a wrong `--time`, a host clock)
+/// must not make every real one fall outside the window.
+pub fn apply<Tz: TimeZone>(policy: &Policy, items: &[Item], tz: &Tz, now_ns: i64) -> Vec<Decision> {
     let mut order: Vec<usize> = (0..items.len()).collect();
     // newest first; ties keep input order, so the result is deterministic
     order.sort_by(|a, b| items[*b].time_ns.cmp(&items[*a].time_ns).then(a.cmp(b)));
@@ -144,7 +146,7 @@ pub fn apply<Tz: TimeZone>(policy: &Policy, items: &[Item], tz: &Tz) -> Vec<Deci
     if policy.is_empty() {
         return out;
     }
-    let newest = order.first().map(|i| items[*i].time_ns).unwrap_or(0);
+    let newest = order.first().map(|i| items[*i].time_ns).unwrap_or(0).min(now_ns);
     let counts = [policy.hourly, policy.daily, policy.weekly, policy.monthly, policy.yearly];
     let names = ["hourly", "daily", "weekly", "monthly", "yearly"];
     let mut kept = [0usize; 5];
@@ -193,7 +195,7 @@ mod tests {
     }
     fn kept(p: &Policy, times: &[&str], tz: &impl TimeZone) -> Vec<String> {
         let it = items(times);
-        apply(p, &it, tz)
+        apply(p, &it, tz, i64::MAX)
             .iter()
             .zip(times)
             .filter(|(d, _)| d.keep)
@@ -281,11 +283,21 @@ mod tests {
         }
     }
 
+    /// Found in an audit: one snapshot dated decades ahead made `--keep-within 30d` remove
+    /// every real snapshot of its name.
+    #[test]
+    fn within_counts_from_now_when_the_newest_snapshot_is_in_the_future() {
+        let p = Policy { within_ns: Some(30 * 86_400_000_000_000), ..Default::default() };
+        let it = items(&["2062-01-01T00:00:00Z", "2026-02-13T00:00:00Z", "2025-01-01T00:00:00Z"]);
+        let d = apply(&p, &it, &Utc, t("2026-02-14T00:00:00Z"));
+        assert_eq!(d.iter().map(|d| d.keep).collect::<Vec<_>>(), [true, true, false]);
+    }
+
     #[test]
     fn ties_keep_one_deterministically() {
         let p = Policy { daily: 1, ..Default::default() };
         let it = items(&["2026-02-14T02:00:00Z", "2026-02-14T02:00:00Z"]);
-        let d = apply(&p, &it, &Utc);
+        let d = apply(&p, &it, &Utc, i64::MAX);
         assert_eq!(d.iter().filter(|d| d.keep).count(), 1);
         assert!(d[0].keep, "the first of equal times");
     }
@@ -307,7 +319,7 @@ mod tests {
         let p = Policy { last: 1, daily: 1, tags: vec!["keep".into()], ..Default::default() };
         let mut it = items(&["2026-02-13T02:00:00Z", "2026-02-14T02:00:00Z"]);
         it[0].tags.push("keep".into());
-        let d = apply(&p, &it, &Utc);
+        let d = apply(&p, &it, &Utc, i64::MAX);
         assert_eq!(d[1].reasons, vec!["last", "daily"]);
         assert_eq!(d[0].reasons, vec!["tag keep"]);
     }
