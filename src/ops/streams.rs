@@ -184,10 +184,13 @@ pub fn redact_password(text: &str) -> String {
     out
 }
 
-/// The streams `--pg-databases URL` stands for: the globals, then every database that
-/// accepts connections and is not a template, each as a `pg_dump -Fc -Z0` custom archive.
+/// The streams `--pg-databases URL` stands for: the globals, then every database `pg_dumpall`
+/// dumps (those that accept connections, templates with content such as `template1`
+/// included; not one left invalid by an interrupted `DROP DATABASE`, which cannot be
+/// dumped), each as a `pg_dump -Fc -Z0` custom archive.
 pub fn pg_streams(url: &str) -> Result<Vec<StreamSpec>> {
-    let sql = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1";
+    let sql =
+        "SELECT datname FROM pg_database WHERE datallowconn AND datconnlimit <> -2 ORDER BY 1";
     let psql = format!("psql -Atc {sql:?} {}", redact_password(url));
     let out = Command::new("psql")
         .args(["-X", "-At", "-c", sql, "-d", url])

@@ -329,4 +329,8 @@ fn forget_latest_with_a_name_removes_that_names_newest_only() {
     let r = f.run(&["forget", &left[0][..8], "--name", "a"], b"");
     assert_ne!(r.code, 0, "{}", r.stderr);
     assert_eq!(f.snapshot_count(), 1);
+    // found in an audit: two selectors of one snapshot were counted as two removals
+    let r = f.run(&["--json", "forget", "latest", &left[0][..8]], b"").ok().json();
+    assert_eq!(r["removed"], 1, "{r}");
+    assert_eq!(f.snapshot_count(), 0);
 }

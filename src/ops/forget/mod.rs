@@ -71,6 +71,10 @@ pub async fn run(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport
         // latest --name a` removes a's newest, never another name's
         for sel in &opts.ids {
             let (id, s) = resolve_snapshot(repo, sel, &opts.filter).await?;
+            // two selectors of one snapshot (`latest` and its id) remove it once
+            if doomed.contains(&id) {
+                continue;
+            }
             g.remove.push(Entry { snapshot: SnapshotInfo::new(&id, &s), reasons: vec![] });
             doomed.push(id);
         }
