@@ -132,7 +132,13 @@ pub async fn restore(cli: &Cli, a: &RestoreArgs) -> anyhow::Result<i32> {
                     eprintln!("repo: warning: {w}");
                 }
             }
+            for w in &r.not_restored {
+                eprintln!("repo: not restored: {w}");
+            }
             emit(cli, &r, render::tree_restore)?;
+            if !r.not_restored.is_empty() {
+                return Ok(EXIT_PARTIAL);
+            }
         }
         (None, Some(path)) => {
             let r = match &a.output {

@@ -554,6 +554,28 @@ async fn restore_refuses_hostile_paths_and_symlink_escapes() {
         (vec![dir("d"), link, file("d/escape/pwned")], "is a symlink; refusing"),
         (vec![top_link, hard], "is a symlink; refusing"),
     ];
+    // an older version stored a hard link to a first name it could not read: the restore
+    // goes on without that link and exits 3, naming it
+    {
+        let dangling = Entry {
+            kind: Some(Kind::Hardlink),
+            path: b"d/b".to_vec(),
+            link: b"d/a".to_vec(),
+            ..Default::default()
+        };
+        let f = Fixture::new();
+        hostile_snapshot(&f, vec![dir("d"), dangling, file("d/c")]).await;
+        let target = tempfile::tempdir().unwrap();
+        let t = target.path().to_str().unwrap().to_string();
+        let r = tokio::task::spawn_blocking(move || {
+            f.run(&["restore", "latest", "--name", "evil", "--target", &t], b"")
+        })
+        .await
+        .unwrap();
+        assert_eq!(r.code, 3, "{}", r.stderr);
+        assert!(r.stderr.contains("d/b: a hard link to"), "{}", r.stderr);
+        assert!(target.path().join("d/c").exists(), "the rest is restored");
+    }
     for (entries, why) in cases {
         let f = Fixture::new();
         hostile_snapshot(&f, entries).await;

@@ -43,6 +43,11 @@ pub struct TreeRestoreReport {
     /// system without them); the data itself was restored.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Entries left out because they cannot be made: a hard link to a first name the
+    /// snapshot lacks (written by versions that linked to a file they could not read). The
+    /// rest is restored; the command exits 3.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_restored: Vec<String>,
     /// Wall-clock duration of the restore, seconds.
     pub seconds: f64,
 }
@@ -710,7 +715,18 @@ fn write_tree(
                 let first = safe_path(&e.link)?;
                 check_parents(target, &first)?;
                 let first = target.join(first);
-                fs::hard_link(&first, &p).map_err(target_err(&p))?;
+                match fs::hard_link(&first, &p) {
+                    Ok(()) => {}
+                    Err(err) if fs::symlink_metadata(&first).is_err() => {
+                        r.not_restored.push(format!(
+                            "{}: a hard link to {}, which the snapshot does not hold: {err}",
+                            p.display(),
+                            first.display()
+                        ));
+                        continue;
+                    }
+                    Err(err) => return Err(target_err(&p)(err)),
+                }
                 r.files += 1;
                 continue; // the metadata is the first name's
             }
