@@ -77,6 +77,60 @@ pub fn temp_beside(path: &Path) -> std::io::Result<PathBuf> {
     temp_with_prefix(path, ".repo-tmp-")
 }
 
+/// Removes the temporary files [`temp_beside`] named for `path` that a killed process left
+/// (SIGKILL, a lost node), once a day old: a younger one may belong to a process still
+/// writing. Returns how many went.
+pub fn remove_stale_temps(path: &Path) -> std::io::Result<u64> {
+    let Some(name) = path.file_name().map(|n| format!("-{}", n.to_string_lossy())) else {
+        return Ok(0);
+    };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
+    let mut n = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        let f = e.file_name().to_string_lossy().into_owned();
+        let ours = f.starts_with(".repo-tmp-") && f.ends_with(&name);
+        if ours && e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < before) {
+            std::fs::remove_file(e.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// A temporary file removed when this is dropped unless [`TempFile::keep`] took it: an output
+/// interrupted by SIGINT/SIGTERM (the command's future is dropped) or failing leaves nothing.
+pub struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    /// Takes charge of `path` (created by the caller).
+    pub fn new(path: PathBuf) -> Self {
+        TempFile(Some(path))
+    }
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+    /// Keeps the file (renamed into place by the caller) and gives its path.
+    pub fn keep(mut self) -> PathBuf {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// A temporary name in the directory of `path`: `prefix`, then the process id, a counter and
 /// random bytes (unique per call, also between hosts sharing the directory), then `path`'s file
 /// name. A command that cleans up its own leftovers recognises them by `prefix`. Fails only

@@ -721,19 +721,20 @@ where
     if path.file_name().is_none() {
         return Err(anyhow!("{}: not a file name", path.display()));
     }
+    // what a killed run left for this file (an interrupted one removes its own)
+    repo::fsutil::remove_stale_temps(path)
+        .with_context(|| format!("removing old temporary files beside {}", path.display()))?;
     let tmp = repo::fsutil::temp_beside(path)?;
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    // removed on an error, and when an interrupt drops this future mid-write
+    let tmp = repo::fsutil::TempFile::new(tmp);
     let writer = std::io::BufWriter::with_capacity(1 << 20, file.try_clone()?);
-    let result = produce(writer).await;
-    let finished = result.map_err(anyhow::Error::from).and_then(|r| {
-        file.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-        repo::fsutil::sync_dir(path).with_context(|| format!("syncing {}", path.display()))?;
-        Ok(r)
-    });
-    if finished.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    finished
+    let r = produce(writer).await?;
+    let shown = tmp.path().display().to_string();
+    file.sync_all().with_context(|| format!("writing {shown}"))?;
+    std::fs::rename(tmp.path(), path).with_context(|| format!("renaming to {}", path.display()))?;
+    tmp.keep();
+    repo::fsutil::sync_dir(path).with_context(|| format!("syncing {}", path.display()))?;
+    Ok(r)
 }

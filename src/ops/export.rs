@@ -333,6 +333,8 @@ async fn restore_to_temp(
     }
     let tmp = temp_beside(final_hint)?;
     let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    // removed on an error, and when an interrupt drops this future mid-write
+    let guard = crate::fsutil::TempFile::new(tmp.clone());
     let keep = file.try_clone().map_err(|e| io_err(&tmp, e))?;
     let head = Arc::new(Mutex::new(Vec::new()));
     let buffered = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -354,19 +356,10 @@ async fn restore_to_temp(
     } else {
         restore_stream(repo.clone(), snap, &label, out, progress).await.map(|s| s.bytes)
     };
-    let bytes = match r {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    if let Err(e) = keep.sync_all() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(&tmp, e));
-    }
+    let bytes = r?;
+    keep.sync_all().map_err(|e| io_err(&tmp, e))?;
     let head = head.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    Ok((tmp, head, bytes))
+    Ok((guard.keep(), head, bytes))
 }
 
 fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {

@@ -225,6 +225,51 @@ fn an_export_killed_midway_leaves_no_file_under_its_final_name() {
     panic!("the export always finished before the kill (or never began); no kill point was tested");
 }
 
+/// Found in an audit: `restore -o FILE` and `export` interrupted by SIGINT left their
+/// temporary file (the size of the dump), and a SIGKILLed one stayed forever. An interrupt
+/// now removes it, and the next restore to the same file removes one a day old.
+#[test]
+fn restore_to_a_file_interrupted_leaves_no_temporary_file() {
+    let f = Fixture::new();
+    let data = noise(48 << 20, 3);
+    at(&f, "postgres/big", "2026-02-14T02:00:00Z", &data);
+    let out = f.dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let target = out.join("big.dump");
+    let temps = || -> Vec<std::path::PathBuf> {
+        let d = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path());
+        d.filter(|p| p.to_string_lossy().contains(".repo-tmp-")).collect()
+    };
+    let mut c = f.cmd(&["restore", "latest", "-o", target.to_str().unwrap()]);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while temps().is_empty() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the restore ended before it could be interrupted"
+    );
+    assert_eq!(temps().len(), 1);
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(temps().is_empty(), "{:?}", temps());
+    assert!(!target.exists());
+    // what a SIGKILL leaves is removed by the next restore to that file once a day old
+    let day = Duration::from_secs(24 * 3600);
+    let old = out.join(".repo-tmp-1-0-00aabbccddee-big.dump");
+    let young = out.join(".repo-tmp-2-0-00aabbccddee-big.dump");
+    let other = out.join(".repo-tmp-3-0-00aabbccddee-other.dump");
+    common::leave_temp_file(&old, 100, 2 * day);
+    common::leave_temp_file(&young, 100, day / 2);
+    common::leave_temp_file(&other, 100, 2 * day);
+    f.run(&["restore", "latest", "-o", target.to_str().unwrap()], b"").ok();
+    assert!(std::fs::read(&target).unwrap() == data);
+    assert!(!old.exists() && young.exists() && other.exists());
+}
+
 #[test]
 fn import_names_times_idempotence_and_gunzip_backup() {
     let f = Fixture::new();
