@@ -918,3 +918,30 @@ fn import_of_a_tar_gz_with_a_bad_crc_is_refused() {
     assert_ne!(r.code, 0, "{}", r.stderr);
     assert_eq!(f.snapshot_count(), 0);
 }
+
+/// Found in an audit: the directories of a GNU incremental archive (`tar -g`, type `D`) were
+/// dropped without a word (an empty directory vanished), and a sparse file in PAX format
+/// (`tar --format=posix -S`, bsdtar's default) was stored under a made-up name with its
+/// sparse map for content.
+#[test]
+fn import_keeps_incremental_directories_and_refuses_pax_sparse_files() {
+    let f = Fixture::new();
+    let files = tempfile::tempdir().unwrap();
+    let d = files.path().display();
+    sh(&format!(
+        "mkdir -p {d}/src/empty {d}/src/full {d}/dumps && echo x > {d}/src/full/f && \
+         tar -g {d}/snar -cf {d}/dumps/inc-20260209.tar -C {d}/src . && \
+         truncate -s 1M {d}/sparse && echo tail >> {d}/sparse && \
+         tar --format=posix -S -cf {d}/dumps/sparse-20260209.tar -C {d} sparse"
+    ));
+    f.run(&["import", "--name", "inc", &format!("{d}/dumps/inc-20260209.tar")], b"").ok();
+    let out = tempfile::tempdir().unwrap();
+    let t = out.path().to_str().unwrap();
+    f.run(&["restore", "latest", "--name", "inc", "--target", t], b"").ok();
+    assert!(out.path().join("empty").is_dir(), "the empty directory is restored");
+    assert_eq!(std::fs::read(out.path().join("full/f")).unwrap(), b"x\n");
+    let r = f.run(&["import", &format!("{d}/dumps/sparse-20260209.tar")], b"");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("sparse file in PAX format"), "{}", r.stderr);
+    assert_eq!(f.snapshot_count(), 1, "nothing stored for the refused archive");
+}

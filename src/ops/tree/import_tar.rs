@@ -44,13 +44,25 @@ fn entry_of<R: Read>(en: &mut tar::Entry<R>) -> Result<Option<Entry>> {
         tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
             Kind::File
         }
+        // `D`: a directory of a GNU incremental archive (`tar -g`); its data, the names it
+        // held, is skipped
         tar::EntryType::Directory => Kind::Dir,
+        t if t.as_byte() == b'D' => Kind::Dir,
         tar::EntryType::Symlink => Kind::Symlink,
         tar::EntryType::Link => Kind::Hardlink,
         tar::EntryType::Char => Kind::CharDev,
         tar::EntryType::Block => Kind::BlockDev,
         tar::EntryType::Fifo => Kind::Fifo,
-        _ => return Ok(None),
+        // defaults for later entries (none this reader uses), a volume label: no file
+        tar::EntryType::XGlobalHeader => return Ok(None),
+        t if t.as_byte() == b'V' => return Ok(None),
+        // anything else (a multi-volume continuation, an unknown type) would be lost
+        // without a word: refused
+        other => {
+            let path = String::from_utf8_lossy(&en.path_bytes()).into_owned();
+            let t = other.as_byte() as char;
+            return Err(bad("tar", format!("{path}: entry type '{t}' is not supported")));
+        }
     };
     let Some(path) = stored_path(&en.path_bytes())? else { return Ok(None) };
     let mut e = Entry { kind: Some(kind), path, ..Default::default() };
@@ -81,12 +93,23 @@ fn entry_of<R: Read>(en: &mut tar::Entry<R>) -> Result<Option<Entry>> {
             let key = ext.key_bytes();
             if key == b"mtime" {
                 if let Some(ns) =
-                    std::str::from_utf8(ext.value_bytes()).ok().and_then(parse_pax_time)
+                    std::str::from_utf8(ext.value_bytes()).ok().and_then(super::tar::parse_pax_time)
                 {
                     e.mtime_ns = ns;
                 }
             } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                 e.xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+            } else if key.starts_with(b"GNU.sparse.") {
+                // the reader would take the sparse map and packed data for the content, under
+                // a made-up name: refused rather than stored wrong
+                return Err(bad(
+                    "tar",
+                    format!(
+                        "{}: a sparse file in PAX format (tar --format=posix -S, bsdtar) is not \
+                         supported; create the archive without -S or with --format=gnu",
+                        String::from_utf8_lossy(&e.path)
+                    ),
+                ));
             }
         }
     }
@@ -96,18 +119,6 @@ fn entry_of<R: Read>(en: &mut tar::Entry<R>) -> Result<Option<Entry>> {
         e.content = Content::Inline(vec![]);
     }
     Ok(Some(e))
-}
-
-/// "1771034400.123456789" → ns.
-fn parse_pax_time(s: &str) -> Option<i64> {
-    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    let secs: i64 = secs.parse().ok()?;
-    let mut f = frac.chars().take(9).collect::<String>();
-    while f.len() < 9 {
-        f.push('0');
-    }
-    let nanos: i64 = f.parse().ok()?;
-    Some(secs.saturating_mul(1_000_000_000) + if secs < 0 { -nanos } else { nanos })
 }
 
 fn store_archive(
@@ -188,6 +199,7 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tar::parse_pax_time;
     use super::*;
 
     #[test]

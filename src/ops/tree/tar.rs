@@ -63,10 +63,7 @@ fn write_entries<W: Write>(
             h.as_old_mut().linkname[..n].copy_from_slice(&e.link[..n]);
         }
         let secs = e.mtime_ns.div_euclid(1_000_000_000);
-        pax.push((
-            "mtime".into(),
-            format!("{secs}.{:09}", e.mtime_ns.rem_euclid(1_000_000_000)).into_bytes(),
-        ));
+        pax.push(("mtime".into(), pax_time(e.mtime_ns).into_bytes()));
         for (n, v) in &e.xattrs {
             pax.push((format!("SCHILY.xattr.{}", String::from_utf8_lossy(n)), v.clone()));
         }
@@ -122,4 +119,56 @@ fn set_name(h: &mut Header, path: &[u8]) {
     let n = path.len().min(100);
     old.name = [0; 100];
     old.name[..n].copy_from_slice(&path[..n]);
+}
+
+/// A pax `mtime` value: signed seconds and nine decimals, the sign applying to both (tar
+/// readers take `-1.5` as one and a half seconds before 1970).
+pub(super) fn pax_time(ns: i64) -> String {
+    let sign = if ns < 0 { "-" } else { "" };
+    let abs = ns.unsigned_abs();
+    format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
+}
+
+/// Reads a pax time (`1771034400.123456789`, `-0.5`); `None` when it is malformed or out of
+/// the nanosecond range.
+pub(super) fn parse_pax_time(s: &str) -> Option<i64> {
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut f: String = frac.chars().take(9).collect();
+    if !f.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    while f.len() < 9 {
+        f.push('0');
+    }
+    let abs = secs.parse::<i64>().ok()?.checked_mul(1_000_000_000)?.checked_add(f.parse().ok()?)?;
+    Some(if neg { -abs } else { abs })
+}
+
+#[cfg(test)]
+mod pax_time_tests {
+    use super::*;
+
+    /// Found in an audit: a time before 1970 with a fraction was written as `-2.5` for
+    /// -1.5 s (read back one second early), `-0.5` was read as +0.5, and times far out
+    /// wrapped around.
+    #[test]
+    fn pax_times_round_trip_on_both_sides_of_1970() {
+        for ns in [0, 1, -1, -1_500_000_000, -500_000_000, 1_771_034_400_123_456_789, i64::MIN + 1]
+        {
+            assert_eq!(parse_pax_time(&pax_time(ns)), Some(ns), "{}", pax_time(ns));
+        }
+        assert_eq!(pax_time(-1_500_000_000), "-1.500000000");
+        assert_eq!(parse_pax_time("-0.5"), Some(-500_000_000));
+        assert_eq!(parse_pax_time("1771034400"), Some(1_771_034_400_000_000_000));
+        assert_eq!(parse_pax_time("10000000000.5"), None, "beyond 2262");
+        assert_eq!(parse_pax_time("1.2x"), None);
+        assert_eq!(parse_pax_time("+1"), None);
+    }
 }
