@@ -28,6 +28,9 @@ const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
 const INDEX_FILES: TableDefinition<&str, u64> = TableDefinition::new("index_files");
 const PACKS: TableDefinition<&[u8], u64> = TableDefinition::new("packs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Set in META while [`IndexCache::record`] writes entries whose files' names are not yet
+/// recorded; found set on open, the cache is rebuilt.
+const RECORDING: &str = "recording";
 /// Snapshot objects as stored (sealed), by id: listing snapshots fetches only new ones. The
 /// bytes are checked against their id and opened like a fresh download on every use, so the
 /// cache saves requests, not verification.
@@ -235,6 +238,16 @@ impl IndexCache {
             ));
             cache.clear()?;
         }
+        // entries of index files whose names were never recorded (the process ended in
+        // between): a sync would not know to drop them once the files are gone, and a
+        // backup could then take a chunk of a deleted pack for stored
+        if cache.meta(RECORDING)? == Some(1) {
+            cache.warn(format!(
+                "local cache {} was being written when its process ended; rebuilt",
+                dir.display()
+            ));
+            cache.clear()?;
+        }
         cache.remove_stray_runs();
         Ok(cache)
     }
@@ -278,6 +291,22 @@ impl IndexCache {
         cache_err(&self.path, e)
     }
 
+    fn meta(&self, key: &str) -> Result<Option<u64>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(META).map_err(|e| self.err(e))?;
+        let v = t.get(key).map_err(|e| self.err(e))?.map(|g| g.value());
+        Ok(v)
+    }
+
+    fn set_meta(&self, key: &str, value: u64) -> Result<()> {
+        let tx = self.begin_write()?;
+        tx.open_table(META)
+            .map_err(|e| self.err(e))?
+            .insert(key, value)
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     fn version(&self) -> std::result::Result<u64, RepoError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(META).map_err(|e| self.err(e))?;
@@ -297,6 +326,7 @@ impl IndexCache {
             let mut m = tx.open_table(META).map_err(|e| self.err(e))?;
             m.insert("version", CACHE_VERSION).map_err(|e| self.err(e))?;
             m.insert("run", 0).map_err(|e| self.err(e))?;
+            m.insert(RECORDING, 0).map_err(|e| self.err(e))?;
             tx.open_table(BLOBS).map_err(|e| self.err(e))?;
             tx.open_table(PACKS).map_err(|e| self.err(e))?;
             tx.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
@@ -481,6 +511,9 @@ impl IndexCache {
     /// file is simply taken in again (inserts are idempotent).
     fn record(&self, mut taken: Taken) -> Result<()> {
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if !taken.files.is_empty() {
+            self.set_meta(RECORDING, 1)?;
+        }
         if let Some(builder) = taken.run.take() {
             self.record_run(builder)?;
         } else {
@@ -489,6 +522,10 @@ impl IndexCache {
         }
         if taken.files.is_empty() {
             return Ok(());
+        }
+        #[cfg(test)]
+        if tests::END_AFTER_ENTRIES.get() {
+            return Err(self.err("ended after the entries (test)"));
         }
         let tx = self.begin_write()?;
         {
@@ -500,6 +537,8 @@ impl IndexCache {
                 }
                 names.insert(name.as_str(), *n).map_err(|e| self.err(e))?;
             }
+            let mut m = tx.open_table(META).map_err(|e| self.err(e))?;
+            m.insert(RECORDING, 0).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
@@ -931,6 +970,38 @@ mod tests {
                     .collect(),
             }],
         }
+    }
+
+    thread_local! {
+        /// Makes [`IndexCache::record`] stop after the entries, before the names (a kill
+        /// there), on this test's thread only.
+        pub(super) static END_AFTER_ENTRIES: std::cell::Cell<bool> =
+            const { std::cell::Cell::new(false) };
+    }
+
+    /// Found in an audit: a process that ended between writing an index file's entries and
+    /// recording its name left entries no later sync would drop when the file is deleted (a
+    /// prune sweeping its pack): a backup could deduplicate against the deleted pack.
+    #[test]
+    fn entries_whose_names_were_never_recorded_are_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = IndexCache::open(dir.path()).unwrap();
+            END_AFTER_ENTRIES.set(true);
+            let r = c.ingest(&[("a".into(), file(10, &[1, 2]))]);
+            END_AFTER_ENTRIES.set(false);
+            assert!(r.is_err());
+            assert!(c.lookup(&Id([1; 32])).unwrap().is_some(), "the entries are there");
+            assert!(c.ingested().unwrap().is_empty(), "but not the file's name");
+        }
+        let c = IndexCache::open(dir.path()).unwrap();
+        assert!(c.lookup(&Id([1; 32])).unwrap().is_none(), "dropped on open");
+        assert!(c.take_warnings().iter().any(|w| w.contains("rebuilt")));
+        c.ingest(&[("b".into(), file(11, &[3]))]).unwrap();
+        drop(c);
+        let c = IndexCache::open(dir.path()).unwrap();
+        assert!(c.lookup(&Id([3; 32])).unwrap().is_some(), "a finished record is kept");
+        assert!(c.take_warnings().is_empty());
     }
 
     #[test]
