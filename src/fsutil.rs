@@ -79,29 +79,31 @@ pub fn temp_beside(path: &Path) -> std::io::Result<PathBuf> {
 
 /// Removes the temporary files [`temp_beside`] named for `path` that a killed process left
 /// (SIGKILL, a lost node), once a day old: a younger one may belong to a process still
-/// writing. Returns how many went.
-pub fn remove_stale_temps(path: &Path) -> std::io::Result<u64> {
-    let Some(name) = path.file_name().map(|n| format!("-{}", n.to_string_lossy())) else {
-        return Ok(0);
+/// writing. Best effort (another user's file in a shared directory stays); returns how many
+/// went.
+pub fn remove_stale_temps(path: &Path) -> u64 {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return 0;
     };
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let before = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let mut n = 0;
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    for e in entries {
-        let e = e?;
+    for e in entries.flatten() {
         let f = e.file_name().to_string_lossy().into_owned();
-        let ours = f.starts_with(".repo-tmp-") && f.ends_with(&name);
-        if ours && e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < before) {
-            std::fs::remove_file(e.path())?;
+        // `.repo-tmp-<pid>-<counter>-<random>-<name>`, for exactly this name
+        let ours = f
+            .strip_prefix(".repo-tmp-")
+            .and_then(|rest| rest.splitn(4, '-').nth(3))
+            .is_some_and(|rest| rest == name);
+        if ours
+            && e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < before)
+            && std::fs::remove_file(e.path()).is_ok()
+        {
             n += 1;
         }
     }
-    Ok(n)
+    n
 }
 
 /// A temporary file removed when this is dropped unless [`TempFile::keep`] took it: an output

@@ -163,14 +163,9 @@ fn password(cli: &Cli) -> anyhow::Result<Option<Vec<u8>>> {
     password_from("REPO_PASSWORD", cli.password_file.as_deref())
 }
 
-/// The password from `var`, else from the first line of `file`. An empty one is refused: an
-/// empty Secret or a file that starts with a blank line would otherwise encrypt a new
-/// repository under a password anyone can guess.
+/// The password from `var`, else from the first line of `file`.
 fn password_from(var: &str, file: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
     if let Ok(p) = std::env::var(var) {
-        if p.is_empty() {
-            return Err(anyhow!("{var} is set but empty"));
-        }
         return Ok(Some(p.into_bytes()));
     }
     match file {
@@ -179,13 +174,24 @@ fn password_from(var: &str, file: Option<&Path>) -> anyhow::Result<Option<Vec<u8
                 .with_context(|| format!("reading password file {}", f.display()))?;
             let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                return Err(anyhow!("password file {}: its first line is empty", f.display()));
-            }
             Ok(Some(line.to_vec()))
         }
         None => Ok(None),
     }
+}
+
+/// `init` refuses an empty password, naming where it came from: an empty Secret or a file
+/// that starts with a blank line would otherwise encrypt the new repository under a password
+/// anyone can guess. (Opening is not refused: a repository made so before keeps opening.)
+fn refuse_empty_password(cli: &Cli, pw: Option<&[u8]>) -> anyhow::Result<()> {
+    if pw.is_none_or(|p| !p.is_empty()) {
+        return Ok(());
+    }
+    Err(match (std::env::var_os("REPO_PASSWORD"), &cli.password_file) {
+        (Some(_), _) => anyhow!("REPO_PASSWORD is set but empty"),
+        (None, Some(f)) => anyhow!("password file {}: its first line is empty", f.display()),
+        (None, None) => anyhow!("the password is empty"),
+    })
 }
 
 /// Asks for a password on the controlling terminal (not standard input, which may carry the
@@ -453,6 +459,9 @@ async fn init(cli: &Cli, a: &args::InitArgs) -> anyhow::Result<()> {
         None if encrypted => prompt_password("password for the new repository: ", true)?,
         pw => pw,
     };
+    if encrypted {
+        refuse_empty_password(cli, pw.as_deref())?;
+    }
     let mut o = InitOptions { encrypted, ..InitOptions::default() };
     if let Some(avg) = a.chunk_avg {
         o.chunk_avg = avg;
@@ -722,8 +731,7 @@ where
         return Err(anyhow!("{}: not a file name", path.display()));
     }
     // what a killed run left for this file (an interrupted one removes its own)
-    repo::fsutil::remove_stale_temps(path)
-        .with_context(|| format!("removing old temporary files beside {}", path.display()))?;
+    repo::fsutil::remove_stale_temps(path);
     let tmp = repo::fsutil::temp_beside(path)?;
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;

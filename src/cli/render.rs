@@ -398,7 +398,7 @@ pub fn tree_backup(r: &TreeBackupReport) -> String {
     );
     if !t.errors.is_empty() {
         s.push_str(&format!(
-            "\n{} files could not be read and are not in the snapshot (exit code 3)",
+            "\n{} files or their metadata could not be read (named above; exit code 3)",
             t.errors.len()
         ));
     }

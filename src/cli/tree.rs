@@ -26,7 +26,7 @@ fn provider(a: &BackupArgs) -> anyhow::Result<Option<Box<dyn Provider>>> {
         let size = a.snapshot_size.clone().ok_or_else(|| {
             usage!("--lvm needs --snapshot-size (the snapshot's copy-on-write space, e.g. 5G)")
         })?;
-        ops::fs_snapshot::parse_lvm_size(&size)?;
+        ops::fs_snapshot::parse_lvm_size(&size).map_err(|e| usage!("--snapshot-size: {e}"))?;
         let mount_base = std::env::var_os("REPO_LVM_MOUNT_BASE")
             .map(PathBuf::from)
             .unwrap_or_else(|| "/run/repo/lvm".into());

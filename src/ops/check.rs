@@ -519,8 +519,10 @@ async fn read_packs(
                 let mut v = match bytes {
                     Ok(b) => tokio::task::spawn_blocking(move || verify_pack_bytes(&r2, &p, &b))
                         .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
+                        .map_err(|e| Err(e.to_string())),
+                    // a storage outage says nothing about the pack: the check stops
+                    Err(e) if !e.is_damage() => Err(Ok(e)),
+                    Err(e) => Err(Err(e.to_string())),
                 };
                 if let Ok(v) = v.as_mut() {
                     verify_deltas(&repo, v).await; // a delta decodes only with its base
@@ -535,7 +537,8 @@ async fn read_packs(
         r.bytes_read += n;
         let v = match v {
             Ok(v) => v,
-            Err(e) => {
+            Err(Ok(outage)) => return Err(RepoError::Backend(outage)),
+            Err(Err(e)) => {
                 st.bad_packs.insert(p, e);
                 continue;
             }

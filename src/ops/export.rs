@@ -255,26 +255,27 @@ fn sync_dir(path: &Path) -> Result<()> {
 }
 
 /// Removes the temporary files that exports killed (SIGKILL, a lost node) over a day ago left
-/// anywhere under `dir`; younger ones may belong to an export still running.
-fn remove_abandoned_temps(dir: &Path) -> Result<u64> {
+/// anywhere under `dir`; younger ones may belong to an export still running. Best effort: a
+/// directory it may not read (`lost+found`) or a file it may not remove is left alone.
+fn remove_abandoned_temps(dir: &Path) -> u64 {
     let before = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
     let (mut n, mut stack) = (0, vec![dir.to_path_buf()]);
     while let Some(d) = stack.pop() {
-        for ent in std::fs::read_dir(&d).map_err(|e| io_err(&d, e))? {
-            let ent = ent.map_err(|e| io_err(&d, e))?;
-            let ft = ent.file_type().map_err(|e| io_err(&ent.path(), e))?;
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for ent in entries.flatten() {
+            let Ok(ft) = ent.file_type() else { continue };
             if ft.is_dir() {
                 stack.push(ent.path());
             } else if ft.is_file()
                 && ent.file_name().to_string_lossy().starts_with(TMP_PREFIX)
                 && ent.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < before)
+                && std::fs::remove_file(ent.path()).is_ok()
             {
-                std::fs::remove_file(ent.path()).map_err(|e| io_err(&ent.path(), e))?;
                 n += 1;
             }
         }
     }
-    Ok(n)
+    n
 }
 
 fn temp_beside(path: &Path) -> Result<PathBuf> {
@@ -468,7 +469,7 @@ pub async fn run(
 ) -> Result<ExportReport> {
     let t0 = Instant::now();
     crate::fsutil::create_dir_all_durable(dir).map_err(|e| io_err(dir, e))?;
-    let abandoned_removed = remove_abandoned_temps(dir)?;
+    let abandoned_removed = remove_abandoned_temps(dir);
     let mut x = Exporter {
         manifest: load_manifest(dir)?,
         report: ExportReport {

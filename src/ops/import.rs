@@ -163,6 +163,12 @@ fn plan(files: &[PathBuf], opts: &ImportOptions) -> Result<Vec<(PathBuf, String,
     Ok(plan)
 }
 
+/// The command recorded for an import of `path`: its file name.
+fn import_command(path: &Path) -> String {
+    let base = path.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("import {base}")
+}
+
 /// Imports `files` in order: a tar archive (after decompression) becomes a tree snapshot, anything
 /// else a stream snapshot. Every file's name and time is worked out before anything is stored, so a
 /// file that cannot be named stops the import before it starts.
@@ -175,27 +181,38 @@ pub async fn run(
     let t0 = Instant::now();
     let plan = plan(files, opts)?;
     let mut report = ImportReport::default();
+    // the snapshots of each name, read once before anything is stored: a file whose name and
+    // time another snapshot holds stops the import before its first file
+    type Listed = Vec<(crate::format::Id, crate::format::snapshot::Snapshot)>;
+    let mut existing_of: std::collections::HashMap<String, Listed> = Default::default();
+    for (path, name, time_ns) in &plan {
+        if !existing_of.contains_key(name) {
+            let filter = SnapshotFilter { name: Some(name.clone()), tags: vec![] };
+            existing_of.insert(name.clone(), list_snapshots(&repo, &filter).await?);
+        }
+        let command = import_command(path);
+        let clash = existing_of[name]
+            .iter()
+            .find(|(_, s)| s.name == *name && s.time_ns == *time_ns && s.command != command);
+        if let Some((id, s)) = clash {
+            return Err(RepoError::ImportClash {
+                file: path.display().to_string(),
+                name: name.clone(),
+                other: format!("exists already ({}, \"{}\")", id.short(), s.command),
+            });
+        }
+    }
     for (path, name, time_ns) in plan {
-        let existing =
-            list_snapshots(&repo, &SnapshotFilter { name: Some(name.clone()), tags: vec![] })
-                .await?;
+        let existing = &existing_of[&name];
         let file_bytes = std::fs::metadata(&path)
             .map_err(|e| {
                 RepoError::Input(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
             })?
             .len();
-        let base = path.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
-        let command = format!("import {base}");
-        // the same file imported before is skipped; anything else of that name and time
-        // (another file, a backup) is not this file's import
+        let command = import_command(&path);
+        // the same file imported before is skipped (anything else of that name and time
+        // was refused above)
         let same_time = existing.iter().find(|(_, s)| s.name == name && s.time_ns == time_ns);
-        if let Some((id, s)) = same_time.filter(|(_, s)| s.command != command) {
-            return Err(RepoError::ImportClash {
-                file: path.display().to_string(),
-                name,
-                other: format!("exists already ({}, \"{}\")", id.short(), s.command),
-            });
-        }
         if let Some((id, s)) = same_time {
             report.skipped += 1;
             report.files.push(ImportedFile {

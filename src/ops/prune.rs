@@ -117,16 +117,16 @@ pub struct PruneReport {
 pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Counts, and unless `dry_run` removes, the temporary files of writes abandoned long ago.
-async fn remove_abandoned(repo: &Repository, r: &mut PruneReport, dry_run: bool) -> Result<()> {
+/// Best effort, after the prune's real work: a failure leaves them for the next prune.
+async fn remove_abandoned(repo: &Repository, r: &mut PruneReport, dry_run: bool) {
     let before = std::time::SystemTime::now() - ABANDONED_AFTER;
-    for o in repo.backend().list_abandoned(before).await? {
-        if !dry_run {
-            repo.backend().delete(&o.path).await?;
+    let Ok(abandoned) = repo.backend().list_abandoned(before).await else { return };
+    for o in abandoned {
+        if dry_run || repo.backend().delete(&o.path).await.is_ok() {
+            r.abandoned_files += 1;
+            r.abandoned_bytes += o.size;
         }
-        r.abandoned_files += 1;
-        r.abandoned_bytes += o.size;
     }
-    Ok(())
 }
 
 /// The leases of this prune: the repository's own (opened with
@@ -171,7 +171,7 @@ pub async fn run(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRepo
         let live = live_set(&repo, &mut r, None).await?;
         let own = Own { ids: HashSet::new(), extra: None };
         mark(&repo, &live.set, opts, &mut r, &HashSet::new(), &own).await?;
-        remove_abandoned(&repo, &mut r, true).await?;
+        remove_abandoned(&repo, &mut r, true).await;
         r.seconds = start.elapsed().as_secs_f64();
         return Ok(r);
     }
@@ -214,7 +214,7 @@ async fn prune_under(
     mark(repo, &live.set, opts, r, &waiting, own).await?;
     sweep(repo, r, own, Some(live)).await?;
     remove_expired_leases(repo.backend()).await?;
-    remove_abandoned(repo, r, false).await?;
+    remove_abandoned(repo, r, false).await;
     Ok(())
 }
 

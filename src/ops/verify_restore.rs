@@ -245,8 +245,9 @@ pub async fn verify_restore(
             hint: "install PostgreSQL client tools or pass --pg-restore",
         }
     })?;
-    // file trees hold no dump to hand to pg_restore; server snapshots hold one per stream
-    let snaps: Vec<_> = select_snapshots(&repo, &opts.filter, opts.latest, opts.latest.is_some())
+    // file trees hold no dump to hand to pg_restore; server snapshots hold one per stream.
+    // An unreadable snapshot is skipped here: the check reports it as damage (exit 4)
+    let snaps: Vec<_> = select_snapshots(&repo, &opts.filter, opts.latest, false)
         .await?
         .into_iter()
         .filter(|(_, s)| matches!(s.kind, SnapshotKind::Stream | SnapshotKind::Streams))

@@ -506,7 +506,7 @@ async fn unlock(
     cbytes: &[u8],
 ) -> Result<(MasterKeys, CipherKind)> {
     let location = backend.location();
-    let mut last_err = None;
+    let (mut last_err, mut config_err) = (None, None);
     let mut keys = Vec::new();
     for f in backend.list(paths::KEYS_DIR).await? {
         let bytes = backend.get(&f.path).await?;
@@ -540,8 +540,9 @@ async fn unlock(
         match unwrap_master(&kf, password) {
             Ok(k) => match open_object(&k, cipher, MAGIC_CONFIG, cbytes, paths::CONFIG) {
                 Ok(_) => return Ok((k, cipher)),
-                // the config is reported damaged only if no key file opens it
-                Err(e) => last_err = Some(e),
+                // the config is reported damaged only if no key file opens it; the password
+                // was right, so this, not another key file's "wrong password", is the error
+                Err(e) => config_err = Some(e),
             },
             Err(CodecError::WrongPassword) => {
                 last_err = Some(RepoError::WrongPassword { location: location.clone() })
@@ -549,7 +550,7 @@ async fn unlock(
             Err(e) => last_err = Some(RepoError::codec(path.clone(), e)),
         }
     }
-    Err(last_err.unwrap_or(RepoError::NoKeyFile { location }))
+    Err(config_err.or(last_err).unwrap_or(RepoError::NoKeyFile { location }))
 }
 
 /// The most Argon2 memory an opener spends on a key file (KiB): 256 MiB, or

@@ -262,12 +262,14 @@ fn restore_to_a_file_interrupted_leaves_no_temporary_file() {
     let old = out.join(".repo-tmp-1-0-00aabbccddee-big.dump");
     let young = out.join(".repo-tmp-2-0-00aabbccddee-big.dump");
     let other = out.join(".repo-tmp-3-0-00aabbccddee-other.dump");
+    let longer = out.join(".repo-tmp-4-0-00aabbccddee-x-big.dump");
     common::leave_temp_file(&old, 100, 2 * day);
     common::leave_temp_file(&young, 100, day / 2);
     common::leave_temp_file(&other, 100, 2 * day);
+    common::leave_temp_file(&longer, 100, 2 * day);
     f.run(&["restore", "latest", "-o", target.to_str().unwrap()], b"").ok();
     assert!(std::fs::read(&target).unwrap() == data);
-    assert!(!old.exists() && young.exists() && other.exists());
+    assert!(!old.exists() && young.exists() && other.exists() && longer.exists());
 }
 
 #[test]
@@ -379,4 +381,10 @@ fn import_refuses_a_file_whose_name_and_time_another_file_took() {
     assert_ne!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("exists already"), "{}", r.stderr);
     assert_eq!(f.snapshot_count(), 1);
+    // with a new file before it: still refused before anything is stored
+    let c = dir.path().join("db-20260215.sql.gz");
+    std::fs::copy(b, &c).unwrap();
+    let r = f.run(&["import", c.to_str().unwrap(), b], b"");
+    assert!(r.code != 0 && r.stderr.contains("exists already"), "{}", r.stderr);
+    assert_eq!(f.snapshot_count(), 1, "the new file was not imported either");
 }

@@ -565,16 +565,22 @@ async fn restore_refuses_hostile_paths_and_symlink_escapes() {
         };
         let f = Fixture::new();
         hostile_snapshot(&f, vec![dir("d"), dangling, file("d/c")]).await;
-        let target = tempfile::tempdir().unwrap();
+        let (target, part) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let t = target.path().to_str().unwrap().to_string();
-        let r = tokio::task::spawn_blocking(move || {
-            f.run(&["restore", "latest", "--name", "evil", "--target", &t], b"")
+        let pt = part.path().to_str().unwrap().to_string();
+        let (r, rp) = tokio::task::spawn_blocking(move || {
+            let whole = f.run(&["restore", "latest", "--name", "evil", "--target", &t], b"");
+            // the link alone (its first name outside the selection) likewise
+            let args = ["restore", "latest", "--name", "evil", "--target", &pt, "d/b"];
+            (whole, f.run(&args, b""))
         })
         .await
         .unwrap();
         assert_eq!(r.code, 3, "{}", r.stderr);
         assert!(r.stderr.contains("d/b: a hard link to"), "{}", r.stderr);
         assert!(target.path().join("d/c").exists(), "the rest is restored");
+        assert_eq!(rp.code, 3, "{}", rp.stderr);
+        assert!(rp.stderr.contains("d/b: a hard link to"), "{}", rp.stderr);
     }
     for (entries, why) in cases {
         let f = Fixture::new();
@@ -853,10 +859,11 @@ fn partial_restore_turns_a_link_to_a_left_out_name_into_a_file() {
     assert_eq!(one.stdout, b"the first name's bytes\n");
 }
 
-/// A hard link whose first name the catalog does not hold: a partial restore that would turn
-/// it into a file refuses before writing anything, naming the cause.
+/// A hard link whose first name the catalog does not hold: a partial restore leaves it out,
+/// as a whole-tree restore does, names it and exits 3 (it was refused before anything was
+/// written, while a whole-tree restore stopped halfway; now both restore the rest).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partial_restore_of_a_link_to_a_missing_first_name_is_refused() {
+async fn partial_restore_of_a_link_to_a_missing_first_name_leaves_it_out() {
     use ::repo::format::tree::{Entry, Kind};
     let entry = |kind, p: &str| Entry {
         kind: Some(kind),
@@ -875,9 +882,10 @@ async fn partial_restore_of_a_link_to_a_missing_first_name_is_refused() {
     })
     .await
     .unwrap();
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("hard link to a file the snapshot does not hold"), "{}", r.stderr);
-    assert!(!target.path().join("d").exists(), "nothing may be written before the refusal");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("d/sub/b: a hard link to"), "{}", r.stderr);
+    assert!(target.path().join("d/sub").is_dir() && !target.path().join("d/sub/b").exists());
+    assert!(!target.path().join("d/a").exists());
 }
 
 /// A tar archive cut at a block boundary (a full disk while `tar` wrote, a dead `tar` under

@@ -994,6 +994,21 @@ async fn repair_does_not_forget_a_snapshot_the_storage_failed_to_deliver() {
     assert!(e.to_string().contains("connection reset"), "{e}");
     assert_eq!(base.list(paths::SNAPSHOTS_DIR).await.unwrap().len(), 1, "the snapshot stays");
     fixer.close().await;
+    // nor does `check --read-data` call a pack it could not fetch damaged
+    let failing: Arc<dyn Backend> = Arc::new(Faults {
+        inner: Some(base.clone()),
+        fail_get: Some(paths::DATA_DIR),
+        ..Faults::default()
+    });
+    let checker = open(failing, &tmp.path().join("c"), Access::Read).await;
+    let opts = ::repo::ops::check::CheckOptions {
+        read_data: Some(::repo::ops::check::Subset::All),
+        ..Default::default()
+    };
+    let r = ::repo::ops::check::run(checker.clone(), &opts).await;
+    let e = r.expect_err("an outage is not damage");
+    assert!(e.to_string().contains("connection reset"), "{e}");
+    checker.close().await;
 }
 
 /// A sync whose lease at the destination lapsed after it copied packs (a long pause; a prune

@@ -395,7 +395,9 @@ impl Walker<'_, '_> {
                             reason: "not a directory".into(),
                         });
                     }
-                    let e = self.base_entry(above.as_os_str().as_bytes(), &abs, &md, Kind::Dir);
+                    // its xattrs and ACLs too: those of the directory, not of the symlink
+                    let real = std::fs::canonicalize(&abs).unwrap_or_else(|_| abs.clone());
+                    let e = self.base_entry(above.as_os_str().as_bytes(), &real, &md, Kind::Dir);
                     self.counts.dirs += 1;
                     self.push(e, None)?;
                 }

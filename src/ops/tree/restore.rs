@@ -183,12 +183,9 @@ pub(super) async fn plan(
                 *slot = Some(e);
             }
         }
-        if let Some((first, _)) = firsts.iter().find(|(_, e)| e.is_none()) {
-            return Err(RepoError::Target {
-                path: String::from_utf8_lossy(first).into_owned(),
-                reason: "hard link to a file the snapshot does not hold".into(),
-            });
-        }
+        // a first name the snapshot lacks: its links stay links to a missing name, which
+        // the writer reports as not restored (exit 3), as for a whole-tree restore
+        firsts.retain(|_, e| e.is_some());
     }
     let (path, mut input) = out.into_reader()?;
     // the spool is a catalog: its header first
@@ -221,9 +218,8 @@ impl PlanReader {
         self.input.read_exact(&mut self.buf).map_err(|e| plan_err(&self.path, e))?;
         let mut e = Entry::decode(&self.buf).map_err(|e| plan_err(&self.path, e))?;
         if e.kind() == Kind::Hardlink
-            && let Some(first) = self.firsts.get(&e.link)
+            && let Some(Some(first)) = self.firsts.get(&e.link)
         {
-            let first = first.as_ref().ok_or_else(|| plan_err(&self.path, "hard link target"))?;
             let path = std::mem::take(&mut e.path);
             e = first.clone();
             e.path = path;
@@ -710,23 +706,21 @@ fn write_tree(
                 r.files += 1;
             }
             Kind::Hardlink => {
+                let first_rel = safe_path(&e.link)?;
+                let first = target.join(&first_rel);
+                if let Err(err) = fs::symlink_metadata(&first) {
+                    // not restored before this link: the snapshot lacks it (see the report)
+                    r.not_restored.push(format!(
+                        "{}: a hard link to {}, which the snapshot does not hold: {err}",
+                        p.display(),
+                        first.display()
+                    ));
+                    continue;
+                }
                 // the first name's parents are checked as every entry's are: `link()` would
                 // follow a symlink among them out of the target
-                let first = safe_path(&e.link)?;
-                check_parents(target, &first)?;
-                let first = target.join(first);
-                match fs::hard_link(&first, &p) {
-                    Ok(()) => {}
-                    Err(err) if fs::symlink_metadata(&first).is_err() => {
-                        r.not_restored.push(format!(
-                            "{}: a hard link to {}, which the snapshot does not hold: {err}",
-                            p.display(),
-                            first.display()
-                        ));
-                        continue;
-                    }
-                    Err(err) => return Err(target_err(&p)(err)),
-                }
+                check_parents(target, &first_rel)?;
+                fs::hard_link(&first, &p).map_err(target_err(&p))?;
                 r.files += 1;
                 continue; // the metadata is the first name's
             }
