@@ -77,33 +77,62 @@ pub fn temp_beside(path: &Path) -> std::io::Result<PathBuf> {
     temp_with_prefix(path, ".repo-tmp-")
 }
 
+/// How long a temporary file stays untouched before its writer is taken for dead (killed,
+/// its node lost): far longer than any lease (a live writer refreshes its lease every few
+/// minutes and finishes a pack in seconds), so a slow upload is never cut off.
+pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Now less [`ABANDONED_AFTER`]: temporary files untouched since are left by dead writers.
+pub fn abandoned_before() -> std::time::SystemTime {
+    std::time::SystemTime::now() - ABANDONED_AFTER
+}
+
+/// The regular files in `dir` (with `recursive`, in its subdirectories too) whose name
+/// `ours` accepts and that nobody touched since `before`, with their sizes: what killed
+/// writers left. Best effort: what cannot be read (`lost+found`, a file renamed meanwhile)
+/// is passed over.
+pub fn abandoned_files(
+    dir: &Path,
+    recursive: bool,
+    before: std::time::SystemTime,
+    ours: impl Fn(&str) -> bool,
+) -> Vec<(PathBuf, u64)> {
+    let (mut out, mut stack) = (Vec::new(), vec![dir.to_path_buf()]);
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() && recursive {
+                stack.push(e.path());
+            } else if ft.is_file()
+                && ours(&e.file_name().to_string_lossy())
+                && let Ok(m) = e.metadata()
+                && m.modified().is_ok_and(|t| t < before)
+            {
+                out.push((e.path(), m.len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Removes the temporary files [`temp_beside`] named for `path` that a killed process left
-/// (SIGKILL, a lost node), once a day old: a younger one may belong to a process still
-/// writing. Best effort (another user's file in a shared directory stays); returns how many
-/// went.
+/// (see [`abandoned_files`]). Best effort (another user's file in a shared directory stays);
+/// returns how many went.
 pub fn remove_stale_temps(path: &Path) -> u64 {
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return 0;
     };
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    let mut n = 0;
-    for e in entries.flatten() {
-        let f = e.file_name().to_string_lossy().into_owned();
-        // `.repo-tmp-<pid>-<counter>-<random>-<name>`, for exactly this name
-        let ours = f
-            .strip_prefix(".repo-tmp-")
+    // `.repo-tmp-<pid>-<counter>-<random>-<name>`, for exactly this name
+    let ours = |f: &str| {
+        f.strip_prefix(".repo-tmp-")
             .and_then(|rest| rest.splitn(4, '-').nth(3))
-            .is_some_and(|rest| rest == name);
-        if ours
-            && e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < before)
-            && std::fs::remove_file(e.path()).is_ok()
-        {
-            n += 1;
-        }
-    }
-    n
+            .is_some_and(|rest| rest == name)
+    };
+    let left = abandoned_files(dir, false, abandoned_before(), ours);
+    left.iter().filter(|(p, _)| std::fs::remove_file(p).is_ok()).count() as u64
 }
 
 /// A temporary file removed when this is dropped unless [`TempFile::keep`] took it: an output

@@ -103,45 +103,6 @@ fn list_sync(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>
     Ok(out)
 }
 
-/// The temporary files anywhere under `root` last modified before `before`.
-fn abandoned_sync(root: &Path, before: SystemTime) -> Result<Vec<ObjectInfo>, BackendError> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let io = |e| BackendError::from_io(&dir.to_string_lossy(), e);
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io(e)),
-        };
-        for ent in rd {
-            let ent = ent.map_err(io)?;
-            let ft = ent.file_type().map_err(io)?;
-            if ft.is_dir() {
-                stack.push(ent.path());
-                continue;
-            }
-            if !ft.is_file() || !ent.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                continue;
-            }
-            let meta = match ent.metadata() {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // renamed
-                Err(e) => return Err(io(e)),
-            };
-            if meta.modified().map_err(io)? >= before {
-                continue;
-            }
-            if let Ok(rel) = ent.path().strip_prefix(root) {
-                let path = rel.to_string_lossy().replace('\\', "/");
-                out.push(ObjectInfo { path, size: meta.len() });
-            }
-        }
-    }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
-}
-
 #[async_trait]
 impl Backend for LocalBackend {
     async fn put(&self, path: &str, data: Vec<u8>) -> Result<(), BackendError> {
@@ -202,7 +163,18 @@ impl Backend for LocalBackend {
 
     async fn list_abandoned(&self, before: SystemTime) -> Result<Vec<ObjectInfo>, BackendError> {
         let root = self.root.clone();
-        blocking(move || abandoned_sync(&root, before)).await
+        blocking(move || {
+            let ours = |f: &str| f.starts_with(TEMP_PREFIX);
+            let left = crate::fsutil::abandoned_files(&root, true, before, ours);
+            Ok(left
+                .into_iter()
+                .filter_map(|(p, size)| {
+                    let rel = p.strip_prefix(&root).ok()?.to_string_lossy().replace('\\', "/");
+                    Some(ObjectInfo { path: rel, size })
+                })
+                .collect())
+        })
+        .await
     }
 
     fn location(&self) -> String {

@@ -519,10 +519,8 @@ async fn read_packs(
                 let mut v = match bytes {
                     Ok(b) => tokio::task::spawn_blocking(move || verify_pack_bytes(&r2, &p, &b))
                         .await
-                        .map_err(|e| Err(e.to_string())),
-                    // a storage outage says nothing about the pack: the check stops
-                    Err(e) if !e.is_damage() => Err(Ok(e)),
-                    Err(e) => Err(Err(e.to_string())),
+                        .map_err(RepoError::from),
+                    Err(e) => Err(RepoError::Backend(e)),
                 };
                 if let Ok(v) = v.as_mut() {
                     verify_deltas(&repo, v).await; // a delta decodes only with its base
@@ -537,9 +535,10 @@ async fn read_packs(
         r.bytes_read += n;
         let v = match v {
             Ok(v) => v,
-            Err(Ok(outage)) => return Err(RepoError::Backend(outage)),
-            Err(Err(e)) => {
-                st.bad_packs.insert(p, e);
+            // a storage outage says nothing about the pack: the check stops
+            Err(RepoError::Backend(e)) if !e.is_damage() => return Err(RepoError::Backend(e)),
+            Err(e) => {
+                st.bad_packs.insert(p, e.to_string());
                 continue;
             }
         };

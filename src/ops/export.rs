@@ -258,24 +258,9 @@ fn sync_dir(path: &Path) -> Result<()> {
 /// anywhere under `dir`; younger ones may belong to an export still running. Best effort: a
 /// directory it may not read (`lost+found`) or a file it may not remove is left alone.
 fn remove_abandoned_temps(dir: &Path) -> u64 {
-    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
-    let (mut n, mut stack) = (0, vec![dir.to_path_buf()]);
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for ent in entries.flatten() {
-            let Ok(ft) = ent.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(ent.path());
-            } else if ft.is_file()
-                && ent.file_name().to_string_lossy().starts_with(TMP_PREFIX)
-                && ent.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < before)
-                && std::fs::remove_file(ent.path()).is_ok()
-            {
-                n += 1;
-            }
-        }
-    }
-    n
+    let before = crate::fsutil::abandoned_before();
+    let left = crate::fsutil::abandoned_files(dir, true, before, |f| f.starts_with(TMP_PREFIX));
+    left.iter().filter(|(p, _)| std::fs::remove_file(p).is_ok()).count() as u64
 }
 
 fn temp_beside(path: &Path) -> Result<PathBuf> {
@@ -407,12 +392,12 @@ pub fn keep_within(selected: Vec<(Id, Snapshot)>, span_ns: i64) -> Vec<(Id, Snap
         groups.entry(s.name.as_str()).or_default().push(i);
     }
     let mut keep = vec![false; selected.len()];
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
     for members in groups.values() {
         let items: Vec<Item> = members
             .iter()
             .map(|&i| Item { time_ns: selected[i].1.time_ns, tags: vec![] })
             .collect();
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
         for (&i, d) in members.iter().zip(apply(&policy, &items, &chrono::Utc, now)) {
             keep[i] = d.keep;
         }

@@ -103,7 +103,7 @@ pub struct PruneReport {
     /// them.
     pub running_backups: u64,
     /// Temporary files of writes that never finished (killed processes), untouched for
-    /// [`ABANDONED_AFTER`], removed (a dry run counts them).
+    /// [`crate::fsutil::ABANDONED_AFTER`], removed (a dry run counts them).
     pub abandoned_files: u64,
     /// Their bytes.
     pub abandoned_bytes: u64,
@@ -111,15 +111,10 @@ pub struct PruneReport {
     pub seconds: f64,
 }
 
-/// How long a temporary file of an unfinished write stays untouched before prune takes its
-/// writer for dead: far longer than any lease (a live writer's process refreshes its lease
-/// every few minutes and finishes a pack in seconds), so a slow upload is never cut off.
-pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
 /// Counts, and unless `dry_run` removes, the temporary files of writes abandoned long ago.
 /// Best effort, after the prune's real work: a failure leaves them for the next prune.
 async fn remove_abandoned(repo: &Repository, r: &mut PruneReport, dry_run: bool) {
-    let before = std::time::SystemTime::now() - ABANDONED_AFTER;
+    let before = crate::fsutil::abandoned_before();
     let Ok(abandoned) = repo.backend().list_abandoned(before).await else { return };
     for o in abandoned {
         if dry_run || repo.backend().delete(&o.path).await.is_ok() {

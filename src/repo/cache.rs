@@ -298,8 +298,12 @@ impl IndexCache {
         Ok(v)
     }
 
-    fn set_meta(&self, key: &str, value: u64) -> Result<()> {
-        let tx = self.begin_write()?;
+    /// Sets `key` without an fsync of its own (a backup records an index file after each of
+    /// its packs): the next durable commit, the entries it announces, makes it durable too,
+    /// and if none follows there is nothing for it to warn of.
+    fn set_meta_lazily(&self, key: &str, value: u64) -> Result<()> {
+        let mut tx = self.begin_write()?;
+        tx.set_durability(redb::Durability::None).map_err(|e| self.err(e))?;
         tx.open_table(META)
             .map_err(|e| self.err(e))?
             .insert(key, value)
@@ -512,7 +516,7 @@ impl IndexCache {
     fn record(&self, mut taken: Taken) -> Result<()> {
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         if !taken.files.is_empty() {
-            self.set_meta(RECORDING, 1)?;
+            self.set_meta_lazily(RECORDING, 1)?;
         }
         if let Some(builder) = taken.run.take() {
             self.record_run(builder)?;

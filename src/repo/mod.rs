@@ -492,7 +492,8 @@ pub async fn init(
 }
 
 /// Unlocks the master keys with a key file the password opens and whose keys open the
-/// config (`cbytes`), and says whether the repository is encrypted. A key file whose keys do
+/// config (`cbytes`), says whether the repository is encrypted, and gives the config's
+/// plaintext. A key file whose keys do
 /// not open the config is passed over: an `init` that stored its key file but failed before
 /// its config, run again with the same password, leaves such a stale key file behind.
 ///
@@ -504,7 +505,7 @@ async fn unlock(
     backend: &Arc<dyn Backend>,
     password: Option<&[u8]>,
     cbytes: &[u8],
-) -> Result<(MasterKeys, CipherKind)> {
+) -> Result<(MasterKeys, CipherKind, Vec<u8>)> {
     let location = backend.location();
     let (mut last_err, mut config_err) = (None, None);
     let mut keys = Vec::new();
@@ -539,7 +540,7 @@ async fn unlock(
         };
         match unwrap_master(&kf, password) {
             Ok(k) => match open_object(&k, cipher, MAGIC_CONFIG, cbytes, paths::CONFIG) {
-                Ok(_) => return Ok((k, cipher)),
+                Ok(body) => return Ok((k, cipher, body)),
                 // the config is reported damaged only if no key file opens it; the password
                 // was right, so this, not another key file's "wrong password", is the error
                 Err(e) => config_err = Some(e),
@@ -625,8 +626,7 @@ impl Repository {
             return Err(RepoError::NotARepository { location });
         }
         let cbytes = backend.get(paths::CONFIG).await?;
-        let (keys, cipher) = unlock(&backend, password, &cbytes).await?;
-        let body = open_object(&keys, cipher, MAGIC_CONFIG, &cbytes, paths::CONFIG)?;
+        let (keys, cipher, body) = unlock(&backend, password, &cbytes).await?;
         let config = Config::decode(&body).map_err(|e| RepoError::format(paths::CONFIG, e))?;
         let chunker =
             ChunkerParams::from_config(&config).map_err(|e| RepoError::codec(paths::CONFIG, e))?;

@@ -5,13 +5,13 @@
 use crate::common;
 use std::sync::Arc;
 
-use ::repo::backend::{Backend, FaultBackend, MemBackend};
+use ::repo::backend::{Backend, FaultBackend};
 use ::repo::ops::prune::{self, PruneOptions};
 use ::repo::repo::{
     self as engine, Access, NoProgress, Repository, SnapshotFilter, backup_stream, list_snapshots,
 };
 
-use crate::common::engine::{backup, clean, meta, open, restore, small_opts as opts};
+use crate::common::engine::{backup, clean, mem_repo, meta, open, restore};
 
 /// The snapshot metadata of hour `h` of stream "db" ("latest" is the highest hour).
 fn at(h: i64) -> engine::SnapshotMeta {
@@ -44,8 +44,7 @@ fn hour(edits: u64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_backup_killed_at_every_write_point_leaves_a_usable_repository() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     // hour 2 also appends new rows, so that it writes several packs
     let (h1, mut h2) = (hour(0), hour(20));
     h2.extend(common::noise(200_000, 9));
@@ -99,8 +98,7 @@ async fn prune_of_bases_stopped_at_every_write_point_loses_no_delta() {
     let mut points = 0;
     for allowed in 0.. {
         let tmp = tempfile::tempdir().unwrap();
-        let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-        engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+        let base = mem_repo().await;
         // hour 1 also holds rows that hour 2 dropped, between the others: its packs mix
         // garbage with the bases hour 2's deltas need, so the prune repacks bases
         let (rows, h2) = (hour(0), hour(25));
@@ -149,8 +147,7 @@ async fn prune_of_bases_stopped_at_every_write_point_loses_no_delta() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hourly_edits_chain_at_most_two_levels_deep() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let r = open(base.clone(), tmp.path(), Access::Backup).await;
     let hours: Vec<Vec<u8>> = (0..6u64).map(|h| hour(h * 7)).collect();
     for (h, data) in hours.iter().enumerate() {

@@ -5,7 +5,7 @@
 use crate::common;
 use std::sync::Arc;
 
-use ::repo::backend::{Backend, FaultBackend, MemBackend};
+use ::repo::backend::{Backend, FaultBackend};
 use ::repo::format::lock::LeaseKind;
 use ::repo::ops::prune::{self, PruneOptions};
 use ::repo::repo::lease::Lease;
@@ -13,13 +13,12 @@ use ::repo::repo::{
     self as engine, Access, NoProgress, SnapshotFilter, backup_stream, list_snapshots,
 };
 
-use crate::common::engine::{backup, clean, meta, open, restore, small_opts as opts};
+use crate::common::engine::{backup, clean, mem_repo, meta, open, restore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_a_running_backup_deduplicated_against_is_resurrected_not_deleted() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let data = common::noise(300_000, 1);
     let r = open(base.clone(), tmp.path(), Access::Backup).await;
     let first = backup(&r, "db", &data).await;
@@ -61,8 +60,7 @@ async fn prune_stopped_at_every_write_point_loses_nothing_and_a_rerun_finishes()
     let mut points = 0;
     for allowed in 0.. {
         let tmp = tempfile::tempdir().unwrap();
-        let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-        engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+        let base = mem_repo().await;
         let keep = {
             let mut v = common::noise(100_000, 10);
             v.extend(common::noise(60_000, 11));
@@ -115,8 +113,7 @@ async fn prune_stopped_at_every_write_point_loses_nothing_and_a_rerun_finishes()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_stored_twice_keep_exactly_one_copy_after_prune() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let data = common::noise(400_000, 5);
     // both open before either stores anything: neither deduplicates against the other
     let a = open(base.clone(), &tmp.path().join("a"), Access::Backup).await;

@@ -15,7 +15,7 @@ use ::repo::ops::prune::{self, PruneOptions};
 use ::repo::repo::lease::Lease;
 use ::repo::repo::{self as engine, Access, NoProgress, backup_stream, paths, seal_object};
 
-use crate::common::engine::{backup, clean, meta, open, restore, small_opts as opts};
+use crate::common::engine::{backup, clean, mem_repo, meta, open, restore, small_opts as opts};
 
 fn repack_all() -> PruneOptions {
     PruneOptions { max_unused: 0.0, ..PruneOptions::default() }
@@ -42,8 +42,7 @@ async fn kept_and_forgotten(base: &Arc<dyn Backend>, cache: &std::path::Path) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_opened_before_a_repacking_prune_reads_every_chunk() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let keep = kept_and_forgotten(&base, &tmp.path().join("w")).await;
 
     // the reader opens (and resolves its snapshot), then a prune repacks everything it needs
@@ -70,8 +69,7 @@ async fn reader_opened_between_mark_and_sweep_avoids_the_condemned_copies() {
     // so that a lucky order cannot pass
     for _ in 0..6 {
         let tmp = tempfile::tempdir().unwrap();
-        let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-        engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+        let base = mem_repo().await;
         let keep = kept_and_forgotten(&base, &tmp.path().join("w")).await;
 
         // a running backup makes the prune stop after the mark: every kept chunk now has two
@@ -94,8 +92,7 @@ async fn reader_opened_between_mark_and_sweep_avoids_the_condemned_copies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_that_opened_before_a_prune_never_deduplicates_against_deleted_packs() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let data = common::noise(200_000, 7);
     let w = open(base.clone(), &tmp.path().join("w"), Access::Backup).await;
     let first = backup(&w, "db", &data).await;
@@ -125,8 +122,7 @@ async fn backup_that_opened_before_a_prune_never_deduplicates_against_deleted_pa
 async fn sweep_keeps_a_condemned_pack_that_a_remaining_index_file_names() {
     for allowed in 0.. {
         let tmp = tempfile::tempdir().unwrap();
-        let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-        engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+        let base = mem_repo().await;
         let data = common::noise(200_000, 9);
         let w = open(base.clone(), &tmp.path().join("w"), Access::Backup).await;
         let first = backup(&w, "db", &data).await;
@@ -171,8 +167,7 @@ async fn sweep_keeps_a_condemned_pack_that_a_remaining_index_file_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_whose_lease_was_removed_as_expired_refuses_to_commit() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let b = open(base.clone(), &tmp.path().join("b"), Access::Backup).await;
     // the backup is paused past the expiry: a prune sees an old lease and removes it
     for o in base.list(paths::LOCKS_DIR).await.unwrap() {
@@ -196,8 +191,7 @@ async fn backup_whose_lease_was_removed_as_expired_refuses_to_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_with_a_damaged_index_file_deletes_nothing_even_if_warnings_were_drained() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let w = open(base.clone(), &tmp.path().join("w"), Access::Backup).await;
     backup(&w, "db", &common::noise(100_000, 1)).await;
     w.close().await;
@@ -398,8 +392,7 @@ impl Backend for HookBackend {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_while_a_prune_repacks_reports_no_damage_that_is_not_there() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let keep = kept_and_forgotten(&base, &tmp.path().join("w")).await;
     // while the check runs (at its listing of index files), a prune repacks and sweeps
     let (b2, dir) = (base.clone(), tmp.path().join("p"));
@@ -417,8 +410,7 @@ async fn check_while_a_prune_repacks_reports_no_damage_that_is_not_there() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_with_delete_while_a_prune_sweeps_leaves_a_consistent_copy() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let keep = kept_and_forgotten(&base, &tmp.path().join("w")).await;
     let dst: Arc<dyn Backend> = Arc::new(MemBackend::new());
     let sync_opts = ::repo::ops::sync::SyncOptions { delete: true, ..Default::default() };
@@ -506,8 +498,7 @@ async fn refreshes_within_one_second_keep_the_lease_in_storage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_does_not_reuse_a_delta_whose_base_is_condemned() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let d = common::noise(200_000, 21);
     let mut changed = d.clone();
     changed[100_000] ^= 0xff; // one chunk becomes a delta against its predecessor
@@ -561,8 +552,7 @@ async fn backup_does_not_reuse_a_delta_whose_base_is_condemned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_listing_a_snapshot_committed_after_its_index_read_keeps_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let keep = kept_and_forgotten(&base, &tmp.path().join("w")).await;
     let fresh: Vec<u8> = (0..20u64).flat_map(|i| common::noise(6000, 5000 + i)).collect();
     let (b2, dir, data) = (base.clone(), tmp.path().join("b"), fresh.clone());
@@ -588,8 +578,7 @@ async fn prune_listing_a_snapshot_committed_after_its_index_read_keeps_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_no_damage_for_a_backup_committed_while_it_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     kept_and_forgotten(&base, &tmp.path().join("w")).await;
     let (b2, dir) = (base.clone(), tmp.path().join("b"));
     let backup_now: Hook = Box::pin(async move {
@@ -612,8 +601,7 @@ async fn check_reports_no_damage_for_a_backup_committed_while_it_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_whose_predecessor_committed_after_it_opened_succeeds() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let first = common::noise(200_000, 3);
     let (b2, dir, d) = (base.clone(), tmp.path().join("a"), first.clone());
     let other_commits: Hook = Box::pin(async move {
@@ -648,8 +636,7 @@ async fn backup_whose_predecessor_committed_after_it_opened_succeeds() {
 /// the next one writes). Returns the storage and the packs the record condemns.
 async fn unconfirmed_record(dir: &std::path::Path) -> (Arc<dyn Backend>, Vec<Id>) {
     for budget in 0..200 {
-        let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-        engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+        let base = mem_repo().await;
         let dir = dir.join(budget.to_string());
         kept_and_forgotten(&base, &dir.join("w")).await;
         let fb: Arc<dyn Backend> =
@@ -707,8 +694,7 @@ async fn opener_reading_a_record_as_it_is_confirmed_still_knows_its_packs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reading_index_files_as_a_sweep_resurrects_a_pack_finds_no_damage() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let data = common::noise(300_000, 1);
     let r = open(base.clone(), &tmp.path().join("w"), Access::Backup).await;
     let first = backup(&r, "db", &data).await;
@@ -749,8 +735,7 @@ async fn check_reading_index_files_as_a_sweep_resurrects_a_pack_finds_no_damage(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_index_keeps_the_file_a_sweep_wrote_for_a_resurrected_pack() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let data = common::noise(300_000, 1);
     let r = open(base.clone(), &tmp.path().join("w"), Access::Backup).await;
     let first = backup(&r, "db", &data).await;
@@ -784,8 +769,7 @@ async fn repair_index_keeps_the_file_a_sweep_wrote_for_a_resurrected_pack() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_of_the_destination_during_a_sync_keeps_what_it_copies() {
     let tmp = tempfile::tempdir().unwrap();
-    let src: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&src, Some(b"pw"), &opts()).await.unwrap();
+    let src = mem_repo().await;
     let data = common::noise(400_000, 4);
     let w = open(src.clone(), &tmp.path().join("w"), Access::Backup).await;
     backup(&w, "db", &data).await;
@@ -817,8 +801,7 @@ async fn prune_of_the_destination_during_a_sync_keeps_what_it_copies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_delete_waits_while_the_copy_is_being_read() {
     let tmp = tempfile::tempdir().unwrap();
-    let src: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&src, Some(b"pw"), &opts()).await.unwrap();
+    let src = mem_repo().await;
     let keep = kept_and_forgotten(&src, &tmp.path().join("w")).await;
     let dst: Arc<dyn Backend> = Arc::new(MemBackend::new());
     let delete = ::repo::ops::sync::SyncOptions { delete: true, ..Default::default() };
@@ -932,13 +915,11 @@ async fn backup_that_cannot_fetch_a_prune_record_does_not_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_key_file_from_a_failed_init_is_passed_over() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let real = base.list(paths::KEYS_DIR).await.unwrap().remove(0).path;
     // a key file of another init with the same password, sorting before the real one
     let stale = loop {
-        let other: Arc<dyn Backend> = Arc::new(MemBackend::new());
-        engine::init(&other, Some(b"pw"), &opts()).await.unwrap();
+        let other = mem_repo().await;
         let k = other.list(paths::KEYS_DIR).await.unwrap().remove(0).path;
         if k < real {
             break (k.clone(), other.get(&k).await.unwrap());
@@ -955,8 +936,7 @@ async fn a_stale_key_file_from_a_failed_init_is_passed_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_dated_in_the_future_does_not_hide_a_stopped_backup() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let b = open(base.clone(), &tmp.path().join("b"), Access::Backup).await;
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
     let day = 86_400_000_000_000i64;
@@ -978,8 +958,7 @@ async fn a_snapshot_dated_in_the_future_does_not_hide_a_stopped_backup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_does_not_forget_a_snapshot_the_storage_failed_to_deliver() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let b = open(base.clone(), &tmp.path().join("b"), Access::Backup).await;
     backup(&b, "db", &common::noise(100_000, 5)).await;
     b.close().await;
@@ -1017,8 +996,7 @@ async fn repair_does_not_forget_a_snapshot_the_storage_failed_to_deliver() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_whose_destination_lease_lapsed_copies_no_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
-    let src: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&src, Some(b"pw"), &opts()).await.unwrap();
+    let src = mem_repo().await;
     let data = common::noise(400_000, 5);
     let w = open(src.clone(), &tmp.path().join("w"), Access::Backup).await;
     backup(&w, "db", &data).await;
@@ -1054,8 +1032,7 @@ async fn sync_whose_destination_lease_lapsed_copies_no_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_that_cannot_withdraw_its_snapshot_after_a_lapse_names_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let base: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    engine::init(&base, Some(b"pw"), &opts()).await.unwrap();
+    let base = mem_repo().await;
     let lease: Arc<std::sync::OnceLock<Arc<Lease>>> = Arc::default();
     let l2 = lease.clone();
     let pause = move || {

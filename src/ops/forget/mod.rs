@@ -87,12 +87,12 @@ pub async fn run(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport
         for (id, s) in list_snapshots(repo, &opts.filter).await? {
             by_name.entry(s.name.clone()).or_default().push((id, s));
         }
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
         for (name, snaps) in by_name {
             let items: Vec<Item> = snaps
                 .iter()
                 .map(|(_, s)| Item { time_ns: s.time_ns, tags: s.tags.clone() })
                 .collect();
-            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
             let decisions = apply(&opts.policy, &items, &opts.tz, now);
             let mut g = Group { name, ..Default::default() };
             // newest first in the report

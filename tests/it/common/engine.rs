@@ -62,6 +62,13 @@ pub fn small_opts() -> engine::InitOptions {
     }
 }
 
+/// A repository initialised in memory with [`small_opts`] and the password "pw".
+pub async fn mem_repo() -> Arc<dyn Backend> {
+    let base: Arc<dyn Backend> = Arc::new(::repo::backend::MemBackend::new());
+    engine::init(&base, Some(b"pw"), &small_opts()).await.unwrap();
+    base
+}
+
 /// Backs up `data` as a stream snapshot named `name`; its id.
 pub async fn backup(r: &Arc<Repository>, name: &str, data: &[u8]) -> ::repo::format::Id {
     engine::backup_stream(
