@@ -123,11 +123,10 @@ pub enum RepoError {
     /// A snapshot object cannot be read where the choice depends on every snapshot (`latest`,
     /// what `export --mirror` deletes): the unseen one may be the newest, or the one exported.
     #[error(
-        "snapshot {object} cannot be read ({error}); without it {needs}: give a snapshot id, or \
-         run `repo check`"
+        "{error}: the snapshot cannot be read, so {needs}; give a snapshot id, or run `repo check`"
     )]
     SnapshotUnreadable {
-        /// The snapshot object.
+        /// The snapshot object (`error` names it too).
         object: String,
         /// Why it cannot be read.
         error: String,
