@@ -5,7 +5,8 @@
 #
 # REPO_DIR is an existing local repository (e.g. one benches/scale.sh or
 # examples/synth_repo.rs built, with OUT=… to keep it); everything but data/ is uploaded,
-# since opening reads no pack. Three runs of each; several binaries may be compared.
+# since opening reads no pack. Three runs of each; several binaries may be compared. The
+# backup of an empty stream (a snapshot named cold-open) times a fresh pod's open for backup.
 # Needs moto_server (scripts/test.sh installs it) and rclone.
 # Usage: REPO_PASSWORD=… bash benches/cold-open-s3.sh REPO_DIR [BIN ...]
 set -euo pipefail
@@ -32,6 +33,10 @@ for i in 1 2 3; do
       "$b" -q -r "$URL" --cache-dir "$OUT/cache" stats
     timed "$(basename "$b"): stats, warm cache ($i)" \
       "$b" -q -r "$URL" --cache-dir "$OUT/cache" stats
+    rm -rf "$OUT/cache"
+    timed "$(basename "$b"): open for backup (empty stream), empty cache ($i)" \
+      sh -c '"$0" -q -r "$1" --cache-dir "$2" backup --stdin --name cold-open < /dev/null' \
+      "$b" "$URL" "$OUT/cache"
   done
   rm -rf "$OUT/rc"
   timed "rclone copy index/ ($i)" env -u AWS_CA_BUNDLE rclone copy moto:bench/repo/index "$OUT/rc"

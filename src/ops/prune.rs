@@ -32,7 +32,7 @@ use crate::repo::packer::PackBuilder;
 use crate::repo::sorted::Sorter;
 use crate::repo::{
     INDEX_FILE_BLOBS, INDEX_FILE_PACKS, IndexBatch, RepoError, Repository, Result, SnapshotFilter,
-    Unreadable, list_snapshots_checked, load_index_file, parse_pack, paths, read_blob,
+    Unreadable, list_snapshots_checked, load_index_files, parse_pack, paths, read_blob,
     read_pack_footer, write_index,
 };
 
@@ -350,9 +350,9 @@ async fn pack_usage(
 ) -> Result<HashMap<Id, PackUse>> {
     let mut usage: HashMap<Id, PackUse> = HashMap::new();
     let mut copies = Sorter::new(super::scratch_dir(repo));
-    for ix in index_ids {
-        let f = load_index_file(repo, ix).await?;
-        for p in &f.packs {
+    let mut files = std::pin::pin!(load_index_files(repo, index_ids.to_vec()));
+    while let Some(f) = files.next().await {
+        for p in &f?.packs {
             if doomed_before.contains(&p.pack) || usage.contains_key(&p.pack) {
                 continue;
             }
@@ -509,9 +509,9 @@ async fn mark(
     for p in new_packs {
         batch.push(repo, p).await?;
     }
-    for ix in &index_ids {
-        let f = load_index_file(repo, ix).await?;
-        for p in f.packs {
+    let mut files = std::pin::pin!(load_index_files(repo, index_ids.clone()));
+    while let Some(f) = files.next().await {
+        for p in f?.packs {
             if !gone.contains(&p.pack) && written.insert(p.pack) {
                 batch.push(repo, p).await?;
             }
@@ -643,11 +643,16 @@ async fn sweep(
     let avail = IdSet::temp(super::scratch_dir(repo))?;
     let mut available = avail.batch();
     let mut still_named: HashSet<Id> = HashSet::new();
-    for o in repo.backend().list(paths::INDEX_DIR).await? {
-        let Some(ix) = paths::id_of(&o.path).filter(|i| !doomed_index.contains(i)) else {
-            continue;
-        };
-        let f: IndexFile = load_index_file(repo, &ix).await?;
+    let staying: Vec<Id> = repo
+        .backend()
+        .list(paths::INDEX_DIR)
+        .await?
+        .iter()
+        .filter_map(|o| paths::id_of(&o.path).filter(|i| !doomed_index.contains(i)))
+        .collect();
+    let mut files = std::pin::pin!(load_index_files(repo, staying));
+    while let Some(f) = files.next().await {
+        let f: IndexFile = f?;
         for p in &f.packs {
             if doomed_packs.contains(&p.pack) {
                 still_named.insert(p.pack);

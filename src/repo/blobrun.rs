@@ -11,28 +11,41 @@
 //!
 //! Layout (little-endian):
 //! ```text
-//! 0            magic "repo-run" (8)
-//! 8            count records of RECORD bytes: key (64: chunk id, pack id), value length (1),
-//!              value (VALUE_MAX, zero-padded; cache.rs `encode_loc`)
-//! ...          blocks ids of 32 bytes: the chunk id of every BLOCK-th record (the first of
-//!              each block), for lookups
-//! end - 24     count u64, blocks u64, magic "repo-end" (8)
+//! 0            magic "repo-rn2" (8)
+//! 8            count records: chunk id (32), pack number (u32, an index into the pack
+//!              table), value length (1: 14, or 46 with a delta's base), value (cache.rs
+//!              `encode_loc`); every BLOCK records form a block
+//! records_end  pack_count × 32: the pack ids, in increasing order (so that the order of
+//!              (chunk id, pack number) is the order of the key (chunk id, pack id))
+//! ...          block_count × 40: the chunk id of each block's first record, and the byte
+//!              offset of the block
+//! end - 40     count u64, pack_count u64, block_count u64, records_end u64, "repo-end" (8)
 //! ```
-//! Memory: the block ids, 32 bytes per BLOCK entries (3.75 MB at 7.5 M entries).
+//! A record is 51 bytes, 83 for a delta: the pack id of the key is a 4-byte number, and a
+//! value is not padded to the longest (the first layout had fixed 111-byte records; a fresh
+//! pod writes every record twice, once to a bucket and once to the run, so the bytes written
+//! are most of the build's time). Memory: the pack table (32 bytes a pack) and the block
+//! table (40 bytes per BLOCK records: 4.7 MB at 7.5 M entries).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"repo-run";
+const MAGIC: &[u8; 8] = b"repo-rn2";
 const END: &[u8; 8] = b"repo-end";
 const KEY: usize = 64;
-/// The longest value (cache.rs `encode_loc`: 14 bytes, 46 with a delta's base).
-const VALUE_MAX: usize = 46;
-const RECORD: usize = KEY + 1 + VALUE_MAX;
-/// Records per block (one read of about 7 KiB per lookup).
+/// A record's fixed part: chunk id, pack number, value length.
+const HEAD: usize = 32 + 4 + 1;
+/// The two value lengths (cache.rs `encode_loc`: 14 bytes, 46 with a delta's base).
+const VALUE_SHORT: usize = 14;
+const VALUE_LONG: usize = 46;
+/// The longest record.
+const RECORD_MAX: usize = HEAD + VALUE_LONG;
+/// Records per block (one read of 3-5 KiB per lookup).
 const BLOCK: usize = 64;
+const TRAILER: usize = 40;
 
 /// One entry: its key (chunk id, pack id) and value.
 pub type Entry = ([u8; KEY], Vec<u8>);
@@ -42,33 +55,62 @@ pub struct Run {
     file: File,
     path: PathBuf,
     count: u64,
+    packs: Vec<[u8; 32]>,
     /// The chunk id of the first record of each block.
     firsts: Vec<[u8; 32]>,
+    /// The byte offset of each block, and `records_end` after the last.
+    offsets: Vec<u64>,
 }
 
 fn bad(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, format!("damaged cache run: {what}"))
 }
 
-fn record(buf: &[u8]) -> std::io::Result<Entry> {
-    let mut k = [0u8; KEY];
-    k.copy_from_slice(&buf[..KEY]);
-    let n = buf[KEY] as usize;
-    if n > VALUE_MAX {
-        return Err(bad("value length"));
+/// The length of the record starting `buf` (which holds at least its fixed part).
+fn record_len(buf: &[u8]) -> std::io::Result<usize> {
+    match buf.get(HEAD - 1).map(|&n| n as usize) {
+        Some(VALUE_SHORT) => Ok(HEAD + VALUE_SHORT),
+        Some(VALUE_LONG) => Ok(HEAD + VALUE_LONG),
+        _ => Err(bad("value length")),
     }
-    Ok((k, buf[KEY + 1..KEY + 1 + n].to_vec()))
+}
+
+fn pack_number(rec: &[u8]) -> u32 {
+    u32::from_le_bytes([rec[32], rec[33], rec[34], rec[35]])
+}
+
+/// The records of `buf` (whole records, as a block or a bucket holds them).
+fn records(buf: &[u8]) -> impl Iterator<Item = std::io::Result<&[u8]>> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= buf.len() {
+            return None;
+        }
+        let rest = &buf[at..];
+        let r = match record_len(rest) {
+            Ok(n) if n <= rest.len() => Ok(&rest[..n]),
+            Ok(_) => Err(bad("record cut")),
+            Err(e) => Err(e),
+        };
+        at = if r.is_ok() { at + r.as_ref().map_or(0, |r| r.len()) } else { buf.len() };
+        Some(r)
+    })
 }
 
 /// Builds a run from entries in any order without a general external sort: chunk ids are
 /// uniformly random (keyed hashes), so records are spread over `BUCKETS` temporary files by
-/// the first byte of the id, and each bucket (1/256 of the entries: 3 MB at 7.5 M entries) is
-/// then sorted in memory and appended to the run. Memory: the buckets' write buffers and the
-/// largest bucket. The bucket files are unlinked as soon as they are created, so a killed
-/// process leaves none behind.
+/// the first byte of the id, and each bucket (1/256 of the entries: 1.5 MB at 7.5 M entries)
+/// is then sorted in memory and appended to the run. Memory: the buckets' write buffers, the
+/// pack ids, and the largest bucket. The bucket files are unlinked as soon as they are
+/// created, so a killed process leaves none behind.
 pub struct Builder {
     dir: PathBuf,
     buckets: Vec<Option<BufWriter<File>>>,
+    /// Pack ids in the order they were first seen (a bucket record holds that number).
+    packs: Vec<[u8; 32]>,
+    numbers: HashMap<[u8; 32], u32>,
+    /// The pack of the last entry and its number (entries come pack by pack).
+    last: Option<([u8; 32], u32)>,
 }
 
 const BUCKETS: usize = 256;
@@ -77,7 +119,13 @@ const BUCKET_BUFFER: usize = 32 << 10;
 impl Builder {
     /// A builder whose temporary files go to `dir`.
     pub fn new(dir: &Path) -> Builder {
-        Builder { dir: dir.to_path_buf(), buckets: (0..BUCKETS).map(|_| None).collect() }
+        Builder {
+            dir: dir.to_path_buf(),
+            buckets: (0..BUCKETS).map(|_| None).collect(),
+            packs: Vec::new(),
+            numbers: HashMap::new(),
+            last: None,
+        }
     }
 
     /// Whether no entry was added.
@@ -85,11 +133,24 @@ impl Builder {
         self.buckets.iter().all(|b| b.is_none())
     }
 
-    /// Adds one entry (key: chunk id then pack id; value at most `VALUE_MAX` bytes).
+    /// Adds one entry (key: chunk id then pack id; value: 14 or 46 bytes).
     pub fn push(&mut self, key: &[u8; KEY], value: &[u8]) -> std::io::Result<()> {
-        if value.len() > VALUE_MAX {
+        if value.len() != VALUE_SHORT && value.len() != VALUE_LONG {
             return Err(bad("value length"));
         }
+        let pack: [u8; 32] = key[32..].try_into().map_err(|_| bad("key"))?;
+        let number = match self.last {
+            Some((p, n)) if p == pack => n,
+            _ => {
+                let next = u32::try_from(self.packs.len()).map_err(|_| bad("too many packs"))?;
+                let n = *self.numbers.entry(pack).or_insert(next);
+                if n == next {
+                    self.packs.push(pack);
+                }
+                self.last = Some((pack, n));
+                n
+            }
+        };
         let w = match &mut self.buckets[key[0] as usize] {
             Some(w) => w,
             slot => {
@@ -98,21 +159,31 @@ impl Builder {
                 slot.insert(BufWriter::with_capacity(BUCKET_BUFFER, f))
             }
         };
-        let mut rec = [0u8; RECORD];
-        rec[..KEY].copy_from_slice(key);
-        rec[KEY] = value.len() as u8;
-        rec[KEY + 1..KEY + 1 + value.len()].copy_from_slice(value);
-        w.write_all(&rec)
+        let mut rec = [0u8; RECORD_MAX];
+        rec[..32].copy_from_slice(&key[..32]);
+        rec[32..36].copy_from_slice(&number.to_le_bytes());
+        rec[36] = value.len() as u8;
+        rec[HEAD..HEAD + value.len()].copy_from_slice(value);
+        w.write_all(&rec[..HEAD + value.len()])
     }
 
     /// Writes the run to `path` (repeated keys once), fsynced when `durable`; returns the
     /// number of records.
     pub fn finish(mut self, path: &Path, durable: bool) -> std::io::Result<u64> {
+        // pack numbers in pack id order, so that records sort by (chunk id, pack number)
+        let mut by_id: Vec<u32> = (0..self.packs.len() as u32).collect();
+        by_id.sort_unstable_by_key(|&n| self.packs[n as usize]);
+        let mut rank = vec![0u32; self.packs.len()];
+        for (r, &n) in by_id.iter().enumerate() {
+            rank[n as usize] = r as u32;
+        }
         let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
         w.write_all(MAGIC)?;
-        let (mut count, mut firsts) = (0u64, Vec::new());
+        let (mut count, mut at) = (0u64, MAGIC.len() as u64);
+        let (mut firsts, mut offsets) = (Vec::new(), Vec::new());
         let buckets: Vec<BufWriter<File>> =
             self.buckets.iter_mut().filter_map(Option::take).collect();
+        let rank = &rank;
         // one thread reads and sorts the next buckets while this one writes (the two halves
         // of the build's last step take about as long each). Buffers go back and forth: fresh
         // pages for each bucket cost a fifth of the build
@@ -125,7 +196,7 @@ impl Builder {
             scope.spawn(move || {
                 for bw in buckets {
                     let Ok(mut buf) = spare.recv() else { return };
-                    let sorted = buf.fill(bw).map(|()| buf);
+                    let sorted = buf.fill(bw, rank).map(|()| buf);
                     let stop = sorted.is_err();
                     if tx.send(sorted).is_err() || stop {
                         return;
@@ -134,25 +205,34 @@ impl Builder {
             });
             for sorted in rx {
                 let sorted = sorted?;
-                for &i in &sorted.order {
-                    let r = &sorted.bytes[i as usize * RECORD..(i as usize + 1) * RECORD];
+                for s in &sorted.order {
+                    let r = &sorted.bytes[s.at as usize..s.at as usize + s.len as usize];
                     if count % BLOCK as u64 == 0 {
                         let mut id = [0u8; 32];
                         id.copy_from_slice(&r[..32]);
                         firsts.push(id);
+                        offsets.push(at);
                     }
-                    w.write_all(r)?;
+                    w.write_all(&r[..32])?;
+                    w.write_all(&rank[pack_number(r) as usize].to_le_bytes())?;
+                    w.write_all(&r[36..])?;
                     count += 1;
+                    at += r.len() as u64;
                 }
                 let _ = back.send(sorted);
             }
             Ok::<(), std::io::Error>(())
         })?;
-        for f in &firsts {
-            w.write_all(f)?;
+        for &n in &by_id {
+            w.write_all(&self.packs[n as usize])?;
         }
-        w.write_all(&count.to_le_bytes())?;
-        w.write_all(&(firsts.len() as u64).to_le_bytes())?;
+        for (f, o) in firsts.iter().zip(&offsets) {
+            w.write_all(f)?;
+            w.write_all(&o.to_le_bytes())?;
+        }
+        for n in [count, self.packs.len() as u64, firsts.len() as u64, at] {
+            w.write_all(&n.to_le_bytes())?;
+        }
         w.write_all(END)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
         if durable {
@@ -162,72 +242,110 @@ impl Builder {
     }
 }
 
+/// Where a record of a bucket starts, and its length.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The first 8 bytes of the chunk id, big-endian: most comparisons end here.
+    prefix: u64,
+    at: u32,
+    len: u8,
+}
+
 /// A bucket's records and their order by key (repeats left out), in buffers reused from
 /// bucket to bucket.
 #[derive(Default)]
 struct Sorted {
     bytes: Vec<u8>,
-    order: Vec<u32>,
+    order: Vec<Slot>,
 }
 
 impl Sorted {
-    fn fill(&mut self, bw: BufWriter<File>) -> std::io::Result<()> {
+    fn fill(&mut self, bw: BufWriter<File>, rank: &[u32]) -> std::io::Result<()> {
         let mut f = bw.into_inner().map_err(|e| e.into_error())?;
         std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))?;
         self.bytes.clear();
         f.read_to_end(&mut self.bytes)?;
         drop(f);
-        let n = self.bytes.len() / RECORD;
-        let bytes = &self.bytes;
-        let key = |i: u32| &bytes[i as usize * RECORD..i as usize * RECORD + KEY];
+        if self.bytes.len() > u32::MAX as usize {
+            return Err(bad("bucket too large"));
+        }
         self.order.clear();
-        self.order.extend(0..n as u32);
-        self.order.sort_unstable_by(|&x, &y| key(x).cmp(key(y)));
-        self.order.dedup_by(|x, y| key(*x) == key(*y));
+        let mut at = 0usize;
+        for r in records(&self.bytes) {
+            let r = r?;
+            let prefix = u64::from_be_bytes(r[..8].try_into().map_err(|_| bad("record"))?);
+            self.order.push(Slot { prefix, at: at as u32, len: r.len() as u8 });
+            at += r.len();
+        }
+        let bytes = &self.bytes;
+        let rest = |s: &Slot| &bytes[s.at as usize + 8..s.at as usize + 32];
+        let pack = |s: &Slot| {
+            rank.get(pack_number(&bytes[s.at as usize..]) as usize).copied().unwrap_or(u32::MAX)
+        };
+        let key_order = |x: &Slot, y: &Slot| {
+            x.prefix
+                .cmp(&y.prefix)
+                .then_with(|| rest(x).cmp(rest(y)))
+                .then_with(|| pack(x).cmp(&pack(y)))
+        };
+        self.order.sort_unstable_by(key_order);
+        self.order.dedup_by(|x, y| key_order(x, y).is_eq());
         Ok(())
     }
 }
 
 impl Run {
-    /// Opens a run written by [`Builder::finish`], checking its size against its trailer.
+    /// Opens a run written by [`Builder::finish`], checking its tables against its size.
     pub fn open(path: &Path) -> std::io::Result<Run> {
         let file = File::open(path)?;
         let size = file.metadata()?.len();
-        if size < 8 + 24 {
+        if size < (MAGIC.len() + TRAILER) as u64 {
             return Err(bad("too short"));
         }
-        let mut t = [0u8; 24];
-        file.read_exact_at(&mut t, size - 24)?;
+        let mut t = [0u8; TRAILER];
+        file.read_exact_at(&mut t, size - TRAILER as u64)?;
         let u = |i: usize| u64::from_le_bytes(t[i..i + 8].try_into().unwrap_or([0xff; 8]));
-        let (count, blocks) = (u(0), u(8));
-        if &t[16..] != END || blocks != count.div_ceil(BLOCK as u64) {
+        let (count, npacks, blocks, records_end) = (u(0), u(8), u(16), u(24));
+        if &t[32..] != END || blocks != count.div_ceil(BLOCK as u64) {
             return Err(bad("trailer"));
         }
         // a damaged trailer must not make the sums wrap (and a huge allocation pass the check)
-        let expected = count
-            .checked_mul(RECORD as u64)
-            .and_then(|body| body.checked_add(blocks.checked_mul(32)?))
-            .and_then(|n| n.checked_add(8 + 24));
-        if expected != Some(size) {
+        let expected = npacks
+            .checked_mul(32)
+            .and_then(|p| p.checked_add(blocks.checked_mul(40)?))
+            .and_then(|n| n.checked_add(records_end))
+            .and_then(|n| n.checked_add(TRAILER as u64));
+        let records_fit = count
+            .checked_mul((HEAD + VALUE_SHORT) as u64)
+            .and_then(|min| min.checked_add(MAGIC.len() as u64))
+            .is_some_and(|min| records_end >= min);
+        if expected != Some(size) || !records_fit || npacks > u64::from(u32::MAX) {
             return Err(bad("size"));
         }
-        let body = count * RECORD as u64;
         let mut magic = [0u8; 8];
         file.read_exact_at(&mut magic, 0)?;
         if &magic != MAGIC {
             return Err(bad("magic"));
         }
-        let mut ids = vec![0u8; blocks as usize * 32];
-        file.read_exact_at(&mut ids, 8 + body)?;
-        let firsts = ids
-            .chunks_exact(32)
-            .map(|c| {
-                let mut id = [0u8; 32];
-                id.copy_from_slice(c);
-                id
-            })
+        let mut tables = vec![0u8; (npacks * 32 + blocks * 40) as usize];
+        file.read_exact_at(&mut tables, records_end)?;
+        let (p, b) = tables.split_at(npacks as usize * 32);
+        let id = |c: &[u8]| -> [u8; 32] { c[..32].try_into().unwrap_or([0; 32]) };
+        let packs: Vec<[u8; 32]> = p.chunks_exact(32).map(id).collect();
+        let firsts: Vec<[u8; 32]> = b.chunks_exact(40).map(id).collect();
+        let mut offsets: Vec<u64> = b
+            .chunks_exact(40)
+            .map(|c| u64::from_le_bytes(c[32..].try_into().unwrap_or([0xff; 8])))
             .collect();
-        Ok(Run { file, path: path.to_path_buf(), count, firsts })
+        offsets.push(records_end);
+        let first_ok = offsets[0] == MAGIC.len() as u64 || count == 0;
+        // a block holds BLOCK records of at most RECORD_MAX bytes: its read stays bounded
+        let gaps_ok =
+            offsets.windows(2).all(|w| w[0] < w[1] && w[1] - w[0] <= (BLOCK * RECORD_MAX) as u64);
+        if !first_ok || !gaps_ok || !packs.windows(2).all(|w| w[0] < w[1]) {
+            return Err(bad("tables"));
+        }
+        Ok(Run { file, path: path.to_path_buf(), count, packs, firsts, offsets })
     }
 
     /// The file.
@@ -241,6 +359,15 @@ impl Run {
         self.count
     }
 
+    /// The key and value of a record.
+    fn entry(&self, r: &[u8]) -> std::io::Result<Entry> {
+        let pack = self.packs.get(pack_number(r) as usize).ok_or_else(|| bad("pack number"))?;
+        let mut k = [0u8; KEY];
+        k[..32].copy_from_slice(&r[..32]);
+        k[32..].copy_from_slice(pack);
+        Ok((k, r[HEAD..].to_vec()))
+    }
+
     /// The first block that may hold a key starting with `id`: the last one starting below
     /// it (the records of an id starting a block may begin at the end of the block before).
     fn start_block(&self, id: &[u8]) -> usize {
@@ -248,10 +375,9 @@ impl Run {
     }
 
     fn block(&self, b: usize) -> std::io::Result<Vec<u8>> {
-        let first = (b * BLOCK) as u64;
-        let n = (self.count - first).min(BLOCK as u64) as usize;
-        let mut buf = vec![0u8; n * RECORD];
-        self.file.read_exact_at(&mut buf, 8 + first * RECORD as u64)?;
+        let (from, to) = (self.offsets[b], self.offsets[b + 1]);
+        let mut buf = vec![0u8; (to - from) as usize];
+        self.file.read_exact_at(&mut buf, from)?;
         Ok(buf)
     }
 
@@ -261,10 +387,11 @@ impl Run {
         let mut out = Vec::new();
         while b < self.firsts.len() {
             let buf = self.block(b)?;
-            for r in buf.chunks_exact(RECORD) {
+            for r in records(&buf) {
+                let r = r?;
                 match r[..32].cmp(&id[..]) {
                     std::cmp::Ordering::Less => {}
-                    std::cmp::Ordering::Equal => out.push(record(r)?),
+                    std::cmp::Ordering::Equal => out.push(self.entry(r)?),
                     std::cmp::Ordering::Greater => return Ok(out),
                 }
             }
@@ -286,10 +413,11 @@ impl Run {
                 *cursor = Some((b, self.block(b)?));
             }
             let Some((_, buf)) = cursor.as_ref() else { return Ok(None) };
-            for r in buf.chunks_exact(RECORD) {
-                match r[..KEY].cmp(&key[..]) {
+            for r in records(buf) {
+                let (k, v) = self.entry(r?)?;
+                match k.cmp(key) {
                     std::cmp::Ordering::Less => {}
-                    std::cmp::Ordering::Equal => return Ok(Some(record(r)?.1)),
+                    std::cmp::Ordering::Equal => return Ok(Some(v)),
                     std::cmp::Ordering::Greater => return Ok(None),
                 }
             }
@@ -299,34 +427,50 @@ impl Run {
     }
 
     /// Every entry, in key order.
-    pub fn iter(&self) -> std::io::Result<RunIter> {
+    pub fn iter(&self) -> std::io::Result<RunIter<'_>> {
         let mut f = self.file.try_clone()?;
-        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(8))?;
-        Ok(RunIter { r: BufReader::with_capacity(1 << 20, f), left: self.count })
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(MAGIC.len() as u64))?;
+        Ok(RunIter { run: self, r: BufReader::with_capacity(1 << 20, f), left: self.count })
     }
 }
 
 /// The entries of a run in key order ([`Run::iter`]).
-pub struct RunIter {
+pub struct RunIter<'a> {
+    run: &'a Run,
     r: BufReader<File>,
     left: u64,
 }
 
-impl Iterator for RunIter {
+impl Iterator for RunIter<'_> {
     type Item = std::io::Result<Entry>;
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 {
             return None;
         }
         self.left -= 1;
-        let mut buf = [0u8; RECORD];
-        Some(self.r.read_exact(&mut buf).and_then(|_| record(&buf)))
+        let mut buf = [0u8; RECORD_MAX];
+        let r = self.r.read_exact(&mut buf[..HEAD]).and_then(|_| {
+            let n = record_len(&buf)?;
+            self.r.read_exact(&mut buf[HEAD..n])?;
+            self.run.entry(&buf[..n])
+        });
+        if r.is_err() {
+            self.left = 0;
+        }
+        Some(r)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value of either length: the longer one (a delta's) for odd ids.
+    fn value(id: u8, pack: u8) -> Vec<u8> {
+        let mut v = vec![id, pack];
+        v.resize(if id % 2 == 1 { VALUE_LONG } else { VALUE_SHORT }, 7);
+        v
+    }
 
     fn key(id: u8, pack: u8) -> Vec<u8> {
         let mut k = vec![id; 32];
@@ -342,7 +486,7 @@ mod tests {
         let mut entries = vec![];
         for id in 0..200u8 {
             for pack in 0..3u8 {
-                entries.push((key(id, pack), vec![id, pack, 7]));
+                entries.push((key(id, pack), value(id, pack)));
             }
         }
         // a repeated key is written once; the builder takes entries in any order
@@ -360,7 +504,9 @@ mod tests {
             let c = run.copies(&[id; 32]).unwrap();
             assert_eq!(c.len(), 3, "id {id}");
             assert!(
-                c.iter().enumerate().all(|(p, (k, v))| k[32] == p as u8 && v == &[id, p as u8, 7])
+                c.iter()
+                    .enumerate()
+                    .all(|(p, (k, v))| k[32] == p as u8 && v == &value(id, p as u8))
             );
         }
         assert!(run.copies(&[200; 32]).unwrap().is_empty());
@@ -388,17 +534,27 @@ mod tests {
         // a trailer claiming a count whose size would overflow
         let mut b = bytes.clone();
         let n = b.len();
-        let count = u64::MAX / RECORD as u64;
-        b[n - 24..n - 16].copy_from_slice(&count.to_le_bytes());
-        b[n - 16..n - 8].copy_from_slice(&count.div_ceil(BLOCK as u64).to_le_bytes());
+        let count = u64::MAX / 51;
+        b[n - 40..n - 32].copy_from_slice(&count.to_le_bytes());
+        b[n - 24..n - 16].copy_from_slice(&count.div_ceil(BLOCK as u64).to_le_bytes());
         std::fs::write(&path, &b).unwrap();
         assert!(Run::open(&path).is_err());
+        // a record's damaged value length or pack number is an error when read, not a panic
+        for (at, byte) in [(8 + 36, 15u8), (8 + 32, 9)] {
+            let mut b = bytes.clone();
+            b[at] = byte;
+            std::fs::write(&path, &b).unwrap();
+            let run = Run::open(&path).unwrap();
+            assert!(run.copies(&[0; 32]).is_err());
+            assert!(run.iter().unwrap().any(|e| e.is_err()));
+        }
         // a value too long for a record is refused, and no bucket file is left behind
         let mut b = Builder::new(dir.path());
         assert!(b.is_empty());
         b.push(&key(1, 0).try_into().unwrap(), &[0; 14]).unwrap();
         assert!(!b.is_empty());
         assert!(b.push(&key(2, 0).try_into().unwrap(), &[0; 47]).is_err());
+        assert!(b.push(&key(2, 0).try_into().unwrap(), &[0; 15]).is_err());
         drop(b);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(left.len(), 1, "only the run: {left:?}");

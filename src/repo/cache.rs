@@ -37,7 +37,7 @@ const RECORDING: &str = "recording";
 const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots");
 /// 2: one entry per copy of a blob (id, pack), not one per id. 3: the entries of a cache built
 /// from scratch in a sealed run file beside the database (`blobrun.rs`), named by META `run`.
-const CACHE_VERSION: u64 = 3;
+const CACHE_VERSION: u64 = 4;
 /// redb's page cache defaults to 1 GiB and fills as the table grows; its memory plateaus at
 /// about twice this setting (measured: ~35 MiB at 16 MiB, ~12 MiB at 4 MiB, with a reader
 /// beside the writer). 4 MiB cost no measurable speed on the benchmark: pages come from the
@@ -50,7 +50,6 @@ const INGEST_SLICE: usize = 8192;
 /// Index files fetched at once while syncing (a fresh pod on S3 waits on round trips, not
 /// bandwidth, for small files). Each is held decoded until taken in: this writer's files
 /// hold at most [`super::INDEX_FILE_BLOBS`] entries, others are bounded by their size.
-const INDEX_LOADS_IN_FLIGHT: usize = 4;
 /// Listings of the index files a sync reads before giving up on one in which none vanished.
 const SYNC_ROUNDS: usize = 8;
 
@@ -434,7 +433,7 @@ impl IndexCache {
             let mut vanished = false;
             let mut loads = futures::stream::iter(new)
                 .map(|id| async move { (id, load_index_file(repo, &id).await) })
-                .buffer_unordered(INDEX_LOADS_IN_FLIGHT);
+                .buffer_unordered(super::verify::INDEX_FILES_IN_FLIGHT);
             while let Some((id, r)) = loads.next().await {
                 match r {
                     Ok(f) => {

@@ -24,7 +24,8 @@ pub use snapshots::{
     newest_per_name, resolve_snapshot, select_snapshots,
 };
 pub use verify::{
-    PackVerdict, load_index_file, parse_pack, read_pack_footer, verify_deltas, verify_pack_bytes,
+    PackVerdict, load_index_file, load_index_files, parse_pack, read_pack_footer, verify_deltas,
+    verify_pack_bytes,
 };
 pub use writer::{
     BackupStats, ChunkSink, Content, INDEX_FILE_BLOBS, INDEX_FILE_PACKS, IndexBatch, NoProgress,
