@@ -28,6 +28,8 @@ pub const MAGIC_INDEX: [u8; 4] = *b"RIDX";
 pub const MAGIC_SNAPSHOT: [u8; 4] = *b"RSNP";
 /// Magic of a prune record (`prune/<id>`, `format-spec/prune.md`).
 pub const MAGIC_PRUNE_RECORD: [u8; 4] = *b"RPRN";
+/// Magic of a snapshot bundle (`bundles/<id>`, `format-spec/snapshot.md`).
+pub const MAGIC_BUNDLE: [u8; 4] = *b"RSBN";
 
 /// How an object's parts are protected: the header's `cipher` byte. Every object of a repository
 /// carries the cipher its key file implies (`format-spec/crypto.md`).

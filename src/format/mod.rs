@@ -4,6 +4,7 @@
 //! before allocating. `format-spec/` is the normative description of these bytes; a change
 //! here changes the spec in the same commit.
 
+pub mod bundle;
 pub mod config;
 pub mod envelope;
 pub mod index;

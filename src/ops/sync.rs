@@ -16,8 +16,12 @@
 //! 3. `snapshots/` last: a snapshot appears only once everything it needs is there. The
 //!    source's snapshots are listed *before* its packs and index files, so everything a
 //!    listed snapshot needs was already stored when the later listings ran;
-//! 4. with `--delete`, only once all of that succeeded: snapshots the source no longer has,
-//!    then index files, then packs, then keys — the reverse of the order they are written.
+//! 4. `bundles/`, copies of snapshot objects for a fresh cache (format-spec/snapshot.md): a
+//!    reader takes from one only the objects of snapshots the destination lists, so when
+//!    they arrive does not matter;
+//! 5. with `--delete`, only once all of that succeeded: bundles and snapshots the source no
+//!    longer has, then index files, then packs, then keys — the reverse of the order they
+//!    are written.
 //!
 //! Every copied object is verified: its BLAKE3 must match its name before it is sent (a
 //! damaged source object is reported, not shipped), the destination must report the size
@@ -42,7 +46,7 @@ use crate::backend::{Backend, BackendError, ObjectInfo};
 use crate::format::Id;
 use crate::format::lock::LeaseKind;
 use crate::repo::lease::{Lease, live_leases};
-use crate::repo::paths::{self, CONFIG, DATA_DIR, INDEX_DIR, KEYS_DIR, SNAPSHOTS_DIR};
+use crate::repo::paths::{self, BUNDLES_DIR, CONFIG, DATA_DIR, INDEX_DIR, KEYS_DIR, SNAPSHOTS_DIR};
 use crate::repo::{Progress, RepoError, Result};
 
 /// What `repo sync` may do.
@@ -95,7 +99,7 @@ pub struct SyncReport {
 }
 
 /// The object kinds a sync mirrors, in the order it writes them.
-const PHASES: [&str; 4] = [KEYS_DIR, DATA_DIR, INDEX_DIR, SNAPSHOTS_DIR];
+const PHASES: [&str; 5] = [KEYS_DIR, DATA_DIR, INDEX_DIR, SNAPSHOTS_DIR, BUNDLES_DIR];
 
 /// Mirrors `src` into `dst` on ciphertext and names alone (see the module docs). Refuses a
 /// destination holding another repository's `config`; holds a read lease on the source when it can
@@ -309,6 +313,10 @@ async fn sync_objects(
             (e, _) => Err(e),
         };
     }
+    let bundles = src.list(BUNDLES_DIR).await?;
+    let bundle_paths: HashSet<String> = bundles.iter().map(|o| o.path.clone()).collect();
+    let have = held.entry(BUNDLES_DIR).or_default();
+    copy_missing(src, dst, bundles, have, opts, progress, report).await?;
 
     // `--delete` goes only while no other operation holds a lease at the destination; asked
     // again after the snapshots go (a reader that starts after that lists none of them)
@@ -326,6 +334,7 @@ async fn sync_objects(
         // Everything the source holds (its keys too) is at the destination now; remove the
         // rest, in the reverse of the write order.
         let mut source_paths: HashMap<&str, HashSet<String>> = HashMap::new();
+        source_paths.insert(BUNDLES_DIR, bundle_paths);
         source_paths.insert(SNAPSHOTS_DIR, snapshot_paths);
         source_paths.insert(KEYS_DIR, keys_paths);
         source_paths.insert(INDEX_DIR, index_now);

@@ -21,7 +21,7 @@ pub use object::{open_object, seal_object};
 pub use reader::{OrderedReader, PackCiphers, RestoreStats, read_blob, restore_stream};
 pub use snapshots::{
     SnapshotFilter, glob_match, list_snapshots, list_snapshots_checked, list_snapshots_complete,
-    newest_per_name, resolve_snapshot, select_snapshots,
+    newest_per_name, resolve_snapshot, select_snapshots, store_bundle_if_worth,
 };
 pub use verify::{
     PackVerdict, load_index_file, load_index_files, parse_pack, read_pack_footer, verify_deltas,
@@ -443,6 +443,9 @@ pub struct Repository {
     lease: Option<Arc<Lease>>,
     keep_alive: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     condemned: Arc<Condemned>,
+    /// What this process's snapshot listings cost (snapshots.rs): whether a writer should
+    /// store a new bundle.
+    listing: std::sync::Mutex<snapshots::ListingNote>,
 }
 
 /// Creates a repository. Writes the key file first and the config last: the config is what
@@ -665,6 +668,7 @@ impl Repository {
             lease,
             keep_alive,
             condemned: Arc::new(Condemned::default()),
+            listing: Default::default(),
         };
         if access == Access::Snapshots {
             return Ok(repo);

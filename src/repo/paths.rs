@@ -12,6 +12,8 @@ pub const DATA_DIR: &str = "data/";
 pub const INDEX_DIR: &str = "index/";
 /// Snapshots: each one a backup's commit point, written after all of its data.
 pub const SNAPSHOTS_DIR: &str = "snapshots/";
+/// Snapshot bundles: copies of many snapshot objects in one, for a client with an empty cache.
+pub const BUNDLES_DIR: &str = "bundles/";
 /// Leases of running processes (never mirrored).
 pub const LOCKS_DIR: &str = "locks/";
 /// Prune records (never mirrored).
@@ -39,6 +41,10 @@ pub fn snapshot(id: &Id) -> String {
 pub fn id_of(path: &str) -> Option<Id> {
     let name = path.rsplit('/').next()?;
     Id::from_hex(name).ok()
+}
+/// `bundles/<hex>`.
+pub fn bundle(id: &Id) -> String {
+    format!("bundles/{}", id.to_hex())
 }
 /// `prune/<hex>`.
 pub fn prune_record(id: &Id) -> String {

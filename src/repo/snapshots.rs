@@ -2,9 +2,12 @@
 
 use futures::stream::{self, StreamExt};
 
+use std::collections::{HashMap, HashSet};
+
 use super::{RepoError, Repository, Result, Unreadable, paths};
 use crate::format::Id;
-use crate::format::envelope::MAGIC_SNAPSHOT;
+use crate::format::bundle::{self, Bundle};
+use crate::format::envelope::{MAGIC_BUNDLE, MAGIC_SNAPSHOT};
 use crate::format::snapshot::Snapshot;
 
 /// Which snapshots a command acts on. Names match as globs (`*`, `?`).
@@ -82,12 +85,40 @@ pub async fn list_snapshots_checked(
     // of requests to S3 otherwise, for every backup and restore of `latest`
     let names: Vec<Option<Id>> = files.iter().map(|f| paths::id_of(&f.path)).collect();
     let cached = repo.index.snapshot_objects(&names).unwrap_or_else(|_| vec![None; files.len()]);
-    let loaded: Vec<_> = stream::iter(files.into_iter().zip(names).zip(cached))
-        .map(|((f, name), cached)| async move {
+    // many objects to fetch (a fresh pod): bundles hold copies of most of them
+    let wanted: HashSet<Id> =
+        names.iter().zip(&cached).filter(|(_, c)| c.is_none()).filter_map(|(n, _)| *n).collect();
+    let (mut bundled, bundles) = if wanted.len() >= BUNDLE_READ_MIN {
+        read_bundles(repo, &wanted).await?
+    } else {
+        (HashMap::new(), Vec::new())
+    };
+    let sources: Vec<_> = files
+        .into_iter()
+        .zip(names)
+        .zip(cached)
+        .map(|((f, name), cached)| {
+            // a bundle's copy counts only if its bytes are the object the listing names
+            let copy = cached
+                .is_none()
+                .then(|| name.and_then(|n| bundled.remove(&n)))
+                .flatten()
+                .filter(|b| name == Some(Id::of_bytes(b)));
+            let from_bundle = copy.is_some();
+            (f, name, cached.or(copy), from_bundle)
+        })
+        .collect();
+    let alone = std::sync::atomic::AtomicUsize::new(0);
+    let alone = &alone;
+    let loaded: Vec<_> = stream::iter(sources)
+        .map(|(f, name, have, from_bundle)| async move {
             let loaded = async {
-                let (bytes, fetched) = match cached {
-                    Some(b) => (b, false),
-                    None => (repo.backend.get(&f.path).await?, true),
+                let (bytes, fetched) = match have {
+                    Some(b) => (b, from_bundle),
+                    None => {
+                        alone.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        (repo.backend.get(&f.path).await?, true)
+                    }
                 };
                 let body = repo.open_object(MAGIC_SNAPSHOT, &bytes, &f.path)?;
                 let s =
@@ -102,6 +133,15 @@ pub async fn list_snapshots_checked(
         .buffer_unordered(8)
         .collect()
         .await;
+    {
+        let mut note = repo.listing.lock().unwrap_or_else(|p| p.into_inner());
+        note.fetched_alone += alone.load(std::sync::atomic::Ordering::Relaxed);
+        for b in bundles {
+            if !note.bundles.contains(&b) {
+                note.bundles.push(b);
+            }
+        }
+    }
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     let mut listed = std::collections::HashSet::new();
@@ -204,5 +244,108 @@ mod tests {
         assert!(glob_match("*", ""));
         assert!(glob_match("a?c*", "abcdef"));
         assert!(!glob_match("a?c", "abcd"));
+    }
+}
+
+/// Snapshot objects to fetch from which a listing first reads the bundles.
+const BUNDLE_READ_MIN: usize = 8;
+/// Snapshot objects a listing fetched one by one (no bundle had them) from which a writer
+/// stores a new bundle.
+const BUNDLE_WRITE_MIN: usize = 32;
+/// Bundles a listing reads at most (normally one or two: each writer deletes the ones it
+/// read).
+const BUNDLES_READ_MAX: usize = 16;
+
+/// What this process's snapshot listings cost since a writer last looked: the objects they
+/// fetched one by one and the bundles they saw.
+#[derive(Default)]
+pub(crate) struct ListingNote {
+    fetched_alone: usize,
+    bundles: Vec<Id>,
+}
+
+/// The copies of the `wanted` snapshot objects the bundles hold, and the bundles listed (a
+/// writer replaces them all: those not read too, and damaged ones). A bundle that vanished
+/// meanwhile (a writer replaced it) is passed over; one that cannot be read is reported as a
+/// warning and its snapshots are fetched one by one.
+async fn read_bundles(
+    repo: &Repository,
+    wanted: &HashSet<Id>,
+) -> Result<(HashMap<Id, Vec<u8>>, Vec<Id>)> {
+    let mut listed = repo.backend.list(paths::BUNDLES_DIR).await?;
+    // the largest first: the newest full bundle covers the most
+    listed.sort_by_key(|o| std::cmp::Reverse(o.size));
+    let ids: Vec<Id> = listed.iter().filter_map(|o| paths::id_of(&o.path)).collect();
+    let to_read: Vec<Id> = ids.iter().copied().take(BUNDLES_READ_MAX).collect();
+    let mut reads = stream::iter(to_read)
+        .map(|id| async move {
+            let path = paths::bundle(&id);
+            let bytes = repo.backend.get(&path).await?;
+            let body = repo.open_object(MAGIC_BUNDLE, &bytes, &path)?;
+            Bundle::decode(&body).map_err(|e| RepoError::format(path, e))
+        })
+        .buffer_unordered(4);
+    let mut copies = HashMap::new();
+    while let Some(r) = reads.next().await {
+        match r {
+            Ok(b) => {
+                for (sid, bytes) in b.objects {
+                    if wanted.contains(&sid) {
+                        copies.insert(sid, bytes);
+                    }
+                }
+            }
+            Err(RepoError::Backend(e)) if e.is_not_found() => {}
+            Err(e) => repo.index.warn(format!(
+                "{e}; the snapshots that bundle holds are fetched one by one (the next backup \
+                 or forget of a fresh cache replaces it)"
+            )),
+        }
+    }
+    Ok((copies, ids))
+}
+
+/// After a backup or forget: when this process's listings fetched many snapshot objects
+/// one by one (an empty cache, and no bundle or an old one), stores one bundle of every
+/// snapshot object listed now that the local cache holds, then deletes the bundles those
+/// listings saw (the new one holds whatever they held that is still listed). Best effort: a
+/// failure is a warning, since a bundle only saves requests. Returns the bundle stored.
+pub async fn store_bundle_if_worth(repo: &Repository) -> Option<Id> {
+    let note = std::mem::take(&mut *repo.listing.lock().unwrap_or_else(|p| p.into_inner()));
+    if note.fetched_alone < BUNDLE_WRITE_MIN {
+        return None;
+    }
+    let stored = async {
+        let files = repo.backend.list(paths::SNAPSHOTS_DIR).await?;
+        let names: Vec<Option<Id>> = files.iter().map(|f| paths::id_of(&f.path)).collect();
+        let cached = repo.index.snapshot_objects(&names)?;
+        let objects: Vec<(Id, Vec<u8>)> = names
+            .into_iter()
+            .zip(cached)
+            .filter_map(|(n, c)| Some((n?, c?)))
+            .filter(|(_, b)| b.len() <= bundle::MAX_OBJECT_LEN)
+            .take(bundle::MAX_OBJECTS)
+            .collect();
+        let body = Bundle { objects }.encode().map_err(|e| RepoError::format("bundle", e))?;
+        let sealed = repo.seal(MAGIC_BUNDLE, &body)?;
+        let id = Id::of_bytes(&sealed);
+        repo.backend.put(&paths::bundle(&id), sealed).await?;
+        for old in note.bundles.iter().filter(|b| **b != id) {
+            match repo.backend.delete(&paths::bundle(old)).await {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok::<Id, RepoError>(id)
+    };
+    match stored.await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            repo.index.warn(format!(
+                "{e}; no snapshot bundle was stored (the next fresh cache fetches the snapshots \
+                 one by one)"
+            ));
+            None
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 use repo::codec::crypto::MasterKeys;
 use repo::format::Id;
+use repo::format::bundle::Bundle;
 use repo::format::config::Config;
 use repo::format::envelope::{CipherKind, MAGIC_SNAPSHOT};
 use repo::format::index::{BlobLocation, IndexFile, IndexPack};
@@ -118,6 +119,10 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("key", key.encode()),
         ("config", cfg.encode()),
         ("list", encode_list(&[(Id([6; 32]), 10), (Id([7; 32]), 20)])),
+        ("bundle", {
+            let b = Bundle { objects: vec![(Id([1; 32]), sealed.clone()), (Id([2; 32]), vec![3])] };
+            b.encode().unwrap()
+        }),
         ("object", sealed),
         (
             "prune",
@@ -213,6 +218,7 @@ fn decode_all(kind: &str, b: &[u8]) {
         "lease-name" => drop(LeaseName::decode(&String::from_utf8_lossy(b))),
         "export-manifest" => drop(Manifest::decode(b)),
         "catalog" => drop(decode_catalog(b)),
+        "bundle" => drop(Bundle::decode(b)),
         _ => {
             let keys = MasterKeys::from_bytes(&[7u8; 96]);
             for c in [CipherKind::None, CipherKind::Aes256Gcm] {
@@ -242,6 +248,7 @@ fn valid_samples_decode() {
             "lease-name" => assert!(LeaseName::decode(&String::from_utf8_lossy(&b)).is_ok()),
             "export-manifest" => assert!(Manifest::decode(&b).is_ok()),
             "catalog" => assert_eq!(decode_catalog(&b).unwrap().len(), 3),
+            "bundle" => assert_eq!(Bundle::decode(&b).unwrap().objects.len(), 2),
             _ => {}
         }
     }

@@ -89,3 +89,114 @@ async fn snapshot_listings_fetch_only_new_snapshot_objects() {
     r.close().await;
     r2.close().await;
 }
+
+/// A fresh pod at many snapshots: the first backup that has to fetch the snapshot objects one
+/// by one leaves a bundle of them, and the next fresh cache reads that bundle instead of one
+/// object per snapshot. A bundle is only a copy: an entry whose bytes are not the object it
+/// names is fetched on its own, and a snapshot forgotten since stays forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_cache_lists_many_snapshots_from_a_bundle() {
+    use ::repo::format::bundle::Bundle;
+    use ::repo::format::envelope::MAGIC_BUNDLE;
+    let tmp = tempfile::tempdir().unwrap();
+    let mem: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&mem, Some(b"pw"), &opts()).await.unwrap();
+    let counting = Arc::new(CountingBackend { inner: mem.clone(), snapshot_gets: 0.into() });
+    let gets = || counting.snapshot_gets.load(Ordering::SeqCst);
+    let all = SnapshotFilter::default();
+    let warm = open(counting.clone(), &tmp.path().join("warm"), Access::Backup).await;
+    for i in 0..40u64 {
+        backup(&warm, &format!("db{}", i % 4), &common::noise(2_000, i)).await;
+    }
+    let bundles = || async { mem.list(paths::BUNDLES_DIR).await.unwrap() };
+    assert!(bundles().await.is_empty(), "a warm cache fetched nothing one by one: no bundle");
+    // a fresh pod's backup fetches the 40 objects one by one, and leaves a bundle
+    let pod = open(counting.clone(), &tmp.path().join("pod1"), Access::Backup).await;
+    let before = gets();
+    backup(&pod, "db0", &common::noise(2_000, 99)).await;
+    assert_eq!(gets() - before, 40);
+    let listed = bundles().await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    pod.close().await;
+    // the next fresh pod reads the bundle: no snapshot object fetched, the same listing
+    let expected: Vec<_> = list_snapshots(&warm, &all).await.unwrap();
+    assert_eq!(expected.len(), 41);
+    let fresh = |n: &str| {
+        let dir = tmp.path().join(n);
+        let b: Arc<dyn Backend> = counting.clone();
+        async move { open(b, &dir, Access::Read).await }
+    };
+    let pod = fresh("pod2").await;
+    let before = gets();
+    let got = list_snapshots(&pod, &all).await.unwrap();
+    assert_eq!(gets() - before, 0, "every object came from the bundle");
+    let key = |v: &[(::repo::format::Id, ::repo::format::snapshot::Snapshot)]| {
+        v.iter().map(|(id, s)| (*id, s.name.clone(), s.time_ns)).collect::<Vec<_>>()
+    };
+    assert_eq!(key(&got), key(&expected));
+    // a bundle whose first two entries carry each other's bytes: both are fetched on their own
+    let path = &listed[0].path;
+    let mut b = Bundle::decode(
+        &pod.open_object(MAGIC_BUNDLE, &mem.get(path).await.unwrap(), path).unwrap(),
+    )
+    .unwrap();
+    let first = b.objects[0].1.clone();
+    b.objects[0].1 = b.objects[1].1.clone();
+    b.objects[1].1 = first;
+    let forged = pod.seal(MAGIC_BUNDLE, &b.encode().unwrap()).unwrap();
+    mem.put(path, forged).await.unwrap();
+    // and a snapshot forgotten since the bundle was stored
+    let gone = expected[5].0;
+    mem.delete(&paths::snapshot(&gone)).await.unwrap();
+    pod.close().await;
+    let pod = fresh("pod3").await;
+    let before = gets();
+    let got = list_snapshots(&pod, &all).await.unwrap();
+    assert_eq!(gets() - before, 2, "the two swapped entries");
+    let mut want = expected.clone();
+    want.retain(|(id, _)| *id != gone);
+    assert_eq!(key(&got), key(&want), "forgotten stays forgotten; swapped bytes not trusted");
+    pod.close().await;
+    // a bundle that cannot be opened is a warning, and the listing goes on one by one
+    mem.put(path, vec![0; 100]).await.unwrap();
+    let pod = fresh("pod4").await;
+    let before = gets();
+    assert_eq!(key(&list_snapshots(&pod, &all).await.unwrap()), key(&want));
+    assert_eq!(gets() - before, 40);
+    let warnings = pod.index().take_warnings();
+    assert!(warnings.iter().any(|w| w.contains("bundle")), "{warnings:?}");
+    pod.close().await;
+    // the next fresh pod's backup replaces the damaged bundle
+    let pod = open(counting.clone(), &tmp.path().join("pod5"), Access::Backup).await;
+    backup(&pod, "db1", &common::noise(2_000, 98)).await;
+    let now = bundles().await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0].path, *path, "the damaged bundle is gone");
+    pod.close().await;
+    let pod = fresh("pod6").await;
+    let before = gets();
+    assert_eq!(list_snapshots(&pod, &all).await.unwrap().len(), want.len() + 1);
+    assert_eq!(gets() - before, 0);
+    pod.close().await;
+    // a mirror gets the bundle too: a fresh cache there (a restore after losing the site)
+    // fetches no snapshot object either; with --delete, a bundle the source replaced goes
+    let copy: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    let sync = |delete| {
+        let (src, dst) = (mem.clone(), copy.clone());
+        async move {
+            let opts = ::repo::ops::sync::SyncOptions { delete, ..Default::default() };
+            ::repo::ops::sync::run(src, dst, &opts, &::repo::repo::NoProgress).await.unwrap()
+        }
+    };
+    sync(false).await;
+    let mirror = Arc::new(CountingBackend { inner: copy.clone(), snapshot_gets: 0.into() });
+    let pod = open(mirror.clone(), &tmp.path().join("pod7"), Access::Read).await;
+    assert_eq!(list_snapshots(&pod, &all).await.unwrap().len(), want.len() + 1);
+    assert_eq!(mirror.snapshot_gets.load(Ordering::SeqCst), 0);
+    pod.close().await;
+    let old = now[0].path.clone();
+    mem.delete(&old).await.unwrap();
+    sync(true).await;
+    assert!(copy.list(paths::BUNDLES_DIR).await.unwrap().iter().all(|o| o.path != old));
+    warm.close().await;
+}

@@ -114,6 +114,7 @@ pub async fn run(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport
         for id in doomed {
             repo.backend().delete(&paths::snapshot(&id)).await?;
         }
+        crate::repo::store_bundle_if_worth(repo).await;
     }
     Ok(report)
 }
