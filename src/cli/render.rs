@@ -289,6 +289,12 @@ pub fn sync(r: &SyncReport) -> String {
             r.vanished_objects
         );
     }
+    if r.bundles_left_out > 0 {
+        out += &format!(
+            "\nnote: {} damaged snapshot bundles at the source were not copied (they only save requests; the next backup or forget there that stores a bundle replaces them)",
+            r.bundles_left_out
+        );
+    }
     if r.deletions_postponed_for_leases > 0 {
         out += &format!(
             "\nnote: --delete removed nothing: {} other operations hold leases at the destination (a restore or a prune there); the next sync deletes",

@@ -91,6 +91,9 @@ pub struct SyncReport {
     pub deleted_bytes: u64,
     /// Objects that disappeared from the source while the sync ran (a prune finishing).
     pub vanished_objects: u64,
+    /// Damaged snapshot bundles at the source, not copied: a bundle is only a copy of snapshot
+    /// objects (format-spec/snapshot.md), and the next one stored there replaces it.
+    pub bundles_left_out: u64,
     /// With `--delete`: leases other operations held at the destination, for which the
     /// deletions were left to the next sync (0 when they ran).
     pub deletions_postponed_for_leases: u64,
@@ -313,10 +316,21 @@ async fn sync_objects(
             (e, _) => Err(e),
         };
     }
+    // a damaged bundle is left out rather than stopping the sync
     let bundles = src.list(BUNDLES_DIR).await?;
     let bundle_paths: HashSet<String> = bundles.iter().map(|o| o.path.clone()).collect();
-    let have = held.entry(BUNDLES_DIR).or_default();
-    copy_missing(src, dst, bundles, have, opts, progress, report).await?;
+    for b in bundles {
+        let have = held.entry(BUNDLES_DIR).or_default();
+        let size = b.size;
+        match copy_missing(src, dst, vec![b], have, opts, progress, report).await {
+            Err(RepoError::Corrupt { .. }) => {
+                report.bundles_left_out += 1;
+                report.copied_objects -= 1;
+                report.copied_bytes -= size;
+            }
+            r => drop(r?),
+        }
+    }
 
     // `--delete` goes only while no other operation holds a lease at the destination; asked
     // again after the snapshots go (a reader that starts after that lists none of them)

@@ -142,7 +142,10 @@ impl Builder {
         let number = match self.last {
             Some((p, n)) if p == pack => n,
             _ => {
-                let next = u32::try_from(self.packs.len()).map_err(|_| bad("too many packs"))?;
+                let next = u32::try_from(self.packs.len())
+                    .ok()
+                    .filter(|n| *n < u32::MAX)
+                    .ok_or_else(|| bad("too many packs"))?;
                 let n = *self.numbers.entry(pack).or_insert(next);
                 if n == next {
                     self.packs.push(pack);
@@ -214,7 +217,8 @@ impl Builder {
                         offsets.push(at);
                     }
                     w.write_all(&r[..32])?;
-                    w.write_all(&rank[pack_number(r) as usize].to_le_bytes())?;
+                    let n = rank.get(pack_number(r) as usize).ok_or_else(|| bad("pack number"))?;
+                    w.write_all(&n.to_le_bytes())?;
                     w.write_all(&r[36..])?;
                     count += 1;
                     at += r.len() as u64;
@@ -319,7 +323,8 @@ impl Run {
             .checked_mul((HEAD + VALUE_SHORT) as u64)
             .and_then(|min| min.checked_add(MAGIC.len() as u64))
             .is_some_and(|min| records_end >= min);
-        if expected != Some(size) || !records_fit || npacks > u64::from(u32::MAX) {
+        // every pack in the table has a record
+        if expected != Some(size) || !records_fit || npacks > count.min(u64::from(u32::MAX)) {
             return Err(bad("size"));
         }
         let mut magic = [0u8; 8];
@@ -414,7 +419,13 @@ impl Run {
             }
             let Some((_, buf)) = cursor.as_ref() else { return Ok(None) };
             for r in records(buf) {
-                let (k, v) = self.entry(r?)?;
+                let r = r?;
+                match r[..32].cmp(&key[..32]) {
+                    std::cmp::Ordering::Less => continue,
+                    std::cmp::Ordering::Greater => return Ok(None),
+                    std::cmp::Ordering::Equal => {}
+                }
+                let (k, v) = self.entry(r)?;
                 match k.cmp(key) {
                     std::cmp::Ordering::Less => {}
                     std::cmp::Ordering::Equal => return Ok(Some(v)),

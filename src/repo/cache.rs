@@ -35,8 +35,12 @@ const RECORDING: &str = "recording";
 /// bytes are checked against their id and opened like a fresh download on every use, so the
 /// cache saves requests, not verification.
 const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots");
+/// Snapshot bundles this cache has read: what they held that was listed went into
+/// `SNAPSHOTS`, so a later listing need not read them again.
+const BUNDLES_READ: TableDefinition<&[u8], ()> = TableDefinition::new("bundles_read");
 /// 2: one entry per copy of a blob (id, pack), not one per id. 3: the entries of a cache built
 /// from scratch in a sealed run file beside the database (`blobrun.rs`), named by META `run`.
+/// 4: run records with a pack number and an unpadded value (51 or 83 bytes, were 111).
 const CACHE_VERSION: u64 = 4;
 /// redb's page cache defaults to 1 GiB and fills as the table grows; its memory plateaus at
 /// about twice this setting (measured: ~35 MiB at 16 MiB, ~12 MiB at 4 MiB, with a reader
@@ -47,9 +51,6 @@ const PAGE_CACHE_BYTES: usize = 4 << 20;
 /// leaf it touches: in key order, a dense slice shares leaves, and a sparse one (few new
 /// entries in a large table) touches at most one 4 KiB leaf per entry, 32 MiB.
 const INGEST_SLICE: usize = 8192;
-/// Index files fetched at once while syncing (a fresh pod on S3 waits on round trips, not
-/// bandwidth, for small files). Each is held decoded until taken in: this writer's files
-/// hold at most [`super::INDEX_FILE_BLOBS`] entries, others are bounded by their size.
 /// Listings of the index files a sync reads before giving up on one in which none vanished.
 const SYNC_ROUNDS: usize = 8;
 
@@ -325,6 +326,7 @@ impl IndexCache {
         tx.delete_table(PACKS).map_err(|e| self.err(e))?;
         tx.delete_table(INDEX_FILES).map_err(|e| self.err(e))?;
         tx.delete_table(SNAPSHOTS).map_err(|e| self.err(e))?;
+        tx.delete_table(BUNDLES_READ).map_err(|e| self.err(e))?;
         {
             let mut m = tx.open_table(META).map_err(|e| self.err(e))?;
             m.insert("version", CACHE_VERSION).map_err(|e| self.err(e))?;
@@ -744,6 +746,38 @@ impl IndexCache {
             for id in gone {
                 t.remove(&id[..]).map_err(|e| self.err(e))?;
             }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The snapshot bundles this cache has read.
+    pub fn bundles_read(&self) -> Result<HashSet<Id>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match tx.open_table(BUNDLES_READ) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashSet::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = HashSet::new();
+        for r in t.iter().map_err(|e| self.err(e))? {
+            let (k, _) = r.map_err(|e| self.err(e))?;
+            if let Ok(id) = <[u8; 32]>::try_from(k.value()) {
+                out.insert(Id(id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records the bundles read (`read`), forgetting those no longer listed (`listed`).
+    pub fn note_bundles_read(&self, read: &[Id], listed: &HashSet<Id>) -> Result<()> {
+        let tx = self.begin_write()?;
+        {
+            let mut t = tx.open_table(BUNDLES_READ).map_err(|e| self.err(e))?;
+            for id in read {
+                t.insert(&id.0[..], ()).map_err(|e| self.err(e))?;
+            }
+            t.retain(|k, _| <[u8; 32]>::try_from(k).is_ok_and(|id| listed.contains(&Id(id))))
+                .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }

@@ -88,10 +88,10 @@ pub async fn list_snapshots_checked(
     // many objects to fetch (a fresh pod): bundles hold copies of most of them
     let wanted: HashSet<Id> =
         names.iter().zip(&cached).filter(|(_, c)| c.is_none()).filter_map(|(n, _)| *n).collect();
-    let (mut bundled, bundles) = if wanted.len() >= BUNDLE_READ_MIN {
-        read_bundles(repo, &wanted).await?
+    let mut bundled = if wanted.len() >= BUNDLE_READ_MIN {
+        read_bundles(repo, &wanted).await
     } else {
-        (HashMap::new(), Vec::new())
+        HashMap::new()
     };
     let sources: Vec<_> = files
         .into_iter()
@@ -133,15 +133,8 @@ pub async fn list_snapshots_checked(
         .buffer_unordered(8)
         .collect()
         .await;
-    {
-        let mut note = repo.listing.lock().unwrap_or_else(|p| p.into_inner());
-        note.fetched_alone += alone.load(std::sync::atomic::Ordering::Relaxed);
-        for b in bundles {
-            if !note.bundles.contains(&b) {
-                note.bundles.push(b);
-            }
-        }
-    }
+    repo.listing.lock().unwrap_or_else(|p| p.into_inner()).fetched_alone +=
+        alone.load(std::sync::atomic::Ordering::Relaxed);
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     let mut listed = std::collections::HashSet::new();
@@ -252,100 +245,136 @@ const BUNDLE_READ_MIN: usize = 8;
 /// Snapshot objects a listing fetched one by one (no bundle had them) from which a writer
 /// stores a new bundle.
 const BUNDLE_WRITE_MIN: usize = 32;
-/// Bundles a listing reads at most (normally one or two: each writer deletes the ones it
-/// read).
+/// Bundles a listing reads at most (normally one or two: each writer deletes the others).
 const BUNDLES_READ_MAX: usize = 16;
 
 /// What this process's snapshot listings cost since a writer last looked: the objects they
-/// fetched one by one and the bundles they saw.
+/// fetched one by one.
 #[derive(Default)]
 pub(crate) struct ListingNote {
     fetched_alone: usize,
-    bundles: Vec<Id>,
 }
 
-/// The copies of the `wanted` snapshot objects the bundles hold, and the bundles listed (a
-/// writer replaces them all: those not read too, and damaged ones). A bundle that vanished
-/// meanwhile (a writer replaced it) is passed over; one that cannot be read is reported as a
-/// warning and its snapshots are fetched one by one.
-async fn read_bundles(
-    repo: &Repository,
-    wanted: &HashSet<Id>,
-) -> Result<(HashMap<Id, Vec<u8>>, Vec<Id>)> {
-    let mut listed = repo.backend.list(paths::BUNDLES_DIR).await?;
+/// The copies of the `wanted` snapshot objects that bundles this cache has not read yet
+/// hold, each checked against its id. Bundles are only a shortcut: one that vanished
+/// meanwhile (a writer replaced it) is passed over, and a listing or a bundle that cannot be
+/// read is a warning, after which the objects are fetched one by one.
+async fn read_bundles(repo: &Repository, wanted: &HashSet<Id>) -> HashMap<Id, Vec<u8>> {
+    let mut copies = HashMap::new();
+    let listed = match repo.backend.list(paths::BUNDLES_DIR).await {
+        Ok(l) => l,
+        Err(e) => {
+            repo.index.warn(format!("{e}; snapshots are fetched one by one"));
+            return copies;
+        }
+    };
+    let done = repo.index.bundles_read().unwrap_or_default();
+    let mut unread: Vec<_> = listed
+        .iter()
+        .filter_map(|o| paths::id_of(&o.path).map(|id| (id, o.size)))
+        .filter(|(id, _)| !done.contains(id))
+        .collect();
     // the largest first: the newest full bundle covers the most
-    listed.sort_by_key(|o| std::cmp::Reverse(o.size));
-    let ids: Vec<Id> = listed.iter().filter_map(|o| paths::id_of(&o.path)).collect();
-    let to_read: Vec<Id> = ids.iter().copied().take(BUNDLES_READ_MAX).collect();
-    let mut reads = stream::iter(to_read)
-        .map(|id| async move {
+    unread.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
+    let mut reads = stream::iter(unread.into_iter().take(BUNDLES_READ_MAX))
+        .map(|(id, _)| async move {
             let path = paths::bundle(&id);
-            let bytes = repo.backend.get(&path).await?;
-            let body = repo.open_object(MAGIC_BUNDLE, &bytes, &path)?;
-            Bundle::decode(&body).map_err(|e| RepoError::format(path, e))
+            let read = async {
+                let bytes = repo.backend.get(&path).await?;
+                let body = repo.open_object(MAGIC_BUNDLE, &bytes, &path)?;
+                Bundle::decode(&body).map_err(|e| RepoError::format(path, e))
+            };
+            (id, read.await)
         })
         .buffer_unordered(4);
-    let mut copies = HashMap::new();
-    while let Some(r) = reads.next().await {
+    let mut read = Vec::new();
+    while let Some((id, r)) = reads.next().await {
         match r {
             Ok(b) => {
+                read.push(id);
                 for (sid, bytes) in b.objects {
-                    if wanted.contains(&sid) {
+                    if wanted.contains(&sid) && Id::of_bytes(&bytes) == sid {
                         copies.insert(sid, bytes);
                     }
+                }
+                if copies.len() == wanted.len() {
+                    break;
                 }
             }
             Err(RepoError::Backend(e)) if e.is_not_found() => {}
             Err(e) => repo.index.warn(format!(
-                "{e}; the snapshots that bundle holds are fetched one by one (the next backup \
-                 or forget of a fresh cache replaces it)"
+                "{e}; the snapshots that bundle holds are fetched one by one (the next bundle \
+                 stored replaces it)"
             )),
         }
     }
-    Ok((copies, ids))
+    let listed: HashSet<Id> = listed.iter().filter_map(|o| paths::id_of(&o.path)).collect();
+    // best effort: without the note, the bundles are only read again
+    let _ = repo.index.note_bundles_read(&read, &listed);
+    copies
 }
 
-/// After a backup or forget: when this process's listings fetched many snapshot objects
-/// one by one (an empty cache, and no bundle or an old one), stores one bundle of every
-/// snapshot object listed now that the local cache holds, then deletes the bundles those
-/// listings saw (the new one holds whatever they held that is still listed). Best effort: a
-/// failure is a warning, since a bundle only saves requests. Returns the bundle stored.
-pub async fn store_bundle_if_worth(repo: &Repository) -> Option<Id> {
+/// After a backup, or a forget (`forgot`: snapshots it deleted): stores one bundle of every
+/// listed snapshot object the local cache holds and deletes the other bundles, when this
+/// process's listings fetched many snapshot objects one by one (an empty cache, and no bundle
+/// or an old one), or when a forget removed snapshots that bundles may still hold. Best
+/// effort: a failure is a warning, since a bundle only saves requests. Returns the bundle
+/// stored.
+pub async fn store_bundle_if_worth(repo: &Repository, forgot: bool) -> Option<Id> {
     let note = std::mem::take(&mut *repo.listing.lock().unwrap_or_else(|p| p.into_inner()));
-    if note.fetched_alone < BUNDLE_WRITE_MIN {
+    if note.fetched_alone < BUNDLE_WRITE_MIN && !forgot {
         return None;
     }
     let stored = async {
+        let old: Vec<Id> = repo
+            .backend
+            .list(paths::BUNDLES_DIR)
+            .await?
+            .iter()
+            .filter_map(|o| paths::id_of(&o.path))
+            .collect();
+        if old.is_empty() && note.fetched_alone < BUNDLE_WRITE_MIN {
+            return Ok(None); // a forget, and no bundle to purge
+        }
         let files = repo.backend.list(paths::SNAPSHOTS_DIR).await?;
         let names: Vec<Option<Id>> = files.iter().map(|f| paths::id_of(&f.path)).collect();
         let cached = repo.index.snapshot_objects(&names)?;
         let objects: Vec<(Id, Vec<u8>)> = names
-            .into_iter()
+            .iter()
             .zip(cached)
-            .filter_map(|(n, c)| Some((n?, c?)))
+            .filter_map(|(n, c)| Some(((*n)?, c?)))
             .filter(|(_, b)| b.len() <= bundle::MAX_OBJECT_LEN)
             .take(bundle::MAX_OBJECTS)
             .collect();
+        // a cache that lost its snapshot objects meanwhile (cleared and rebuilt during the
+        // run) would replace a full bundle with a near-empty one
+        if objects.len() * 10 < names.len() * 9 {
+            return Ok(None);
+        }
         let body = Bundle { objects }.encode().map_err(|e| RepoError::format("bundle", e))?;
         let sealed = repo.seal(MAGIC_BUNDLE, &body)?;
         let id = Id::of_bytes(&sealed);
         repo.backend.put(&paths::bundle(&id), sealed).await?;
-        for old in note.bundles.iter().filter(|b| **b != id) {
-            match repo.backend.delete(&paths::bundle(old)).await {
-                Err(e) if !e.is_not_found() => return Err(e.into()),
-                _ => {}
-            }
-        }
-        Ok::<Id, RepoError>(id)
+        Ok::<_, RepoError>(Some((id, old)))
     };
-    match stored.await {
-        Ok(id) => Some(id),
+    let (id, old) = match stored.await {
+        Ok(Some(s)) => s,
+        Ok(None) => return None,
         Err(e) => {
             repo.index.warn(format!(
-                "{e}; no snapshot bundle was stored (the next fresh cache fetches the snapshots \
-                 one by one)"
+                "{e}; no snapshot bundle was stored (a fresh cache fetches the snapshots one by \
+                 one)"
             ));
-            None
+            return None;
+        }
+    };
+    for b in old.iter().filter(|b| **b != id) {
+        match repo.backend.delete(&paths::bundle(b)).await {
+            Err(e) if !e.is_not_found() => {
+                repo.index.warn(format!("{e}; an old snapshot bundle stays (harmless)"))
+            }
+            _ => {}
         }
     }
+    Some(id)
 }

@@ -40,7 +40,10 @@ pub fn load_index_files(
         .buffered(INDEX_FILES_IN_FLIGHT)
 }
 
-/// Index files fetched and decoded at once (a full one decodes into about 7 MB).
+/// Index files fetched and decoded at once (a fresh pod on S3 waits on round trips, not
+/// bandwidth, for small files). Each is held decoded until taken in: this writer's files
+/// hold at most [`super::INDEX_FILE_BLOBS`] entries (about 7 MB decoded), others are bounded
+/// by their size.
 pub const INDEX_FILES_IN_FLIGHT: usize = 4;
 
 fn pack_cipher(repo: &Repository, path: &str, head: &[u8]) -> Result<ObjectCipher> {

@@ -890,6 +890,6 @@ where
     // the next listing need not fetch it (a cache that cannot be written only costs that)
     let _ = repo.index.add_snapshot_object(id, bytes);
     // a fresh pod that had to fetch the snapshots one by one leaves a bundle for the next
-    super::store_bundle_if_worth(&repo).await;
+    super::store_bundle_if_worth(&repo, false).await;
     Ok((id, snap, stats))
 }

@@ -9,10 +9,24 @@ use ::repo::repo::{self as engine, Access, SnapshotFilter, list_snapshots, paths
 use crate::common;
 use crate::common::engine::{backup, open, small_opts as opts};
 
-/// Counts the objects read under `snapshots/`.
+/// Counts the objects read under `snapshots/`; with `refuse_bundles`, listing `bundles/`
+/// fails (a storage policy that does not allow it).
 struct CountingBackend {
     inner: Arc<dyn Backend>,
     snapshot_gets: AtomicUsize,
+    refuse_bundles: std::sync::atomic::AtomicBool,
+    bundle_gets: AtomicUsize,
+}
+
+impl CountingBackend {
+    fn new(inner: Arc<dyn Backend>) -> Self {
+        CountingBackend {
+            inner,
+            snapshot_gets: 0.into(),
+            refuse_bundles: false.into(),
+            bundle_gets: 0.into(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -24,12 +38,18 @@ impl Backend for CountingBackend {
         if path.starts_with(paths::SNAPSHOTS_DIR) {
             self.snapshot_gets.fetch_add(1, Ordering::SeqCst);
         }
+        if path.starts_with(paths::BUNDLES_DIR) {
+            self.bundle_gets.fetch_add(1, Ordering::SeqCst);
+        }
         self.inner.get(path).await
     }
     async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
         self.inner.get_range(path, offset, len).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+        if prefix == paths::BUNDLES_DIR && self.refuse_bundles.load(Ordering::SeqCst) {
+            return Err(BackendError::Injected { path: prefix.into() });
+        }
         self.inner.list(prefix).await
     }
     async fn stat(&self, path: &str) -> Result<Option<u64>, BackendError> {
@@ -51,7 +71,7 @@ async fn snapshot_listings_fetch_only_new_snapshot_objects() {
     let tmp = tempfile::tempdir().unwrap();
     let mem: Arc<dyn Backend> = Arc::new(MemBackend::new());
     engine::init(&mem, Some(b"pw"), &opts()).await.unwrap();
-    let counting = Arc::new(CountingBackend { inner: mem.clone(), snapshot_gets: 0.into() });
+    let counting = Arc::new(CountingBackend::new(mem.clone()));
     let gets = || counting.snapshot_gets.load(Ordering::SeqCst);
     let r = open(counting.clone(), tmp.path(), Access::Backup).await;
     let mut ids = Vec::new();
@@ -101,7 +121,7 @@ async fn a_fresh_cache_lists_many_snapshots_from_a_bundle() {
     let tmp = tempfile::tempdir().unwrap();
     let mem: Arc<dyn Backend> = Arc::new(MemBackend::new());
     engine::init(&mem, Some(b"pw"), &opts()).await.unwrap();
-    let counting = Arc::new(CountingBackend { inner: mem.clone(), snapshot_gets: 0.into() });
+    let counting = Arc::new(CountingBackend::new(mem.clone()));
     let gets = || counting.snapshot_gets.load(Ordering::SeqCst);
     let all = SnapshotFilter::default();
     let warm = open(counting.clone(), &tmp.path().join("warm"), Access::Backup).await;
@@ -134,6 +154,17 @@ async fn a_fresh_cache_lists_many_snapshots_from_a_bundle() {
         v.iter().map(|(id, s)| (*id, s.name.clone(), s.time_ns)).collect::<Vec<_>>()
     };
     assert_eq!(key(&got), key(&expected));
+    // later listings of that cache fetch new snapshots one by one, without the bundle again
+    let mut extra = Vec::new();
+    for i in 0..8u64 {
+        extra.push(backup(&warm, "db3", &common::noise(2_000, 200 + i)).await);
+    }
+    let (before, bundle_gets) = (gets(), counting.bundle_gets.load(Ordering::SeqCst));
+    assert_eq!(list_snapshots(&pod, &all).await.unwrap().len(), 49);
+    assert_eq!((gets() - before, counting.bundle_gets.load(Ordering::SeqCst)), (8, bundle_gets));
+    for id in &extra {
+        mem.delete(&paths::snapshot(id)).await.unwrap();
+    }
     // a bundle whose first two entries carry each other's bytes: both are fetched on their own
     let path = &listed[0].path;
     let mut b = Bundle::decode(
@@ -178,6 +209,34 @@ async fn a_fresh_cache_lists_many_snapshots_from_a_bundle() {
     assert_eq!(list_snapshots(&pod, &all).await.unwrap().len(), want.len() + 1);
     assert_eq!(gets() - before, 0);
     pod.close().await;
+    // storage that refuses to list bundles/: the listing goes on one by one, with a warning
+    counting.refuse_bundles.store(true, Ordering::SeqCst);
+    let pod = fresh("pod6b").await;
+    let before = gets();
+    assert_eq!(list_snapshots(&pod, &all).await.unwrap().len(), want.len() + 1);
+    assert_eq!(gets() - before, want.len() + 1);
+    assert!(pod.index().take_warnings().iter().any(|w| w.contains("one by one")));
+    pod.close().await;
+    counting.refuse_bundles.store(false, Ordering::SeqCst);
+    // a forget leaves no copy of what it removed in a bundle (the warm cache holds every
+    // snapshot object, so it can store the replacement at once)
+    let victim = list_snapshots(&warm, &all).await.unwrap()[3].0;
+    let f = ::repo::ops::forget::ForgetOptions {
+        policy: Default::default(),
+        ids: vec![victim.to_hex()],
+        filter: SnapshotFilter::default(),
+        tz: chrono_tz::UTC,
+        dry_run: false,
+    };
+    ::repo::ops::forget::run(&warm, &f).await.unwrap();
+    let after = bundles().await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    let b = Bundle::decode(
+        &warm.open_object(MAGIC_BUNDLE, &mem.get(&after[0].path).await.unwrap(), "b").unwrap(),
+    )
+    .unwrap();
+    assert!(b.objects.iter().all(|(id, _)| *id != victim));
+    assert_eq!(b.objects.len(), list_snapshots(&warm, &all).await.unwrap().len());
     // a mirror gets the bundle too: a fresh cache there (a restore after losing the site)
     // fetches no snapshot object either; with --delete, a bundle the source replaced goes
     let copy: Arc<dyn Backend> = Arc::new(MemBackend::new());
@@ -188,13 +247,18 @@ async fn a_fresh_cache_lists_many_snapshots_from_a_bundle() {
             ::repo::ops::sync::run(src, dst, &opts, &::repo::repo::NoProgress).await.unwrap()
         }
     };
-    sync(false).await;
-    let mirror = Arc::new(CountingBackend { inner: copy.clone(), snapshot_gets: 0.into() });
+    // a damaged bundle at the source is left out and named in the report, not a failed sync
+    let junk = paths::bundle(&::repo::format::Id([0xab; 32]));
+    mem.put(&junk, vec![1; 64]).await.unwrap();
+    assert_eq!(sync(false).await.bundles_left_out, 1);
+    assert!(copy.list(paths::BUNDLES_DIR).await.unwrap().iter().all(|o| o.path != junk));
+    mem.delete(&junk).await.unwrap();
+    let mirror = Arc::new(CountingBackend::new(copy.clone()));
     let pod = open(mirror.clone(), &tmp.path().join("pod7"), Access::Read).await;
-    assert_eq!(list_snapshots(&pod, &all).await.unwrap().len(), want.len() + 1);
+    assert_eq!(list_snapshots(&pod, &all).await.unwrap().len(), want.len());
     assert_eq!(mirror.snapshot_gets.load(Ordering::SeqCst), 0);
     pod.close().await;
-    let old = now[0].path.clone();
+    let old = bundles().await[0].path.clone();
     mem.delete(&old).await.unwrap();
     sync(true).await;
     assert!(copy.list(paths::BUNDLES_DIR).await.unwrap().iter().all(|o| o.path != old));

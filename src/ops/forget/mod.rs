@@ -111,10 +111,12 @@ pub async fn run(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport
     report.kept = report.groups.iter().map(|g| g.keep.len() as u64).sum();
     report.removed = doomed.len() as u64;
     if !opts.dry_run {
+        let forgot = !doomed.is_empty();
         for id in doomed {
             repo.backend().delete(&paths::snapshot(&id)).await?;
         }
-        crate::repo::store_bundle_if_worth(repo).await;
+        // bundles would keep copies of the snapshots just deleted
+        crate::repo::store_bundle_if_worth(repo, forgot).await;
     }
     Ok(report)
 }
