@@ -58,6 +58,9 @@ pub struct Run {
     packs: Vec<[u8; 32]>,
     /// The chunk id of the first record of each block.
     firsts: Vec<[u8; 32]>,
+    /// Their first 8 bytes as big-endian numbers: a lookup's binary search compares these
+    /// (a `memcmp` call per step was a quarter of `check`'s time at 7.5 M chunks).
+    first_prefixes: Vec<u64>,
     /// The byte offset of each block, and `records_end` after the last.
     offsets: Vec<u64>,
 }
@@ -73,6 +76,12 @@ fn record_len(buf: &[u8]) -> std::io::Result<usize> {
         Some(VALUE_LONG) => Ok(HEAD + VALUE_LONG),
         _ => Err(bad("value length")),
     }
+}
+
+/// The first 8 bytes of a chunk id (or of a record, which starts with one) as a big-endian
+/// number: it orders like the bytes.
+fn prefix(id: &[u8]) -> u64 {
+    u64::from_be_bytes([id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7]])
 }
 
 fn pack_number(rec: &[u8]) -> u32 {
@@ -277,7 +286,7 @@ impl Sorted {
         let mut at = 0usize;
         for r in records(&self.bytes) {
             let r = r?;
-            let prefix = u64::from_be_bytes(r[..8].try_into().map_err(|_| bad("record"))?);
+            let prefix = prefix(r);
             self.order.push(Slot { prefix, at: at as u32, len: r.len() as u8 });
             at += r.len();
         }
@@ -350,7 +359,8 @@ impl Run {
         if !first_ok || !gaps_ok || !packs.windows(2).all(|w| w[0] < w[1]) {
             return Err(bad("tables"));
         }
-        Ok(Run { file, path: path.to_path_buf(), count, packs, firsts, offsets })
+        let first_prefixes = firsts.iter().map(|f| prefix(f)).collect();
+        Ok(Run { file, path: path.to_path_buf(), count, packs, firsts, first_prefixes, offsets })
     }
 
     /// The file.
@@ -376,7 +386,12 @@ impl Run {
     /// The first block that may hold a key starting with `id`: the last one starting below
     /// it (the records of an id starting a block may begin at the end of the block before).
     fn start_block(&self, id: &[u8]) -> usize {
-        self.firsts.partition_point(|f| &f[..] < id).saturating_sub(1)
+        let want = prefix(id);
+        let mut b = self.first_prefixes.partition_point(|p| *p < want);
+        while b < self.firsts.len() && self.first_prefixes[b] == want && &self.firsts[b][..] < id {
+            b += 1;
+        }
+        b.saturating_sub(1)
     }
 
     fn block(&self, b: usize) -> std::io::Result<Vec<u8>> {
@@ -389,12 +404,13 @@ impl Run {
     /// Every entry whose key starts with `id`, in key order.
     pub fn copies(&self, id: &[u8; 32]) -> std::io::Result<Vec<Entry>> {
         let mut b = self.start_block(id);
+        let want = prefix(id);
         let mut out = Vec::new();
         while b < self.firsts.len() {
             let buf = self.block(b)?;
             for r in records(&buf) {
                 let r = r?;
-                match r[..32].cmp(&id[..]) {
+                match prefix(r).cmp(&want).then_with(|| r[..32].cmp(&id[..])) {
                     std::cmp::Ordering::Less => {}
                     std::cmp::Ordering::Equal => out.push(self.entry(r)?),
                     std::cmp::Ordering::Greater => return Ok(out),
