@@ -16,7 +16,8 @@ use futures::stream::{self, StreamExt};
 use super::verify_restore::{RestoreVerdict, VerifyRestoreOptions, verify_restore};
 use crate::backend::ObjectInfo;
 use crate::format::Id;
-use crate::format::envelope::MAGIC_SNAPSHOT;
+use crate::format::bundle::Bundle;
+use crate::format::envelope::{MAGIC_BUNDLE, MAGIC_SNAPSHOT};
 use crate::format::index::BlobLocation;
 use crate::format::pack::MAX_DELTA_DEPTH;
 use crate::format::snapshot::Snapshot;
@@ -319,7 +320,9 @@ pub async fn run(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRepo
     if let Some(subset) = opts.read_data {
         read_packs(&repo, &mut st, subset, &mut r, &mut causes).await?;
     }
+    let listed: HashSet<Id> = snapshot_files.iter().filter_map(|o| paths::id_of(&o.path)).collect();
     check_snapshots(&repo, snapshot_files, &st, &mut r, &mut causes).await?;
+    check_bundles(&repo, &listed, &mut r).await?;
     list_damage(&st, causes, damaged_index, &mut r);
     check_cache(&repo, &st, &mut r).await?;
 
@@ -595,6 +598,47 @@ async fn read_packs(
 
 /// Reads every snapshot and its content lists (and tree catalogs) and checks that each chunk
 /// it needs is indexed in a pack that is present and not damaged.
+/// Snapshot bundles (format-spec/snapshot.md) are only copies of snapshot objects, which
+/// readers check one by one: one that cannot be read, or copies that are not the objects
+/// they name, are notes, not damage.
+async fn check_bundles(repo: &Repository, listed: &HashSet<Id>, r: &mut CheckReport) -> Result<()> {
+    const REPLACED: &str = "it is only a copy of snapshot objects, which readers then fetch \
+                            one by one; the next forget, or backup with an empty cache, \
+                            replaces it";
+    for o in repo.backend().list(paths::BUNDLES_DIR).await? {
+        let Some(id) = paths::id_of(&o.path) else { continue };
+        let read = async {
+            let bytes = repo.backend().get(&o.path).await?;
+            if Id::of_bytes(&bytes) != id {
+                return Err(RepoError::Corrupt {
+                    object: o.path.clone(),
+                    reason: "content does not match its name".into(),
+                });
+            }
+            let body = repo.open_object(MAGIC_BUNDLE, &bytes, &o.path)?;
+            Bundle::decode(&body).map_err(|e| RepoError::format(o.path.clone(), e))
+        };
+        match read.await {
+            Ok(b) => {
+                let wrong = b
+                    .objects
+                    .iter()
+                    .filter(|(sid, bytes)| listed.contains(sid) && Id::of_bytes(bytes) != *sid)
+                    .count();
+                if wrong > 0 {
+                    r.notes.push(format!(
+                        "{}: {wrong} copies are not the snapshot objects they name; {REPLACED}",
+                        o.path
+                    ));
+                }
+            }
+            Err(RepoError::Backend(e)) if e.is_not_found() => {} // replaced meanwhile
+            Err(e) => r.notes.push(format!("{e}; {REPLACED}")),
+        }
+    }
+    Ok(())
+}
+
 async fn check_snapshots(
     repo: &Arc<Repository>,
     files: Vec<ObjectInfo>,

@@ -197,6 +197,10 @@ async fn a_fresh_cache_lists_many_snapshots_from_a_bundle() {
     let warnings = pod.index().take_warnings();
     assert!(warnings.iter().any(|w| w.contains("bundle")), "{warnings:?}");
     pod.close().await;
+    // check names it in a note; it is no damage
+    let c = ::repo::ops::check::run(warm.clone(), &Default::default()).await.unwrap();
+    assert!(c.damage.is_empty(), "{:?}", c.damage);
+    assert!(c.notes.iter().any(|n| n.contains(path.as_str())), "{:?}", c.notes);
     // the next fresh pod's backup replaces the damaged bundle
     let pod = open(counting.clone(), &tmp.path().join("pod5"), Access::Backup).await;
     backup(&pod, "db1", &common::noise(2_000, 98)).await;
