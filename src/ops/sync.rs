@@ -322,8 +322,10 @@ async fn sync_objects(
     for b in bundles {
         let have = held.entry(BUNDLES_DIR).or_default();
         let size = b.size;
+        let at_source = format!("{}/{}", src.location(), b.path);
         match copy_missing(src, dst, vec![b], have, opts, progress, report).await {
-            Err(RepoError::Corrupt { .. }) => {
+            // damage at the source only: a copy the destination did not keep stops the sync
+            Err(RepoError::Corrupt { object, .. }) if object == at_source => {
                 report.bundles_left_out += 1;
                 report.copied_objects -= 1;
                 report.copied_bytes -= size;

@@ -40,7 +40,8 @@ const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots
 const BUNDLES_READ: TableDefinition<&[u8], ()> = TableDefinition::new("bundles_read");
 /// 2: one entry per copy of a blob (id, pack), not one per id. 3: the entries of a cache built
 /// from scratch in a sealed run file beside the database (`blobrun.rs`), named by META `run`.
-/// 4: run records with a pack number and an unpadded value (51 or 83 bytes, were 111).
+/// 4: run records with a pack number and an unpadded value (51 or 83 bytes, were 111), in
+/// blocks of 32.
 const CACHE_VERSION: u64 = 4;
 /// redb's page cache defaults to 1 GiB and fills as the table grows; its memory plateaus at
 /// about twice this setting (measured: ~35 MiB at 16 MiB, ~12 MiB at 4 MiB, with a reader
@@ -770,6 +771,10 @@ impl IndexCache {
 
     /// Records the bundles read (`read`), forgetting those no longer listed (`listed`).
     pub fn note_bundles_read(&self, read: &[Id], listed: &HashSet<Id>) -> Result<()> {
+        // most listings read none and find every noted one still listed: no write (and fsync)
+        if read.is_empty() && self.bundles_read()?.iter().all(|b| listed.contains(b)) {
+            return Ok(());
+        }
         let tx = self.begin_write()?;
         {
             let mut t = tx.open_table(BUNDLES_READ).map_err(|e| self.err(e))?;

@@ -221,6 +221,8 @@ async fn a_fresh_cache_lists_many_snapshots_from_a_bundle() {
     assert_eq!(gets() - before, want.len() + 1);
     assert!(pod.index().take_warnings().iter().any(|w| w.contains("one by one")));
     pod.close().await;
+    let c = ::repo::ops::check::run(warm.clone(), &Default::default()).await.unwrap();
+    assert!(c.damage.is_empty() && c.notes.iter().any(|n| n.contains("bundles not checked")));
     counting.refuse_bundles.store(false, Ordering::SeqCst);
     // a forget leaves no copy of what it removed in a bundle (the warm cache holds every
     // snapshot object, so it can store the replacement at once)
