@@ -626,14 +626,7 @@ async fn check_bundles(repo: &Repository, listed: &HashSet<Id>, r: &mut CheckRep
     for o in bundles {
         let Some(id) = paths::id_of(&o.path) else { continue };
         let read = async {
-            let bytes = repo.backend().get(&o.path).await?;
-            if Id::of_bytes(&bytes) != id {
-                return Err(RepoError::Corrupt {
-                    object: o.path.clone(),
-                    reason: "content does not match its name".into(),
-                });
-            }
-            let body = repo.open_object(MAGIC_BUNDLE, &bytes, &o.path)?;
+            let body = repo.get_object(&o.path, &id, MAGIC_BUNDLE).await?;
             Bundle::decode(&body).map_err(|e| RepoError::format(o.path.clone(), e))
         };
         match read.await {
@@ -674,14 +667,7 @@ async fn check_snapshots(
     for f in files {
         let Some(sid) = paths::id_of(&f.path) else { continue };
         let snap = async {
-            let bytes = repo.backend().get(&f.path).await?;
-            if Id::of_bytes(&bytes) != sid {
-                return Err(RepoError::Corrupt {
-                    object: f.path.clone(),
-                    reason: "content does not match its name".into(),
-                });
-            }
-            let body = repo.open_object(MAGIC_SNAPSHOT, &bytes, &f.path)?;
+            let body = repo.get_object(&f.path, &sid, MAGIC_SNAPSHOT).await?;
             Snapshot::decode(&body).map_err(|e| RepoError::format(f.path.clone(), e))
         }
         .await;

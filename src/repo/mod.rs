@@ -765,6 +765,20 @@ impl Repository {
         seal_object(&self.keys, self.cipher, magic, body)
     }
 
+    /// Fetches the sealed object `path`, named by `id` (the BLAKE3 of its bytes), checks the
+    /// bytes against the name and opens it under `magic`: a damaged or swapped object is
+    /// `Corrupt`.
+    pub async fn get_object(&self, path: &str, id: &Id, magic: [u8; 4]) -> Result<Vec<u8>> {
+        let bytes = self.backend.get(path).await?;
+        if Id::of_bytes(&bytes) != *id {
+            return Err(RepoError::Corrupt {
+                object: path.into(),
+                reason: "content does not match its name".into(),
+            });
+        }
+        self.open_object(magic, &bytes, path)
+    }
+
     /// Opens an object of this repository, refusing one sealed with another cipher (an
     /// unencrypted object slipped into an encrypted repository).
     pub fn open_object(&self, magic: [u8; 4], bytes: &[u8], path: &str) -> Result<Vec<u8>> {

@@ -280,8 +280,7 @@ async fn read_bundles(repo: &Repository, wanted: &HashSet<Id>) -> HashMap<Id, Ve
         .map(|(id, _)| async move {
             let path = paths::bundle(&id);
             let read = async {
-                let bytes = repo.backend.get(&path).await?;
-                let body = repo.open_object(MAGIC_BUNDLE, &bytes, &path)?;
+                let body = repo.get_object(&path, &id, MAGIC_BUNDLE).await?;
                 Bundle::decode(&body).map_err(|e| RepoError::format(path, e))
             };
             (id, read.await)

@@ -165,17 +165,20 @@ async fn a_fresh_cache_lists_many_snapshots_from_a_bundle() {
     for id in &extra {
         mem.delete(&paths::snapshot(id)).await.unwrap();
     }
-    // a bundle whose first two entries carry each other's bytes: both are fetched on their own
-    let path = &listed[0].path;
+    // a bundle (stored under its own name, sealed with the key) whose first two entries carry
+    // each other's bytes: both are fetched on their own
+    let stored = &listed[0].path;
     let mut b = Bundle::decode(
-        &pod.open_object(MAGIC_BUNDLE, &mem.get(path).await.unwrap(), path).unwrap(),
+        &pod.open_object(MAGIC_BUNDLE, &mem.get(stored).await.unwrap(), stored).unwrap(),
     )
     .unwrap();
     let first = b.objects[0].1.clone();
     b.objects[0].1 = b.objects[1].1.clone();
     b.objects[1].1 = first;
     let forged = pod.seal(MAGIC_BUNDLE, &b.encode().unwrap()).unwrap();
+    let path = &paths::bundle(&::repo::format::Id::of_bytes(&forged));
     mem.put(path, forged).await.unwrap();
+    mem.delete(stored).await.unwrap();
     // and a snapshot forgotten since the bundle was stored
     let gone = expected[5].0;
     mem.delete(&paths::snapshot(&gone)).await.unwrap();
