@@ -72,9 +72,12 @@ pub fn sync_dir(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The prefix of [`temp_beside`]'s names.
+const TEMP_BESIDE: &str = ".repo-tmp-";
+
 /// A temporary name beside `path` (hidden, unique per process and call).
 pub fn temp_beside(path: &Path) -> std::io::Result<PathBuf> {
-    temp_with_prefix(path, ".repo-tmp-")
+    temp_with_prefix(path, TEMP_BESIDE)
 }
 
 /// How long a temporary file stays untouched before its writer is taken for dead (killed,
@@ -127,7 +130,7 @@ pub fn remove_stale_temps(path: &Path) -> u64 {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     // `.repo-tmp-<pid>-<counter>-<random>-<name>`, for exactly this name
     let ours = |f: &str| {
-        f.strip_prefix(".repo-tmp-")
+        f.strip_prefix(TEMP_BESIDE)
             .and_then(|rest| rest.splitn(4, '-').nth(3))
             .is_some_and(|rest| rest == name)
     };

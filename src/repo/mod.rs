@@ -443,9 +443,9 @@ pub struct Repository {
     lease: Option<Arc<Lease>>,
     keep_alive: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     condemned: Arc<Condemned>,
-    /// What this process's snapshot listings cost (snapshots.rs): whether a writer should
-    /// store a new bundle.
-    listing: std::sync::Mutex<snapshots::ListingNote>,
+    /// Snapshot objects this process's listings fetched one by one since a writer last
+    /// looked (snapshots.rs): whether it should store a new bundle.
+    fetched_alone: std::sync::atomic::AtomicUsize,
 }
 
 /// Creates a repository. Writes the key file first and the config last: the config is what
@@ -668,7 +668,7 @@ impl Repository {
             lease,
             keep_alive,
             condemned: Arc::new(Condemned::default()),
-            listing: Default::default(),
+            fetched_alone: Default::default(),
         };
         if access == Access::Snapshots {
             return Ok(repo);
@@ -770,13 +770,7 @@ impl Repository {
     /// `Corrupt`.
     pub async fn get_object(&self, path: &str, id: &Id, magic: [u8; 4]) -> Result<Vec<u8>> {
         let bytes = self.backend.get(path).await?;
-        if Id::of_bytes(&bytes) != *id {
-            return Err(RepoError::Corrupt {
-                object: path.into(),
-                reason: "content does not match its name".into(),
-            });
-        }
-        self.open_object(magic, &bytes, path)
+        object::open_named(&self.keys, self.cipher, magic, &bytes, path, id)
     }
 
     /// Opens an object of this repository, refusing one sealed with another cipher (an

@@ -2,6 +2,7 @@
 
 use super::{RepoError, Result};
 use crate::codec::crypto::{MasterKeys, ObjectCipher};
+use crate::format::Id;
 use crate::format::envelope::{CipherKind, HEADER_LEN, Header};
 
 /// Seals `body` as a single-part object under a fresh random salt: the 40-byte header, then the
@@ -31,6 +32,25 @@ pub(crate) fn open_object_any(
     let c = ObjectCipher::new(keys, &header);
     let body = c.open(0, &bytes[HEADER_LEN..]).map_err(|e| RepoError::codec(path, e))?;
     Ok((header.cipher, body))
+}
+
+/// Opens a sealed object named by `id` (the BLAKE3 of its bytes): bytes that are not the
+/// object the name says (damaged, or another object put in its place) are `Corrupt`.
+pub(crate) fn open_named(
+    keys: &MasterKeys,
+    expected: CipherKind,
+    magic: [u8; 4],
+    bytes: &[u8],
+    path: &str,
+    id: &Id,
+) -> Result<Vec<u8>> {
+    if Id::of_bytes(bytes) != *id {
+        return Err(RepoError::Corrupt {
+            object: path.into(),
+            reason: "content does not match its name".into(),
+        });
+    }
+    open_object(keys, expected, magic, bytes, path)
 }
 
 /// Opens a sealed object whose header must say `expected` cipher.

@@ -98,25 +98,22 @@ pub async fn list_snapshots_checked(
         .zip(names)
         .zip(cached)
         .map(|((f, name), cached)| {
-            // a bundle's copy counts only if its bytes are the object the listing names
-            let copy = cached
-                .is_none()
-                .then(|| name.and_then(|n| bundled.remove(&n)))
-                .flatten()
-                .filter(|b| name == Some(Id::of_bytes(b)));
+            // a bundle's copy (read_bundles kept only those that hash to their id)
+            let copy = match (&cached, name) {
+                (None, Some(n)) => bundled.remove(&n),
+                _ => None,
+            };
             let from_bundle = copy.is_some();
             (f, name, cached.or(copy), from_bundle)
         })
         .collect();
-    let alone = std::sync::atomic::AtomicUsize::new(0);
-    let alone = &alone;
     let loaded: Vec<_> = stream::iter(sources)
         .map(|(f, name, have, from_bundle)| async move {
             let loaded = async {
                 let (bytes, fetched) = match have {
                     Some(b) => (b, from_bundle),
                     None => {
-                        alone.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        repo.fetched_alone.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         (repo.backend.get(&f.path).await?, true)
                     }
                 };
@@ -133,8 +130,6 @@ pub async fn list_snapshots_checked(
         .buffer_unordered(8)
         .collect()
         .await;
-    repo.listing.lock().unwrap_or_else(|p| p.into_inner()).fetched_alone +=
-        alone.load(std::sync::atomic::Ordering::Relaxed);
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     let mut listed = std::collections::HashSet::new();
@@ -226,20 +221,6 @@ pub async fn resolve_snapshot(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("postgres/*", "postgres/fnb-admin"));
-        assert!(!glob_match("postgres/*", "timescaledb/x"));
-        assert!(glob_match("*", ""));
-        assert!(glob_match("a?c*", "abcdef"));
-        assert!(!glob_match("a?c", "abcd"));
-    }
-}
-
 /// Snapshot objects to fetch from which a listing first reads the bundles.
 const BUNDLE_READ_MIN: usize = 8;
 /// Snapshot objects a listing fetched one by one (no bundle had them) from which a writer
@@ -247,13 +228,6 @@ const BUNDLE_READ_MIN: usize = 8;
 const BUNDLE_WRITE_MIN: usize = 32;
 /// Bundles a listing reads at most (normally one or two: each writer deletes the others).
 const BUNDLES_READ_MAX: usize = 16;
-
-/// What this process's snapshot listings cost since a writer last looked: the objects they
-/// fetched one by one.
-#[derive(Default)]
-pub(crate) struct ListingNote {
-    fetched_alone: usize,
-}
 
 /// The copies of the `wanted` snapshot objects that bundles this cache has not read yet
 /// hold, each checked against its id. Bundles are only a shortcut: one that vanished
@@ -320,8 +294,8 @@ async fn read_bundles(repo: &Repository, wanted: &HashSet<Id>) -> HashMap<Id, Ve
 /// effort: a failure is a warning, since a bundle only saves requests. Returns the bundle
 /// stored.
 pub async fn store_bundle_if_worth(repo: &Repository, forgot: bool) -> Option<Id> {
-    let note = std::mem::take(&mut *repo.listing.lock().unwrap_or_else(|p| p.into_inner()));
-    if note.fetched_alone < BUNDLE_WRITE_MIN && !forgot {
+    let fetched_alone = repo.fetched_alone.swap(0, std::sync::atomic::Ordering::Relaxed);
+    if fetched_alone < BUNDLE_WRITE_MIN && !forgot {
         return None;
     }
     let stored = async {
@@ -332,7 +306,7 @@ pub async fn store_bundle_if_worth(repo: &Repository, forgot: bool) -> Option<Id
             .iter()
             .filter_map(|o| paths::id_of(&o.path))
             .collect();
-        if old.is_empty() && note.fetched_alone < BUNDLE_WRITE_MIN {
+        if old.is_empty() && fetched_alone < BUNDLE_WRITE_MIN {
             return Ok(None); // a forget, and no bundle to purge
         }
         let files = repo.backend.list(paths::SNAPSHOTS_DIR).await?;
@@ -376,4 +350,18 @@ pub async fn store_bundle_if_worth(repo: &Repository, forgot: bool) -> Option<Id
         }
     }
     Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("postgres/*", "postgres/fnb-admin"));
+        assert!(!glob_match("postgres/*", "timescaledb/x"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a?c*", "abcdef"));
+        assert!(!glob_match("a?c", "abcd"));
+    }
 }
