@@ -45,8 +45,8 @@ impl ChunkerParams {
     }
 
     /// The parameters for the files of tree snapshots: each size scaled so that the average
-    /// is `TREE_AVG` (×16 for the 16 KiB average of older repositories, ×4 for 64 KiB; never
-    /// below ×1), clamped to the limits (min <= 1 MiB, avg <= 4 MiB, max <= 16 MiB). Data
+    /// is `TREE_AVG` (×16 for the 16 KiB average of older repositories, ×4 for 64 KiB, ×1 for
+    /// today's 256 KiB), clamped to the limits (min <= 1 MiB, avg <= 4 MiB, max <= 16 MiB). Data
     /// files of a database compress far better in larger chunks, and their week-to-week
     /// changes are scattered over whole files anyway (benches/RESULTS.md, "File trees").
     pub fn for_tree_files(&self) -> ChunkerParams {
@@ -56,10 +56,24 @@ impl ChunkerParams {
             (scale(self.min, 1 << 20), scale(self.avg, 4 << 20), scale(self.max, 16 << 20));
         if min < avg && avg < max { ChunkerParams { min, avg, max } } else { *self }
     }
+
+    /// The parameters for catalogs (of trees and server snapshots): each size divided so that
+    /// the average is at most `CATALOG_AVG` (÷4 for today's 256 KiB; never below ÷1). A file
+    /// changed in a large tree makes the catalog chunk around its entry new, and catalog
+    /// chunks are stored whole: at 256 KiB a one-file change cost 3.4% of the first backup of
+    /// 100,000 small files, at 64 KiB under 1%.
+    pub fn for_catalogs(&self) -> ChunkerParams {
+        let factor = (self.avg / CATALOG_AVG).max(1);
+        let (min, avg, max) = (self.min / factor, self.avg / factor, self.max / factor);
+        if 0 < min && min < avg && avg < max { ChunkerParams { min, avg, max } } else { *self }
+    }
 }
 
 /// The average chunk size of tree files (when the repository's average is smaller).
 pub const TREE_AVG: usize = 256 * 1024;
+
+/// The largest average chunk size of catalogs (when the repository's average is larger).
+pub const CATALOG_AVG: usize = 64 * 1024;
 
 /// The secret gear tables (the plain one and the one shifted left by one bit, which the
 /// v2020 two-bytes-at-a-time loop needs).
@@ -269,6 +283,20 @@ mod tests {
         let (sa, sb) = (set(&a), set(&b));
         let new = sb.difference(&sa).count();
         assert!(new <= 3, "{new} new chunks after one insertion");
+    }
+
+    #[test]
+    fn tree_files_and_catalogs_scale_the_repository_sizes() {
+        let sizes = |p: ChunkerParams| (p.min >> 10, p.avg >> 10, p.max >> 10);
+        let today = ChunkerParams::new(64 << 10, 256 << 10, 1 << 20).unwrap();
+        assert_eq!(sizes(today.for_tree_files()), (64, 256, 1024));
+        assert_eq!(sizes(today.for_catalogs()), (16, 64, 256));
+        let before = ChunkerParams::new(16 << 10, 64 << 10, 256 << 10).unwrap();
+        assert_eq!(sizes(before.for_tree_files()), (64, 256, 1024));
+        assert_eq!(sizes(before.for_catalogs()), (16, 64, 256), "as such repositories always did");
+        let first = ChunkerParams::new(4 << 10, 16 << 10, 64 << 10).unwrap();
+        assert_eq!(sizes(first.for_tree_files()), (64, 256, 1024));
+        assert_eq!(sizes(first.for_catalogs()), (4, 16, 64));
     }
 
     #[test]

@@ -74,6 +74,15 @@ thread_local! {
     static DELTA_CCTX: RefCell<Option<(i32, CCtx<'static>)>> = const { RefCell::new(None) };
 }
 
+/// The window a delta frame needs to reach back over its whole base: `0` (the level's own
+/// choice) while base and chunk fit in the 2 MiB window of the levels up to 3 for large
+/// inputs, else the power of two that holds both (chunks of at most 16 MiB: at most 2^25).
+/// Without it, chunks of 1 MiB and more were compressed against only the end of their base,
+/// and most deltas did not pay (benches/RESULTS.md, "Chunk size with deltas").
+fn delta_window_log(span: usize) -> u32 {
+    if span <= 2 << 20 { 0 } else { span.next_power_of_two().trailing_zeros().min(25) }
+}
+
 /// Compresses `data` as a zstd frame against `base` (the plaintext of another chunk, used as
 /// a raw-content prefix, not a dictionary).
 pub fn compress_delta(level: i32, base: &[u8], data: &[u8]) -> Result<Vec<u8>, CodecError> {
@@ -96,7 +105,9 @@ pub fn compress_delta(level: i32, base: &[u8], data: &[u8]) -> Result<Vec<u8>, C
         // so no context ever uses `base` after this call, although its type says 'static.
         let base: &'static [u8] = unsafe { std::mem::transmute::<&[u8], &'static [u8]>(base) };
         let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
-        let done = c.ref_prefix(base).and_then(|_| c.compress2(&mut out, data));
+        let done = c
+            .set_parameter(CParameter::WindowLog(delta_window_log(base.len() + data.len())))
+            .and_then(|_| c.ref_prefix(base)).and_then(|_| c.compress2(&mut out, data));
         if let Err(code) = done {
             *cell = None;
             return Err(zstd_error(code));

@@ -431,7 +431,8 @@ pub async fn run(
                 bytes,
             });
         }
-        let lists = sink.store_stream(&catalog[..], sink.repo().chunker(), &NoProgress)?;
+        let lists =
+            sink.store_stream(&catalog[..], sink.repo().chunker().for_catalogs(), &NoProgress)?;
         Ok(crate::repo::Content { lists, size, chunks: specs.len() as u64 })
     };
     let (id, snap, stats) =

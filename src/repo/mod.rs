@@ -416,12 +416,13 @@ impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
             encrypted: true,
-            // 64 KiB average since delta blobs: a changed row costs a delta whatever the chunk
-            // size, and fewer, larger chunks mean 4× fewer ids to index, list and look up, and
-            // restores as fast as before deltas (benches/RESULTS.md, "Delta blobs")
-            chunk_min: 16 * 1024,
-            chunk_avg: 64 * 1024,
-            chunk_max: 256 * 1024,
+            // 256 KiB average: a changed row costs a delta whatever the chunk size, and larger
+            // chunks compress better on their own (the first backup), cost less metadata per
+            // hour and fewer ids to index, list and look up (benches/RESULTS.md, "Chunk size
+            // with deltas"; 64 KiB from delta blobs until then, 16 KiB before)
+            chunk_min: 64 * 1024,
+            chunk_avg: 256 * 1024,
+            chunk_max: 1024 * 1024,
             pack_target: 16 * 1024 * 1024,
             zstd_level: 3,
             kdf: KdfParams::default(),

@@ -4,8 +4,9 @@
 //! with one range read (a group: at most `GROUP_BYTES` both stored and decompressed);
 //! `READ_AHEAD` groups are fetched and decoded concurrently (decoding on blocking threads, so
 //! both cores work) and written strictly in order by a writer thread. Deltas need their base
-//! chunks: the bases of each window of `BASE_WINDOW` chunks are fetched (grouped the same way)
-//! into a cache of at most `BASE_CACHE_ENTRIES` chunks before the window's first group, while
+//! chunks: the bases of each window of chunks (`BASE_WINDOW_BYTES` of them) are fetched
+//! (grouped the same way) into a cache of at most `BASE_CACHE_BYTES` before the window's
+//! first group, while
 //! the previous window's last groups are still in flight (a queued group holds on to the bases
 //! it found in the cache, which the next window's prefetch may clear). Memory: about
 //! `(READ_AHEAD + WRITE_QUEUE + 1) × 2 × GROUP_BYTES` for the groups, up to `READ_AHEAD × 2 ×
@@ -52,17 +53,64 @@ pub struct RestoreStats {
 #[derive(Default)]
 pub struct PackCiphers {
     ciphers: Mutex<HashMap<Id, Arc<ObjectCipher>>>,
-    bases: Mutex<HashMap<Id, Arc<Vec<u8>>>>,
+    bases: Mutex<BaseCache>,
 }
 
-/// Base plaintexts kept for decoding deltas: at most this many (each at most one chunk; with
-/// the default 64 KiB chunks about 8 MiB).
-const BASE_CACHE_ENTRIES: usize = 128;
-/// Chunks whose deltas' bases are fetched together before the chunks themselves (measured:
-/// restore of the bench dump 0.30 s with, 0.38 s without, at 64 KiB chunks). 128 rather than
-/// 512: the same restore peaked at 144-150 MB with 512 and 87-95 MB with 128, and took
-/// 0.29-0.33 s against 0.25-0.27 s; from moto_server 0.97-1.07 s against 1.07-1.23 s.
-const BASE_WINDOW: usize = 128;
+/// Bytes of base plaintext kept for decoding deltas (the cache is cleared when the next base
+/// would not fit). In bytes, not chunks: with 256 KiB chunks a count of 128 held 32-128 MiB,
+/// and a restore peaked at 123-168 MB instead of 81 MB.
+const BASE_CACHE_BYTES: usize = 16 << 20;
+/// Plaintext bytes of the chunks whose deltas' bases are fetched together before the chunks
+/// themselves (measured: restore of the bench dump 0.30 s with, 0.38 s without, at 64 KiB
+/// chunks). 128 chunks of 64 KiB rather than 512: the same restore peaked at 144-150 MB with
+/// 512 and 87-95 MB with 128, and took 0.29-0.33 s against 0.25-0.27 s; from moto_server
+/// 0.97-1.07 s against 1.07-1.23 s.
+const BASE_WINDOW_BYTES: u64 = 8 << 20;
+
+/// Decoded bases by chunk id, at most [`BASE_CACHE_BYTES`] of them.
+#[derive(Default)]
+struct BaseCache {
+    map: HashMap<Id, Arc<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl BaseCache {
+    fn get(&self, id: &Id) -> Option<&Arc<Vec<u8>>> {
+        self.map.get(id)
+    }
+
+    /// Clears the cache unless `more` bytes fit beside what it holds.
+    fn make_room(&mut self, more: usize) {
+        if self.bytes + more > BASE_CACHE_BYTES {
+            self.map.clear();
+            self.bytes = 0;
+        }
+    }
+
+    fn insert(&mut self, id: Id, data: Arc<Vec<u8>>) {
+        self.make_room(data.len());
+        self.bytes += data.len();
+        if let Some(old) = self.map.insert(id, data) {
+            self.bytes -= old.len();
+        }
+    }
+}
+
+/// Splits chunks into windows of about [`BASE_WINDOW_BYTES`] of plaintext (at least one chunk
+/// each).
+fn windows(located: &[(Id, BlobRef)]) -> Vec<Vec<(Id, BlobRef)>> {
+    let mut out: Vec<Vec<(Id, BlobRef)>> = vec![];
+    let mut bytes = BASE_WINDOW_BYTES;
+    for c in located {
+        if bytes >= BASE_WINDOW_BYTES {
+            out.push(vec![]);
+            bytes = 0;
+        }
+        bytes += u64::from(c.1.loc.raw_len);
+        out.last_mut().expect("pushed above").push(*c);
+    }
+    out
+}
 
 impl PackCiphers {
     /// Reads and verifies one blob at a known location (a delta's base through the index).
@@ -101,8 +149,8 @@ impl PackCiphers {
     fn pin_bases(&self, g: &mut Group) {
         let cache = self.bases.lock().unwrap_or_else(|p| p.into_inner());
         for (_, loc) in &g.items {
-            if let Some(b) = loc.base.and_then(|b| cache.get_key_value(&b)) {
-                g.pinned.insert(*b.0, b.1.clone());
+            if let Some(b) = loc.base.and_then(|b| cache.get(&b).map(|d| (b, d.clone()))) {
+                g.pinned.insert(b.0, b.1);
             }
         }
     }
@@ -134,9 +182,6 @@ impl PackCiphers {
                 Ok(data) => {
                     let data = Arc::new(data);
                     let mut cache = self.bases.lock().unwrap_or_else(|p| p.into_inner());
-                    if cache.len() >= BASE_CACHE_ENTRIES {
-                        cache.clear();
-                    }
                     cache.insert(*base, data.clone());
                     return Ok(data);
                 }
@@ -368,11 +413,8 @@ async fn prefetch_bases(
     bases.sort();
     bases.dedup();
     {
-        let mut cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
-        bases.retain(|b| !cache.contains_key(b));
-        if cache.len() + bases.len() > BASE_CACHE_ENTRIES {
-            cache.clear();
-        }
+        let cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
+        bases.retain(|b| cache.get(b).is_none());
     }
     if bases.is_empty() {
         return;
@@ -383,6 +425,8 @@ async fn prefetch_bases(
         .zip(refs)
         .filter_map(|(b, r)| r.filter(|r| r.loc.base.is_none()).map(|r| (b, r)))
         .collect();
+    let bytes = full.iter().map(|(_, r)| r.loc.raw_len as usize).sum();
+    ciphers.bases.lock().unwrap_or_else(|p| p.into_inner()).make_room(bytes);
     full.sort_by_key(|(_, r)| (r.pack, r.loc.offset));
     let fetched: Vec<_> = stream::iter(group(full))
         .map(|g| {
@@ -539,8 +583,7 @@ impl OrderedReader {
             }
             // one read-ahead across the windows: a window's bases are fetched when its first
             // group is due, while the previous window's groups are still in flight
-            let windows: Vec<Vec<(Id, BlobRef)>> =
-                located.chunks(BASE_WINDOW).map(<[_]>::to_vec).collect();
+            let windows = windows(&located);
             let (repo, ciphers) = (self.repo.clone(), self.ciphers.clone());
             let chunks = stream::iter(windows)
                 .then(move |window| {

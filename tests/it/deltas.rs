@@ -6,9 +6,14 @@ use crate::common::*;
 
 /// An "hourly dump": 2 MB with `changes` small edits spread over it (a changed row each).
 fn dump(changes: u64) -> Vec<u8> {
-    let mut v = noise(2_000_000, 42);
+    dump_of(2_000_000, changes)
+}
+
+/// An "hourly dump" of `len` bytes with `changes` small edits spread over it.
+fn dump_of(len: u64, changes: u64) -> Vec<u8> {
+    let mut v = noise(len as usize, 42);
     for i in 0..changes {
-        let at = ((i * 7919 + 13) * 104_729 % 1_990_000) as usize;
+        let at = ((i * 7919 + 13) * 104_729 % (len - 10_000)) as usize;
         v[at..at + 8].copy_from_slice(&(i + 1).to_le_bytes());
     }
     v
@@ -21,27 +26,27 @@ fn backup(f: &Fixture, data: &[u8]) -> serde_json::Value {
 #[test]
 fn changed_rows_are_stored_as_deltas_and_restore_byte_exact() {
     let f = Fixture::new();
-    let first = backup(&f, &dump(0));
+    let len = 8_000_000;
+    let first = backup(&f, &dump_of(len, 0));
     assert_eq!(first["delta_chunks"], 0, "nothing to be a delta of yet: {first}");
-    let second = backup(&f, &dump(40));
+    let second = backup(&f, &dump_of(len, 40));
     let new = second["new_chunks"].as_u64().unwrap();
     let deltas = second["delta_chunks"].as_u64().unwrap();
-    // 40 changes over ~31 chunks of 64 KiB (boundaries depend on the repository's key)
+    // 40 changes over ~31 chunks of 256 KiB (boundaries depend on the repository's key)
     assert!(new >= 10 && deltas * 10 >= new * 9, "most new chunks are deltas: {second}");
-    // 40 changed rows cost a few kB (typically 30-50 kB), not ~31 whole 64 KiB chunks (2 MB
-    // of noise); the bound leaves room for the one chunk in ten that may find no base (about
-    // one run in thirty stored one whole 64 KiB chunk)
+    // 40 changed rows cost a few kB, not ~31 whole 256 KiB chunks (8 MB of noise); the bound
+    // leaves room for the one chunk in ten that may find no base (and be stored whole)
     let stored = second["stored_bytes"].as_u64().unwrap();
-    assert!(stored < 150_000, "{second}");
-    assert_eq!(f.restore("latest"), dump(40));
+    assert!(stored < 600_000, "{second}");
+    assert_eq!(f.restore("latest"), dump_of(len, 40));
     let all = f.run(&["--json", "snapshots"], b"").ok().json();
     let oldest = all[0]["short_id"].as_str().unwrap().to_string();
-    assert_eq!(f.restore(&oldest), dump(0));
+    assert_eq!(f.restore(&oldest), dump_of(len, 0));
     let c = f.run(&["--json", "check", "--read-data"], b"").ok().json();
     assert_eq!(c["ok"], true, "{c}");
     // a fresh cache (a new pod) reads the deltas the same way
     std::fs::remove_dir_all(f.cache()).unwrap();
-    assert_eq!(f.restore("latest"), dump(40));
+    assert_eq!(f.restore("latest"), dump_of(len, 40));
 }
 
 #[test]

@@ -155,7 +155,7 @@ fn store_archive(
         n += 1;
     }
     end_of_archive(ar.into_inner())?;
-    let lists = sink.store_stream(&catalog[..], sink.repo().chunker(), &NoProgress)?;
+    let lists = sink.store_stream(&catalog[..], sink.repo().chunker().for_catalogs(), &NoProgress)?;
     Ok(crate::repo::Content { lists, size, chunks: n })
 }
 

@@ -73,10 +73,10 @@ impl Catalog {
         Ok((path, BufReader::with_capacity(1 << 20, file)))
     }
 
-    /// Stores the catalog as a stream with the repository's chunker; its content lists.
+    /// Stores the catalog as a stream with the catalog chunker; its content lists.
     pub(super) fn store(self, sink: &mut ChunkSink) -> Result<Vec<Id>> {
         let (path, catalog) = self.into_reader()?;
-        let params = sink.repo().chunker();
+        let params = sink.repo().chunker().for_catalogs();
         match sink.store_stream(catalog, params, &crate::repo::NoProgress) {
             Err(RepoError::Input(e)) => Err(spool_err(&path, e)),
             other => other,
