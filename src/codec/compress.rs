@@ -77,8 +77,9 @@ thread_local! {
 /// The window a delta frame needs to reach back over its whole base: `0` (the level's own
 /// choice) while base and chunk fit in the 2 MiB window of the levels up to 3 for large
 /// inputs, else the power of two that holds both (chunks of at most 16 MiB: at most 2^25).
-/// Without it, chunks of 1 MiB and more were compressed against only the end of their base,
-/// and most deltas did not pay (benches/RESULTS.md, "Chunk size with deltas").
+/// Such spans are also searched with long-distance matching (as `zstd --patch-from` does):
+/// the level's hash table (2^17 entries) keeps too few positions of a large base. Without
+/// both, a delta of 4 MiB chunks differing in 8 bytes was as large as the chunk.
 fn delta_window_log(span: usize) -> u32 {
     if span <= 2 << 20 { 0 } else { span.next_power_of_two().trailing_zeros().min(25) }
 }
@@ -105,9 +106,12 @@ pub fn compress_delta(level: i32, base: &[u8], data: &[u8]) -> Result<Vec<u8>, C
         // so no context ever uses `base` after this call, although its type says 'static.
         let base: &'static [u8] = unsafe { std::mem::transmute::<&[u8], &'static [u8]>(base) };
         let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
+        let wlog = delta_window_log(base.len() + data.len());
         let done = c
-            .set_parameter(CParameter::WindowLog(delta_window_log(base.len() + data.len())))
-            .and_then(|_| c.ref_prefix(base)).and_then(|_| c.compress2(&mut out, data));
+            .set_parameter(CParameter::WindowLog(wlog))
+            .and_then(|_| c.set_parameter(CParameter::EnableLongDistanceMatching(wlog > 0)))
+            .and_then(|_| c.ref_prefix(base))
+            .and_then(|_| c.compress2(&mut out, data));
         if let Err(code) = done {
             *cell = None;
             return Err(zstd_error(code));
@@ -231,5 +235,27 @@ mod tests {
         // with another base the output differs (the caller's id check catches it)
         let other = noise(3, 16384);
         assert_ne!(decompress(FLAG_DELTA, delta, 16384, Some(&other)).ok(), Some(data));
+    }
+
+    #[test]
+    fn a_delta_reaches_back_over_the_whole_of_a_large_base() {
+        // 4 MiB chunks (the largest of a 1 MiB average): base and chunk do not fit in the 2 MiB
+        // window zstd picks at level 3, so the start of the base was out of reach
+        let mut x = 7u64;
+        let base: Vec<u8> = (0..4 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        let mut data = base.clone();
+        data[100..108].copy_from_slice(b"changed!");
+        let delta = compress_delta(3, &base, &data).unwrap();
+        // long-distance matching finds the unchanged 4 MiB (6 kB measured; 3 MB with the
+        // window alone, whose hash table of 2^17 entries loses most of the base, 4 MB before)
+        assert!(delta.len() < 16384, "{} bytes for an 8-byte change", delta.len());
+        assert_eq!(decompress(FLAG_DELTA, delta, 4 << 20, Some(&base)).unwrap(), data);
     }
 }

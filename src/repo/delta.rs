@@ -28,6 +28,15 @@ const TINY_DELTA: usize = 128;
 /// without trying plain compression.
 const CLEAR_SHARE: usize = 4;
 
+/// A new chunk whose end lies within this many bytes of an old chunk boundary (where the
+/// shift puts it) lines the streams up at that boundary: the chunker cuts at the same
+/// content in both, and the rows changed before it moved it by a few bytes. (At most a
+/// sixteenth of the shortest old chunk.)
+const SNAP_BYTES: i64 = 256;
+/// Chunk lengths within this many bytes of each other match when a lost alignment is
+/// searched for (updated rows move: a chunk gains or loses a row or two).
+const LENGTH_SLACK: u32 = 256;
+
 /// The chunk sequence of the previous snapshot of a name (or of a file's previous version),
 /// and how the new stream lines up with it.
 ///
@@ -36,15 +45,57 @@ const CLEAR_SHARE: usize = 4;
 /// chunk covering the middle of the new chunk's shifted byte range. Following byte offsets
 /// rather than counting chunks keeps the alignment through long runs of new chunks whose cut
 /// points moved (a table whose every page changed), where counting drifts off by a chunk.
+///
+/// Where every chunk changed (rows updated all over a table, in chunks of 256 KiB), no chunk
+/// deduplicates, and content inserted before (new rows of another table) would leave the
+/// shift off by the inserted length for the rest of the stream. Content-defined cut points
+/// come back in step after a change, so the shift also follows the chunk ends: a new chunk
+/// ending next to an old boundary fixes the shift there, and two chunk lengths in a row
+/// that match exactly one old pair (lengths carry the content's cut points) find the
+/// alignment again after an insertion.
 pub struct Predecessor {
     seq: Vec<Id>,
     /// Start offset of each chunk of `seq`, and the total length at the end.
     starts: Vec<u64>,
     pos: HashMap<Id, u32>,
-    /// Old offset minus new offset, as of the last deduplicated chunk.
+    /// Old offset minus new offset, as of the last deduplicated chunk or matched boundary.
     shift: i64,
     /// Offset of the next chunk of the new stream.
     offset: u64,
+    /// Lengths of the two previous chunks of the new stream (0 at the start).
+    last_lens: [u32; 2],
+    /// Whether the previous new chunk's end was not next to an old boundary.
+    missed: bool,
+    /// The old chunks by length, built when first needed.
+    lengths: Option<Lengths>,
+}
+
+/// The old chunks' lengths, for finding a lost alignment.
+struct Lengths {
+    /// Old chunk indexes (from 1) by length / `LENGTH_SLACK`.
+    by_length: HashMap<u32, Vec<u32>>,
+    /// The shortest and longest old chunk: lengths at the chunker's bounds say nothing.
+    shortest: u32,
+    longest: u32,
+    /// How near an old boundary a chunk end snaps to it.
+    snap: i64,
+}
+
+impl Lengths {
+    fn new(starts: &[u64]) -> Lengths {
+        let lens: Vec<u32> = starts.windows(2).map(|w| (w[1] - w[0]) as u32).collect();
+        let mut by_length: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (k, l) in lens.iter().enumerate().skip(1) {
+            by_length.entry(l / LENGTH_SLACK).or_default().push(k as u32);
+        }
+        let shortest = lens.iter().copied().min().unwrap_or(0);
+        let longest = lens.iter().copied().max().unwrap_or(0);
+        Lengths { by_length, shortest, longest, snap: SNAP_BYTES.min(i64::from(shortest / 16)) }
+    }
+
+    fn informative(&self, len: u32) -> bool {
+        self.shortest < len && len < self.longest
+    }
 }
 
 impl Predecessor {
@@ -88,7 +139,16 @@ impl Predecessor {
         }
         starts.push(at);
         let pos = seq.iter().enumerate().map(|(i, id)| (*id, i as u32)).collect();
-        Predecessor { seq, starts, pos, shift: 0, offset: 0 }
+        Predecessor {
+            seq,
+            starts,
+            pos,
+            shift: 0,
+            offset: 0,
+            last_lens: [0; 2],
+            missed: false,
+            lengths: None,
+        }
     }
 
     /// Advances over one chunk of the new stream, in order: `stored` if it deduplicated.
@@ -96,18 +156,76 @@ impl Predecessor {
     pub fn step(&mut self, id: &Id, len: u32, stored: bool) -> Option<Id> {
         let here = self.offset;
         self.offset += u64::from(len);
+        let before = self.last_lens;
+        self.last_lens = [before[1], len];
         if stored {
+            self.missed = false;
             if let Some(p) = self.pos.get(id) {
                 self.shift = self.starts[*p as usize] as i64 - here as i64;
             }
             return None;
         }
+        self.realign(self.offset, before, len);
         let middle = here as i64 + i64::from(len / 2) + self.shift;
         let middle = u64::try_from(middle).ok()?;
         // the last chunk starting at or before the middle, if the middle is inside the sequence
         let i = self.starts.partition_point(|s| *s <= middle).checked_sub(1)?;
         self.seq.get(i).copied()
     }
+
+    /// Follows the new chunk ending at `end` (of length `len`, after chunks of `before`) with
+    /// the shift: to the old boundary next to where the shift puts `end`, or else, when the
+    /// previous chunk's end missed too, to the end of the one run of three old chunks whose
+    /// lengths match these three.
+    fn realign(&mut self, end: u64, before: [u32; 2], len: u32) {
+        let starts = &self.starts;
+        let lengths = self.lengths.get_or_insert_with(|| Lengths::new(starts));
+        let at = end as i64 + self.shift;
+        let i = starts.partition_point(|s| (*s as i64) < at);
+        let nearest = [i.checked_sub(1), Some(i)]
+            .into_iter()
+            .flatten()
+            .filter_map(|k| starts.get(k))
+            .map(|b| *b as i64)
+            .min_by_key(|b| (b - at).abs());
+        let missed = std::mem::replace(&mut self.missed, false);
+        if let Some(b) = nearest.filter(|b| (b - at).abs() <= lengths.snap) {
+            self.shift = b - end as i64;
+            return;
+        }
+        self.missed = true;
+        if let Some(k) = matching_run(lengths, starts, before, len).filter(|_| missed) {
+            self.shift = starts[k + 1] as i64 - end as i64;
+        }
+    }
+}
+
+/// The old chunk `k` whose length and its two predecessors' match `len` and `before`, if
+/// exactly one does.
+fn matching_run(lengths: &Lengths, starts: &[u64], before: [u32; 2], len: u32) -> Option<usize> {
+    if !before.iter().chain([&len]).all(|l| lengths.informative(*l)) {
+        return None;
+    }
+    let old_len = |k: usize| (starts[k + 1] - starts[k]) as u32;
+    let near = |a: u32, b: u32| a.abs_diff(b) <= LENGTH_SLACK;
+    let bucket = len / LENGTH_SLACK;
+    let mut found = None;
+    for b in bucket.saturating_sub(1)..=bucket + 1 {
+        for &k in lengths.by_length.get(&b).into_iter().flatten() {
+            let k = k as usize;
+            if k >= 2
+                && near(old_len(k), len)
+                && near(old_len(k - 1), before[1])
+                && near(old_len(k - 2), before[0])
+            {
+                if found.is_some_and(|f| f != k) {
+                    return None;
+                }
+                found = Some(k);
+            }
+        }
+    }
+    found
 }
 
 /// A new chunk as it goes into a pack.
@@ -190,6 +308,31 @@ mod tests {
         assert_eq!(p.step(&id(13), 150, false), Some(id(3)));
         assert_eq!(p.step(&id(4), 100, true), None);
         assert_eq!(p.step(&id(14), 100, false), Some(id(5)), "aligned by the match, not the count");
+    }
+
+    #[test]
+    fn a_stream_whose_every_chunk_changed_finds_its_place_after_an_insertion() {
+        // old chunks of varied lengths; the new stream starts with 3 new chunks of inserted
+        // rows (another table grew), then holds every old chunk again, each with a row or two
+        // moved (a few dozen bytes longer or shorter) and none unchanged: no chunk
+        // deduplicates, so only the chunk ends can line the streams up
+        let lens: Vec<u32> =
+            (0..40u32).map(|i| 70_000 + (i * 7919 % 97) * 3_001 + i % 5 * 17).collect();
+        let mut p = Predecessor::from_chunks(
+            lens.iter().enumerate().map(|(i, l)| (id(i as u8), *l)).collect(),
+        );
+        for (n, l) in [(200, 90_000), (201, 120_000), (202, 80_000)] {
+            p.step(&id(n), l, false);
+        }
+        let mut got = vec![];
+        for (i, l) in lens.iter().enumerate() {
+            let drift = [0i64, 40, -24, 96, -100][i % 5];
+            got.push(p.step(&id(100 + i as u8), (*l as i64 + drift) as u32, false));
+        }
+        // the first three are placed by the stale shift (the inserted 290,000 bytes ahead);
+        // from the third on, their lengths find them, and each end keeps them in step
+        let placed = got.iter().enumerate().skip(3).filter(|(i, b)| **b == Some(id(*i as u8)));
+        assert_eq!(placed.count(), lens.len() - 3, "{got:?}");
     }
 
     #[test]

@@ -155,7 +155,8 @@ fn store_archive(
         n += 1;
     }
     end_of_archive(ar.into_inner())?;
-    let lists = sink.store_stream(&catalog[..], sink.repo().chunker().for_catalogs(), &NoProgress)?;
+    let lists =
+        sink.store_stream(&catalog[..], sink.repo().chunker().for_catalogs(), &NoProgress)?;
     Ok(crate::repo::Content { lists, size, chunks: n })
 }
 
