@@ -45,8 +45,8 @@ impl ChunkerParams {
     }
 
     /// The parameters for the files of tree snapshots: each size scaled so that the average
-    /// is `TREE_AVG` (×16 for the 16 KiB average of older repositories, ×4 for 64 KiB, ×1 for
-    /// today's 256 KiB), clamped to the limits (min <= 1 MiB, avg <= 4 MiB, max <= 16 MiB). Data
+    /// is `TREE_AVG` (×16 for the 16 KiB average of older repositories, ×4 for 64 KiB, ×2 for
+    /// today's 128 KiB), clamped to the limits (min <= 1 MiB, avg <= 4 MiB, max <= 16 MiB). Data
     /// files of a database compress far better in larger chunks, and their week-to-week
     /// changes are scattered over whole files anyway (benches/RESULTS.md, "File trees").
     pub fn for_tree_files(&self) -> ChunkerParams {
@@ -58,7 +58,7 @@ impl ChunkerParams {
     }
 
     /// The parameters for catalogs (of trees and server snapshots): each size divided so that
-    /// the average is at most `CATALOG_AVG` (÷4 for today's 256 KiB; never below ÷1). A file
+    /// the average is at most `CATALOG_AVG` (÷2 for today's 128 KiB; never below ÷1). A file
     /// changed in a large tree makes the catalog chunk around its entry new, and catalog
     /// chunks are stored whole: at 256 KiB a one-file change cost 3.4% of the first backup of
     /// 100,000 small files, at 64 KiB under 1%.
@@ -288,9 +288,12 @@ mod tests {
     #[test]
     fn tree_files_and_catalogs_scale_the_repository_sizes() {
         let sizes = |p: ChunkerParams| (p.min >> 10, p.avg >> 10, p.max >> 10);
-        let today = ChunkerParams::new(64 << 10, 256 << 10, 1 << 20).unwrap();
+        let today = ChunkerParams::new(32 << 10, 128 << 10, 512 << 10).unwrap();
         assert_eq!(sizes(today.for_tree_files()), (64, 256, 1024));
         assert_eq!(sizes(today.for_catalogs()), (16, 64, 256));
+        let large = ChunkerParams::new(256 << 10, 1 << 20, 4 << 20).unwrap();
+        assert_eq!(sizes(large.for_tree_files()), (256, 1024, 4096));
+        assert_eq!(sizes(large.for_catalogs()), (16, 64, 256));
         let before = ChunkerParams::new(16 << 10, 64 << 10, 256 << 10).unwrap();
         assert_eq!(sizes(before.for_tree_files()), (64, 256, 1024));
         assert_eq!(sizes(before.for_catalogs()), (16, 64, 256), "as such repositories always did");

@@ -416,13 +416,15 @@ impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
             encrypted: true,
-            // 256 KiB average: a changed row costs a delta whatever the chunk size, and larger
-            // chunks compress better on their own (the first backup), cost less metadata per
-            // hour and fewer ids to index, list and look up (benches/RESULTS.md, "Chunk size
-            // with deltas"; 64 KiB from delta blobs until then, 16 KiB before)
-            chunk_min: 64 * 1024,
-            chunk_avg: 256 * 1024,
-            chunk_max: 1024 * 1024,
+            // 128 KiB average: a changed row costs a delta whatever the chunk size, and larger
+            // chunks compress better on their own (the first backup) and mean fewer ids to
+            // index, list and look up; beyond 128 KiB twelve hourly dumps grew faster, as more
+            // chunks change every hour and their deltas carry the changes since their chain's
+            // whole chunk (benches/RESULTS.md, "Chunk size with deltas, again"; 64 KiB from
+            // delta blobs until then, 16 KiB before)
+            chunk_min: 32 * 1024,
+            chunk_avg: 128 * 1024,
+            chunk_max: 512 * 1024,
             pack_target: 16 * 1024 * 1024,
             zstd_level: 3,
             kdf: KdfParams::default(),

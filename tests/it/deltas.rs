@@ -32,9 +32,9 @@ fn changed_rows_are_stored_as_deltas_and_restore_byte_exact() {
     let second = backup(&f, &dump_of(len, 40));
     let new = second["new_chunks"].as_u64().unwrap();
     let deltas = second["delta_chunks"].as_u64().unwrap();
-    // 40 changes over ~31 chunks of 256 KiB (boundaries depend on the repository's key)
+    // 40 changes over ~61 chunks of 128 KiB (boundaries depend on the repository's key)
     assert!(new >= 10 && deltas * 10 >= new * 9, "most new chunks are deltas: {second}");
-    // 40 changed rows cost a few kB, not ~31 whole 256 KiB chunks (8 MB of noise); the bound
+    // 40 changed rows cost a few kB, not ~40 whole 128 KiB chunks (of 8 MB of noise); the bound
     // leaves room for the one chunk in ten that may find no base (and be stored whole)
     let stored = second["stored_bytes"].as_u64().unwrap();
     assert!(stored < 600_000, "{second}");

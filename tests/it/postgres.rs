@@ -180,7 +180,7 @@ fn pg_dump_round_trip_through_the_repository() {
 }
 
 /// Issue 13's measure of deltas with a real dump: 200 rows updated here and there in a
-/// 46 MB `pg_dump -Fc -Z0` add a few hundred kB, not the ~90 changed 256 KiB chunks.
+/// 46 MB `pg_dump -Fc -Z0` add a few hundred kB, not the ~180 changed 128 KiB chunks.
 #[test]
 fn two_hundred_scattered_updates_cost_about_their_own_size() {
     let pg = Pg::start();
