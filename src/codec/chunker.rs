@@ -65,7 +65,7 @@ impl ChunkerParams {
     pub fn for_catalogs(&self) -> ChunkerParams {
         let factor = (self.avg / CATALOG_AVG).max(1);
         let (min, avg, max) = (self.min / factor, self.avg / factor, self.max / factor);
-        if 0 < min && min < avg && avg < max { ChunkerParams { min, avg, max } } else { *self }
+        ChunkerParams::new(min as u32, avg as u32, max as u32).unwrap_or(*self)
     }
 }
 

@@ -75,14 +75,19 @@ thread_local! {
 }
 
 /// The window a delta frame needs to reach back over its whole base: `0` (the level's own
-/// choice) while base and chunk fit in the 2 MiB window of the levels up to 3 for large
-/// inputs, else the power of two that holds both (chunks of at most 16 MiB: at most 2^25).
-/// Such spans are also searched with long-distance matching (as `zstd --patch-from` does):
-/// the level's hash table (2^17 entries) keeps too few positions of a large base. Without
-/// both, a delta of 4 MiB chunks differing in 8 bytes was as large as the chunk.
+/// choice) while base and chunk fit in 512 KiB, the smallest window zstd picks for large
+/// inputs at any level, else the power of two that holds both (chunks of at most 16 MiB: at
+/// most 2^25; at level 3 the same window zstd picks for spans up to 2 MiB, so those frames
+/// are unchanged). Without it, a delta of 4 MiB chunks differing in 8 bytes was as large as
+/// the chunk.
 fn delta_window_log(span: usize) -> u32 {
-    if span <= 2 << 20 { 0 } else { span.next_power_of_two().trailing_zeros().min(25) }
+    if span <= 1 << 19 { 0 } else { span.next_power_of_two().trailing_zeros().min(25) }
 }
+
+/// Spans beyond this are also searched with long-distance matching (as `zstd --patch-from`
+/// does): a level's hash table (2^17 entries at level 3) keeps too few positions of a large
+/// base. With the window alone that 4 MiB delta was 3.1 MB, with both 6 kB.
+const LONG_MATCH_SPAN: usize = 2 << 20;
 
 /// Compresses `data` as a zstd frame against `base` (the plaintext of another chunk, used as
 /// a raw-content prefix, not a dictionary).
@@ -106,10 +111,14 @@ pub fn compress_delta(level: i32, base: &[u8], data: &[u8]) -> Result<Vec<u8>, C
         // so no context ever uses `base` after this call, although its type says 'static.
         let base: &'static [u8] = unsafe { std::mem::transmute::<&[u8], &'static [u8]>(base) };
         let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
-        let wlog = delta_window_log(base.len() + data.len());
+        let span = base.len() + data.len();
+        // `false` is zstd's "auto", which turns long matching on only for windows of 2^27 and
+        // the strongest strategies: never here (at most 2^25)
         let done = c
-            .set_parameter(CParameter::WindowLog(wlog))
-            .and_then(|_| c.set_parameter(CParameter::EnableLongDistanceMatching(wlog > 0)))
+            .set_parameter(CParameter::WindowLog(delta_window_log(span)))
+            .and_then(|_| {
+                c.set_parameter(CParameter::EnableLongDistanceMatching(span > LONG_MATCH_SPAN))
+            })
             .and_then(|_| c.ref_prefix(base))
             .and_then(|_| c.compress2(&mut out, data));
         if let Err(code) = done {

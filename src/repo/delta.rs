@@ -46,13 +46,13 @@ const LENGTH_SLACK: u32 = 256;
 /// rather than counting chunks keeps the alignment through long runs of new chunks whose cut
 /// points moved (a table whose every page changed), where counting drifts off by a chunk.
 ///
-/// Where every chunk changed (rows updated all over a table, in chunks of 256 KiB), no chunk
+/// Where every chunk changed (rows updated all over a table, in large chunks), no chunk
 /// deduplicates, and content inserted before (new rows of another table) would leave the
 /// shift off by the inserted length for the rest of the stream. Content-defined cut points
 /// come back in step after a change, so the shift also follows the chunk ends: a new chunk
-/// ending next to an old boundary fixes the shift there, and two chunk lengths in a row
-/// that match exactly one old pair (lengths carry the content's cut points) find the
-/// alignment again after an insertion.
+/// ending next to an old boundary fixes the shift there, and three chunk lengths in a row
+/// that match exactly one run of old chunks (lengths carry the content's cut points) find
+/// the alignment again after an insertion.
 pub struct Predecessor {
     seq: Vec<Id>,
     /// Start offset of each chunk of `seq`, and the total length at the end.
@@ -85,11 +85,14 @@ impl Lengths {
     fn new(starts: &[u64]) -> Lengths {
         let lens: Vec<u32> = starts.windows(2).map(|w| (w[1] - w[0]) as u32).collect();
         let mut by_length: HashMap<u32, Vec<u32>> = HashMap::new();
-        for (k, l) in lens.iter().enumerate().skip(1) {
+        // a run of three ends at chunk 2 or later
+        for (k, l) in lens.iter().enumerate().skip(2) {
             by_length.entry(l / LENGTH_SLACK).or_default().push(k as u32);
         }
-        let shortest = lens.iter().copied().min().unwrap_or(0);
-        let longest = lens.iter().copied().max().unwrap_or(0);
+        // the last chunk is cut by the end of the stream, not by the chunker
+        let cut = &lens[..lens.len().saturating_sub(1)];
+        let shortest = cut.iter().copied().min().unwrap_or(0);
+        let longest = cut.iter().copied().max().unwrap_or(0);
         Lengths { by_length, shortest, longest, snap: SNAP_BYTES.min(i64::from(shortest / 16)) }
     }
 

@@ -88,6 +88,9 @@ impl BaseCache {
     }
 
     fn insert(&mut self, id: Id, data: Arc<Vec<u8>>) {
+        if self.map.contains_key(&id) {
+            return;
+        }
         self.make_room(data.len());
         self.bytes += data.len();
         if let Some(old) = self.map.insert(id, data) {
@@ -403,45 +406,52 @@ fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64, max: u64) -> Vec<Group> {
 
 /// Reads the bases the deltas among `window` need, with the same grouped range reads as
 /// the stream itself (bases of neighbouring chunks lie near each other in older packs),
-/// into the base cache. Best effort: a base not fetched here is read on its own later.
+/// into the base cache: first the chunks deepest in their chains, so that each next level
+/// (bases that are deltas themselves) decodes against the cache. Best effort: a base not
+/// fetched here is read on its own later.
 async fn prefetch_bases(
     repo: &Arc<Repository>,
     ciphers: &Arc<PackCiphers>,
     window: &[(Id, BlobRef)],
 ) {
-    let mut bases: Vec<Id> = window.iter().filter_map(|(_, r)| r.loc.base).collect();
-    bases.sort();
-    bases.dedup();
-    {
-        let cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
-        bases.retain(|b| cache.get(b).is_none());
+    let mut levels: Vec<Vec<(Id, BlobRef)>> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut ids: Vec<Id> = window.iter().filter_map(|(_, r)| r.loc.base).collect();
+    while !ids.is_empty() && levels.len() < MAX_DELTA_DEPTH as usize {
+        ids.sort();
+        ids.dedup();
+        {
+            let cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
+            ids.retain(|b| cache.get(b).is_none() && seen.insert(*b));
+        }
+        if ids.is_empty() {
+            break;
+        }
+        let Ok(refs) = repo.index.lookup_many(&ids) else { return };
+        let level: Vec<(Id, BlobRef)> =
+            ids.iter().zip(refs).filter_map(|(b, r)| r.map(|r| (*b, r))).collect();
+        ids = level.iter().filter_map(|(_, r)| r.loc.base).collect();
+        levels.push(level);
     }
-    if bases.is_empty() {
-        return;
-    }
-    let Ok(refs) = repo.index.lookup_many(&bases) else { return };
-    let mut full: Vec<(Id, BlobRef)> = bases
-        .into_iter()
-        .zip(refs)
-        .filter_map(|(b, r)| r.filter(|r| r.loc.base.is_none()).map(|r| (b, r)))
-        .collect();
-    let bytes = full.iter().map(|(_, r)| r.loc.raw_len as usize).sum();
+    let bytes = levels.iter().flatten().map(|(_, r)| r.loc.raw_len as usize).sum();
     ciphers.bases.lock().unwrap_or_else(|p| p.into_inner()).make_room(bytes);
-    full.sort_by_key(|(_, r)| (r.pack, r.loc.offset));
-    let fetched: Vec<_> = stream::iter(group(full))
-        .map(|g| {
-            let ids: Vec<Id> = g.items.iter().map(|(id, _)| *id).collect();
-            let f = fetch_group_once(repo.clone(), ciphers.clone(), g);
-            async move { (ids, f.await) }
-        })
-        .buffer_unordered(READ_AHEAD)
-        .collect()
-        .await;
-    let mut cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
-    for (ids, got) in fetched {
-        if let Ok(data) = got {
-            for (id, d) in ids.into_iter().zip(data) {
-                cache.insert(id, Arc::new(d));
+    for mut level in levels.into_iter().rev() {
+        level.sort_by_key(|(_, r)| (r.pack, r.loc.offset));
+        let fetched: Vec<_> = stream::iter(group(level))
+            .map(|g| {
+                let ids: Vec<Id> = g.items.iter().map(|(id, _)| *id).collect();
+                let f = fetch_group_once(repo.clone(), ciphers.clone(), g);
+                async move { (ids, f.await) }
+            })
+            .buffer_unordered(READ_AHEAD)
+            .collect()
+            .await;
+        let mut cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
+        for (ids, got) in fetched {
+            if let Ok(data) = got {
+                for (id, d) in ids.into_iter().zip(data) {
+                    cache.insert(id, Arc::new(d));
+                }
             }
         }
     }

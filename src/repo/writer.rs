@@ -460,9 +460,10 @@ impl Pipeline<'_> {
     /// ends in, so no delta is more than [`WRITE_DEPTH`] deep. Candidates that cannot be read
     /// are left out (the chunk is then stored on its own).
     ///
-    /// Bases are read in two rounds of grouped range reads (the whole chunks that delta bases
-    /// need, then the bases), so that the bases of neighbouring chunks, which lie near each
-    /// other in the packs of the previous backup, come in one read.
+    /// Bases are read in rounds of grouped range reads, one per level of their chains (the
+    /// whole chunks that delta bases need first, then each level of deltas above them), so
+    /// that the bases of neighbouring chunks, which lie near each other in the packs of the
+    /// previous backup, come in one read.
     fn fetch_bases(
         &self,
         fresh: &[(Id, Vec<u8>, Option<Id>)],
@@ -483,24 +484,39 @@ impl Pipeline<'_> {
             return Ok(out);
         }
         // a copy of each base whose whole chain lies outside condemned packs (the delta will
-        // need it), and a whole copy of the base of each delta copy among them
-        let (mut copies, mut roots) = (HashMap::new(), Vec::new());
+        // need it), and the chain below each delta copy among them, by level from the whole
+        // chunk it ends in (level 0) up to the bases themselves
+        let mut copies = HashMap::new();
+        let mut levels: Vec<HashMap<Id, BlobRef>> = Vec::new();
         for (b, _) in want.values() {
             if copies.contains_key(b) {
                 continue;
             }
             let Some(copy) = self.usable_copy(b, true)? else { continue };
-            if let Some(r) = copy.loc.base
-                && let Some(whole) = self.usable_copy(&r, false)?
-            {
-                roots.push((r, whole));
-            }
             copies.insert(*b, copy);
+            let mut chain = vec![(*b, copy)];
+            while let Some(r) = chain.last().and_then(|(_, c)| c.loc.base) {
+                let Some(c) = self.usable_copy(&r, true)? else { break };
+                if chain.len() > MAX_DELTA_DEPTH as usize {
+                    break;
+                }
+                chain.push((r, c));
+            }
+            for (level, (id, c)) in chain.into_iter().rev().enumerate() {
+                if levels.len() <= level {
+                    levels.push(HashMap::new());
+                }
+                levels[level].insert(id, c);
+            }
         }
         let rt = tokio::runtime::Handle::current();
-        let roots = self.reader.read_grouped(self.repo, &rt, roots, &HashMap::new());
-        let chosen: Vec<(Id, BlobRef)> = copies.iter().map(|(b, c)| (*b, *c)).collect();
-        let mut plain = self.reader.read_grouped(self.repo, &rt, chosen, &roots);
+        let mut plain = HashMap::new();
+        for level in levels {
+            let level: Vec<(Id, BlobRef)> =
+                level.into_iter().filter(|(id, _)| !plain.contains_key(id)).collect();
+            let got = self.reader.read_grouped(self.repo, &rt, level, &plain);
+            plain.extend(got);
+        }
         for (c, (b, whole)) in want {
             let p = match plain.get(&b) {
                 Some(p) => p.clone(),
