@@ -215,19 +215,21 @@ mod tests {
         assert!(decompress(FLAG_ZSTD, vec![1, 2, 3], 10, None).is_err());
     }
 
+    /// `n` pseudo-random bytes (xorshift from `seed`).
+    fn noise(seed: u64, n: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
     #[test]
     fn delta_against_a_similar_base_is_small_and_needs_that_base() {
-        let noise = |seed: u64, n: usize| {
-            let mut x = seed | 1;
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 32) as u8
-                })
-                .collect::<Vec<u8>>()
-        };
         let base = noise(1, 16384);
         let mut data = base.clone();
         data[5000..5100].copy_from_slice(&noise(2, 100)); // a changed row
@@ -249,16 +251,9 @@ mod tests {
     #[test]
     fn a_delta_reaches_back_over_the_whole_of_a_large_base() {
         // 4 MiB chunks (the largest of a 1 MiB average): base and chunk do not fit in the 2 MiB
-        // window zstd picks at level 3, so the start of the base was out of reach
-        let mut x = 7u64;
-        let base: Vec<u8> = (0..4 << 20)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
+        // window zstd picks at level 3, so without a larger one the start of the base was out
+        // of reach
+        let base = noise(7, 4 << 20);
         let mut data = base.clone();
         data[100..108].copy_from_slice(b"changed!");
         let delta = compress_delta(3, &base, &data).unwrap();
