@@ -72,7 +72,7 @@ pub struct Predecessor {
 
 /// The old chunks' lengths, for finding a lost alignment.
 struct Lengths {
-    /// Old chunk indexes (from 1) by length / `LENGTH_SLACK`.
+    /// Old chunk indexes (from 2: a run of three ends there) by length / `LENGTH_SLACK`.
     by_length: HashMap<u32, Vec<u32>>,
     /// The shortest and longest old chunk: lengths at the chunker's bounds say nothing.
     shortest: u32,
@@ -85,7 +85,6 @@ impl Lengths {
     fn new(starts: &[u64]) -> Lengths {
         let lens: Vec<u32> = starts.windows(2).map(|w| (w[1] - w[0]) as u32).collect();
         let mut by_length: HashMap<u32, Vec<u32>> = HashMap::new();
-        // a run of three ends at chunk 2 or later
         for (k, l) in lens.iter().enumerate().skip(2) {
             by_length.entry(l / LENGTH_SLACK).or_default().push(k as u32);
         }
