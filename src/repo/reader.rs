@@ -93,24 +93,24 @@ impl BaseCache {
         }
         self.make_room(data.len());
         self.bytes += data.len();
-        if let Some(old) = self.map.insert(id, data) {
-            self.bytes -= old.len();
-        }
+        self.map.insert(id, data);
     }
 }
 
 /// Splits chunks into windows of about [`BASE_WINDOW_BYTES`] of plaintext (at least one chunk
 /// each).
 fn windows(located: &[(Id, BlobRef)]) -> Vec<Vec<(Id, BlobRef)>> {
-    let mut out: Vec<Vec<(Id, BlobRef)>> = vec![];
-    let mut bytes = BASE_WINDOW_BYTES;
+    let (mut out, mut window, mut bytes) = (Vec::new(), Vec::new(), 0);
     for c in located {
+        window.push(*c);
+        bytes += u64::from(c.1.loc.raw_len);
         if bytes >= BASE_WINDOW_BYTES {
-            out.push(vec![]);
+            out.push(std::mem::take(&mut window));
             bytes = 0;
         }
-        bytes += u64::from(c.1.loc.raw_len);
-        out.last_mut().expect("pushed above").push(*c);
+    }
+    if !window.is_empty() {
+        out.push(window);
     }
     out
 }

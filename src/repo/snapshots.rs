@@ -242,12 +242,10 @@ async fn read_bundles(repo: &Repository, wanted: &HashSet<Id>) -> HashMap<Id, Ve
             return copies;
         }
     };
+    let listed: Vec<(Id, u64)> =
+        listed.iter().filter_map(|o| paths::id_of(&o.path).map(|id| (id, o.size))).collect();
     let done = repo.index.bundles_read().unwrap_or_default();
-    let mut unread: Vec<_> = listed
-        .iter()
-        .filter_map(|o| paths::id_of(&o.path).map(|id| (id, o.size)))
-        .filter(|(id, _)| !done.contains(id))
-        .collect();
+    let mut unread: Vec<_> = listed.iter().filter(|(id, _)| !done.contains(id)).copied().collect();
     // the largest first: the newest full bundle covers the most
     unread.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
     let mut reads = stream::iter(unread.into_iter().take(BUNDLES_READ_MAX))
@@ -281,7 +279,7 @@ async fn read_bundles(repo: &Repository, wanted: &HashSet<Id>) -> HashMap<Id, Ve
             )),
         }
     }
-    let listed: HashSet<Id> = listed.iter().filter_map(|o| paths::id_of(&o.path)).collect();
+    let listed: HashSet<Id> = listed.into_iter().map(|(id, _)| id).collect();
     // best effort: without the note, the bundles are only read again
     let _ = repo.index.note_bundles_read(&read, &listed);
     copies

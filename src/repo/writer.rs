@@ -495,11 +495,10 @@ impl Pipeline<'_> {
             let Some(copy) = self.usable_copy(b, true)? else { continue };
             copies.insert(*b, copy);
             let mut chain = vec![(*b, copy)];
-            while let Some(r) = chain.last().and_then(|(_, c)| c.loc.base) {
+            while chain.len() <= MAX_DELTA_DEPTH as usize
+                && let Some(r) = chain.last().and_then(|(_, c)| c.loc.base)
+            {
                 let Some(c) = self.usable_copy(&r, true)? else { break };
-                if chain.len() > MAX_DELTA_DEPTH as usize {
-                    break;
-                }
                 chain.push((r, c));
             }
             for (level, (id, c)) in chain.into_iter().rev().enumerate() {
