@@ -6,8 +6,8 @@
 //! of its previous version (the previous snapshot of the same name, or a tree file's version
 //! in the parent snapshot), a new chunk's base is the old chunk at the same place (a changed
 //! row or page turns exactly that chunk into a new one). No index of similar chunks is
-//! needed. Chains are at most two levels deep (the writer's `WRITE_DEPTH`): a candidate that
-//! is itself a delta of a delta gives the whole chunk its chain ends in.
+//! needed. Chains are at most four levels deep (the writer's `WRITE_DEPTH`): a candidate that
+//! is itself four levels deep gives the whole chunk its chain ends in.
 
 use std::collections::HashMap;
 use std::sync::Arc;

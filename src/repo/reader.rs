@@ -67,16 +67,20 @@ const BASE_CACHE_BYTES: usize = 16 << 20;
 /// 0.97-1.07 s against 1.07-1.23 s.
 const BASE_WINDOW_BYTES: u64 = 8 << 20;
 
-/// Decoded bases by chunk id, at most [`BASE_CACHE_BYTES`] of them.
+/// Decoded bases by chunk id, at most [`BASE_CACHE_BYTES`] of them. A base a restore's
+/// prefetch decoded is not hashed ([`open_blob`]): only the chunks decoded against it are
+/// delivered, and their ids are checked. After a failure, [`BaseCache::forget_unchecked`]
+/// drops such bases, so that the retry reads every base with its id checked and names a
+/// damaged one.
 #[derive(Default)]
 struct BaseCache {
-    map: HashMap<Id, Arc<Vec<u8>>>,
+    map: HashMap<Id, (Arc<Vec<u8>>, bool)>,
     bytes: usize,
 }
 
 impl BaseCache {
     fn get(&self, id: &Id) -> Option<&Arc<Vec<u8>>> {
-        self.map.get(id)
+        self.map.get(id).map(|(d, _)| d)
     }
 
     /// Clears the cache unless `more` bytes fit beside what it holds.
@@ -87,13 +91,19 @@ impl BaseCache {
         }
     }
 
-    fn insert(&mut self, id: Id, data: Arc<Vec<u8>>) {
+    /// Caches a base; `checked`: its id was verified.
+    fn insert(&mut self, id: Id, data: Arc<Vec<u8>>, checked: bool) {
         if self.map.contains_key(&id) {
             return;
         }
         self.make_room(data.len());
         self.bytes += data.len();
-        self.map.insert(id, data);
+        self.map.insert(id, (data, checked));
+    }
+
+    fn forget_unchecked(&mut self) {
+        self.map.retain(|_, (_, checked)| *checked);
+        self.bytes = self.map.values().map(|(d, _)| d.len()).sum();
     }
 }
 
@@ -185,7 +195,7 @@ impl PackCiphers {
                 Ok(data) => {
                     let data = Arc::new(data);
                     let mut cache = self.bases.lock().unwrap_or_else(|p| p.into_inner());
-                    cache.insert(*base, data.clone());
+                    cache.insert(*base, data.clone(), true);
                     return Ok(data);
                 }
                 Err(e) => last = Some(e),
@@ -217,64 +227,75 @@ impl PackCiphers {
     }
 }
 
-/// Gap between two blobs a writer's grouped base read still spans, and the most a group of
-/// bases spans (bases are sparser than a restore's chunks: the cap keeps the unneeded bytes of
-/// the reads in flight under `SPARSE_READS_IN_FLIGHT × SPARSE_GROUP_BYTES`).
-const SPARSE_GROUP_GAP: u64 = 256 << 10;
-const SPARSE_GROUP_BYTES: u64 = 8 << 20;
-/// Grouped base reads in flight.
-const SPARSE_READS_IN_FLIGHT: usize = 4;
-
 impl PackCiphers {
-    /// Reads these blobs (each at the copy given) with grouped range reads, several in
-    /// flight, and decodes each group on all cores as it arrives; `bases` holds the
-    /// plaintexts the delta copies among them need. Call from outside the runtime (it blocks
-    /// on `rt`). Best effort: a blob that cannot be read, or whose base is not in `bases`, is
-    /// left out.
+    /// The plaintexts of `tops`, each decoded from the bottom of its chain of bases: every blob
+    /// of `refs` (the chosen copy of each top and of each blob below one) is fetched at once
+    /// with grouped range reads, `READ_AHEAD` in flight (neighbouring chunks' bases lie near
+    /// each other in older packs, each level of their chains in the packs of one backup),
+    /// then the chains are decoded in parallel off the runtime, from the whole chunk or the
+    /// plaintext in `held` each ends in. Nothing is hashed: the caller checks the ids it
+    /// relies on. Best effort: a top whose chain cannot be read or decoded is left out.
     ///
-    /// Measured on hourly dumps (benches/RESULTS.md): the writer used to read each base with
-    /// its own range read, 2,000 reads and as many hops to a blocking thread per hour.
-    pub(crate) fn read_grouped(
+    /// Measured (benches/RESULTS.md, "Deeper chains"): reading chains a level at a time and
+    /// checking each level, a restore with chains four deep spent a third of its time hashing
+    /// bases, and a backup waited for one round of reads per level.
+    pub(crate) async fn read_chains(
         &self,
         repo: &Repository,
-        rt: &tokio::runtime::Handle,
-        mut entries: Vec<(Id, BlobRef)>,
-        bases: &HashMap<Id, Arc<Vec<u8>>>,
-    ) -> HashMap<Id, Arc<Vec<u8>>> {
-        use rayon::prelude::*;
+        refs: HashMap<Id, BlobRef>,
+        tops: Vec<Id>,
+        held: HashMap<Id, Arc<Vec<u8>>>,
+    ) -> Vec<(Id, Arc<Vec<u8>>)> {
+        let mut entries: Vec<(Id, BlobRef)> = refs.into_iter().collect();
         entries.sort_by_key(|(id, r)| (r.pack, r.loc.offset, *id));
-        entries.dedup_by_key(|(id, _)| *id);
-        let groups = group_within(entries, SPARSE_GROUP_GAP, SPARSE_GROUP_BYTES);
-        let mut reads = stream::iter(groups)
+        let fetched: Vec<(Group, Arc<ObjectCipher>, Vec<u8>)> = stream::iter(group(entries))
             .map(|g| async move {
                 let cipher = self.get(repo, &g.pack).await.ok()?;
                 let bytes =
                     repo.backend.get_range(&paths::pack(&g.pack), g.start, g.len).await.ok()?;
                 Some((g, cipher, bytes))
             })
-            .buffer_unordered(SPARSE_READS_IN_FLIGHT);
-        let mut out = HashMap::new();
-        rt.block_on(async {
-            while let Some(read) = reads.next().await {
-                let Some((g, cipher, bytes)) = read else { continue };
-                let decoded: Vec<(Id, Arc<Vec<u8>>)> = g
-                    .items
-                    .par_iter()
-                    .filter_map(|(id, loc)| {
-                        let base = match loc.base {
-                            Some(b) => Some(bases.get(&b)?.as_slice()),
-                            None => None,
-                        };
-                        let sealed = g.sealed(&bytes, loc);
-                        let plain =
-                            decode_blob(repo, &cipher, &g.pack, id, loc, sealed, base).ok()?;
-                        Some((*id, Arc::new(plain)))
-                    })
-                    .collect();
-                out.extend(decoded);
+            .buffer_unordered(READ_AHEAD)
+            .filter_map(|f| async move { f })
+            .collect()
+            .await;
+        let decode = move || {
+            use rayon::prelude::*;
+            let mut at: HashMap<Id, (usize, BlobLocation)> = HashMap::new();
+            for (i, (g, _, _)) in fetched.iter().enumerate() {
+                at.extend(g.items.iter().map(|(id, loc)| (*id, (i, *loc))));
             }
-        });
-        out
+            tops.par_iter()
+                .filter_map(|top| {
+                    // the chain from the top down to what it ends in (at most
+                    // MAX_DELTA_DEPTH levels below it, so a cycle of bases ends here)
+                    let (mut chain, mut cur, mut plain) = (Vec::new(), *top, None);
+                    loop {
+                        if let Some(d) = held.get(&cur) {
+                            plain = Some(d.clone());
+                            break;
+                        }
+                        let &(i, loc) = at.get(&cur)?;
+                        chain.push((cur, i, loc));
+                        match loc.base {
+                            Some(_) if chain.len() > MAX_DELTA_DEPTH as usize => return None,
+                            Some(b) => cur = b,
+                            None => break,
+                        }
+                    }
+                    for (id, i, loc) in chain.into_iter().rev() {
+                        let (g, cipher, bytes) = &fetched[i];
+                        let base = plain.as_deref().map(|p: &Vec<u8>| p.as_slice());
+                        let sealed = g.sealed(bytes, &loc);
+                        plain = Some(Arc::new(
+                            open_blob(cipher, &g.pack, &id, &loc, sealed, base).ok()?,
+                        ));
+                    }
+                    Some((*top, plain?))
+                })
+                .collect::<Vec<(Id, Arc<Vec<u8>>)>>()
+        };
+        tokio::task::spawn_blocking(decode).await.unwrap_or_default()
     }
 }
 
@@ -288,19 +309,36 @@ pub(crate) fn decode_blob(
     sealed: &[u8],
     base: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
-    let object = || format!("blob {} in {}", id.short(), paths::pack(pack));
-    let plain =
-        cipher.open(loc.offset as u64, sealed).map_err(|e| RepoError::codec(object(), e))?;
-    let data = decompress(loc.flags, plain, loc.raw_len, base)
-        .map_err(|e| RepoError::codec(object(), e))?;
+    let data = open_blob(cipher, pack, id, loc, sealed, base)?;
     let actual = repo.keys.chunk_id(&data);
     if actual != *id {
         return Err(RepoError::Corrupt {
-            object: object(),
+            object: blob_name(pack, id),
             reason: format!("content hashes to {}", actual.short()),
         });
     }
     Ok(data)
+}
+
+/// Opens and decompresses one sealed blob without checking its id: for a base that only
+/// serves to decode chunks whose ids are checked (the AEAD still authenticates its bytes).
+fn open_blob(
+    cipher: &ObjectCipher,
+    pack: &Id,
+    id: &Id,
+    loc: &BlobLocation,
+    sealed: &[u8],
+    base: Option<&[u8]>,
+) -> Result<Vec<u8>> {
+    let plain = cipher
+        .open(loc.offset as u64, sealed)
+        .map_err(|e| RepoError::codec(blob_name(pack, id), e))?;
+    decompress(loc.flags, plain, loc.raw_len, base)
+        .map_err(|e| RepoError::codec(blob_name(pack, id), e))
+}
+
+fn blob_name(pack: &Id, id: &Id) -> String {
+    format!("blob {} in {}", id.short(), paths::pack(pack))
 }
 
 /// Reads one blob by id (through the index), from another copy if the first cannot be read.
@@ -404,61 +442,73 @@ fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64, max: u64) -> Vec<Group> {
     out
 }
 
-/// Reads the bases the deltas among `window` need, with the same grouped range reads as
-/// the stream itself (bases of neighbouring chunks lie near each other in older packs),
-/// into the base cache: first the chunks deepest in their chains, so that each next level
-/// (bases that are deltas themselves) decodes against the cache. Best effort: a base not
-/// fetched here is read on its own later.
+/// Reads the bases the deltas among `window` need into the base cache. Every blob of the
+/// chains below those bases that the cache does not hold is fetched at once, with the same
+/// grouped range reads as the stream itself (the bases of neighbouring chunks lie near each
+/// other in older packs, each level of their chains in the packs of one backup); then each
+/// chain is decoded from the whole chunk (or cached base) it ends in up to the base, chains in
+/// parallel, without hashing (the chunks decoded against the bases are checked). Only the
+/// bases are cached: a chain's lower levels serve that chain alone. Best effort: a base not
+/// fetched here is read on its own later, with its id checked.
+///
+/// Measured (benches/RESULTS.md, "Deeper chains"): with chains four deep, a restore that
+/// checked every level and cached each spent a third of its time hashing bases and decoded
+/// some levels twice once the cache overflowed.
 async fn prefetch_bases(
     repo: &Arc<Repository>,
     ciphers: &Arc<PackCiphers>,
     window: &[(Id, BlobRef)],
 ) {
-    let mut levels: Vec<Vec<(Id, BlobRef)>> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut ids: Vec<Id> = window.iter().filter_map(|(_, r)| r.loc.base).collect();
-    while !ids.is_empty() && levels.len() < MAX_DELTA_DEPTH as usize {
+    let mut tops: Vec<Id> = window.iter().filter_map(|(_, r)| r.loc.base).collect();
+    tops.sort();
+    tops.dedup();
+    // chain ends the cache holds now (kept here: caching the new bases may clear it)
+    let mut held: HashMap<Id, Arc<Vec<u8>>> = HashMap::new();
+    let mut refs: HashMap<Id, BlobRef> = HashMap::new();
+    let mut ids = tops.clone();
+    let mut levels = 0;
+    while !ids.is_empty() && levels < MAX_DELTA_DEPTH {
+        levels += 1;
         ids.sort();
         ids.dedup();
         {
             let cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
-            ids.retain(|b| cache.get(b).is_none() && seen.insert(*b));
+            ids.retain(|b| match cache.get(b) {
+                Some(d) => {
+                    held.insert(*b, d.clone());
+                    false
+                }
+                None => !refs.contains_key(b),
+            });
         }
         if ids.is_empty() {
             break;
         }
-        let Ok(refs) = repo.index.lookup_many(&ids) else { return };
-        let level: Vec<(Id, BlobRef)> =
-            ids.iter().zip(refs).filter_map(|(b, r)| r.map(|r| (*b, r))).collect();
-        ids = level.iter().filter_map(|(_, r)| r.loc.base).collect();
-        levels.push(level);
-    }
-    let bytes = levels.iter().flatten().map(|(_, r)| r.loc.raw_len as usize).sum();
-    ciphers.bases.lock().unwrap_or_else(|p| p.into_inner()).make_room(bytes);
-    for mut level in levels.into_iter().rev() {
-        level.sort_by_key(|(_, r)| (r.pack, r.loc.offset));
-        let fetched: Vec<_> = stream::iter(group(level))
-            .map(|g| {
-                let ids: Vec<Id> = g.items.iter().map(|(id, _)| *id).collect();
-                let f = fetch_group_once(repo.clone(), ciphers.clone(), g);
-                async move { (ids, f.await) }
-            })
-            .buffer_unordered(READ_AHEAD)
-            .collect()
-            .await;
-        let mut cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
-        for (ids, got) in fetched {
-            if let Ok(data) = got {
-                for (id, d) in ids.into_iter().zip(data) {
-                    cache.insert(id, Arc::new(d));
-                }
+        let Ok(found) = repo.index.lookup_many(&ids) else { return };
+        let mut next = Vec::new();
+        for (b, r) in ids.iter().zip(found) {
+            if let Some(r) = r {
+                next.extend(r.loc.base);
+                refs.insert(*b, r);
             }
         }
+        ids = next;
+    }
+    tops.retain(|t| !held.contains_key(t));
+    if tops.is_empty() {
+        return;
+    }
+    let decoded = ciphers.read_chains(repo, refs, tops, held).await;
+    let bytes = decoded.iter().map(|(_, d)| d.len()).sum();
+    let mut cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
+    cache.make_room(bytes);
+    for (id, d) in decoded {
+        cache.insert(id, d, false);
     }
 }
 
-/// Fetches and decodes a group with one range read; if that fails, each of its chunks from
-/// another copy ([`read_other_copy`]).
+/// Fetches and decodes a group with one range read; if that fails, each of its chunks on its
+/// own, from the same copy or another ([`read_other_copy`]).
 async fn fetch_group(
     repo: Arc<Repository>,
     ciphers: Arc<PackCiphers>,
@@ -467,15 +517,17 @@ async fn fetch_group(
     let (pack, items) = (g.pack, g.items.clone());
     match fetch_group_once(repo.clone(), ciphers.clone(), g).await {
         Ok(v) => Ok(v),
-        Err(first) => {
-            let mut first = Some(first);
+        Err(_) => {
+            // one chunk at a time, each from its own copy again and then from any other, with
+            // every base it uses checked: a base decoded unchecked ([`prefetch_bases`]) may
+            // have been the cause, and the error then names the damaged base
+            ciphers.bases.lock().unwrap_or_else(|p| p.into_inner()).forget_unchecked();
             let mut out = Vec::with_capacity(items.len());
-            for (id, _) in &items {
-                let e = first.take().unwrap_or_else(|| RepoError::MissingChunk {
-                    chunk: id.to_hex(),
-                    needed_by: paths::pack(&pack),
-                });
-                out.push(read_other_copy(&repo, &ciphers, id, &pack, e).await?);
+            for (id, loc) in &items {
+                match ciphers.read(&repo, &pack, id, loc).await {
+                    Ok(d) => out.push(d),
+                    Err(e) => out.push(read_other_copy(&repo, &ciphers, id, &pack, e).await?),
+                }
             }
             Ok(out)
         }

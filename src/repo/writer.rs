@@ -95,10 +95,11 @@ const UPLOADS_IN_FLIGHT: usize = 2;
 const MIN_HINTED_CHUNK: usize = 16 << 10;
 /// New chunks are delta-encoded at most this many levels deep: against the chunk they
 /// replaced when that is less deep, else against the whole chunk its chain ends in. Readers
-/// follow up to [`MAX_DELTA_DEPTH`] levels. Measured on six hours of the bench workload
-/// (benches/RESULTS.md): depth 1 → 2 grows the repository 11% less per hour for 10% more
-/// restore time; depths 3 and 4 save 14% and 18% for 39% and 29% more.
-const WRITE_DEPTH: u32 = 2;
+/// follow up to [`MAX_DELTA_DEPTH`] levels, so this is the most the format allows. Measured
+/// on twelve hours of the bench workload (benches/RESULTS.md, "Deeper chains"): depth 4 grows
+/// the repository 12-21% less per hour than depth 2; once restores stopped hashing and
+/// caching every level of a chain, both restore in the same time.
+const WRITE_DEPTH: u32 = 4;
 
 /// What describes a snapshot besides its content.
 #[derive(Clone, Debug)]
@@ -484,38 +485,33 @@ impl Pipeline<'_> {
             return Ok(out);
         }
         // a copy of each base whose whole chain lies outside condemned packs (the delta will
-        // need it), and the chain below each delta copy among them, by level from the whole
-        // chunk it ends in (level 0) up to the bases themselves
+        // need it), and the chain below each delta copy among them
         let mut copies = HashMap::new();
-        let mut levels: Vec<HashMap<Id, BlobRef>> = Vec::new();
+        let mut refs = HashMap::new();
         for (b, _) in want.values() {
             if copies.contains_key(b) {
                 continue;
             }
             let Some(copy) = self.usable_copy(b, true)? else { continue };
             copies.insert(*b, copy);
-            let mut chain = vec![(*b, copy)];
-            while chain.len() <= MAX_DELTA_DEPTH as usize
-                && let Some(r) = chain.last().and_then(|(_, c)| c.loc.base)
+            refs.insert(*b, copy);
+            let (mut below, mut levels) = (copy.loc.base, 0);
+            while let Some(r) = below.filter(|r| levels < MAX_DELTA_DEPTH && !refs.contains_key(r))
             {
                 let Some(c) = self.usable_copy(&r, true)? else { break };
-                chain.push((r, c));
-            }
-            for (level, (id, c)) in chain.into_iter().rev().enumerate() {
-                if levels.len() <= level {
-                    levels.push(HashMap::new());
-                }
-                levels[level].insert(id, c);
+                refs.insert(r, c);
+                (below, levels) = (c.loc.base, levels + 1);
             }
         }
         let rt = tokio::runtime::Handle::current();
-        let mut plain = HashMap::new();
-        for level in levels {
-            let level: Vec<(Id, BlobRef)> =
-                level.into_iter().filter(|(id, _)| !plain.contains_key(id)).collect();
-            let got = self.reader.read_grouped(self.repo, &rt, level, &plain);
-            plain.extend(got);
-        }
+        let tops: Vec<Id> = copies.keys().copied().collect();
+        let read = rt.block_on(self.reader.read_chains(self.repo, refs, tops, HashMap::new()));
+        // the bases themselves are checked (a delta against a damaged base would spread the
+        // damage); the levels below them only produce them
+        let mut plain: HashMap<Id, Arc<Vec<u8>>> = {
+            use rayon::prelude::*;
+            read.into_par_iter().filter(|(id, p)| self.repo.keys.chunk_id(p) == *id).collect()
+        };
         for (c, (b, whole)) in want {
             let p = match plain.get(&b) {
                 Some(p) => p.clone(),

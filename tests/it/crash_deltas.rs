@@ -143,13 +143,14 @@ async fn prune_of_bases_stopped_at_every_write_point_loses_no_delta() {
 }
 
 /// Hour after hour of edits to the same rows: deltas chain against the previous hour, never
-/// more than two levels deep, and every hour restores byte-exact.
+/// more than four levels deep (the writer's limit), then start again from the whole chunk,
+/// and every hour restores byte-exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hourly_edits_chain_at_most_two_levels_deep() {
+async fn hourly_edits_chain_at_most_four_levels_deep() {
     let tmp = tempfile::tempdir().unwrap();
     let base = mem_repo().await;
     let r = open(base.clone(), tmp.path(), Access::Backup).await;
-    let hours: Vec<Vec<u8>> = (0..6u64).map(|h| hour(h * 7)).collect();
+    let hours: Vec<Vec<u8>> = (0..8u64).map(|h| hour(h * 7)).collect();
     for (h, data) in hours.iter().enumerate() {
         backup_hour(&r, h as i64, data).await;
     }
@@ -168,8 +169,8 @@ async fn hourly_edits_chain_at_most_two_levels_deep() {
         }
         d
     };
-    let deepest = base_of.keys().map(|id| depth(*id)).max().unwrap_or(0);
-    assert_eq!(deepest, 2, "deltas of deltas, and no deeper");
+    let depths: Vec<u32> = base_of.keys().map(|id| depth(*id)).collect();
+    assert_eq!(depths.iter().max(), Some(&4), "deltas four deep, and no deeper");
     for (h, data) in hours.iter().enumerate() {
         let f = SnapshotFilter { name: Some("db".into()), tags: vec![] };
         let snaps = list_snapshots(&r, &f).await.unwrap();

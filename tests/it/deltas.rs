@@ -2,6 +2,7 @@
 //! stored as deltas against the chunks they replaced; restores, check, prune and copy keep
 //! working on them.
 
+use crate::common::engine as engine_helpers;
 use crate::common::*;
 
 /// An "hourly dump": 2 MB with `changes` small edits spread over it (a changed row each).
@@ -203,6 +204,71 @@ async fn a_cycle_of_delta_bases_is_an_error_not_a_hang() {
     .await
     .unwrap();
     assert!(!c.ok && c.broken_snapshots.len() == 1, "{:?}", c.damage);
+    reader.close().await;
+}
+
+/// A restore decodes the bases its deltas need without checking their ids (the chunks
+/// decoded against them are checked). A copy of a base forged under the base's id (sealed
+/// with the repository's keys, so only its id gives it away) makes a wrong chunk; the restore
+/// must then read the base again with its id checked and take the good copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_forged_under_its_id_gives_way_to_a_good_copy_on_restore() {
+    use ::repo::codec::compress::compress_delta;
+    use ::repo::format::envelope::MAGIC_SNAPSHOT;
+    use ::repo::format::pack::{BlobType, FLAG_DELTA};
+    use ::repo::format::snapshot::{Snapshot, SnapshotKind};
+    use ::repo::format::stream::encode_list;
+    use ::repo::repo::{self as engine, Access, paths};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let base = engine_helpers::mem_repo().await;
+    let r = engine_helpers::open(base.clone(), &tmp.path().join("w"), Access::Backup).await;
+    let a = noise(100_000, 1);
+    let mut b = a.clone();
+    b[50_000..50_008].copy_from_slice(b"changed!");
+    let (ida, idb) = (r.chunk_id(&a), r.chunk_id(&b));
+    // the good pack: the base whole, the chunk a delta of it, and the content list
+    let mut pb = r.pack_builder(1 << 20).unwrap();
+    pb.add(BlobType::Data, ida, 0, a.len() as u32, None, a.clone()).unwrap();
+    let delta = compress_delta(3, &a, &b).unwrap();
+    pb.add(BlobType::Data, idb, FLAG_DELTA, b.len() as u32, Some(ida), delta).unwrap();
+    let list = encode_list(&[(idb, b.len() as u32)]);
+    let idl = r.chunk_id(&list);
+    pb.add(BlobType::List, idl, 0, list.len() as u32, None, list).unwrap();
+    let good = pb.finish().unwrap();
+    // the forged copy, in a pack whose id sorts first: the copy a lookup of the base gives
+    let forged = (0..)
+        .map(|seed| {
+            let mut pb = r.pack_builder(1 << 20).unwrap();
+            pb.add(BlobType::Data, ida, 0, a.len() as u32, None, noise(100_000, seed)).unwrap();
+            pb.finish().unwrap()
+        })
+        .find(|f| f.id < good.id)
+        .unwrap();
+    for f in [&good, &forged] {
+        base.put(&paths::pack(&f.id), f.bytes.clone()).await.unwrap();
+    }
+    engine::write_index(&r, vec![good.index, forged.index], vec![]).await.unwrap();
+    let snap = Snapshot {
+        time_ns: 1,
+        kind: SnapshotKind::Stream,
+        size: b.len() as u64,
+        chunks: 1,
+        name: "db".into(),
+        host: "h".into(),
+        tags: vec![],
+        command: String::new(),
+        program: "test".into(),
+        lists: vec![idl],
+    };
+    let sealed = r.seal(MAGIC_SNAPSHOT, &snap.encode().unwrap()).unwrap();
+    base.put(&paths::snapshot(&::repo::format::Id::of_bytes(&sealed)), sealed).await.unwrap();
+    r.close().await;
+
+    let reader = engine_helpers::open(base.clone(), &tmp.path().join("r"), Access::Read).await;
+    let lookup = reader.index().lookup(&ida).unwrap().unwrap();
+    assert_eq!(lookup.pack, forged.id, "the forged copy is the one a lookup gives");
+    assert!(engine_helpers::restore(&reader, "db").await == b, "restored from the good copy");
     reader.close().await;
 }
 
