@@ -5,7 +5,7 @@
 //!
 //! Usage: cargo run --release --example delta_analysis -- DUMP1 DUMP2 ...
 //! Options (environment): POLICIES="depth,window,level ...", TALLY, DLEVEL, SINGLES, BEST,
-//! NDEPTH; at the depth limit FALLBACK=base (the newest ancestor shallow enough instead of the
+//! NDEPTH, CHUNK_AVG; at the depth limit FALLBACK=base (the newest ancestor shallow enough instead of the
 //! chain's whole chunk) or FALLBACK=both (the smaller delta of the two), and REROOT=p (a delta
 //! against an older chunk than the one replaced is kept only under p% of plain compression).
 use std::collections::HashMap;
@@ -27,7 +27,10 @@ struct Stored {
 
 fn run(files: &[String], max_depth: u32, window: usize, level: i32) {
     let gear = Gear::from_key(&[7; 32]);
-    let params = ChunkerParams::new(16 << 10, 64 << 10, 256 << 10).unwrap();
+    // CHUNK_AVG (bytes; default the repository default's 128 KiB), min and max at 1/4 and 4×
+    let avg: u32 =
+        std::env::var("CHUNK_AVG").ok().and_then(|v| v.parse().ok()).unwrap_or(128 << 10);
+    let params = ChunkerParams::new(avg / 4, avg, avg * 4).unwrap();
     let mut store: HashMap<H, Stored> = HashMap::new();
     let mut prev: Vec<H> = vec![];
     let mut per_hour = vec![];
@@ -211,7 +214,10 @@ fn decode(store: &HashMap<H, Stored>, id: &H, level: i32, n: &mut usize) -> Vec<
 /// First backup: chunk i is a delta against the last full chunk of its group of `k`.
 fn first(file: &str, k: usize, level: i32) {
     let gear = Gear::from_key(&[7; 32]);
-    let params = ChunkerParams::new(16 << 10, 64 << 10, 256 << 10).unwrap();
+    // CHUNK_AVG (bytes; default the repository default's 128 KiB), min and max at 1/4 and 4×
+    let avg: u32 =
+        std::env::var("CHUNK_AVG").ok().and_then(|v| v.parse().ok()).unwrap_or(128 << 10);
+    let params = ChunkerParams::new(avg / 4, avg, avg * 4).unwrap();
     let data = std::fs::read(file).unwrap();
     let chunks = chunk_slice(&data, &gear, params);
     let (mut plain, mut grouped) = (0, 0);
@@ -274,7 +280,10 @@ fn sketch(c: &[u8]) -> [u64; 3] {
 /// two-chunk prefix.
 fn resemblance(prev_f: &str, cur_f: &str, level: i32) {
     let gear = Gear::from_key(&[7; 32]);
-    let params = ChunkerParams::new(16 << 10, 64 << 10, 256 << 10).unwrap();
+    // CHUNK_AVG (bytes; default the repository default's 128 KiB), min and max at 1/4 and 4×
+    let avg: u32 =
+        std::env::var("CHUNK_AVG").ok().and_then(|v| v.parse().ok()).unwrap_or(128 << 10);
+    let params = ChunkerParams::new(avg / 4, avg, avg * 4).unwrap();
     let (prev, cur) = (std::fs::read(prev_f).unwrap(), std::fs::read(cur_f).unwrap());
     let a = chunk_slice(&prev, &gear, params);
     let b = chunk_slice(&cur, &gear, params);

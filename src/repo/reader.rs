@@ -65,7 +65,7 @@ const BASE_CACHE_BYTES: usize = 16 << 20;
 /// chunks). 128 chunks of 64 KiB rather than 512: the same restore peaked at 144-150 MB with
 /// 512 and 87-95 MB with 128, and took 0.29-0.33 s against 0.25-0.27 s; from moto_server
 /// 0.97-1.07 s against 1.07-1.23 s.
-const BASE_WINDOW_BYTES: u64 = 8 << 20;
+pub(super) const BASE_WINDOW_BYTES: u64 = 8 << 20;
 
 /// Decoded bases by chunk id, at most [`BASE_CACHE_BYTES`] of them. A base a restore's
 /// prefetch decoded is not hashed ([`open_blob`]): only the chunks decoded against it are
@@ -228,6 +228,59 @@ impl PackCiphers {
 }
 
 impl PackCiphers {
+    /// The plaintexts of these bases that the base cache does not hold, with their ids
+    /// unchecked ([`Self::read_chains`]): the index gives a copy of each and of every blob
+    /// below it in its chain, down to a whole chunk or one the cache holds.
+    ///
+    /// Measured (benches/RESULTS.md, "Deeper chains"): with chains four deep, a restore that
+    /// checked every level and cached each spent a third of its time hashing bases and decoded
+    /// some levels twice once the cache overflowed.
+    pub async fn read_bases(
+        &self,
+        repo: &Repository,
+        mut tops: Vec<Id>,
+    ) -> HashMap<Id, Arc<Vec<u8>>> {
+        tops.sort();
+        tops.dedup();
+        // chain ends the cache holds now (kept here: the caller may clear it)
+        let mut held: HashMap<Id, Arc<Vec<u8>>> = HashMap::new();
+        let mut refs: HashMap<Id, BlobRef> = HashMap::new();
+        let mut ids = tops.clone();
+        let mut levels = 0;
+        while !ids.is_empty() && levels < MAX_DELTA_DEPTH {
+            levels += 1;
+            ids.sort();
+            ids.dedup();
+            {
+                let cache = self.bases.lock().unwrap_or_else(|p| p.into_inner());
+                ids.retain(|b| match cache.get(b) {
+                    Some(d) => {
+                        held.insert(*b, d.clone());
+                        false
+                    }
+                    None => !refs.contains_key(b),
+                });
+            }
+            if ids.is_empty() {
+                break;
+            }
+            let Ok(found) = repo.index.lookup_many(&ids) else { break };
+            let mut next = Vec::new();
+            for (b, r) in ids.iter().zip(found) {
+                if let Some(r) = r {
+                    next.extend(r.loc.base);
+                    refs.insert(*b, r);
+                }
+            }
+            ids = next;
+        }
+        tops.retain(|t| !held.contains_key(t));
+        if tops.is_empty() {
+            return HashMap::new();
+        }
+        self.read_chains(repo, refs, tops, held).await.into_iter().collect()
+    }
+
     /// The plaintexts of `tops`, each decoded from the bottom of its chain of bases: every blob
     /// of `refs` (the chosen copy of each top and of each blob below one) is fetched at once
     /// with grouped range reads, `READ_AHEAD` in flight (neighbouring chunks' bases lie near
@@ -235,10 +288,7 @@ impl PackCiphers {
     /// then the chains are decoded in parallel off the runtime, from the whole chunk or the
     /// plaintext in `held` each ends in. Nothing is hashed: the caller checks the ids it
     /// relies on. Best effort: a top whose chain cannot be read or decoded is left out.
-    ///
-    /// Measured (benches/RESULTS.md, "Deeper chains"): reading chains a level at a time and
-    /// checking each level, a restore with chains four deep spent a third of its time hashing
-    /// bases, and a backup waited for one round of reads per level.
+    /// (Reading chains a level at a time, a backup waited for one round of reads per level.)
     pub(crate) async fn read_chains(
         &self,
         repo: &Repository,
@@ -442,64 +492,18 @@ fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64, max: u64) -> Vec<Group> {
     out
 }
 
-/// Reads the bases the deltas among `window` need into the base cache. Every blob of the
-/// chains below those bases that the cache does not hold is fetched at once, with the same
-/// grouped range reads as the stream itself (the bases of neighbouring chunks lie near each
-/// other in older packs, each level of their chains in the packs of one backup); then each
-/// chain is decoded from the whole chunk (or cached base) it ends in up to the base, chains in
-/// parallel, without hashing (the chunks decoded against the bases are checked). Only the
-/// bases are cached: a chain's lower levels serve that chain alone. Best effort: a base not
-/// fetched here is read on its own later, with its id checked.
-///
-/// Measured (benches/RESULTS.md, "Deeper chains"): with chains four deep, a restore that
-/// checked every level and cached each spent a third of its time hashing bases and decoded
-/// some levels twice once the cache overflowed.
+/// Reads the bases the deltas among `window` need into the base cache
+/// ([`PackCiphers::read_bases`]), before the window's chunks, so that each delta finds its
+/// base decoded. Best effort: a base not read here is read on its own later, with its id
+/// checked.
 async fn prefetch_bases(
     repo: &Arc<Repository>,
     ciphers: &Arc<PackCiphers>,
     window: &[(Id, BlobRef)],
 ) {
-    let mut tops: Vec<Id> = window.iter().filter_map(|(_, r)| r.loc.base).collect();
-    tops.sort();
-    tops.dedup();
-    // chain ends the cache holds now (kept here: caching the new bases may clear it)
-    let mut held: HashMap<Id, Arc<Vec<u8>>> = HashMap::new();
-    let mut refs: HashMap<Id, BlobRef> = HashMap::new();
-    let mut ids = tops.clone();
-    let mut levels = 0;
-    while !ids.is_empty() && levels < MAX_DELTA_DEPTH {
-        levels += 1;
-        ids.sort();
-        ids.dedup();
-        {
-            let cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
-            ids.retain(|b| match cache.get(b) {
-                Some(d) => {
-                    held.insert(*b, d.clone());
-                    false
-                }
-                None => !refs.contains_key(b),
-            });
-        }
-        if ids.is_empty() {
-            break;
-        }
-        let Ok(found) = repo.index.lookup_many(&ids) else { return };
-        let mut next = Vec::new();
-        for (b, r) in ids.iter().zip(found) {
-            if let Some(r) = r {
-                next.extend(r.loc.base);
-                refs.insert(*b, r);
-            }
-        }
-        ids = next;
-    }
-    tops.retain(|t| !held.contains_key(t));
-    if tops.is_empty() {
-        return;
-    }
-    let decoded = ciphers.read_chains(repo, refs, tops, held).await;
-    let bytes = decoded.iter().map(|(_, d)| d.len()).sum();
+    let bases = window.iter().filter_map(|(_, r)| r.loc.base).collect();
+    let decoded = ciphers.read_bases(repo, bases).await;
+    let bytes = decoded.values().map(|d| d.len()).sum();
     let mut cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
     cache.make_room(bytes);
     for (id, d) in decoded {

@@ -269,6 +269,20 @@ async fn a_base_forged_under_its_id_gives_way_to_a_good_copy_on_restore() {
     let lookup = reader.index().lookup(&ida).unwrap().unwrap();
     assert_eq!(lookup.pack, forged.id, "the forged copy is the one a lookup gives");
     assert!(engine_helpers::restore(&reader, "db").await == b, "restored from the good copy");
+    // check blames the forged copy alone: the delta, decoded first against the forged base
+    // unchecked, is checked again with its base read and checked
+    let c = ::repo::ops::check::run(
+        reader.clone(),
+        &::repo::ops::check::CheckOptions {
+            read_data: Some(::repo::ops::check::Subset::All),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let forged_pack = paths::pack(&forged.id);
+    assert!(!c.ok && !c.damage.is_empty(), "{:?}", c.damage);
+    assert!(c.damage.iter().all(|d| d.object == forged_pack), "{:?}", c.damage);
     reader.close().await;
 }
 
