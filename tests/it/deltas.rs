@@ -123,9 +123,7 @@ fn copy_re_encodes_deltas_in_the_destination() {
 async fn a_cycle_of_delta_bases_is_an_error_not_a_hang() {
     use ::repo::backend::{Backend, MemBackend};
     use ::repo::codec::compress::compress_delta;
-    use ::repo::format::envelope::MAGIC_SNAPSHOT;
     use ::repo::format::pack::{BlobType, FLAG_DELTA};
-    use ::repo::format::snapshot::{Snapshot, SnapshotKind};
     use ::repo::format::stream::encode_list;
     use ::repo::repo::{self as engine, Access, InitOptions, Repository, paths};
     use std::sync::Arc;
@@ -152,20 +150,7 @@ async fn a_cycle_of_delta_bases_is_an_error_not_a_hang() {
     let f = pb.finish().unwrap();
     base.put(&paths::pack(&f.id), f.bytes).await.unwrap();
     engine::write_index(&r, vec![f.index], vec![]).await.unwrap();
-    let snap = Snapshot {
-        time_ns: 1,
-        kind: SnapshotKind::Stream,
-        size: a.len() as u64,
-        chunks: 1,
-        name: "hostile".into(),
-        host: "h".into(),
-        tags: vec![],
-        command: String::new(),
-        program: "test".into(),
-        lists: vec![idl],
-    };
-    let sealed = r.seal(MAGIC_SNAPSHOT, &snap.encode().unwrap()).unwrap();
-    base.put(&paths::snapshot(&::repo::format::Id::of_bytes(&sealed)), sealed).await.unwrap();
+    let snap = put_snapshot(&r, &base, "hostile", a.len(), idl).await;
     r.close().await;
 
     let reader = open("r", Access::Read).await;
@@ -194,17 +179,37 @@ async fn a_cycle_of_delta_bases_is_an_error_not_a_hang() {
     .expect("no hang");
     let e = restored.expect_err("a cycle of bases cannot be decoded");
     assert!(e.to_string().contains("delta base"), "{e}");
-    let c = ::repo::ops::check::run(
-        reader.clone(),
-        &::repo::ops::check::CheckOptions {
-            read_data: Some(::repo::ops::check::Subset::All),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let c = engine_helpers::check_all(&reader).await;
     assert!(!c.ok && c.broken_snapshots.len() == 1, "{:?}", c.damage);
     reader.close().await;
+}
+
+/// Writes a stream snapshot named `name` of one chunk (`size` bytes), listed by the content
+/// list `list`, as a hand-built pack of a test would need it.
+async fn put_snapshot(
+    r: &::repo::repo::Repository,
+    base: &std::sync::Arc<dyn ::repo::backend::Backend>,
+    name: &str,
+    size: usize,
+    list: ::repo::format::Id,
+) -> ::repo::format::snapshot::Snapshot {
+    use ::repo::format::snapshot::{Snapshot, SnapshotKind};
+    let snap = Snapshot {
+        time_ns: 1,
+        kind: SnapshotKind::Stream,
+        size: size as u64,
+        chunks: 1,
+        name: name.into(),
+        host: "h".into(),
+        tags: vec![],
+        command: String::new(),
+        program: "test".into(),
+        lists: vec![list],
+    };
+    let sealed = r.seal(::repo::format::envelope::MAGIC_SNAPSHOT, &snap.encode().unwrap()).unwrap();
+    let id = ::repo::format::Id::of_bytes(&sealed);
+    base.put(&::repo::repo::paths::snapshot(&id), sealed).await.unwrap();
+    snap
 }
 
 /// A restore decodes the bases its deltas need without checking their ids (the chunks
@@ -214,9 +219,7 @@ async fn a_cycle_of_delta_bases_is_an_error_not_a_hang() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_base_forged_under_its_id_gives_way_to_a_good_copy_on_restore() {
     use ::repo::codec::compress::compress_delta;
-    use ::repo::format::envelope::MAGIC_SNAPSHOT;
     use ::repo::format::pack::{BlobType, FLAG_DELTA};
-    use ::repo::format::snapshot::{Snapshot, SnapshotKind};
     use ::repo::format::stream::encode_list;
     use ::repo::repo::{self as engine, Access, paths};
 
@@ -249,20 +252,7 @@ async fn a_base_forged_under_its_id_gives_way_to_a_good_copy_on_restore() {
         base.put(&paths::pack(&f.id), f.bytes.clone()).await.unwrap();
     }
     engine::write_index(&r, vec![good.index, forged.index], vec![]).await.unwrap();
-    let snap = Snapshot {
-        time_ns: 1,
-        kind: SnapshotKind::Stream,
-        size: b.len() as u64,
-        chunks: 1,
-        name: "db".into(),
-        host: "h".into(),
-        tags: vec![],
-        command: String::new(),
-        program: "test".into(),
-        lists: vec![idl],
-    };
-    let sealed = r.seal(MAGIC_SNAPSHOT, &snap.encode().unwrap()).unwrap();
-    base.put(&paths::snapshot(&::repo::format::Id::of_bytes(&sealed)), sealed).await.unwrap();
+    put_snapshot(&r, &base, "db", b.len(), idl).await;
     r.close().await;
 
     let reader = engine_helpers::open(base.clone(), &tmp.path().join("r"), Access::Read).await;
@@ -271,15 +261,7 @@ async fn a_base_forged_under_its_id_gives_way_to_a_good_copy_on_restore() {
     assert!(engine_helpers::restore(&reader, "db").await == b, "restored from the good copy");
     // check blames the forged copy alone: the delta, decoded first against the forged base
     // unchecked, is checked again with its base read and checked
-    let c = ::repo::ops::check::run(
-        reader.clone(),
-        &::repo::ops::check::CheckOptions {
-            read_data: Some(::repo::ops::check::Subset::All),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let c = engine_helpers::check_all(&reader).await;
     let forged_pack = paths::pack(&forged.id);
     assert!(!c.ok && !c.damage.is_empty(), "{:?}", c.damage);
     assert!(c.damage.iter().all(|d| d.object == forged_pack), "{:?}", c.damage);

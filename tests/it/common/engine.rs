@@ -83,16 +83,17 @@ pub async fn backup(r: &Arc<Repository>, name: &str, data: &[u8]) -> ::repo::for
     .0
 }
 
+/// What `check --read-data` finds.
+pub async fn check_all(r: &Arc<Repository>) -> ::repo::ops::check::CheckReport {
+    let opts = ::repo::ops::check::CheckOptions {
+        read_data: Some(::repo::ops::check::Subset::All),
+        ..Default::default()
+    };
+    ::repo::ops::check::run(r.clone(), &opts).await.expect("check")
+}
+
 /// `check --read-data` finds no damage.
 pub async fn clean(r: &Arc<Repository>) {
-    let c = ::repo::ops::check::run(
-        r.clone(),
-        &::repo::ops::check::CheckOptions {
-            read_data: Some(::repo::ops::check::Subset::All),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("check");
+    let c = check_all(r).await;
     assert!(c.ok, "damage: {:?} notes {:?}", c.damage, c.notes);
 }
