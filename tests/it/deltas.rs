@@ -268,6 +268,87 @@ async fn a_base_forged_under_its_id_gives_way_to_a_good_copy_on_restore() {
     reader.close().await;
 }
 
+/// A chunk stored twice, whole in one pack and as a delta in another (two backups that raced,
+/// or one that stored again the chunks of a pack a prune had condemned), can end chains four
+/// deep that writers built counting it as whole. Prune must keep its whole copy: with the
+/// delta copy those chains would be five deep, more than readers follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_keeps_the_whole_copy_of_a_chunk_stored_both_ways() {
+    use ::repo::codec::compress::compress_delta;
+    use ::repo::format::pack::{BlobType, FLAG_DELTA};
+    use ::repo::format::stream::encode_list;
+    use ::repo::ops::prune::{self, PruneOptions};
+    use ::repo::repo::{self as engine, Access, paths};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let base = engine_helpers::mem_repo().await;
+    let r = engine_helpers::open(base.clone(), &tmp.path().join("w"), Access::Backup).await;
+    let edit = |v: &[u8], at: usize| {
+        let mut v = v.to_vec();
+        v[at..at + 8].copy_from_slice(b"changed!");
+        v
+    };
+    // z; x, an edit of z; y1..y4, each an edit of the one before, y1 of x
+    let z = noise(50_000, 1);
+    let x = edit(&z, 1_000);
+    let mut chain = vec![x.clone()];
+    for i in 1..=4 {
+        chain.push(edit(&chain[i - 1], i * 10_000));
+    }
+    let id = |v: &[u8]| r.chunk_id(v);
+    let len = |v: &[u8]| v.len() as u32;
+    let y4 = chain[4].clone();
+    // z whole and the chain y1..y4 on x, four deep
+    let mut pb = r.pack_builder(1 << 20).unwrap();
+    pb.add(BlobType::Data, id(&z), 0, len(&z), None, z.clone()).unwrap();
+    for w in chain.windows(2) {
+        let d = compress_delta(3, &w[0], &w[1]).unwrap();
+        pb.add(BlobType::Data, id(&w[1]), FLAG_DELTA, len(&w[1]), Some(id(&w[0])), d).unwrap();
+    }
+    let list = encode_list(&[(id(&y4), len(&y4))]);
+    let idl = id(&list);
+    pb.add(BlobType::List, idl, 0, len(&list), None, list).unwrap();
+    let main = pb.finish().unwrap();
+    // x as a delta of z
+    let mut pb = r.pack_builder(1 << 20).unwrap();
+    let d = compress_delta(3, &z, &x).unwrap();
+    pb.add(BlobType::Data, id(&x), FLAG_DELTA, len(&x), Some(id(&z)), d).unwrap();
+    let delta_copy = pb.finish().unwrap();
+    // x whole, in a pack whose id sorts after the delta copy's (beside a blob nothing needs)
+    let whole_copy = (0..)
+        .map(|seed| {
+            let mut pb = r.pack_builder(1 << 20).unwrap();
+            pb.add(BlobType::Data, id(&x), 0, len(&x), None, x.clone()).unwrap();
+            let filler = noise(64, seed);
+            pb.add(BlobType::Data, id(&filler), 0, len(&filler), None, filler).unwrap();
+            pb.finish().unwrap()
+        })
+        .find(|w| w.id > delta_copy.id)
+        .unwrap();
+    for f in [&main, &delta_copy, &whole_copy] {
+        base.put(&paths::pack(&f.id), f.bytes.clone()).await.unwrap();
+    }
+    let index = vec![main.index, delta_copy.index, whole_copy.index];
+    engine::write_index(&r, index, vec![]).await.unwrap();
+    put_snapshot(&r, &base, "db", y4.len(), idl).await;
+    r.close().await;
+
+    for run in 0..2 {
+        let p = engine_helpers::open(base.clone(), &tmp.path().join("p"), Access::Prune).await;
+        prune::run(p.clone(), &PruneOptions { dry_run: false, max_unused: 0.0 }).await.unwrap();
+        p.close().await;
+        let reader = engine_helpers::open(base.clone(), &tmp.path().join("r"), Access::Read).await;
+        assert!(engine_helpers::restore(&reader, "db").await == y4, "restores after prune {run}");
+        reader.close().await;
+    }
+    // one copy of x is left, and it is the whole one (repacked or not)
+    let r = engine_helpers::open(base.clone(), &tmp.path().join("c"), Access::Read).await;
+    let copies = r.index().locations(&id(&x)).unwrap();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(copies[0].loc.base.is_none(), "{copies:?}");
+    engine_helpers::clean(&r).await;
+}
+
 #[test]
 fn relation_files_changed_in_place_are_stored_as_deltas_against_their_previous_version() {
     let f = Fixture::new();
