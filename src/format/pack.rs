@@ -36,9 +36,9 @@ pub const FLAG_ZSTD: u8 = 1;
 /// the entry). Never combined with [`FLAG_ZSTD`].
 pub const FLAG_DELTA: u8 = 2;
 
-/// Writers make deltas one level deep; readers follow at most this many levels of bases (a
-/// chunk stored twice can be a base in one copy and a delta in another), so a hostile cycle
-/// of bases ends in an error.
+/// Readers follow at most this many levels of bases, so a hostile cycle of bases ends in an
+/// error. Writers make chains this deep (a chunk stored twice, whole and as a delta, counts as
+/// whole: prune keeps its whole copy).
 pub const MAX_DELTA_DEPTH: u32 = 4;
 
 /// Checks the flags of an entry; true for a delta (whose base id follows the entry).

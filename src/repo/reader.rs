@@ -4,15 +4,15 @@
 //! with one range read (a group: at most `GROUP_BYTES` both stored and decompressed);
 //! `READ_AHEAD` groups are fetched and decoded concurrently (decoding on blocking threads, so
 //! both cores work) and written strictly in order by a writer thread. Deltas need their base
-//! chunks: the bases of each window of chunks (`BASE_WINDOW_BYTES` of them) are fetched
-//! (grouped the same way) into a cache of at most `BASE_CACHE_BYTES` before the window's
-//! first group, while
-//! the previous window's last groups are still in flight (a queued group holds on to the bases
-//! it found in the cache, which the next window's prefetch may clear). Memory: about
-//! `(READ_AHEAD + WRITE_QUEUE + 1) × 2 × GROUP_BYTES` for the groups, up to `READ_AHEAD × 2 ×
-//! GROUP_BYTES` more while a window's bases are prefetched, twice the base cache (the cache,
-//! and the bases queued groups pinned before it was cleared) and one maximal chunk, whatever
-//! the stream size or compression ratio.
+//! chunks: the bases of each window of chunks (`BASE_WINDOW_BYTES` of them), with every blob
+//! of their chains, are fetched (grouped the same way) and decoded into a cache of at most
+//! `BASE_CACHE_BYTES` before the window's first group, while the previous window's last
+//! groups are still in flight (a queued group holds on to the bases it found in the cache,
+//! which the next window's prefetch may clear). Memory: about `(READ_AHEAD + WRITE_QUEUE + 1)
+//! × 2 × GROUP_BYTES` for the groups, up to `READ_BUDGET` more while a window's bases are
+//! prefetched, twice the base cache (the cache, and the bases queued groups pinned before it
+//! was cleared) and one maximal chunk per core, whatever the stream size or compression
+//! ratio.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -69,9 +69,9 @@ pub(super) const BASE_WINDOW_BYTES: u64 = 8 << 20;
 
 /// Decoded bases by chunk id, at most [`BASE_CACHE_BYTES`] of them. A base a restore's
 /// prefetch decoded is not hashed ([`open_blob`]): only the chunks decoded against it are
-/// delivered, and their ids are checked. After a failure, [`BaseCache::forget_unchecked`]
-/// drops such bases, so that the retry reads every base with its id checked and names a
-/// damaged one.
+/// delivered, and their ids are checked. Reads of single blobs ([`PackCiphers::base`], which
+/// a retry after a failure uses) take only checked bases, so that a damaged or forged base is
+/// passed over for another copy, or named.
 #[derive(Default)]
 struct BaseCache {
     map: HashMap<Id, (Arc<Vec<u8>>, bool)>,
@@ -83,6 +83,10 @@ impl BaseCache {
         self.map.get(id).map(|(d, _)| d)
     }
 
+    fn get_checked(&self, id: &Id) -> Option<&Arc<Vec<u8>>> {
+        self.map.get(id).filter(|(_, checked)| *checked).map(|(d, _)| d)
+    }
+
     /// Clears the cache unless `more` bytes fit beside what it holds.
     fn make_room(&mut self, more: usize) {
         if self.bytes + more > BASE_CACHE_BYTES {
@@ -91,19 +95,18 @@ impl BaseCache {
         }
     }
 
-    /// Caches a base; `checked`: its id was verified.
+    /// Caches a base; `checked`: its id was verified (it then replaces an unchecked copy).
     fn insert(&mut self, id: Id, data: Arc<Vec<u8>>, checked: bool) {
-        if self.map.contains_key(&id) {
-            return;
+        if let Some((old, was_checked)) = self.map.get(&id) {
+            if *was_checked || !checked {
+                return;
+            }
+            self.bytes -= old.len();
+            self.map.remove(&id);
         }
         self.make_room(data.len());
         self.bytes += data.len();
         self.map.insert(id, (data, checked));
-    }
-
-    fn forget_unchecked(&mut self) {
-        self.map.retain(|_, (_, checked)| *checked);
-        self.bytes = self.map.values().map(|(d, _)| d.len()).sum();
     }
 }
 
@@ -181,7 +184,7 @@ impl PackCiphers {
         of: &Id,
         depth: u32,
     ) -> Result<Arc<Vec<u8>>> {
-        if let Some(b) = self.bases.lock().unwrap_or_else(|p| p.into_inner()).get(base) {
+        if let Some(b) = self.bases.lock().unwrap_or_else(|p| p.into_inner()).get_checked(base) {
             return Ok(b.clone());
         }
         let mut copies = repo.index.locations(base)?;
@@ -278,6 +281,7 @@ impl PackCiphers {
         if tops.is_empty() {
             return HashMap::new();
         }
+        let (tops, refs) = within_budget(tops, &refs);
         self.read_chains(repo, refs, tops, held).await.into_iter().collect()
     }
 
@@ -292,7 +296,7 @@ impl PackCiphers {
     pub(crate) async fn read_chains(
         &self,
         repo: &Repository,
-        refs: HashMap<Id, BlobRef>,
+        refs: impl IntoIterator<Item = (Id, BlobRef)>,
         tops: Vec<Id>,
         held: HashMap<Id, Arc<Vec<u8>>>,
     ) -> Vec<(Id, Arc<Vec<u8>>)> {
@@ -317,8 +321,8 @@ impl PackCiphers {
             }
             tops.par_iter()
                 .filter_map(|top| {
-                    // the chain from the top down to what it ends in (at most
-                    // MAX_DELTA_DEPTH levels below it, so a cycle of bases ends here)
+                    // the chain from the top down to what it ends in (a top is the base of a
+                    // delta, so at most MAX_DELTA_DEPTH - 1 deltas deep: a cycle ends here)
                     let (mut chain, mut cur, mut plain) = (Vec::new(), *top, None);
                     loop {
                         if let Some(d) = held.get(&cur) {
@@ -328,7 +332,7 @@ impl PackCiphers {
                         let &(i, loc) = at.get(&cur)?;
                         chain.push((cur, i, loc));
                         match loc.base {
-                            Some(_) if chain.len() > MAX_DELTA_DEPTH as usize => return None,
+                            Some(_) if chain.len() >= MAX_DELTA_DEPTH as usize => return None,
                             Some(b) => cur = b,
                             None => break,
                         }
@@ -346,6 +350,37 @@ impl PackCiphers {
                 .collect::<Vec<(Id, Arc<Vec<u8>>)>>()
         };
         tokio::task::spawn_blocking(decode).await.unwrap_or_default()
+    }
+}
+
+/// What a [`PackCiphers::read_bases`] fetches and returns at once: the groups its range reads
+/// span and the decoded bases (a window's bases are about as large as its chunks; unusual or
+/// hostile ones fall back to single reads, which the base cache bounds).
+const READ_BUDGET: u64 = 2 * BASE_CACHE_BYTES as u64;
+
+/// `tops`, halved until the reads of their chains and their decoded bytes fit in
+/// [`READ_BUDGET`] (at least one top is kept), and the blobs of those chains.
+fn within_budget(mut tops: Vec<Id>, refs: &HashMap<Id, BlobRef>) -> (Vec<Id>, Vec<(Id, BlobRef)>) {
+    loop {
+        let mut members: HashMap<Id, BlobRef> = HashMap::new();
+        for t in &tops {
+            let mut cur = Some(*t);
+            while let Some(r) = cur.and_then(|c| refs.get(&c).map(|r| (c, *r))) {
+                if members.insert(r.0, r.1).is_some() {
+                    break; // the rest of this chain is in already (or a cycle)
+                }
+                cur = r.1.loc.base;
+            }
+        }
+        let decoded: u64 =
+            tops.iter().filter_map(|t| refs.get(t)).map(|r| u64::from(r.loc.raw_len)).sum();
+        let mut entries: Vec<(Id, BlobRef)> = members.into_iter().collect();
+        entries.sort_by_key(|(id, r)| (r.pack, r.loc.offset, *id));
+        let fetched: u64 = group(entries.clone()).iter().map(|g| g.len).sum();
+        if decoded + fetched <= READ_BUDGET || tops.len() <= 1 {
+            return (tops, entries);
+        }
+        tops.truncate(tops.len() / 2);
     }
 }
 
@@ -525,7 +560,6 @@ async fn fetch_group(
             // one chunk at a time, each from its own copy again and then from any other, with
             // every base it uses checked: a base decoded unchecked ([`prefetch_bases`]) may
             // have been the cause, and the error then names the damaged base
-            ciphers.bases.lock().unwrap_or_else(|p| p.into_inner()).forget_unchecked();
             let mut out = Vec::with_capacity(items.len());
             for (id, loc) in &items {
                 match ciphers.read(&repo, &pack, id, loc).await {

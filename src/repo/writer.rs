@@ -461,10 +461,10 @@ impl Pipeline<'_> {
     /// ends in, so no delta is more than [`WRITE_DEPTH`] deep. Candidates that cannot be read
     /// are left out (the chunk is then stored on its own).
     ///
-    /// Bases are read in rounds of grouped range reads, one per level of their chains (the
-    /// whole chunks that delta bases need first, then each level of deltas above them), so
-    /// that the bases of neighbouring chunks, which lie near each other in the packs of the
-    /// previous backup, come in one read.
+    /// Every blob of the bases' chains is read at once with grouped range reads
+    /// ([`super::PackCiphers::read_chains`]): the bases of neighbouring chunks lie near each
+    /// other in the packs of the previous backups, each level of their chains in one backup's.
+    /// The bases themselves are then checked against their ids.
     fn fetch_bases(
         &self,
         fresh: &[(Id, Vec<u8>, Option<Id>)],
