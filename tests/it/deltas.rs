@@ -239,8 +239,9 @@ async fn a_base_forged_under_its_id_gives_way_to_a_good_copy_on_restore() {
     let idl = r.chunk_id(&list);
     pb.add(BlobType::List, idl, 0, list.len() as u32, None, list).unwrap();
     let good = pb.finish().unwrap();
-    // the forged copy, in a pack whose id sorts first: the copy a lookup of the base gives
-    let forged = (0..)
+    // the forged copy (other bytes than `a`, noise of seed 1), in a pack whose id sorts
+    // first: the copy a lookup of the base gives
+    let forged = (1000..)
         .map(|seed| {
             let mut pb = r.pack_builder(1 << 20).unwrap();
             pb.add(BlobType::Data, ida, 0, a.len() as u32, None, noise(100_000, seed)).unwrap();
