@@ -644,7 +644,9 @@ impl IndexCache {
         Ok(())
     }
 
-    /// Every copy of `id`, those in packs to avoid last (otherwise in key order).
+    /// Every copy of `id`, those in packs to avoid last, whole copies before delta copies
+    /// (otherwise in key order): readers prefer whole copies, and a base's whole copy is the
+    /// one whose chain is as short as writers counted.
     fn copies_in(
         &self,
         t: &impl ReadableTable<&'static [u8], &'static [u8]>,
@@ -653,7 +655,7 @@ impl IndexCache {
         avoid: &HashSet<Id>,
     ) -> Result<Vec<BlobRef>> {
         let mut out = copies(t, run, id, &self.path)?;
-        out.sort_by_key(|b| avoid.contains(&b.pack));
+        out.sort_by_key(|b| (avoid.contains(&b.pack), b.loc.base.is_some()));
         Ok(out)
     }
 
