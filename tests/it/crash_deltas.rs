@@ -150,7 +150,17 @@ async fn hourly_edits_chain_at_most_four_levels_deep() {
     let tmp = tempfile::tempdir().unwrap();
     let base = mem_repo().await;
     let r = open(base.clone(), tmp.path(), Access::Backup).await;
-    let hours: Vec<Vec<u8>> = (0..8u64).map(|h| hour(h * 7)).collect();
+    // the same rows change every hour, so their chunks chain one level deeper each hour
+    let hours: Vec<Vec<u8>> = (0..8u64)
+        .map(|h| {
+            let mut v = hour(7);
+            for i in 0..7u64 {
+                let at = ((i * 7919 + 13) * 104_729 % 199_000) as usize;
+                v[at..at + 8].copy_from_slice(&(h * 100 + i).to_le_bytes());
+            }
+            v
+        })
+        .collect();
     for (h, data) in hours.iter().enumerate() {
         backup_hour(&r, h as i64, data).await;
     }
