@@ -281,13 +281,13 @@ impl PackCiphers {
         if tops.is_empty() {
             return HashMap::new();
         }
-        let (tops, refs) = within_budget(tops, &refs);
-        self.read_chains(repo, refs, tops, held).await.into_iter().collect()
+        let (tops, groups) = within_budget(tops, &refs);
+        self.read_chains(repo, groups, tops, held).await.into_iter().collect()
     }
 
-    /// The plaintexts of `tops`, each decoded from the bottom of its chain of bases: every blob
-    /// of `refs` (the chosen copy of each top and of each blob below one) is fetched at once
-    /// with grouped range reads, `READ_AHEAD` in flight (neighbouring chunks' bases lie near
+    /// The plaintexts of `tops`, each decoded from the bottom of its chain of bases: the
+    /// `groups` ([`chain_groups`] of the chosen copy of each top and of each blob below one)
+    /// are fetched at once, `READ_AHEAD` in flight (neighbouring chunks' bases lie near
     /// each other in older packs, each level of their chains in the packs of one backup),
     /// then the chains are decoded in parallel off the runtime, from the whole chunk or the
     /// plaintext in `held` each ends in. Nothing is hashed: the caller checks the ids it
@@ -296,13 +296,11 @@ impl PackCiphers {
     pub(crate) async fn read_chains(
         &self,
         repo: &Repository,
-        refs: impl IntoIterator<Item = (Id, BlobRef)>,
+        groups: Vec<Group>,
         tops: Vec<Id>,
         held: HashMap<Id, Arc<Vec<u8>>>,
     ) -> Vec<(Id, Arc<Vec<u8>>)> {
-        let mut entries: Vec<(Id, BlobRef)> = refs.into_iter().collect();
-        entries.sort_by_key(|(id, r)| (r.pack, r.loc.offset, *id));
-        let fetched: Vec<(Group, Arc<ObjectCipher>, Vec<u8>)> = stream::iter(group(entries))
+        let fetched: Vec<(Group, Arc<ObjectCipher>, Vec<u8>)> = stream::iter(groups)
             .map(|g| async move {
                 let cipher = self.get(repo, &g.pack).await.ok()?;
                 let bytes =
@@ -358,9 +356,16 @@ impl PackCiphers {
 /// hostile ones fall back to single reads, which the base cache bounds).
 const READ_BUDGET: u64 = 2 * BASE_CACHE_BYTES as u64;
 
+/// The grouped range reads of these blobs (in any order).
+pub(crate) fn chain_groups(refs: impl IntoIterator<Item = (Id, BlobRef)>) -> Vec<Group> {
+    let mut entries: Vec<(Id, BlobRef)> = refs.into_iter().collect();
+    entries.sort_by_key(|(id, r)| (r.pack, r.loc.offset, *id));
+    group(entries)
+}
+
 /// `tops`, halved until the reads of their chains and their decoded bytes fit in
-/// [`READ_BUDGET`] (at least one top is kept), and the blobs of those chains.
-fn within_budget(mut tops: Vec<Id>, refs: &HashMap<Id, BlobRef>) -> (Vec<Id>, Vec<(Id, BlobRef)>) {
+/// [`READ_BUDGET`] (at least one top is kept), and the reads of those chains.
+fn within_budget(mut tops: Vec<Id>, refs: &HashMap<Id, BlobRef>) -> (Vec<Id>, Vec<Group>) {
     loop {
         let mut members: HashMap<Id, BlobRef> = HashMap::new();
         for t in &tops {
@@ -374,11 +379,10 @@ fn within_budget(mut tops: Vec<Id>, refs: &HashMap<Id, BlobRef>) -> (Vec<Id>, Ve
         }
         let decoded: u64 =
             tops.iter().filter_map(|t| refs.get(t)).map(|r| u64::from(r.loc.raw_len)).sum();
-        let mut entries: Vec<(Id, BlobRef)> = members.into_iter().collect();
-        entries.sort_by_key(|(id, r)| (r.pack, r.loc.offset, *id));
-        let fetched: u64 = group(entries.clone()).iter().map(|g| g.len).sum();
+        let groups = chain_groups(members);
+        let fetched: u64 = groups.iter().map(|g| g.len).sum();
         if decoded + fetched <= READ_BUDGET || tops.len() <= 1 {
-            return (tops, entries);
+            return (tops, groups);
         }
         tops.truncate(tops.len() / 2);
     }
@@ -471,7 +475,7 @@ async fn read_other_copy(
     Err(first)
 }
 
-struct Group {
+pub(crate) struct Group {
     pack: Id,
     start: u64,
     len: u64,

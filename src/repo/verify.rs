@@ -208,9 +208,8 @@ fn decode_delta(
     frame: &[u8],
     base: &[u8],
 ) -> std::result::Result<(), String> {
-    let data =
-        crate::codec::compress::decompress(loc.flags, frame.to_vec(), loc.raw_len, Some(base))
-            .map_err(|e| e.to_string())?;
+    let data = crate::codec::compress::decompress_delta(base, frame, loc.raw_len)
+        .map_err(|e| e.to_string())?;
     let actual = repo.keys.chunk_id(&data);
     if actual == *id {
         Ok(())

@@ -505,7 +505,8 @@ impl Pipeline<'_> {
         }
         let rt = tokio::runtime::Handle::current();
         let tops: Vec<Id> = copies.keys().copied().collect();
-        let read = rt.block_on(self.reader.read_chains(self.repo, refs, tops, HashMap::new()));
+        let groups = super::reader::chain_groups(refs);
+        let read = rt.block_on(self.reader.read_chains(self.repo, groups, tops, HashMap::new()));
         // the bases themselves are checked (a delta against a damaged base would spread the
         // damage); the levels below them only produce them
         let mut plain: HashMap<Id, Arc<Vec<u8>>> = {
