@@ -7,7 +7,8 @@
 //! in the parent snapshot), a new chunk's base is the old chunk at the same place (a changed
 //! row or page turns exactly that chunk into a new one). No index of similar chunks is
 //! needed. Chains are at most four levels deep (the writer's `WRITE_DEPTH`): a candidate that
-//! is itself four levels deep gives the whole chunk its chain ends in.
+//! is itself four levels deep gives the whole chunk its chain ends in (a restart, kept only while
+//! it is small: `RESTART_SHARE`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,20 @@ const TINY_DELTA: usize = 128;
 /// A delta at most 1/CLEAR_SHARE of the stored size of its base chain's whole chunk is kept
 /// without trying plain compression.
 const CLEAR_SHARE: usize = 4;
+/// A restart (a delta against the whole chunk its candidate's chain ends in, because the
+/// candidate was as deep as chains go) is kept only while it is at most 1/RESTART_SHARE of
+/// that whole chunk's stored size; a larger one is stored whole and starts a new chain.
+///
+/// A restart carries every change since its whole chunk was stored, so restarts grow with the
+/// chain's age while the chain's other deltas stay the size of one hour's changes. Storing
+/// the chunk whole costs about its whole size once and resets the age. With restarts every
+/// `d` versions, changes of `c` bytes per version and `w` for the whole chunk, the cost per
+/// version is lowest when chains restart anew after about `sqrt(2·d·w/c)` versions, when a
+/// restart has grown to about `sqrt(2·d·c/w)·w`: 0.37·w for the bench dump's accounts
+/// (`w/c` about 60, `d` 4). Measured over 72 hours of the bench workload (benches/RESULTS.md,
+/// "Long horizons"): keeping restarts up to 3/4 of the plain size, the growth per hour rose
+/// from 3.3 MB in the first twelve hours to about 5 MB after two days.
+const RESTART_SHARE: usize = 3;
 
 /// A new chunk whose end lies within this many bytes of an old chunk boundary (where the
 /// shift puts it) lines the streams up at that boundary: the chunker cuts at the same
@@ -250,17 +265,26 @@ pub struct Base {
     /// The stored size of the whole chunk its chain ends in (the chunk itself when it is
     /// stored whole): what a chunk like this one costs compressed on its own, about.
     pub whole: usize,
+    /// Whether this is a restart: the candidate was as deep as chains go, and this base is the
+    /// whole chunk its chain ends in ([`RESTART_SHARE`]).
+    pub restart: bool,
 }
 
 /// Compresses `chunk` against `base` and, unless the delta is clearly smaller, on its own;
-/// keeps the delta when it is at most three quarters of the plain encoding.
+/// keeps the delta when it is at most three quarters of the plain encoding. A restart is kept
+/// only while it is at most a third of its whole chunk's stored size.
 pub fn encode(level: i32, chunk: Vec<u8>, base: Option<Base>) -> Encoded {
-    let delta =
-        base.and_then(|b| Some((b.id, b.whole, compress_delta(level, &b.plain, &chunk).ok()?)));
-    let Some((b, whole, d)) = delta else {
+    let delta = base.and_then(|b| {
+        Some((b.id, b.whole, b.restart, compress_delta(level, &b.plain, &chunk).ok()?))
+    });
+    let Some((b, whole, restart, d)) = delta else {
         let (flags, data) = compress(level, chunk);
         return Encoded { flags, data, base: None };
     };
+    if restart && (d.len() + 32) * RESTART_SHARE > whole {
+        let (flags, data) = compress(level, chunk);
+        return Encoded { flags, data, base: None };
+    }
     // a delta under 1/128 of the chunk, or under a quarter of what the base chain's whole
     // chunk is stored in, is kept without compressing the chunk on its own: the first costs
     // at worst its own few hundred bytes over that, and the second would need the chunk to
@@ -351,7 +375,7 @@ mod tests {
         let mut near = base.clone();
         near[100] ^= 1;
         let b = |plain: &Vec<u8>, whole| {
-            Some(Base { id: id(1), plain: Arc::new(plain.clone()), whole })
+            Some(Base { id: id(1), plain: Arc::new(plain.clone()), whole, restart: false })
         };
         let e = encode(3, near, b(&base, 0));
         assert_eq!((e.flags, e.base), (FLAG_DELTA, Some(id(1))));
@@ -379,5 +403,42 @@ mod tests {
         // ends in a whole chunk stored in 1 MB, is taken as a delta
         let e = encode(3, text, b(&base, 1 << 20));
         assert_eq!(e.base, Some(id(1)));
+    }
+
+    #[test]
+    fn a_restart_is_kept_only_while_it_is_a_third_of_its_whole_chunk() {
+        let mut x = 11u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 32) as u8
+                })
+                .collect()
+        };
+        // random bytes: the whole chunk is stored in about its raw size
+        let base = noise(16384);
+        let whole = 16384;
+        let restart = |chunk: Vec<u8>, restart: bool| {
+            let b = Base { id: id(1), plain: Arc::new(base.clone()), whole, restart };
+            encode(3, chunk, Some(b))
+        };
+        // a few hundred bytes changed since the whole chunk: kept either way
+        let mut small = base.clone();
+        small[1000..1300].copy_from_slice(&noise(300));
+        assert_eq!(restart(small.clone(), true).base, Some(id(1)));
+        assert_eq!(restart(small, false).base, Some(id(1)));
+        // 7 KiB changed: a delta of under 3/4 of the chunk, kept as an ordinary delta, but as
+        // a restart over a third of the whole chunk, so stored whole
+        let mut big = base.clone();
+        big[2000..9168].copy_from_slice(&noise(7168));
+        let e = restart(big.clone(), false);
+        assert_eq!(e.base, Some(id(1)));
+        assert!((e.data.len() + 32) * RESTART_SHARE > whole, "{}", e.data.len());
+        let e = restart(big.clone(), true);
+        assert_eq!((e.base, e.flags & FLAG_DELTA), (None, 0));
+        assert_eq!(crate::codec::compress::decompress(e.flags, e.data, 16384, None).unwrap(), big);
     }
 }

@@ -94,7 +94,8 @@ const UPLOADS_IN_FLIGHT: usize = 2;
 /// parent's version.
 const MIN_HINTED_CHUNK: usize = 16 << 10;
 /// New chunks are delta-encoded at most this many levels deep: against the chunk they
-/// replaced when that is less deep, else against the whole chunk its chain ends in. Readers
+/// replaced when that is less deep, else against the whole chunk its chain ends in (a
+/// restart, kept only while small: see `delta::RESTART_SHARE`). Readers
 /// follow up to [`MAX_DELTA_DEPTH`] levels, so this is the most the format allows. Measured
 /// on twelve hours of the bench workload (benches/RESULTS.md, "Deeper chains"): depth 4 grows
 /// the repository 12-21% less per hour than depth 2; once restores stopped hashing and
@@ -470,14 +471,15 @@ impl Pipeline<'_> {
         fresh: &[(Id, Vec<u8>, Option<Id>)],
     ) -> Result<std::collections::HashMap<Id, Base>> {
         use std::collections::HashMap;
-        // candidate → (base, stored size of its chain's whole chunk)
-        let mut want: HashMap<Id, (Id, usize)> = HashMap::new();
+        // candidate → (base, stored size of its chain's whole chunk, whether it restarts)
+        let mut want: HashMap<Id, (Id, usize, bool)> = HashMap::new();
         for c in fresh.iter().filter_map(|f| f.2) {
             if want.contains_key(&c) {
                 continue;
             }
             if let Some((depth, root, whole)) = self.chain(&c)? {
-                want.insert(c, (if depth < WRITE_DEPTH { c } else { root }, whole));
+                let restart = depth >= WRITE_DEPTH;
+                want.insert(c, (if restart { root } else { c }, whole, restart));
             }
         }
         let mut out = HashMap::new();
@@ -488,7 +490,7 @@ impl Pipeline<'_> {
         // need it), and the chain below each delta copy among them
         let mut copies = HashMap::new();
         let mut refs = HashMap::new();
-        for (b, _) in want.values() {
+        for (b, _, _) in want.values() {
             if copies.contains_key(b) {
                 continue;
             }
@@ -513,7 +515,7 @@ impl Pipeline<'_> {
             use rayon::prelude::*;
             read.into_par_iter().filter(|(id, p)| self.repo.keys.chunk_id(p) == *id).collect()
         };
-        for (c, (b, whole)) in want {
+        for (c, (b, whole, restart)) in want {
             let p = match plain.get(&b) {
                 Some(p) => p.clone(),
                 // not read above (a deeper chain, or a failed read): the reader's own way,
@@ -535,7 +537,7 @@ impl Pipeline<'_> {
                     }
                 }
             };
-            out.insert(c, Base { id: b, plain: p, whole });
+            out.insert(c, Base { id: b, plain: p, whole, restart });
         }
         Ok(out)
     }

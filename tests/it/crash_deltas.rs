@@ -142,6 +142,79 @@ async fn prune_of_bases_stopped_at_every_write_point_loses_no_delta() {
     assert!(points >= 10, "only {points} kill points");
 }
 
+/// Hour after hour of new changes everywhere (8% of the bytes each hour, never the same ones):
+/// every chunk's chain reaches four levels after four hours, and its restart against the
+/// whole chunk would carry five hours of changes, 40% of the chunk. That is more than a third
+/// of the whole chunk, so such chunks are stored whole instead. (Kept as deltas, restarts grow
+/// with a chain's age and, over days of hourly dumps, cost more than the chunk stored anew.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_that_outgrew_a_third_of_the_whole_chunk_store_it_anew() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = mem_repo().await;
+    let r = open(base.clone(), tmp.path(), Access::Backup).await;
+    let hours: Vec<Vec<u8>> = (0..7u64)
+        .map(|h| {
+            let mut v = common::noise(200_000, 7);
+            for k in 1..=h {
+                for i in 0..100u64 {
+                    // 160 bytes in each 2,000, at a place of their own for every hour
+                    let at = (i * 2_000 + k * 250) as usize;
+                    v[at..at + 160].copy_from_slice(&common::noise(160, k * 1_000 + i));
+                }
+            }
+            v
+        })
+        .collect();
+    let deltas = |r: &Arc<Repository>| {
+        let mut pairs = std::collections::HashMap::new();
+        r.index()
+            .for_each_delta(|id, b| {
+                pairs.insert(id, b);
+                Ok(())
+            })
+            .unwrap();
+        pairs
+    };
+    let (mut first, mut before) = (Default::default(), Default::default());
+    for (h, data) in hours.iter().enumerate() {
+        backup_hour(&r, h as i64, data).await;
+        match h {
+            1 => first = deltas(&r),
+            4 => before = deltas(&r),
+            _ => {}
+        }
+    }
+    // hour 0's chunks, as the bases of hour 1's deltas; a delta against one of them written
+    // after hour 4 is a restart (no chunk of hour 0 is left unchanged by hour 4)
+    let roots: std::collections::HashSet<_> = first.values().copied().collect();
+    let stored = |id: &::repo::format::Id, base: Option<::repo::format::Id>| {
+        let copies = r.index().locations(id).unwrap();
+        copies.iter().find(|c| c.loc.base == base).map(|c| c.loc.stored_len as usize)
+    };
+    let mut big = Vec::new();
+    for (id, b) in deltas(&r) {
+        if before.contains_key(&id) || !roots.contains(&b) {
+            continue;
+        }
+        let (delta, whole) = (stored(&id, Some(b)).unwrap(), stored(&b, None).unwrap());
+        if delta * 3 > whole + 100 {
+            big.push((delta, whole));
+        }
+    }
+    assert!(big.is_empty(), "restarts over a third of their whole chunk: {big:?}");
+    for (h, data) in hours.iter().enumerate() {
+        let f = SnapshotFilter { name: Some("db".into()), tags: vec![] };
+        let snaps = list_snapshots(&r, &f).await.unwrap();
+        let (_, snap) = snaps.iter().find(|(_, s)| s.time_ns == at(h as i64).time_ns).unwrap();
+        let out = crate::common::engine::Shared::default();
+        engine::restore_stream(r.clone(), snap, "db", out.clone(), Arc::new(NoProgress))
+            .await
+            .unwrap();
+        assert!(same(&out.0.lock().unwrap(), data), "hour {h} restores byte-exact");
+    }
+    clean(&r).await;
+}
+
 /// Hour after hour of edits to the same rows: deltas chain against the previous hour, never
 /// more than four levels deep (the writer's limit), then start again from the whole chunk,
 /// and every hour restores byte-exact.
