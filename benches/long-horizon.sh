@@ -9,7 +9,10 @@
 #
 # REPOS: `name=command` entries separated by `;`, the command being how to run `repo`, e.g.
 #   REPOS="new=target/release/repo; old=env SOME=1 /tmp/repo-old"
-# Usage: HOURS=72 [SKEW=1] [WL=/tmp/wl-long] [OUT=/tmp/long] REPOS=... bash benches/long-horizon.sh
+# KEEP=N: after every hour, `forget --keep-last N --prune` in each repository (retention as
+#   in production; the size printed is then after the prune).
+# Usage: HOURS=72 [SKEW=1] [KEEP=24] [WL=/tmp/wl-long] [OUT=/tmp/long] REPOS=... \
+#   bash benches/long-horizon.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOURS=${HOURS:-48}
@@ -53,6 +56,10 @@ for h in $(seq 1 "$HOURS"); do
       # shellcheck disable=SC2086
       ${cmds[$i]} -q -r "$OUT/${names[$i]}" backup --stdin --name "$db" < "$d/fc0/h$hh-$db.dump"
     done
+    if [ -n "${KEEP:-}" ]; then
+      # shellcheck disable=SC2086
+      ${cmds[$i]} -q -r "$OUT/${names[$i]}" forget --keep-last "$KEEP" --prune
+    fi
     secs+=("$(echo "$(date +%s.%N) - $t0" | bc -l | xargs printf %.2f)")
     line+=$(printf '\t%.2f' "$(du -sb "$OUT/${names[$i]}" | awk '{print $1/1e6}')")
   done

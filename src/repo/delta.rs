@@ -7,8 +7,8 @@
 //! in the parent snapshot), a new chunk's base is the old chunk at the same place (a changed
 //! row or page turns exactly that chunk into a new one). No index of similar chunks is
 //! needed. Chains are at most four levels deep (the writer's `WRITE_DEPTH`): a candidate that
-//! is itself four levels deep gives the whole chunk its chain ends in (a restart, kept only while
-//! it is small: `RESTART_SHARE`).
+//! is itself four levels deep gives a level of its chain instead, often the whole chunk it ends
+//! in (a restart, kept only while it is small: `RESTART_SHARE`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

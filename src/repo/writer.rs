@@ -94,13 +94,53 @@ const UPLOADS_IN_FLIGHT: usize = 2;
 /// parent's version.
 const MIN_HINTED_CHUNK: usize = 16 << 10;
 /// New chunks are delta-encoded at most this many levels deep: against the chunk they
-/// replaced when that is less deep, else against the whole chunk its chain ends in (a
-/// restart, kept only while small: see `delta::RESTART_SHARE`). Readers
+/// replaced when that is less deep, else against a level of its chain ([`Chain::base`]).
+/// Readers
 /// follow up to [`MAX_DELTA_DEPTH`] levels, so this is the most the format allows. Measured
 /// on twelve hours of the bench workload (benches/RESULTS.md, "Deeper chains"): depth 4 grows
 /// the repository 12-21% less per hour than depth 2; once restores stopped hashing and
 /// caching every level of a chain, both restore in the same time.
 const WRITE_DEPTH: u32 = 4;
+
+/// How a candidate base is stored (`Pipeline::chain`).
+struct Chain {
+    /// The deltas from the candidate down, each with its stored size (empty when the
+    /// candidate is stored whole).
+    levels: Vec<(Id, usize)>,
+    /// The whole chunk the chain ends in, and its stored size.
+    root: Id,
+    whole: usize,
+}
+
+impl Chain {
+    /// The base for a new chunk that replaced the candidate, and whether it is a restart
+    /// against the whole chunk. A candidate less than [`WRITE_DEPTH`] deep is the base
+    /// itself. A deeper one gives the chain's level below it whose delta, shared over the
+    /// levels left below the limit, costs least: a delta against the level `k` deep is about
+    /// the candidate's delta and every delta above level `k` (each hour's changes add up), and
+    /// leaves `WRITE_DEPTH - k` versions before the next restart. The whole chunk (`k` = 0)
+    /// is chosen while the chain is young; as restarts against it grow, levels in between
+    /// take over, so chains branch from recent versions instead of carrying every change
+    /// since the whole chunk (benches/RESULTS.md, "Long horizons").
+    fn base(&self) -> (Id, bool) {
+        let depth = self.levels.len();
+        let Some(&(top, last)) = self.levels.first() else { return (self.root, false) };
+        if depth < WRITE_DEPTH as usize {
+            return (top, false);
+        }
+        // (estimated delta, levels left) for a base `k` deep; levels[i] is depth - i deep
+        let all: usize = self.levels.iter().map(|l| l.1).sum();
+        let mut best = (self.root, last + all, WRITE_DEPTH as usize);
+        for k in 1..WRITE_DEPTH as usize {
+            let above: usize = self.levels[..depth - k].iter().map(|l| l.1).sum();
+            let (cost, left) = (last + above, WRITE_DEPTH as usize - k);
+            if cost * best.2 < best.1 * left {
+                best = (self.levels[depth - k].0, cost, left);
+            }
+        }
+        (best.0, best.0 == self.root)
+    }
+}
 
 /// What describes a snapshot besides its content.
 #[derive(Clone, Debug)]
@@ -427,13 +467,12 @@ impl Pipeline<'_> {
         Ok(false)
     }
 
-    /// How deep `id` is stored (0: whole; n: a delta whose base is n-1 deep, by the
-    /// shallowest copy outside condemned packs), the whole chunk its chain ends in, and that
-    /// chunk's stored size (an estimate of what a chunk like it costs compressed on its own);
-    /// `None` when no such chain of at most [`MAX_DELTA_DEPTH`] levels exists.
-    fn chain(&self, id: &Id) -> Result<Option<(u32, Id, usize)>> {
-        let mut cur = *id;
-        for depth in 0..=MAX_DELTA_DEPTH {
+    /// How `id` is stored: as the chain of deltas down from it (by the shallowest copies
+    /// outside condemned packs; empty when `id` is stored whole) and the whole chunk that
+    /// chain ends in; `None` when no such chain of at most [`MAX_DELTA_DEPTH`] levels exists.
+    fn chain(&self, id: &Id) -> Result<Option<Chain>> {
+        let (mut cur, mut levels) = (*id, Vec::new());
+        for _ in 0..=MAX_DELTA_DEPTH {
             let copies: Vec<BlobRef> = self
                 .repo
                 .index
@@ -442,25 +481,25 @@ impl Pipeline<'_> {
                 .filter(|r| !self.exclude.contains(&r.pack) && r.loc.blob_type == BlobType::Data)
                 .collect();
             if let Some(w) = copies.iter().find(|r| r.loc.base.is_none()) {
-                let size = if w.loc.flags & FLAG_ZSTD != 0 {
+                let whole = if w.loc.flags & FLAG_ZSTD != 0 {
                     w.loc.stored_len.saturating_sub(TAG_LEN as u32)
                 } else {
                     w.loc.raw_len
                 };
-                return Ok(Some((depth, cur, size as usize)));
+                return Ok(Some(Chain { levels, root: cur, whole: whole as usize }));
             }
-            match copies.first().and_then(|r| r.loc.base) {
-                Some(b) => cur = b,
-                None => return Ok(None),
-            }
+            let Some(d) = copies.first() else { return Ok(None) };
+            let Some(b) = d.loc.base else { return Ok(None) };
+            levels.push((cur, d.loc.stored_len.saturating_sub(TAG_LEN as u32) as usize));
+            cur = b;
         }
         Ok(None)
     }
 
     /// The candidate bases of these new chunks, keyed by candidate. A candidate less than
-    /// [`WRITE_DEPTH`] deep is the base itself; a deeper one gives the whole chunk its chain
-    /// ends in, so no delta is more than [`WRITE_DEPTH`] deep. Candidates that cannot be read
-    /// are left out (the chunk is then stored on its own).
+    /// [`WRITE_DEPTH`] deep is the base itself; a deeper one gives a level of its chain
+    /// ([`Chain::base`]), so no delta is more than [`WRITE_DEPTH`] deep. Candidates that
+    /// cannot be read are left out (the chunk is then stored on its own).
     ///
     /// Every blob of the bases' chains is read at once with grouped range reads
     /// ([`super::PackCiphers::read_chains`]): the bases of neighbouring chunks lie near each
@@ -477,9 +516,9 @@ impl Pipeline<'_> {
             if want.contains_key(&c) {
                 continue;
             }
-            if let Some((depth, root, whole)) = self.chain(&c)? {
-                let restart = depth >= WRITE_DEPTH;
-                want.insert(c, (if restart { root } else { c }, whole, restart));
+            if let Some(chain) = self.chain(&c)? {
+                let (base, restart) = chain.base();
+                want.insert(c, (base, chain.whole, restart));
             }
         }
         let mut out = HashMap::new();
@@ -906,4 +945,41 @@ where
     // a fresh pod that had to fetch the snapshots one by one leaves a bundle for the next
     super::store_bundle_if_worth(&repo, false).await;
     Ok((id, snap, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> Id {
+        Id([n; 32])
+    }
+
+    /// A chain of deltas with these stored sizes, from the candidate (id 4 when four deep)
+    /// down to the whole chunk (id 0, stored in 60,000 bytes).
+    fn chain(sizes: &[usize]) -> Chain {
+        let n = sizes.len() as u8;
+        let levels = sizes.iter().enumerate().map(|(i, s)| (id(n - i as u8), *s)).collect();
+        Chain { levels, root: id(0), whole: 60_000 }
+    }
+
+    #[test]
+    fn a_chain_below_the_limit_gives_the_candidate_itself() {
+        assert_eq!(chain(&[]).base(), (id(0), false), "a whole candidate");
+        assert_eq!(chain(&[1_000, 1_000, 1_000]).base(), (id(3), false));
+    }
+
+    #[test]
+    fn a_chain_at_the_limit_restarts_where_the_delta_shared_over_what_is_left_is_least() {
+        // young: an hour's changes each; against the whole chunk about 5,000 bytes over four
+        // levels, against level 1 about 4,000 over three
+        assert_eq!(chain(&[1_000, 1_000, 1_000, 1_000]).base(), (id(0), true));
+        // old: the restart against the whole chunk (level 1) carries 20 hours of changes;
+        // level 1 itself gives 4,000 over three levels, against 24,000 over four
+        assert_eq!(chain(&[1_000, 1_000, 1_000, 20_000]).base(), (id(1), false));
+        // a large delta just below the candidate: level 3 (2,000 over one level) against
+        // level 2 (12,000 over two), level 1 (13,000 over three) and the whole chunk (14,000
+        // over four)
+        assert_eq!(chain(&[1_000, 10_000, 1_000, 1_000]).base(), (id(3), false));
+    }
 }
