@@ -201,7 +201,7 @@ impl<'g, R: Read> StreamChunker<'g, R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]

@@ -407,18 +407,11 @@ mod tests {
 
     #[test]
     fn a_restart_is_kept_only_while_it_is_a_third_of_its_whole_chunk() {
-        let mut x = 11u64;
-        let mut noise = |n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 32) as u8
-                })
-                .collect()
-        };
-        // random bytes: the whole chunk is stored in about its raw size
+        // random bytes (a stream of them, cut up): the whole chunk is stored in about its
+        // raw size, and every changed byte costs one in a delta
+        let mut stream =
+            crate::codec::chunker::tests::test_stream(16384 + 300 + 7168, 11).into_iter();
+        let mut noise = |n: usize| -> Vec<u8> { stream.by_ref().take(n).collect() };
         let base = noise(16384);
         let whole = 16384;
         let restart = |chunk: Vec<u8>, restart: bool| {

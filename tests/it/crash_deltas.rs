@@ -31,6 +31,20 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a == b
 }
 
+/// Restores each hour of stream "db" and compares it with what was backed up.
+async fn every_hour_restores(r: &Arc<Repository>, hours: &[Vec<u8>]) {
+    let f = SnapshotFilter { name: Some("db".into()), tags: vec![] };
+    let snaps = list_snapshots(r, &f).await.unwrap();
+    for (h, data) in hours.iter().enumerate() {
+        let (_, snap) = snaps.iter().find(|(_, s)| s.time_ns == at(h as i64).time_ns).unwrap();
+        let out = crate::common::engine::Shared::default();
+        engine::restore_stream(r.clone(), snap, "db", out.clone(), Arc::new(NoProgress))
+            .await
+            .unwrap();
+        assert!(same(&out.0.lock().unwrap(), data), "hour {h} restores byte-exact");
+    }
+}
+
 /// 200 kB of "rows" with `edits` 8-byte changes spread over them (a changed row each).
 fn hour(edits: u64) -> Vec<u8> {
     let mut v = common::noise(200_000, 7);
@@ -202,16 +216,7 @@ async fn restarts_that_outgrew_a_third_of_the_whole_chunk_store_it_anew() {
         }
     }
     assert!(big.is_empty(), "restarts over a third of their whole chunk: {big:?}");
-    for (h, data) in hours.iter().enumerate() {
-        let f = SnapshotFilter { name: Some("db".into()), tags: vec![] };
-        let snaps = list_snapshots(&r, &f).await.unwrap();
-        let (_, snap) = snaps.iter().find(|(_, s)| s.time_ns == at(h as i64).time_ns).unwrap();
-        let out = crate::common::engine::Shared::default();
-        engine::restore_stream(r.clone(), snap, "db", out.clone(), Arc::new(NoProgress))
-            .await
-            .unwrap();
-        assert!(same(&out.0.lock().unwrap(), data), "hour {h} restores byte-exact");
-    }
+    every_hour_restores(&r, &hours).await;
     clean(&r).await;
 }
 
@@ -254,15 +259,6 @@ async fn hourly_edits_chain_at_most_four_levels_deep() {
     };
     let depths: Vec<u32> = base_of.keys().map(|id| depth(*id)).collect();
     assert_eq!(depths.iter().max(), Some(&4), "deltas four deep, and no deeper");
-    for (h, data) in hours.iter().enumerate() {
-        let f = SnapshotFilter { name: Some("db".into()), tags: vec![] };
-        let snaps = list_snapshots(&r, &f).await.unwrap();
-        let (_, snap) = snaps.iter().find(|(_, s)| s.time_ns == at(h as i64).time_ns).unwrap();
-        let out = crate::common::engine::Shared::default();
-        engine::restore_stream(r.clone(), snap, "db", out.clone(), Arc::new(NoProgress))
-            .await
-            .unwrap();
-        assert!(same(&out.0.lock().unwrap(), data), "hour {h} restores byte-exact");
-    }
+    every_hour_restores(&r, &hours).await;
     clean(&r).await;
 }
