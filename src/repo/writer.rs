@@ -95,11 +95,10 @@ const UPLOADS_IN_FLIGHT: usize = 2;
 const MIN_HINTED_CHUNK: usize = 16 << 10;
 /// New chunks are delta-encoded at most this many levels deep: against the chunk they
 /// replaced when that is less deep, else against a level of its chain ([`Chain::base`]).
-/// Readers
-/// follow up to [`MAX_DELTA_DEPTH`] levels, so this is the most the format allows. Measured
-/// on twelve hours of the bench workload (benches/RESULTS.md, "Deeper chains"): depth 4 grows
-/// the repository 12-21% less per hour than depth 2; once restores stopped hashing and
-/// caching every level of a chain, both restore in the same time.
+/// Readers follow up to [`MAX_DELTA_DEPTH`] levels, so this is the most the format allows.
+/// Measured on twelve hours of the bench workload (benches/RESULTS.md, "Deeper chains"):
+/// depth 4 grows the repository 12-21% less per hour than depth 2; once restores stopped
+/// hashing and caching every level of a chain, both restore in the same time.
 const WRITE_DEPTH: u32 = 4;
 
 /// How a candidate base is stored (`Pipeline::chain`).

@@ -221,8 +221,8 @@ async fn restarts_that_outgrew_a_third_of_the_whole_chunk_store_it_anew() {
 }
 
 /// Hour after hour of edits to the same rows: deltas chain against the previous hour, never
-/// more than four levels deep (the writer's limit), then start again from the whole chunk,
-/// and every hour restores byte-exact.
+/// more than four levels deep (the writer's limit), then branch again from a shallower level
+/// (the whole chunk while the chain is young), and every hour restores byte-exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hourly_edits_chain_at_most_four_levels_deep() {
     let tmp = tempfile::tempdir().unwrap();
