@@ -9,8 +9,8 @@
 #
 # REPOS: `name=command` entries separated by `;`, the command being how to run `repo`, e.g.
 #   REPOS="new=target/release/repo; old=env SOME=1 /tmp/repo-old"
-# KEEP=N: after every hour, `forget --keep-last N --prune` in each repository (retention as
-#   in production; the size printed is then after the prune).
+# KEEP=N: `forget --keep-last N --prune` in each repository after every PRUNE_EVERY hours
+#   (default 1): retention as in production; the size printed is then after the prune.
 # Usage: HOURS=72 [SKEW=1] [KEEP=24] [WL=/tmp/wl-long] [OUT=/tmp/long] REPOS=... \
 #   bash benches/long-horizon.sh
 set -euo pipefail
@@ -56,7 +56,7 @@ for h in $(seq 1 "$HOURS"); do
       # shellcheck disable=SC2086
       ${cmds[$i]} -q -r "$OUT/${names[$i]}" backup --stdin --name "$db" < "$d/fc0/h$hh-$db.dump"
     done
-    if [ -n "${KEEP:-}" ]; then
+    if [ -n "${KEEP:-}" ] && [ $((h % ${PRUNE_EVERY:-1})) = 0 ]; then
       # shellcheck disable=SC2086
       ${cmds[$i]} -q -r "$OUT/${names[$i]}" forget --keep-last "$KEEP" --prune
     fi
