@@ -343,8 +343,8 @@ fn keep_delta_bases(repo: &Repository, live: &IdSet) -> Result<(u64, u64)> {
 /// deltas four deep, the most readers follow). Only chunks stored more than once have that
 /// choice written into the set, for the repacking ([`IdSet::keep_many`] gives the only copy
 /// of the others to whichever pack asks). This relies on every value in the set being "no
-/// pack yet" when the mark starts: nothing before it may record a pack. Asking the set once per copy, in random
-/// order, took 9 of the 21 seconds of a prune of 1.85 M chunks.
+/// pack yet" when the mark starts: nothing before it may record a pack. Asking the set once
+/// per copy, in random order, took 9 of the 21 seconds of a prune of 1.85 M chunks.
 async fn pack_usage(
     repo: &Arc<Repository>,
     live: &IdSet,

@@ -127,17 +127,19 @@ impl Chain {
         if depth < WRITE_DEPTH as usize {
             return (top, false);
         }
-        // (estimated delta, levels left) for a base `k` deep; levels[i] is depth - i deep
-        let all: usize = self.levels.iter().map(|l| l.1).sum();
-        let mut best = (self.root, last + all, WRITE_DEPTH as usize);
-        for k in 1..WRITE_DEPTH as usize {
+        // (base, estimated delta, levels left) for the base `k` deep, the least per level
+        // left; levels[i] is depth - i deep
+        let mut best: Option<(Id, usize, usize)> = None;
+        for k in 0..WRITE_DEPTH as usize {
             let above: usize = self.levels[..depth - k].iter().map(|l| l.1).sum();
             let (cost, left) = (last + above, WRITE_DEPTH as usize - k);
-            if cost * best.2 < best.1 * left {
-                best = (self.levels[depth - k].0, cost, left);
+            if best.is_none_or(|(_, c, l)| cost * l < c * left) {
+                let base = if k == 0 { self.root } else { self.levels[depth - k].0 };
+                best = Some((base, cost, left));
             }
         }
-        (best.0, best.0 == self.root)
+        let base = best.map_or(self.root, |b| b.0);
+        (base, base == self.root)
     }
 }
 
