@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::{Backend, BackendError, ObjectInfo};
+use super::{Backend, BackendError, ObjectInfo, RangeBytes};
 
 /// Wraps a backend and fails every write after a budget (see the module docs): crash tests stop a
 /// command after every possible number of writes.
@@ -57,6 +57,14 @@ impl Backend for FaultBackend {
     }
     async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
         self.inner.get_range(path, offset, len).await
+    }
+    async fn get_range_pieces(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<RangeBytes, BackendError> {
+        self.inner.get_range_pieces(path, offset, len).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
         self.inner.list(prefix).await

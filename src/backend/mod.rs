@@ -122,6 +122,61 @@ impl BackendError {
     }
 }
 
+/// The bytes of a range read in the pieces they arrived in: a network body comes in frames,
+/// and joining them into one buffer would copy (and page in) every byte once more before the
+/// reader copies each blob out of it anyway.
+#[derive(Debug, Default)]
+pub struct RangeBytes {
+    pieces: Vec<bytes::Bytes>,
+    len: usize,
+}
+
+impl RangeBytes {
+    /// Bytes in all pieces.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no bytes were read.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A copy of `len` bytes from `from` (within [`Self::len`]), spanning pieces as needed.
+    pub fn copy_range(&self, from: usize, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len);
+        let mut skip = from;
+        for p in &self.pieces {
+            if out.len() == len {
+                break;
+            }
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            let take = (p.len() - skip).min(len - out.len());
+            out.extend_from_slice(&p[skip..skip + take]);
+            skip = 0;
+        }
+        out
+    }
+}
+
+impl From<Vec<u8>> for RangeBytes {
+    fn from(v: Vec<u8>) -> Self {
+        let len = v.len();
+        RangeBytes { pieces: vec![v.into()], len }
+    }
+}
+
+impl FromIterator<bytes::Bytes> for RangeBytes {
+    fn from_iter<I: IntoIterator<Item = bytes::Bytes>>(iter: I) -> Self {
+        let pieces: Vec<bytes::Bytes> = iter.into_iter().filter(|p| !p.is_empty()).collect();
+        let len = pieces.iter().map(|p| p.len()).sum();
+        RangeBytes { pieces, len }
+    }
+}
+
 /// Object storage as the repository needs it. Paths are relative, `/`-separated.
 ///
 /// Guarantees every implementation keeps:
@@ -140,6 +195,16 @@ pub trait Backend: Send + Sync + 'static {
     async fn get(&self, path: &str) -> Result<Vec<u8>, BackendError>;
     /// `len` bytes from `offset`; fewer bytes available is `ShortRead`.
     async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError>;
+    /// [`Self::get_range`] for a reader that copies parts out of the range: the bytes stay in
+    /// the pieces they arrived in.
+    async fn get_range_pieces(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<RangeBytes, BackendError> {
+        Ok(self.get_range(path, offset, len).await?.into())
+    }
     /// Every object whose path starts with `prefix` (a directory such as `"data/"`), recursively.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>;
     /// The size of an object, or `None` when it does not exist.
@@ -168,4 +233,28 @@ pub fn from_url(url: &str) -> Result<std::sync::Arc<dyn Backend>, BackendError> 
         return Ok(std::sync::Arc::new(RemoteBackend::open(url)?));
     }
     Ok(std::sync::Arc::new(LocalBackend::new(url)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RangeBytes;
+
+    #[test]
+    fn range_bytes_copy_across_pieces() {
+        let whole: Vec<u8> = (0..100u8).collect();
+        let pieces: RangeBytes =
+            [&whole[..7], &whole[7..7], &whole[7..50], &whole[50..51], &whole[51..]]
+                .into_iter()
+                .map(bytes::Bytes::copy_from_slice)
+                .collect();
+        assert_eq!(pieces.len(), 100);
+        for (from, len) in
+            [(0, 100), (0, 7), (3, 10), (7, 43), (49, 2), (50, 1), (60, 40), (99, 1), (5, 0)]
+        {
+            assert_eq!(pieces.copy_range(from, len), &whole[from..from + len], "{from}+{len}");
+        }
+        let one = RangeBytes::from(whole.clone());
+        assert_eq!(one.copy_range(10, 90), &whole[10..]);
+        assert!(RangeBytes::default().is_empty());
+    }
 }

@@ -18,7 +18,7 @@ use md5::Digest;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
-use super::{Backend, BackendError, ObjectInfo};
+use super::{Backend, BackendError, ObjectInfo, RangeBytes};
 
 /// Temporary names of unfinished uploads on file-like services. `list` never returns them.
 const TMP_MARKER: &str = ".tmp-";
@@ -343,16 +343,26 @@ impl Backend for RemoteBackend {
     }
 
     async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        let got = self.get_range_pieces(path, offset, len).await?;
+        Ok(got.copy_range(0, got.len()))
+    }
+
+    async fn get_range_pieces(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<RangeBytes, BackendError> {
         if len == 0 {
-            return Ok(Vec::new());
+            return Ok(RangeBytes::default());
         }
-        let got = self
+        let got: RangeBytes = self
             .op
             .read_with(path)
             .range(offset..offset + len)
             .await
             .map_err(|e| self.err(path, e))?
-            .to_vec();
+            .collect();
         if (got.len() as u64) < len {
             return Err(BackendError::ShortRead {
                 path: path.into(),

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::{Backend, BackendError, ObjectInfo};
+use super::{Backend, BackendError, ObjectInfo, RangeBytes};
 
 /// A token bucket in bytes per second, shared by every upload of the process.
 pub struct Throttle {
@@ -117,6 +117,14 @@ impl Backend for ThrottledBackend {
     }
     async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
         self.inner.get_range(path, offset, len).await
+    }
+    async fn get_range_pieces(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<RangeBytes, BackendError> {
+        self.inner.get_range_pieces(path, offset, len).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
         self.inner.list(prefix).await

@@ -157,17 +157,21 @@ impl ObjectCipher {
 
     /// Verifies and decrypts one sealed part; any alteration gives `CodecError::Auth`.
     pub fn open(&self, counter: u64, sealed: &[u8]) -> Result<Vec<u8>, CodecError> {
-        if sealed.len() < TAG_LEN {
+        self.open_vec(counter, sealed.to_vec())
+    }
+
+    /// [`Self::open`] in place, for a sealed part the caller already owns.
+    pub fn open_vec(&self, counter: u64, mut buf: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+        if buf.len() < TAG_LEN {
             return Err(CodecError::Auth);
         }
-        let mut buf = sealed.to_vec();
         match &self.aes {
             Some(aes) => {
                 aes.open(nonce(counter), &self.header, &mut buf).map_err(|_| CodecError::Auth)?
             }
             None => {
-                let body = sealed.len() - TAG_LEN;
-                if checksum_tag(&self.header, counter, &sealed[..body]) != sealed[body..] {
+                let body = buf.len() - TAG_LEN;
+                if checksum_tag(&self.header, counter, &buf[..body]) != buf[body..] {
                     return Err(CodecError::Auth);
                 }
                 buf.truncate(body);

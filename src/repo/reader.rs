@@ -1,15 +1,18 @@
 //! The stream reader: restores a snapshot in order, with read-ahead.
 //!
 //! Consecutive chunks stored near each other (gaps up to `GROUP_GAP`) in one pack are fetched
-//! with one range read (a group: at most `GROUP_BYTES` both stored and decompressed);
-//! `READ_AHEAD` groups are fetched and decoded concurrently (decoding on blocking threads, so
-//! both cores work) and written strictly in order by a writer thread. Deltas need their base
-//! chunks: the bases of each window of chunks (`BASE_WINDOW_BYTES` of them), with every blob
-//! of their chains, are fetched (grouped the same way) and decoded into a cache of at most
-//! `BASE_CACHE_BYTES` before the window's first group, while the previous window's last
-//! groups are still in flight (a queued group holds on to the bases it found in the cache,
-//! which the next window's prefetch may clear). Memory: about `(READ_AHEAD + WRITE_QUEUE + 1)
-//! × 2 × GROUP_BYTES` for the groups, up to `READ_BUDGET` more while a window's bases are
+//! with one range read (a group: at most `GROUP_BYTES` both stored and decompressed, so a
+//! default-size pack restored whole is one read, and deltas worth at most `BASE_WINDOW_BYTES`
+//! of plaintext); `READ_AHEAD` groups are fetched and decoded concurrently (decoding on
+//! blocking threads, so both cores work) and written strictly in order by a writer thread.
+//! The bytes of a read stay in the pieces they arrived in until each blob is copied out and
+//! decrypted in place. Deltas need their base chunks: the bases of each window of groups (a
+//! window's deltas hold about `BASE_WINDOW_BYTES`), with every blob of their chains, are
+//! fetched (grouped the same way) and decoded into a cache of at most `BASE_CACHE_BYTES`
+//! before the window's first group, while the previous window's last groups are still in
+//! flight (a queued group holds on to the bases it found in the cache, which the next
+//! window's prefetch may clear). Memory: about `(READ_AHEAD + WRITE_QUEUE + 1) × 2 ×
+//! GROUP_BYTES` for the groups, up to `READ_BUDGET` more while a window's bases are
 //! prefetched, twice the base cache (the cache, and the bases queued groups pinned before it
 //! was cleared) and one maximal chunk per core, whatever the stream size or compression
 //! ratio.
@@ -23,6 +26,7 @@ use tokio::sync::mpsc;
 
 use super::writer::Progress;
 use super::{BlobRef, RepoError, Repository, Result, paths};
+use crate::backend::RangeBytes;
 use crate::codec::compress::decompress;
 use crate::codec::crypto::ObjectCipher;
 use crate::format::Id;
@@ -30,12 +34,17 @@ use crate::format::envelope::{HEADER_LEN, Header, MAGIC_PACK};
 use crate::format::index::BlobLocation;
 use crate::format::pack::MAX_DELTA_DEPTH;
 use crate::format::snapshot::Snapshot;
-use crate::format::stream::decode_list;
+use crate::format::stream::{LIST_MAX_ENTRIES, decode_list};
 
-const GROUP_BYTES: u64 = 8 << 20;
+/// A pack of the default size (16 MiB, plus the chunk that closed it) is one read: moto_server,
+/// like any server that copies the object per request, pays per range, and 8 MiB ranges split
+/// every pack in two or three (benches/RESULTS.md, "Whole packs per read").
+const GROUP_BYTES: u64 = 17 << 20;
 /// Chunks in one pack separated by at most this many unneeded bytes share one read.
 const GROUP_GAP: u64 = 256 << 10;
-const READ_AHEAD: usize = 4;
+const READ_AHEAD: usize = 2;
+/// Range reads of delta bases in flight (small reads scattered over older packs: latency).
+const BASE_READS: usize = 4;
 const WRITE_QUEUE: usize = 2;
 
 /// What a restore read: the totals a stream restore checks against its snapshot.
@@ -110,13 +119,13 @@ impl BaseCache {
     }
 }
 
-/// Splits chunks into windows of about [`BASE_WINDOW_BYTES`] of plaintext (at least one chunk
-/// each).
-fn windows(located: &[(Id, BlobRef)]) -> Vec<Vec<(Id, BlobRef)>> {
+/// Splits groups into windows whose deltas hold about [`BASE_WINDOW_BYTES`] of plaintext (at
+/// least one group each; a group is never split, so that a pack read whole stays one read).
+fn windows(groups: Vec<Group>) -> Vec<Vec<Group>> {
     let (mut out, mut window, mut bytes) = (Vec::new(), Vec::new(), 0);
-    for c in located {
-        window.push(*c);
-        bytes += u64::from(c.1.loc.raw_len);
+    for g in groups {
+        bytes += g.deltas;
+        window.push(g);
         if bytes >= BASE_WINDOW_BYTES {
             out.push(std::mem::take(&mut window));
             bytes = 0;
@@ -157,7 +166,7 @@ impl PackCiphers {
             .backend
             .get_range(&paths::pack(pack), loc.offset as u64, loc.stored_len as u64)
             .await?;
-        decode_blob(repo, &c, pack, id, loc, &sealed, base.as_deref().map(|b| b.as_slice()))
+        decode_blob(repo, &c, pack, id, loc, sealed, base.as_deref().map(|b| b.as_slice()))
     }
 
     /// Takes the bases `g`'s deltas need that the cache holds now, so that they outlive a
@@ -287,7 +296,7 @@ impl PackCiphers {
 
     /// The plaintexts of `tops`, each decoded from the bottom of its chain of bases: the
     /// `groups` ([`chain_groups`] of the chosen copy of each top and of each blob below one)
-    /// are fetched at once, `READ_AHEAD` in flight (neighbouring chunks' bases lie near
+    /// are fetched at once, `BASE_READS` in flight (neighbouring chunks' bases lie near
     /// each other in older packs, each level of their chains in the packs of one backup),
     /// then the chains are decoded in parallel off the runtime, from the whole chunk or the
     /// plaintext in `held` each ends in. Nothing is hashed: the caller checks the ids it
@@ -300,14 +309,14 @@ impl PackCiphers {
         tops: Vec<Id>,
         held: HashMap<Id, Arc<Vec<u8>>>,
     ) -> Vec<(Id, Arc<Vec<u8>>)> {
-        let fetched: Vec<(Group, Arc<ObjectCipher>, Vec<u8>)> = stream::iter(groups)
+        let fetched: Vec<(Group, Arc<ObjectCipher>, RangeBytes)> = stream::iter(groups)
             .map(|g| async move {
                 let cipher = self.get(repo, &g.pack).await.ok()?;
-                let bytes =
-                    repo.backend.get_range(&paths::pack(&g.pack), g.start, g.len).await.ok()?;
+                let path = paths::pack(&g.pack);
+                let bytes = repo.backend.get_range_pieces(&path, g.start, g.len).await.ok()?;
                 Some((g, cipher, bytes))
             })
-            .buffer_unordered(READ_AHEAD)
+            .buffer_unordered(BASE_READS)
             .filter_map(|f| async move { f })
             .collect()
             .await;
@@ -395,7 +404,7 @@ pub(crate) fn decode_blob(
     pack: &Id,
     id: &Id,
     loc: &BlobLocation,
-    sealed: &[u8],
+    sealed: Vec<u8>,
     base: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
     let data = open_blob(cipher, pack, id, loc, sealed, base)?;
@@ -416,11 +425,11 @@ fn open_blob(
     pack: &Id,
     id: &Id,
     loc: &BlobLocation,
-    sealed: &[u8],
+    sealed: Vec<u8>,
     base: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
     let plain = cipher
-        .open(loc.offset as u64, sealed)
+        .open_vec(loc.offset as u64, sealed)
         .map_err(|e| RepoError::codec(blob_name(pack, id), e))?;
     decompress(loc.flags, plain, loc.raw_len, base)
         .map_err(|e| RepoError::codec(blob_name(pack, id), e))
@@ -480,6 +489,8 @@ pub(crate) struct Group {
     start: u64,
     len: u64,
     raw: u64,
+    /// Plaintext bytes of its deltas: about what their bases take in the base cache.
+    deltas: u64,
     items: Vec<(Id, BlobLocation)>,
     /// Bases of its deltas taken from the base cache when the group was queued
     /// ([`PackCiphers::pin_bases`]): the next window's prefetch may clear the cache first.
@@ -487,10 +498,9 @@ pub(crate) struct Group {
 }
 
 impl Group {
-    /// The sealed bytes of `loc`, one of this group's items, within the group's read.
-    fn sealed<'a>(&self, bytes: &'a [u8], loc: &BlobLocation) -> &'a [u8] {
-        let from = (loc.offset as u64 - self.start) as usize;
-        &bytes[from..from + loc.stored_len as usize]
+    /// A copy of the sealed bytes of `loc`, one of this group's items, from the group's read.
+    fn sealed(&self, bytes: &RangeBytes, loc: &BlobLocation) -> Vec<u8> {
+        bytes.copy_range((loc.offset as u64 - self.start) as usize, loc.stored_len as usize)
     }
 }
 
@@ -505,15 +515,18 @@ fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64, max: u64) -> Vec<Group> {
     for (id, r) in entries {
         if let Some(g) = out.last_mut() {
             let (stored, raw) = (r.loc.stored_len as u64, r.loc.raw_len as u64);
+            let delta = if r.loc.base.is_some() { raw } else { 0 };
             let (end, at) = (g.start + g.len, r.loc.offset as u64);
             if g.pack == r.pack
                 && at >= end
                 && at - end <= gap
                 && at + stored - g.start <= max
                 && g.raw + raw <= max
+                && g.deltas + delta <= BASE_WINDOW_BYTES
             {
                 g.len = at + stored - g.start;
                 g.raw += raw;
+                g.deltas += delta;
                 g.items.push((id, r.loc));
                 continue;
             }
@@ -524,6 +537,7 @@ fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64, max: u64) -> Vec<Group> {
             start: r.loc.offset as u64,
             len,
             raw,
+            deltas: if r.loc.base.is_some() { raw } else { 0 },
             items: vec![(id, r.loc)],
             pinned: HashMap::new(),
         });
@@ -535,12 +549,8 @@ fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64, max: u64) -> Vec<Group> {
 /// ([`PackCiphers::read_bases`]), before the window's chunks, so that each delta finds its
 /// base decoded. Best effort: a base not read here is read on its own later, with its id
 /// checked.
-async fn prefetch_bases(
-    repo: &Arc<Repository>,
-    ciphers: &Arc<PackCiphers>,
-    window: &[(Id, BlobRef)],
-) {
-    let bases = window.iter().filter_map(|(_, r)| r.loc.base).collect();
+async fn prefetch_bases(repo: &Arc<Repository>, ciphers: &Arc<PackCiphers>, window: &[Group]) {
+    let bases = window.iter().flat_map(|g| &g.items).filter_map(|(_, loc)| loc.base).collect();
     let decoded = ciphers.read_bases(repo, bases).await;
     let bytes = decoded.values().map(|d| d.len()).sum();
     let mut cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
@@ -597,7 +607,8 @@ async fn fetch_group_once(
         Ok::<_, RepoError>((*b, base))
     }));
     let fetch_group = async {
-        Ok::<_, RepoError>(repo.backend.get_range(&paths::pack(&g.pack), g.start, g.len).await?)
+        let path = paths::pack(&g.pack);
+        Ok::<_, RepoError>(repo.backend.get_range_pieces(&path, g.start, g.len).await?)
     };
     let (bases, bytes) = futures::future::try_join(fetch_bases, fetch_group).await?;
     let bases: HashMap<Id, Arc<Vec<u8>>> = bases.into_iter().collect();
@@ -650,7 +661,10 @@ impl OrderedReader {
     }
 
     /// Sends the chunks named by these content lists. Returns false if the receiver is gone.
+    /// Lists end where chunk ids say (about every thousand chunks), not at pack ends: the ids
+    /// of several lists are fed together, so that a pack they share is still one read.
     pub async fn feed_lists(&mut self, lists: &[Id]) -> Result<bool> {
+        let mut ids: Vec<Id> = Vec::new();
         for list_id in lists {
             let entries = decode_list(&read_blob(&self.repo, list_id, &self.label).await?)
                 .map_err(|e| {
@@ -659,17 +673,20 @@ impl OrderedReader {
                         e,
                     )
                 })?;
-            let ids: Vec<Id> = entries.iter().map(|e| e.0).collect();
-            if !self.feed(&ids).await? {
-                return Ok(false);
+            ids.extend(entries.iter().map(|e| e.0));
+            if ids.len() >= LIST_MAX_ENTRIES {
+                if !self.feed(&ids).await? {
+                    return Ok(false);
+                }
+                ids.clear();
             }
         }
-        Ok(true)
+        self.feed(&ids).await
     }
 
     /// Sends these chunks. Returns false if the receiver is gone.
     pub async fn feed(&mut self, ids: &[Id]) -> Result<bool> {
-        for part in ids.chunks(crate::format::stream::LIST_MAX_ENTRIES) {
+        for part in ids.chunks(LIST_MAX_ENTRIES) {
             let mut refs = self.repo.index.lookup_many(part)?;
             if refs.iter().any(|r| r.is_none()) {
                 // index files written since the cache was brought up to date (a prune's
@@ -687,14 +704,14 @@ impl OrderedReader {
             }
             // one read-ahead across the windows: a window's bases are fetched when its first
             // group is due, while the previous window's groups are still in flight
-            let windows = windows(&located);
+            let windows = windows(group(located));
             let (repo, ciphers) = (self.repo.clone(), self.ciphers.clone());
             let chunks = stream::iter(windows)
                 .then(move |window| {
                     let (repo, ciphers) = (repo.clone(), ciphers.clone());
                     async move {
                         prefetch_bases(&repo, &ciphers, &window).await;
-                        stream::iter(group(window))
+                        stream::iter(window)
                     }
                 })
                 .flatten()

@@ -242,7 +242,7 @@ pub fn verify_pack_bytes(repo: &Repository, pack: &Id, bytes: &[u8]) -> PackVerd
             }
             continue;
         }
-        if let Err(e) = decode_blob(repo, &cipher, pack, id, loc, sealed, None) {
+        if let Err(e) = decode_blob(repo, &cipher, pack, id, loc, sealed.to_vec(), None) {
             v.bad_blobs.push((*id, e.to_string()));
         }
     }
