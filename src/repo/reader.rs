@@ -119,17 +119,18 @@ impl BaseCache {
     }
 }
 
-/// Splits groups into windows whose deltas hold about [`BASE_WINDOW_BYTES`] of plaintext (at
-/// least one group each; a group is never split, so that a pack read whole stays one read).
+/// Splits groups into windows whose deltas hold at most [`BASE_WINDOW_BYTES`] of plaintext
+/// (or one group, which holds no more): the bases a window needs then fit the base cache. A
+/// group is never split, so that a pack read whole stays one read.
 fn windows(groups: Vec<Group>) -> Vec<Vec<Group>> {
     let (mut out, mut window, mut bytes) = (Vec::new(), Vec::new(), 0);
     for g in groups {
-        bytes += g.deltas;
-        window.push(g);
-        if bytes >= BASE_WINDOW_BYTES {
+        if !window.is_empty() && bytes + g.deltas > BASE_WINDOW_BYTES {
             out.push(std::mem::take(&mut window));
             bytes = 0;
         }
+        bytes += g.deltas;
+        window.push(g);
     }
     if !window.is_empty() {
         out.push(window);
@@ -768,4 +769,65 @@ pub async fn restore_stream<W: Write + Send + 'static>(
         });
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::pack::{BlobType, FLAG_DELTA};
+
+    /// Blobs laid end to end in `pack`, `(raw length, delta?)` each, stored as long as raw.
+    fn laid_out(pack: u8, blobs: &[(u32, bool)]) -> Vec<(Id, BlobRef)> {
+        let mut at = 40;
+        blobs
+            .iter()
+            .enumerate()
+            .map(|(i, &(raw, delta))| {
+                let loc = BlobLocation {
+                    blob_type: BlobType::Data,
+                    flags: if delta { FLAG_DELTA } else { 0 },
+                    offset: at,
+                    stored_len: raw,
+                    raw_len: raw,
+                    base: delta.then_some(Id([0xbb; 32])),
+                };
+                at += raw;
+                (Id([pack ^ i as u8; 32]), BlobRef { pack: Id([pack; 32]), loc })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_default_size_pack_of_whole_chunks_is_one_group() {
+        const MIB: u32 = 1 << 20;
+        // 16 MiB and a closing chunk of 512 KiB, then the next pack
+        let mut blobs = laid_out(1, &[(MIB / 2, false); 33]);
+        blobs.extend(laid_out(2, &[(MIB, false), (MIB, false)]));
+        let groups = group(blobs);
+        assert_eq!(groups.len(), 2);
+        assert_eq!((groups[0].items.len(), groups[0].len), (33, 33 * u64::from(MIB) / 2));
+        assert_eq!(groups[1].items.len(), 2);
+        // the same pack with a 300 KiB hole (a blob no longer needed) is read in two
+        let mut holed = laid_out(1, &[(MIB / 2, false); 4]);
+        holed.remove(2);
+        holed[2].1.loc.offset += 300 << 10;
+        assert_eq!(group(holed).len(), 2);
+    }
+
+    #[test]
+    fn groups_and_windows_hold_at_most_a_base_cache_worth_of_deltas() {
+        const MIB: u32 = 1 << 20;
+        // 16 MiB of deltas in one pack: two groups, each within the window's budget
+        let groups = group(laid_out(1, &[(MIB, true); 16]));
+        assert_eq!(groups.len(), 2);
+        assert!(groups.iter().all(|g| g.deltas <= BASE_WINDOW_BYTES));
+        // whole chunks count nothing toward a window; deltas cut windows between groups
+        let mut blobs = laid_out(1, &[(MIB, false); 16]);
+        blobs.extend(laid_out(2, &[(3 * MIB, true); 6]));
+        blobs.extend(laid_out(3, &[(MIB, false); 4]));
+        let sizes = |w: &Vec<Group>| w.iter().map(|g| g.items.len()).collect::<Vec<_>>();
+        let ws = windows(group(blobs));
+        assert_eq!(ws.iter().map(sizes).collect::<Vec<_>>(), [vec![16, 2], vec![2], vec![2, 4]]);
+        assert!(ws.iter().all(|w| w.iter().map(|g| g.deltas).sum::<u64>() <= BASE_WINDOW_BYTES));
+    }
 }
