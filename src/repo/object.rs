@@ -22,18 +22,6 @@ pub fn seal_object(
     Ok(out)
 }
 
-pub(crate) fn open_object_any(
-    keys: &MasterKeys,
-    magic: [u8; 4],
-    bytes: &[u8],
-    path: &str,
-) -> Result<(CipherKind, Vec<u8>)> {
-    let header = Header::decode(bytes, &magic).map_err(|e| RepoError::format(path, e))?;
-    let c = ObjectCipher::new(keys, &header);
-    let body = c.open(0, &bytes[HEADER_LEN..]).map_err(|e| RepoError::codec(path, e))?;
-    Ok((header.cipher, body))
-}
-
 /// Opens a sealed object named by `id` (the BLAKE3 of its bytes): bytes that are not the
 /// object the name says (damaged, or another object put in its place) are `Corrupt`.
 pub(crate) fn open_named(
@@ -44,13 +32,46 @@ pub(crate) fn open_named(
     path: &str,
     id: &Id,
 ) -> Result<Vec<u8>> {
-    if Id::of_bytes(bytes) != *id {
+    open_named_vec(keys, expected, magic, bytes.to_vec(), path, id)
+}
+
+/// [`open_named`], decrypting in the buffer fetched (index files: hundreds of MB for a fresh
+/// pod, which a copy per file would page in twice).
+pub(crate) fn open_named_vec(
+    keys: &MasterKeys,
+    expected: CipherKind,
+    magic: [u8; 4],
+    mut bytes: Vec<u8>,
+    path: &str,
+    id: &Id,
+) -> Result<Vec<u8>> {
+    if Id::of_bytes(&bytes) != *id {
         return Err(RepoError::Corrupt {
             object: path.into(),
             reason: "content does not match its name".into(),
         });
     }
-    open_object(keys, expected, magic, bytes, path)
+    let c = checked_cipher(keys, expected, magic, &bytes, path)?;
+    bytes.drain(..HEADER_LEN);
+    c.open_vec(0, bytes).map_err(|e| RepoError::codec(path, e))
+}
+
+/// The cipher of a sealed object whose header must say `expected` cipher.
+fn checked_cipher(
+    keys: &MasterKeys,
+    expected: CipherKind,
+    magic: [u8; 4],
+    bytes: &[u8],
+    path: &str,
+) -> Result<ObjectCipher> {
+    let header = Header::decode(bytes, &magic).map_err(|e| RepoError::format(path, e))?;
+    if header.cipher != expected {
+        return Err(RepoError::Corrupt {
+            object: path.into(),
+            reason: format!("sealed with {:?}, the repository uses {expected:?}", header.cipher),
+        });
+    }
+    Ok(ObjectCipher::new(keys, &header))
 }
 
 /// Opens a sealed object whose header must say `expected` cipher.
@@ -61,12 +82,6 @@ pub fn open_object(
     bytes: &[u8],
     path: &str,
 ) -> Result<Vec<u8>> {
-    let header = Header::decode(bytes, &magic).map_err(|e| RepoError::format(path, e))?;
-    if header.cipher != expected {
-        return Err(RepoError::Corrupt {
-            object: path.into(),
-            reason: format!("sealed with {:?}, the repository uses {expected:?}", header.cipher),
-        });
-    }
-    open_object_any(keys, magic, bytes, path).map(|(_, b)| b)
+    let c = checked_cipher(keys, expected, magic, bytes, path)?;
+    c.open(0, &bytes[HEADER_LEN..]).map_err(|e| RepoError::codec(path, e))
 }

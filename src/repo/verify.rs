@@ -16,7 +16,7 @@ pub async fn load_index_file(repo: &Repository, id: &Id) -> Result<IndexFile> {
     let (keys, cipher, id) = (repo.keys.clone(), repo.cipher, *id);
     tokio::task::spawn_blocking(move || {
         let path = paths::index(&id);
-        let body = super::object::open_named(&keys, cipher, MAGIC_INDEX, &bytes, &path, &id)?;
+        let body = super::object::open_named_vec(&keys, cipher, MAGIC_INDEX, bytes, &path, &id)?;
         IndexFile::decode(&body).map_err(|e| RepoError::format(path, e))
     })
     .await?
