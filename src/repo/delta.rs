@@ -274,17 +274,16 @@ pub struct Base {
 /// keeps the delta when it is at most three quarters of the plain encoding. A restart is kept
 /// only while it is at most a third of its whole chunk's stored size.
 pub fn encode(level: i32, chunk: Vec<u8>, base: Option<Base>) -> Encoded {
+    // the delta and what it costs with its base id; a restart only while it is small
     let delta = base.and_then(|b| {
-        Some((b.id, b.whole, b.restart, compress_delta(level, &b.plain, &chunk).ok()?))
+        let d = compress_delta(level, &b.plain, &chunk).ok()?;
+        let cost = d.len() + 32;
+        (!b.restart || cost * RESTART_SHARE <= b.whole).then_some((b.id, b.whole, d, cost))
     });
-    let Some((b, whole, restart, d)) = delta else {
+    let Some((b, whole, d, cost)) = delta else {
         let (flags, data) = compress(level, chunk);
         return Encoded { flags, data, base: None };
     };
-    if restart && (d.len() + 32) * RESTART_SHARE > whole {
-        let (flags, data) = compress(level, chunk);
-        return Encoded { flags, data, base: None };
-    }
     // a delta under 1/128 of the chunk, or under a quarter of what the base chain's whole
     // chunk is stored in, is kept without compressing the chunk on its own: the first costs
     // at worst its own few hundred bytes over that, and the second would need the chunk to
@@ -292,7 +291,6 @@ pub fn encode(level: i32, chunk: Vec<u8>, base: Option<Base>) -> Encoded {
     // guess, such as text written where random bytes were, costs a delta about as large as
     // plain compression that keeps its base alive). Each saves a compression per changed
     // chunk (measured: most of the delta writer's extra time on text, benches/RESULTS.md).
-    let cost = d.len() + 32;
     if cost * TINY_DELTA <= chunk.len() || cost * CLEAR_SHARE <= whole {
         return Encoded { flags: FLAG_DELTA, data: d, base: Some(b) };
     }
