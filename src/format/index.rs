@@ -96,46 +96,86 @@ impl IndexFile {
     /// Decodes and checks an index body: counts against the input size, flags, and that every blob
     /// lies within its pack.
     pub fn decode(data: &[u8]) -> Result<IndexFile, FormatError> {
-        let mut r = Reader::new(data);
-        let ns = r.count("supersedes", 32, MAX_SUPERSEDES)?;
-        let mut supersedes = Vec::with_capacity(ns);
-        for _ in 0..ns {
-            supersedes.push(r.id()?);
-        }
-        let np = r.count("pack count", 44, MAX_INDEX_PACKS)?;
-        let mut packs = Vec::with_capacity(np);
-        for _ in 0..np {
-            let pack = r.id()?;
-            let pack_len = r.u64()?;
-            let nb = r.count("blob count", INDEX_ENTRY_LEN, MAX_PACK_BLOBS)?;
-            let mut blobs = Vec::with_capacity(nb);
-            for _ in 0..nb {
-                let blob_type = BlobType::from_u8(r.u8()?)?;
-                let flags = r.u8()?;
-                let delta = check_flags(blob_type, flags)?;
-                if r.u16()? != 0 {
-                    return Err(invalid("index entry", "reserved bits set"));
-                }
-                let (offset, stored_len, raw_len) = (r.u32()?, r.u32()?, r.u32()?);
-                if raw_len > MAX_BLOB_LEN
-                    || stored_len < 16
-                    || offset as u64 + stored_len as u64 > pack_len
-                {
-                    return Err(invalid(
-                        "index entry",
-                        format!("blob at {offset}+{stored_len} outside pack of {pack_len}"),
-                    ));
-                }
-                let id = r.id()?;
-                let base = if delta { Some(r.id()?) } else { None };
-                let loc = BlobLocation { blob_type, flags, offset, stored_len, raw_len, base };
-                blobs.push((id, loc));
+        let mut f = IndexFile::default();
+        visit(data, |item| match item {
+            IndexItem::Supersedes(id) => f.supersedes.push(id),
+            IndexItem::Pack { pack, pack_len, blobs } => {
+                f.packs.push(IndexPack { pack, pack_len, blobs: Vec::with_capacity(blobs) })
             }
-            packs.push(IndexPack { pack, pack_len, blobs });
-        }
-        r.finish()?;
-        Ok(IndexFile { supersedes, packs })
+            IndexItem::Blob(id, loc) => {
+                if let Some(p) = f.packs.last_mut() {
+                    p.blobs.push((id, loc));
+                }
+            }
+        })?;
+        Ok(f)
     }
+}
+
+/// One item of an index body, in the order of the body ([`visit`]).
+#[derive(Clone, Copy, Debug)]
+pub enum IndexItem {
+    /// An index file this one replaces.
+    Supersedes(Id),
+    /// A pack: its id, its length, and how many blobs follow for it.
+    Pack {
+        /// The pack's name.
+        pack: Id,
+        /// Size of the pack file in bytes.
+        pack_len: u64,
+        /// Number of [`IndexItem::Blob`] items that follow for this pack.
+        blobs: usize,
+    },
+    /// A blob of the last pack given: its chunk id and location.
+    Blob(Id, BlobLocation),
+}
+
+/// Walks an index body item by item, with the checks of [`IndexFile::decode`] (which is
+/// written on top of it), without building the file: a fresh pod's cache takes in millions
+/// of entries this way without allocating them twice. On an error `item` may already have
+/// seen part of the body: callers that must not act on a damaged file check it first
+/// (`visit(data, |_| {})`).
+pub fn visit(data: &[u8], mut item: impl FnMut(IndexItem)) -> Result<(), FormatError> {
+    let mut r = Reader::new(data);
+    let ns = r.count("supersedes", 32, MAX_SUPERSEDES)?;
+    for _ in 0..ns {
+        item(IndexItem::Supersedes(r.id()?));
+    }
+    let np = r.count("pack count", 44, MAX_INDEX_PACKS)?;
+    for _ in 0..np {
+        let pack = r.id()?;
+        let pack_len = r.u64()?;
+        let nb = r.count("blob count", INDEX_ENTRY_LEN, MAX_PACK_BLOBS)?;
+        item(IndexItem::Pack { pack, pack_len, blobs: nb });
+        for _ in 0..nb {
+            // one bounds check per entry: a fresh pod reads millions of them
+            let e: &[u8; INDEX_ENTRY_LEN] =
+                r.take(INDEX_ENTRY_LEN)?.try_into().map_err(|_| invalid("index entry", "cut"))?;
+            let u32_at = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
+            let blob_type = BlobType::from_u8(e[0])?;
+            let flags = e[1];
+            let delta = check_flags(blob_type, flags)?;
+            if e[2] != 0 || e[3] != 0 {
+                return Err(invalid("index entry", "reserved bits set"));
+            }
+            let (offset, stored_len, raw_len) = (u32_at(4), u32_at(8), u32_at(12));
+            if raw_len > MAX_BLOB_LEN
+                || stored_len < 16
+                || offset as u64 + stored_len as u64 > pack_len
+            {
+                return Err(invalid(
+                    "index entry",
+                    format!("blob at {offset}+{stored_len} outside pack of {pack_len}"),
+                ));
+            }
+            let mut id = Id([0; 32]);
+            id.0.copy_from_slice(&e[16..]);
+            let base = if delta { Some(r.id()?) } else { None };
+            let loc = BlobLocation { blob_type, flags, offset, stored_len, raw_len, base };
+            item(IndexItem::Blob(id, loc));
+        }
+    }
+    r.finish()
 }
 
 #[cfg(test)]

@@ -19,9 +19,10 @@ use redb::{
 
 use super::blobrun::Run;
 use super::sorted::Sorter;
-use super::{RepoError, Repository, Result, load_index_file, paths};
+use super::verify::load_index_body;
+use super::{RepoError, Repository, Result, paths};
 use crate::format::Id;
-use crate::format::index::{BlobLocation, IndexFile};
+use crate::format::index::{BlobLocation, IndexFile, IndexItem};
 use crate::format::pack::BlobType;
 
 const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
@@ -149,6 +150,36 @@ impl Taken {
     fn new(scratch: &Path, run: bool) -> Taken {
         let run = run.then(|| super::blobrun::Builder::new(scratch));
         Taken { entries: Sorter::new(scratch), run, files: Vec::new(), dir: scratch.into() }
+    }
+    /// Takes in the entries of an index body already checked ([`super::verify::load_index_body`]).
+    fn add_body(&mut self, name: String, body: &[u8]) -> Result<()> {
+        let (mut n, mut packs, mut pack, mut failed) = (0u64, Vec::new(), None, None);
+        let visited = crate::format::index::visit(body, |item| match item {
+            IndexItem::Supersedes(_) => {}
+            IndexItem::Pack { pack: p, pack_len, .. } => {
+                packs.push((p, pack_len));
+                pack = Some(p);
+            }
+            IndexItem::Blob(id, l) => {
+                let (Some(p), None) = (&pack, &failed) else { return };
+                let key = blob_key(&id, p);
+                let value = encode_loc(&l);
+                let pushed = match &mut self.run {
+                    Some(b) => b.push(&key, &value).map_err(|e| cache_err(&self.dir, e)),
+                    None => self.entries.push(&key, &value),
+                };
+                match pushed {
+                    Ok(()) => n += 1,
+                    Err(e) => failed = Some(e),
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        visited.map_err(|e| RepoError::format(format!("index/{name}"), e))?;
+        self.files.push((name, packs, n));
+        Ok(())
     }
     fn add(&mut self, name: String, f: &IndexFile) -> Result<()> {
         let mut n = 0u64;
@@ -420,11 +451,11 @@ impl IndexCache {
         // the entries are taken on a thread of their own (bucketing or sorting, and writing
         // temporary files), while this task goes on fetching and decoding the next files: a
         // fresh pod's cache build overlaps the download instead of stalling it
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Id, IndexFile)>(1);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Id, Vec<u8>)>(1);
         let adder = tokio::task::spawn_blocking(move || {
             let mut taken = taken;
-            while let Some((id, f)) = rx.blocking_recv() {
-                taken.add(id.to_hex(), &f)?;
+            while let Some((id, body)) = rx.blocking_recv() {
+                taken.add_body(id.to_hex(), &body)?;
             }
             Ok::<Taken, RepoError>(taken)
         });
@@ -435,7 +466,7 @@ impl IndexCache {
         'rounds: loop {
             let mut vanished = false;
             let mut loads = futures::stream::iter(new)
-                .map(|id| async move { (id, load_index_file(repo, &id).await) })
+                .map(|id| async move { (id, load_index_body(repo, &id).await) })
                 .buffer_unordered(super::verify::INDEX_FILES_IN_FLIGHT);
             while let Some((id, r)) = loads.next().await {
                 match r {

@@ -22,6 +22,21 @@ pub async fn load_index_file(repo: &Repository, id: &Id) -> Result<IndexFile> {
     .await?
 }
 
+/// The body of index file `id`, decrypted and checked as [`IndexFile::decode`] checks it, but
+/// not decoded into entries: for a cache that takes them in one by one
+/// ([`crate::format::index::visit`]).
+pub async fn load_index_body(repo: &Repository, id: &Id) -> Result<Vec<u8>> {
+    let bytes = repo.backend.get(&paths::index(id)).await?;
+    let (keys, cipher, id) = (repo.keys.clone(), repo.cipher, *id);
+    tokio::task::spawn_blocking(move || {
+        let path = paths::index(&id);
+        let body = super::object::open_named_vec(&keys, cipher, MAGIC_INDEX, bytes, &path, &id)?;
+        crate::format::index::visit(&body, |_| {}).map_err(|e| RepoError::format(path, e))?;
+        Ok(body)
+    })
+    .await?
+}
+
 /// Index files a few at a time (decoded in parallel), in the order of `ids`: for callers that
 /// read every index file in turn (prune), so that fetching and decoding overlap.
 pub fn load_index_files(
