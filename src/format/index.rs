@@ -160,7 +160,7 @@ pub fn visit(data: &[u8], mut item: impl FnMut(IndexItem)) -> Result<(), FormatE
             }
             let (offset, stored_len, raw_len) = (u32_at(4), u32_at(8), u32_at(12));
             if raw_len > MAX_BLOB_LEN
-                || stored_len < 16
+                || !(16..=MAX_BLOB_LEN + 16).contains(&stored_len)
                 || offset as u64 + stored_len as u64 > pack_len
             {
                 return Err(invalid(
@@ -225,6 +225,13 @@ mod tests {
         for cut in 0..b.len() {
             assert!(IndexFile::decode(&b[..cut]).is_err());
         }
+        // a stored length beyond the largest blob's (as the pack footer bounds it)
+        let mut huge = d.clone();
+        huge.packs[0].pack_len = u64::MAX / 2;
+        huge.packs[0].blobs[0].1.stored_len = MAX_BLOB_LEN + 17;
+        assert!(IndexFile::decode(&huge.encode()).is_err());
+        huge.packs[0].blobs[0].1.stored_len = MAX_BLOB_LEN + 16;
+        assert!(IndexFile::decode(&huge.encode()).is_ok());
         let mut list_delta = b.clone();
         list_delta[52] = 1; // a content list cannot be a delta
         assert!(IndexFile::decode(&list_delta).is_err());

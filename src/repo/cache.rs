@@ -214,6 +214,10 @@ pub struct IndexCache {
     /// Held while entries are recorded or the cache is cleared: two ingests that both found
     /// the cache empty must not both name a run (the first's entries would be lost).
     writing: Mutex<()>,
+    /// A recording failed part way (a full disk): some entries may be in without their file's
+    /// name. The next recording must not mark the cache whole again, so the cache is cleared
+    /// first ([`IndexCache::record`]); after a crash instead, the open clears it.
+    torn: std::sync::atomic::AtomicBool,
 }
 
 /// An object that could not be read and was left out (an index file while syncing, a
@@ -259,6 +263,7 @@ impl IndexCache {
             avoid: RwLock::new(Arc::new(HashSet::new())),
             run: RwLock::new(None),
             writing: Mutex::new(()),
+            torn: std::sync::atomic::AtomicBool::new(false),
         };
         if cache.version().ok() != Some(CACHE_VERSION) {
             cache.clear()?;
@@ -301,6 +306,7 @@ impl IndexCache {
             avoid: RwLock::new(Arc::new(HashSet::new())),
             run: RwLock::new(None),
             writing: Mutex::new(()),
+            torn: std::sync::atomic::AtomicBool::new(false),
         };
         cache.clear()?;
         Ok(cache)
@@ -440,6 +446,13 @@ impl IndexCache {
     pub async fn sync(&self, repo: &Repository) -> Result<Vec<Unreadable>> {
         let listed = repo.backend.list(paths::INDEX_DIR).await?;
         let names: HashSet<Id> = listed.iter().filter_map(|o| paths::id_of(&o.path)).collect();
+        if self.torn.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            // a recording failed part way: start again from nothing ([`IndexCache::record`])
+            if let Err(e) = self.clear() {
+                self.torn.store(true, std::sync::atomic::Ordering::SeqCst);
+                return Err(e);
+            }
+        }
         let mut have = self.ingested()?;
         let listed_hex: HashSet<String> = names.iter().map(|n| n.to_hex()).collect();
         if have.iter().any(|h| !listed_hex.contains(h)) {
@@ -546,8 +559,23 @@ impl IndexCache {
     /// slices bound memory; sorted, consecutive entries share leaves and each leaf is written
     /// about once. A name is recorded only after all entries: after a crash in between, the
     /// file is simply taken in again (inserts are idempotent).
-    fn record(&self, mut taken: Taken) -> Result<()> {
+    fn record(&self, taken: Taken) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.torn.load(Ordering::SeqCst) {
+            // entries whose names were never recorded: a later sync would not drop them once
+            // their file is gone (the same reason the open clears a cache marked recording)
+            self.clear()?;
+            self.torn.store(false, Ordering::SeqCst);
+        }
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let recorded = self.record_locked(taken);
+        if recorded.is_err() {
+            self.torn.store(true, Ordering::SeqCst);
+        }
+        recorded
+    }
+
+    fn record_locked(&self, mut taken: Taken) -> Result<()> {
         if !taken.files.is_empty() {
             self.set_meta_lazily(RECORDING, 1)?;
         }
@@ -1077,6 +1105,27 @@ mod tests {
         let c = IndexCache::open(dir.path()).unwrap();
         assert!(c.lookup(&Id([3; 32])).unwrap().is_some(), "a finished record is kept");
         assert!(c.take_warnings().is_empty());
+    }
+
+    /// Found in a review: after a recording failed part way in a process that went on, the
+    /// next recording marked the cache whole again, and the failed file's entries stayed
+    /// (without its name) past any reopen.
+    #[test]
+    fn a_recording_that_failed_part_way_is_not_marked_whole_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = IndexCache::open(dir.path()).unwrap();
+            END_AFTER_ENTRIES.set(true);
+            assert!(c.ingest(&[("a".into(), file(10, &[1, 2]))]).is_err());
+            END_AFTER_ENTRIES.set(false);
+            // the same process records another file
+            c.ingest(&[("b".into(), file(11, &[3]))]).unwrap();
+            assert!(c.lookup(&Id([3; 32])).unwrap().is_some());
+            assert!(c.lookup(&Id([1; 32])).unwrap().is_none(), "the torn entries are gone");
+        }
+        let c = IndexCache::open(dir.path()).unwrap();
+        assert!(c.lookup(&Id([1; 32])).unwrap().is_none(), "and stay gone after a reopen");
+        assert_eq!(c.ingested().unwrap(), HashSet::from(["b".to_string()]));
     }
 
     #[test]

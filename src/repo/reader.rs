@@ -509,8 +509,10 @@ fn group(entries: Vec<(Id, BlobRef)>) -> Vec<Group> {
     group_within(entries, GROUP_GAP, GROUP_BYTES)
 }
 
-/// Groups entries sorted by pack and offset: neighbours in one pack at most `gap` apart share
-/// a group of at most `max` bytes (stored, and decompressed).
+/// Groups entries in order: neighbours in one pack at most `gap` apart share a group of at
+/// most `max` bytes (stored, and decompressed). A blob that lies within the group's span
+/// already (a chunk repeated in the stream, such as the zero regions of a disk image) joins it
+/// without another read.
 fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64, max: u64) -> Vec<Group> {
     let mut out: Vec<Group> = Vec::new();
     for (id, r) in entries {
@@ -518,14 +520,14 @@ fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64, max: u64) -> Vec<Group> {
             let (stored, raw) = (r.loc.stored_len as u64, r.loc.raw_len as u64);
             let delta = if r.loc.base.is_some() { raw } else { 0 };
             let (end, at) = (g.start + g.len, r.loc.offset as u64);
+            let inside = at >= g.start && at + stored <= end;
+            let next = at >= end && at - end <= gap && at + stored - g.start <= max;
             if g.pack == r.pack
-                && at >= end
-                && at - end <= gap
-                && at + stored - g.start <= max
+                && (inside || next)
                 && g.raw + raw <= max
                 && g.deltas + delta <= BASE_WINDOW_BYTES
             {
-                g.len = at + stored - g.start;
+                g.len = g.len.max(at + stored - g.start);
                 g.raw += raw;
                 g.deltas += delta;
                 g.items.push((id, r.loc));
@@ -553,11 +555,15 @@ fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64, max: u64) -> Vec<Group> {
 async fn prefetch_bases(repo: &Arc<Repository>, ciphers: &Arc<PackCiphers>, window: &[Group]) {
     let bases = window.iter().flat_map(|g| &g.items).filter_map(|(_, loc)| loc.base).collect();
     let decoded = ciphers.read_bases(repo, bases).await;
-    let bytes = decoded.values().map(|d| d.len()).sum();
+    let bytes: usize = decoded.values().map(|d| d.len()).sum();
     let mut cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
-    cache.make_room(bytes);
+    cache.make_room(bytes.min(BASE_CACHE_BYTES));
+    // only what fits: inserting more would clear the cache, and with it this window's first
+    // bases (those left out are read on their own when needed)
     for (id, d) in decoded {
-        cache.insert(id, d, false);
+        if cache.bytes + d.len() <= BASE_CACHE_BYTES {
+            cache.insert(id, d, false);
+        }
     }
 }
 
@@ -712,14 +718,17 @@ impl OrderedReader {
                     let (repo, ciphers) = (repo.clone(), ciphers.clone());
                     async move {
                         prefetch_bases(&repo, &ciphers, &window).await;
+                        // pinned now: a base read on its own for an early group, or the next
+                        // window's prefetch, may clear the cache before a later group is due
+                        let mut window = window;
+                        for g in &mut window {
+                            ciphers.pin_bases(g);
+                        }
                         stream::iter(window)
                     }
                 })
                 .flatten()
-                .map(|mut g| {
-                    self.ciphers.pin_bases(&mut g);
-                    fetch_group(self.repo.clone(), self.ciphers.clone(), g)
-                })
+                .map(|g| fetch_group(self.repo.clone(), self.ciphers.clone(), g))
                 .buffered(READ_AHEAD);
             let mut chunks = std::pin::pin!(chunks);
             while let Some(decoded) = chunks.try_next().await? {
@@ -812,6 +821,21 @@ mod tests {
         holed.remove(2);
         holed[2].1.loc.offset += 300 << 10;
         assert_eq!(group(holed).len(), 2);
+    }
+
+    #[test]
+    fn a_chunk_repeated_in_the_stream_is_read_once() {
+        // a zero region: one blob, then the same blob again and again, then its neighbour
+        let blobs = laid_out(1, &[(1 << 16, false), (1 << 16, false)]);
+        let mut stream = vec![blobs[0]; 5];
+        stream.push(blobs[1]);
+        stream.push(blobs[0]);
+        let groups = group(stream);
+        assert_eq!(groups.len(), 1);
+        assert_eq!((groups[0].items.len(), groups[0].len), (7, 2 << 16));
+        // a blob behind the group's start is not inside it: a read of its own
+        let back = vec![blobs[1], blobs[0]];
+        assert_eq!(group(back).len(), 2);
     }
 
     #[test]
