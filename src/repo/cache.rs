@@ -218,6 +218,10 @@ pub struct IndexCache {
     /// name. The next recording must not mark the cache whole again, so the cache is cleared
     /// first ([`IndexCache::record`]); after a crash instead, the open clears it.
     torn: std::sync::atomic::AtomicBool,
+    /// Held for a whole [`IndexCache::sync`]: a sync that finds a file gone clears the cache,
+    /// and another sync running meanwhile would return believing it holds entries cleared
+    /// under it (a reader would then fail with a chunk missing).
+    syncing: tokio::sync::Mutex<()>,
 }
 
 /// An object that could not be read and was left out (an index file while syncing, a
@@ -264,6 +268,7 @@ impl IndexCache {
             run: RwLock::new(None),
             writing: Mutex::new(()),
             torn: std::sync::atomic::AtomicBool::new(false),
+            syncing: tokio::sync::Mutex::new(()),
         };
         if cache.version().ok() != Some(CACHE_VERSION) {
             cache.clear()?;
@@ -307,6 +312,7 @@ impl IndexCache {
             run: RwLock::new(None),
             writing: Mutex::new(()),
             torn: std::sync::atomic::AtomicBool::new(false),
+            syncing: tokio::sync::Mutex::new(()),
         };
         cache.clear()?;
         Ok(cache)
@@ -444,6 +450,7 @@ impl IndexCache {
     /// finds none gone, so that such a file is never missed (check would call the snapshots
     /// that need the resurrected pack broken).
     pub async fn sync(&self, repo: &Repository) -> Result<Vec<Unreadable>> {
+        let _one = self.syncing.lock().await;
         let listed = repo.backend.list(paths::INDEX_DIR).await?;
         let names: HashSet<Id> = listed.iter().filter_map(|o| paths::id_of(&o.path)).collect();
         if self.torn.swap(false, std::sync::atomic::Ordering::SeqCst) {

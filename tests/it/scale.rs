@@ -18,6 +18,8 @@ struct CountingBackend {
     bundle_gets: AtomicUsize,
     /// Range reads of packs longer than 1 MiB (reads of many chunks at once).
     pack_reads: AtomicUsize,
+    /// Range reads of packs of any size (headers too).
+    data_reads: AtomicUsize,
 }
 
 impl CountingBackend {
@@ -28,6 +30,7 @@ impl CountingBackend {
             refuse_bundles: false.into(),
             bundle_gets: 0.into(),
             pack_reads: 0.into(),
+            data_reads: 0.into(),
         }
     }
 }
@@ -49,6 +52,9 @@ impl Backend for CountingBackend {
     async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
         if path.starts_with(paths::DATA_DIR) && len > 1 << 20 {
             self.pack_reads.fetch_add(1, Ordering::SeqCst);
+        }
+        if path.starts_with(paths::DATA_DIR) {
+            self.data_reads.fetch_add(1, Ordering::SeqCst);
         }
         self.inner.get_range(path, offset, len).await
     }
@@ -92,6 +98,31 @@ async fn a_restore_reads_each_default_size_pack_once() {
     assert!(snap.lists.len() > packs, "{} content lists", snap.lists.len());
     assert!(common::engine::restore(&r, "db").await == data);
     assert_eq!(counting.pack_reads.load(Ordering::SeqCst), packs);
+    r.close().await;
+}
+
+/// A chunk repeated through the stream (the zero regions of a disk image) is read with the
+/// group it lies in, not once per repeat: a 1 GiB image with 1 GiB of zeros took 10.6-12.3 s
+/// to restore from moto_server with a request for each repeat, and 0.95-1.28 s without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_repeated_in_the_stream_is_read_once_per_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mem: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&mem, Some(b"pw"), &opts()).await.unwrap();
+    let mut data = common::noise(1 << 20, 3);
+    data.extend(std::iter::repeat_n(0u8, 48 << 20));
+    data.extend(common::noise(1 << 20, 4));
+    let w = open(mem.clone(), &tmp.path().join("w"), Access::Backup).await;
+    backup(&w, "img", &data).await;
+    w.close().await;
+    let packs = mem.list(paths::DATA_DIR).await.unwrap().len();
+    let counting = Arc::new(CountingBackend::new(mem.clone()));
+    let r = open(counting.clone(), &tmp.path().join("r"), Access::Read).await;
+    assert!(common::engine::restore(&r, "img").await == data);
+    // the zero chunk's repeats share groups of up to 17 MiB of output: a few reads (and one
+    // of each pack's header), where one per repeat was about a hundred
+    let reads = counting.data_reads.load(Ordering::SeqCst);
+    assert!(reads <= 2 * packs + 4, "{reads} reads for {packs} packs");
     r.close().await;
 }
 
