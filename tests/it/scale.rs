@@ -119,10 +119,11 @@ async fn a_chunk_repeated_in_the_stream_is_read_once_per_group() {
     let counting = Arc::new(CountingBackend::new(mem.clone()));
     let r = open(counting.clone(), &tmp.path().join("r"), Access::Read).await;
     assert!(common::engine::restore(&r, "img").await == data);
-    // the zero chunk's repeats share groups of up to 17 MiB of output: a few reads (and one
-    // of each pack's header), where one per repeat was about a hundred
+    // the zero chunk's repeats share groups of up to 17 MiB of output: a read or two per
+    // pack (and its header, read twice when two groups of it start at once), where one read
+    // per repeat was 3,134 reads for 31 packs
     let reads = counting.data_reads.load(Ordering::SeqCst);
-    assert!(reads <= 2 * packs + 4, "{reads} reads for {packs} packs");
+    assert!(reads <= 3 * packs + 8, "{reads} reads for {packs} packs");
     r.close().await;
 }
 
