@@ -57,7 +57,7 @@ pub enum BackendError {
     },
     /// A ranged read returned fewer bytes than asked: the object is shorter than an index or footer
     /// says (truncated or damaged).
-    #[error("{path}: read {got} bytes, expected {expected}")]
+    #[error("{path}: read {got} bytes, expected {expected} (the object is cut short or damaged)")]
     ShortRead {
         /// Path of the object, relative to the repository.
         path: String,

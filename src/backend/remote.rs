@@ -266,6 +266,31 @@ impl RemoteBackend {
     }
 }
 
+impl RemoteBackend {
+    /// A range read that failed: past the end of an object cut short (S3 answers "range not
+    /// satisfiable", or sends fewer bytes and the reader gives up) is a short read, damage of
+    /// that object, as on local disk; anything else stays a storage error.
+    async fn range_err(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+        e: opendal::Error,
+    ) -> BackendError {
+        if e.kind() == ErrorKind::NotFound {
+            return self.err(path, e);
+        }
+        match self.op.stat(path).await {
+            Ok(m) if m.content_length() < offset + len => BackendError::ShortRead {
+                path: path.into(),
+                expected: len,
+                got: m.content_length().saturating_sub(offset),
+            },
+            _ => self.err(path, e),
+        }
+    }
+}
+
 /// The error's message (or kind) and its innermost cause (connection refused, ssh's own
 /// message, the service's error code), without the long context list, which may name endpoints.
 fn short(e: &opendal::Error) -> String {
@@ -356,13 +381,10 @@ impl Backend for RemoteBackend {
         if len == 0 {
             return Ok(RangeBytes::default());
         }
-        let got: RangeBytes = self
-            .op
-            .read_with(path)
-            .range(offset..offset + len)
-            .await
-            .map_err(|e| self.err(path, e))?
-            .collect();
+        let got: RangeBytes = match self.op.read_with(path).range(offset..offset + len).await {
+            Ok(b) => b.collect(),
+            Err(e) => return Err(self.range_err(path, offset, len, e).await),
+        };
         // a longer body too: a server that ignored the range would shift every slice
         if got.len() as u64 != len {
             return Err(BackendError::ShortRead {

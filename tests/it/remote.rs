@@ -301,3 +301,31 @@ fn webdav_every_command() {
     every_command(&f);
     assert!(objects(&dav.dir.path().join("repo")).keys().all(|p| !p.contains(".tmp-")));
 }
+
+/// A pack cut short on S3 (a partial upload by another tool, a damaged bucket) is damage of
+/// that pack, named as such, like a short file on local disk: not a storage failure that
+/// stops `check` before it has looked at the rest.
+#[test]
+fn a_truncated_pack_on_s3_is_reported_as_damage() {
+    let moto = Moto::start();
+    let s3 = moto.repo_url("cut", "repo");
+    let local = Fixture::new();
+    let data = noise(3 << 20, 5);
+    local.backup("db", &data);
+    let mut packs = local.files("data");
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let pack = packs.pop().unwrap();
+    local.run(&["sync", &s3], b"").ok();
+    let bytes = std::fs::read(&pack).unwrap();
+    let key = pack.strip_prefix(local.repo()).unwrap().to_string_lossy().to_string();
+    moto.put_object("cut", &format!("repo/{key}"), &bytes[..bytes.len() / 2]);
+    let remote = Fixture { url: Some(s3.clone()), ..Fixture::empty() };
+    let name = pack.file_name().unwrap().to_string_lossy().to_string();
+    let r = remote.run(&["restore", "latest"], b"");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains(&name), "{}", r.stderr);
+    assert!(r.stderr.contains("expected"), "not told as a short object: {}", r.stderr);
+    let r = remote.run(&["--json", "check", "--read-data"], b"");
+    let damage = r.json()["damage"].to_string();
+    assert!(damage.contains(&name), "{} {}", r.stderr, damage);
+}

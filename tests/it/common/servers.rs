@@ -81,6 +81,28 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// Stores `bytes` as `bucket/key` behind the repository's back, with boto3 from moto's
+    /// own environment: damage that `repo sync`, which checks what it copies, would not let
+    /// through.
+    pub fn put_object(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let python = moto_binary().with_file_name("python");
+        let script = "import sys, boto3\n\
+            s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+                aws_access_key_id='repo-test', aws_secret_access_key='repo-test-secret')\n\
+            s3.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=sys.stdin.buffer.read())\n";
+        let mut child = Command::new(&python)
+            .args(["-c", script, &self.endpoint, bucket, key])
+            .env_remove("AWS_CA_BUNDLE")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} ({e})", python.display()));
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(bytes).expect("write body");
+        assert!(child.wait().expect("python").success(), "putting {bucket}/{key}");
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
