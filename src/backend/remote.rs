@@ -277,7 +277,10 @@ impl RemoteBackend {
         len: u64,
         e: opendal::Error,
     ) -> BackendError {
-        if e.kind() == ErrorKind::NotFound {
+        // only the errors a cut-short object gives (S3's "range not satisfiable", or a body
+        // shorter than the range): a stat whose length is unknown must not turn others into
+        // damage
+        if !matches!(e.kind(), ErrorKind::RangeNotSatisfied | ErrorKind::Unexpected) {
             return self.err(path, e);
         }
         match self.op.stat(path).await {
@@ -385,8 +388,16 @@ impl Backend for RemoteBackend {
             Ok(b) => b.collect(),
             Err(e) => return Err(self.range_err(path, offset, len, e).await),
         };
-        // a longer body too: a server that ignored the range would shift every slice
-        if got.len() as u64 != len {
+        // a server (or proxy) that ignored the range: every slice would be shifted, and it
+        // says nothing about the object, so it is not damage
+        if got.len() as u64 > len {
+            return Err(BackendError::Remote {
+                path: format!("{}/{path}", self.location),
+                message: format!("{} bytes sent for a range of {len}", got.len()),
+                temporary: false,
+            });
+        }
+        if (got.len() as u64) < len {
             return Err(BackendError::ShortRead {
                 path: path.into(),
                 expected: len,

@@ -165,7 +165,10 @@ pub fn visit(data: &[u8], mut item: impl FnMut(IndexItem)) -> Result<(), FormatE
             {
                 return Err(invalid(
                     "index entry",
-                    format!("blob at {offset}+{stored_len} outside pack of {pack_len}"),
+                    format!(
+                        "blob at {offset}+{stored_len} (raw {raw_len}) outside pack of {pack_len} \
+                         or larger than any blob"
+                    ),
                 ));
             }
             let mut id = Id([0; 32]);

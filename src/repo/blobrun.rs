@@ -112,7 +112,8 @@ fn records(buf: &[u8]) -> impl Iterator<Item = std::io::Result<&[u8]>> {
 /// uniformly random (keyed hashes), so records are spread over `BUCKETS` temporary files by
 /// the first byte of the id, and each bucket (1/256 of the entries: 1.5 MB at 7.5 M entries)
 /// is then sorted in memory and appended to the run. Memory: the buckets' write buffers, the
-/// pack ids, and the largest bucket. The bucket files are unlinked as soon as they are
+/// pack ids, and four times the largest bucket (three being read, sorted or written, and its
+/// records as written). The bucket files are unlinked as soon as they are
 /// created, so a killed process leaves none behind.
 pub struct Builder {
     dir: PathBuf,

@@ -365,6 +365,22 @@ impl IndexCache {
     /// Empties every table.
     pub fn clear(&self) -> Result<()> {
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        self.clear_locked()
+    }
+
+    /// Clears the cache if a recording failed part way ([`IndexCache::torn`]); the caller
+    /// holds `writing`, so that no recording fails or succeeds between the test and the clear.
+    fn clear_if_torn_locked(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.torn.load(Ordering::SeqCst) {
+            self.clear_locked()?;
+            self.torn.store(false, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// [`IndexCache::clear`], for a caller that holds `writing`.
+    fn clear_locked(&self) -> Result<()> {
         let tx = self.begin_write()?;
         tx.delete_table(BLOBS).map_err(|e| self.err(e))?;
         tx.delete_table(PACKS).map_err(|e| self.err(e))?;
@@ -453,13 +469,8 @@ impl IndexCache {
         let _one = self.syncing.lock().await;
         let listed = repo.backend.list(paths::INDEX_DIR).await?;
         let names: HashSet<Id> = listed.iter().filter_map(|o| paths::id_of(&o.path)).collect();
-        if self.torn.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            // a recording failed part way: start again from nothing ([`IndexCache::record`])
-            if let Err(e) = self.clear() {
-                self.torn.store(true, std::sync::atomic::Ordering::SeqCst);
-                return Err(e);
-            }
-        }
+        // a recording failed part way: start again from nothing ([`IndexCache::record`])
+        self.clear_if_torn()?;
         let mut have = self.ingested()?;
         let listed_hex: HashSet<String> = names.iter().map(|n| n.to_hex()).collect();
         if have.iter().any(|h| !listed_hex.contains(h)) {
@@ -567,19 +578,21 @@ impl IndexCache {
     /// about once. A name is recorded only after all entries: after a crash in between, the
     /// file is simply taken in again (inserts are idempotent).
     fn record(&self, taken: Taken) -> Result<()> {
-        use std::sync::atomic::Ordering;
-        if self.torn.load(Ordering::SeqCst) {
-            // entries whose names were never recorded: a later sync would not drop them once
-            // their file is gone (the same reason the open clears a cache marked recording)
-            self.clear()?;
-            self.torn.store(false, Ordering::SeqCst);
-        }
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        // entries whose names were never recorded: a later sync would not drop them once
+        // their file is gone (the same reason the open clears a cache marked recording)
+        self.clear_if_torn_locked()?;
         let recorded = self.record_locked(taken);
         if recorded.is_err() {
-            self.torn.store(true, Ordering::SeqCst);
+            self.torn.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         recorded
+    }
+
+    /// [`Self::clear_if_torn_locked`], taking `writing` for it.
+    fn clear_if_torn(&self) -> Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        self.clear_if_torn_locked()
     }
 
     fn record_locked(&self, mut taken: Taken) -> Result<()> {

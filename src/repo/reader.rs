@@ -10,12 +10,12 @@
 //! window's deltas hold about `BASE_WINDOW_BYTES`), with every blob of their chains, are
 //! fetched (grouped the same way) and decoded into a cache of at most `BASE_CACHE_BYTES`
 //! before the window's first group, while the previous window's last groups are still in
-//! flight (a queued group holds on to the bases it found in the cache, which the next
-//! window's prefetch may clear). Memory: about `(READ_AHEAD + WRITE_QUEUE + 1) × 2 ×
-//! GROUP_BYTES` for the groups, up to `READ_BUDGET` more while a window's bases are
-//! prefetched, twice the base cache (the cache, and the bases queued groups pinned before it
-//! was cleared) and one maximal chunk per core, whatever the stream size or compression
-//! ratio.
+//! flight (each group of a window holds on to its bases as soon as they are read, since the
+//! next window's prefetch may clear the cache). Memory: about `(READ_AHEAD + WRITE_QUEUE + 1)
+//! × 2 × GROUP_BYTES` for the groups, up to `READ_BUDGET` more while a window's bases are
+//! prefetched, three times the base cache (the cache, and the bases pinned by the groups of
+//! the window in flight and of the next one) and one maximal chunk per core, whatever the
+//! stream size or compression ratio.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -493,7 +493,7 @@ pub(crate) struct Group {
     /// Plaintext bytes of its deltas: about what their bases take in the base cache.
     deltas: u64,
     items: Vec<(Id, BlobLocation)>,
-    /// Bases of its deltas taken from the base cache when the group was queued
+    /// Bases of its deltas taken from the base cache once its window's bases were read
     /// ([`PackCiphers::pin_bases`]): the next window's prefetch may clear the cache first.
     pinned: HashMap<Id, Arc<Vec<u8>>>,
 }
