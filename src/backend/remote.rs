@@ -264,9 +264,7 @@ impl RemoteBackend {
             },
         }
     }
-}
 
-impl RemoteBackend {
     /// A range read that failed: past the end of an object cut short (S3 answers "range not
     /// satisfiable", or sends fewer bytes and the reader gives up) is a short read, damage of
     /// that object, as on local disk; anything else stays a storage error.

@@ -312,14 +312,10 @@ impl Sorted {
         // or rare), then each run of equal prefixes by the whole key: comparing whole keys
         // throughout was a sixth of a fresh pod's open
         self.order.sort_unstable_by_key(|s| s.prefix);
-        let mut i = 0;
-        while i < self.order.len() {
-            let p = self.order[i].prefix;
-            let n = self.order[i..].iter().take_while(|s| s.prefix == p).count();
-            if n > 1 {
-                self.order[i..i + n].sort_unstable_by(key_order);
+        for same in self.order.chunk_by_mut(|x, y| x.prefix == y.prefix) {
+            if same.len() > 1 {
+                same.sort_unstable_by(key_order);
             }
-            i += n;
         }
         self.order.dedup_by(|x, y| key_order(x, y).is_eq());
         Ok(())

@@ -151,6 +151,14 @@ impl Taken {
         let run = run.then(|| super::blobrun::Builder::new(scratch));
         Taken { entries: Sorter::new(scratch), run, files: Vec::new(), dir: scratch.into() }
     }
+    /// One entry, into the run being built or the sorter.
+    fn push(&mut self, id: &Id, pack: &Id, l: &BlobLocation) -> Result<()> {
+        let (key, value) = (blob_key(id, pack), encode_loc(l));
+        match &mut self.run {
+            Some(b) => b.push(&key, &value).map_err(|e| cache_err(&self.dir, e)),
+            None => self.entries.push(&key, &value),
+        }
+    }
     /// Takes in the entries of an index body already checked ([`super::verify::load_index_body`]).
     fn add_body(&mut self, name: String, body: &[u8]) -> Result<()> {
         let (mut n, mut packs, mut pack, mut failed) = (0u64, Vec::new(), None, None);
@@ -162,13 +170,7 @@ impl Taken {
             }
             IndexItem::Blob(id, l) => {
                 let (Some(p), None) = (&pack, &failed) else { return };
-                let key = blob_key(&id, p);
-                let value = encode_loc(&l);
-                let pushed = match &mut self.run {
-                    Some(b) => b.push(&key, &value).map_err(|e| cache_err(&self.dir, e)),
-                    None => self.entries.push(&key, &value),
-                };
-                match pushed {
+                match self.push(&id, p, &l) {
                     Ok(()) => n += 1,
                     Err(e) => failed = Some(e),
                 }
@@ -185,12 +187,7 @@ impl Taken {
         let mut n = 0u64;
         for p in &f.packs {
             for (id, l) in &p.blobs {
-                let key = blob_key(id, &p.pack);
-                let value = encode_loc(l);
-                match &mut self.run {
-                    Some(b) => b.push(&key, &value).map_err(|e| cache_err(&self.dir, e))?,
-                    None => self.entries.push(&key, &value)?,
-                }
+                self.push(id, &p.pack, l)?;
                 n += 1;
             }
         }

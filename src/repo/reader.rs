@@ -516,9 +516,9 @@ fn group(entries: Vec<(Id, BlobRef)>) -> Vec<Group> {
 fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64, max: u64) -> Vec<Group> {
     let mut out: Vec<Group> = Vec::new();
     for (id, r) in entries {
+        let (stored, raw) = (r.loc.stored_len as u64, r.loc.raw_len as u64);
+        let delta = if r.loc.base.is_some() { raw } else { 0 };
         if let Some(g) = out.last_mut() {
-            let (stored, raw) = (r.loc.stored_len as u64, r.loc.raw_len as u64);
-            let delta = if r.loc.base.is_some() { raw } else { 0 };
             let (end, at) = (g.start + g.len, r.loc.offset as u64);
             let inside = at >= g.start && at + stored <= end;
             let next = at >= end && at - end <= gap && at + stored - g.start <= max;
@@ -534,13 +534,12 @@ fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64, max: u64) -> Vec<Group> {
                 continue;
             }
         }
-        let (len, raw) = (r.loc.stored_len as u64, r.loc.raw_len as u64);
         out.push(Group {
             pack: r.pack,
             start: r.loc.offset as u64,
-            len,
+            len: stored,
             raw,
-            deltas: if r.loc.base.is_some() { raw } else { 0 },
+            deltas: delta,
             items: vec![(id, r.loc)],
             pinned: HashMap::new(),
         });

@@ -12,27 +12,30 @@ use crate::format::pack::{decode_footer, footer_range};
 /// full index file) run on a blocking thread, so that callers reading several files at once
 /// decode them in parallel instead of one after another on their task.
 pub async fn load_index_file(repo: &Repository, id: &Id) -> Result<IndexFile> {
-    let bytes = repo.backend.get(&paths::index(id)).await?;
-    let (keys, cipher, id) = (repo.keys.clone(), repo.cipher, *id);
-    tokio::task::spawn_blocking(move || {
-        let path = paths::index(&id);
-        let body = super::object::open_named_vec(&keys, cipher, MAGIC_INDEX, bytes, &path, &id)?;
-        IndexFile::decode(&body).map_err(|e| RepoError::format(path, e))
-    })
-    .await?
+    load_index_with(repo, id, |body| IndexFile::decode(&body)).await
 }
 
 /// The body of index file `id`, decrypted and checked as [`IndexFile::decode`] checks it, but
 /// not decoded into entries: for a cache that takes them in one by one
 /// ([`crate::format::index::visit`]).
 pub async fn load_index_body(repo: &Repository, id: &Id) -> Result<Vec<u8>> {
+    load_index_with(repo, id, |body| crate::format::index::visit(&body, |_| {}).map(|()| body))
+        .await
+}
+
+/// Fetches index file `id`, then checks its name, decrypts it and hands its body to `decode`,
+/// all on a blocking thread.
+async fn load_index_with<T: Send + 'static>(
+    repo: &Repository,
+    id: &Id,
+    decode: impl FnOnce(Vec<u8>) -> std::result::Result<T, crate::format::FormatError> + Send + 'static,
+) -> Result<T> {
     let bytes = repo.backend.get(&paths::index(id)).await?;
     let (keys, cipher, id) = (repo.keys.clone(), repo.cipher, *id);
     tokio::task::spawn_blocking(move || {
         let path = paths::index(&id);
         let body = super::object::open_named_vec(&keys, cipher, MAGIC_INDEX, bytes, &path, &id)?;
-        crate::format::index::visit(&body, |_| {}).map_err(|e| RepoError::format(path, e))?;
-        Ok(body)
+        decode(body).map_err(|e| RepoError::format(path, e))
     })
     .await?
 }
