@@ -2,6 +2,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    // hostile bytes: an error is fine, a panic or an unbounded allocation is a bug
+    // hostile bytes: an error is fine, a panic or an unbounded allocation is a bug. Both
+    // layouts of an index body (`RIDX`, and a sorted index part `RIXS`)
     let _ = repo::format::index::IndexFile::decode(data);
+    let _ = repo::format::index::IndexFile::decode_sorted(data);
 });

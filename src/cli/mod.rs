@@ -417,8 +417,11 @@ async fn forget(cli: &Cli, a: &args::ForgetArgs) -> anyhow::Result<()> {
     let r = ops::forget::run(&repo, &opts).await?;
     emit(cli, &r, render::forget)?;
     if a.prune && !a.dry_run {
-        let p =
-            ops::prune::run(repo, &ops::prune::PruneOptions { dry_run: false, max_unused }).await?;
+        let p = ops::prune::run(
+            repo,
+            &ops::prune::PruneOptions { dry_run: false, max_unused, ..Default::default() },
+        )
+        .await?;
         emit(cli, &p, render::prune)?;
     }
     Ok(())
@@ -682,8 +685,11 @@ async fn stats(cli: &Cli) -> anyhow::Result<()> {
 /// `repo prune`: frees the space of forgotten snapshots (format-spec/prune.md).
 async fn prune(cli: &Cli, a: &args::PruneArgs) -> anyhow::Result<()> {
     let repo = open(cli, if a.dry_run { Access::Read } else { Access::Prune }).await?;
-    let opts =
-        ops::prune::PruneOptions { dry_run: a.dry_run, max_unused: parse_share(&a.max_unused)? };
+    let opts = ops::prune::PruneOptions {
+        dry_run: a.dry_run,
+        max_unused: parse_share(&a.max_unused)?,
+        ..Default::default()
+    };
     emit(cli, &ops::prune::run(repo, &opts).await?, render::prune)?;
     Ok(())
 }

@@ -24,6 +24,8 @@ pub const MAGIC_CONFIG: [u8; 4] = *b"RCFG";
 pub const MAGIC_PACK: [u8; 4] = *b"RPCK";
 /// Magic of an index file (`index/<id>`).
 pub const MAGIC_INDEX: [u8; 4] = *b"RIDX";
+/// Magic of one part of a sorted index (`index/<id>`, written by prune).
+pub const MAGIC_INDEX_SORTED: [u8; 4] = *b"RIXS";
 /// Magic of a snapshot (`snapshots/<id>`).
 pub const MAGIC_SNAPSHOT: [u8; 4] = *b"RSNP";
 /// Magic of a prune record (`prune/<id>`, `format-spec/prune.md`).

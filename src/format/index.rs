@@ -78,16 +78,7 @@ impl IndexFile {
         for p in &self.packs {
             w.id(&p.pack).u64(p.pack_len).u32(p.blobs.len() as u32);
             for (id, l) in &p.blobs {
-                w.u8(l.blob_type as u8)
-                    .u8(l.flags)
-                    .u16(0)
-                    .u32(l.offset)
-                    .u32(l.stored_len)
-                    .u32(l.raw_len)
-                    .id(id);
-                if let Some(b) = &l.base {
-                    w.id(b);
-                }
+                put_entry(&mut w, id, l);
             }
         }
         w.finish()
@@ -148,37 +139,169 @@ pub fn visit(data: &[u8], mut item: impl FnMut(IndexItem)) -> Result<(), FormatE
         let nb = r.count("blob count", INDEX_ENTRY_LEN, MAX_PACK_BLOBS)?;
         item(IndexItem::Pack { pack, pack_len, blobs: nb });
         for _ in 0..nb {
-            // one bounds check per entry: a fresh pod reads millions of them
-            let e: &[u8; INDEX_ENTRY_LEN] =
-                r.take(INDEX_ENTRY_LEN)?.try_into().map_err(|_| invalid("index entry", "cut"))?;
-            let u32_at = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
-            let blob_type = BlobType::from_u8(e[0])?;
-            let flags = e[1];
-            let delta = check_flags(blob_type, flags)?;
-            if e[2] != 0 || e[3] != 0 {
-                return Err(invalid("index entry", "reserved bits set"));
-            }
-            let (offset, stored_len, raw_len) = (u32_at(4), u32_at(8), u32_at(12));
-            if raw_len > MAX_BLOB_LEN
-                || !(16..=MAX_BLOB_LEN + 16).contains(&stored_len)
-                || offset as u64 + stored_len as u64 > pack_len
-            {
-                return Err(invalid(
-                    "index entry",
-                    format!(
-                        "blob at {offset}+{stored_len} (raw {raw_len}) outside pack of {pack_len} \
-                         or larger than any blob"
-                    ),
-                ));
-            }
-            let mut id = Id([0; 32]);
-            id.0.copy_from_slice(&e[16..]);
-            let base = if delta { Some(r.id()?) } else { None };
-            let loc = BlobLocation { blob_type, flags, offset, stored_len, raw_len, base };
+            let (id, loc) = entry(&mut r, pack_len)?;
             item(IndexItem::Blob(id, loc));
         }
     }
     r.finish()
+}
+
+/// Reads one entry (48 bytes, 80 for a delta) of a blob in a pack of `pack_len` bytes, with
+/// the checks of `format-spec/index.md`.
+fn entry(r: &mut Reader<'_>, pack_len: u64) -> Result<(Id, BlobLocation), FormatError> {
+    // one bounds check per entry: a fresh pod reads millions of them
+    let e: &[u8; INDEX_ENTRY_LEN] =
+        r.take(INDEX_ENTRY_LEN)?.try_into().map_err(|_| invalid("index entry", "cut"))?;
+    let u32_at = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
+    let blob_type = BlobType::from_u8(e[0])?;
+    let flags = e[1];
+    let delta = check_flags(blob_type, flags)?;
+    if e[2] != 0 || e[3] != 0 {
+        return Err(invalid("index entry", "reserved bits set"));
+    }
+    let (offset, stored_len, raw_len) = (u32_at(4), u32_at(8), u32_at(12));
+    if raw_len > MAX_BLOB_LEN
+        || !(16..=MAX_BLOB_LEN + 16).contains(&stored_len)
+        || offset as u64 + stored_len as u64 > pack_len
+    {
+        return Err(invalid(
+            "index entry",
+            format!(
+                "blob at {offset}+{stored_len} (raw {raw_len}) outside pack of {pack_len} \
+                 or larger than any blob"
+            ),
+        ));
+    }
+    let mut id = Id([0; 32]);
+    id.0.copy_from_slice(&e[16..]);
+    let base = if delta { Some(r.id()?) } else { None };
+    Ok((id, BlobLocation { blob_type, flags, offset, stored_len, raw_len, base }))
+}
+
+/// One entry as an index file stores it (48 bytes, 80 for a delta).
+pub fn encode_entry(id: &Id, l: &BlobLocation) -> Vec<u8> {
+    let mut w = Writer::new();
+    put_entry(&mut w, id, l);
+    w.finish()
+}
+
+/// Decodes one entry [`encode_entry`] wrote, checked against a pack of `pack_len` bytes.
+pub fn decode_entry(data: &[u8], pack_len: u64) -> Result<(Id, BlobLocation), FormatError> {
+    let mut r = Reader::new(data);
+    let e = entry(&mut r, pack_len)?;
+    r.finish()?;
+    Ok(e)
+}
+
+fn put_entry(w: &mut Writer, id: &Id, l: &BlobLocation) {
+    w.u8(l.blob_type as u8)
+        .u8(l.flags)
+        .u16(0)
+        .u32(l.offset)
+        .u32(l.stored_len)
+        .u32(l.raw_len)
+        .id(id);
+    if let Some(b) = &l.base {
+        w.id(b);
+    }
+}
+
+/// Most entries one part of a sorted index may hold.
+pub const MAX_PART_ENTRIES: usize = 1 << 20;
+
+/// One item of a sorted index part (`RIXS`), in the order of the body ([`visit_sorted`]).
+#[derive(Debug)]
+pub enum SortedItem<'a> {
+    /// The part's set and its pack table (shared by every part of the set), first.
+    Table {
+        /// The set this part belongs to.
+        set: Id,
+        /// Every pack of the set with its length, in increasing id order.
+        packs: &'a [(Id, u64)],
+    },
+    /// One entry: its pack (an index into the table), chunk id and location.
+    Blob(u32, Id, BlobLocation),
+}
+
+/// Encodes one part of a sorted index (`format-spec/index.md`, "Sorted index parts"):
+/// `entries` are (pack number, chunk id, location), in increasing (chunk id, pack number)
+/// order, and `packs` in increasing id order.
+pub fn encode_sorted(
+    set: &Id,
+    packs: &[(Id, u64)],
+    entries: &[(u32, Id, BlobLocation)],
+) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.id(set).u32(packs.len() as u32);
+    for (p, len) in packs {
+        w.id(p).u64(*len);
+    }
+    w.u32(entries.len() as u32);
+    for (n, id, l) in entries {
+        w.u32(*n);
+        put_entry(&mut w, id, l);
+    }
+    w.finish()
+}
+
+/// Walks a sorted index part with every check of the format: pack ids strictly increasing,
+/// entries strictly increasing by (chunk id, pack number), pack numbers within the table,
+/// every blob within its pack. On an error `item` may already have seen part of the body.
+pub fn visit_sorted(data: &[u8], mut item: impl FnMut(SortedItem<'_>)) -> Result<(), FormatError> {
+    let mut r = Reader::new(data);
+    let set = r.id()?;
+    let np = r.count("pack count", 40, MAX_INDEX_PACKS)?;
+    if np == 0 {
+        return Err(invalid("sorted index", "no packs"));
+    }
+    let mut packs = Vec::with_capacity(np);
+    for _ in 0..np {
+        let p = r.id()?;
+        let len = r.u64()?;
+        if packs.last().is_some_and(|(q, _): &(Id, u64)| *q >= p) {
+            return Err(invalid("sorted index", "pack ids out of order"));
+        }
+        packs.push((p, len));
+    }
+    item(SortedItem::Table { set, packs: &packs });
+    let ne = r.count("entry count", 4 + INDEX_ENTRY_LEN, MAX_PART_ENTRIES)?;
+    let mut last: Option<(Id, u32)> = None;
+    for _ in 0..ne {
+        let n = r.u32()?;
+        let Some(&(_, pack_len)) = packs.get(n as usize) else {
+            return Err(invalid("sorted index", "pack number outside the table"));
+        };
+        let (id, loc) = entry(&mut r, pack_len)?;
+        if last.is_some_and(|l| l >= (id, n)) {
+            return Err(invalid("sorted index", "entries out of order"));
+        }
+        last = Some((id, n));
+        item(SortedItem::Blob(n, id, loc));
+    }
+    r.finish()
+}
+
+impl IndexFile {
+    /// Decodes a sorted index part into the packs it has entries for, each with those entries
+    /// (in chunk id order; the pack's other blobs are in the set's other parts).
+    pub fn decode_sorted(data: &[u8]) -> Result<IndexFile, FormatError> {
+        let mut packs: Vec<IndexPack> = Vec::new();
+        visit_sorted(data, |item| match item {
+            SortedItem::Table { packs: t, .. } => {
+                packs = t
+                    .iter()
+                    .map(|&(pack, pack_len)| IndexPack { pack, pack_len, blobs: Vec::new() })
+                    .collect();
+            }
+            SortedItem::Blob(n, id, loc) => {
+                if let Some(p) = packs.get_mut(n as usize) {
+                    p.blobs.push((id, loc));
+                }
+            }
+        })?;
+        packs.retain(|p| !p.blobs.is_empty());
+        Ok(IndexFile { supersedes: vec![], packs })
+    }
 }
 
 #[cfg(test)]
@@ -238,5 +361,75 @@ mod tests {
         let mut list_delta = b.clone();
         list_delta[52] = 1; // a content list cannot be a delta
         assert!(IndexFile::decode(&list_delta).is_err());
+    }
+
+    #[test]
+    fn golden_sorted_index_part() {
+        let whole = BlobLocation {
+            blob_type: BlobType::Data,
+            flags: 1,
+            offset: 40,
+            stored_len: 100,
+            raw_len: 200,
+            base: None,
+        };
+        let delta = BlobLocation {
+            flags: crate::format::pack::FLAG_DELTA,
+            base: Some(Id([7; 32])),
+            ..whole
+        };
+        let table = [(Id([5; 32]), 4096), (Id([8; 32]), 8192)];
+        let entries = [(1, Id([6; 32]), whole), (0, Id([9; 32]), delta)];
+        let b = encode_sorted(&Id([3; 32]), &table, &entries);
+        assert_eq!(b.len(), 32 + 4 + 2 * 40 + 4 + (4 + 48) + (4 + 80));
+        assert_eq!(&b[..32], &[3; 32]);
+        assert_eq!(&b[32..36], &[2, 0, 0, 0]);
+        assert_eq!(&b[36..68], &[5; 32]);
+        assert_eq!(&b[68..76], &[0, 0x10, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&b[116..120], &[2, 0, 0, 0]);
+        // entry 0: pack number 1, then the 48 bytes of an RIDX entry
+        assert_eq!(&b[120..124], &[1, 0, 0, 0]);
+        assert_eq!(&b[124..140], &[0, 1, 0, 0, 40, 0, 0, 0, 100, 0, 0, 0, 200, 0, 0, 0]);
+        assert_eq!(&b[140..172], &[6; 32]);
+        assert_eq!(&b[172..176], &[0, 0, 0, 0]);
+        assert_eq!(&b[176..180], &[0, 2, 0, 0]);
+        assert_eq!(&b[224..256], &[7; 32]);
+        let f = IndexFile::decode_sorted(&b).unwrap();
+        assert_eq!(f.packs.len(), 2);
+        assert_eq!(
+            (f.packs[0].pack, f.packs[0].blobs.clone()),
+            (Id([5; 32]), vec![(Id([9; 32]), delta)])
+        );
+        assert_eq!((f.packs[1].pack, f.packs[1].pack_len), (Id([8; 32]), 8192));
+        for cut in 0..b.len() {
+            assert!(IndexFile::decode_sorted(&b[..cut]).is_err(), "cut at {cut}");
+        }
+        // out of order: entries swapped, or the same key twice, or pack ids descending
+        let swapped = encode_sorted(&Id([3; 32]), &table, &[entries[1], entries[0]]);
+        assert!(IndexFile::decode_sorted(&swapped).is_err());
+        let twice = encode_sorted(&Id([3; 32]), &table, &[entries[0], entries[0]]);
+        assert!(IndexFile::decode_sorted(&twice).is_err());
+        let desc = encode_sorted(&Id([3; 32]), &[table[1], table[0]], &entries[..1]);
+        assert!(IndexFile::decode_sorted(&desc).is_err());
+        // the same id in two packs, in pack order: valid
+        let copies = encode_sorted(&Id([3; 32]), &table, &[(0, Id([6; 32]), whole), entries[0]]);
+        assert_eq!(IndexFile::decode_sorted(&copies).unwrap().packs.len(), 2);
+        // a pack number outside the table, a blob outside its pack, trailing bytes
+        let mut b2 = b.clone();
+        b2[120] = 2;
+        assert!(IndexFile::decode_sorted(&b2).is_err());
+        let small = encode_sorted(&Id([3; 32]), &[(Id([5; 32]), 100), table[1]], &entries[1..]);
+        assert!(IndexFile::decode_sorted(&small).is_err());
+        let mut long = b.clone();
+        long.push(0);
+        assert!(IndexFile::decode_sorted(&long).is_err());
+        // visit gives the table first, then every entry with its pack number
+        let mut seen = vec![];
+        visit_sorted(&b, |i| match i {
+            SortedItem::Table { set, packs } => seen.push((set, packs.len() as u32)),
+            SortedItem::Blob(n, id, _) => seen.push((id, n)),
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(Id([3; 32]), 2), (Id([6; 32]), 1), (Id([9; 32]), 0)]);
     }
 }

@@ -31,9 +31,9 @@ use crate::repo::lease::{Lease, live_leases, prune_records, remove_expired_lease
 use crate::repo::packer::PackBuilder;
 use crate::repo::sorted::Sorter;
 use crate::repo::{
-    INDEX_FILE_BLOBS, INDEX_FILE_PACKS, IndexBatch, RepoError, Repository, Result, SnapshotFilter,
-    Unreadable, list_snapshots_checked, load_index_files, parse_pack, paths, read_blob,
-    read_pack_footer, write_index,
+    INDEX_FILE_BLOBS, INDEX_FILE_PACKS, RepoError, Repository, Result, SnapshotFilter,
+    SortedIndexWriter, Unreadable, list_snapshots_checked, load_index_files, parse_pack, paths,
+    read_blob, read_pack_footer, write_index,
 };
 
 /// How `repo prune` runs.
@@ -43,13 +43,19 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Repack partly used packs while unused bytes exceed this share of the stored bytes.
     pub max_unused: f64,
+    /// Entries per part of the sorted index a prune writes (tests make parts small).
+    pub index_part_entries: usize,
 }
 
 impl Default for PruneOptions {
     fn default() -> Self {
-        PruneOptions { dry_run: false, max_unused: 0.05 }
+        PruneOptions { dry_run: false, max_unused: 0.05, index_part_entries: INDEX_PART_ENTRIES }
     }
 }
+
+/// Entries per part of the sorted index prune writes: 2.4 MB of entries or more per part,
+/// beside the set's pack table (40 bytes a pack) that every part repeats.
+pub const INDEX_PART_ENTRIES: usize = 1 << 16;
 
 /// What `repo prune` did (JSON output). Counts of a sweep cover every record it finished, from this
 /// run or earlier ones.
@@ -356,10 +362,13 @@ async fn pack_usage(
     let mut files = std::pin::pin!(load_index_files(repo, index_ids.to_vec()));
     while let Some(f) = files.next().await {
         for p in &f?.packs {
-            if doomed_before.contains(&p.pack) || usage.contains_key(&p.pack) {
+            if doomed_before.contains(&p.pack) {
                 continue;
             }
-            usage.insert(p.pack, PackUse { len: p.pack_len, ..Default::default() });
+            // a pack's entries may be spread over several files (the parts of a sorted
+            // index), and a pack may be named twice (a prune that ended before its sweep):
+            // every entry is taken, and repeats of one (id, pack) are passed over below
+            usage.entry(p.pack).or_insert(PackUse { len: p.pack_len, ..Default::default() });
             for (id, loc) in &p.blobs {
                 // whole copies sort first (see above)
                 let mut v = [0u8; 37];
@@ -376,8 +385,13 @@ async fn pack_usage(
         let mut head: Option<Id> = needed.next().transpose()?;
         // the id of the copies being merged, whether it is needed, and its first copy's pack
         let mut current: Option<(Id, bool, Id)> = None;
+        let mut last: Option<(Vec<u8>, Vec<u8>)> = None;
         for c in copies.into_sorted()? {
             let (k, v) = c?;
+            // the same copy listed twice (its records are equal, and adjacent once sorted)
+            if last.as_ref().is_some_and(|(lk, lv)| *lk == k && *lv == v) {
+                continue;
+            }
             let (Ok(id), Some(pack), Some(len)) = (
                 <[u8; 32]>::try_from(&k[..]).map(Id),
                 v.get(1..33).and_then(|b| <[u8; 32]>::try_from(b).ok()).map(Id),
@@ -411,6 +425,7 @@ async fn pack_usage(
                     current = Some((id, is_needed, pack));
                 }
             }
+            last = Some((k, v));
         }
         Ok(())
     })?;
@@ -509,21 +524,21 @@ async fn mark(
         .map(|(p, _)| *p)
         .chain(doomed_before.iter().copied())
         .collect();
-    let mut written: HashSet<Id> = HashSet::new();
-    let mut batch = IndexBatch::default();
-    for p in new_packs {
-        batch.push(repo, p).await?;
+    // one sorted index of every entry that stays (format-spec/index.md): a fresh cache
+    // writes its parts straight into its run as they download
+    let mut index = SortedIndexWriter::new(super::scratch_dir(repo), opts.index_part_entries);
+    for p in &new_packs {
+        index.add(p)?;
     }
     let mut files = std::pin::pin!(load_index_files(repo, index_ids.clone()));
     while let Some(f) = files.next().await {
         for p in f?.packs {
-            if !gone.contains(&p.pack) && written.insert(p.pack) {
-                batch.push(repo, p).await?;
+            if !gone.contains(&p.pack) {
+                index.add(&p)?;
             }
         }
     }
-    batch.flush(repo).await?;
-    r.index_files_written += batch.files_written;
+    r.index_files_written += index.write(repo).await?;
     let rec = PruneRecord {
         time_ns: chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
         confirmed: false,

@@ -11,30 +11,33 @@
 //!
 //! Layout (little-endian):
 //! ```text
-//! 0            magic "repo-rn2" (8)
+//! 0            magic "repo-rn3" (8)
 //! 8            count records: chunk id (32), pack number (u32, an index into the pack
 //!              table), value length (1: 14, or 46 with a delta's base), value (cache.rs
-//!              `encode_loc`); every BLOCK records form a block
+//!              `encode_loc`), grouped in blocks of at most BLOCK records
 //! records_end  pack_count × 32: the pack ids, in increasing order (so that the order of
 //!              (chunk id, pack number) is the order of the key (chunk id, pack id))
-//! ...          block_count × 40: the chunk id of each block's first record, and the byte
-//!              offset of the block
+//! ...          block_count × 44: the chunk id of each block's first record, the byte offset
+//!              of the block and its length (u32), in key order
 //! end - 40     count u64, pack_count u64, block_count u64, records_end u64, "repo-end" (8)
 //! ```
 //! A record is 51 bytes, 83 for a delta: the pack id of the key is a 4-byte number, and a
 //! value is not padded to the longest (the first layout had fixed 111-byte records; a fresh
 //! pod writes every record twice, once to a bucket and once to the run, so the bytes written
-//! are most of the build's time). Memory: the pack table (32 bytes a pack) and the block
-//! table as read (16 bytes per BLOCK records: the first 8 bytes of each block's first id and
-//! its offset, 3.75 MB at 7.5 M entries).
+//! are most of the build's time). Blocks need not lie in key order in the file: a run built
+//! from the parts of a sorted index ([`Segments`]) writes each part as it arrives, in
+//! whatever order the parts are fetched, and the block table puts them in order (version
+//! "repo-rn2" had blocks in key order and no lengths). Memory: the pack table (32 bytes a
+//! pack) and the block table as read (20 bytes per BLOCK records: the first 8 bytes of each
+//! block's first id, its offset and length, 4.7 MB at 7.5 M entries).
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"repo-rn2";
+const MAGIC: &[u8; 8] = b"repo-rn3";
 const END: &[u8; 8] = b"repo-end";
 const KEY: usize = 64;
 /// A record's fixed part: chunk id, pack number, value length.
@@ -49,6 +52,10 @@ const RECORD_MAX: usize = HEAD + VALUE_LONG;
 /// blocks.
 const BLOCK: usize = 32;
 const TRAILER: usize = 40;
+/// A block table entry: first chunk id, offset, length.
+const BLOCK_ENTRY: usize = 32 + 8 + 4;
+/// The most bytes one block may hold.
+const BLOCK_MAX: usize = BLOCK * RECORD_MAX;
 
 /// One entry: its key (chunk id, pack id) and value.
 pub type Entry = ([u8; KEY], Vec<u8>);
@@ -63,8 +70,10 @@ pub struct Run {
     /// binary search compares these (a `memcmp` of whole ids per step was a quarter of
     /// `check`'s time at 7.5 M chunks).
     first_prefixes: Vec<u64>,
-    /// The byte offset of each block, and `records_end` after the last.
+    /// The byte offset of each block.
     offsets: Vec<u64>,
+    /// The byte length of each block.
+    lens: Vec<u32>,
 }
 
 fn bad(what: &str) -> std::io::Error {
@@ -246,19 +255,208 @@ impl Builder {
         for &n in &by_id {
             w.write_all(&self.packs[n as usize])?;
         }
-        for (f, o) in firsts.iter().zip(&offsets) {
-            w.write_all(f)?;
-            w.write_all(&o.to_le_bytes())?;
-        }
-        for n in [count, self.packs.len() as u64, firsts.len() as u64, at] {
-            w.write_all(&n.to_le_bytes())?;
-        }
-        w.write_all(END)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        if durable {
-            file.sync_all()?;
-        }
+        offsets.push(at);
+        let blocks: Vec<BlockEntry> = firsts
+            .iter()
+            .zip(offsets.windows(2))
+            .map(|(f, o)| (*f, o[0], (o[1] - o[0]) as u32))
+            .collect();
+        write_tables(w, self.packs.len(), &blocks, count, at, durable)?;
         Ok(count)
+    }
+}
+
+/// A block's first chunk id, byte offset and length.
+type BlockEntry = ([u8; 32], u64, u32);
+
+/// Writes the block table (the pack table is written already) and the trailer, and closes
+/// the run.
+fn write_tables(
+    mut w: BufWriter<File>,
+    packs: usize,
+    blocks: &[BlockEntry],
+    count: u64,
+    records_end: u64,
+    durable: bool,
+) -> std::io::Result<()> {
+    for (f, o, l) in blocks {
+        w.write_all(f)?;
+        w.write_all(&o.to_le_bytes())?;
+        w.write_all(&l.to_le_bytes())?;
+    }
+    for n in [count, packs as u64, blocks.len() as u64, records_end] {
+        w.write_all(&n.to_le_bytes())?;
+    }
+    w.write_all(END)?;
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    if durable {
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Writes a run from the parts of one sorted index (`format-spec/index.md`, "Sorted index
+/// parts") as they arrive, in any order: each part's entries are already in key order and
+/// the parts cover disjoint ranges of keys, so each part is written once, straight into the
+/// run, and only the block table is put in order at the end. A fresh pod's cache is then
+/// written while the index downloads, instead of being bucketed, sorted and written again
+/// after the last file arrived.
+pub struct Segments {
+    path: PathBuf,
+    w: Option<BufWriter<File>>,
+    /// The set taken, and its pack table (the run's).
+    set: Option<([u8; 32], Vec<[u8; 32]>)>,
+    blocks: Vec<BlockEntry>,
+    /// Per part written: its first and last key (chunk id, pack number) and its blocks.
+    parts: Vec<Part>,
+    /// The part being written: its first and last key, and its records in its last block.
+    open: Option<Part>,
+    in_block: usize,
+    at: u64,
+    count: u64,
+    /// The file exists, and is removed on drop unless `finished`.
+    created: bool,
+    finished: bool,
+}
+
+/// A part's key range and where its blocks are in [`Segments::blocks`].
+struct Part {
+    first: ([u8; 32], u32),
+    last: ([u8; 32], u32),
+    blocks: std::ops::Range<usize>,
+}
+
+impl Segments {
+    /// A run to be written at `path` (created with the first part).
+    pub fn new(path: PathBuf) -> Segments {
+        Segments {
+            path,
+            w: None,
+            set: None,
+            blocks: Vec::new(),
+            parts: Vec::new(),
+            open: None,
+            in_block: 0,
+            at: 0,
+            count: 0,
+            created: false,
+            finished: false,
+        }
+    }
+
+    /// Whether a part of `set` with this pack table can go into this run: the first part
+    /// given fixes the set; a part of another set (or with another table) cannot.
+    pub fn accepts(&mut self, set: &[u8; 32], packs: &[[u8; 32]]) -> bool {
+        match &self.set {
+            Some((s, p)) => s == set && p.as_slice() == packs,
+            None => {
+                self.set = Some((*set, packs.to_vec()));
+                true
+            }
+        }
+    }
+
+    /// Starts a part (of the set [`Segments::accepts`] took).
+    pub fn begin(&mut self) -> std::io::Result<()> {
+        if self.w.is_none() {
+            let f = File::create(&self.path)?;
+            self.created = true;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            w.write_all(MAGIC)?;
+            self.at = MAGIC.len() as u64;
+            self.w = Some(w);
+        }
+        self.end()?;
+        self.in_block = 0;
+        let n = self.blocks.len();
+        self.open = Some(Part { first: ([0; 32], 0), last: ([0; 32], 0), blocks: n..n });
+        Ok(())
+    }
+
+    /// Adds the next record of the part begun, which must follow the last in key order.
+    pub fn push(&mut self, id: &[u8; 32], pack: u32, value: &[u8]) -> std::io::Result<()> {
+        if value.len() != VALUE_SHORT && value.len() != VALUE_LONG {
+            return Err(bad("value length"));
+        }
+        let in_table = self.set.as_ref().is_some_and(|(_, p)| (pack as usize) < p.len());
+        let (Some(part), Some(w), true) = (&mut self.open, &mut self.w, in_table) else {
+            return Err(bad("record outside a part"));
+        };
+        let key = (*id, pack);
+        if part.blocks.is_empty() {
+            part.first = key;
+        } else if key <= part.last {
+            return Err(bad("part out of order"));
+        }
+        part.last = key;
+        let len = (HEAD + value.len()) as u32;
+        if part.blocks.is_empty() || self.in_block == BLOCK {
+            self.blocks.push((*id, self.at, 0));
+            part.blocks.end = self.blocks.len();
+            self.in_block = 0;
+        }
+        if let Some(b) = self.blocks.last_mut() {
+            b.2 += len;
+        }
+        self.in_block += 1;
+        let mut rec = [0u8; RECORD_MAX];
+        rec[..32].copy_from_slice(id);
+        rec[32..36].copy_from_slice(&pack.to_le_bytes());
+        rec[36] = value.len() as u8;
+        rec[HEAD..HEAD + value.len()].copy_from_slice(value);
+        w.write_all(&rec[..len as usize])?;
+        self.at += u64::from(len);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Ends the part begun (a part without records is dropped).
+    pub fn end(&mut self) -> std::io::Result<()> {
+        if let Some(p) = self.open.take().filter(|p| !p.blocks.is_empty()) {
+            self.parts.push(p);
+        }
+        Ok(())
+    }
+
+    /// Records written.
+    pub fn records(&self) -> u64 {
+        self.count
+    }
+
+    /// Writes the tables and closes the run, fsynced when `durable`; returns the number of
+    /// records. Parts whose key ranges overlap (not one set's) are refused.
+    pub fn finish(mut self, durable: bool) -> std::io::Result<u64> {
+        self.end()?;
+        let (Some(mut w), Some((_, packs))) = (self.w.take(), self.set.take()) else {
+            return Err(bad("no part"));
+        };
+        self.parts.sort_unstable_by_key(|a| a.first);
+        if self.parts.windows(2).any(|p| p[0].last >= p[1].first) {
+            return Err(bad("the parts of a sorted index overlap"));
+        }
+        for p in &packs {
+            w.write_all(p)?;
+        }
+        let blocks: Vec<BlockEntry> =
+            self.parts.iter().flat_map(|p| self.blocks[p.blocks.clone()].iter().copied()).collect();
+        write_tables(w, packs.len(), &blocks, self.count, self.at, durable)?;
+        self.finished = true;
+        Ok(self.count)
+    }
+
+    /// The run's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Segments {
+    /// A run not finished is removed (an error part way, or nothing accepted).
+    fn drop(&mut self) {
+        if !self.finished && self.created {
+            self.w = None;
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -334,21 +532,23 @@ impl Run {
         file.read_exact_at(&mut t, size - TRAILER as u64)?;
         let u = |i: usize| u64::from_le_bytes(t[i..i + 8].try_into().unwrap_or([0xff; 8]));
         let (count, npacks, blocks, records_end) = (u(0), u(8), u(16), u(24));
-        if &t[32..] != END || blocks != count.div_ceil(BLOCK as u64) {
+        // every block holds 1..=BLOCK records
+        let blocks_ok = blocks <= count && count <= blocks.saturating_mul(BLOCK as u64);
+        if &t[32..] != END || !blocks_ok {
             return Err(bad("trailer"));
         }
         // a damaged trailer must not make the sums wrap (and a huge allocation pass the check)
         let expected = npacks
             .checked_mul(32)
-            .and_then(|p| p.checked_add(blocks.checked_mul(40)?))
+            .and_then(|p| p.checked_add(blocks.checked_mul(BLOCK_ENTRY as u64)?))
             .and_then(|n| n.checked_add(records_end))
             .and_then(|n| n.checked_add(TRAILER as u64));
         let records_fit = count
             .checked_mul((HEAD + VALUE_SHORT) as u64)
             .and_then(|min| min.checked_add(MAGIC.len() as u64))
             .is_some_and(|min| records_end >= min);
-        // every pack in the table has a record
-        if expected != Some(size) || !records_fit || npacks > count.min(u64::from(u32::MAX)) {
+        // pack numbers are u32 (the tables' bytes are bounded by the file's size)
+        if expected != Some(size) || !records_fit || npacks > u64::from(u32::MAX) {
             return Err(bad("size"));
         }
         let mut magic = [0u8; 8];
@@ -356,25 +556,35 @@ impl Run {
         if &magic != MAGIC {
             return Err(bad("magic"));
         }
-        let mut tables = vec![0u8; (npacks * 32 + blocks * 40) as usize];
+        let mut tables = vec![0u8; (npacks * 32 + blocks * BLOCK_ENTRY as u64) as usize];
         file.read_exact_at(&mut tables, records_end)?;
         let (p, b) = tables.split_at(npacks as usize * 32);
         let id = |c: &[u8]| -> [u8; 32] { c[..32].try_into().unwrap_or([0; 32]) };
         let packs: Vec<[u8; 32]> = p.chunks_exact(32).map(id).collect();
-        let first_prefixes: Vec<u64> = b.chunks_exact(40).map(prefix).collect();
-        let mut offsets: Vec<u64> = b
-            .chunks_exact(40)
-            .map(|c| u64::from_le_bytes(c[32..].try_into().unwrap_or([0xff; 8])))
+        let table = || b.chunks_exact(BLOCK_ENTRY);
+        let first_prefixes: Vec<u64> = table().map(prefix).collect();
+        let offsets: Vec<u64> = table()
+            .map(|c| u64::from_le_bytes(c[32..40].try_into().unwrap_or([0xff; 8])))
             .collect();
-        offsets.push(records_end);
-        let first_ok = offsets[0] == MAGIC.len() as u64 || count == 0;
-        // a block holds BLOCK records of at most RECORD_MAX bytes: its read stays bounded
-        let gaps_ok =
-            offsets.windows(2).all(|w| w[0] < w[1] && w[1] - w[0] <= (BLOCK * RECORD_MAX) as u64);
-        if !first_ok || !gaps_ok || !packs.windows(2).all(|w| w[0] < w[1]) {
+        let lens: Vec<u32> =
+            table().map(|c| u32::from_le_bytes(c[40..].try_into().unwrap_or([0xff; 4]))).collect();
+        // a block is read whole: its length stays bounded, and the blocks cover the records
+        // (their sum is the records' bytes; each lies within them)
+        let blocks_fit = offsets.iter().zip(&lens).all(|(&o, &l)| {
+            (1..=BLOCK_MAX as u32).contains(&l)
+                && o >= MAGIC.len() as u64
+                && o.checked_add(u64::from(l)).is_some_and(|e| e <= records_end)
+        });
+        let covered = lens.iter().map(|&l| u64::from(l)).sum::<u64>() + MAGIC.len() as u64;
+        let ordered = first_prefixes.windows(2).all(|w| w[0] <= w[1]);
+        if !blocks_fit
+            || covered != records_end
+            || !ordered
+            || !packs.windows(2).all(|w| w[0] < w[1])
+        {
             return Err(bad("tables"));
         }
-        Ok(Run { file, path: path.to_path_buf(), count, packs, first_prefixes, offsets })
+        Ok(Run { file, path: path.to_path_buf(), count, packs, first_prefixes, offsets, lens })
     }
 
     /// The file.
@@ -383,7 +593,6 @@ impl Run {
     }
 
     /// Records in the run.
-    #[cfg(test)]
     pub fn records(&self) -> u64 {
         self.count
     }
@@ -408,9 +617,8 @@ impl Run {
     }
 
     fn block(&self, b: usize) -> std::io::Result<Vec<u8>> {
-        let (from, to) = (self.offsets[b], self.offsets[b + 1]);
-        let mut buf = vec![0u8; (to - from) as usize];
-        self.file.read_exact_at(&mut buf, from)?;
+        let mut buf = vec![0u8; self.lens[b] as usize];
+        self.file.read_exact_at(&mut buf, self.offsets[b])?;
         Ok(buf)
     }
 
@@ -468,36 +676,75 @@ impl Run {
 
     /// Every entry, in key order.
     pub fn iter(&self) -> std::io::Result<RunIter<'_>> {
-        let mut f = self.file.try_clone()?;
-        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(MAGIC.len() as u64))?;
-        Ok(RunIter { run: self, r: BufReader::with_capacity(1 << 20, f), left: self.count })
+        Ok(RunIter { run: self, next_block: 0, buf: Vec::new(), at: 0 })
     }
 }
+
+/// Bytes an iteration reads at once: consecutive blocks that lie one after the other in the
+/// file are read together.
+const ITER_READ: u64 = 1 << 20;
 
 /// The entries of a run in key order ([`Run::iter`]).
 pub struct RunIter<'a> {
     run: &'a Run,
-    r: BufReader<File>,
-    left: u64,
+    next_block: usize,
+    /// Whole blocks read, and where the next record starts in them.
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl RunIter<'_> {
+    /// Reads the next blocks in key order, as many as lie back to back (up to `ITER_READ`).
+    fn fill(&mut self) -> std::io::Result<bool> {
+        let (offsets, lens) = (&self.run.offsets, &self.run.lens);
+        let Some(&from) = offsets.get(self.next_block) else { return Ok(false) };
+        let mut to = from;
+        while let (Some(&o), Some(&l)) = (offsets.get(self.next_block), lens.get(self.next_block)) {
+            if o != to || (to > from && to - from + u64::from(l) > ITER_READ) {
+                break;
+            }
+            to += u64::from(l);
+            self.next_block += 1;
+        }
+        self.buf.resize((to - from) as usize, 0);
+        self.run.file.read_exact_at(&mut self.buf, from)?;
+        self.at = 0;
+        Ok(true)
+    }
 }
 
 impl Iterator for RunIter<'_> {
     type Item = std::io::Result<Entry>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
+        if self.at >= self.buf.len() {
+            match self.fill() {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    self.next_block = usize::MAX;
+                    return Some(Err(e));
+                }
+            }
         }
-        self.left -= 1;
-        let mut buf = [0u8; RECORD_MAX];
-        let r = self.r.read_exact(&mut buf[..HEAD]).and_then(|_| {
-            let n = record_len(&buf)?;
-            self.r.read_exact(&mut buf[HEAD..n])?;
-            self.run.entry(&buf[..n])
-        });
-        if r.is_err() {
-            self.left = 0;
+        let rest = &self.buf[self.at..];
+        let r = match record_len(rest) {
+            Ok(n) if n <= rest.len() => self.run.entry(&rest[..n]).map(|e| (e, n)),
+            Ok(_) => Err(bad("record cut")),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok((e, n)) => {
+                self.at += n;
+                Some(Ok(e))
+            }
+            Err(e) => {
+                // nothing after a damaged record can be trusted
+                self.next_block = usize::MAX;
+                self.buf.clear();
+                self.at = 0;
+                Some(Err(e))
+            }
         }
-        Some(r)
     }
 }
 
@@ -627,5 +874,69 @@ mod tests {
         drop(b);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(left.len(), 1, "only the run: {left:?}");
+    }
+
+    #[test]
+    fn parts_written_in_any_order_are_found_and_iterated_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.run");
+        let packs: Vec<[u8; 32]> = (0..3u8).map(|p| [p; 32]).collect();
+        let mut s = Segments::new(path.clone());
+        // three parts of ids [0, 70), [70, 140), [140, 200), each id in packs 0..3; taken in
+        // the order 2, 0, 1 (as downloads finish)
+        for range in [140u8..200, 0..70, 70..140] {
+            assert!(s.accepts(&[1; 32], &packs));
+            s.begin().unwrap();
+            for id in range {
+                for p in 0..3u8 {
+                    s.push(&[id; 32], u32::from(p), &value(id, p)).unwrap();
+                }
+            }
+            s.end().unwrap();
+        }
+        // another set, or another table, is not taken
+        assert!(!s.accepts(&[2; 32], &packs));
+        assert!(!s.accepts(&[1; 32], &packs[..2]));
+        assert_eq!(s.finish(true).unwrap(), 600);
+        let run = Run::open(&path).unwrap();
+        assert_eq!(run.records(), 600);
+        for id in [0u8, 69, 70, 139, 140, 199] {
+            let c = run.copies(&[id; 32]).unwrap();
+            assert_eq!(c.len(), 3, "id {id}");
+            assert!(
+                c.iter()
+                    .enumerate()
+                    .all(|(p, (k, v))| k[32] == p as u8 && v == &value(id, p as u8))
+            );
+        }
+        assert!(run.copies(&[200; 32]).unwrap().is_empty());
+        let mut cursor = None;
+        let key: [u8; 64] = key(75, 2).try_into().unwrap();
+        assert_eq!(run.get_sorted(&key, &mut cursor).unwrap(), Some(value(75, 2)));
+        let all: Vec<Entry> = run.iter().unwrap().map(|e| e.unwrap()).collect();
+        assert_eq!(all.len(), 600);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+
+        // parts whose ranges overlap are refused, and the unfinished file is removed
+        let path = dir.path().join("o.run");
+        let mut s = Segments::new(path.clone());
+        for range in [0u8..10, 5..15] {
+            assert!(s.accepts(&[1; 32], &packs));
+            s.begin().unwrap();
+            for id in range {
+                s.push(&[id; 32], 0, &value(id, 0)).unwrap();
+            }
+        }
+        assert!(s.finish(true).is_err());
+        assert!(!path.exists());
+        // records out of order within a part are refused
+        let mut s = Segments::new(dir.path().join("d.run"));
+        assert!(s.accepts(&[1; 32], &packs));
+        s.begin().unwrap();
+        s.push(&[5; 32], 1, &value(5, 1)).unwrap();
+        assert!(s.push(&[5; 32], 0, &value(5, 0)).is_err());
+        assert!(s.push(&[5; 32], 3, &value(5, 0)).is_err(), "pack number outside the table");
+        drop(s);
+        assert!(!dir.path().join("d.run").exists());
     }
 }

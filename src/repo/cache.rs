@@ -17,12 +17,12 @@ use redb::{
     TableDefinition,
 };
 
-use super::blobrun::Run;
+use super::blobrun::{Run, Segments};
 use super::sorted::Sorter;
-use super::verify::load_index_body;
+use super::verify::{IndexBody, load_index_body};
 use super::{RepoError, Repository, Result, paths};
 use crate::format::Id;
-use crate::format::index::{BlobLocation, IndexFile, IndexItem};
+use crate::format::index::{BlobLocation, IndexFile, IndexItem, SortedItem};
 use crate::format::pack::BlobType;
 
 const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
@@ -43,7 +43,7 @@ const BUNDLES_READ: TableDefinition<&[u8], ()> = TableDefinition::new("bundles_r
 /// from scratch in a sealed run file beside the database (`blobrun.rs`), named by META `run`.
 /// 4: run records with a pack number and an unpadded value (51 or 83 bytes, were 111), in
 /// blocks of 32.
-const CACHE_VERSION: u64 = 4;
+const CACHE_VERSION: u64 = 5;
 /// redb's page cache defaults to 1 GiB and fills as the table grows; its memory plateaus at
 /// about twice this setting (measured: ~35 MiB at 16 MiB, ~12 MiB at 4 MiB, with a reader
 /// beside the writer). 4 MiB cost no measurable speed on the benchmark: pages come from the
@@ -137,8 +137,11 @@ fn decode_ref(k: &[u8], b: &[u8]) -> Option<(Id, BlobRef)> {
 struct Taken {
     entries: Sorter,
     /// Set when the cache was empty as the files were read: the entries go to a sealed run
-    /// instead of the sorter.
+    /// instead of the sorter...
     run: Option<super::blobrun::Builder>,
+    /// ...and the parts of one sorted index straight into a run of their own (with the run's
+    /// generation).
+    segments: Option<(u64, Segments)>,
     files: Vec<TakenFile>,
     dir: PathBuf,
 }
@@ -147,9 +150,16 @@ struct Taken {
 type TakenFile = (String, Vec<(Id, u64)>, u64);
 
 impl Taken {
-    fn new(scratch: &Path, run: bool) -> Taken {
-        let run = run.then(|| super::blobrun::Builder::new(scratch));
-        Taken { entries: Sorter::new(scratch), run, files: Vec::new(), dir: scratch.into() }
+    /// Entries to take in; `run` is the generation and file of a run of sorted index parts,
+    /// when the cache is empty (`None` otherwise).
+    fn new(scratch: &Path, run: Option<(u64, PathBuf)>) -> Taken {
+        Taken {
+            entries: Sorter::new(scratch),
+            run: run.is_some().then(|| super::blobrun::Builder::new(scratch)),
+            segments: run.map(|(g, p)| (g, Segments::new(p))),
+            files: Vec::new(),
+            dir: scratch.into(),
+        }
     }
     /// One entry, into the run being built or the sorter.
     fn push(&mut self, id: &Id, pack: &Id, l: &BlobLocation) -> Result<()> {
@@ -160,7 +170,11 @@ impl Taken {
         }
     }
     /// Takes in the entries of an index body already checked ([`super::verify::load_index_body`]).
-    fn add_body(&mut self, name: String, body: &[u8]) -> Result<()> {
+    fn add_body(&mut self, name: String, body: &IndexBody) -> Result<()> {
+        let body = match body {
+            IndexBody::Packs(b) => b,
+            IndexBody::Sorted(b) => return self.add_sorted(name, b),
+        };
         let (mut n, mut packs, mut pack, mut failed) = (0u64, Vec::new(), None, None);
         let visited = crate::format::index::visit(body, |item| match item {
             IndexItem::Supersedes(_) => {}
@@ -180,6 +194,58 @@ impl Taken {
             return Err(e);
         }
         visited.map_err(|e| RepoError::format(format!("index/{name}"), e))?;
+        self.files.push((name, packs, n));
+        Ok(())
+    }
+    /// Takes in a part of a sorted index: into the run of its set when the cache is being
+    /// built from scratch and the part belongs to the first set seen, else entry by entry.
+    fn add_sorted(&mut self, name: String, body: &[u8]) -> Result<()> {
+        let (mut n, mut table, mut used, mut direct) = (0u64, Vec::new(), Vec::new(), false);
+        let mut failed: Option<RepoError> = None;
+        let dir = self.dir.clone();
+        let io = |e: std::io::Error| cache_err(&dir, e);
+        let visited = crate::format::index::visit_sorted(body, |item| {
+            if failed.is_some() {
+                return;
+            }
+            let r = match item {
+                SortedItem::Table { set, packs } => {
+                    table = packs.to_vec();
+                    used = vec![false; packs.len()];
+                    let ids: Vec<[u8; 32]> = packs.iter().map(|(p, _)| p.0).collect();
+                    direct = self.segments.as_mut().is_some_and(|(_, s)| s.accepts(&set.0, &ids));
+                    match &mut self.segments {
+                        Some((_, s)) if direct => s.begin().map_err(io),
+                        _ => Ok(()),
+                    }
+                }
+                SortedItem::Blob(p, id, l) => {
+                    n += 1;
+                    // p < table.len(): visit_sorted checks every pack number
+                    if let Some(u) = used.get_mut(p as usize) {
+                        *u = true;
+                    }
+                    match (&mut self.segments, table.get(p as usize)) {
+                        (Some((_, s)), _) if direct => {
+                            s.push(&id.0, p, &encode_loc(&l)).map_err(io)
+                        }
+                        (_, Some((pack, _))) => self.push(&id, &pack.clone(), &l),
+                        (_, None) => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = r {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        visited.map_err(|e| RepoError::format(format!("index/{name}"), e))?;
+        if let (Some((_, s)), true) = (&mut self.segments, direct) {
+            s.end().map_err(io)?;
+        }
+        let packs = table.into_iter().zip(used).filter(|(_, u)| *u).map(|(p, _)| p).collect();
         self.files.push((name, packs, n));
         Ok(())
     }
@@ -479,7 +545,7 @@ impl IndexCache {
         // the entries are taken on a thread of their own (bucketing or sorting, and writing
         // temporary files), while this task goes on fetching and decoding the next files: a
         // fresh pod's cache build overlaps the download instead of stalling it
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Id, Vec<u8>)>(1);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Id, IndexBody)>(1);
         let adder = tokio::task::spawn_blocking(move || {
             let mut taken = taken;
             while let Some((id, body)) = rx.blocking_recv() {
@@ -596,6 +662,9 @@ impl IndexCache {
         if !taken.files.is_empty() {
             self.set_meta_lazily(RECORDING, 1)?;
         }
+        if let Some((generation, segments)) = taken.segments.take() {
+            self.record_segments(generation, segments)?;
+        }
         if let Some(builder) = taken.run.take() {
             self.record_run(builder)?;
         } else {
@@ -642,7 +711,32 @@ impl IndexCache {
     /// is empty (written in one sequential pass instead of a B-tree insert each), else sorted
     /// into the table.
     fn taken(&self) -> Result<Taken> {
-        Ok(Taken::new(self.scratch(), self.is_empty()?))
+        let run = match self.is_empty()? {
+            true => {
+                let g = self.new_generation()?;
+                Some((g, self.run_path(g)))
+            }
+            false => None,
+        };
+        Ok(Taken::new(self.scratch(), run))
+    }
+
+    /// A number for a new run file.
+    fn new_generation(&self) -> Result<u64> {
+        let mut g = [0u8; 8];
+        crate::codec::random_bytes(&mut g).map_err(|e| self.err(e))?;
+        Ok(u64::from_le_bytes(g).max(1))
+    }
+
+    /// Writes the run of sorted index parts (if any part went into it) and names it, as
+    /// [`Self::record_run`] does.
+    fn record_segments(&self, generation: u64, segments: Segments) -> Result<()> {
+        if segments.records() == 0 {
+            return Ok(());
+        }
+        let path = segments.path().to_path_buf();
+        segments.finish(!self.temporary).map_err(|e| cache_err(&path, e))?;
+        self.name_run(generation)
     }
 
     /// Writes a sealed run and names it in the metadata (the run is durable first). If the
@@ -652,12 +746,19 @@ impl IndexCache {
         if builder.is_empty() {
             return Ok(());
         }
-        let mut g = [0u8; 8];
-        crate::codec::random_bytes(&mut g).map_err(|e| self.err(e))?;
-        let generation = u64::from_le_bytes(g).max(1);
+        let generation = self.new_generation()?;
+        let path = self.run_path(generation);
+        builder.finish(&path, !self.temporary).map_err(|e| cache_err(&path, e))?;
+        self.name_run(generation)
+    }
+
+    /// Names run `generation` (written) in the metadata, once its directory entry is
+    /// durable; if the cache holds entries already (a run named by the parts of a sorted
+    /// index, or another ingest of this process), the run's entries go into the table
+    /// instead and the file is removed.
+    fn name_run(&self, generation: u64) -> Result<()> {
         let path = self.run_path(generation);
         let io = |e: std::io::Error| cache_err(&path, e);
-        builder.finish(&path, !self.temporary).map_err(io)?;
         let run = Arc::new(Run::open(&path).map_err(io)?);
         if !self.is_empty()? {
             let entries = run

@@ -4,7 +4,7 @@ use super::reader::decode_blob;
 use super::{RepoError, Repository, Result, paths};
 use crate::codec::crypto::{FOOTER_COUNTER, ObjectCipher};
 use crate::format::Id;
-use crate::format::envelope::{HEADER_LEN, Header, MAGIC_INDEX, MAGIC_PACK};
+use crate::format::envelope::{HEADER_LEN, Header, MAGIC_INDEX, MAGIC_INDEX_SORTED, MAGIC_PACK};
 use crate::format::index::{BlobLocation, IndexFile, IndexPack};
 use crate::format::pack::{decode_footer, footer_range};
 
@@ -12,29 +12,52 @@ use crate::format::pack::{decode_footer, footer_range};
 /// full index file) run on a blocking thread, so that callers reading several files at once
 /// decode them in parallel instead of one after another on their task.
 pub async fn load_index_file(repo: &Repository, id: &Id) -> Result<IndexFile> {
-    load_index_with(repo, id, |body| IndexFile::decode(&body)).await
+    load_index_with(repo, id, |body| match body {
+        IndexBody::Packs(b) => IndexFile::decode(&b),
+        IndexBody::Sorted(b) => IndexFile::decode_sorted(&b),
+    })
+    .await
+}
+
+/// The body of an index file, by layout (`format-spec/index.md`).
+pub enum IndexBody {
+    /// `RIDX`: entries grouped by pack.
+    Packs(Vec<u8>),
+    /// `RIXS`: one part of a sorted index, entries in chunk id order.
+    Sorted(Vec<u8>),
 }
 
 /// The body of index file `id`, decrypted and checked as [`IndexFile::decode`] checks it, but
 /// not decoded into entries: for a cache that takes them in one by one
-/// ([`crate::format::index::visit`]).
-pub async fn load_index_body(repo: &Repository, id: &Id) -> Result<Vec<u8>> {
-    load_index_with(repo, id, |body| crate::format::index::visit(&body, |_| {}).map(|()| body))
-        .await
+/// ([`crate::format::index::visit`], [`crate::format::index::visit_sorted`]).
+pub async fn load_index_body(repo: &Repository, id: &Id) -> Result<IndexBody> {
+    load_index_with(repo, id, |body| {
+        match &body {
+            IndexBody::Packs(b) => crate::format::index::visit(b, |_| {})?,
+            IndexBody::Sorted(b) => crate::format::index::visit_sorted(b, |_| {})?,
+        }
+        Ok(body)
+    })
+    .await
 }
 
-/// Fetches index file `id`, then checks its name, decrypts it and hands its body to `decode`,
-/// all on a blocking thread.
+/// Fetches index file `id`, then checks its name, decrypts it (under the magic it starts
+/// with: either layout) and hands its body to `decode`, all on a blocking thread.
 async fn load_index_with<T: Send + 'static>(
     repo: &Repository,
     id: &Id,
-    decode: impl FnOnce(Vec<u8>) -> std::result::Result<T, crate::format::FormatError> + Send + 'static,
+    decode: impl FnOnce(IndexBody) -> std::result::Result<T, crate::format::FormatError>
+    + Send
+    + 'static,
 ) -> Result<T> {
     let bytes = repo.backend.get(&paths::index(id)).await?;
     let (keys, cipher, id) = (repo.keys.clone(), repo.cipher, *id);
     tokio::task::spawn_blocking(move || {
         let path = paths::index(&id);
-        let body = super::object::open_named_vec(&keys, cipher, MAGIC_INDEX, bytes, &path, &id)?;
+        let sorted = bytes.starts_with(&MAGIC_INDEX_SORTED);
+        let magic = if sorted { MAGIC_INDEX_SORTED } else { MAGIC_INDEX };
+        let body = super::object::open_named_vec(&keys, cipher, magic, bytes, &path, &id)?;
+        let body = if sorted { IndexBody::Sorted(body) } else { IndexBody::Packs(body) };
         decode(body).map_err(|e| RepoError::format(path, e))
     })
     .await?

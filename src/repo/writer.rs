@@ -22,11 +22,12 @@ use tokio::sync::mpsc;
 
 use super::delta::Base;
 use super::packer::{FinishedPack, PackBuilder};
+use super::sorted::Sorter;
 use super::{BlobRef, RepoError, Repository, Result, paths};
 use crate::codec::chunker::ChunkerParams;
 use crate::codec::compress::compress;
 use crate::format::Id;
-use crate::format::envelope::{MAGIC_INDEX, MAGIC_SNAPSHOT, TAG_LEN};
+use crate::format::envelope::{MAGIC_INDEX, MAGIC_INDEX_SORTED, MAGIC_SNAPSHOT, TAG_LEN};
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::{BlobType, FLAG_ZSTD, MAX_DELTA_DEPTH};
 use crate::format::snapshot::{Snapshot, SnapshotKind};
@@ -89,6 +90,104 @@ impl IndexBatch {
         Ok(())
     }
 }
+/// Writes a sorted index (`format-spec/index.md`, "Sorted index parts"): every entry of the
+/// packs given, in (chunk id, pack) order, cut into parts of at most `part_entries` entries
+/// that all carry the same pack table. The entries are sorted on disk ([`Sorter`]), so memory
+/// holds the pack table and one part.
+pub struct SortedIndexWriter {
+    packs: std::collections::BTreeMap<Id, u64>,
+    entries: Sorter,
+    part_entries: usize,
+}
+
+impl SortedIndexWriter {
+    /// A writer whose temporary files go to `scratch`.
+    pub fn new(scratch: &std::path::Path, part_entries: usize) -> SortedIndexWriter {
+        SortedIndexWriter {
+            packs: Default::default(),
+            entries: Sorter::new(scratch),
+            part_entries: part_entries.clamp(1, crate::format::index::MAX_PART_ENTRIES),
+        }
+    }
+
+    /// Adds a pack's entries (a pack given twice lists each entry once).
+    pub fn add(&mut self, p: &IndexPack) -> Result<()> {
+        self.packs.insert(p.pack, p.pack_len);
+        for (id, l) in &p.blobs {
+            let mut key = [0u8; 64];
+            key[..32].copy_from_slice(&id.0);
+            key[32..].copy_from_slice(&p.pack.0);
+            self.entries.push(&key, &crate::format::index::encode_entry(id, l))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the parts (none without entries) and records them in the cache; returns how
+    /// many were written. A chunk's copies are never split between parts.
+    pub async fn write(self, repo: &Repository) -> Result<u64> {
+        let table: Vec<(Id, u64)> = self.packs.into_iter().collect();
+        let number: std::collections::HashMap<Id, u32> =
+            table.iter().enumerate().map(|(i, (p, _))| (*p, i as u32)).collect();
+        let mut set = [0u8; 32];
+        crate::codec::random_bytes(&mut set)
+            .map_err(|e| RepoError::Cache { path: "random".into(), reason: e.to_string() })?;
+        let set = Id(set);
+        let (mut part, mut written) = (Vec::new(), 0u64);
+        let mut last_key: Option<Vec<u8>> = None;
+        for r in self.entries.into_sorted()? {
+            let (k, v) = r?;
+            if last_key.as_ref().is_some_and(|l| *l == k) {
+                continue; // the same entry from two files naming one pack
+            }
+            let (Ok(pack), Ok(chunk)) =
+                (<[u8; 32]>::try_from(&k[32..]).map(Id), <[u8; 32]>::try_from(&k[..32]).map(Id))
+            else {
+                return Err(RepoError::Cache { path: "sorted index".into(), reason: "key".into() });
+            };
+            let (Some(&n), true) = (number.get(&pack), k.len() == 64) else {
+                return Err(RepoError::Cache {
+                    path: "sorted index".into(),
+                    reason: "pack".into(),
+                });
+            };
+            let (id, loc) = crate::format::index::decode_entry(&v, table[n as usize].1)
+                .map_err(|e| RepoError::format("sorted index entry", e))?;
+            if id != chunk {
+                return Err(RepoError::Cache { path: "sorted index".into(), reason: "id".into() });
+            }
+            // a part ends only between two chunk ids
+            let new_chunk = last_key.as_ref().is_none_or(|l| l[..32] != k[..32]);
+            if part.len() >= self.part_entries && new_chunk {
+                write_sorted_part(repo, &set, &table, &std::mem::take(&mut part)).await?;
+                written += 1;
+            }
+            part.push((n, id, loc));
+            last_key = Some(k);
+        }
+        if !part.is_empty() {
+            write_sorted_part(repo, &set, &table, &part).await?;
+            written += 1;
+        }
+        Ok(written)
+    }
+}
+
+/// Writes one part of a sorted index and records it in the cache.
+async fn write_sorted_part(
+    repo: &Repository,
+    set: &Id,
+    table: &[(Id, u64)],
+    entries: &[(u32, Id, crate::format::index::BlobLocation)],
+) -> Result<Id> {
+    let body = crate::format::index::encode_sorted(set, table, entries);
+    let file = IndexFile::decode_sorted(&body).map_err(|e| RepoError::format("sorted index", e))?;
+    let bytes = repo.seal(MAGIC_INDEX_SORTED, &body)?;
+    let id = Id::of_bytes(&bytes);
+    repo.backend.put(&paths::index(&id), bytes).await?;
+    repo.index.ingest(&[(id.to_hex(), file)])?;
+    Ok(id)
+}
+
 const UPLOADS_IN_FLIGHT: usize = 2;
 /// Small files' chunks below this size are stored whole rather than as deltas against the
 /// parent's version.

@@ -131,7 +131,9 @@ async fn prune_of_bases_stopped_at_every_write_point_loses_no_delta() {
         let fault: Arc<dyn Backend> =
             Arc::new(FaultBackend::counting_deletes(base.clone(), allowed));
         let rf = open(fault, &tmp.path().join("f"), Access::Unleased).await;
-        let res = prune::run(rf, &PruneOptions { dry_run: false, max_unused: 0.0 }).await;
+        let res =
+            prune::run(rf, &PruneOptions { dry_run: false, max_unused: 0.0, ..Default::default() })
+                .await;
 
         // the killed prune's lease expires; every delta must still find its base
         for l in base.list("locks/").await.unwrap() {
@@ -145,9 +147,12 @@ async fn prune_of_bases_stopped_at_every_write_point_loses_no_delta() {
             break;
         }
         points += 1;
-        prune::run(r.clone(), &PruneOptions { dry_run: false, max_unused: 0.0 })
-            .await
-            .expect("rerun");
+        prune::run(
+            r.clone(),
+            &PruneOptions { dry_run: false, max_unused: 0.0, ..Default::default() },
+        )
+        .await
+        .expect("rerun");
         let r = open(base.clone(), &tmp.path().join("rerun"), Access::Backup).await;
         assert!(same(&restore(&r, "db").await, &h2), "after the rerun");
         clean(&r).await;

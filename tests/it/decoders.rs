@@ -115,6 +115,12 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("index-delta", idx_delta.encode()),
         ("delta-frame", delta_sample()),
         ("index", idx.encode()),
+        ("index-sorted", {
+            let l = idx_delta.packs[0].blobs[1].1;
+            let entries = [(0, Id([1; 32]), l), (1, Id([1; 32]), l), (0, Id([3; 32]), l)];
+            let table = [(Id([2; 32]), 4096), (Id([3; 32]), 4096)];
+            repo::format::index::encode_sorted(&Id([9; 32]), &table, &entries)
+        }),
         ("snapshot", snap.encode().unwrap()),
         ("key", key.encode()),
         ("config", cfg.encode()),
@@ -209,6 +215,7 @@ fn decode_all(kind: &str, b: &[u8]) {
         "index-delta" => drop(IndexFile::decode(b)),
         "delta-frame" => drop(decode_delta_sample(b)),
         "index" => drop(IndexFile::decode(b)),
+        "index-sorted" => drop(IndexFile::decode_sorted(b)),
         "snapshot" => drop(Snapshot::decode(b)),
         "key" => drop(KeyFile::decode(b)),
         "config" => drop(Config::decode(b)),
@@ -239,6 +246,7 @@ fn valid_samples_decode() {
             "index-delta" => assert!(IndexFile::decode(&b).is_ok()),
             "delta-frame" => assert_eq!(decode_delta_sample(&b).map(|d| d.len()), Some(2000)),
             "index" => assert!(IndexFile::decode(&b).is_ok()),
+            "index-sorted" => assert_eq!(IndexFile::decode_sorted(&b).unwrap().packs.len(), 2),
             "snapshot" => assert!(Snapshot::decode(&b).is_ok()),
             "key" => assert!(KeyFile::decode(&b).is_ok()),
             "config" => assert!(Config::decode(&b).is_ok()),

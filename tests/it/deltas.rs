@@ -336,7 +336,12 @@ async fn prune_keeps_the_whole_copy_of_a_chunk_stored_both_ways() {
 
     for run in 0..2 {
         let p = engine_helpers::open(base.clone(), &tmp.path().join("p"), Access::Prune).await;
-        prune::run(p.clone(), &PruneOptions { dry_run: false, max_unused: 0.0 }).await.unwrap();
+        prune::run(
+            p.clone(),
+            &PruneOptions { dry_run: false, max_unused: 0.0, ..Default::default() },
+        )
+        .await
+        .unwrap();
         p.close().await;
         let reader = engine_helpers::open(base.clone(), &tmp.path().join("r"), Access::Read).await;
         assert!(engine_helpers::restore(&reader, "db").await == y4, "restores after prune {run}");

@@ -80,7 +80,9 @@ async fn prune_stopped_at_every_write_point_loses_nothing_and_a_rerun_finishes()
             Arc::new(FaultBackend::counting_deletes(base.clone(), allowed));
         // unleased: the prune's own lease is then its first write (a kill point too)
         let rf = open(fault, &tmp.path().join("f"), Access::Unleased).await;
-        let res = prune::run(rf, &PruneOptions { dry_run: false, max_unused: 0.0 }).await;
+        let res =
+            prune::run(rf, &PruneOptions { dry_run: false, max_unused: 0.0, ..Default::default() })
+                .await;
 
         // the killed prune's lease expires (30 minutes); the repository must be intact
         for l in base.list("locks/").await.unwrap() {
@@ -95,9 +97,12 @@ async fn prune_stopped_at_every_write_point_loses_nothing_and_a_rerun_finishes()
             break;
         }
         points += 1;
-        let p = prune::run(r.clone(), &PruneOptions { dry_run: false, max_unused: 0.0 })
-            .await
-            .expect("rerun");
+        let p = prune::run(
+            r.clone(),
+            &PruneOptions { dry_run: false, max_unused: 0.0, ..Default::default() },
+        )
+        .await
+        .expect("rerun");
         assert!(base.list("prune/").await.unwrap().is_empty(), "rerun finished the job: {p:?}");
         let r = open(base.clone(), &tmp.path().join("rerun"), Access::Backup).await;
         assert_eq!(restore(&r, "keep").await, keep);
@@ -130,7 +135,12 @@ async fn chunks_stored_twice_keep_exactly_one_copy_after_prune() {
     };
     let before = check(r.clone()).await;
     assert!(before.duplicate_blobs > 10, "{before:?}");
-    let p = prune::run(r.clone(), &PruneOptions { dry_run: false, max_unused: 0.0 }).await.unwrap();
+    let p = prune::run(
+        r.clone(),
+        &PruneOptions { dry_run: false, max_unused: 0.0, ..Default::default() },
+    )
+    .await
+    .unwrap();
     assert!(p.packs_condemned > 0, "{p:?}");
     let r2 = open(base.clone(), &tmp.path().join("fresh"), Access::Backup).await;
     let after = check(r2.clone()).await;
@@ -139,4 +149,65 @@ async fn chunks_stored_twice_keep_exactly_one_copy_after_prune() {
     assert_eq!(restore(&r2, "db").await, data);
     assert_eq!(restore(&r2, "db2").await, other);
     clean(&r2).await;
+}
+
+/// Prune writes one sorted index cut into parts that share a pack table, so a pack's entries
+/// lie in several index files. A fresh cache writes the parts into its run in whatever order
+/// they download; a later backup's own index file joins them; a second prune must count
+/// every part's entries for each pack: taking a pack's entries only from the first file
+/// naming it would find a pack of mostly dead chunks unused and condemn the live ones with it
+/// (left to the sweep's last look at the footers to catch). Every snapshot restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sorted_index_in_many_parts_keeps_every_chunk_through_prunes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = mem_repo().await;
+    let r = open(base.clone(), &tmp.path().join("a"), Access::Backup).await;
+    let gone = backup(&r, "gone", &common::noise(200_000, 39)).await;
+    // `mixed` stores a large part that dies with it and a small one `small` keeps, in the
+    // same packs
+    let tail = common::noise(40_000, 41);
+    let mut mixed = common::noise(400_000, 40);
+    mixed.extend(&tail);
+    let mixed_id = backup(&r, "mixed", &mixed).await;
+    backup(&r, "small", &tail).await;
+    r.close().await;
+    let forget_and_prune = |id, cache: &'static str| {
+        let (base, dir) = (base.clone(), tmp.path().join(cache));
+        async move {
+            base.delete(&engine::paths::snapshot(&id)).await.unwrap();
+            let pr = open(base.clone(), &dir, Access::Unleased).await;
+            let opts =
+                PruneOptions { max_unused: 0.0, index_part_entries: 7, ..Default::default() };
+            let p = prune::run(pr.clone(), &opts).await.unwrap();
+            pr.close().await;
+            // nothing ran beside it: a needed chunk in a pack the mark condemned would only
+            // be saved by the sweep
+            assert!(p.packs_deleted > 0 && p.packs_resurrected == 0, "{p:?}");
+            let mut parts = 0;
+            for f in base.list("index/").await.unwrap() {
+                parts += usize::from(base.get(&f.path).await.unwrap().starts_with(b"RIXS"));
+            }
+            assert!(parts >= 4, "{parts} parts for {} live chunks", p.live_chunks);
+        }
+    };
+
+    forget_and_prune(gone, "p1").await;
+    let fresh = open(base.clone(), &tmp.path().join("fresh1"), Access::Backup).await;
+    assert_eq!(restore(&fresh, "mixed").await, mixed);
+    assert_eq!(restore(&fresh, "small").await, tail);
+    clean(&fresh).await;
+    // a backup after the prune writes an index file of the first layout beside the parts
+    let new = common::noise(120_000, 60);
+    backup(&fresh, "new", &new).await;
+    fresh.close().await;
+    let fresh = open(base.clone(), &tmp.path().join("fresh2"), Access::Backup).await;
+    assert_eq!(restore(&fresh, "new").await, new);
+    clean(&fresh).await;
+    fresh.close().await;
+
+    forget_and_prune(mixed_id, "p2").await;
+    let last = open(base.clone(), &tmp.path().join("fresh3"), Access::Backup).await;
+    assert_eq!(restore(&last, "small").await, tail);
+    assert_eq!(restore(&last, "new").await, new);
+    clean(&last).await;
 }
