@@ -272,13 +272,27 @@ pub fn visit_sorted(data: &[u8], mut item: impl FnMut(SortedItem<'_>)) -> Result
             return Err(invalid("sorted index", "pack number outside the table"));
         };
         let (id, loc) = entry(&mut r, pack_len)?;
-        if last.is_some_and(|l| l >= (id, n)) {
+        if last.is_some_and(|l| !key_before(&l, &(id, n))) {
             return Err(invalid("sorted index", "entries out of order"));
         }
         last = Some((id, n));
         item(SortedItem::Blob(n, id, loc));
     }
     r.finish()
+}
+
+/// Whether key `a` (chunk id, pack number) sorts before `b`. Chunk ids are uniformly random,
+/// so their first eight bytes nearly always decide: a call of `memcmp` per entry was a fifth
+/// of a fresh pod's cache build.
+pub fn key_before(a: &(Id, u32), b: &(Id, u32)) -> bool {
+    let p = |id: &Id| {
+        u64::from_be_bytes([id.0[0], id.0[1], id.0[2], id.0[3], id.0[4], id.0[5], id.0[6], id.0[7]])
+    };
+    match p(&a.0).cmp(&p(&b.0)) {
+        std::cmp::Ordering::Less => true,
+        std::cmp::Ordering::Greater => false,
+        std::cmp::Ordering::Equal => a < b,
+    }
 }
 
 impl IndexFile {

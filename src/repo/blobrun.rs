@@ -261,7 +261,11 @@ impl Builder {
             .zip(offsets.windows(2))
             .map(|(f, o)| (*f, o[0], (o[1] - o[0]) as u32))
             .collect();
-        write_tables(w, self.packs.len(), &blocks, count, at, durable)?;
+        write_tables(&mut w, self.packs.len(), &blocks, count, at)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        if durable {
+            file.sync_all()?;
+        }
         Ok(count)
     }
 }
@@ -269,15 +273,13 @@ impl Builder {
 /// A block's first chunk id, byte offset and length.
 type BlockEntry = ([u8; 32], u64, u32);
 
-/// Writes the block table (the pack table is written already) and the trailer, and closes
-/// the run.
+/// Writes the block table (the pack table is written already) and the trailer.
 fn write_tables(
-    mut w: BufWriter<File>,
+    w: &mut impl Write,
     packs: usize,
     blocks: &[BlockEntry],
     count: u64,
     records_end: u64,
-    durable: bool,
 ) -> std::io::Result<()> {
     for (f, o, l) in blocks {
         w.write_all(f)?;
@@ -287,12 +289,7 @@ fn write_tables(
     for n in [count, packs as u64, blocks.len() as u64, records_end] {
         w.write_all(&n.to_le_bytes())?;
     }
-    w.write_all(END)?;
-    let file = w.into_inner().map_err(|e| e.into_error())?;
-    if durable {
-        file.sync_all()?;
-    }
-    Ok(())
+    w.write_all(END)
 }
 
 /// Writes a run from the parts of one sorted index (`format-spec/index.md`, "Sorted index
@@ -303,7 +300,9 @@ fn write_tables(
 /// after the last file arrived.
 pub struct Segments {
     path: PathBuf,
-    w: Option<BufWriter<File>>,
+    /// The run being written, its pages handed to writeback as it goes: the parts arrive
+    /// over the whole download, and the final fsync then waits for little.
+    w: Option<BufWriter<crate::fsutil::WritebackFile>>,
     /// The set taken, and its pack table (the run's).
     set: Option<([u8; 32], Vec<[u8; 32]>)>,
     blocks: Vec<BlockEntry>,
@@ -361,7 +360,7 @@ impl Segments {
         if self.w.is_none() {
             let f = File::create(&self.path)?;
             self.created = true;
-            let mut w = BufWriter::with_capacity(1 << 20, f);
+            let mut w = BufWriter::with_capacity(1 << 20, crate::fsutil::WritebackFile::new(f));
             w.write_all(MAGIC)?;
             self.at = MAGIC.len() as u64;
             self.w = Some(w);
@@ -385,7 +384,7 @@ impl Segments {
         let key = (*id, pack);
         if part.blocks.is_empty() {
             part.first = key;
-        } else if key <= part.last {
+        } else if !(prefix(id) > prefix(&part.last.0) || key > part.last) {
             return Err(bad("part out of order"));
         }
         part.last = key;
@@ -439,7 +438,11 @@ impl Segments {
         }
         let blocks: Vec<BlockEntry> =
             self.parts.iter().flat_map(|p| self.blocks[p.blocks.clone()].iter().copied()).collect();
-        write_tables(w, packs.len(), &blocks, self.count, self.at, durable)?;
+        write_tables(&mut w, packs.len(), &blocks, self.count, self.at)?;
+        w.flush()?;
+        if durable {
+            w.get_ref().file().sync_all()?;
+        }
         self.finished = true;
         Ok(self.count)
     }

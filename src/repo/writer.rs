@@ -155,9 +155,11 @@ impl SortedIndexWriter {
             if id != chunk {
                 return Err(RepoError::Cache { path: "sorted index".into(), reason: "id".into() });
             }
-            // a part ends only between two chunk ids
+            // a part ends between two chunk ids (unless one chunk has more copies than a
+            // part may hold)
             let new_chunk = last_key.as_ref().is_none_or(|l| l[..32] != k[..32]);
-            if part.len() >= self.part_entries && new_chunk {
+            let full = part.len() >= crate::format::index::MAX_PART_ENTRIES;
+            if (part.len() >= self.part_entries && new_chunk) || full {
                 write_sorted_part(repo, &set, &table, &std::mem::take(&mut part)).await?;
                 written += 1;
             }
