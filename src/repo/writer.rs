@@ -174,7 +174,11 @@ impl SortedIndexWriter {
     }
 }
 
-/// Writes one part of a sorted index and records it in the cache.
+/// Writes one part of a sorted index. The part is not taken into this process's cache: a
+/// prune writes it, and rebuilds its cache once the files it replaces are gone (taking 7.5 M
+/// entries in one by one cost a prune 50 MB of memory); until then the cache has every entry
+/// but those of packs the prune repacked, which nothing in the prune looks up, and the next
+/// sync takes the parts in.
 async fn write_sorted_part(
     repo: &Repository,
     set: &Id,
@@ -182,11 +186,9 @@ async fn write_sorted_part(
     entries: &[(u32, Id, crate::format::index::BlobLocation)],
 ) -> Result<Id> {
     let body = crate::format::index::encode_sorted(set, table, entries);
-    let file = IndexFile::decode_sorted(&body).map_err(|e| RepoError::format("sorted index", e))?;
     let bytes = repo.seal(MAGIC_INDEX_SORTED, &body)?;
     let id = Id::of_bytes(&bytes);
     repo.backend.put(&paths::index(&id), bytes).await?;
-    repo.index.ingest(&[(id.to_hex(), file)])?;
     Ok(id)
 }
 
