@@ -322,6 +322,18 @@ impl IndexFile {
 mod tests {
     use super::*;
 
+    /// A whole data blob at offset 40: 100 bytes stored, 200 raw.
+    fn sample_loc() -> BlobLocation {
+        BlobLocation {
+            blob_type: BlobType::Data,
+            flags: 1,
+            offset: 40,
+            stored_len: 100,
+            raw_len: 200,
+            base: None,
+        }
+    }
+
     #[test]
     fn golden_index() {
         let f = IndexFile {
@@ -329,17 +341,7 @@ mod tests {
             packs: vec![IndexPack {
                 pack: Id([5; 32]),
                 pack_len: 4096,
-                blobs: vec![(
-                    Id([6; 32]),
-                    BlobLocation {
-                        blob_type: BlobType::Data,
-                        flags: 1,
-                        offset: 40,
-                        stored_len: 100,
-                        raw_len: 200,
-                        base: None,
-                    },
-                )],
+                blobs: vec![(Id([6; 32]), sample_loc())],
             }],
         };
         let b = f.encode();
@@ -379,14 +381,7 @@ mod tests {
 
     #[test]
     fn golden_sorted_index_part() {
-        let whole = BlobLocation {
-            blob_type: BlobType::Data,
-            flags: 1,
-            offset: 40,
-            stored_len: 100,
-            raw_len: 200,
-            base: None,
-        };
+        let whole = sample_loc();
         let delta = BlobLocation {
             flags: crate::format::pack::FLAG_DELTA,
             base: Some(Id([7; 32])),

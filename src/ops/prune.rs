@@ -43,13 +43,21 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Repack partly used packs while unused bytes exceed this share of the stored bytes.
     pub max_unused: f64,
-    /// Entries per part of the sorted index a prune writes (tests make parts small).
+    /// Entries per part of the sorted index a prune writes, and packs per set of it (tests
+    /// make both small).
     pub index_part_entries: usize,
+    /// See `index_part_entries`.
+    pub index_set_packs: usize,
 }
 
 impl Default for PruneOptions {
     fn default() -> Self {
-        PruneOptions { dry_run: false, max_unused: 0.05, index_part_entries: INDEX_PART_ENTRIES }
+        PruneOptions {
+            dry_run: false,
+            max_unused: 0.05,
+            index_part_entries: INDEX_PART_ENTRIES,
+            index_set_packs: crate::repo::SORTED_SET_PACKS,
+        }
     }
 }
 
@@ -526,7 +534,11 @@ async fn mark(
         .collect();
     // one sorted index of every entry that stays (format-spec/index.md): a fresh cache
     // writes its parts straight into its run as they download
-    let mut index = SortedIndexWriter::new(super::scratch_dir(repo), opts.index_part_entries);
+    let mut index = SortedIndexWriter::new(
+        super::scratch_dir(repo),
+        opts.index_part_entries,
+        opts.index_set_packs,
+    );
     for p in &new_packs {
         index.add(p)?;
     }

@@ -724,7 +724,10 @@ impl Iterator for RunIter<'_> {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(e) => {
+                    // nothing after a failed read can be trusted
                     self.next_block = usize::MAX;
+                    self.buf.clear();
+                    self.at = 0;
                     return Some(Err(e));
                 }
             }
@@ -768,6 +771,25 @@ mod tests {
         k
     }
 
+    /// A run of ids 0..200, each in packs 0..3: every copy of `ids` is found, and iteration
+    /// gives all 600 records in key order.
+    fn assert_three_copies_of_200(run: &Run, ids: &[u8]) {
+        assert_eq!(run.records(), 600);
+        for &id in ids {
+            let c = run.copies(&[id; 32]).unwrap();
+            assert_eq!(c.len(), 3, "id {id}");
+            assert!(
+                c.iter()
+                    .enumerate()
+                    .all(|(p, (k, v))| k[32] == p as u8 && v == &value(id, p as u8))
+            );
+        }
+        assert!(run.copies(&[200; 32]).unwrap().is_empty());
+        let all: Vec<Entry> = run.iter().unwrap().map(|e| e.unwrap()).collect();
+        assert_eq!(all.len(), 600);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
     #[test]
     fn a_run_finds_every_copy_across_blocks_and_iterates_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -789,20 +811,7 @@ mod tests {
         let n = b.finish(&path, true).unwrap();
         assert_eq!(n, 600);
         let run = Run::open(&path).unwrap();
-        assert_eq!(run.records(), 600);
-        for id in [0u8, 85, 86, 170, 199] {
-            let c = run.copies(&[id; 32]).unwrap();
-            assert_eq!(c.len(), 3, "id {id}");
-            assert!(
-                c.iter()
-                    .enumerate()
-                    .all(|(p, (k, v))| k[32] == p as u8 && v == &value(id, p as u8))
-            );
-        }
-        assert!(run.copies(&[200; 32]).unwrap().is_empty());
-        let all: Vec<Entry> = run.iter().unwrap().map(|e| e.unwrap()).collect();
-        assert_eq!(all.len(), 600);
-        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_three_copies_of_200(&run, &[0, 85, 86, 170, 199]);
     }
 
     #[test]
@@ -902,23 +911,10 @@ mod tests {
         assert!(!s.accepts(&[1; 32], &packs[..2]));
         assert_eq!(s.finish(true).unwrap(), 600);
         let run = Run::open(&path).unwrap();
-        assert_eq!(run.records(), 600);
-        for id in [0u8, 69, 70, 139, 140, 199] {
-            let c = run.copies(&[id; 32]).unwrap();
-            assert_eq!(c.len(), 3, "id {id}");
-            assert!(
-                c.iter()
-                    .enumerate()
-                    .all(|(p, (k, v))| k[32] == p as u8 && v == &value(id, p as u8))
-            );
-        }
-        assert!(run.copies(&[200; 32]).unwrap().is_empty());
+        assert_three_copies_of_200(&run, &[0, 69, 70, 139, 140, 199]);
         let mut cursor = None;
         let key: [u8; 64] = key(75, 2).try_into().unwrap();
         assert_eq!(run.get_sorted(&key, &mut cursor).unwrap(), Some(value(75, 2)));
-        let all: Vec<Entry> = run.iter().unwrap().map(|e| e.unwrap()).collect();
-        assert_eq!(all.len(), 600);
-        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
 
         // parts whose ranges overlap are refused, and the unfinished file is removed
         let path = dir.path().join("o.run");

@@ -29,8 +29,8 @@ pub use verify::{
 };
 pub use writer::{
     BackupStats, ChunkSink, Content, INDEX_FILE_BLOBS, INDEX_FILE_PACKS, IndexBatch, NoProgress,
-    Progress, SnapshotMeta, SortedIndexWriter, StreamMsg, backup_stream, backup_with,
-    chunk_batches, write_index,
+    Progress, SORTED_SET_PACKS, SnapshotMeta, SortedIndexWriter, StreamMsg, backup_stream,
+    backup_with, chunk_batches, write_index,
 };
 
 use std::collections::HashSet;

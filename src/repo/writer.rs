@@ -91,22 +91,38 @@ impl IndexBatch {
     }
 }
 /// Writes a sorted index (`format-spec/index.md`, "Sorted index parts"): every entry of the
-/// packs given, in (chunk id, pack) order, cut into parts of at most `part_entries` entries
-/// that all carry the same pack table. The entries are sorted on disk ([`Sorter`]), so memory
-/// holds the pack table and one part.
+/// packs given, in (chunk id, pack) order, cut into parts of about `part_entries` entries
+/// that carry the same pack table. The entries are sorted on disk ([`Sorter`]), so memory
+/// holds the pack table and one part per set. More than `set_packs` packs make several sets,
+/// each with the entries of its share of the packs: a part repeats its set's table, which
+/// must stay small beside its entries (and within the format's bound on a table).
 pub struct SortedIndexWriter {
     packs: std::collections::BTreeMap<Id, u64>,
     entries: Sorter,
     part_entries: usize,
+    set_packs: usize,
+}
+
+/// The most packs one set of a sorted index names (a 655 KB table in each part).
+pub const SORTED_SET_PACKS: usize = 1 << 14;
+
+/// One set being written: its id, its share of the pack table, the part being filled and
+/// the chunk id last put in it.
+struct SetWriter<'a> {
+    id: Id,
+    table: &'a [(Id, u64)],
+    part: Vec<(u32, Id, crate::format::index::BlobLocation)>,
+    last: Option<Id>,
 }
 
 impl SortedIndexWriter {
     /// A writer whose temporary files go to `scratch`.
-    pub fn new(scratch: &std::path::Path, part_entries: usize) -> SortedIndexWriter {
+    pub fn new(scratch: &std::path::Path, part_entries: usize, set_packs: usize) -> Self {
         SortedIndexWriter {
             packs: Default::default(),
             entries: Sorter::new(scratch),
             part_entries: part_entries.clamp(1, crate::format::index::MAX_PART_ENTRIES),
+            set_packs: set_packs.clamp(1, SORTED_SET_PACKS),
         }
     }
 
@@ -122,63 +138,65 @@ impl SortedIndexWriter {
         Ok(())
     }
 
-    /// Writes the parts (none without entries) and records them in the cache; returns how
-    /// many were written. A chunk's copies are never split between parts.
+    /// Writes the parts (none without entries); returns how many were written. A part ends
+    /// between two chunk ids, unless it reached the most a part may hold.
     pub async fn write(self, repo: &Repository) -> Result<u64> {
         let table: Vec<(Id, u64)> = self.packs.into_iter().collect();
-        let number: std::collections::HashMap<Id, u32> =
-            table.iter().enumerate().map(|(i, (p, _))| (*p, i as u32)).collect();
-        let mut set = [0u8; 32];
-        crate::codec::random_bytes(&mut set)
-            .map_err(|e| RepoError::Cache { path: "random".into(), reason: e.to_string() })?;
-        let set = Id(set);
-        let (mut part, mut written) = (Vec::new(), 0u64);
+        let number: std::collections::HashMap<Id, usize> =
+            table.iter().enumerate().map(|(i, (p, _))| (*p, i)).collect();
+        let damaged = |what: &str| RepoError::Cache {
+            path: "sorted index".into(),
+            reason: format!("sorted entry damaged ({what})"),
+        };
+        let mut sets = Vec::new();
+        for table in table.chunks(self.set_packs) {
+            let mut id = [0u8; 32];
+            crate::codec::random_bytes(&mut id).map_err(|e| damaged(&e.to_string()))?;
+            sets.push(SetWriter { id: Id(id), table, part: Vec::new(), last: None });
+        }
+        let mut written = 0u64;
         let mut last_key: Option<Vec<u8>> = None;
         for r in self.entries.into_sorted()? {
             let (k, v) = r?;
             if last_key.as_ref().is_some_and(|l| *l == k) {
                 continue; // the same entry from two files naming one pack
             }
-            let (Ok(pack), Ok(chunk)) =
-                (<[u8; 32]>::try_from(&k[32..]).map(Id), <[u8; 32]>::try_from(&k[..32]).map(Id))
-            else {
-                return Err(RepoError::Cache { path: "sorted index".into(), reason: "key".into() });
+            let (Some(chunk), Some(pack)) = (
+                k.get(..32).and_then(|b| <[u8; 32]>::try_from(b).ok()).map(Id),
+                k.get(32..).and_then(|b| <[u8; 32]>::try_from(b).ok()).map(Id),
+            ) else {
+                return Err(damaged("key"));
             };
-            let (Some(&n), true) = (number.get(&pack), k.len() == 64) else {
-                return Err(RepoError::Cache {
-                    path: "sorted index".into(),
-                    reason: "pack".into(),
-                });
-            };
-            let (id, loc) = crate::format::index::decode_entry(&v, table[n as usize].1)
+            let n = *number.get(&pack).ok_or_else(|| damaged("pack"))?;
+            let (id, loc) = crate::format::index::decode_entry(&v, table[n].1)
                 .map_err(|e| RepoError::format("sorted index entry", e))?;
             if id != chunk {
-                return Err(RepoError::Cache { path: "sorted index".into(), reason: "id".into() });
+                return Err(damaged("id"));
             }
-            // a part ends between two chunk ids (unless one chunk has more copies than a
-            // part may hold)
-            let new_chunk = last_key.as_ref().is_none_or(|l| l[..32] != k[..32]);
-            let full = part.len() >= crate::format::index::MAX_PART_ENTRIES;
-            if (part.len() >= self.part_entries && new_chunk) || full {
-                write_sorted_part(repo, &set, &table, &std::mem::take(&mut part)).await?;
+            let set = &mut sets[n / self.set_packs]; // n < table.len(): a set per set_packs
+            let new_chunk = set.last != Some(id);
+            if (set.part.len() >= self.part_entries && new_chunk)
+                || set.part.len() >= crate::format::index::MAX_PART_ENTRIES
+            {
+                write_sorted_part(repo, &set.id, set.table, &std::mem::take(&mut set.part)).await?;
                 written += 1;
             }
-            part.push((n, id, loc));
+            set.part.push(((n % self.set_packs) as u32, id, loc));
+            set.last = Some(id);
             last_key = Some(k);
         }
-        if !part.is_empty() {
-            write_sorted_part(repo, &set, &table, &part).await?;
+        for set in sets.iter().filter(|s| !s.part.is_empty()) {
+            write_sorted_part(repo, &set.id, set.table, &set.part).await?;
             written += 1;
         }
         Ok(written)
     }
 }
 
-/// Writes one part of a sorted index. The part is not taken into this process's cache: a
-/// prune writes it, and rebuilds its cache once the files it replaces are gone (taking 7.5 M
-/// entries in one by one cost a prune 50 MB of memory); until then the cache has every entry
-/// but those of packs the prune repacked, which nothing in the prune looks up, and the next
-/// sync takes the parts in.
+/// Writes one part of a sorted index. The part is not taken into this process's cache here:
+/// the next sync takes it in (a prune's sweep, which then rebuilds the cache from scratch).
+/// Until then the cache lacks only the entries of packs the prune repacked, whose chunks it
+/// knows in the condemned packs they came from, which stay until that sweep.
 async fn write_sorted_part(
     repo: &Repository,
     set: &Id,

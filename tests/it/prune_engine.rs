@@ -151,7 +151,7 @@ async fn chunks_stored_twice_keep_exactly_one_copy_after_prune() {
     clean(&r2).await;
 }
 
-/// Prune writes one sorted index cut into parts that share a pack table, so a pack's entries
+/// Prune writes a sorted index cut into parts that share a pack table, so a pack's entries
 /// lie in several index files. A fresh cache writes the parts into its run in whatever order
 /// they download; a later backup's own index file joins them; a second prune must count
 /// every part's entries for each pack: taking a pack's entries only from the first file
@@ -163,21 +163,32 @@ async fn a_sorted_index_in_many_parts_keeps_every_chunk_through_prunes() {
     let base = mem_repo().await;
     let r = open(base.clone(), &tmp.path().join("a"), Access::Backup).await;
     let gone = backup(&r, "gone", &common::noise(200_000, 39)).await;
-    // `mixed` stores a large part that dies with it and a small one `small` keeps, in the
-    // same packs
-    let tail = common::noise(40_000, 41);
-    let mut mixed = common::noise(400_000, 40);
-    mixed.extend(&tail);
-    let mixed_id = backup(&r, "mixed", &mixed).await;
-    backup(&r, "small", &tail).await;
+    // each `mixed` stores a large part that dies with it and a small one its `small` keeps,
+    // in the same packs; several, so that the old count's miss is not left to the order in
+    // which one pack's parts are read
+    let mut mixed = vec![];
+    for i in 0..6u64 {
+        let tail = common::noise(30_000, 70 + i);
+        let mut m = common::noise(150_000, 40 + i);
+        m.extend(&tail);
+        let id = backup(&r, &format!("mixed{i}"), &m).await;
+        backup(&r, &format!("small{i}"), &tail).await;
+        mixed.push((id, m, tail));
+    }
     r.close().await;
-    let forget_and_prune = |id, cache: &'static str| {
+    let forget_and_prune = |ids: Vec<::repo::format::Id>, cache: &'static str, set_packs: usize| {
         let (base, dir) = (base.clone(), tmp.path().join(cache));
         async move {
-            base.delete(&engine::paths::snapshot(&id)).await.unwrap();
+            for id in ids {
+                base.delete(&engine::paths::snapshot(&id)).await.unwrap();
+            }
             let pr = open(base.clone(), &dir, Access::Unleased).await;
-            let opts =
-                PruneOptions { max_unused: 0.0, index_part_entries: 7, ..Default::default() };
+            let opts = PruneOptions {
+                max_unused: 0.0,
+                index_part_entries: 7,
+                index_set_packs: set_packs,
+                ..Default::default()
+            };
             let p = prune::run(pr.clone(), &opts).await.unwrap();
             pr.close().await;
             // nothing ran beside it: a needed chunk in a pack the mark condemned would only
@@ -191,10 +202,13 @@ async fn a_sorted_index_in_many_parts_keeps_every_chunk_through_prunes() {
         }
     };
 
-    forget_and_prune(gone, "p1").await;
+    // one set: each pack's entries spread over many parts, which the second prune reads
+    forget_and_prune(vec![gone], "p1", 1 << 14).await;
     let fresh = open(base.clone(), &tmp.path().join("fresh1"), Access::Backup).await;
-    assert_eq!(restore(&fresh, "mixed").await, mixed);
-    assert_eq!(restore(&fresh, "small").await, tail);
+    for (i, (_, m, tail)) in mixed.iter().enumerate() {
+        assert_eq!(&restore(&fresh, &format!("mixed{i}")).await, m);
+        assert_eq!(&restore(&fresh, &format!("small{i}")).await, tail);
+    }
     clean(&fresh).await;
     // a backup after the prune writes an index file of the first layout beside the parts
     let new = common::noise(120_000, 60);
@@ -205,9 +219,13 @@ async fn a_sorted_index_in_many_parts_keeps_every_chunk_through_prunes() {
     clean(&fresh).await;
     fresh.close().await;
 
-    forget_and_prune(mixed_id, "p2").await;
+    // sets of 4 packs: the fresh cache below takes one set straight into its run and the
+    // others through the database
+    forget_and_prune(mixed.iter().map(|m| m.0).collect(), "p2", 4).await;
     let last = open(base.clone(), &tmp.path().join("fresh3"), Access::Backup).await;
-    assert_eq!(restore(&last, "small").await, tail);
+    for (i, (_, _, tail)) in mixed.iter().enumerate() {
+        assert_eq!(&restore(&last, &format!("small{i}")).await, tail);
+    }
     assert_eq!(restore(&last, "new").await, new);
     clean(&last).await;
 }
