@@ -284,11 +284,8 @@ pub fn visit_sorted(data: &[u8], mut item: impl FnMut(SortedItem<'_>)) -> Result
 /// Whether key `a` (chunk id, pack number) sorts before `b`. Chunk ids are uniformly random,
 /// so their first eight bytes nearly always decide: a call of `memcmp` per entry was a fifth
 /// of a fresh pod's cache build.
-pub fn key_before(a: &(Id, u32), b: &(Id, u32)) -> bool {
-    let p = |id: &Id| {
-        u64::from_be_bytes([id.0[0], id.0[1], id.0[2], id.0[3], id.0[4], id.0[5], id.0[6], id.0[7]])
-    };
-    match p(&a.0).cmp(&p(&b.0)) {
+fn key_before(a: &(Id, u32), b: &(Id, u32)) -> bool {
+    match a.0.prefix().cmp(&b.0.prefix()) {
         std::cmp::Ordering::Less => true,
         std::cmp::Ordering::Greater => false,
         std::cmp::Ordering::Equal => a < b,

@@ -42,6 +42,12 @@ impl Id {
     pub fn of_bytes(bytes: &[u8]) -> Id {
         Id(*blake3::hash(bytes).as_bytes())
     }
+    /// The first 8 bytes as a big-endian number: it orders like the id, and for uniformly
+    /// random ids it nearly always decides a comparison without a `memcmp`.
+    pub fn prefix(&self) -> u64 {
+        let b = &self.0;
+        u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
     /// The first 4 bytes as 8 hex digits, for logs and `Debug`; not unique, never an object name.
     pub fn short(&self) -> String {
         hex::encode(&self.0[..4])

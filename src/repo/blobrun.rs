@@ -357,6 +357,7 @@ impl Segments {
 
     /// Starts a part (of the set [`Segments::accepts`] took).
     pub fn begin(&mut self) -> std::io::Result<()> {
+        self.end();
         if self.w.is_none() {
             let f = File::create(&self.path)?;
             self.created = true;
@@ -365,7 +366,6 @@ impl Segments {
             self.at = MAGIC.len() as u64;
             self.w = Some(w);
         }
-        self.end()?;
         self.in_block = 0;
         let n = self.blocks.len();
         self.open = Some(Part { first: ([0; 32], 0), last: ([0; 32], 0), blocks: n..n });
@@ -410,11 +410,10 @@ impl Segments {
     }
 
     /// Ends the part begun (a part without records is dropped).
-    pub fn end(&mut self) -> std::io::Result<()> {
+    pub fn end(&mut self) {
         if let Some(p) = self.open.take().filter(|p| !p.blocks.is_empty()) {
             self.parts.push(p);
         }
-        Ok(())
     }
 
     /// Records written.
@@ -425,7 +424,7 @@ impl Segments {
     /// Writes the tables and closes the run, fsynced when `durable`; returns the number of
     /// records. Parts whose key ranges overlap (not one set's) are refused.
     pub fn finish(mut self, durable: bool) -> std::io::Result<u64> {
-        self.end()?;
+        self.end();
         let (Some(mut w), Some((_, packs))) = (self.w.take(), self.set.take()) else {
             return Err(bad("no part"));
         };
@@ -723,34 +722,29 @@ impl Iterator for RunIter<'_> {
             match self.fill() {
                 Ok(true) => {}
                 Ok(false) => return None,
-                Err(e) => {
-                    // nothing after a failed read can be trusted
-                    self.next_block = usize::MAX;
-                    self.buf.clear();
-                    self.at = 0;
-                    return Some(Err(e));
-                }
+                Err(e) => return Some(Err(self.stop(e))),
             }
         }
-        let rest = &self.buf[self.at..];
-        let r = match record_len(rest) {
-            Ok(n) if n <= rest.len() => self.run.entry(&rest[..n]).map(|e| (e, n)),
-            Ok(_) => Err(bad("record cut")),
-            Err(e) => Err(e),
-        };
+        let r =
+            records(&self.buf[self.at..]).next()?.and_then(|r| Ok((self.run.entry(r)?, r.len())));
         match r {
             Ok((e, n)) => {
                 self.at += n;
                 Some(Ok(e))
             }
-            Err(e) => {
-                // nothing after a damaged record can be trusted
-                self.next_block = usize::MAX;
-                self.buf.clear();
-                self.at = 0;
-                Some(Err(e))
-            }
+            Err(e) => Some(Err(self.stop(e))),
         }
+    }
+}
+
+impl RunIter<'_> {
+    /// Ends the iteration after an error: nothing after a failed read or a damaged record
+    /// can be trusted.
+    fn stop(&mut self, e: std::io::Error) -> std::io::Error {
+        self.next_block = usize::MAX;
+        self.buf.clear();
+        self.at = 0;
+        e
     }
 }
 
@@ -904,7 +898,7 @@ mod tests {
                     s.push(&[id; 32], u32::from(p), &value(id, p)).unwrap();
                 }
             }
-            s.end().unwrap();
+            s.end();
         }
         // another set, or another table, is not taken
         assert!(!s.accepts(&[2; 32], &packs));

@@ -136,14 +136,19 @@ fn decode_ref(k: &[u8], b: &[u8]) -> Option<(Id, BlobRef)> {
 /// its name, its packs with their lengths and its entry count.
 struct Taken {
     entries: Sorter,
-    /// Set when the cache was empty as the files were read: the entries go to a sealed run
-    /// instead of the sorter...
-    run: Option<super::blobrun::Builder>,
-    /// ...and the parts of one sorted index straight into a run of their own (with the run's
-    /// generation).
-    segments: Option<(u64, Segments)>,
+    /// Set when the cache was empty as the files were read: the entries go to sealed runs
+    /// instead of the sorter.
+    scratch: Option<FromScratch>,
     files: Vec<TakenFile>,
     dir: PathBuf,
+}
+
+/// Where the entries of a cache built from scratch go: the parts of one sorted index straight
+/// into a run of their own (with its generation), everything else bucketed into another.
+struct FromScratch {
+    builder: super::blobrun::Builder,
+    generation: u64,
+    segments: Segments,
 }
 
 /// An index file's name, its packs with their lengths, and how many entries it holds.
@@ -155,8 +160,11 @@ impl Taken {
     fn new(scratch: &Path, run: Option<(u64, PathBuf)>) -> Taken {
         Taken {
             entries: Sorter::new(scratch),
-            run: run.is_some().then(|| super::blobrun::Builder::new(scratch)),
-            segments: run.map(|(g, p)| (g, Segments::new(p))),
+            scratch: run.map(|(generation, path)| FromScratch {
+                builder: super::blobrun::Builder::new(scratch),
+                generation,
+                segments: Segments::new(path),
+            }),
             files: Vec::new(),
             dir: scratch.into(),
         }
@@ -164,8 +172,8 @@ impl Taken {
     /// One entry, into the run being built or the sorter.
     fn push(&mut self, id: &Id, pack: &Id, l: &BlobLocation) -> Result<()> {
         let (key, value) = (blob_key(id, pack), encode_loc(l));
-        match &mut self.run {
-            Some(b) => b.push(&key, &value).map_err(|e| cache_err(&self.dir, e)),
+        match &mut self.scratch {
+            Some(s) => s.builder.push(&key, &value).map_err(|e| cache_err(&self.dir, e)),
             None => self.entries.push(&key, &value),
         }
     }
@@ -213,24 +221,28 @@ impl Taken {
                     table = packs.to_vec();
                     used = vec![false; packs.len()];
                     let ids: Vec<[u8; 32]> = packs.iter().map(|(p, _)| p.0).collect();
-                    direct = self.segments.as_mut().is_some_and(|(_, s)| s.accepts(&set.0, &ids));
-                    match &mut self.segments {
-                        Some((_, s)) if direct => s.begin().map_err(io),
-                        _ => Ok(()),
+                    match &mut self.scratch {
+                        Some(s) => {
+                            direct = s.segments.accepts(&set.0, &ids);
+                            if direct { s.segments.begin().map_err(io) } else { Ok(()) }
+                        }
+                        None => Ok(()),
                     }
                 }
+                // p < table.len(): visit_sorted checks every pack number
                 SortedItem::Blob(p, id, l) => {
-                    n += 1;
-                    // p < table.len(): visit_sorted checks every pack number
-                    if let Some(u) = used.get_mut(p as usize) {
-                        *u = true;
-                    }
-                    match (&mut self.segments, table.get(p as usize)) {
-                        (Some((_, s)), _) if direct => {
-                            s.push(&id.0, p, &encode_loc(&l)).map_err(io)
+                    match (table.get(p as usize), used.get_mut(p as usize)) {
+                        (Some(&(pack, _)), Some(u)) => {
+                            n += 1;
+                            *u = true;
+                            match &mut self.scratch {
+                                Some(s) if direct => {
+                                    s.segments.push(&id.0, p, &encode_loc(&l)).map_err(io)
+                                }
+                                _ => self.push(&id, &pack, &l),
+                            }
                         }
-                        (_, Some((pack, _))) => self.push(&id, &pack.clone(), &l),
-                        (_, None) => Ok(()),
+                        _ => Ok(()),
                     }
                 }
             };
@@ -242,8 +254,8 @@ impl Taken {
             return Err(e);
         }
         visited.map_err(|e| RepoError::format(format!("index/{name}"), e))?;
-        if let (Some((_, s)), true) = (&mut self.segments, direct) {
-            s.end().map_err(io)?;
+        if let (Some(s), true) = (&mut self.scratch, direct) {
+            s.segments.end();
         }
         let packs = table.into_iter().zip(used).filter(|(_, u)| *u).map(|(p, _)| p).collect();
         self.files.push((name, packs, n));
@@ -662,11 +674,10 @@ impl IndexCache {
         if !taken.files.is_empty() {
             self.set_meta_lazily(RECORDING, 1)?;
         }
-        if let Some((generation, segments)) = taken.segments.take() {
-            self.record_segments(generation, segments)?;
-        }
-        if let Some(builder) = taken.run.take() {
-            self.record_run(builder)?;
+        if let Some(s) = taken.scratch.take() {
+            // the sorted parts' run is named first; the bucketed entries then go into the table
+            self.record_segments(s.generation, s.segments)?;
+            self.record_run(s.builder)?;
         } else {
             let empty = self.is_empty()?;
             self.insert_sorted(taken.entries.into_sorted()?, empty)?;
