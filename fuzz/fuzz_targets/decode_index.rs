@@ -6,4 +6,7 @@ fuzz_target!(|data: &[u8]| {
     // layouts of an index body (`RIDX`, and a sorted index part `RIXS`)
     let _ = repo::format::index::IndexFile::decode(data);
     let _ = repo::format::index::IndexFile::decode_sorted(data);
+    // the walk of parts already checked must not panic either on bytes never checked
+    let _ = repo::format::index::sorted_table(data);
+    let _ = repo::format::index::walk_checked_sorted(data, |_| {});
 });

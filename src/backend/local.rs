@@ -115,6 +115,18 @@ impl Backend for LocalBackend {
         blocking(move || fs::read(&full).map_err(|e| BackendError::from_io(&rel, e))).await
     }
 
+    async fn get_into(&self, path: &str, mut buf: Vec<u8>) -> Result<Vec<u8>, BackendError> {
+        let (full, rel) = (self.full(path), path.to_string());
+        blocking(move || {
+            let err = |e| BackendError::from_io(&rel, e);
+            let mut f = fs::File::open(&full).map_err(err)?;
+            buf.clear();
+            f.read_to_end(&mut buf).map_err(err)?;
+            Ok(buf)
+        })
+        .await
+    }
+
     async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
         let (full, rel) = (self.full(path), path.to_string());
         blocking(move || {

@@ -193,6 +193,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn put(&self, path: &str, data: Vec<u8>) -> Result<(), BackendError>;
     /// The whole object's bytes; a missing object is [`BackendError::NotFound`].
     async fn get(&self, path: &str) -> Result<Vec<u8>, BackendError>;
+    /// [`Self::get`] into `buf` (emptied first), for a caller that reads many objects in turn
+    /// and reuses one buffer's memory: a fresh buffer per object is paged in and zeroed by the
+    /// kernel each time (a fresh pod's hundreds of MB of index files).
+    async fn get_into(&self, path: &str, buf: Vec<u8>) -> Result<Vec<u8>, BackendError> {
+        drop(buf);
+        self.get(path).await
+    }
     /// `len` bytes from `offset`; fewer bytes available is `ShortRead`.
     async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError>;
     /// [`Self::get_range`] for a reader that copies parts out of the range: the bytes stay in

@@ -368,6 +368,16 @@ impl Backend for RemoteBackend {
         Ok(self.op.read(path).await.map_err(|e| self.err(path, e))?.to_vec())
     }
 
+    async fn get_into(&self, path: &str, mut buf: Vec<u8>) -> Result<Vec<u8>, BackendError> {
+        let got = self.op.read(path).await.map_err(|e| self.err(path, e))?;
+        buf.clear();
+        buf.reserve(got.len());
+        for piece in got {
+            buf.extend_from_slice(&piece);
+        }
+        Ok(buf)
+    }
+
     async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
         let got = self.get_range_pieces(path, offset, len).await?;
         Ok(got.copy_range(0, got.len()))

@@ -115,6 +115,9 @@ impl Backend for ThrottledBackend {
     async fn get(&self, path: &str) -> Result<Vec<u8>, BackendError> {
         self.inner.get(path).await
     }
+    async fn get_into(&self, path: &str, buf: Vec<u8>) -> Result<Vec<u8>, BackendError> {
+        self.inner.get_into(path, buf).await
+    }
     async fn get_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
         self.inner.get_range(path, offset, len).await
     }

@@ -91,12 +91,11 @@ impl Gcm {
         self.0.seal_in_place_append_tag(nonce, Aad::from(aad), buf).map_err(|_| CodecError::Auth)
     }
 
-    /// Verifies and decrypts `buf` (ciphertext and tag) in place, leaving the plaintext.
-    fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), ()> {
+    /// Verifies and decrypts `buf` (ciphertext and tag) in place; the plaintext is the first
+    /// bytes of `buf`, as many as returned.
+    fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> Result<usize, ()> {
         let nonce = Nonce::assume_unique_for_key(nonce);
-        let len = self.0.open_in_place(nonce, Aad::from(aad), buf).map_err(|_| ())?.len();
-        buf.truncate(len);
-        Ok(())
+        Ok(self.0.open_in_place(nonce, Aad::from(aad), buf).map_err(|_| ())?.len())
     }
 }
 
@@ -162,22 +161,27 @@ impl ObjectCipher {
 
     /// [`Self::open`] in place, for a sealed part the caller already owns.
     pub fn open_vec(&self, counter: u64, mut buf: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+        let len = self.open_in_place(counter, &mut buf)?;
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// [`Self::open`] in place in a slice: the plaintext is the first bytes of `buf`, as many
+    /// as returned (the length less the tag).
+    pub fn open_in_place(&self, counter: u64, buf: &mut [u8]) -> Result<usize, CodecError> {
         if buf.len() < TAG_LEN {
             return Err(CodecError::Auth);
         }
         match &self.aes {
-            Some(aes) => {
-                aes.open(nonce(counter), &self.header, &mut buf).map_err(|_| CodecError::Auth)?
-            }
+            Some(aes) => aes.open(nonce(counter), &self.header, buf).map_err(|_| CodecError::Auth),
             None => {
                 let body = buf.len() - TAG_LEN;
                 if checksum_tag(&self.header, counter, &buf[..body]) != buf[body..] {
                     return Err(CodecError::Auth);
                 }
-                buf.truncate(body);
+                Ok(body)
             }
         }
-        Ok(buf)
     }
 }
 
@@ -261,11 +265,11 @@ pub fn unwrap_master(kf: &KeyFile, password: Option<&[u8]>) -> Result<MasterKeys
             if checksum_tag(&kf.aad(), 0, &buf[..MASTER_LEN]) != buf[MASTER_LEN..] {
                 return Err(CodecError::Auth);
             }
-            buf.truncate(MASTER_LEN);
         }
     }
+    // the plaintext is the first MASTER_LEN bytes, the tag after it (`wrapped` is fixed-size)
     let mut b = [0u8; MASTER_LEN];
-    b.copy_from_slice(&buf);
+    b.copy_from_slice(&buf[..MASTER_LEN]);
     Ok(MasterKeys::from_bytes(&b))
 }
 

@@ -249,20 +249,7 @@ pub fn encode_sorted(
 /// every blob within its pack. On an error `item` may already have seen part of the body.
 pub fn visit_sorted(data: &[u8], mut item: impl FnMut(SortedItem<'_>)) -> Result<(), FormatError> {
     let mut r = Reader::new(data);
-    let set = r.id()?;
-    let np = r.count("pack count", 40, MAX_INDEX_PACKS)?;
-    if np == 0 {
-        return Err(invalid("sorted index", "no packs"));
-    }
-    let mut packs = Vec::with_capacity(np);
-    for _ in 0..np {
-        let p = r.id()?;
-        let len = r.u64()?;
-        if packs.last().is_some_and(|(q, _): &(Id, u64)| *q >= p) {
-            return Err(invalid("sorted index", "pack ids out of order"));
-        }
-        packs.push((p, len));
-    }
+    let (set, packs) = read_table(&mut r)?;
     item(SortedItem::Table { set, packs: &packs });
     let ne = r.count("entry count", 4 + INDEX_ENTRY_LEN, MAX_PART_ENTRIES)?;
     let mut last: Option<(Id, u32)> = None;
@@ -277,6 +264,64 @@ pub fn visit_sorted(data: &[u8], mut item: impl FnMut(SortedItem<'_>)) -> Result
         }
         last = Some((id, n));
         item(SortedItem::Blob(n, id, loc));
+    }
+    r.finish()
+}
+
+/// The set id and the pack table at the start of a sorted part, checked.
+pub fn sorted_table(data: &[u8]) -> Result<(Id, Vec<(Id, u64)>), FormatError> {
+    read_table(&mut Reader::new(data))
+}
+
+fn read_table(r: &mut Reader<'_>) -> Result<(Id, Vec<(Id, u64)>), FormatError> {
+    let set = r.id()?;
+    let np = r.count("pack count", 40, MAX_INDEX_PACKS)?;
+    if np == 0 {
+        return Err(invalid("sorted index", "no packs"));
+    }
+    let mut packs = Vec::with_capacity(np);
+    for _ in 0..np {
+        let p = r.id()?;
+        let len = r.u64()?;
+        if packs.last().is_some_and(|(q, _): &(Id, u64)| *q >= p) {
+            return Err(invalid("sorted index", "pack ids out of order"));
+        }
+        packs.push((p, len));
+    }
+    Ok((set, packs))
+}
+
+/// One entry of a sorted part as stored: its pack number and its bytes (48, or 80 for a
+/// delta: type, flags, reserved, offset, stored and raw length, chunk id, base id).
+pub struct RawSortedEntry<'a> {
+    /// An index into the part's pack table.
+    pub pack: u32,
+    /// The entry's bytes.
+    pub bytes: &'a [u8],
+}
+
+/// Walks the entries of a sorted part that [`visit_sorted`] accepted, without its checks:
+/// a fresh pod checks each part on the thread that fetched it, and then takes the entries in
+/// as stored. Reads stay bounds-checked, so a body never accepted gives an error or wrong
+/// entries, never a panic.
+pub fn walk_checked_sorted(
+    data: &[u8],
+    mut entry: impl FnMut(RawSortedEntry<'_>),
+) -> Result<(), FormatError> {
+    let mut r = Reader::new(data);
+    r.take(32)?;
+    let np = r.u32()? as usize;
+    r.take(np.checked_mul(40).ok_or_else(|| invalid("sorted index", "pack count"))?)?;
+    let ne = r.u32()?;
+    for _ in 0..ne {
+        let pack = r.u32()?;
+        let at = data.len() - r.remaining();
+        let head = r.take(INDEX_ENTRY_LEN)?;
+        let len =
+            if head[1] == super::pack::FLAG_DELTA { INDEX_ENTRY_LEN + 32 } else { head.len() };
+        r.take(len - INDEX_ENTRY_LEN)?;
+        let bytes = &data[at..at + len];
+        entry(RawSortedEntry { pack, bytes });
     }
     r.finish()
 }
@@ -374,6 +419,33 @@ mod tests {
         let mut list_delta = b.clone();
         list_delta[52] = 1; // a content list cannot be a delta
         assert!(IndexFile::decode(&list_delta).is_err());
+    }
+
+    /// The raw walk of a checked part gives each entry as stored, the same entries the
+    /// checking visit decodes; cut short it is an error, not a panic.
+    #[test]
+    fn a_checked_sorted_part_walks_as_stored() {
+        let whole = sample_loc();
+        let delta = BlobLocation {
+            flags: crate::format::pack::FLAG_DELTA,
+            base: Some(Id([7; 32])),
+            ..whole
+        };
+        let table = [(Id([5; 32]), 4096), (Id([8; 32]), 8192)];
+        let entries = [(1, Id([6; 32]), whole), (0, Id([9; 32]), delta), (1, Id([9; 32]), whole)];
+        let b = encode_sorted(&Id([3; 32]), &table, &entries);
+        let mut walked = Vec::new();
+        walk_checked_sorted(&b, |e| {
+            let (id, loc) = decode_entry(e.bytes, table[e.pack as usize].1).unwrap();
+            assert_eq!(e.bytes, encode_entry(&id, &loc));
+            walked.push((e.pack, id, loc));
+        })
+        .unwrap();
+        assert_eq!(walked, entries);
+        assert_eq!(sorted_table(&b).unwrap(), (Id([3; 32]), table.to_vec()));
+        for cut in 0..b.len() {
+            assert!(walk_checked_sorted(&b[..cut], |_| {}).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

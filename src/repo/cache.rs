@@ -97,6 +97,29 @@ fn encode_loc(l: &BlobLocation) -> LocBytes {
     LocBytes(b, len)
 }
 
+/// The chunk id and encoded location ([`encode_loc`]) of an index entry as stored
+/// (`format-spec/index.md`: type, flags, two reserved bytes, offset, stored and raw length, chunk id,
+/// then the base id of a delta), without decoding it; `None` if it is not 48 or 80 bytes.
+fn entry_record(e: &[u8]) -> Option<(&[u8; 32], LocBytes)> {
+    let (head, base) = match e.len() {
+        48 => (e, None),
+        80 => (&e[..48], Some(&e[48..])),
+        _ => return None,
+    };
+    let mut b = [0u8; 46];
+    b[0] = head[0];
+    b[1] = head[1];
+    b[2..14].copy_from_slice(&head[4..16]);
+    let len = match base {
+        Some(base) => {
+            b[14..].copy_from_slice(base);
+            46
+        }
+        None => 14,
+    };
+    Some((head[16..48].try_into().ok()?, LocBytes(b, len)))
+}
+
 /// An encoded location ([`encode_loc`]) without an allocation.
 struct LocBytes([u8; 46], usize);
 
@@ -205,58 +228,73 @@ impl Taken {
         self.files.push((name, packs, n));
         Ok(())
     }
-    /// Takes in a part of a sorted index: into the run of its set when the cache is being
-    /// built from scratch and the part belongs to the first set seen, else entry by entry.
+    /// Takes in a part of a sorted index (checked: [`super::verify::load_index_body`]): as
+    /// stored into the run of its set when the cache is being built from scratch and the
+    /// part belongs to the first set seen, else entry by entry.
     fn add_sorted(&mut self, name: String, body: &[u8]) -> Result<()> {
-        let (mut n, mut table, mut used, mut direct) = (0u64, Vec::new(), Vec::new(), false);
-        let mut failed: Option<RepoError> = None;
-        let dir = self.dir.clone();
-        let io = |e: std::io::Error| cache_err(&dir, e);
-        let visited = crate::format::index::visit_sorted(body, |item| {
-            if failed.is_some() {
-                return;
+        let named = |e| RepoError::format(format!("index/{name}"), e);
+        let (set, table) = crate::format::index::sorted_table(body).map_err(named)?;
+        let mut used = vec![false; table.len()];
+        let direct = match &mut self.scratch {
+            Some(s) => {
+                let ids: Vec<[u8; 32]> = table.iter().map(|(p, _)| p.0).collect();
+                s.segments.accepts(&set.0, &ids)
             }
-            let r = match item {
-                SortedItem::Table { set, packs } => {
-                    table = packs.to_vec();
-                    used = vec![false; packs.len()];
-                    let ids: Vec<[u8; 32]> = packs.iter().map(|(p, _)| p.0).collect();
-                    match &mut self.scratch {
-                        Some(s) => {
-                            direct = s.segments.accepts(&set.0, &ids);
-                            if direct { s.segments.begin().map_err(io) } else { Ok(()) }
-                        }
-                        None => Ok(()),
+            None => false,
+        };
+        let mut n = 0u64;
+        let mut failed: Option<RepoError> = None;
+        let walked = match &mut self.scratch {
+            Some(s) if direct => {
+                let segments = &mut s.segments;
+                let io = |e: std::io::Error| cache_err(&self.dir, e);
+                segments.begin().map_err(io)?;
+                let walked = crate::format::index::walk_checked_sorted(body, |e| {
+                    if failed.is_some() {
+                        return;
                     }
-                }
-                // p < table.len(): visit_sorted checks every pack number
-                SortedItem::Blob(p, id, l) => {
-                    match (table.get(p as usize), used.get_mut(p as usize)) {
-                        (Some(&(pack, _)), Some(u)) => {
-                            n += 1;
+                    match (used.get_mut(e.pack as usize), entry_record(e.bytes)) {
+                        (Some(u), Some((id, loc))) => {
                             *u = true;
-                            match &mut self.scratch {
-                                Some(s) if direct => {
-                                    s.segments.push(&id.0, p, &encode_loc(&l)).map_err(io)
-                                }
-                                _ => self.push(&id, &pack, &l),
+                            n += 1;
+                            if let Err(err) = segments.push(id, e.pack, &loc) {
+                                failed = Some(io(err));
                             }
                         }
-                        _ => Ok(()),
+                        _ => {
+                            failed = Some(RepoError::Corrupt {
+                                object: format!("index/{name}"),
+                                reason: "entry outside its part".into(),
+                            })
+                        }
+                    }
+                });
+                if failed.is_none() && walked.is_ok() {
+                    segments.end();
+                }
+                walked
+            }
+            _ => crate::format::index::visit_sorted(body, |item| {
+                let SortedItem::Blob(p, id, l) = item else { return };
+                if failed.is_some() {
+                    return;
+                }
+                // p < table.len(): visit_sorted checks every pack number
+                if let (Some(&(pack, _)), Some(u)) =
+                    (table.get(p as usize), used.get_mut(p as usize))
+                {
+                    n += 1;
+                    *u = true;
+                    if let Err(e) = self.push(&id, &pack, &l) {
+                        failed = Some(e);
                     }
                 }
-            };
-            if let Err(e) = r {
-                failed = Some(e);
-            }
-        });
+            }),
+        };
         if let Some(e) = failed {
             return Err(e);
         }
-        visited.map_err(|e| RepoError::format(format!("index/{name}"), e))?;
-        if let (Some(s), true) = (&mut self.scratch, direct) {
-            s.segments.end();
-        }
+        walked.map_err(named)?;
         let packs = table.into_iter().zip(used).filter(|(_, u)| *u).map(|(p, _)| p).collect();
         self.files.push((name, packs, n));
         Ok(())
@@ -558,10 +596,18 @@ impl IndexCache {
         // temporary files), while this task goes on fetching and decoding the next files: a
         // fresh pod's cache build overlaps the download instead of stalling it
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Id, IndexBody)>(1);
+        // the buffers of files taken in are fetched into again: a fresh buffer per file
+        // was a fresh mapping, paged in and zeroed by the kernel (hundreds of MB for a fresh pod)
+        let buffers: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let returned = buffers.clone();
         let adder = tokio::task::spawn_blocking(move || {
             let mut taken = taken;
             while let Some((id, body)) = rx.blocking_recv() {
                 taken.add_body(id.to_hex(), &body)?;
+                let mut free = returned.lock().unwrap_or_else(|p| p.into_inner());
+                if free.len() < super::verify::INDEX_FILES_IN_FLIGHT {
+                    free.push(body.into_buffer());
+                }
             }
             Ok::<Taken, RepoError>(taken)
         });
@@ -572,7 +618,10 @@ impl IndexCache {
         'rounds: loop {
             let mut vanished = false;
             let mut loads = futures::stream::iter(new)
-                .map(|id| async move { (id, load_index_body(repo, &id).await) })
+                .map(|id| {
+                    let buf = buffers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    async move { (id, load_index_body(repo, &id, buf.unwrap_or_default()).await) }
+                })
                 .buffer_unordered(super::verify::INDEX_FILES_IN_FLIGHT);
             while let Some((id, r)) = loads.next().await {
                 match r {
@@ -1214,6 +1263,20 @@ mod tests {
     /// Found in an audit: a process that ended between writing an index file's entries and
     /// recording its name left entries no later sync would drop when the file is deleted (a
     /// prune sweeping its pack): a backup could deduplicate against the deleted pack.
+    /// A sorted part's entries go into the run as stored: the record made from an entry's
+    /// bytes is the one made from its decoded location.
+    #[test]
+    fn an_entry_as_stored_makes_the_record_of_its_location() {
+        for base in [None, Some(Id([4; 32]))] {
+            let l = loc(77, base);
+            let bytes = crate::format::index::encode_entry(&Id([9; 32]), &l);
+            let (id, rec) = entry_record(&bytes).unwrap();
+            assert_eq!((id, &*rec), (&[9; 32], &*encode_loc(&l)));
+        }
+        assert!(entry_record(&[0; 47]).is_none());
+        assert!(entry_record(&[0; 64]).is_none());
+    }
+
     #[test]
     fn entries_whose_names_were_never_recorded_are_dropped_on_open() {
         let dir = tempfile::tempdir().unwrap();

@@ -32,11 +32,12 @@ pub(crate) fn open_named(
     path: &str,
     id: &Id,
 ) -> Result<Vec<u8>> {
-    open_named_vec(keys, expected, magic, bytes.to_vec(), path, id)
+    Ok(open_named_vec(keys, expected, magic, bytes.to_vec(), path, id)?.into_vec())
 }
 
 /// [`open_named`], decrypting in the buffer fetched (index files: hundreds of MB for a fresh
-/// pod, which a copy per file would page in twice).
+/// pod, which a copy per file, or a move of the body over the header, would page in or
+/// copy once more).
 pub(crate) fn open_named_vec(
     keys: &MasterKeys,
     expected: CipherKind,
@@ -44,7 +45,7 @@ pub(crate) fn open_named_vec(
     mut bytes: Vec<u8>,
     path: &str,
     id: &Id,
-) -> Result<Vec<u8>> {
+) -> Result<Opened> {
     if Id::of_bytes(&bytes) != *id {
         return Err(RepoError::Corrupt {
             object: path.into(),
@@ -52,8 +53,37 @@ pub(crate) fn open_named_vec(
         });
     }
     let c = checked_cipher(keys, expected, magic, &bytes, path)?;
-    bytes.drain(..HEADER_LEN);
-    c.open_vec(0, bytes).map_err(|e| RepoError::codec(path, e))
+    let len =
+        c.open_in_place(0, &mut bytes[HEADER_LEN..]).map_err(|e| RepoError::codec(path, e))?;
+    Ok(Opened { buf: bytes, end: HEADER_LEN + len })
+}
+
+/// The plaintext of an object opened where it was fetched: the bytes after its header, up to
+/// the tag.
+pub(crate) struct Opened {
+    buf: Vec<u8>,
+    end: usize,
+}
+
+impl Opened {
+    /// The plaintext as a vector of its own (moved to the front of the buffer).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        self.buf.truncate(self.end);
+        self.buf.drain(..HEADER_LEN);
+        self.buf
+    }
+
+    /// The buffer fetched, for the next object to be fetched into.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+impl std::ops::Deref for Opened {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[HEADER_LEN..self.end]
+    }
 }
 
 /// The cipher of a sealed object whose header must say `expected` cipher.

@@ -1,5 +1,6 @@
 //! Reading packs and index files back for verification and repair.
 
+use super::object::Opened;
 use super::reader::decode_blob;
 use super::{RepoError, Repository, Result, paths};
 use crate::codec::crypto::{FOOTER_COUNTER, ObjectCipher};
@@ -12,26 +13,37 @@ use crate::format::pack::{decode_footer, footer_range};
 /// full index file) run on a blocking thread, so that callers reading several files at once
 /// decode them in parallel instead of one after another on their task.
 pub async fn load_index_file(repo: &Repository, id: &Id) -> Result<IndexFile> {
-    load_index_with(repo, id, |body| match body {
+    load_index_with(repo, id, Vec::new(), |body| match body {
         IndexBody::Packs(b) => IndexFile::decode(&b),
         IndexBody::Sorted(b) => IndexFile::decode_sorted(&b),
     })
     .await
 }
 
-/// The body of an index file, by layout (`format-spec/index.md`).
+/// The body of an index file, by layout (`format-spec/index.md`), decrypted in the buffer
+/// it was fetched into.
 pub enum IndexBody {
     /// `RIDX`: entries grouped by pack.
-    Packs(Vec<u8>),
+    Packs(Opened),
     /// `RIXS`: one part of a sorted index, entries in chunk id order.
-    Sorted(Vec<u8>),
+    Sorted(Opened),
+}
+
+impl IndexBody {
+    /// The buffer the file was fetched into, for the next one.
+    pub fn into_buffer(self) -> Vec<u8> {
+        match self {
+            IndexBody::Packs(b) | IndexBody::Sorted(b) => b.into_buffer(),
+        }
+    }
 }
 
 /// The body of index file `id`, decrypted and checked as [`IndexFile::decode`] checks it, but
 /// not decoded into entries: for a cache that takes them in one by one
 /// ([`crate::format::index::visit`], [`crate::format::index::visit_sorted`]).
-pub async fn load_index_body(repo: &Repository, id: &Id) -> Result<IndexBody> {
-    load_index_with(repo, id, |body| {
+/// The file is fetched into `buf`'s memory.
+pub async fn load_index_body(repo: &Repository, id: &Id, buf: Vec<u8>) -> Result<IndexBody> {
+    load_index_with(repo, id, buf, |body| {
         match &body {
             IndexBody::Packs(b) => crate::format::index::visit(b, |_| {})?,
             IndexBody::Sorted(b) => crate::format::index::visit_sorted(b, |_| {})?,
@@ -46,11 +58,12 @@ pub async fn load_index_body(repo: &Repository, id: &Id) -> Result<IndexBody> {
 async fn load_index_with<T: Send + 'static>(
     repo: &Repository,
     id: &Id,
+    buf: Vec<u8>,
     decode: impl FnOnce(IndexBody) -> std::result::Result<T, crate::format::FormatError>
     + Send
     + 'static,
 ) -> Result<T> {
-    let bytes = repo.backend.get(&paths::index(id)).await?;
+    let bytes = repo.backend.get_into(&paths::index(id), buf).await?;
     let (keys, cipher, id) = (repo.keys.clone(), repo.cipher, *id);
     tokio::task::spawn_blocking(move || {
         let path = paths::index(&id);

@@ -215,7 +215,11 @@ fn decode_all(kind: &str, b: &[u8]) {
         "index-delta" => drop(IndexFile::decode(b)),
         "delta-frame" => drop(decode_delta_sample(b)),
         "index" => drop(IndexFile::decode(b)),
-        "index-sorted" => drop(IndexFile::decode_sorted(b)),
+        "index-sorted" => {
+            drop(IndexFile::decode_sorted(b));
+            drop(repo::format::index::sorted_table(b));
+            drop(repo::format::index::walk_checked_sorted(b, |_| {}));
+        }
         "snapshot" => drop(Snapshot::decode(b)),
         "key" => drop(KeyFile::decode(b)),
         "config" => drop(Config::decode(b)),
