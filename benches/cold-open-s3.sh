@@ -5,7 +5,7 @@
 #
 # REPO_DIR is an existing local repository (e.g. one benches/scale.sh or
 # examples/synth_repo.rs built, with OUT=… to keep it); everything but data/ is uploaded,
-# since opening reads no pack. Three runs of each; several binaries may be compared. The
+# since opening reads no pack. ROUNDS runs of each (3); several binaries may be compared. The
 # backup of an empty stream (a snapshot named cold-open) times a fresh pod's open for backup.
 # Needs moto_server (scripts/test.sh installs it) and rclone.
 # Usage: REPO_PASSWORD=… bash benches/cold-open-s3.sh REPO_DIR [BIN ...]
@@ -26,7 +26,7 @@ timed() {
   measure "$@"
   printf "| %s | %.2f s | %s MB |\n" "$label" "$secs" "$rss_mb"
 }
-for i in 1 2 3; do
+for i in $(seq "${ROUNDS:-3}"); do
   for b in "${BINS[@]}"; do
     rm -rf "$OUT/cache"
     timed "$(basename "$b"): stats, empty cache ($i)" \
