@@ -40,8 +40,18 @@ pub async fn open(b: Arc<dyn Backend>, cache: &std::path::Path, access: Access) 
 
 /// The newest snapshot named `name`, restored into memory.
 pub async fn restore(r: &Arc<Repository>, name: &str) -> Vec<u8> {
+    restore_selected(r, name, "latest").await
+}
+
+/// The stream of snapshot `id` (snapshots this module writes all carry time 0, so "latest"
+/// of several is any of them).
+pub async fn restore_id(r: &Arc<Repository>, name: &str, id: &::repo::format::Id) -> Vec<u8> {
+    restore_selected(r, name, &id.to_hex()).await
+}
+
+async fn restore_selected(r: &Arc<Repository>, name: &str, selector: &str) -> Vec<u8> {
     let f = SnapshotFilter { name: Some(name.into()), tags: vec![] };
-    let (_, snap) = engine::resolve_snapshot(r, "latest", &f).await.expect("resolve");
+    let (_, snap) = engine::resolve_snapshot(r, selector, &f).await.expect("resolve");
     let out = Shared::default();
     restore_stream(r.clone(), &snap, name, out.clone(), Arc::new(NoProgress))
         .await
