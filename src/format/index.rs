@@ -421,17 +421,22 @@ mod tests {
         assert!(IndexFile::decode(&list_delta).is_err());
     }
 
-    /// The raw walk of a checked part gives each entry as stored, the same entries the
-    /// checking visit decodes; cut short it is an error, not a panic.
-    #[test]
-    fn a_checked_sorted_part_walks_as_stored() {
+    /// A whole blob's location, a delta's, and a table of two packs: sorted part samples.
+    fn sorted_samples() -> (BlobLocation, BlobLocation, [(Id, u64); 2]) {
         let whole = sample_loc();
         let delta = BlobLocation {
             flags: crate::format::pack::FLAG_DELTA,
             base: Some(Id([7; 32])),
             ..whole
         };
-        let table = [(Id([5; 32]), 4096), (Id([8; 32]), 8192)];
+        (whole, delta, [(Id([5; 32]), 4096), (Id([8; 32]), 8192)])
+    }
+
+    /// The raw walk of a checked part gives each entry as stored, the same entries the
+    /// checking visit decodes; cut short it is an error, not a panic.
+    #[test]
+    fn a_checked_sorted_part_walks_as_stored() {
+        let (whole, delta, table) = sorted_samples();
         let entries = [(1, Id([6; 32]), whole), (0, Id([9; 32]), delta), (1, Id([9; 32]), whole)];
         let b = encode_sorted(&Id([3; 32]), &table, &entries);
         let mut walked = Vec::new();
@@ -450,13 +455,7 @@ mod tests {
 
     #[test]
     fn golden_sorted_index_part() {
-        let whole = sample_loc();
-        let delta = BlobLocation {
-            flags: crate::format::pack::FLAG_DELTA,
-            base: Some(Id([7; 32])),
-            ..whole
-        };
-        let table = [(Id([5; 32]), 4096), (Id([8; 32]), 8192)];
+        let (whole, delta, table) = sorted_samples();
         let entries = [(1, Id([6; 32]), whole), (0, Id([9; 32]), delta)];
         let b = encode_sorted(&Id([3; 32]), &table, &entries);
         assert_eq!(b.len(), 32 + 4 + 2 * 40 + 4 + (4 + 48) + (4 + 80));
