@@ -1260,9 +1260,6 @@ mod tests {
             const { std::cell::Cell::new(false) };
     }
 
-    /// Found in an audit: a process that ended between writing an index file's entries and
-    /// recording its name left entries no later sync would drop when the file is deleted (a
-    /// prune sweeping its pack): a backup could deduplicate against the deleted pack.
     /// A sorted part's entries go into the run as stored: the record made from an entry's
     /// bytes is the one made from its decoded location.
     #[test]
@@ -1277,6 +1274,9 @@ mod tests {
         assert!(entry_record(&[0; 64]).is_none());
     }
 
+    /// Found in an audit: a process that ended between writing an index file's entries and
+    /// recording its name left entries no later sync would drop when the file is deleted (a
+    /// prune sweeping its pack): a backup could deduplicate against the deleted pack.
     #[test]
     fn entries_whose_names_were_never_recorded_are_dropped_on_open() {
         let dir = tempfile::tempdir().unwrap();

@@ -514,11 +514,13 @@ fn sealed_at(bytes: &RangeBytes, start: u64, loc: &BlobLocation) -> Vec<u8> {
 }
 
 /// One range read of a pack that several small groups share: the first group due makes it,
-/// the others take their blobs from it, and it is freed with the last of them.
+/// the others take their blobs from it, and it is freed with the last of them. If it fails,
+/// each group reads its own range instead.
 pub(crate) struct SharedRead {
     start: u64,
     len: u64,
-    bytes: tokio::sync::OnceCell<Arc<RangeBytes>>,
+    /// The bytes read, or `None` once the read failed.
+    bytes: tokio::sync::OnceCell<Option<Arc<RangeBytes>>>,
 }
 
 /// Groups that small may share a read.
@@ -703,18 +705,21 @@ async fn fetch_group_once(
     }));
     let fetch_group = async {
         let path = paths::pack(&g.pack);
-        Ok::<_, RepoError>(match &g.shared {
-            Some(s) => {
-                let bytes = s
-                    .bytes
-                    .get_or_try_init(|| async {
-                        Ok::<_, RepoError>(Arc::new(
-                            repo.backend.get_range_pieces(&path, s.start, s.len).await?,
-                        ))
-                    })
-                    .await?;
-                (bytes.clone(), s.start)
-            }
+        // a shared read that failed (a pack cut short past this group's blobs) is not tried
+        // again by each of its groups: each reads its own range, whose error is its own
+        let shared = match &g.shared {
+            Some(s) => s
+                .bytes
+                .get_or_init(|| async {
+                    repo.backend.get_range_pieces(&path, s.start, s.len).await.ok().map(Arc::new)
+                })
+                .await
+                .clone()
+                .map(|b| (b, s.start)),
+            None => None,
+        };
+        Ok::<_, RepoError>(match shared {
+            Some(read) => read,
             None => {
                 (Arc::new(repo.backend.get_range_pieces(&path, g.start, g.len).await?), g.start)
             }

@@ -20,6 +20,10 @@ struct CountingBackend {
     pack_reads: AtomicUsize,
     /// Range reads of packs of any size (headers too).
     data_reads: AtomicUsize,
+    /// Range reads of packs longer than this fail (a proxy that limits ranges).
+    refuse_over: std::sync::atomic::AtomicU64,
+    /// Range reads refused so.
+    refused: AtomicUsize,
 }
 
 impl CountingBackend {
@@ -31,6 +35,8 @@ impl CountingBackend {
             bundle_gets: 0.into(),
             pack_reads: 0.into(),
             data_reads: 0.into(),
+            refuse_over: u64::MAX.into(),
+            refused: 0.into(),
         }
     }
 }
@@ -55,6 +61,10 @@ impl Backend for CountingBackend {
         }
         if path.starts_with(paths::DATA_DIR) {
             self.data_reads.fetch_add(1, Ordering::SeqCst);
+            if len > self.refuse_over.load(Ordering::SeqCst) {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(BackendError::Injected { path: path.into() });
+            }
         }
         self.inner.get_range(path, offset, len).await
     }
@@ -155,6 +165,13 @@ async fn an_edited_stream_is_read_a_pack_region_at_a_time() {
     let reads = counting.data_reads.load(Ordering::SeqCst) - before;
     // about 1,000 chunks, half of them deltas: a read per group was about a thousand reads
     assert!(reads <= 4 * packs + 40, "{reads} reads for {packs} packs");
+    // shared reads that fail are tried once, then each group reads its own range (every
+    // member retrying a read of up to 4 MiB was a download of it per group)
+    counting.refuse_over.store(64 << 10, Ordering::SeqCst);
+    let r = open(counting.clone(), &tmp.path().join("r2"), Access::Read).await;
+    assert!(common::engine::restore_id(&r, "db", &id).await == v2);
+    let refused = counting.refused.load(Ordering::SeqCst);
+    assert!((1..=4 * packs + 40).contains(&refused), "{refused} reads refused");
     r.close().await;
 }
 
