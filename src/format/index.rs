@@ -309,9 +309,7 @@ pub fn walk_checked_sorted(
     mut entry: impl FnMut(RawSortedEntry<'_>),
 ) -> Result<(), FormatError> {
     let mut r = Reader::new(data);
-    r.take(32)?;
-    let np = r.u32()? as usize;
-    r.take(np.checked_mul(40).ok_or_else(|| invalid("sorted index", "pack count"))?)?;
+    read_table(&mut r)?;
     let ne = r.u32()?;
     for _ in 0..ne {
         let pack = r.u32()?;

@@ -348,7 +348,7 @@ impl PackCiphers {
                     for (id, i, loc) in chain.into_iter().rev() {
                         let (g, cipher, bytes) = &fetched[i];
                         let base = plain.as_deref().map(|p: &Vec<u8>| p.as_slice());
-                        let sealed = g.sealed(bytes, &loc);
+                        let sealed = sealed_at(bytes, g.start, &loc);
                         plain = Some(Arc::new(
                             open_blob(cipher, &g.pack, &id, &loc, sealed, base).ok()?,
                         ));
@@ -501,13 +501,6 @@ pub(crate) struct Group {
     shared: Option<Arc<SharedRead>>,
 }
 
-impl Group {
-    /// A copy of the sealed bytes of `loc`, one of this group's items, from the group's read.
-    fn sealed(&self, bytes: &RangeBytes, loc: &BlobLocation) -> Vec<u8> {
-        sealed_at(bytes, self.start, loc)
-    }
-}
-
 /// A copy of the sealed bytes of `loc` from a read of its pack that starts at `start`.
 fn sealed_at(bytes: &RangeBytes, start: u64, loc: &BlobLocation) -> Vec<u8> {
     bytes.copy_range((loc.offset as u64 - start) as usize, loc.stored_len as usize)
@@ -543,10 +536,10 @@ fn share_reads(groups: &mut [Group]) {
     let mut planned: std::collections::VecDeque<(usize, u64)> = Default::default();
     let mut in_budget = 0u64;
     for i in 0..groups.len() {
-        while planned.front().is_some_and(|&(at, _)| at + SHARE_AHEAD <= i) {
-            if let Some((_, len)) = planned.pop_front() {
-                in_budget -= len;
-            }
+        // reads planned SHARE_AHEAD groups back serve no group from here on
+        while let Some(&(_, len)) = planned.front().filter(|&&(at, _)| at + SHARE_AHEAD <= i) {
+            planned.pop_front();
+            in_budget -= len;
         }
         let g = &groups[i];
         if g.shared.is_some() || g.len > SHARE_SMALL {
@@ -952,10 +945,13 @@ mod tests {
         let mut groups = group(interleave(300, 100));
         assert_eq!(groups.len(), 200);
         share_reads(&mut groups);
+        let reads = |groups: &[Group]| {
+            let r: std::collections::HashSet<*const SharedRead> =
+                groups.iter().filter_map(|g| g.shared.as_ref().map(Arc::as_ptr)).collect();
+            r.len()
+        };
         // two reads: one of each pack, each spanning its blobs
-        let reads: std::collections::HashSet<*const SharedRead> =
-            groups.iter().filter_map(|g| g.shared.as_ref().map(Arc::as_ptr)).collect();
-        assert_eq!(reads.len(), 2);
+        assert_eq!(reads(&groups), 2);
         assert!(groups.iter().all(|g| {
             let s = g.shared.as_ref().unwrap();
             s.start <= g.start && g.start + g.len <= s.start + s.len
@@ -963,9 +959,7 @@ mod tests {
         // groups further apart than SHARE_AHEAD share no read
         let mut groups = group(interleave(300, 1000));
         share_reads(&mut groups);
-        let reads: std::collections::HashSet<*const SharedRead> =
-            groups.iter().filter_map(|g| g.shared.as_ref().map(Arc::as_ptr)).collect();
-        assert!(reads.len() >= 2 * 1000 / SHARE_AHEAD, "{} reads", reads.len());
+        assert!(reads(&groups) >= 2 * 1000 / SHARE_AHEAD, "{} reads", reads(&groups));
         // large groups keep their own reads; the reads held at once stay within the budget
         let mut groups = group(interleave(SHARE_SMALL as u32 + 1, 8));
         share_reads(&mut groups);
