@@ -218,39 +218,53 @@ fn repo_url(cli: &Cli) -> anyhow::Result<&str> {
         .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set REPO_REPOSITORY"))
 }
 
+/// Opens for a command whose first step lists the snapshots (backup and read access): the
+/// listing overlaps the index download ([`Repository::open_with`]).
 async fn open(cli: &Cli, access: Access) -> anyhow::Result<Arc<Repository>> {
-    let repo = open_keep_warnings(cli, access).await?;
+    open_listing(cli, access, matches!(access, Access::Backup | Access::Read)).await
+}
+
+/// Opens, listing the snapshots meanwhile only if `list` is set.
+async fn open_listing(cli: &Cli, access: Access, list: bool) -> anyhow::Result<Arc<Repository>> {
+    let repo = open_keep_warnings(cli, access, list).await?;
     warnings(cli, &repo);
     Ok(repo)
 }
 
 /// Opens without printing the warnings gathered while opening (`check` reports them itself).
-async fn open_keep_warnings(cli: &Cli, access: Access) -> anyhow::Result<Arc<Repository>> {
+async fn open_keep_warnings(
+    cli: &Cli,
+    access: Access,
+    list: bool,
+) -> anyhow::Result<Arc<Repository>> {
     let backend = backend(cli, repo_url(cli)?)?;
     let pw = password(cli)?;
-    open_at(cli, backend, pw.as_deref(), access).await
+    open_at(cli, backend, pw.as_deref(), access, list).await
 }
 
-/// Opens the repository on `backend` and registers it to be closed when the command ends.
+/// Opens the repository on `backend` (listing the snapshots meanwhile if `list` is set) and
+/// registers it to be closed when the command ends.
 async fn open_at(
     cli: &Cli,
     backend: Arc<dyn repo::backend::Backend>,
     password: Option<&[u8]>,
     access: Access,
+    list: bool,
 ) -> anyhow::Result<Arc<Repository>> {
-    let opened =
-        match Repository::open(backend.clone(), password, cli.cache_dir.clone(), access).await {
-            // no password given, but a person at a terminal can type one
-            Err(RepoError::PasswordNeeded { location }) if password.is_none() => {
-                match prompt_password(&format!("password for {location}: "), false)? {
-                    Some(pw) => {
-                        Repository::open(backend, Some(&pw), cli.cache_dir.clone(), access).await?
-                    }
-                    None => return Err(RepoError::PasswordNeeded { location }.into()),
+    let cache = || cli.cache_dir.clone();
+    let opened = match Repository::open_with(backend.clone(), password, cache(), access, list).await
+    {
+        // no password given, but a person at a terminal can type one
+        Err(RepoError::PasswordNeeded { location }) if password.is_none() => {
+            match prompt_password(&format!("password for {location}: "), false)? {
+                Some(pw) => {
+                    Repository::open_with(backend, Some(&pw), cache(), access, list).await?
                 }
+                None => return Err(RepoError::PasswordNeeded { location }.into()),
             }
-            other => other?,
-        };
+        }
+        other => other?,
+    };
     let repo = Arc::new(opened);
     OPENED.lock().unwrap_or_else(|p| p.into_inner()).push(repo.clone());
     Ok(repo)
@@ -444,7 +458,8 @@ async fn check(cli: &Cli, a: &args::CheckArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|m| m.parse().map_err(|e| usage!("--max-age {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let repo = open_keep_warnings(cli, Access::Read).await?;
+    // check lists the snapshot files itself
+    let repo = open_keep_warnings(cli, Access::Read, false).await?;
     let r = ops::check::run(repo, &CheckOptions { read_data, verify_restore, max_age }).await?;
     emit(cli, &r, render::check)?;
     Ok(match (r.ok, r.late.is_empty()) {
@@ -652,7 +667,7 @@ async fn copy(cli: &Cli, a: &args::CopyArgs) -> anyhow::Result<()> {
         Some(p) => Some(p),
         None => password(cli)?,
     };
-    let dst = open_at(cli, backend(cli, &a.to)?, pw.as_deref(), Access::Backup).await?;
+    let dst = open_at(cli, backend(cli, &a.to)?, pw.as_deref(), Access::Backup, true).await?;
     warnings(cli, &dst);
     let selected = if a.snapshots.is_empty() {
         repo::repo::select_snapshots(&src, &a.filter.snapshots(), a.latest, a.latest.is_some())
@@ -700,7 +715,8 @@ async fn repair(cli: &Cli, what: &args::RepairCmd) -> anyhow::Result<()> {
         args::RepairCmd::Index => Access::Backup,
         args::RepairCmd::Snapshots { .. } => Access::Read,
     };
-    let repo = open(cli, access).await?;
+    // repair lists what it reads itself
+    let repo = open_listing(cli, access, false).await?;
     match what {
         args::RepairCmd::Index => {
             emit(cli, &ops::repair::repair_index(repo).await?, render::repair_index)?

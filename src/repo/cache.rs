@@ -581,6 +581,26 @@ impl IndexCache {
     pub async fn sync(&self, repo: &Repository) -> Result<Vec<Unreadable>> {
         let _one = self.syncing.lock().await;
         let listed = repo.backend.list(paths::INDEX_DIR).await?;
+        self.sync_locked(repo, listed).await
+    }
+
+    /// [`IndexCache::sync`] from a listing of the index files that the opener made after
+    /// writing its lease, before anything else could sync (a listing older than another
+    /// sync's would make the files that sync took in look deleted).
+    pub(super) async fn sync_listed(
+        &self,
+        repo: &Repository,
+        listed: Vec<crate::backend::ObjectInfo>,
+    ) -> Result<Vec<Unreadable>> {
+        let _one = self.syncing.lock().await;
+        self.sync_locked(repo, listed).await
+    }
+
+    async fn sync_locked(
+        &self,
+        repo: &Repository,
+        listed: Vec<crate::backend::ObjectInfo>,
+    ) -> Result<Vec<Unreadable>> {
         let names: HashSet<Id> = listed.iter().filter_map(|o| paths::id_of(&o.path)).collect();
         // a recording failed part way: start again from nothing ([`IndexCache::record`])
         self.clear_if_torn()?;
@@ -723,15 +743,19 @@ impl IndexCache {
         if !taken.files.is_empty() {
             self.set_meta_lazily(RECORDING, 1)?;
         }
+        // a run written here is named in the commit that records the files' names: one
+        // commit (and fsync) fewer for a fresh pod, and the two cannot part in a crash
+        let mut run = None;
         if let Some(s) = taken.scratch.take() {
-            // the sorted parts' run is named first; the bucketed entries then go into the table
-            self.record_segments(s.generation, s.segments)?;
-            self.record_run(s.builder)?;
+            // the sorted parts' run is written first; the bucketed entries then go into the
+            // table
+            self.record_segments(s.generation, s.segments, &mut run)?;
+            self.record_run(s.builder, &mut run)?;
         } else {
             let empty = self.is_empty()?;
             self.insert_sorted(taken.entries.into_sorted()?, empty)?;
         }
-        if taken.files.is_empty() {
+        if taken.files.is_empty() && run.is_none() {
             return Ok(());
         }
         #[cfg(test)]
@@ -749,9 +773,16 @@ impl IndexCache {
                 names.insert(name.as_str(), *n).map_err(|e| self.err(e))?;
             }
             let mut m = tx.open_table(META).map_err(|e| self.err(e))?;
+            if let Some((generation, _)) = &run {
+                m.insert("run", *generation).map_err(|e| self.err(e))?;
+            }
             m.insert(RECORDING, 0).map_err(|e| self.err(e))?;
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(|e| self.err(e))?;
+        if let Some((_, r)) = run {
+            *self.run.write().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        }
+        Ok(())
     }
 
     /// Whether the cache holds no blob entry (a fresh pod's, or one just cleared).
@@ -788,43 +819,51 @@ impl IndexCache {
         Ok(u64::from_le_bytes(g).max(1))
     }
 
-    /// Writes the run of sorted index parts (if any part went into it) and names it, as
-    /// [`Self::record_run`] does.
-    fn record_segments(&self, generation: u64, segments: Segments) -> Result<()> {
+    /// Writes the run of sorted index parts (if any part went into it), to be named as
+    /// [`Self::prepare_run`] says.
+    fn record_segments(
+        &self,
+        generation: u64,
+        segments: Segments,
+        run: &mut Option<(u64, Arc<Run>)>,
+    ) -> Result<()> {
         if segments.records() == 0 {
             return Ok(());
         }
         let path = segments.path().to_path_buf();
         segments.finish(!self.temporary).map_err(|e| cache_err(&path, e))?;
-        self.name_run(generation)
+        self.prepare_run(generation, run)
     }
 
-    /// Writes a sealed run and names it in the metadata (the run is durable first). If the
-    /// cache was filled meanwhile (another ingest of this process), its entries go into the
-    /// table instead.
-    fn record_run(&self, builder: super::blobrun::Builder) -> Result<()> {
+    /// Writes a sealed run, to be named as [`Self::prepare_run`] says.
+    fn record_run(
+        &self,
+        builder: super::blobrun::Builder,
+        run: &mut Option<(u64, Arc<Run>)>,
+    ) -> Result<()> {
         if builder.is_empty() {
             return Ok(());
         }
         let generation = self.new_generation()?;
         let path = self.run_path(generation);
         builder.finish(&path, !self.temporary).map_err(|e| cache_err(&path, e))?;
-        self.name_run(generation)
+        self.prepare_run(generation, run)
     }
 
-    /// Names run `generation` (written) in the metadata, once its directory entry is
-    /// durable; if the cache holds entries already (a run named by the parts of a sorted
-    /// index, or another ingest of this process), the run's entries go into the table
-    /// instead and the file is removed.
-    fn name_run(&self, generation: u64) -> Result<()> {
+    /// Run `generation` (written and durable): if the cache holds no entry and no other run
+    /// is about to be named, it is left in `run` (its directory entry made durable) for the
+    /// caller to name in the metadata. Otherwise (a run of sorted parts written just before,
+    /// or another ingest of this process filled the cache) its entries go into the table and
+    /// the file is removed.
+    fn prepare_run(&self, generation: u64, run: &mut Option<(u64, Arc<Run>)>) -> Result<()> {
         let path = self.run_path(generation);
         let io = |e: std::io::Error| cache_err(&path, e);
-        let run = Arc::new(Run::open(&path).map_err(io)?);
-        if !self.is_empty()? {
-            let entries = run
+        let opened = Arc::new(Run::open(&path).map_err(io)?);
+        if run.is_some() || !self.is_empty()? {
+            let entries = opened
                 .iter()
                 .map_err(io)?
-                .map(|r| r.map(|(k, v)| (k.to_vec(), v)).map_err(|e| cache_err(run.path(), e)));
+                .map(|r| r.map(|(k, v)| (k.to_vec(), v)).map_err(|e| cache_err(opened.path(), e)));
             let done = self.insert_sorted(entries, false);
             let _ = std::fs::remove_file(&path);
             return done;
@@ -832,13 +871,7 @@ impl IndexCache {
         if !self.temporary {
             crate::fsutil::sync_dir(&path).map_err(io)?;
         }
-        let tx = self.begin_write()?;
-        tx.open_table(META)
-            .map_err(|e| self.err(e))?
-            .insert("run", generation)
-            .map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
-        *self.run.write().unwrap_or_else(|p| p.into_inner()) = Some(run);
+        *run = Some((generation, opened));
         Ok(())
     }
 
@@ -1282,12 +1315,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let c = IndexCache::open(dir.path()).unwrap();
+            // into an empty cache the entries go into a run, named in the commit that names
+            // the files: an end in between leaves neither
+            END_AFTER_ENTRIES.set(true);
+            let r = c.ingest(&[("a".into(), file(10, &[1, 2]))]);
+            END_AFTER_ENTRIES.set(false);
+            assert!(r.is_err());
+            assert!(c.lookup(&Id([1; 32])).unwrap().is_none(), "no entry without its name");
+            c.ingest(&[("z".into(), file(9, &[9]))]).unwrap();
+            // into a filled cache they go into the table, committed before the names
             END_AFTER_ENTRIES.set(true);
             let r = c.ingest(&[("a".into(), file(10, &[1, 2]))]);
             END_AFTER_ENTRIES.set(false);
             assert!(r.is_err());
             assert!(c.lookup(&Id([1; 32])).unwrap().is_some(), "the entries are there");
-            assert!(c.ingested().unwrap().is_empty(), "but not the file's name");
+            assert!(!c.ingested().unwrap().contains("a"), "but not the file's name");
         }
         let c = IndexCache::open(dir.path()).unwrap();
         assert!(c.lookup(&Id([1; 32])).unwrap().is_none(), "dropped on open");

@@ -37,7 +37,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, ObjectInfo};
 use crate::codec::CodecError;
 use crate::codec::chunker::{ChunkerParams, Gear};
 use crate::codec::crypto::{KdfParams, MasterKeys, unwrap_master, wrap_master};
@@ -450,6 +450,9 @@ pub struct Repository {
     /// Snapshot objects this process's listings fetched one by one since a writer last
     /// looked (snapshots.rs): whether it should store a new bundle.
     fetched_alone: std::sync::atomic::AtomicUsize,
+    /// Every snapshot, listed while the index was brought up to date (for backup and read
+    /// access): the first listing of the command takes it instead of listing again.
+    listed_at_open: std::sync::Mutex<Option<snapshots::Listing>>,
 }
 
 /// Creates a repository. Writes the key file first and the config last: the config is what
@@ -511,12 +514,13 @@ pub async fn init(
 async fn unlock(
     backend: &Arc<dyn Backend>,
     password: Option<&[u8]>,
+    keyfiles: Vec<ObjectInfo>,
     cbytes: &[u8],
 ) -> Result<(MasterKeys, CipherKind, Vec<u8>)> {
     let location = backend.location();
     let (mut last_err, mut config_err) = (None, None);
     let mut keys = Vec::new();
-    for f in backend.list(paths::KEYS_DIR).await? {
+    for f in keyfiles {
         let bytes = backend.get(&f.path).await?;
         match KeyFile::decode(&bytes) {
             Ok(kf) => keys.push((f.path, kf)),
@@ -628,12 +632,32 @@ impl Repository {
         cache_base: Option<PathBuf>,
         access: Access,
     ) -> Result<Repository> {
+        Self::open_with(backend, password, cache_base, access, false).await
+    }
+
+    /// [`Repository::open`], and with `list_snapshots` (for backup and read access) every
+    /// snapshot is also listed while the index cache is brought up to date: the command's
+    /// first listing ([`list_snapshots`] and the functions built on it) then takes that one.
+    /// For commands whose first step is a listing (a backup's predecessor, a restore's
+    /// `latest`): a fresh pod on S3 waits for the index download only, not for the listing
+    /// after it.
+    pub async fn open_with(
+        backend: Arc<dyn Backend>,
+        password: Option<&[u8]>,
+        cache_base: Option<PathBuf>,
+        access: Access,
+        list_snapshots: bool,
+    ) -> Result<Repository> {
         let location = backend.location();
-        if backend.stat(paths::CONFIG).await?.is_none() {
-            return Err(RepoError::NotARepository { location });
-        }
-        let cbytes = backend.get(paths::CONFIG).await?;
-        let (keys, cipher, body) = unlock(&backend, password, &cbytes).await?;
+        // the config and the key files' names in one round trip: a fresh pod on S3 waits for
+        // each request in turn before the index download can start
+        let (cbytes, keyfiles) =
+            tokio::join!(backend.get(paths::CONFIG), backend.list(paths::KEYS_DIR));
+        let cbytes = match cbytes {
+            Err(e) if e.is_not_found() => return Err(RepoError::NotARepository { location }),
+            other => other?,
+        };
+        let (keys, cipher, body) = unlock(&backend, password, keyfiles?, &cbytes).await?;
         let config = Config::decode(&body).map_err(|e| RepoError::format(paths::CONFIG, e))?;
         let chunker =
             ChunkerParams::from_config(&config).map_err(|e| RepoError::codec(paths::CONFIG, e))?;
@@ -641,24 +665,39 @@ impl Repository {
         let base = cache_base
             .or_else(|| dirs::cache_dir().map(|d| d.join("repo")))
             .unwrap_or_else(std::env::temp_dir);
-        let index = IndexCache::open(&base.join(hex::encode(config.repo_id)))?;
-        let lease = match access.lease_kind() {
-            Some(kind) => match Lease::acquire(backend.clone(), kind).await {
-                Ok(l) => Some(l),
-                // a reader of read-only storage (a mount or a key without write access)
-                // goes on without a lease, and is told what that risks
-                Err(RepoError::Backend(BackendError::PermissionDenied { path }))
-                    if access == Access::Read =>
-                {
-                    index.warn(format!(
-                        "{path}: permission denied; reading without a lease, so a prune running \
-                         elsewhere may remove data while this runs"
-                    ));
-                    None
+        // the cache's database is opened (or created, with fsyncs) while the lease is written
+        let dir = base.join(hex::encode(config.repo_id));
+        let index = tokio::task::spawn_blocking(move || IndexCache::open(&dir));
+        let lease = async {
+            match access.lease_kind() {
+                Some(kind) => Lease::acquire(backend.clone(), kind).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (index, lease) = tokio::join!(index, lease);
+        let index = match index.map_err(RepoError::from).and_then(|i| i) {
+            Ok(i) => i,
+            Err(e) => {
+                if let Ok(Some(l)) = lease {
+                    l.release().await;
                 }
-                Err(e) => return Err(e),
-            },
-            None => None,
+                return Err(e);
+            }
+        };
+        let lease = match lease {
+            Ok(l) => l,
+            // a reader of read-only storage (a mount or a key without write access)
+            // goes on without a lease, and is told what that risks
+            Err(RepoError::Backend(BackendError::PermissionDenied { path }))
+                if access == Access::Read =>
+            {
+                index.warn(format!(
+                    "{path}: permission denied; reading without a lease, so a prune running \
+                     elsewhere may remove data while this runs"
+                ));
+                None
+            }
+            Err(e) => return Err(e),
         };
         let keep_alive = std::sync::Mutex::new(lease.as_ref().map(|l| l.keep_alive()));
         let mut repo = Repository {
@@ -673,17 +712,12 @@ impl Repository {
             keep_alive,
             condemned: Arc::new(Condemned::default()),
             fetched_alone: Default::default(),
+            listed_at_open: Default::default(),
         };
         if access == Access::Snapshots {
             return Ok(repo);
         }
-        let opened = async {
-            repo.condemned = Arc::new(lease::condemned(&repo).await?);
-            repo.index.avoid(repo.condemned.packs.clone());
-            repo.index.sync(&repo).await?;
-            Ok(())
-        }
-        .await;
+        let opened = repo.bring_up(access, list_snapshots).await;
         match opened {
             Ok(()) => Ok(repo),
             Err(e) => {
@@ -691,6 +725,30 @@ impl Repository {
                 Err(e)
             }
         }
+    }
+
+    /// What opening does after the lease is written: reads the prune records and lists the
+    /// index files together (no index file is read before the records: a record gone by
+    /// then was deleted after the index files it dooms), then brings the index cache up to
+    /// date, listing the snapshots meanwhile if `list_snapshots`.
+    async fn bring_up(&mut self, access: Access, list_snapshots: bool) -> Result<()> {
+        let (condemned, listed) =
+            tokio::join!(lease::condemned(self), self.backend.list(paths::INDEX_DIR));
+        self.condemned = Arc::new(condemned?);
+        self.index.avoid(self.condemned.packs.clone());
+        let listed = listed?;
+        let repo = &*self;
+        let sync = repo.index.sync_listed(repo, listed);
+        if list_snapshots && matches!(access, Access::Backup | Access::Read) {
+            // the snapshots are listed (and a fresh pod fetches them) during the index
+            // download: the command needs them next
+            let (synced, listing) = tokio::join!(sync, snapshots::list_all(repo));
+            synced?;
+            *repo.listed_at_open.lock().unwrap_or_else(|p| p.into_inner()) = Some(listing?);
+        } else {
+            sync.await?;
+        }
+        Ok(())
     }
 
     /// The backend's location, for messages (credentials redacted).

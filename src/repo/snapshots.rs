@@ -80,6 +80,21 @@ pub async fn list_snapshots_checked(
     repo: &Repository,
     filter: &SnapshotFilter,
 ) -> Result<(Vec<(Id, Snapshot)>, Vec<Unreadable>)> {
+    // the listing made while the repository was opened, if no listing took it yet
+    let at_open = repo.listed_at_open.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let (all, unreadable) = match at_open {
+        Some(l) => l,
+        None => list_all(repo).await?,
+    };
+    Ok((all.into_iter().filter(|(_, s)| filter.matches(s)).collect(), unreadable))
+}
+
+/// Every snapshot, oldest first, and the snapshot files that could not be read.
+pub type Listing = (Vec<(Id, Snapshot)>, Vec<Unreadable>);
+
+/// Lists and reads every snapshot ([`list_snapshots_checked`] without a filter), from the
+/// local cache where it holds them, else from bundles or one object at a time.
+pub(super) async fn list_all(repo: &Repository) -> Result<Listing> {
     let files = repo.backend.list(paths::SNAPSHOTS_DIR).await?;
     // objects seen before come from the local cache: a year of hourly snapshots is thousands
     // of requests to S3 otherwise, for every backup and restore of `latest`
@@ -141,9 +156,7 @@ pub async fn list_snapshots_checked(
                 if let Some(b) = keep {
                     fetched.push((id, b));
                 }
-                if filter.matches(&s) {
-                    out.push((id, s));
-                }
+                out.push((id, s));
             }
             Err(RepoError::Backend(e)) if e.is_not_found() => {} // forgotten meanwhile
             Err(e) => {

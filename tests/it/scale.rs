@@ -222,6 +222,45 @@ async fn snapshot_listings_fetch_only_new_snapshot_objects() {
     r2.close().await;
 }
 
+/// A command whose first step is a listing (a backup's predecessor, a restore's `latest`)
+/// opens with the snapshots listed during the index download: its first listing is that one
+/// (filtered, without a request), and later listings list again and see what was stored
+/// since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listing_made_while_opening_serves_the_first_listing_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mem: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    engine::init(&mem, Some(b"pw"), &opts()).await.unwrap();
+    let w = open(mem.clone(), &tmp.path().join("writer"), Access::Backup).await;
+    backup(&w, "db0", &common::noise(20_000, 0)).await;
+    backup(&w, "db1", &common::noise(20_000, 1)).await;
+    let counting = Arc::new(CountingBackend::new(mem.clone()));
+    let gets = || counting.snapshot_gets.load(Ordering::SeqCst);
+    let cache = Some(tmp.path().join("fresh"));
+    let r = engine::Repository::open_with(counting.clone(), Some(b"pw"), cache, Access::Read, true)
+        .await
+        .unwrap();
+    assert_eq!(gets(), 2, "both snapshots were read while the repository was opened");
+    backup(&w, "db2", &common::noise(20_000, 2)).await;
+    let one = SnapshotFilter { name: Some("db1".into()), tags: vec![] };
+    let first = list_snapshots(&r, &one).await.unwrap();
+    assert_eq!(first.len(), 1, "the filter applies to the listing made while opening");
+    assert_eq!(first[0].1.name, "db1");
+    assert_eq!(gets(), 2, "the first listing made no request");
+    let all = SnapshotFilter::default();
+    assert_eq!(list_snapshots(&r, &all).await.unwrap().len(), 3, "the next one lists again");
+    assert_eq!(gets(), 3);
+    // without the listing at open, the first listing reads the objects itself
+    let plain = open(counting.clone(), &tmp.path().join("plain"), Access::Read).await;
+    assert_eq!(gets(), 3);
+    assert_eq!(list_snapshots(&plain, &all).await.unwrap().len(), 3);
+    assert_eq!(gets(), 6);
+    for repo in [&w, &plain] {
+        repo.close().await;
+    }
+    r.close().await;
+}
+
 /// A fresh pod at many snapshots: the first backup that has to fetch the snapshot objects one
 /// by one leaves a bundle of them, and the next fresh cache reads that bundle instead of one
 /// object per snapshot. A bundle is only a copy: an entry whose bytes are not the object it
