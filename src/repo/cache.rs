@@ -27,7 +27,12 @@ use crate::format::pack::BlobType;
 
 const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
 const INDEX_FILES: TableDefinition<&str, u64> = TableDefinition::new("index_files");
-const PACKS: TableDefinition<&[u8], u64> = TableDefinition::new("packs");
+/// The packs each index file lists, by the file's name: 40-byte records (pack id, length as
+/// u64 LE). One value per file, not one row per pack: a fresh pod records tens of thousands
+/// of packs, and only `check` reads them.
+const FILE_PACKS: TableDefinition<&str, &[u8]> = TableDefinition::new("file_packs");
+/// One record of a [`FILE_PACKS`] value.
+const PACK_RECORD: usize = 40;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Set in META while [`IndexCache::record`] writes entries whose files' names are not yet
 /// recorded; found set on open, the cache is rebuilt.
@@ -42,8 +47,8 @@ const BUNDLES_READ: TableDefinition<&[u8], ()> = TableDefinition::new("bundles_r
 /// 2: one entry per copy of a blob (id, pack), not one per id. 3: the entries of a cache built
 /// from scratch in a sealed run file beside the database (`blobrun.rs`), named by META `run`.
 /// 4: run records with a pack number and an unpadded value (51 or 83 bytes, were 111), in
-/// blocks of 32.
-const CACHE_VERSION: u64 = 5;
+/// blocks of 32. 6: each index file's packs in one value (`FILE_PACKS`), not one row per pack.
+const CACHE_VERSION: u64 = 6;
 /// redb's page cache defaults to 1 GiB and fills as the table grows; its memory plateaus at
 /// about twice this setting (measured: ~35 MiB at 16 MiB, ~12 MiB at 4 MiB, with a reader
 /// beside the writer). 4 MiB cost no measurable speed on the benchmark: pages come from the
@@ -496,7 +501,7 @@ impl IndexCache {
     fn clear_locked(&self) -> Result<()> {
         let tx = self.begin_write()?;
         tx.delete_table(BLOBS).map_err(|e| self.err(e))?;
-        tx.delete_table(PACKS).map_err(|e| self.err(e))?;
+        tx.delete_table(FILE_PACKS).map_err(|e| self.err(e))?;
         tx.delete_table(INDEX_FILES).map_err(|e| self.err(e))?;
         tx.delete_table(SNAPSHOTS).map_err(|e| self.err(e))?;
         tx.delete_table(BUNDLES_READ).map_err(|e| self.err(e))?;
@@ -506,7 +511,7 @@ impl IndexCache {
             m.insert("run", 0).map_err(|e| self.err(e))?;
             m.insert(RECORDING, 0).map_err(|e| self.err(e))?;
             tx.open_table(BLOBS).map_err(|e| self.err(e))?;
-            tx.open_table(PACKS).map_err(|e| self.err(e))?;
+            tx.open_table(FILE_PACKS).map_err(|e| self.err(e))?;
             tx.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
@@ -764,12 +769,16 @@ impl IndexCache {
         }
         let tx = self.begin_write()?;
         {
-            let mut packs = tx.open_table(PACKS).map_err(|e| self.err(e))?;
+            let mut packs = tx.open_table(FILE_PACKS).map_err(|e| self.err(e))?;
             let mut names = tx.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
+            let mut value = Vec::new();
             for (name, file_packs, n) in &taken.files {
+                value.clear();
                 for (p, len) in file_packs {
-                    packs.insert(&p.0[..], *len).map_err(|e| self.err(e))?;
+                    value.extend_from_slice(&p.0);
+                    value.extend_from_slice(&len.to_le_bytes());
                 }
+                packs.insert(name.as_str(), &value[..]).map_err(|e| self.err(e))?;
                 names.insert(name.as_str(), *n).map_err(|e| self.err(e))?;
             }
             let mut m = tx.open_table(META).map_err(|e| self.err(e))?;
@@ -944,17 +953,23 @@ impl IndexCache {
         t.len().map_err(|e| self.err(e))
     }
 
-    /// Every pack the index files list, with its length in bytes.
+    /// Every pack the index files list, with its length in bytes, in id order.
     pub fn packs(&self) -> Result<Vec<(Id, u64)>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(PACKS).map_err(|e| self.err(e))?;
+        let t = tx.open_table(FILE_PACKS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for r in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = r.map_err(|e| self.err(e))?;
-            if let Ok(id) = <[u8; 32]>::try_from(k.value()) {
-                out.push((Id(id), v.value()));
+            let (_, v) = r.map_err(|e| self.err(e))?;
+            for rec in v.value().chunks_exact(PACK_RECORD) {
+                let (id, len) = rec.split_at(32);
+                if let (Ok(id), Ok(len)) = (<[u8; 32]>::try_from(id), <[u8; 8]>::try_from(len)) {
+                    out.push((Id(id), u64::from_le_bytes(len)));
+                }
             }
         }
+        // a pack listed by several files (a repack's and a sweep's) once
+        out.sort_unstable_by_key(|(p, _)| p.0);
+        out.dedup_by_key(|(p, _)| p.0);
         Ok(out)
     }
 
@@ -1114,15 +1129,12 @@ impl IndexCache {
     pub fn counts(&self) -> Result<(u64, u64, u64, u64)> {
         let mut blobs = 0u64;
         self.for_each_blob(|_| blobs += 1)?;
+        let packs = self.packs()?;
+        let bytes = packs.iter().map(|(_, len)| len).sum();
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let packs = tx.open_table(PACKS).map_err(|e| self.err(e))?;
-        let mut bytes = 0u64;
-        for r in packs.iter().map_err(|e| self.err(e))? {
-            bytes += r.map_err(|e| self.err(e))?.1.value();
-        }
         let files =
             tx.open_table(INDEX_FILES).map_err(|e| self.err(e))?.len().map_err(|e| self.err(e))?;
-        Ok((blobs, packs.len().map_err(|e| self.err(e))?, bytes, files))
+        Ok((blobs, packs.len() as u64, bytes, files))
     }
 
     /// Sum of `raw_len` over all distinct data blobs: the unique content stored.
@@ -1291,6 +1303,25 @@ mod tests {
         /// there), on this test's thread only.
         pub(super) static END_AFTER_ENTRIES: std::cell::Cell<bool> =
             const { std::cell::Cell::new(false) };
+    }
+
+    /// The packs index files list are kept per file and come back once each, in id order,
+    /// from a fresh build (a run) and from later files (the table) alike, and again after a
+    /// reopen.
+    #[test]
+    fn packs_listed_by_several_files_are_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = IndexCache::open(dir.path()).unwrap();
+            c.ingest(&[("a".into(), file(7, &[1, 2])), ("b".into(), file(3, &[4]))]).unwrap();
+            // a later file naming pack 7 again (a sweep's file for a resurrected pack)
+            c.ingest(&[("c".into(), file(7, &[1])), ("d".into(), file(9, &[6]))]).unwrap();
+        }
+        let c = IndexCache::open(dir.path()).unwrap();
+        let mib = 1u64 << 20;
+        let want = vec![(Id([3; 32]), mib), (Id([7; 32]), mib), (Id([9; 32]), mib)];
+        assert_eq!(c.packs().unwrap(), want);
+        assert_eq!(c.counts().unwrap(), (4, 3, 3 * mib, 4));
     }
 
     /// A sorted part's entries go into the run as stored: the record made from an entry's
