@@ -31,6 +31,8 @@ const INDEX_FILES: TableDefinition<&str, u64> = TableDefinition::new("index_file
 /// u64 LE). One value per file, not one row per pack: a fresh pod records tens of thousands
 /// of packs, and only `check` reads them.
 const FILE_PACKS: TableDefinition<&str, &[u8]> = TableDefinition::new("file_packs");
+/// Version 5's table of packs, one row each: dropped when a cache is cleared.
+const OLD_PACKS: TableDefinition<&[u8], u64> = TableDefinition::new("packs");
 /// One record of a [`FILE_PACKS`] value.
 const PACK_RECORD: usize = 40;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -502,6 +504,7 @@ impl IndexCache {
         let tx = self.begin_write()?;
         tx.delete_table(BLOBS).map_err(|e| self.err(e))?;
         tx.delete_table(FILE_PACKS).map_err(|e| self.err(e))?;
+        tx.delete_table(OLD_PACKS).map_err(|e| self.err(e))?;
         tx.delete_table(INDEX_FILES).map_err(|e| self.err(e))?;
         tx.delete_table(SNAPSHOTS).map_err(|e| self.err(e))?;
         tx.delete_table(BUNDLES_READ).map_err(|e| self.err(e))?;
@@ -744,18 +747,38 @@ impl IndexCache {
         self.clear_if_torn_locked()
     }
 
-    fn record_locked(&self, mut taken: Taken) -> Result<()> {
+    fn record_locked(&self, taken: Taken) -> Result<()> {
         if !taken.files.is_empty() {
             self.set_meta_lazily(RECORDING, 1)?;
         }
         // a run written here is named in the commit that records the files' names: one
         // commit (and fsync) fewer for a fresh pod, and the two cannot part in a crash
         let mut run = None;
+        match self.record_into(taken, &mut run) {
+            Ok(()) => {
+                if let Some((_, r)) = run {
+                    *self.run.write().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // never named: removed now, or it would lie beside the next build until an open
+                if let Some((_, r)) = run {
+                    let _ = std::fs::remove_file(r.path());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Self::record_locked`]'s work; a run it writes and leaves in `run` is named in its
+    /// last commit.
+    fn record_into(&self, mut taken: Taken, run: &mut Option<(u64, Arc<Run>)>) -> Result<()> {
         if let Some(s) = taken.scratch.take() {
             // the sorted parts' run is written first; the bucketed entries then go into the
             // table
-            self.record_segments(s.generation, s.segments, &mut run)?;
-            self.record_run(s.builder, &mut run)?;
+            self.record_segments(s.generation, s.segments, run)?;
+            self.record_run(s.builder, run)?;
         } else {
             let empty = self.is_empty()?;
             self.insert_sorted(taken.entries.into_sorted()?, empty)?;
@@ -782,16 +805,12 @@ impl IndexCache {
                 names.insert(name.as_str(), *n).map_err(|e| self.err(e))?;
             }
             let mut m = tx.open_table(META).map_err(|e| self.err(e))?;
-            if let Some((generation, _)) = &run {
+            if let Some((generation, _)) = run {
                 m.insert("run", *generation).map_err(|e| self.err(e))?;
             }
             m.insert(RECORDING, 0).map_err(|e| self.err(e))?;
         }
-        tx.commit().map_err(|e| self.err(e))?;
-        if let Some((_, r)) = run {
-            *self.run.write().unwrap_or_else(|p| p.into_inner()) = Some(r);
-        }
-        Ok(())
+        tx.commit().map_err(|e| self.err(e))
     }
 
     /// Whether the cache holds no blob entry (a fresh pod's, or one just cleared).
@@ -1353,6 +1372,13 @@ mod tests {
             END_AFTER_ENTRIES.set(false);
             assert!(r.is_err());
             assert!(c.lookup(&Id([1; 32])).unwrap().is_none(), "no entry without its name");
+            let runs = || {
+                std::fs::read_dir(dir.path())
+                    .unwrap()
+                    .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "run"))
+                    .count()
+            };
+            assert_eq!(runs(), 0, "the run never named was removed");
             c.ingest(&[("z".into(), file(9, &[9]))]).unwrap();
             // into a filled cache they go into the table, committed before the names
             END_AFTER_ENTRIES.set(true);

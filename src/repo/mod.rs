@@ -727,13 +727,23 @@ impl Repository {
         }
     }
 
-    /// What opening does after the lease is written: reads the prune records and lists the
-    /// index files together (no index file is read before the records: a record gone by
-    /// then was deleted after the index files it dooms), then brings the index cache up to
-    /// date, listing the snapshots meanwhile if `list_snapshots`.
+    /// What opening does after the lease is written: reads the prune records, lists the
+    /// index files and brings the index cache up to date, listing the snapshots meanwhile if
+    /// `list_snapshots` (best effort: a listing that fails is made again when needed).
+    ///
+    /// The index files are listed after the records are read, except into a cache that holds
+    /// no index file yet (a fresh pod), where both are read together: every listed file is
+    /// then read, and only after the records are in, so a file a sweep deleted meanwhile is
+    /// found gone. A cache that holds files would not read a listed one it holds, and a
+    /// listing older than the records could keep a doomed file (and its condemned pack) that
+    /// the sweep deleted before removing the record (`format-spec/prune.md`).
     async fn bring_up(&mut self, access: Access, list_snapshots: bool) -> Result<()> {
-        let (condemned, listed) =
-            tokio::join!(lease::condemned(self), self.backend.list(paths::INDEX_DIR));
+        let (condemned, listed) = if self.index.index_files()? == 0 {
+            tokio::join!(lease::condemned(self), self.backend.list(paths::INDEX_DIR))
+        } else {
+            let condemned = lease::condemned(self).await;
+            (condemned, self.backend.list(paths::INDEX_DIR).await)
+        };
         self.condemned = Arc::new(condemned?);
         self.index.avoid(self.condemned.packs.clone());
         let listed = listed?;
@@ -744,7 +754,9 @@ impl Repository {
             // download: the command needs them next
             let (synced, listing) = tokio::join!(sync, snapshots::list_all(repo));
             synced?;
-            *repo.listed_at_open.lock().unwrap_or_else(|p| p.into_inner()) = Some(listing?);
+            if let Ok(l) = listing {
+                *repo.listed_at_open.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
+            }
         } else {
             sync.await?;
         }
