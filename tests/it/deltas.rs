@@ -402,11 +402,15 @@ fn a_backup_whose_delta_base_is_damaged_stores_that_chunk_whole_and_warns() {
     let f = Fixture::new();
     let hour1 = noise(2_000_000, 42);
     backup(&f, &hour1);
-    // one damaged blob in the middle of the first hour's only pack
+    // two damaged blobs in the first hour's only pack, a third and two thirds in. (With one,
+    // about one run in thirty failed: an edit that moves a cut point makes one new chunk of
+    // two old ones, and its base is the old chunk under its middle, so the damaged one was
+    // sometimes never read; two are both missed about one run in a thousand.)
     let pack = f.files("data").into_iter().next().unwrap();
     let mut b = std::fs::read(&pack).unwrap();
-    let mid = b.len() / 2;
-    b[mid] ^= 0x55;
+    let len = b.len();
+    b[len / 3] ^= 0x55;
+    b[len * 2 / 3] ^= 0x55;
     std::fs::write(&pack, b).unwrap();
     // every chunk (at least 16 KiB) changes, so each is new and has its predecessor as base
     let mut hour2 = hour1.clone();
@@ -418,10 +422,10 @@ fn a_backup_whose_delta_base_is_damaged_stores_that_chunk_whole_and_warns() {
     let second = r.json();
     let (new, deltas) =
         (second["new_chunks"].as_u64().unwrap(), second["delta_chunks"].as_u64().unwrap());
-    // the bases beside the damaged one, read in the same grouped reads, still serve; the
+    // the bases beside the damaged ones, read in the same grouped reads, still serve; the
     // chunk boundaries (keyed per repository) move with the edits, so a few new chunks
     // overlap their bases too little for a delta to pay: not exactly one whole chunk
-    assert!(deltas < new && deltas * 4 >= new * 3, "a few chunks whole, most deltas: {second}");
+    assert!(deltas < new && deltas * 3 >= new * 2, "a few chunks whole, most deltas: {second}");
     assert_eq!(f.restore("latest"), hour2);
     // check blames the first hour only
     let r = f.run(&["--json", "check", "--read-data"], b"");

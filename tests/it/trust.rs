@@ -546,6 +546,54 @@ async fn backup_does_not_reuse_a_delta_whose_base_is_condemned() {
     clean(&fresh).await;
 }
 
+/// Found in review of the open that lists `index/` beside the prune records: a warm cache
+/// does not read again an index file it holds, so a listing made before a sweep (still
+/// naming the file the sweep deletes) with the records read after it (the record gone too)
+/// kept the entries of a deleted pack, and the backup deduplicated against it. A cache that
+/// holds index files lists them after the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_backup_opened_as_a_sweep_runs_does_not_reuse_the_swept_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = mem_repo().await;
+    let gone = common::noise(200_000, 31);
+    let kept = common::noise(200_000, 32);
+    let warm = tmp.path().join("b");
+    let w = open(base.clone(), &warm, Access::Backup).await;
+    let s1 = backup(&w, "gone", &gone).await;
+    backup(&w, "kept", &kept).await;
+    w.close().await;
+    drop(w); // its database is locked while open: a later open would use a temporary one
+    base.delete(&paths::snapshot(&s1)).await.unwrap();
+    // a prune condemns the forgotten dump's pack, then waits for a running backup
+    let lease = Lease::acquire(base.clone(), LeaseKind::Backup).await.unwrap();
+    let pruner = open(base.clone(), &tmp.path().join("p"), Access::Prune).await;
+    let keep_packs = PruneOptions { max_unused: 1.0, ..PruneOptions::default() };
+    let p = prune::run(pruner.clone(), &keep_packs).await.unwrap();
+    assert!(p.packs_condemned > 0 && p.records_waiting == 1, "{p:?}");
+    // the warm cache takes in what the prune wrote: it holds every index file listed now
+    let r = open(base.clone(), &warm, Access::Read).await;
+    r.close().await;
+    drop(r);
+    // the warm backup opens; as it lists the records, the other backup ends and the sweep
+    // deletes the index file, the pack and the record
+    let (b2, l2, p2, k2) = (base.clone(), lease.clone(), pruner.clone(), keep_packs.clone());
+    let sweep: Hook = Box::pin(async move {
+        // requests made beside the listing of the records are answered first
+        tokio::task::yield_now().await;
+        l2.release().await;
+        let p = prune::run(p2, &k2).await.unwrap();
+        assert!(p.packs_deleted > 0, "{p:?}");
+    });
+    let hooked: Arc<dyn Backend> = HookBackend::new(b2, paths::PRUNE_DIR, 1, sweep);
+    let b = open(hooked, &warm, Access::Backup).await;
+    backup(&b, "gone", &gone).await;
+    b.close().await;
+    pruner.close().await;
+    let fresh = open(base.clone(), &tmp.path().join("f"), Access::Read).await;
+    assert_eq!(restore(&fresh, "gone").await, gone);
+    clean(&fresh).await;
+}
+
 /// The CI failure of the loop test in prune.rs: a backup committed between the prune's read of
 /// new index files and its listing of snapshots. The snapshot is listed, but the index files
 /// written before it were not read, so its content list looked missing and the prune failed.
