@@ -151,8 +151,7 @@ impl SortedIndexWriter {
         let mut sets = Vec::new();
         for table in table.chunks(self.set_packs) {
             let mut id = [0u8; 32];
-            crate::codec::random_bytes(&mut id)
-                .map_err(|e| RepoError::Cache { path: "random".into(), reason: e.to_string() })?;
+            crate::codec::random_bytes(&mut id).map_err(|e| RepoError::codec("index set id", e))?;
             sets.push(SetWriter { id: Id(id), table, part: Vec::new(), last: None });
         }
         let mut written = 0u64;
