@@ -105,7 +105,10 @@ async fn a_restore_reads_each_default_size_pack_once() {
     let r = open(counting.clone(), &tmp.path().join("r"), Access::Read).await;
     let f = SnapshotFilter { name: Some("db".into()), tags: vec![] };
     let (_, snap) = engine::resolve_snapshot(&r, "latest", &f).await.unwrap();
-    assert!(snap.lists.len() > packs, "{} content lists", snap.lists.len());
+    // list boundaries follow the keyed ids, so their number varies with the repository key
+    // (8 to 15 in runs, once 4): two lists are enough for one to end inside a pack, and
+    // about 11,000 chunks all without a boundary happen once in 10^5 keys
+    assert!(snap.lists.len() >= 2, "{} content list", snap.lists.len());
     assert!(common::engine::restore(&r, "db").await == data);
     assert_eq!(counting.pack_reads.load(Ordering::SeqCst), packs);
     r.close().await;
