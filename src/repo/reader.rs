@@ -8,14 +8,15 @@
 //! The bytes of a read stay in the pieces they arrived in until each blob is copied out and
 //! decrypted in place. Deltas need their base chunks: the bases of each window of groups (a
 //! window's deltas hold about `BASE_WINDOW_BYTES`), with every blob of their chains, are
-//! fetched (grouped the same way) and decoded into a cache of at most `BASE_CACHE_BYTES`
-//! before the window's first group, while the previous window's last groups are still in
-//! flight (each group of a window holds on to its bases as soon as they are read, since the
-//! next window's prefetch may clear the cache). Memory: about `(READ_AHEAD + WRITE_QUEUE + 1)
-//! × 2 × GROUP_BYTES` for the groups, up to `READ_BUDGET` more while a window's bases are
-//! prefetched, three times the base cache (the cache, and the bases pinned by the groups of
-//! the window in flight and of the next one) and one maximal chunk per core, whatever the
-//! stream size or compression ratio.
+//! fetched (grouped the same way, and reads of one pack shared with nearby windows) and
+//! decoded into a cache of at most `BASE_CACHE_BYTES` before the window's first group, while
+//! the previous window's last groups are still in flight (each group of a window holds on to
+//! its bases as soon as they are read, since the next window's prefetch may clear the cache).
+//! Memory: about `(READ_AHEAD + WRITE_QUEUE + 1) × 2 × GROUP_BYTES` for the groups, up to
+//! `READ_BUDGET` more while a window's bases are prefetched, `SHARE_BUDGET` of base reads
+//! that nearby windows share, three times the base cache (the cache, and the bases pinned by
+//! the groups of the window in flight and of the next one) and one maximal chunk per core,
+//! whatever the stream size or compression ratio.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -257,41 +258,36 @@ impl PackCiphers {
         tops.dedup();
         // chain ends the cache holds now (kept here: the caller may clear it)
         let mut held: HashMap<Id, Arc<Vec<u8>>> = HashMap::new();
-        let mut refs: HashMap<Id, BlobRef> = HashMap::new();
-        let mut ids = tops.clone();
-        let mut levels = 0;
-        while !ids.is_empty() && levels < MAX_DELTA_DEPTH {
-            levels += 1;
-            ids.sort();
-            ids.dedup();
-            {
-                let cache = self.bases.lock().unwrap_or_else(|p| p.into_inner());
-                ids.retain(|b| match cache.get(b) {
-                    Some(d) => {
-                        held.insert(*b, d.clone());
-                        false
-                    }
-                    None => !refs.contains_key(b),
-                });
-            }
-            if ids.is_empty() {
-                break;
-            }
-            let Ok(found) = repo.index.lookup_many(&ids) else { break };
-            let mut next = Vec::new();
-            for (b, r) in ids.iter().zip(found) {
-                if let Some(r) = r {
-                    next.extend(r.loc.base);
-                    refs.insert(*b, r);
-                }
-            }
-            ids = next;
-        }
+        let refs = chain_refs(repo, tops.clone(), |b| {
+            let cache = self.bases.lock().unwrap_or_else(|p| p.into_inner());
+            cache.get(b).map(|d| held.insert(*b, d.clone())).is_some()
+        });
         tops.retain(|t| !held.contains_key(t));
         if tops.is_empty() {
             return HashMap::new();
         }
         let (tops, groups) = within_budget(tops, &refs);
+        self.read_chains(repo, groups, tops, held).await.into_iter().collect()
+    }
+
+    /// The bases of a [`BasePlan`] that the base cache does not hold, as
+    /// [`Self::read_bases`] returns them.
+    async fn read_planned(&self, repo: &Repository, plan: BasePlan) -> HashMap<Id, Arc<Vec<u8>>> {
+        let BasePlan { mut tops, groups } = plan;
+        let mut held: HashMap<Id, Arc<Vec<u8>>> = HashMap::new();
+        {
+            let cache = self.bases.lock().unwrap_or_else(|p| p.into_inner());
+            let members = groups.iter().flat_map(|g| g.items.iter().map(|(id, _)| id));
+            for id in tops.iter().chain(members) {
+                if let Some(d) = cache.get(id) {
+                    held.insert(*id, d.clone());
+                }
+            }
+        }
+        tops.retain(|t| !held.contains_key(t));
+        if tops.is_empty() {
+            return HashMap::new();
+        }
         self.read_chains(repo, groups, tops, held).await.into_iter().collect()
     }
 
@@ -310,12 +306,11 @@ impl PackCiphers {
         tops: Vec<Id>,
         held: HashMap<Id, Arc<Vec<u8>>>,
     ) -> Vec<(Id, Arc<Vec<u8>>)> {
-        let fetched: Vec<(Group, Arc<ObjectCipher>, RangeBytes)> = stream::iter(groups)
+        let fetched: Vec<(Group, Arc<ObjectCipher>, Arc<RangeBytes>, u64)> = stream::iter(groups)
             .map(|g| async move {
                 let cipher = self.get(repo, &g.pack).await.ok()?;
-                let path = paths::pack(&g.pack);
-                let bytes = repo.backend.get_range_pieces(&path, g.start, g.len).await.ok()?;
-                Some((g, cipher, bytes))
+                let (bytes, start) = read_group(repo, &g).await.ok()?;
+                Some((g, cipher, bytes, start))
             })
             .buffer_unordered(BASE_READS)
             .filter_map(|f| async move { f })
@@ -324,7 +319,7 @@ impl PackCiphers {
         let decode = move || {
             use rayon::prelude::*;
             let mut at: HashMap<Id, (usize, BlobLocation)> = HashMap::new();
-            for (i, (g, _, _)) in fetched.iter().enumerate() {
+            for (i, (g, _, _, _)) in fetched.iter().enumerate() {
                 at.extend(g.items.iter().map(|(id, loc)| (*id, (i, *loc))));
             }
             tops.par_iter()
@@ -346,9 +341,9 @@ impl PackCiphers {
                         }
                     }
                     for (id, i, loc) in chain.into_iter().rev() {
-                        let (g, cipher, bytes) = &fetched[i];
+                        let (g, cipher, bytes, start) = &fetched[i];
                         let base = plain.as_deref().map(|p: &Vec<u8>| p.as_slice());
-                        let sealed = sealed_at(bytes, g.start, &loc);
+                        let sealed = sealed_at(bytes, *start, &loc);
                         plain = Some(Arc::new(
                             open_blob(cipher, &g.pack, &id, &loc, sealed, base).ok()?,
                         ));
@@ -398,6 +393,81 @@ fn within_budget(mut tops: Vec<Id>, refs: &HashMap<Id, BlobRef>) -> (Vec<Id>, Ve
     }
 }
 
+/// The index entries of `ids` and of every blob below them in their chains of bases (the
+/// copy the index prefers of each), at most [`MAX_DELTA_DEPTH`] levels, passing over what
+/// `held` takes (a base the caller has decoded already). Best effort: a blob the index
+/// does not know, or a failed lookup, ends its chain.
+fn chain_refs(
+    repo: &Repository,
+    mut ids: Vec<Id>,
+    mut held: impl FnMut(&Id) -> bool,
+) -> HashMap<Id, BlobRef> {
+    let mut refs: HashMap<Id, BlobRef> = HashMap::new();
+    let mut levels = 0;
+    while !ids.is_empty() && levels < MAX_DELTA_DEPTH {
+        levels += 1;
+        ids.sort();
+        ids.dedup();
+        ids.retain(|b| !refs.contains_key(b) && !held(b));
+        if ids.is_empty() {
+            break;
+        }
+        let Ok(found) = repo.index.lookup_many(&ids) else { break };
+        let mut next = Vec::new();
+        for (b, r) in ids.iter().zip(found) {
+            if let Some(r) = r {
+                next.extend(r.loc.base);
+                refs.insert(*b, r);
+            }
+        }
+        ids = next;
+    }
+    refs
+}
+
+/// The base reads of one window of a restore ([`plan_bases`]).
+struct BasePlan {
+    /// The bases its deltas need.
+    tops: Vec<Id>,
+    /// The reads of their chains, some shared with windows before or after it.
+    groups: Vec<Group>,
+}
+
+/// Plans the base reads of these windows together. Each window's bases lie in older packs,
+/// a level of their chains in the packs of each older backup, next to the levels the next
+/// windows need: read window by window, the twelfth hourly bench dump took 416 small reads
+/// (requests, on S3) for its bases. Reads of one pack by nearby windows are shared
+/// ([`share_reads`]), so at most [`SHARE_BUDGET`] of them wait for later windows.
+fn plan_bases(repo: &Repository, windows: &[Vec<Group>]) -> Vec<BasePlan> {
+    let tops: Vec<Vec<Id>> = windows
+        .iter()
+        .map(|w| {
+            let mut t: Vec<Id> =
+                w.iter().flat_map(|g| &g.items).filter_map(|(_, l)| l.base).collect();
+            t.sort();
+            t.dedup();
+            t
+        })
+        .collect();
+    let refs = chain_refs(repo, tops.concat(), |_| false);
+    let mut plans: Vec<BasePlan> = tops
+        .into_iter()
+        .map(|t| {
+            let (tops, groups) = within_budget(t, &refs);
+            BasePlan { tops, groups }
+        })
+        .collect();
+    let counts: Vec<usize> = plans.iter().map(|p| p.groups.len()).collect();
+    let mut all: Vec<Group> =
+        plans.iter_mut().flat_map(|p| std::mem::take(&mut p.groups)).collect();
+    share_reads(&mut all);
+    let mut all = all.into_iter();
+    for (p, n) in plans.iter_mut().zip(counts) {
+        p.groups = all.by_ref().take(n).collect();
+    }
+    plans
+}
+
 /// Opens, decompresses and verifies one sealed blob (`base`: the plaintext of a delta's base).
 pub(crate) fn decode_blob(
     repo: &Repository,
@@ -444,7 +514,16 @@ fn blob_name(pack: &Id, id: &Id) -> String {
 /// An id the cache does not know takes in new index files first: a snapshot committed after
 /// this process brought its cache up to date names chunks only those index files list.
 pub async fn read_blob(repo: &Repository, id: &Id, needed_by: &str) -> Result<Vec<u8>> {
-    let ciphers = PackCiphers::default();
+    read_blob_with(repo, &PackCiphers::default(), id, needed_by).await
+}
+
+/// [`read_blob`] with the pack ciphers (read from pack headers) of a reader that reads more.
+async fn read_blob_with(
+    repo: &Repository,
+    ciphers: &PackCiphers,
+    id: &Id,
+    needed_by: &str,
+) -> Result<Vec<u8>> {
     let mut r = repo.index.lookup(id)?;
     if r.is_none() {
         repo.index.sync(repo).await?;
@@ -456,7 +535,7 @@ pub async fn read_blob(repo: &Repository, id: &Id, needed_by: &str) -> Result<Ve
     })?;
     match ciphers.read(repo, &r.pack, id, &r.loc).await {
         Ok(b) => Ok(b),
-        Err(e) => read_other_copy(repo, &ciphers, id, &r.pack, e).await,
+        Err(e) => read_other_copy(repo, ciphers, id, &r.pack, e).await,
     }
 }
 
@@ -631,13 +710,11 @@ fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64, max: u64) -> Vec<Group> {
     out
 }
 
-/// Reads the bases the deltas among `window` need into the base cache
-/// ([`PackCiphers::read_bases`]), before the window's chunks, so that each delta finds its
-/// base decoded. Best effort: a base not read here is read on its own later, with its id
+/// Reads the bases a window's deltas need (its [`BasePlan`]) into the base cache, before the
+/// window's chunks, so that each delta finds its base decoded. Best effort: a base not read here is read on its own later, with its id
 /// checked.
-async fn prefetch_bases(repo: &Arc<Repository>, ciphers: &Arc<PackCiphers>, window: &[Group]) {
-    let bases = window.iter().flat_map(|g| &g.items).filter_map(|(_, loc)| loc.base).collect();
-    let decoded = ciphers.read_bases(repo, bases).await;
+async fn prefetch_bases(repo: &Arc<Repository>, ciphers: &Arc<PackCiphers>, plan: BasePlan) {
+    let decoded = ciphers.read_planned(repo, plan).await;
     let bytes: usize = decoded.values().map(|d| d.len()).sum();
     let mut cache = ciphers.bases.lock().unwrap_or_else(|p| p.into_inner());
     cache.make_room(bytes.min(BASE_CACHE_BYTES));
@@ -648,6 +725,26 @@ async fn prefetch_bases(repo: &Arc<Repository>, ciphers: &Arc<PackCiphers>, wind
             cache.insert(id, d, false);
         }
     }
+}
+
+/// The bytes of `g`'s range, and the pack offset they start at: from its shared read
+/// ([`share_reads`]) if it has one, else a read of its own. A shared read that failed (a pack
+/// cut short past this group's blobs) is not tried again by each of its groups: each reads
+/// its own range, whose error is its own.
+async fn read_group(repo: &Repository, g: &Group) -> Result<(Arc<RangeBytes>, u64)> {
+    let path = paths::pack(&g.pack);
+    if let Some(s) = &g.shared {
+        let read = s
+            .bytes
+            .get_or_init(|| async {
+                repo.backend.get_range_pieces(&path, s.start, s.len).await.ok().map(Arc::new)
+            })
+            .await;
+        if let Some(bytes) = read {
+            return Ok((bytes.clone(), s.start));
+        }
+    }
+    Ok((Arc::new(repo.backend.get_range_pieces(&path, g.start, g.len).await?), g.start))
 }
 
 /// Fetches and decodes a group with one range read; if that fails, each of its chunks on its
@@ -696,29 +793,8 @@ async fn fetch_group_once(
         };
         Ok::<_, RepoError>((*b, base))
     }));
-    let fetch_group = async {
-        let path = paths::pack(&g.pack);
-        // a shared read that failed (a pack cut short past this group's blobs) is not tried
-        // again by each of its groups: each reads its own range, whose error is its own
-        let shared = match &g.shared {
-            Some(s) => s
-                .bytes
-                .get_or_init(|| async {
-                    repo.backend.get_range_pieces(&path, s.start, s.len).await.ok().map(Arc::new)
-                })
-                .await
-                .clone()
-                .map(|b| (b, s.start)),
-            None => None,
-        };
-        Ok::<_, RepoError>(match shared {
-            Some(read) => read,
-            None => {
-                (Arc::new(repo.backend.get_range_pieces(&path, g.start, g.len).await?), g.start)
-            }
-        })
-    };
-    let (bases, (bytes, start)) = futures::future::try_join(fetch_bases, fetch_group).await?;
+    let (bases, (bytes, start)) =
+        futures::future::try_join(fetch_bases, read_group(&repo, &g)).await?;
     let bases: HashMap<Id, Arc<Vec<u8>>> = bases.into_iter().collect();
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::with_capacity(g.items.len());
@@ -770,17 +846,16 @@ impl OrderedReader {
 
     /// Sends the chunks named by these content lists. Returns false if the receiver is gone.
     /// Lists end where chunk ids say (about every thousand chunks), not at pack ends: the ids
-    /// of several lists are fed together, so that a pack they share is still one read.
+    /// of several lists are fed together, so that a pack they share is still one read. Lists
+    /// are read with this reader's pack ciphers: a pack's header is read once, not once for
+    /// each list in it.
     pub async fn feed_lists(&mut self, lists: &[Id]) -> Result<bool> {
         let mut ids: Vec<Id> = Vec::new();
         for list_id in lists {
-            let entries = decode_list(&read_blob(&self.repo, list_id, &self.label).await?)
-                .map_err(|e| {
-                    RepoError::format(
-                        format!("content list {} of {}", list_id.short(), self.label),
-                        e,
-                    )
-                })?;
+            let list = read_blob_with(&self.repo, &self.ciphers, list_id, &self.label).await?;
+            let entries = decode_list(&list).map_err(|e| {
+                RepoError::format(format!("content list {} of {}", list_id.short(), self.label), e)
+            })?;
             ids.extend(entries.iter().map(|e| e.0));
             if ids.len() >= LIST_MAX_ENTRIES {
                 if !self.feed(&ids).await? {
@@ -815,12 +890,13 @@ impl OrderedReader {
             let mut groups = group(located);
             share_reads(&mut groups);
             let windows = windows(groups);
+            let plans = plan_bases(&self.repo, &windows);
             let (repo, ciphers) = (self.repo.clone(), self.ciphers.clone());
-            let chunks = stream::iter(windows)
-                .then(move |window| {
+            let chunks = stream::iter(windows.into_iter().zip(plans))
+                .then(move |(window, plan)| {
                     let (repo, ciphers) = (repo.clone(), ciphers.clone());
                     async move {
-                        prefetch_bases(&repo, &ciphers, &window).await;
+                        prefetch_bases(&repo, &ciphers, plan).await;
                         // pinned now: a base read on its own for an early group, or the next
                         // window's prefetch, may clear the cache before a later group is due
                         let mut window = window;
