@@ -994,7 +994,7 @@ where
         let p = Pipeline {
             repo: &r2,
             pred: None,
-            reader: super::PackCiphers::default(),
+            reader: super::PackCiphers::reading_ahead(),
             exclude: &condemned.packs,
             packer: None,
             pack_tx,
