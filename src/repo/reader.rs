@@ -13,13 +13,15 @@
 //! the previous window's last groups are still in flight (each group of a window holds on to
 //! its bases as soon as they are read, since the next window's prefetch may clear the cache).
 //! Memory: about `(READ_AHEAD + WRITE_QUEUE + 1) × 2 × GROUP_BYTES` for the groups, up to
-//! `READ_BUDGET` more while a window's bases are prefetched, `SHARE_BUDGET` of base reads
-//! that nearby windows share, three times the base cache (the cache, and the bases pinned by
-//! the groups of the window in flight and of the next one) and one maximal chunk per core,
-//! whatever the stream size or compression ratio.
+//! `READ_BUDGET` more while a window's bases are prefetched (its shared reads, up to 4 MiB
+//! each, count beyond it), `SHARE_BUDGET` of base reads that nearby windows share and as
+//! much of the stream's own shared reads, three times the base cache (the cache, and the
+//! bases pinned by the groups of the window in flight and of the next one) and one maximal
+//! chunk per core, whatever the stream size or compression ratio.
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -76,12 +78,14 @@ const AHEAD_KEEP: usize = 8 << 20;
 /// A backup reads the bases of each batch of changed chunks (4 MiB) as it goes: each level of
 /// their chains lies in the packs of one older backup, in stream order, so every batch read a
 /// few kilobytes of deltas from each of those packs (819 requests to back up the twelfth
-/// hourly bench dump to moto_server). Reads shorter than [`AHEAD_BYTES`] are made that long
-/// (within the pack, whose size is asked once), and kept (at most [`AHEAD_KEEP`], oldest
-/// dropped first) for the batches that follow.
+/// hourly bench dump to moto_server). From a pack's second read on, reads shorter than
+/// [`AHEAD_BYTES`] are made that long (within the pack, whose size is asked once), at most
+/// [`AHEAD_KEEP`] more per batch, and kept (at most [`AHEAD_KEEP`], oldest dropped first) for
+/// the batches that follow.
 #[derive(Default)]
 struct ReadAhead {
-    sizes: HashMap<Id, u64>,
+    /// Packs read (their size once asked; 40 bytes a pack, for the packs one backup reads).
+    sizes: HashMap<Id, Option<u64>>,
     kept: std::collections::VecDeque<(Id, u64, Arc<RangeBytes>)>,
     bytes: usize,
 }
@@ -191,6 +195,7 @@ impl PackCiphers {
         &self,
         repo: &Repository,
         g: &Group,
+        extra: &AtomicU64,
     ) -> Result<(Arc<RangeBytes>, u64)> {
         let Some(ahead) = &self.ahead else { return read_group(repo, g).await };
         let lock = || ahead.lock().unwrap_or_else(|p| p.into_inner());
@@ -201,17 +206,24 @@ impl PackCiphers {
             return read_group(repo, g).await;
         }
         let path = paths::pack(&g.pack);
-        let known = lock().sizes.get(&g.pack).copied();
+        // a pack read once may be read for every batch: from its second read, read ahead
+        let known = lock().sizes.insert(g.pack, None);
         let size = match known {
-            Some(size) => size,
-            None => {
-                // a pack deleted since (a prune's sweep) reads as short: the read below fails
-                let size = repo.backend.stat(&path).await?.unwrap_or(0);
-                lock().sizes.insert(g.pack, size);
-                size
-            }
+            None => return read_group(repo, g).await,
+            Some(Some(size)) => size,
+            Some(None) => match repo.backend.stat(&path).await {
+                // a pack deleted since (a prune's sweep) has size 0: the read below fails
+                Ok(size) => size.unwrap_or(0),
+                Err(_) => return read_group(repo, g).await,
+            },
         };
-        let len = (g.start + AHEAD_BYTES).min(size).saturating_sub(g.start).max(g.len);
+        lock().sizes.insert(g.pack, Some(size));
+        let mut len = (g.start + AHEAD_BYTES).min(size).saturating_sub(g.start).max(g.len);
+        // what one call reads ahead is bounded too (many small groups of many packs)
+        let more = len - g.len;
+        if extra.fetch_add(more, Ordering::Relaxed) + more > AHEAD_KEEP as u64 {
+            len = g.len;
+        }
         let bytes = Arc::new(repo.backend.get_range_pieces(&path, g.start, len).await?);
         if len > g.len {
             lock().keep(g.pack, g.start, bytes.clone());
@@ -367,6 +379,21 @@ impl PackCiphers {
         if tops.is_empty() {
             return HashMap::new();
         }
+        // only groups that hold a level still needed: the chains from the tops down to what
+        // the cache holds (dropping a group only lets go of its share of a shared read)
+        let below: HashMap<Id, Option<Id>> =
+            groups.iter().flat_map(|g| g.items.iter().map(|(id, l)| (*id, l.base))).collect();
+        let mut needed = std::collections::HashSet::new();
+        for t in &tops {
+            let mut cur = Some(*t);
+            while let Some(c) = cur.filter(|c| !held.contains_key(c) && needed.insert(*c)) {
+                cur = below.get(&c).copied().flatten();
+            }
+        }
+        let groups = groups
+            .into_iter()
+            .filter(|g| g.items.iter().any(|(id, _)| needed.contains(id)))
+            .collect();
         self.read_chains(repo, groups, tops, held).await.into_iter().collect()
     }
 
@@ -385,10 +412,11 @@ impl PackCiphers {
         tops: Vec<Id>,
         held: HashMap<Id, Arc<Vec<u8>>>,
     ) -> Vec<(Id, Arc<Vec<u8>>)> {
+        let extra = &AtomicU64::new(0);
         let fetched: Vec<(Group, Arc<ObjectCipher>, Arc<RangeBytes>, u64)> = stream::iter(groups)
             .map(|g| async move {
                 let cipher = self.get(repo, &g.pack).await.ok()?;
-                let (bytes, start) = self.read_chain_group(repo, &g).await.ok()?;
+                let (bytes, start) = self.read_chain_group(repo, &g, extra).await.ok()?;
                 Some((g, cipher, bytes, start))
             })
             .buffer_unordered(BASE_READS)
@@ -790,8 +818,8 @@ fn group_within(entries: Vec<(Id, BlobRef)>, gap: u64, max: u64) -> Vec<Group> {
 }
 
 /// Reads the bases a window's deltas need (its [`BasePlan`]) into the base cache, before the
-/// window's chunks, so that each delta finds its base decoded. Best effort: a base not read here is read on its own later, with its id
-/// checked.
+/// window's chunks, so that each delta finds its base decoded. Best effort: a base not read
+/// here is read on its own later, with its id checked.
 async fn prefetch_bases(repo: &Arc<Repository>, ciphers: &Arc<PackCiphers>, plan: BasePlan) {
     let decoded = ciphers.read_planned(repo, plan).await;
     let bytes: usize = decoded.values().map(|d| d.len()).sum();
