@@ -247,20 +247,20 @@ async fn the_bases_of_many_windows_are_read_a_pack_region_at_a_time() {
         packs.map(|p| (reads.get(p).map_or(0, count), p.clone())).collect()
     };
     // the backup reads its bases a batch (4 MiB) at a time: each hour's pack of deltas was
-    // read ten times, now at most twice (its reads ahead are 256 KiB); the last hour's packs
-    // also hold the content lists the backup reads first
+    // read ten times, now at most three times (a first read, then reads ahead of 256 KiB);
+    // the last hour's packs also hold the content lists the backup reads first
     let w = open(counting.clone(), &tmp.path().join("w"), Access::Backup).await;
     let id = backup(&w, "db", &data).await;
     w.close().await;
     let of_deltas = ranges(&mut older.iter().filter(|p| !whole.contains(p)));
     let total: usize = of_deltas.iter().map(|r| r.0).sum();
-    assert!(total <= lists + 2 * of_deltas.len(), "{total} reads of {} packs", of_deltas.len());
-    // each older pack is one range of bases, or two where a shared read ends; read window by
-    // window, each hour's pack of deltas was read once per window (five times)
+    assert!(total <= lists + 3 * of_deltas.len(), "{total} reads of {} packs", of_deltas.len());
+    // each older pack is one range of bases, or two or three where shared reads end; read by
+    // window, each hour's pack of deltas was read once per window (five or six times)
     let r = open(counting.clone(), &tmp.path().join("r"), Access::Read).await;
     assert!(common::engine::restore_id(&r, "db", &id).await == data);
     let most = ranges(&mut older.iter()).into_iter().max().unwrap();
-    assert!((1..=2).contains(&most.0), "{} read in {} ranges", most.1, most.0);
+    assert!((1..=3).contains(&most.0), "{} read in {} ranges", most.1, most.0);
     r.close().await;
 }
 
