@@ -207,17 +207,23 @@ impl PackCiphers {
         }
         let path = paths::pack(&g.pack);
         // a pack read once may be read for every batch: from its second read, read ahead
-        let known = lock().sizes.insert(g.pack, None);
+        let known = lock().sizes.get(&g.pack).copied();
         let size = match known {
-            None => return read_group(repo, g).await,
+            None => {
+                lock().sizes.insert(g.pack, None);
+                return read_group(repo, g).await;
+            }
             Some(Some(size)) => size,
             Some(None) => match repo.backend.stat(&path).await {
                 // a pack deleted since (a prune's sweep) has size 0: the read below fails
-                Ok(size) => size.unwrap_or(0),
+                Ok(size) => {
+                    let size = size.unwrap_or(0);
+                    lock().sizes.insert(g.pack, Some(size));
+                    size
+                }
                 Err(_) => return read_group(repo, g).await,
             },
         };
-        lock().sizes.insert(g.pack, Some(size));
         let mut len = (g.start + AHEAD_BYTES).min(size).saturating_sub(g.start).max(g.len);
         // what one call reads ahead is bounded too (many small groups of many packs)
         let more = len - g.len;
@@ -364,32 +370,34 @@ impl PackCiphers {
     /// The bases of a [`BasePlan`] that the base cache does not hold, as
     /// [`Self::read_bases`] returns them.
     async fn read_planned(&self, repo: &Repository, plan: BasePlan) -> HashMap<Id, Arc<Vec<u8>>> {
-        let BasePlan { mut tops, groups } = plan;
+        let BasePlan { tops, groups } = plan;
+        // the chains from the tops down to what the cache holds: the levels still needed,
+        // and the held ends (kept here: the caller may clear the cache)
+        let below: HashMap<Id, Option<Id>> =
+            groups.iter().flat_map(|g| g.items.iter().map(|(id, l)| (*id, l.base))).collect();
         let mut held: HashMap<Id, Arc<Vec<u8>>> = HashMap::new();
+        let mut needed = std::collections::HashSet::new();
         {
             let cache = self.bases.lock().unwrap_or_else(|p| p.into_inner());
-            let members = groups.iter().flat_map(|g| g.items.iter().map(|(id, _)| id));
-            for id in tops.iter().chain(members) {
-                if let Some(d) = cache.get(id) {
-                    held.insert(*id, d.clone());
+            for t in &tops {
+                let mut cur = Some(*t);
+                while let Some(c) = cur {
+                    if let Some(d) = cache.get(&c) {
+                        held.insert(c, d.clone());
+                        break;
+                    }
+                    if !needed.insert(c) {
+                        break;
+                    }
+                    cur = below.get(&c).copied().flatten();
                 }
             }
         }
-        tops.retain(|t| !held.contains_key(t));
+        let tops: Vec<Id> = tops.into_iter().filter(|t| !held.contains_key(t)).collect();
         if tops.is_empty() {
             return HashMap::new();
         }
-        // only groups that hold a level still needed: the chains from the tops down to what
-        // the cache holds (dropping a group only lets go of its share of a shared read)
-        let below: HashMap<Id, Option<Id>> =
-            groups.iter().flat_map(|g| g.items.iter().map(|(id, l)| (*id, l.base))).collect();
-        let mut needed = std::collections::HashSet::new();
-        for t in &tops {
-            let mut cur = Some(*t);
-            while let Some(c) = cur.filter(|c| !held.contains_key(c) && needed.insert(*c)) {
-                cur = below.get(&c).copied().flatten();
-            }
-        }
+        // dropping a group with no level still needed only lets go of its share of a read
         let groups = groups
             .into_iter()
             .filter(|g| g.items.iter().any(|(id, _)| needed.contains(id)))
