@@ -74,20 +74,51 @@ thread_local! {
     static DELTA_CCTX: RefCell<Option<(i32, CCtx<'static>)>> = const { RefCell::new(None) };
 }
 
-/// The window a delta frame needs to reach back over its whole base: `0` (the level's own
-/// choice) while base and chunk fit in 512 KiB, the smallest window zstd picks for large
-/// inputs at any level, else the power of two that holds both (chunks of at most 16 MiB: at
-/// most 2^25; at level 3 the same window zstd picks for spans up to 2 MiB, so those frames
-/// are unchanged). Without it, a delta of 4 MiB chunks differing in 8 bytes was as large as
-/// the chunk.
+/// The window a delta frame declares: the smallest power of two that holds base and chunk
+/// together, so every match can reach the start of the base (zstd's own choice at level 3 is
+/// 2 MiB, and long-distance matching alone would declare 128 MiB). At least zstd's minimum
+/// (2^10); chunks of at most 16 MiB make it at most 2^25. Readers decompress into a buffer of
+/// the chunk's length, so the window allocates nothing there.
 fn delta_window_log(span: usize) -> u32 {
-    if span <= 1 << 19 { 0 } else { span.next_power_of_two().trailing_zeros().min(25) }
+    span.next_power_of_two().trailing_zeros().clamp(10, 25)
 }
 
-/// Spans beyond this are also searched with long-distance matching (as `zstd --patch-from`
-/// does): a level's hash table (2^17 entries at level 3) keeps too few positions of a large
-/// base. With the window alone that 4 MiB delta was 3.1 MB, with both 6 kB.
-const LONG_MATCH_SPAN: usize = 2 << 20;
+/// Delta frames are searched with zstd's long-distance matcher, which finds the runs a chunk
+/// shares with its base by hashing sparsely and extending far, before the level's own match
+/// finder looks at what lies between them. Repetitive data (table rows that differ in a few
+/// digits and end in the same blanks) misled the level-3 finder alone: its hash tables keep
+/// the newest position of each short string, which for such rows is the row just before, not
+/// the same row in the base. Measured on the bench dumps (benches/RESULTS.md, "Long-distance
+/// matches in delta frames"): the deltas of an hour of the pgbench dump went from 0.59 to
+/// 0.14 MB. Shorter matches are left to the level's finder: with zstd's default (64) the
+/// deltas were 6% larger.
+const LONG_MATCH_MIN: u32 = 256;
+/// One position in 2^this enters the long-distance table (zstd's default at these windows is
+/// one in 2^7; denser entries found more, shorter matches, and larger deltas).
+const LONG_MATCH_RATE_LOG: u32 = 8;
+/// At the default level, between the long matches zstd's fastest strategy searches with a
+/// table of 2^16 entries. The level's own (two-table) finder there made each delta take 60%
+/// more time than before long matching; this one about a third more, and hourly backups of
+/// the bench workload take as long as before. Text deltas (the docs dump) stay within 1% of
+/// their size with the level's finder; a table of 2^14 entries made them 4% larger.
+const FAST_HASH_LOG: u32 = 16;
+
+/// The match-finder settings of a delta frame at `level`, beyond the level itself.
+fn delta_parameters(level: i32, span: usize) -> Vec<CParameter> {
+    let mut p = vec![
+        CParameter::WindowLog(delta_window_log(span)),
+        CParameter::EnableLongDistanceMatching(true),
+        CParameter::LdmMinMatch(LONG_MATCH_MIN),
+        CParameter::LdmHashRateLog(LONG_MATCH_RATE_LOG),
+    ];
+    if level == 3 {
+        p.extend([
+            CParameter::Strategy(zstd_safe::Strategy::ZSTD_fast),
+            CParameter::HashLog(FAST_HASH_LOG),
+        ]);
+    }
+    p
+}
 
 /// Compresses `data` as a zstd frame against `base` (the plaintext of another chunk, used as
 /// a raw-content prefix, not a dictionary).
@@ -103,7 +134,7 @@ pub fn compress_delta(level: i32, base: &[u8], data: &[u8]) -> Result<Vec<u8>, C
             }
             *cell = Some((level, c));
         }
-        let Some((_, c)) = cell.as_mut() else { unreachable!("set above") };
+        let Some((level, c)) = cell.as_mut() else { unreachable!("set above") };
         // SAFETY: zstd keeps a referenced prefix for one frame only: starting the frame in
         // `compress2` takes the reference and clears it, and `ref_prefix` itself first drops
         // any earlier one. What the finished frame's window still points at lies below its
@@ -112,13 +143,9 @@ pub fn compress_delta(level: i32, base: &[u8], data: &[u8]) -> Result<Vec<u8>, C
         let base: &'static [u8] = unsafe { std::mem::transmute::<&[u8], &'static [u8]>(base) };
         let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
         let span = base.len() + data.len();
-        // `false` is zstd's "auto", which turns long matching on only for windows of 2^27 and
-        // the strongest strategies: never here (at most 2^25)
-        let done = c
-            .set_parameter(CParameter::WindowLog(delta_window_log(span)))
-            .and_then(|_| {
-                c.set_parameter(CParameter::EnableLongDistanceMatching(span > LONG_MATCH_SPAN))
-            })
+        let done = delta_parameters(*level, span)
+            .into_iter()
+            .try_for_each(|p| c.set_parameter(p).map(drop))
             .and_then(|_| c.ref_prefix(base))
             .and_then(|_| c.compress2(&mut out, data));
         if let Err(code) = done {
@@ -261,5 +288,38 @@ mod tests {
         // window alone, whose hash table of 2^17 entries loses most of the base, 4 MB before)
         assert!(delta.len() < 16384, "{} bytes for an 8-byte change", delta.len());
         assert_eq!(decompress(FLAG_DELTA, delta, 4 << 20, Some(&base)).unwrap(), data);
+    }
+
+    /// pgbench_accounts as `pg_dump` writes it: rows of an id, a branch, a balance and 84
+    /// blanks, in heap order, pages of 61 rows.
+    fn accounts(rows: &[(u32, i64)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (aid, balance) in rows {
+            out.extend_from_slice(
+                format!("{aid}\t{}\t{balance}\t{:84}\n", 1 + aid / 100_000, "").as_bytes(),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn a_delta_of_repetitive_rows_finds_each_row_in_the_base() {
+        // 3,300 rows (about 330 KiB, a default-size chunk); an hour updates 6 of them: each
+        // updated row leaves its place and its new version is written at the end of its page
+        let mut rows: Vec<(u32, i64)> = (1..=3300).map(|a| (a, 0)).collect();
+        let base = accounts(&rows);
+        let mut x = 11u64;
+        for _ in 0..6 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let at = (x >> 33) as usize % rows.len();
+            let (aid, balance) = rows.remove(at);
+            let page_end = ((at / 61 + 1) * 61 - 1).min(rows.len());
+            rows.insert(page_end, (aid, balance - 4321));
+        }
+        let data = accounts(&rows);
+        let delta = compress_delta(3, &base, &data).unwrap();
+        // the level-3 finder alone: 1,890 bytes; with long matches 173
+        assert!(delta.len() < 400, "{} bytes for six moved rows", delta.len());
+        assert_eq!(decompress(FLAG_DELTA, delta, data.len() as u32, Some(&base)).unwrap(), data);
     }
 }
