@@ -5,6 +5,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use repo::codec::chunker::{ChunkerParams, Gear, StreamChunker};
 use repo::codec::compress::compress;
 use repo::codec::crypto::{MasterKeys, ObjectCipher};
+use repo::codec::sketch::sketch;
 use repo::format::envelope::{CipherKind, Header, MAGIC_PACK};
 use repo::format::pack::BlobType;
 use repo::repo::packer::PackBuilder;
@@ -47,6 +48,9 @@ fn bench(c: &mut Criterion) {
             }
             n
         })
+    });
+    g.bench_function("resemblance sketch, 128 KiB pieces", |b| {
+        b.iter(|| data.chunks(128 << 10).map(|c| sketch(c)[0]).fold(0u64, |a, x| a ^ x))
     });
     g.bench_function("hashing (keyed BLAKE3, 64 KiB pieces)", |b| {
         b.iter(|| data.chunks(64 << 10).map(|c| keys.chunk_id(c).0[0]).fold(0u8, |a, x| a ^ x))

@@ -291,7 +291,12 @@ fn resemblance(prev_f: &str, cur_f: &str, level: i32) {
     let pos: HashMap<H, usize> = ida.iter().enumerate().map(|(i, x)| (*x, i)).collect();
     let mut by_sf: Vec<HashMap<u64, usize>> = vec![HashMap::new(); 3];
     for (i, c) in a.iter().enumerate() {
-        for (k, s) in sketch(c).iter().enumerate() {
+        let skc = if std::env::var("LIBSKETCH").is_ok() {
+            repo::codec::sketch::sketch(c)
+        } else {
+            sketch(c)
+        };
+        for (k, s) in skc.iter().enumerate() {
             by_sf[k].insert(*s, i);
         }
     }
@@ -320,7 +325,11 @@ fn resemblance(prev_f: &str, cur_f: &str, level: i32) {
         let l = (mid >= 0)
             .then(|| starts.partition_point(|s| *s as i64 <= mid).checked_sub(1))
             .flatten();
-        let sk = sketch(c);
+        let sk = if std::env::var("LIBSKETCH").is_ok() {
+            repo::codec::sketch::sketch(c)
+        } else {
+            sketch(c)
+        };
         let mut votes: HashMap<usize, usize> = HashMap::new();
         for (k, s) in sk.iter().enumerate() {
             if let Some(i) = by_sf[k].get(s) {
@@ -362,7 +371,7 @@ fn main() {
     }
     if let Ok(k) = std::env::var("FIRST") {
         for f in &files {
-            first(f, k.parse().unwrap(), 3);
+            first(f, k.parse().unwrap(), delta_level(3));
         }
         return;
     }

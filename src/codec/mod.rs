@@ -5,6 +5,7 @@ pub mod chunker;
 pub mod compress;
 pub mod crypto;
 pub mod gzip;
+pub mod sketch;
 
 /// Errors of the byte transformations: sealing, key unwrapping, compression, chunking.
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,7 @@ use super::blobrun::{Run, Segments};
 use super::sorted::Sorter;
 use super::verify::{IndexBody, load_index_body};
 use super::{RepoError, Repository, Result, paths};
+use crate::codec::sketch::Sketch;
 use crate::format::Id;
 use crate::format::index::{BlobLocation, IndexFile, IndexItem, SortedItem};
 use crate::format::pack::BlobType;
@@ -46,6 +47,15 @@ const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots
 /// Snapshot bundles this cache has read: what they held that was listed went into
 /// `SNAPSHOTS`, so a later listing need not read them again.
 const BUNDLES_READ: TableDefinition<&[u8], ()> = TableDefinition::new("bundles_read");
+/// Resemblance sketches of the chunks this cache's backups stored (`codec::sketch`): each
+/// super-feature, its low two bits replaced by its place in the sketch, to the id of the
+/// newest chunk that had it. Hints only: a chunk found here is used as a delta base only when
+/// the index still has it and the delta against it pays.
+const SKETCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("sketches");
+/// When adding sketches would take [`SKETCHES`] past this many entries (about 60 MB of
+/// database, the sketches of some 90 GB of chunks stored), the table starts over: new
+/// content is most likely to resemble what was stored recently.
+const MAX_SKETCH_ENTRIES: u64 = 1 << 20;
 /// 2: one entry per copy of a blob (id, pack), not one per id. 3: the entries of a cache built
 /// from scratch in a sealed run file beside the database (`blobrun.rs`), named by META `run`.
 /// 4: run records with a pack number and an unpadded value (51 or 83 bytes, were 111), in
@@ -1010,6 +1020,56 @@ impl IndexCache {
             .collect()
     }
 
+    /// For each sketch, the stored chunk that shares the most of its super-features with it
+    /// (the newest such chunk for each; `None` for no sketch or no match).
+    pub fn similar(&self, sketches: &[Option<Sketch>]) -> Result<Vec<Option<Id>>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match tx.open_table(SKETCHES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; sketches.len()]),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Vec::with_capacity(sketches.len());
+        for s in sketches {
+            let mut votes: Vec<(Id, usize)> = Vec::new();
+            for (k, f) in s.iter().flatten().enumerate() {
+                let Some(v) = t.get(sketch_key(*f, k)).map_err(|e| self.err(e))? else {
+                    continue;
+                };
+                let Ok(id) = <[u8; 32]>::try_from(v.value()).map(Id) else { continue };
+                match votes.iter_mut().find(|(i, _)| *i == id) {
+                    Some((_, n)) => *n += 1,
+                    None => votes.push((id, 1)),
+                }
+            }
+            // most votes; among equals the first super-feature's
+            let best = votes.iter().rev().max_by_key(|(_, n)| *n).map(|(id, _)| *id);
+            out.push(best);
+        }
+        Ok(out)
+    }
+
+    /// Records the sketches of chunks just stored ([`IndexCache::similar`] finds them).
+    pub fn add_sketches(&self, sketches: &[(Id, Sketch)]) -> Result<()> {
+        if sketches.is_empty() {
+            return Ok(());
+        }
+        let tx = self.begin_write()?;
+        {
+            let mut t = tx.open_table(SKETCHES).map_err(|e| self.err(e))?;
+            let added = (sketches.len() * crate::codec::sketch::SUPER_FEATURES) as u64;
+            if t.len().map_err(|e| self.err(e))? + added > MAX_SKETCH_ENTRIES {
+                t.retain(|_, _| false).map_err(|e| self.err(e))?;
+            }
+            for (id, s) in sketches {
+                for (k, f) in s.iter().enumerate() {
+                    t.insert(sketch_key(*f, k), &id.0[..]).map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     /// Adds a snapshot object this process has just stored.
     pub fn add_snapshot_object(&self, id: Id, bytes: Vec<u8>) -> Result<()> {
         let tx = self.begin_write()?;
@@ -1283,6 +1343,11 @@ impl Drop for IndexCache {
             }
         }
     }
+}
+
+/// A super-feature's key in [`SKETCHES`]: its place `k` in the sketch in the low two bits.
+fn sketch_key(feature: u64, k: usize) -> u64 {
+    (feature & !3) | k as u64
 }
 
 #[cfg(test)]

@@ -302,6 +302,26 @@ pub fn encode(level: i32, chunk: Vec<u8>, base: Option<Base>) -> Encoded {
     }
 }
 
+/// [`encode`] against whichever of two bases gives the smaller blob: `base`, the chunk at the
+/// same place in the previous snapshot, and `similar`, a chunk whose sketch resembles this
+/// one's (content that moved). With one of them missing it is [`encode`] with the other.
+pub fn encode_either(
+    level: i32,
+    chunk: Vec<u8>,
+    base: Option<Base>,
+    similar: Option<Base>,
+) -> Encoded {
+    match (base, similar) {
+        (Some(b), Some(s)) => {
+            let a = encode(level, chunk.clone(), Some(b));
+            let o = encode(level, chunk, Some(s));
+            let cost = |e: &Encoded| e.data.len() + if e.base.is_some() { 32 } else { 0 };
+            if cost(&o) < cost(&a) { o } else { a }
+        }
+        (b, s) => encode(level, chunk, b.or(s)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

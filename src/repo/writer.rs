@@ -26,6 +26,7 @@ use super::sorted::Sorter;
 use super::{BlobRef, RepoError, Repository, Result, paths};
 use crate::codec::chunker::ChunkerParams;
 use crate::codec::compress::compress;
+use crate::codec::sketch::{Sketch, sketch};
 use crate::format::Id;
 use crate::format::envelope::{MAGIC_INDEX, MAGIC_INDEX_SORTED, MAGIC_SNAPSHOT, TAG_LEN};
 use crate::format::index::{IndexFile, IndexPack};
@@ -430,6 +431,8 @@ struct Pipeline<'a> {
     list: Vec<(Id, u32)>,
     lists: Vec<Id>,
     stats: BackupStats,
+    /// The sketches of the chunks stored, for the cache once the snapshot is committed.
+    sketched: Vec<(Id, Sketch)>,
 }
 
 impl Pipeline<'_> {
@@ -548,16 +551,37 @@ impl Pipeline<'_> {
                 fresh.push((id, chunk, candidate));
             }
         }
-        let bases = self.fetch_bases(&fresh)?;
+        // content that moved: the stored chunk whose sketch this one's most resembles, when
+        // it is not the candidate already
+        let sketches: Vec<Option<Sketch>> = fresh
+            .par_iter()
+            .map(|(_, c, _)| (c.len() >= MIN_HINTED_CHUNK).then(|| sketch(c)))
+            .collect();
+        let similar = match self.repo.index.similar(&sketches) {
+            Ok(s) => s,
+            // hints only: without them the bases are the candidates alone
+            Err(_) => vec![None; fresh.len()],
+        };
+        let similar: Vec<Option<Id>> = similar
+            .into_iter()
+            .zip(&fresh)
+            .map(|(s, (id, _, candidate))| s.filter(|s| s != id && Some(*s) != *candidate))
+            .collect();
+        let wanted = fresh.iter().map(|f| f.2).chain(similar.iter().copied()).flatten();
+        let bases = self.fetch_bases(wanted)?;
         let level = self.repo.config.zstd_level;
         let encoded: Vec<_> = fresh
             .into_par_iter()
-            .map(|(id, c, candidate)| {
+            .zip(similar)
+            .map(|((id, c, candidate), similar)| {
                 let raw = c.len() as u32;
                 let base = candidate.and_then(|b| bases.get(&b).cloned());
-                (id, raw, super::delta::encode(level, c, base))
+                let other = similar.and_then(|b| bases.get(&b).cloned());
+                (id, raw, super::delta::encode_either(level, c, base, other))
             })
             .collect();
+        let sketched = encoded.iter().zip(sketches).filter_map(|((id, _, _), s)| Some((*id, s?)));
+        self.sketched.extend(sketched);
         for (id, raw, e) in encoded {
             self.stats.new_chunks += 1;
             self.stats.new_bytes += raw as u64;
@@ -629,12 +653,12 @@ impl Pipeline<'_> {
     /// The bases themselves are then checked against their ids.
     fn fetch_bases(
         &self,
-        fresh: &[(Id, Vec<u8>, Option<Id>)],
+        candidates: impl Iterator<Item = Id>,
     ) -> Result<std::collections::HashMap<Id, Base>> {
         use std::collections::HashMap;
         // candidate → (base, stored size of its chain's whole chunk, whether it restarts)
         let mut want: HashMap<Id, (Id, usize, bool)> = HashMap::new();
-        for c in fresh.iter().filter_map(|f| f.2) {
+        for c in candidates {
             if want.contains_key(&c) {
                 continue;
             }
@@ -1002,21 +1026,22 @@ where
             list: vec![],
             lists: vec![],
             stats: BackupStats::default(),
+            sketched: vec![],
         };
         let mut sink = ChunkSink { p };
         let content = body(&mut sink)?;
         sink.p.flush_pack()?;
-        Ok((content, sink.p.stats))
+        Ok((content, sink.p.stats, sink.p.sketched))
     })
     .await;
     let uploaded = up.await.map_err(RepoError::from)?;
-    let (content, mut stats) = match (piped.map_err(RepoError::from)?, uploaded) {
+    let (content, mut stats, sketched) = match (piped.map_err(RepoError::from)?, uploaded) {
         (Ok(r), Ok(u)) => {
-            let (content, mut s): (Content, BackupStats) = r;
+            let (content, mut s, sketched): (Content, BackupStats, _) = r;
             s.packs_written = u.packs_written;
             s.bytes_written = u.bytes_written;
             s.index_files_written = u.index_files_written;
-            (content, s)
+            (content, s, sketched)
         }
         // the pipeline stopped because the uploader failed: the uploader's error is the cause
         (Err(RepoError::WorkerStopped(_)), Err(e)) | (Ok(_), Err(e)) => return Err(e),
@@ -1062,8 +1087,10 @@ where
         }
         return Err(e);
     }
-    // the next listing need not fetch it (a cache that cannot be written only costs that)
+    // the next listing need not fetch it, and the next backups find moved content among
+    // these chunks (a cache that cannot be written only costs that)
     let _ = repo.index.add_snapshot_object(id, bytes);
+    let _ = repo.index.add_sketches(&sketched);
     // a fresh pod that had to fetch the snapshots one by one leaves a bundle for the next
     super::store_bundle_if_worth(&repo, false).await;
     Ok((id, snap, stats))
