@@ -289,12 +289,12 @@ fn resemblance(prev_f: &str, cur_f: &str, level: i32) {
     let b = chunk_slice(&cur, &gear, params);
     let ida: Vec<H> = a.iter().map(|c| *blake3::hash(c).as_bytes()).collect();
     let pos: HashMap<H, usize> = ida.iter().enumerate().map(|(i, x)| (*x, i)).collect();
-    let mut by_sf: Vec<HashMap<u64, usize>> = vec![HashMap::new(); 3];
+    let mut by_sf: Vec<HashMap<u64, usize>> = vec![HashMap::new(); 16];
     for (i, c) in a.iter().enumerate() {
         let skc = if std::env::var("LIBSKETCH").is_ok() {
-            repo::codec::sketch::sketch(c)
+            repo::codec::sketch::sketch(c).to_vec()
         } else {
-            sketch(c)
+            sketch(c).to_vec()
         };
         for (k, s) in skc.iter().enumerate() {
             by_sf[k].insert(*s, i);
@@ -326,9 +326,9 @@ fn resemblance(prev_f: &str, cur_f: &str, level: i32) {
             .then(|| starts.partition_point(|s| *s as i64 <= mid).checked_sub(1))
             .flatten();
         let sk = if std::env::var("LIBSKETCH").is_ok() {
-            repo::codec::sketch::sketch(c)
+            repo::codec::sketch::sketch(c).to_vec()
         } else {
-            sketch(c)
+            sketch(c).to_vec()
         };
         let mut votes: HashMap<usize, usize> = HashMap::new();
         for (k, s) in sk.iter().enumerate() {

@@ -48,12 +48,12 @@ const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots
 /// `SNAPSHOTS`, so a later listing need not read them again.
 const BUNDLES_READ: TableDefinition<&[u8], ()> = TableDefinition::new("bundles_read");
 /// Resemblance sketches of the chunks this cache's backups stored (`codec::sketch`): each
-/// super-feature, its low two bits replaced by its place in the sketch, to the id of the
+/// super-feature, its low three bits replaced by its place in the sketch, to the id of the
 /// newest chunk that had it. Hints only: a chunk found here is used as a delta base only when
 /// the index still has it and the delta against it pays.
 const SKETCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("sketches");
 /// When adding sketches would take [`SKETCHES`] past this many entries (about 60 MB of
-/// database, the sketches of some 90 GB of chunks stored), the table starts over: new
+/// database, the sketches of some 20 GB of chunks stored), the table starts over: new
 /// content is most likely to resemble what was stored recently.
 const MAX_SKETCH_ENTRIES: u64 = 1 << 20;
 /// 2: one entry per copy of a blob (id, pack), not one per id. 3: the entries of a cache built
@@ -1345,9 +1345,10 @@ impl Drop for IndexCache {
     }
 }
 
-/// A super-feature's key in [`SKETCHES`]: its place `k` in the sketch in the low two bits.
+/// A super-feature's key in [`SKETCHES`]: its place `k` in the sketch in the low three bits.
 fn sketch_key(feature: u64, k: usize) -> u64 {
-    (feature & !3) | k as u64
+    const _: () = assert!(crate::codec::sketch::SUPER_FEATURES <= 8);
+    (feature & !7) | k as u64
 }
 
 #[cfg(test)]
