@@ -1051,6 +1051,11 @@ impl IndexCache {
 
     /// Records the sketches of chunks just stored ([`IndexCache::similar`] finds them).
     pub fn add_sketches(&self, sketches: &[(Id, Sketch)]) -> Result<()> {
+        self.add_sketches_within(sketches, MAX_SKETCH_ENTRIES)
+    }
+
+    /// [`IndexCache::add_sketches`] with the table's bound `max` entries.
+    fn add_sketches_within(&self, sketches: &[(Id, Sketch)], max: u64) -> Result<()> {
         if sketches.is_empty() {
             return Ok(());
         }
@@ -1058,7 +1063,7 @@ impl IndexCache {
         {
             let mut t = tx.open_table(SKETCHES).map_err(|e| self.err(e))?;
             let added = (sketches.len() * crate::codec::sketch::SUPER_FEATURES) as u64;
-            if t.len().map_err(|e| self.err(e))? + added > MAX_SKETCH_ENTRIES {
+            if t.len().map_err(|e| self.err(e))? + added > max {
                 t.retain(|_, _| false).map_err(|e| self.err(e))?;
             }
             for (id, s) in sketches {
@@ -1393,6 +1398,34 @@ mod tests {
     /// The packs index files list are kept per file and come back once each, in id order,
     /// from a fresh build (a run) and from later files (the table) alike, and again after a
     /// reopen.
+    #[test]
+    fn sketches_find_the_chunk_sharing_most_features_and_the_table_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = IndexCache::open(dir.path()).unwrap();
+        let n = crate::codec::sketch::SUPER_FEATURES;
+        let sk = |base: u64| -> Sketch { std::array::from_fn(|k| base + 8 * k as u64) };
+        assert_eq!(c.similar(&[Some(sk(0))]).unwrap(), vec![None], "no table yet");
+        let (a, b) = (Id([1; 32]), Id([2; 32]));
+        c.add_sketches(&[(a, sk(1 << 20)), (b, sk(2 << 20))]).unwrap();
+        // a chunk sharing one feature with a and two with b: b has the most votes
+        let mut q = sk(3 << 20);
+        q[0] = sk(1 << 20)[0];
+        q[1] = sk(2 << 20)[1];
+        q[2] = sk(2 << 20)[2];
+        // a feature at another place in the sketch does not count
+        q[3] = sk(1 << 20)[4];
+        assert_eq!(
+            c.similar(&[Some(q), None, Some(sk(4 << 20))]).unwrap(),
+            vec![Some(b), None, None]
+        );
+        // a table that would pass its bound starts over with the newest sketches
+        let d = Id([4; 32]);
+        c.add_sketches_within(&[(d, sk(5 << 20))], 3 * n as u64 - 1).unwrap();
+        assert_eq!(c.similar(&[Some(q), Some(sk(5 << 20))]).unwrap(), vec![None, Some(d)]);
+        let tx = c.db.begin_read().unwrap();
+        assert_eq!(tx.open_table(SKETCHES).unwrap().len().unwrap(), n as u64);
+    }
+
     #[test]
     fn packs_listed_by_several_files_are_counted_once() {
         let dir = tempfile::tempdir().unwrap();
