@@ -15,6 +15,7 @@
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
+use super::sketch::{Sketch, keyed, sketch};
 use super::{CodecError, random_bytes};
 use crate::format::Id;
 use crate::format::envelope::{CipherKind, HEADER_LEN, Header, TAG_LEN};
@@ -22,6 +23,7 @@ use crate::format::key::{Kdf, KeyFile, MASTER_LEN};
 
 const SUBKEY_CONTEXT: &str = "repo 2026-11 object subkey v1";
 const CHECKSUM_CONTEXT: &str = "repo 2026-11 unencrypted checksum v1";
+const SKETCH_CONTEXT: &str = "repo 2026-12 resemblance sketch key v1";
 /// Nonce counter of a pack's footer: no blob offset can reach it.
 pub const FOOTER_COUNTER: u64 = u64::MAX;
 
@@ -63,6 +65,12 @@ impl MasterKeys {
     /// without the key.
     pub fn chunk_id(&self, data: &[u8]) -> Id {
         Id(*blake3::keyed_hash(&self.id, data).as_bytes())
+    }
+    /// The resemblance sketch of a chunk (`codec::sketch`), keyed: derived from the id key,
+    /// so the sketches a local cache keeps cannot be matched against sketches of guessed
+    /// content by someone without the keys.
+    pub fn chunk_sketch(&self, data: &[u8]) -> Sketch {
+        keyed(&sketch(data), &blake3::derive_key(SKETCH_CONTEXT, &self.id))
     }
 }
 

@@ -10,8 +10,9 @@
 //! each super-feature is a hash of [`FEATURES_PER_SUPER`] features. Two chunks share a
 //! super-feature when they share all of its features, that is when the maxima of all its
 //! transforms fall on shared content. Sketches never leave the local cache (they are not
-//! part of the repository format) and are only ever used as hints: a base they suggest is
-//! kept only when the delta against it is smaller.
+//! part of the repository format), are stored there [`keyed`] with a key derived from the
+//! repository's, and are only ever used as hints: a base they suggest is kept only when the
+//! delta against it is smaller.
 
 /// Super-features per sketch. Measured on the bench's docs dumps (benches/RESULTS.md,
 /// "Resemblance sketches"): six of one feature each found better bases than three of four
@@ -81,6 +82,20 @@ pub fn sketch(data: &[u8]) -> Sketch {
     out
 }
 
+/// `s` with each super-feature replaced by the keyed BLAKE3 of its place and value: equal
+/// super-features stay equal, and without the key nobody can compute the sketch of a guessed
+/// chunk to compare it with those a cache holds.
+pub fn keyed(s: &Sketch, key: &[u8; 32]) -> Sketch {
+    std::array::from_fn(|k| {
+        let mut m = [0u8; 9];
+        m[0] = k as u8;
+        m[1..].copy_from_slice(&s[k].to_le_bytes());
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&blake3::keyed_hash(key, &m).as_bytes()[..8]);
+        u64::from_le_bytes(w)
+    })
+}
+
 /// How many super-features two sketches share.
 pub fn shared(a: &Sketch, b: &Sketch) -> usize {
     a.iter().zip(b).filter(|(x, y)| x == y).count()
@@ -120,6 +135,20 @@ mod tests {
         let mut b = a[20_000..].to_vec();
         b.extend_from_slice(&a[..20_000]);
         assert!(shared(&sketch(&a), &sketch(&b)) >= 2);
+    }
+
+    #[test]
+    fn keying_keeps_equal_features_equal_and_depends_on_the_key_and_place() {
+        let a = sketch(&random(64 << 10, 9));
+        let mut b = sketch(&random(64 << 10, 10));
+        b[2] = a[2];
+        let (k1, k2) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(shared(&keyed(&a, &k1), &keyed(&b, &k1)), 1);
+        assert_eq!(keyed(&a, &k1)[2], keyed(&b, &k1)[2]);
+        assert_eq!(shared(&keyed(&a, &k1), &keyed(&a, &k2)), 0);
+        let same = [a[0]; SUPER_FEATURES];
+        let k = keyed(&same, &k1);
+        assert!(k.iter().skip(1).all(|x| *x != k[0]), "the place is hashed in");
     }
 
     #[test]

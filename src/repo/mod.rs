@@ -803,6 +803,11 @@ impl Repository {
         self.keys.chunk_id(data)
     }
 
+    /// The keyed resemblance sketch of a chunk's plaintext (`codec::sketch`).
+    pub fn chunk_sketch(&self, data: &[u8]) -> crate::codec::sketch::Sketch {
+        self.keys.chunk_sketch(data)
+    }
+
     /// A pack builder sealing with this repository's keys and cipher.
     pub fn pack_builder(&self, target: u32) -> Result<packer::PackBuilder> {
         packer::PackBuilder::new(&self.keys, self.cipher, target)

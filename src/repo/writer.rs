@@ -26,7 +26,7 @@ use super::sorted::Sorter;
 use super::{BlobRef, RepoError, Repository, Result, paths};
 use crate::codec::chunker::ChunkerParams;
 use crate::codec::compress::compress;
-use crate::codec::sketch::{Sketch, sketch};
+use crate::codec::sketch::Sketch;
 use crate::format::Id;
 use crate::format::envelope::{MAGIC_INDEX, MAGIC_INDEX_SORTED, MAGIC_SNAPSHOT, TAG_LEN};
 use crate::format::index::{IndexFile, IndexPack};
@@ -555,7 +555,7 @@ impl Pipeline<'_> {
         // it is not the candidate already
         let sketches: Vec<Option<Sketch>> = fresh
             .par_iter()
-            .map(|(_, c, _)| (c.len() >= MIN_HINTED_CHUNK).then(|| sketch(c)))
+            .map(|(_, c, _)| (c.len() >= MIN_HINTED_CHUNK).then(|| self.repo.chunk_sketch(c)))
             .collect();
         let similar = match self.repo.index.similar(&sketches) {
             Ok(s) => s,
