@@ -36,6 +36,8 @@ pub struct MasterKeys {
     pub id: [u8; 32],
     /// Key of the secret gear table of the chunker.
     pub chunker: [u8; 32],
+    /// Derived from `id`: keys resemblance sketches ([`MasterKeys::chunk_sketch`]).
+    sketch: [u8; 32],
 }
 
 impl MasterKeys {
@@ -47,10 +49,11 @@ impl MasterKeys {
     }
     /// Splits the 96 bytes of a key file's plaintext: `enc`, `id`, `chunker`.
     pub fn from_bytes(b: &[u8; MASTER_LEN]) -> Self {
-        let mut k = MasterKeys { enc: [0; 32], id: [0; 32], chunker: [0; 32] };
+        let mut k = MasterKeys { enc: [0; 32], id: [0; 32], chunker: [0; 32], sketch: [0; 32] };
         k.enc.copy_from_slice(&b[..32]);
         k.id.copy_from_slice(&b[32..64]);
         k.chunker.copy_from_slice(&b[64..]);
+        k.sketch = blake3::derive_key(SKETCH_CONTEXT, &k.id);
         k
     }
     /// The 96 bytes a key file wraps, in the order `enc`, `id`, `chunker`.
@@ -70,7 +73,7 @@ impl MasterKeys {
     /// so the sketches a local cache keeps cannot be matched against sketches of guessed
     /// content by someone without the keys.
     pub fn chunk_sketch(&self, data: &[u8]) -> Sketch {
-        keyed(&sketch(data), &blake3::derive_key(SKETCH_CONTEXT, &self.id))
+        keyed(&sketch(data), &self.sketch)
     }
 }
 

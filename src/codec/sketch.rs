@@ -124,8 +124,8 @@ mod tests {
             assert_eq!(shared(&sketch(&a), &sketch(&other)), 0, "seed {seed}");
             hits += usize::from(shared(&sketch(&a), &sketch(&b)) > 0);
         }
-        // each super-feature survives when none of its four maxima fell on a rewritten
-        // byte; with 400 of 131,072 bytes rewritten nearly every pair shares one
+        // a super-feature survives when its maximum did not fall on a rewritten byte; with
+        // 400 of 131,072 bytes rewritten nearly every pair shares one
         assert!(hits >= 18, "only {hits} of 20 edited chunks matched their original");
     }
 

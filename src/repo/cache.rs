@@ -56,6 +56,10 @@ const SKETCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("sketches");
 /// database, the sketches of some 20 GB of chunks stored), the table starts over: new
 /// content is most likely to resemble what was stored recently.
 const MAX_SKETCH_ENTRIES: u64 = 1 << 20;
+/// The most chunks whose sketches [`SKETCHES`] can hold: a backup need keep no more of them
+/// (the newest) for [`IndexCache::add_sketches`].
+pub const MAX_SKETCHED_CHUNKS: usize =
+    MAX_SKETCH_ENTRIES as usize / crate::codec::sketch::SUPER_FEATURES;
 /// 2: one entry per copy of a blob (id, pack), not one per id. 3: the entries of a cache built
 /// from scratch in a sealed run file beside the database (`blobrun.rs`), named by META `run`.
 /// 4: run records with a pack number and an unpadded value (51 or 83 bytes, were 111), in
@@ -1054,18 +1058,24 @@ impl IndexCache {
         self.add_sketches_within(sketches, MAX_SKETCH_ENTRIES)
     }
 
-    /// [`IndexCache::add_sketches`] with the table's bound `max` entries.
+    /// [`IndexCache::add_sketches`] with the table's bound `max` entries: of more sketches
+    /// than that, the last ones.
     fn add_sketches_within(&self, sketches: &[(Id, Sketch)], max: u64) -> Result<()> {
+        let n = crate::codec::sketch::SUPER_FEATURES;
+        let sketches = &sketches[sketches.len().saturating_sub(max as usize / n)..];
         if sketches.is_empty() {
             return Ok(());
         }
         let tx = self.begin_write()?;
         {
-            let mut t = tx.open_table(SKETCHES).map_err(|e| self.err(e))?;
-            let added = (sketches.len() * crate::codec::sketch::SUPER_FEATURES) as u64;
-            if t.len().map_err(|e| self.err(e))? + added > max {
-                t.retain(|_, _| false).map_err(|e| self.err(e))?;
+            let full = match tx.open_table(SKETCHES) {
+                Ok(t) => t.len().map_err(|e| self.err(e))? + (sketches.len() * n) as u64 > max,
+                Err(e) => return Err(self.err(e)),
+            };
+            if full {
+                tx.delete_table(SKETCHES).map_err(|e| self.err(e))?;
             }
+            let mut t = tx.open_table(SKETCHES).map_err(|e| self.err(e))?;
             for (id, s) in sketches {
                 for (k, f) in s.iter().enumerate() {
                     t.insert(sketch_key(*f, k), &id.0[..]).map_err(|e| self.err(e))?;
@@ -1395,9 +1405,6 @@ mod tests {
             const { std::cell::Cell::new(false) };
     }
 
-    /// The packs index files list are kept per file and come back once each, in id order,
-    /// from a fresh build (a run) and from later files (the table) alike, and again after a
-    /// reopen.
     #[test]
     fn sketches_find_the_chunk_sharing_most_features_and_the_table_stays_bounded() {
         let dir = tempfile::tempdir().unwrap();
@@ -1422,10 +1429,18 @@ mod tests {
         let d = Id([4; 32]);
         c.add_sketches_within(&[(d, sk(5 << 20))], 3 * n as u64 - 1).unwrap();
         assert_eq!(c.similar(&[Some(q), Some(sk(5 << 20))]).unwrap(), vec![None, Some(d)]);
-        let tx = c.db.begin_read().unwrap();
-        assert_eq!(tx.open_table(SKETCHES).unwrap().len().unwrap(), n as u64);
+        let count = || c.db.begin_read().unwrap().open_table(SKETCHES).unwrap().len().unwrap();
+        assert_eq!(count(), n as u64);
+        // more sketches at once than the bound: the last ones
+        c.add_sketches_within(&[(a, sk(6 << 20)), (b, sk(7 << 20))], n as u64).unwrap();
+        let found = c.similar(&[Some(sk(5 << 20)), Some(sk(6 << 20)), Some(sk(7 << 20))]);
+        assert_eq!(found.unwrap(), vec![None, None, Some(b)]);
+        assert_eq!(count(), n as u64);
     }
 
+    /// The packs index files list are kept per file and come back once each, in id order,
+    /// from a fresh build (a run) and from later files (the table) alike, and again after a
+    /// reopen.
     #[test]
     fn packs_listed_by_several_files_are_counted_once() {
         let dir = tempfile::tempdir().unwrap();

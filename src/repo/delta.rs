@@ -5,8 +5,9 @@
 //! Base selection is by locality: walking the new stream in order beside the chunk sequence
 //! of its previous version (the previous snapshot of the same name, or a tree file's version
 //! in the parent snapshot), a new chunk's base is the old chunk at the same place (a changed
-//! row or page turns exactly that chunk into a new one). No index of similar chunks is
-//! needed. Chains are at most four levels deep (the writer's `WRITE_DEPTH`): a candidate that
+//! row or page turns exactly that chunk into a new one). Rows that moved elsewhere in their
+//! table are found through resemblance sketches (`codec::sketch`, kept in the local cache):
+//! [`encode_either`] keeps the smaller delta of the two bases. Chains are at most four levels deep (the writer's `WRITE_DEPTH`): a candidate that
 //! is itself four levels deep gives a level of its chain instead, often the whole chunk it ends
 //! in (a restart, kept only while it is small: `RESTART_SHARE`).
 

@@ -432,7 +432,7 @@ struct Pipeline<'a> {
     lists: Vec<Id>,
     stats: BackupStats,
     /// The sketches of the chunks stored, for the cache once the snapshot is committed.
-    sketched: Vec<(Id, Sketch)>,
+    sketched: std::collections::VecDeque<(Id, Sketch)>,
 }
 
 impl Pipeline<'_> {
@@ -582,6 +582,9 @@ impl Pipeline<'_> {
             .collect();
         let sketched = encoded.iter().zip(sketches).filter_map(|((id, _, _), s)| Some((*id, s?)));
         self.sketched.extend(sketched);
+        // the cache keeps no more, and a huge first backup should not hold them all
+        let over = self.sketched.len().saturating_sub(super::cache::MAX_SKETCHED_CHUNKS);
+        self.sketched.drain(..over);
         for (id, raw, e) in encoded {
             self.stats.new_chunks += 1;
             self.stats.new_bytes += raw as u64;
@@ -1026,7 +1029,7 @@ where
             list: vec![],
             lists: vec![],
             stats: BackupStats::default(),
-            sketched: vec![],
+            sketched: Default::default(),
         };
         let mut sink = ChunkSink { p };
         let content = body(&mut sink)?;
@@ -1035,7 +1038,7 @@ where
     })
     .await;
     let uploaded = up.await.map_err(RepoError::from)?;
-    let (content, mut stats, sketched) = match (piped.map_err(RepoError::from)?, uploaded) {
+    let (content, mut stats, mut sketched) = match (piped.map_err(RepoError::from)?, uploaded) {
         (Ok(r), Ok(u)) => {
             let (content, mut s, sketched): (Content, BackupStats, _) = r;
             s.packs_written = u.packs_written;
@@ -1090,7 +1093,7 @@ where
     // the next listing need not fetch it, and the next backups find moved content among
     // these chunks (a cache that cannot be written only costs that)
     let _ = repo.index.add_snapshot_object(id, bytes);
-    let _ = repo.index.add_sketches(&sketched);
+    let _ = repo.index.add_sketches(sketched.make_contiguous());
     // a fresh pod that had to fetch the snapshots one by one leaves a bundle for the next
     super::store_bundle_if_worth(&repo, false).await;
     Ok((id, snap, stats))
