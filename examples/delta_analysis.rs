@@ -8,6 +8,8 @@
 //! NDEPTH, CHUNK_AVG; at the depth limit FALLBACK=base (the newest ancestor shallow enough instead of the
 //! chain's whole chunk) or FALLBACK=both (the smaller delta of the two), and REROOT=p (a delta
 //! against an older chunk than the one replaced is kept only under p% of plain compression).
+//! RESEMBLANCE=1 with two dumps: the new chunks' delta bytes with the locality base, with the
+//! base `codec::sketch` suggests, and with the smaller of the two.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -233,48 +235,6 @@ fn first(file: &str, k: usize, level: i32) {
     println!("{file}: {} chunks, plain {plain}, groups of {k} {grouped}", chunks.len());
 }
 
-/// A resemblance sketch: 3 super-features, each a hash of 4 features, a feature being the
-/// maximum over the chunk of a linear transform of a gear rolling hash (the N-transform
-/// sketches of Finesse and Odess).
-fn sketch(c: &[u8]) -> [u64; 3] {
-    const M: [u64; 12] = [
-        0x9e37_79b9_7f4a_7c15,
-        0xc2b2_ae3d_27d4_eb4f,
-        0x1656_67b1_9e37_79f9,
-        0x27d4_eb2f_1656_67c5,
-        0x94d0_49bb_1331_11eb,
-        0xbf58_476d_1ce4_e5b9,
-        0xff51_afd7_ed55_8ccd,
-        0xc4ce_b9fe_1a85_ec53,
-        0x2545_f491_4f6c_dd1d,
-        0x5851_f42d_4c95_7f2d,
-        0x1405_7b7e_f767_814f,
-        0xd6e8_feb8_6659_fd93,
-    ];
-    let gear: Vec<u64> =
-        (0..256u64).map(|i| (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17)).collect();
-    let mut f = [0u64; 12];
-    let mut h = 0u64;
-    for &b in c {
-        h = (h << 1).wrapping_add(gear[b as usize]);
-        for (j, m) in M.iter().enumerate() {
-            let t = h.wrapping_mul(*m).wrapping_add(j as u64) >> 16;
-            if t > f[j] {
-                f[j] = t;
-            }
-        }
-    }
-    let mut sf = [0u64; 3];
-    for (k, s) in sf.iter_mut().enumerate() {
-        let mut x = 0u64;
-        for v in &f[4 * k..4 * k + 4] {
-            x = (x ^ v).wrapping_mul(0x100_0000_01b3);
-        }
-        *s = x;
-    }
-    sf
-}
-
 /// Locality against resemblance as base selection, from dump PREV to dump CUR: the stored
 /// size of CUR's new chunks with each base, with the better of the two, and with both as one
 /// two-chunk prefix.
@@ -291,11 +251,7 @@ fn resemblance(prev_f: &str, cur_f: &str, level: i32) {
     let pos: HashMap<H, usize> = ida.iter().enumerate().map(|(i, x)| (*x, i)).collect();
     let mut by_sf: Vec<HashMap<u64, usize>> = vec![HashMap::new(); 16];
     for (i, c) in a.iter().enumerate() {
-        let skc = if std::env::var("LIBSKETCH").is_ok() {
-            repo::codec::sketch::sketch(c).to_vec()
-        } else {
-            sketch(c).to_vec()
-        };
+        let skc = repo::codec::sketch::sketch(c);
         for (k, s) in skc.iter().enumerate() {
             by_sf[k].insert(*s, i);
         }
@@ -325,11 +281,7 @@ fn resemblance(prev_f: &str, cur_f: &str, level: i32) {
         let l = (mid >= 0)
             .then(|| starts.partition_point(|s| *s as i64 <= mid).checked_sub(1))
             .flatten();
-        let sk = if std::env::var("LIBSKETCH").is_ok() {
-            repo::codec::sketch::sketch(c).to_vec()
-        } else {
-            sketch(c).to_vec()
-        };
+        let sk = repo::codec::sketch::sketch(c);
         let mut votes: HashMap<usize, usize> = HashMap::new();
         for (k, s) in sk.iter().enumerate() {
             if let Some(i) = by_sf[k].get(s) {

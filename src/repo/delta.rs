@@ -7,9 +7,10 @@
 //! in the parent snapshot), a new chunk's base is the old chunk at the same place (a changed
 //! row or page turns exactly that chunk into a new one). Rows that moved elsewhere in their
 //! table are found through resemblance sketches (`codec::sketch`, kept in the local cache):
-//! [`encode_either`] keeps the smaller delta of the two bases. Chains are at most four levels deep (the writer's `WRITE_DEPTH`): a candidate that
-//! is itself four levels deep gives a level of its chain instead, often the whole chunk it ends
-//! in (a restart, kept only while it is small: `RESTART_SHARE`).
+//! [`encode_either`] keeps the smaller delta of the two bases. Chains are at most four
+//! levels deep (the writer's `WRITE_DEPTH`): a candidate that is itself four levels deep
+//! gives a level of its chain instead, often the whole chunk it ends in (a restart, kept only
+//! while it is small: `RESTART_SHARE`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -275,12 +276,35 @@ pub struct Base {
 /// keeps the delta when it is at most three quarters of the plain encoding. A restart is kept
 /// only while it is at most a third of its whole chunk's stored size.
 pub fn encode(level: i32, chunk: Vec<u8>, base: Option<Base>) -> Encoded {
-    // the delta and what it costs with its base id; a restart only while it is small
-    let delta = base.and_then(|b| {
-        let d = compress_delta(level, &b.plain, &chunk).ok()?;
-        let cost = d.len() + 32;
-        (!b.restart || cost * RESTART_SHARE <= b.whole).then_some((b.id, b.whole, d, cost))
-    });
+    encode_either(level, chunk, base, None)
+}
+
+/// [`encode`] against whichever of two bases gives the smaller delta: `base`, the chunk at
+/// the same place in the previous snapshot, and `similar`, a chunk whose sketch resembles
+/// this one's (content that moved), tried only when the delta against `base` is not already
+/// tiny. The chunk is compressed on its own at most once.
+pub fn encode_either(
+    level: i32,
+    chunk: Vec<u8>,
+    base: Option<Base>,
+    similar: Option<Base>,
+) -> Encoded {
+    // a delta and what it costs with its base id; a restart only while it is small
+    let delta = |b: Option<Base>| {
+        b.and_then(|b| {
+            let d = compress_delta(level, &b.plain, &chunk).ok()?;
+            let cost = d.len() + 32;
+            (!b.restart || cost * RESTART_SHARE <= b.whole).then_some((b.id, b.whole, d, cost))
+        })
+    };
+    let tiny = |cost: usize| cost * TINY_DELTA <= chunk.len();
+    let delta = match delta(base) {
+        Some(d) if tiny(d.3) => Some(d),
+        first => match (first, delta(similar)) {
+            (Some(f), Some(o)) => Some(if o.3 < f.3 { o } else { f }),
+            (f, o) => f.or(o),
+        },
+    };
     let Some((b, whole, d, cost)) = delta else {
         let (flags, data) = compress(level, chunk);
         return Encoded { flags, data, base: None };
@@ -292,7 +316,7 @@ pub fn encode(level: i32, chunk: Vec<u8>, base: Option<Base>) -> Encoded {
     // guess, such as text written where random bytes were, costs a delta about as large as
     // plain compression that keeps its base alive). Each saves a compression per changed
     // chunk (measured: most of the delta writer's extra time on text, benches/RESULTS.md).
-    if cost * TINY_DELTA <= chunk.len() || cost * CLEAR_SHARE <= whole {
+    if tiny(cost) || cost * CLEAR_SHARE <= whole {
         return Encoded { flags: FLAG_DELTA, data: d, base: Some(b) };
     }
     let (flags, data) = compress(level, chunk);
@@ -300,26 +324,6 @@ pub fn encode(level: i32, chunk: Vec<u8>, base: Option<Base>) -> Encoded {
         Encoded { flags: FLAG_DELTA, data: d, base: Some(b) }
     } else {
         Encoded { flags, data, base: None }
-    }
-}
-
-/// [`encode`] against whichever of two bases gives the smaller blob: `base`, the chunk at the
-/// same place in the previous snapshot, and `similar`, a chunk whose sketch resembles this
-/// one's (content that moved). With one of them missing it is [`encode`] with the other.
-pub fn encode_either(
-    level: i32,
-    chunk: Vec<u8>,
-    base: Option<Base>,
-    similar: Option<Base>,
-) -> Encoded {
-    match (base, similar) {
-        (Some(b), Some(s)) => {
-            let a = encode(level, chunk.clone(), Some(b));
-            let o = encode(level, chunk, Some(s));
-            let cost = |e: &Encoded| e.data.len() + if e.base.is_some() { 32 } else { 0 };
-            if cost(&o) < cost(&a) { o } else { a }
-        }
-        (b, s) => encode(level, chunk, b.or(s)),
     }
 }
 
@@ -378,6 +382,40 @@ mod tests {
         // from the third on, their lengths find them, and each end keeps them in step
         let placed = got.iter().enumerate().skip(3).filter(|(i, b)| **b == Some(id(*i as u8)));
         assert_eq!(placed.count(), lens.len() - 3, "{got:?}");
+    }
+
+    #[test]
+    fn of_two_bases_the_one_giving_the_smaller_delta_is_kept() {
+        let noise = |mut x: u64, n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 32) as u8
+                })
+                .collect()
+        };
+        let chunk = noise(1, 32768);
+        let b = |n: u8, plain: Vec<u8>| {
+            Some(Base { id: id(n), plain: Arc::new(plain), whole: 40000, restart: false })
+        };
+        // the chunk at the same place holds other rows; the moved rows are in another chunk
+        let mut moved = chunk.clone();
+        moved[500] ^= 1;
+        let e = encode_either(3, chunk.clone(), b(1, noise(2, 32768)), b(2, moved.clone()));
+        assert_eq!((e.flags, e.base), (FLAG_DELTA, Some(id(2))));
+        // the same place holds half of it: still the better base is kept
+        let mut half = chunk[..16384].to_vec();
+        half.extend(noise(3, 16384));
+        let e = encode_either(3, chunk.clone(), b(1, half.clone()), b(2, moved.clone()));
+        assert_eq!(e.base, Some(id(2)));
+        let e = encode_either(3, chunk.clone(), b(1, moved.clone()), b(2, half));
+        assert_eq!(e.base, Some(id(1)));
+        // neither resembles it: stored whole; only the second given: a delta against it
+        let e = encode_either(3, chunk.clone(), b(1, noise(4, 32768)), b(2, noise(5, 32768)));
+        assert_eq!(e.base, None);
+        assert_eq!(encode_either(3, chunk, None, b(2, moved)).base, Some(id(2)));
     }
 
     #[test]
