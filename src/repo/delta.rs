@@ -279,33 +279,67 @@ pub fn encode(level: i32, chunk: Vec<u8>, base: Option<Base>) -> Encoded {
     encode_either(level, chunk, base, None)
 }
 
+/// A delta made by [`delta`], not yet weighed against plain compression ([`keep`]).
+pub struct Delta {
+    base: Id,
+    /// The stored size of the whole chunk the base's chain ends in ([`Base::whole`]).
+    whole: usize,
+    data: Vec<u8>,
+    /// The stored size with the base id.
+    cost: usize,
+}
+
+impl Delta {
+    /// Under 1/128 of the chunk: kept without compressing the chunk on its own, and no other
+    /// base is worth trying.
+    pub fn tiny(&self, chunk_len: usize) -> bool {
+        self.cost * TINY_DELTA <= chunk_len
+    }
+
+    /// The smaller of two deltas.
+    pub fn smaller(a: Option<Delta>, b: Option<Delta>) -> Option<Delta> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if b.cost < a.cost { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// `chunk` compressed against `base`; `None` without a base, when zstd fails, or for a
+/// restart that costs over a third of its whole chunk.
+pub fn delta(level: i32, chunk: &[u8], base: Option<Base>) -> Option<Delta> {
+    let b = base?;
+    let data = compress_delta(level, &b.plain, chunk).ok()?;
+    let cost = data.len() + 32;
+    (!b.restart || cost * RESTART_SHARE <= b.whole).then_some(Delta {
+        base: b.id,
+        whole: b.whole,
+        data,
+        cost,
+    })
+}
+
 /// [`encode`] against whichever of two bases gives the smaller delta: `base`, the chunk at
 /// the same place in the previous snapshot, and `similar`, a chunk whose sketch resembles
 /// this one's (content that moved), tried only when the delta against `base` is not already
-/// tiny. The chunk is compressed on its own at most once.
+/// tiny.
 pub fn encode_either(
     level: i32,
     chunk: Vec<u8>,
     base: Option<Base>,
     similar: Option<Base>,
 ) -> Encoded {
-    // a delta and what it costs with its base id; a restart only while it is small
-    let delta = |b: Option<Base>| {
-        b.and_then(|b| {
-            let d = compress_delta(level, &b.plain, &chunk).ok()?;
-            let cost = d.len() + 32;
-            (!b.restart || cost * RESTART_SHARE <= b.whole).then_some((b.id, b.whole, d, cost))
-        })
+    let d = match delta(level, &chunk, base) {
+        Some(d) if d.tiny(chunk.len()) => Some(d),
+        d => Delta::smaller(d, delta(level, &chunk, similar)),
     };
-    let tiny = |cost: usize| cost * TINY_DELTA <= chunk.len();
-    let delta = match delta(base) {
-        Some(d) if tiny(d.3) => Some(d),
-        first => match (first, delta(similar)) {
-            (Some(f), Some(o)) => Some(if o.3 < f.3 { o } else { f }),
-            (f, o) => f.or(o),
-        },
-    };
-    let Some((b, whole, d, cost)) = delta else {
+    keep(level, chunk, d)
+}
+
+/// The blob of `chunk`: the delta `d` when it pays, else the chunk compressed on its own
+/// (compressed at most once).
+pub fn keep(level: i32, chunk: Vec<u8>, d: Option<Delta>) -> Encoded {
+    let Some(d) = d else {
         let (flags, data) = compress(level, chunk);
         return Encoded { flags, data, base: None };
     };
@@ -316,12 +350,12 @@ pub fn encode_either(
     // guess, such as text written where random bytes were, costs a delta about as large as
     // plain compression that keeps its base alive). Each saves a compression per changed
     // chunk (measured: most of the delta writer's extra time on text, benches/RESULTS.md).
-    if tiny(cost) || cost * CLEAR_SHARE <= whole {
-        return Encoded { flags: FLAG_DELTA, data: d, base: Some(b) };
+    if d.tiny(chunk.len()) || d.cost * CLEAR_SHARE <= d.whole {
+        return Encoded { flags: FLAG_DELTA, data: d.data, base: Some(d.base) };
     }
     let (flags, data) = compress(level, chunk);
-    if cost * 4 <= data.len() * KEEP_QUARTERS {
-        Encoded { flags: FLAG_DELTA, data: d, base: Some(b) }
+    if d.cost * 4 <= data.len() * KEEP_QUARTERS {
+        Encoded { flags: FLAG_DELTA, data: d.data, base: Some(d.base) }
     } else {
         Encoded { flags, data, base: None }
     }

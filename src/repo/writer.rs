@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 use tokio::sync::mpsc;
 
-use super::delta::Base;
+use super::delta::{Base, Delta, delta, keep};
 use super::packer::{FinishedPack, PackBuilder};
 use super::sorted::Sorter;
 use super::{BlobRef, RepoError, Repository, Result, paths};
@@ -551,11 +551,25 @@ impl Pipeline<'_> {
                 fresh.push((id, chunk, candidate));
             }
         }
-        // content that moved: the stored chunk whose sketch this one's most resembles, when
-        // it is not the candidate already
+        let level = self.repo.config.zstd_level;
+        let bases = self.fetch_bases(fresh.iter().filter_map(|f| f.2))?;
+        let firsts: Vec<Option<Delta>> = fresh
+            .par_iter()
+            .map(|(_, c, candidate)| {
+                delta(level, c, candidate.and_then(|b| bases.get(&b).cloned()))
+            })
+            .collect();
+        drop(bases);
+        // content that moved: unless the candidate gave a tiny delta, the stored chunk whose
+        // sketch this one's most resembles, when it is not the candidate already
         let sketches: Vec<Option<Sketch>> = fresh
             .par_iter()
-            .map(|(_, c, _)| (c.len() >= MIN_HINTED_CHUNK).then(|| self.repo.chunk_sketch(c)))
+            .zip(&firsts)
+            .map(|((_, c, _), d)| {
+                let hinted =
+                    c.len() >= MIN_HINTED_CHUNK && !d.as_ref().is_some_and(|d| d.tiny(c.len()));
+                hinted.then(|| self.repo.chunk_sketch(c))
+            })
             .collect();
         let similar = match self.repo.index.similar(&sketches) {
             Ok(s) => s,
@@ -567,17 +581,19 @@ impl Pipeline<'_> {
             .zip(&fresh)
             .map(|(s, (id, _, candidate))| s.filter(|s| s != id && Some(*s) != *candidate))
             .collect();
-        let wanted = fresh.iter().map(|f| f.2).chain(similar.iter().copied()).flatten();
-        let bases = self.fetch_bases(wanted)?;
-        let level = self.repo.config.zstd_level;
+        let others = self.fetch_bases(similar.iter().flatten().copied())?;
         let encoded: Vec<_> = fresh
             .into_par_iter()
+            .zip(firsts)
             .zip(similar)
-            .map(|((id, c, candidate), similar)| {
+            .map(|(((id, c, _), first), similar)| {
                 let raw = c.len() as u32;
-                let base = candidate.and_then(|b| bases.get(&b).cloned());
-                let other = similar.and_then(|b| bases.get(&b).cloned());
-                (id, raw, super::delta::encode_either(level, c, base, other))
+                let other = similar.and_then(|b| others.get(&b).cloned());
+                let d = match other {
+                    Some(o) => Delta::smaller(first, delta(level, &c, Some(o))),
+                    None => first,
+                };
+                (id, raw, keep(level, c, d))
             })
             .collect();
         let sketched = encoded.iter().zip(sketches).filter_map(|((id, _, _), s)| Some((*id, s?)));
