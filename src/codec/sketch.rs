@@ -66,11 +66,33 @@ pub fn sketch(data: &[u8]) -> Sketch {
             *f = (*f).max(h.wrapping_mul(m).wrapping_add(a));
         }
     };
-    // the top bits of a shift-left gear hash depend on the last 64 bytes
     let shift = 64 - SAMPLE_RATE.trailing_zeros();
+    let step = |h: u64, b: u8| (h << 1).wrapping_add(GEAR[b as usize]);
+    // A shift-left gear hash of 64-bit words is a function of the last 64 bytes only, so the
+    // chunk can be hashed as four parts side by side, each begun 63 bytes early without
+    // sampling, with the same hashes as one pass: the four independent chains run about
+    // twice as fast as one.
+    const LANES: usize = 4;
+    let part = data.len() / LANES;
     let mut h = 0u64;
-    for &b in data {
-        h = (h << 1).wrapping_add(GEAR[b as usize]);
+    let mut done = 0;
+    if part >= 256 {
+        let lanes: [&[u8]; LANES] = std::array::from_fn(|i| &data[i * part..(i + 1) * part]);
+        let mut hs: [u64; LANES] = std::array::from_fn(|i| {
+            data[(i * part).saturating_sub(63)..i * part].iter().fold(0, |h, &b| step(h, b))
+        });
+        for j in 0..part {
+            for (h, lane) in hs.iter_mut().zip(lanes) {
+                *h = step(*h, lane[j]);
+                if *h >> shift == 0 {
+                    sample(*h);
+                }
+            }
+        }
+        (h, done) = (hs[LANES - 1], LANES * part);
+    }
+    for &b in &data[done..] {
+        h = step(h, b);
         if h >> shift == 0 {
             sample(h);
         }
@@ -149,6 +171,31 @@ mod tests {
         let same = [a[0]; SUPER_FEATURES];
         let k = keyed(&same, &k1);
         assert!(k.iter().skip(1).all(|x| *x != k[0]), "the place is hashed in");
+    }
+
+    #[test]
+    fn hashing_in_four_parts_gives_the_sketch_of_one_pass() {
+        let one_pass = |data: &[u8]| {
+            let mut f = [0u64; FEATURES];
+            let mut h = 0u64;
+            for &b in data {
+                h = (h << 1).wrapping_add(GEAR[b as usize]);
+                if h >> (64 - SAMPLE_RATE.trailing_zeros()) == 0 {
+                    for (f, (m, a)) in f.iter_mut().zip(TRANSFORMS) {
+                        *f = (*f).max(h.wrapping_mul(m).wrapping_add(a));
+                    }
+                }
+            }
+            let mut out = [0u64; SUPER_FEATURES];
+            for (s, group) in out.iter_mut().zip(f.chunks(FEATURES_PER_SUPER)) {
+                *s = group.iter().fold(0x51e7_c400_0000_0001, |x, f| splitmix(x ^ f));
+            }
+            out
+        };
+        for n in [0, 1, 1023, 1024, 1025, 4099, 65_536, 131_071] {
+            let d = random(n, n as u64 + 1);
+            assert_eq!(sketch(&d), one_pass(&d), "{n} bytes");
+        }
     }
 
     #[test]
