@@ -216,6 +216,21 @@ pub fn decompress(
     Ok(out)
 }
 
+/// `n` pseudo-random bytes (xorshift from `seed`; seeds differing in the lowest bit only
+/// give the same bytes), for tests.
+#[cfg(test)]
+pub(crate) fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,19 +255,6 @@ mod tests {
         assert_eq!(f, 0);
         assert_eq!(c, noise);
         assert!(decompress(FLAG_ZSTD, vec![1, 2, 3], 10, None).is_err());
-    }
-
-    /// `n` pseudo-random bytes (xorshift from `seed`).
-    fn noise(seed: u64, n: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect()
     }
 
     #[test]

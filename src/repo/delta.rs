@@ -420,16 +420,7 @@ mod tests {
 
     #[test]
     fn of_two_bases_the_one_giving_the_smaller_delta_is_kept() {
-        let noise = |mut x: u64, n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 32) as u8
-                })
-                .collect()
-        };
+        use crate::codec::compress::noise;
         let chunk = noise(1, 32768);
         let b = |n: u8, plain: Vec<u8>| {
             Some(Base { id: id(n), plain: Arc::new(plain), whole: 40000, restart: false })
@@ -437,17 +428,17 @@ mod tests {
         // the chunk at the same place holds other rows; the moved rows are in another chunk
         let mut moved = chunk.clone();
         moved[500] ^= 1;
-        let e = encode_either(3, chunk.clone(), b(1, noise(2, 32768)), b(2, moved.clone()));
+        let e = encode_either(3, chunk.clone(), b(1, noise(3, 32768)), b(2, moved.clone()));
         assert_eq!((e.flags, e.base), (FLAG_DELTA, Some(id(2))));
         // the same place holds half of it: still the better base is kept
         let mut half = chunk[..16384].to_vec();
-        half.extend(noise(3, 16384));
+        half.extend(noise(5, 16384));
         let e = encode_either(3, chunk.clone(), b(1, half.clone()), b(2, moved.clone()));
         assert_eq!(e.base, Some(id(2)));
         let e = encode_either(3, chunk.clone(), b(1, moved.clone()), b(2, half));
         assert_eq!(e.base, Some(id(1)));
         // neither resembles it: stored whole; only the second given: a delta against it
-        let e = encode_either(3, chunk.clone(), b(1, noise(4, 32768)), b(2, noise(5, 32768)));
+        let e = encode_either(3, chunk.clone(), b(1, noise(7, 32768)), b(2, noise(9, 32768)));
         assert_eq!(e.base, None);
         assert_eq!(encode_either(3, chunk, None, b(2, moved)).base, Some(id(2)));
     }
