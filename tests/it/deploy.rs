@@ -183,6 +183,16 @@ fn cronjobs_line_up_with_secrets_volumes_image_and_the_cli() {
         assert!(sh.status.success(), "{name}: shell syntax: {script}");
         let commands = repo_commands(&script);
         assert!(!commands.is_empty(), "{name}: no repo command");
+        // a job that backs up keeps its cache between runs, on a claim and outside the
+        // repository: the resemblance sketches that find bases for moved rows live only there
+        if commands.iter().any(|argv| argv.iter().any(|a| a == "backup")) {
+            let cache = Path::new(env.get("REPO_CACHE_DIR").expect("REPO_CACHE_DIR"));
+            assert!(!cache.starts_with(&env["REPO_REPOSITORY"]), "{name}: cache in the repository");
+            let kept = mounts.iter().any(|(dir, vol)| {
+                cache.starts_with(dir) && volumes[vol]["persistentVolumeClaim"].is_mapping()
+            });
+            assert!(kept, "{name}: cache {} is not on a PersistentVolumeClaim", cache.display());
+        }
         let missing = tempfile::tempdir().unwrap();
         for argv in commands {
             let argv: Vec<String> = argv
