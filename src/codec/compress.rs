@@ -102,9 +102,28 @@ const LONG_MATCH_RATE_LOG: u32 = 8;
 /// the bench workload take as long as before. Text deltas (the docs dump) stay within 1% of
 /// their size with the level's finder; a table of 2^14 entries made them 4% larger.
 const FAST_HASH_LOG: u32 = 16;
+/// A quick delta frame's short-match table: zstd loads only the last 2^(this + 3) bytes of
+/// the base into it (the long-distance table still holds the whole base), which spares most
+/// of a delta's cost of loading its base where the long matches find the changes anyway.
+const QUICK_HASH_LOG: u32 = 12;
+/// The least chain table zstd takes: at the fastest strategy it is unused, but the larger of
+/// the two tables decides how much of the base is loaded.
+const QUICK_CHAIN_LOG: u32 = 6;
+
+/// How hard a delta frame searches the base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Search {
+    /// Long matches in the whole base and short ones everywhere in it.
+    Full,
+    /// Long matches in the whole base, short ones only near its end: a third of the time of
+    /// [`Search::Full`] where a chunk differs from its base in a few places, and larger deltas
+    /// where it differs throughout (text rows). Only at the default level 3; other levels
+    /// search fully.
+    Quick,
+}
 
 /// The match-finder settings of a delta frame at `level`, beyond the level itself.
-fn delta_parameters(level: i32, span: usize) -> Vec<CParameter> {
+fn delta_parameters(level: i32, span: usize, search: Search) -> Vec<CParameter> {
     let mut p = vec![
         CParameter::WindowLog(delta_window_log(span)),
         CParameter::EnableLongDistanceMatching(true),
@@ -112,10 +131,13 @@ fn delta_parameters(level: i32, span: usize) -> Vec<CParameter> {
         CParameter::LdmHashRateLog(LONG_MATCH_RATE_LOG),
     ];
     if level == 3 {
-        p.extend([
-            CParameter::Strategy(zstd_safe::Strategy::ZSTD_fast),
-            CParameter::HashLog(FAST_HASH_LOG),
-        ]);
+        p.push(CParameter::Strategy(zstd_safe::Strategy::ZSTD_fast));
+        p.extend(match search {
+            Search::Full => [CParameter::HashLog(FAST_HASH_LOG), CParameter::ChainLog(0)],
+            Search::Quick => {
+                [CParameter::HashLog(QUICK_HASH_LOG), CParameter::ChainLog(QUICK_CHAIN_LOG)]
+            }
+        });
     }
     p
 }
@@ -123,6 +145,16 @@ fn delta_parameters(level: i32, span: usize) -> Vec<CParameter> {
 /// Compresses `data` as a zstd frame against `base` (the plaintext of another chunk, used as
 /// a raw-content prefix, not a dictionary).
 pub fn compress_delta(level: i32, base: &[u8], data: &[u8]) -> Result<Vec<u8>, CodecError> {
+    compress_delta_with(level, base, data, Search::Full)
+}
+
+/// [`compress_delta`] with the given search of the base.
+pub fn compress_delta_with(
+    level: i32,
+    base: &[u8],
+    data: &[u8],
+    search: Search,
+) -> Result<Vec<u8>, CodecError> {
     DELTA_CCTX.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -143,7 +175,7 @@ pub fn compress_delta(level: i32, base: &[u8], data: &[u8]) -> Result<Vec<u8>, C
         let base: &'static [u8] = unsafe { std::mem::transmute::<&[u8], &'static [u8]>(base) };
         let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
         let span = base.len() + data.len();
-        let done = delta_parameters(*level, span)
+        let done = delta_parameters(*level, span, search)
             .into_iter()
             .try_for_each(|p| c.set_parameter(p).map(drop))
             .and_then(|_| c.ref_prefix(base))
@@ -322,6 +354,35 @@ mod tests {
         let delta = compress_delta(3, &base, &data).unwrap();
         // the level-3 finder alone: 1,890 bytes; with long matches 173
         assert!(delta.len() < 400, "{} bytes for six moved rows", delta.len());
+        // a quick search finds the same rows through the long matches alone
+        let quick = compress_delta_with(3, &base, &data, Search::Quick).unwrap();
+        assert!(quick.len() < 400, "{} bytes searched quickly", quick.len());
+        assert_eq!(decompress(FLAG_DELTA, quick, data.len() as u32, Some(&base)).unwrap(), data);
         assert_eq!(decompress(FLAG_DELTA, delta, data.len() as u32, Some(&base)).unwrap(), data);
+    }
+
+    #[test]
+    fn a_quick_search_misses_short_matches_and_leaves_full_frames_as_they_were() {
+        // text rows of which every eighth changes a word: the short matches of each row lie
+        // all over the base, beyond the quick search's reach of its last 32 KiB
+        let words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"];
+        let row = |i: usize, v: usize| {
+            format!(
+                "{i}	{}	{}	{}
+",
+                words[i * 7 % 8],
+                words[(i / 8 + v) % 8],
+                i * 31 % 977
+            )
+        };
+        let base: Vec<u8> = (0..4000).flat_map(|i| row(i, 0).into_bytes()).collect();
+        let data: Vec<u8> =
+            (0..4000).flat_map(|i| row(i, usize::from(i % 8 == 0)).into_bytes()).collect();
+        let full = compress_delta(3, &base, &data).unwrap();
+        let quick = compress_delta_with(3, &base, &data, Search::Quick).unwrap();
+        assert!(quick.len() > full.len(), "quick {} against full {}", quick.len(), full.len());
+        assert_eq!(decompress(FLAG_DELTA, quick, data.len() as u32, Some(&base)).unwrap(), data);
+        // a quick frame made on this thread's context does not change the next full one
+        assert_eq!(compress_delta(3, &base, &data).unwrap(), full);
     }
 }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{RepoError, Repository, Result, SnapshotFilter, list_snapshots};
-use crate::codec::compress::{compress, compress_delta};
+use crate::codec::compress::{Search, compress, compress_delta_with};
 use crate::format::Id;
 use crate::format::pack::FLAG_DELTA;
 use crate::format::snapshot::SnapshotKind;
@@ -308,8 +308,30 @@ impl Delta {
 /// `chunk` compressed against `base`; `None` without a base, when zstd fails, or for a
 /// restart that costs over a third of its whole chunk.
 pub fn delta(level: i32, chunk: &[u8], base: Option<Base>) -> Option<Delta> {
+    delta_with(level, chunk, base, Search::Full)
+}
+
+/// [`delta`], searched quickly first when `quick_first`: a quick delta that is tiny is kept,
+/// any other is searched again fully (the smaller of the two is returned).
+pub fn delta_trying(
+    level: i32,
+    chunk: &[u8],
+    base: Option<Base>,
+    quick_first: bool,
+) -> Option<Delta> {
+    if !quick_first {
+        return delta(level, chunk, base);
+    }
+    let quick = delta_with(level, chunk, base.clone(), Search::Quick);
+    if quick.as_ref().is_some_and(|d| d.tiny(chunk.len())) {
+        return quick;
+    }
+    Delta::smaller(delta(level, chunk, base), quick)
+}
+
+fn delta_with(level: i32, chunk: &[u8], base: Option<Base>, search: Search) -> Option<Delta> {
     let b = base?;
-    let data = compress_delta(level, &b.plain, chunk).ok()?;
+    let data = compress_delta_with(level, &b.plain, chunk, search).ok()?;
     let cost = data.len() + 32;
     (!b.restart || cost * RESTART_SHARE <= b.whole).then_some(Delta {
         base: b.id,
@@ -441,6 +463,32 @@ mod tests {
         let e = encode_either(3, chunk.clone(), b(1, noise(7, 32768)), b(2, noise(9, 32768)));
         assert_eq!(e.base, None);
         assert_eq!(encode_either(3, chunk, None, b(2, moved)).base, Some(id(2)));
+    }
+
+    #[test]
+    fn a_quick_delta_is_kept_when_tiny_and_searched_again_fully_when_not() {
+        use crate::codec::compress::noise;
+        let base = noise(1, 128 << 10);
+        let b = || {
+            Some(Base { id: id(1), plain: Arc::new(base.clone()), whole: 131_000, restart: false })
+        };
+        let cost = |d: Option<Delta>| d.map(|d| d.cost).unwrap();
+        // one changed byte: the long matches alone find the rest
+        let mut one = base.clone();
+        one[70_000] ^= 1;
+        let d = delta_trying(3, &one, b(), true).unwrap();
+        assert!(d.tiny(one.len()), "{} bytes", d.cost);
+        // a byte in every 64 changed: only the short-match search over the whole base finds
+        // the runs between them; the quick one sees the last 32 KiB
+        let mut many = base.clone();
+        for i in (0..many.len()).step_by(64) {
+            many[i] ^= 0x55;
+        }
+        let quick = super::delta_with(3, &many, b(), Search::Quick).unwrap().cost;
+        let full = cost(delta(3, &many, b()));
+        assert!(full * 2 < quick, "full {full}, quick {quick}");
+        assert_eq!(cost(delta_trying(3, &many, b(), true)), full);
+        assert_eq!(cost(delta_trying(3, &many, b(), false)), full);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 use tokio::sync::mpsc;
 
-use super::delta::{Base, Delta, delta, keep};
+use super::delta::{Base, Delta, delta, delta_trying, keep};
 use super::packer::{FinishedPack, PackBuilder};
 use super::sorted::Sorter;
 use super::{BlobRef, RepoError, Repository, Result, paths};
@@ -433,6 +433,11 @@ struct Pipeline<'a> {
     stats: BackupStats,
     /// The sketches of the chunks stored, for the cache once the snapshot is committed.
     sketched: std::collections::VecDeque<(Id, Sketch)>,
+    /// Whether most deltas of the last batch with bases were tiny: the next batch's are then
+    /// searched quickly first ([`delta_trying`]), which spares most of their cost where a
+    /// dump changed in a few places per chunk, without trying twice where it changed
+    /// throughout.
+    quick_first: bool,
 }
 
 impl Pipeline<'_> {
@@ -553,13 +558,19 @@ impl Pipeline<'_> {
         }
         let level = self.repo.config.zstd_level;
         let bases = self.fetch_bases(fresh.iter().filter_map(|f| f.2))?;
+        let quick = self.quick_first;
         let firsts: Vec<Option<Delta>> = fresh
             .par_iter()
             .map(|(_, c, candidate)| {
-                delta(level, c, candidate.and_then(|b| bases.get(&b).cloned()))
+                delta_trying(level, c, candidate.and_then(|b| bases.get(&b).cloned()), quick)
             })
             .collect();
         drop(bases);
+        let made = firsts.iter().zip(&fresh).filter_map(|(d, f)| Some(d.as_ref()?.tiny(f.1.len())));
+        let (tiny, all) = made.fold((0, 0), |(t, n), tiny| (t + usize::from(tiny), n + 1));
+        if all > 0 {
+            self.quick_first = 2 * tiny >= all;
+        }
         // content that moved: unless the candidate gave a tiny delta, the stored chunk whose
         // sketch this one's most resembles, when it is not the candidate already
         let sketches: Vec<Option<Sketch>> = fresh
@@ -1046,6 +1057,7 @@ where
             lists: vec![],
             stats: BackupStats::default(),
             sketched: Default::default(),
+            quick_first: false,
         };
         let mut sink = ChunkSink { p };
         let content = body(&mut sink)?;
