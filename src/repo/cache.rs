@@ -1068,10 +1068,8 @@ impl IndexCache {
         }
         let tx = self.begin_write()?;
         {
-            let full = match tx.open_table(SKETCHES) {
-                Ok(t) => t.len().map_err(|e| self.err(e))? + (sketches.len() * n) as u64 > max,
-                Err(e) => return Err(self.err(e)),
-            };
+            let held = tx.open_table(SKETCHES).map_err(|e| self.err(e))?.len();
+            let full = held.map_err(|e| self.err(e))? + (sketches.len() * n) as u64 > max;
             if full {
                 tx.delete_table(SKETCHES).map_err(|e| self.err(e))?;
             }

@@ -7,7 +7,7 @@
 //! in the parent snapshot), a new chunk's base is the old chunk at the same place (a changed
 //! row or page turns exactly that chunk into a new one). Rows that moved elsewhere in their
 //! table are found through resemblance sketches (`codec::sketch`, kept in the local cache):
-//! [`encode_either`] keeps the smaller delta of the two bases. Chains are at most four
+//! the writer keeps the smaller delta of the two bases ([`Delta::smaller`]). Chains are at most four
 //! levels deep (the writer's `WRITE_DEPTH`): a candidate that is itself four levels deep
 //! gives a level of its chain instead, often the whole chunk it ends in (a restart, kept only
 //! while it is small: `RESTART_SHARE`).
@@ -274,7 +274,10 @@ pub struct Base {
 
 /// Compresses `chunk` against `base` and, unless the delta is clearly smaller, on its own;
 /// keeps the delta when it is at most three quarters of the plain encoding. A restart is kept
-/// only while it is at most a third of its whole chunk's stored size.
+/// only while it is at most a third of its whole chunk's stored size. (The writer takes these
+/// steps batch by batch, [`delta`] or [`delta_trying`] then [`keep`]; this states them for one
+/// chunk, for tests.)
+#[cfg(test)]
 pub fn encode(level: i32, chunk: Vec<u8>, base: Option<Base>) -> Encoded {
     encode_either(level, chunk, base, None)
 }
@@ -344,7 +347,8 @@ fn delta_with(level: i32, chunk: &[u8], base: Option<Base>, search: Search) -> O
 /// [`encode`] against whichever of two bases gives the smaller delta: `base`, the chunk at
 /// the same place in the previous snapshot, and `similar`, a chunk whose sketch resembles
 /// this one's (content that moved), tried only when the delta against `base` is not already
-/// tiny.
+/// tiny (the writer's `store` takes the same steps for a batch at a time).
+#[cfg(test)]
 pub fn encode_either(
     level: i32,
     chunk: Vec<u8>,

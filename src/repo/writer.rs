@@ -600,10 +600,7 @@ impl Pipeline<'_> {
             .map(|(((id, c, _), first), similar)| {
                 let raw = c.len() as u32;
                 let other = similar.and_then(|b| others.get(&b).cloned());
-                let d = match other {
-                    Some(o) => Delta::smaller(first, delta(level, &c, Some(o))),
-                    None => first,
-                };
+                let d = Delta::smaller(first, delta(level, &c, other));
                 (id, raw, keep(level, c, d))
             })
             .collect();
