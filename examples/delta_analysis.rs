@@ -233,6 +233,16 @@ fn first(file: &str, k: usize, level: i32) {
         };
     }
     println!("{file}: {} chunks, plain {plain}, groups of {k} {grouped}", chunks.len());
+    // SOLID=g: runs of g consecutive chunks compressed together in one frame (a format this
+    // repository does not have), for the size such groups would give
+    if let Some(g) = std::env::var("SOLID").ok().and_then(|v| v.parse::<usize>().ok()) {
+        let t = std::time::Instant::now();
+        let solid: usize = chunks.chunks(g).map(|run| compress(level, run.concat()).1.len()).sum();
+        println!(
+            "{file}: runs of {g} chunks in one frame {solid} ({:.2} s)",
+            t.elapsed().as_secs_f64()
+        );
+    }
 }
 
 /// Locality against resemblance as base selection, from dump PREV to dump CUR: the stored
