@@ -52,14 +52,19 @@ const BUNDLES_READ: TableDefinition<&[u8], ()> = TableDefinition::new("bundles_r
 /// newest chunk that had it. Hints only: a chunk found here is used as a delta base only when
 /// the index still has it and the delta against it pays.
 const SKETCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("sketches");
-/// When adding sketches would take [`SKETCHES`] past this many entries (about 60 MB of
-/// database, the sketches of some 20 GB of chunks stored), the table starts over: new
-/// content is most likely to resemble what was stored recently.
-const MAX_SKETCH_ENTRIES: u64 = 1 << 20;
-/// The most chunks whose sketches [`SKETCHES`] can hold: a backup need keep no more of them
+/// The generation of sketches before [`SKETCHES`]: looked up where the newer one has no
+/// entry, never added to.
+const OLDER_SKETCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("sketches_older");
+/// When adding sketches would take [`SKETCHES`] past this many entries, it becomes
+/// [`OLDER_SKETCHES`] (whose entries are dropped) and a new generation starts: the two hold
+/// at most twice this (about 60 MB of database, the sketches of some 20 GB of chunks
+/// stored), new content is most likely to resemble what was stored recently, and the
+/// sketches of the last backups are never all dropped at once.
+const SKETCH_GENERATION: u64 = 1 << 19;
+/// The most chunks whose sketches a generation can hold: a backup need keep no more of them
 /// (the newest) for [`IndexCache::add_sketches`].
 pub const MAX_SKETCHED_CHUNKS: usize =
-    MAX_SKETCH_ENTRIES as usize / crate::codec::sketch::SUPER_FEATURES;
+    SKETCH_GENERATION as usize / crate::codec::sketch::SUPER_FEATURES;
 /// 2: one entry per copy of a blob (id, pack), not one per id. 3: the entries of a cache built
 /// from scratch in a sealed run file beside the database (`blobrun.rs`), named by META `run`.
 /// 4: run records with a pack number and an unpadded value (51 or 83 bytes, were 111), in
@@ -1025,21 +1030,32 @@ impl IndexCache {
     }
 
     /// For each sketch, the stored chunk that shares the most of its super-features with it
-    /// (the newest such chunk for each; `None` for no sketch or no match).
+    /// (the newest such chunk for each: the newer generation's where it has one; `None` for
+    /// no sketch or no match).
     pub fn similar(&self, sketches: &[Option<Sketch>]) -> Result<Vec<Option<Id>>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = match tx.open_table(SKETCHES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; sketches.len()]),
-            Err(e) => return Err(self.err(e)),
+        let open = |def| match tx.open_table(def) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.err(e)),
         };
+        let tables: Vec<_> =
+            [open(SKETCHES)?, open(OLDER_SKETCHES)?].into_iter().flatten().collect();
+        if tables.is_empty() {
+            return Ok(vec![None; sketches.len()]);
+        }
         let mut out = Vec::with_capacity(sketches.len());
         for s in sketches {
             let mut votes: Vec<(Id, usize)> = Vec::new();
             for (k, f) in s.iter().flatten().enumerate() {
-                let Some(v) = t.get(sketch_key(*f, k)).map_err(|e| self.err(e))? else {
-                    continue;
-                };
+                let mut hit = None;
+                for t in &tables {
+                    hit = t.get(sketch_key(*f, k)).map_err(|e| self.err(e))?;
+                    if hit.is_some() {
+                        break;
+                    }
+                }
+                let Some(v) = hit else { continue };
                 let Ok(id) = <[u8; 32]>::try_from(v.value()).map(Id) else { continue };
                 match votes.iter_mut().find(|(i, _)| *i == id) {
                     Some((_, n)) => *n += 1,
@@ -1055,11 +1071,11 @@ impl IndexCache {
 
     /// Records the sketches of chunks just stored ([`IndexCache::similar`] finds them).
     pub fn add_sketches(&self, sketches: &[(Id, Sketch)]) -> Result<()> {
-        self.add_sketches_within(sketches, MAX_SKETCH_ENTRIES)
+        self.add_sketches_within(sketches, SKETCH_GENERATION)
     }
 
-    /// [`IndexCache::add_sketches`] with the table's bound `max` entries: of more sketches
-    /// than that, the last ones.
+    /// [`IndexCache::add_sketches`] with generations of at most `max` entries: of more
+    /// sketches than that, the last ones.
     fn add_sketches_within(&self, sketches: &[(Id, Sketch)], max: u64) -> Result<()> {
         let n = crate::codec::sketch::SUPER_FEATURES;
         let sketches = &sketches[sketches.len().saturating_sub(max as usize / n)..];
@@ -1071,7 +1087,8 @@ impl IndexCache {
             let held = tx.open_table(SKETCHES).map_err(|e| self.err(e))?.len();
             let full = held.map_err(|e| self.err(e))? + (sketches.len() * n) as u64 > max;
             if full {
-                tx.delete_table(SKETCHES).map_err(|e| self.err(e))?;
+                tx.delete_table(OLDER_SKETCHES).map_err(|e| self.err(e))?;
+                tx.rename_table(SKETCHES, OLDER_SKETCHES).map_err(|e| self.err(e))?;
             }
             let mut t = tx.open_table(SKETCHES).map_err(|e| self.err(e))?;
             for (id, s) in sketches {
@@ -1423,17 +1440,31 @@ mod tests {
             c.similar(&[Some(q), None, Some(sk(4 << 20))]).unwrap(),
             vec![Some(b), None, None]
         );
-        // a table that would pass its bound starts over with the newest sketches
-        let d = Id([4; 32]);
-        c.add_sketches_within(&[(d, sk(5 << 20))], 3 * n as u64 - 1).unwrap();
-        assert_eq!(c.similar(&[Some(q), Some(sk(5 << 20))]).unwrap(), vec![None, Some(d)]);
-        let count = || c.db.begin_read().unwrap().open_table(SKETCHES).unwrap().len().unwrap();
-        assert_eq!(count(), n as u64);
-        // more sketches at once than the bound: the last ones
-        c.add_sketches_within(&[(a, sk(6 << 20)), (b, sk(7 << 20))], n as u64).unwrap();
-        let found = c.similar(&[Some(sk(5 << 20)), Some(sk(6 << 20)), Some(sk(7 << 20))]);
-        assert_eq!(found.unwrap(), vec![None, None, Some(b)]);
-        assert_eq!(count(), n as u64);
+        // a generation that would pass its bound becomes the older one: both are found, the
+        // newer first where they share a feature
+        let (d, e) = (Id([4; 32]), Id([5; 32]));
+        let max = 3 * n as u64 - 1;
+        let mut r = sk(5 << 20);
+        r[0] = sk(2 << 20)[0];
+        c.add_sketches_within(&[(d, r)], max).unwrap();
+        let count = |def| c.db.begin_read().unwrap().open_table(def).unwrap().len().unwrap();
+        assert_eq!((count(SKETCHES), count(OLDER_SKETCHES)), (n as u64, 2 * n as u64));
+        let found = c.similar(&[Some(q), Some(sk(5 << 20)), Some(sk(2 << 20))]).unwrap();
+        assert_eq!(found, vec![Some(b), Some(d), Some(b)]);
+        let mut only_first = sk(9 << 20);
+        only_first[0] = sk(2 << 20)[0];
+        assert_eq!(c.similar(&[Some(only_first)]).unwrap(), vec![Some(d)], "newer wins");
+        // the next rollover drops the oldest generation only
+        c.add_sketches_within(&[(e, sk(6 << 20))], max).unwrap();
+        c.add_sketches_within(&[(a, sk(7 << 20))], max).unwrap();
+        let found = c.similar(&[Some(q), Some(sk(5 << 20)), Some(sk(6 << 20)), Some(sk(7 << 20))]);
+        assert_eq!(found.unwrap(), vec![None, Some(d), Some(e), Some(a)]);
+        assert_eq!((count(SKETCHES), count(OLDER_SKETCHES)), (n as u64, 2 * n as u64));
+        // more sketches at once than a generation holds: the last ones
+        c.add_sketches_within(&[(a, sk(8 << 20)), (b, sk(10 << 20))], n as u64).unwrap();
+        let found = c.similar(&[Some(sk(8 << 20)), Some(sk(10 << 20))]);
+        assert_eq!(found.unwrap(), vec![None, Some(b)]);
+        assert_eq!(count(SKETCHES), n as u64);
     }
 
     /// The packs index files list are kept per file and come back once each, in id order,
