@@ -237,7 +237,21 @@ fn first(file: &str, k: usize, level: i32) {
     // repository does not have), for the size such groups would give
     if let Some(g) = std::env::var("SOLID").ok().and_then(|v| v.parse::<usize>().ok()) {
         let t = std::time::Instant::now();
-        let solid: usize = chunks.chunks(g).map(|run| compress(level, run.concat()).1.len()).sum();
+        // SOLID_BYTES: a run also ends before it would exceed this many bytes
+        let cap: usize =
+            std::env::var("SOLID_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX);
+        let mut runs: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut n = 0;
+        for c in &chunks {
+            let last = runs.last_mut().unwrap();
+            if n == g || (n > 0 && last.len() + c.len() > cap) {
+                runs.push(Vec::new());
+                n = 0;
+            }
+            runs.last_mut().unwrap().extend_from_slice(c);
+            n += 1;
+        }
+        let solid: usize = runs.into_iter().map(|run| compress(level, run).1.len()).sum();
         println!(
             "{file}: runs of {g} chunks in one frame {solid} ({:.2} s)",
             t.elapsed().as_secs_f64()
