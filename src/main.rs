@@ -15,14 +15,21 @@ fn main() {
 /// at a high rate: trimming a heap as soon as 128 KiB at its top are free (the default) made
 /// the kernel fault and zero the same pages again and again: a quarter of a restore's time
 /// from S3, half of it from local disk. Heaps now keep up to 16 MiB free at their top, at
-/// most 4 × 16 MiB more resident memory (measured: restore of 4 GiB 3.8 → 2.2 s, peak RSS
-/// 79 → 107 MiB; 32 MiB gave 2.0 s and 141 MiB).
+/// most 16 MiB more resident memory per heap (measured: restore of 4 GiB 3.8 → 2.2 s, peak
+/// RSS 79 → 107 MiB; 32 MiB gave 2.0 s and 141 MiB). There are at most as many heaps as
+/// cores the process may use, and at most 4: on two cores, two heaps instead of four cut a
+/// restore's peak RSS by 10–20 MB at the same speed (benches/RESULTS.md, "One heap per core").
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 4);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
+    {
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let heaps = cores.clamp(1, 4) as libc::c_int;
+        // SAFETY: mallopt only sets allocator parameters; called before any other thread
+        // exists.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+            libc::mallopt(libc::M_ARENA_MAX, heaps);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
+        }
     }
 }
