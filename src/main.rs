@@ -18,7 +18,7 @@ fn main() {
 /// most 16 MiB more resident memory per heap (measured: restore of 4 GiB 3.8 → 2.2 s, peak
 /// RSS 79 → 107 MiB; 32 MiB gave 2.0 s and 141 MiB). There are at most as many heaps as
 /// cores the process may use, and at most 4: on two cores, two heaps instead of four cut a
-/// restore's peak RSS by 10–20 MB at the same speed (benches/RESULTS.md, "One heap per core").
+/// restore's peak RSS by 10–25 MB at the same speed (benches/RESULTS.md, "One heap per core").
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
