@@ -101,6 +101,29 @@ impl Gear {
     }
 }
 
+/// Bytes that fill long runs in what this tool stores: zero pages and NUL padding, and the
+/// blank padding of `char(n)` columns and fixed-width text.
+const PADDING_BYTES: [u8; 2] = [0x00, 0x20];
+
+impl Gear {
+    /// Whether long runs of a padding byte can hold cut points. Inside a run of byte `b` the
+    /// rolling hash's bit `k` settles, after `k + 1` bytes of the run, to that bit of
+    /// `-gear[b]`. If the lowest bit a cut mask tests is 0 there, every position deep in a
+    /// run leaves the cut to the mask's higher bits alone: for about one key in 500, the
+    /// 84-blank rows of a pgbench dump offered a cut point every few rows, and the dump was
+    /// cut into minimum-size chunks (benches/RESULTS.md, "Cut points in padding"). When this
+    /// is false, no cut point lies more than 17 bytes into such a run, for every mask FastCDC
+    /// uses (their lowest bits are 4, 8, 12 or 16).
+    pub fn cuts_in_padding(&self) -> bool {
+        let lowest = fastcdc::v2020::MASKS.iter().filter(|m| **m != 0).map(|m| m.trailing_zeros());
+        let lowest: Vec<u32> = lowest.collect();
+        PADDING_BYTES.iter().any(|&b| {
+            let settled = self.gear[b as usize].wrapping_neg();
+            lowest.iter().any(|bit| settled >> bit & 1 == 0)
+        })
+    }
+}
+
 /// Splits bytes already in memory into chunks, with the same boundaries as [`StreamChunker`]
 /// (the cut point depends only on the next `max` bytes) but without its buffer.
 pub fn chunk_slice(data: &[u8], gear: &Gear, params: ChunkerParams) -> Vec<Vec<u8>> {
@@ -203,6 +226,51 @@ impl<'g, R: Read> StreamChunker<'g, R> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Cut points (chunk ends but the last, and those forced at the maximum size) that lie
+    /// more than 17 bytes into a run of blanks.
+    fn cuts_deep_in_blanks(data: &[u8], gear: &Gear, p: ChunkerParams) -> usize {
+        let chunks = chunk_slice(data, gear, p);
+        let mut at = 0;
+        let mut deep = 0;
+        for c in &chunks[..chunks.len() - 1] {
+            at += c.len();
+            let forced = c.len() == p.max;
+            deep += usize::from(!forced && data[at - 18..at].iter().all(|&b| b == b' '));
+        }
+        deep
+    }
+
+    #[test]
+    fn a_screened_gear_never_cuts_deep_in_padding() {
+        // rows like pgbench's: a counter, constant fields and 84 blanks
+        let mut data = Vec::new();
+        for i in 0..60_000u32 {
+            data.extend_from_slice(format!("{i}\t4\t0\t{:84}\n", "").as_bytes());
+        }
+        let p = ChunkerParams::new(32 << 10, 128 << 10, 512 << 10).unwrap();
+        // a gear whose hash settles to zero in blanks cuts there as soon as it may
+        let mut bad = Gear::from_key(&[9; 32]);
+        bad.gear[0x20] = 0;
+        bad.gear_ls[0x20] = 0;
+        assert!(bad.cuts_in_padding());
+        let deep = cuts_deep_in_blanks(&data, &bad, p);
+        assert!(deep > 100, "{deep}");
+        // keys as `init` draws them
+        let mut screened = 0;
+        for k in 0..2000u32 {
+            let gear = Gear::from_key(blake3::hash(&k.to_le_bytes()).as_bytes());
+            if gear.cuts_in_padding() {
+                continue;
+            }
+            screened += 1;
+            assert_eq!(cuts_deep_in_blanks(&data, &gear, p), 0, "key {k}");
+            if screened == 3 {
+                break;
+            }
+        }
+        assert_eq!(screened, 3);
+    }
 
     #[test]
     fn slice_and_stream_chunkers_cut_alike() {

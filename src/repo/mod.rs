@@ -469,7 +469,14 @@ pub async fn init(
     if opts.encrypted && password.is_none() {
         return Err(RepoError::PasswordNeeded { location });
     }
-    let keys = MasterKeys::generate().map_err(|e| RepoError::codec("keys", e))?;
+    // a chunker key whose gear table would cut inside long runs of padding is drawn again
+    // (`Gear::cuts_in_padding`; one draw in about 256 passes, each a few microseconds)
+    let keys = loop {
+        let keys = MasterKeys::generate().map_err(|e| RepoError::codec("keys", e))?;
+        if !crate::codec::chunker::Gear::from_key(&keys.chunker).cuts_in_padding() {
+            break keys;
+        }
+    };
     let mut repo_id = [0u8; 32];
     crate::codec::random_bytes(&mut repo_id).map_err(|e| RepoError::codec("config", e))?;
     let config = Config {
