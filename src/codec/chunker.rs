@@ -227,8 +227,8 @@ impl<'g, R: Read> StreamChunker<'g, R> {
 pub(crate) mod tests {
     use super::*;
 
-    /// Cut points (chunk ends but the last, and those forced at the maximum size) that lie
-    /// more than 17 bytes into a run of blanks.
+    /// Cut points that lie more than 17 bytes into a run of blanks (leaving out the end of the
+    /// data and cuts forced at the maximum size).
     fn cuts_deep_in_blanks(data: &[u8], gear: &Gear, p: ChunkerParams) -> usize {
         let chunks = chunk_slice(data, gear, p);
         let mut at = 0;
