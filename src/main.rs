@@ -22,13 +22,12 @@ fn main() {
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-        let heaps = cores.clamp(1, 4) as libc::c_int;
+        let heaps = std::thread::available_parallelism().map_or(4, |n| n.get().min(4));
         // SAFETY: mallopt only sets allocator parameters; called before any other thread
         // exists.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-            libc::mallopt(libc::M_ARENA_MAX, heaps);
+            libc::mallopt(libc::M_ARENA_MAX, heaps as libc::c_int);
             libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
         }
     }

@@ -115,12 +115,9 @@ impl Gear {
     /// is false, no cut point lies more than 17 bytes into such a run, for every mask FastCDC
     /// uses (their lowest bits are 4, 8, 12 or 16).
     pub fn cuts_in_padding(&self) -> bool {
-        let lowest = fastcdc::v2020::MASKS.iter().filter(|m| **m != 0).map(|m| m.trailing_zeros());
-        let lowest: Vec<u32> = lowest.collect();
-        PADDING_BYTES.iter().any(|&b| {
-            let settled = self.gear[b as usize].wrapping_neg();
-            lowest.iter().any(|bit| settled >> bit & 1 == 0)
-        })
+        // the lowest bit of each mask (`m & -m`), all in one word
+        let lowest = fastcdc::v2020::MASKS.iter().fold(0, |acc, m| acc | (m & m.wrapping_neg()));
+        PADDING_BYTES.iter().any(|&b| self.gear[b as usize].wrapping_neg() & lowest != lowest)
     }
 }
 
