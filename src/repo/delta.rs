@@ -47,12 +47,20 @@ const RESTART_SHARE: usize = 3;
 
 /// A new chunk whose end lies within this many bytes of an old chunk boundary (where the
 /// shift puts it) lines the streams up at that boundary: the chunker cuts at the same
-/// content in both, and the rows changed before it moved it by a few bytes. (At most a
-/// sixteenth of the shortest old chunk.)
+/// content in both, and the rows changed before it moved it by a few bytes. (At least
+/// 1/[`SLACK_SHARE`] and at most a sixteenth of the shortest old chunk.)
 const SNAP_BYTES: i64 = 256;
 /// Chunk lengths within this many bytes of each other match when a lost alignment is
-/// searched for (updated rows move: a chunk gains or loses a row or two).
+/// searched for (updated rows move: a chunk gains or loses a row or two). (At least
+/// 1/[`SLACK_SHARE`] of the shortest old chunk.)
 const LENGTH_SLACK: u32 = 256;
+/// Larger chunks hold more rows, and more of them move every hour, so a chunk's length
+/// changes by more than 256 bytes: with 1 MiB chunks the alignment of the bench dump was
+/// lost after the rows inserted into another table (an hourly backup found locality bases
+/// for 3 to 52 of its 99 new chunks; 83 with the snap and slack at 1/128 of the shortest
+/// chunk, benches/RESULTS.md, "A megabyte per chunk"). At the default chunker (32 KiB
+/// least) both stay 256 bytes.
+const SLACK_SHARE: u32 = 128;
 
 /// The chunk sequence of the previous snapshot of a name (or of a file's previous version),
 /// and how the new stream lines up with it.
@@ -96,20 +104,24 @@ struct Lengths {
     longest: u32,
     /// How near an old boundary a chunk end snaps to it.
     snap: i64,
+    /// How near two chunk lengths match.
+    slack: u32,
 }
 
 impl Lengths {
     fn new(starts: &[u64]) -> Lengths {
         let lens: Vec<u32> = starts.windows(2).map(|w| (w[1] - w[0]) as u32).collect();
-        let mut by_length: HashMap<u32, Vec<u32>> = HashMap::new();
-        for (k, l) in lens.iter().enumerate().skip(2) {
-            by_length.entry(l / LENGTH_SLACK).or_default().push(k as u32);
-        }
         // the last chunk is cut by the end of the stream, not by the chunker
         let cut = &lens[..lens.len().saturating_sub(1)];
         let shortest = cut.iter().copied().min().unwrap_or(0);
         let longest = cut.iter().copied().max().unwrap_or(0);
-        Lengths { by_length, shortest, longest, snap: SNAP_BYTES.min(i64::from(shortest / 16)) }
+        let slack = LENGTH_SLACK.max(shortest / SLACK_SHARE).max(1);
+        let mut by_length: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (k, l) in lens.iter().enumerate().skip(2) {
+            by_length.entry(l / slack).or_default().push(k as u32);
+        }
+        let snap = SNAP_BYTES.max(i64::from(shortest / SLACK_SHARE)).min(i64::from(shortest / 16));
+        Lengths { by_length, shortest, longest, snap, slack }
     }
 
     fn informative(&self, len: u32) -> bool {
@@ -226,8 +238,8 @@ fn matching_run(lengths: &Lengths, starts: &[u64], before: [u32; 2], len: u32) -
         return None;
     }
     let old_len = |k: usize| (starts[k + 1] - starts[k]) as u32;
-    let near = |a: u32, b: u32| a.abs_diff(b) <= LENGTH_SLACK;
-    let bucket = len / LENGTH_SLACK;
+    let near = |a: u32, b: u32| a.abs_diff(b) <= lengths.slack;
+    let bucket = len / lengths.slack;
     let mut found = None;
     for b in bucket.saturating_sub(1)..=bucket + 1 {
         for &k in lengths.by_length.get(&b).into_iter().flatten() {
@@ -440,6 +452,23 @@ mod tests {
         }
         // the first three are placed by the stale shift (the inserted 290,000 bytes ahead);
         // from the third on, their lengths find them, and each end keeps them in step
+        let placed = got.iter().enumerate().skip(3).filter(|(i, b)| **b == Some(id(*i as u8)));
+        assert_eq!(placed.count(), lens.len() - 3, "{got:?}");
+    }
+
+    #[test]
+    fn large_chunks_that_each_lost_rows_find_their_place_after_an_insertion() {
+        // megabyte chunks: each new one is a few kB shorter than the old one at its place
+        // (rows moved out), and 1.5 MB of new rows come first; 256 bytes of slack never snap
+        let lens: Vec<u32> = (0..30u32).map(|i| (1 << 20) + (i * 7919 % 97) * 30_011).collect();
+        let mut p = Predecessor::from_chunks(
+            lens.iter().enumerate().map(|(i, l)| (id(i as u8), *l)).collect(),
+        );
+        p.step(&id(200), 1_500_000, false);
+        let mut got = vec![];
+        for (i, l) in lens.iter().enumerate() {
+            got.push(p.step(&id(100 + i as u8), l - 2_000 - i as u32 % 3 * 500, false));
+        }
         let placed = got.iter().enumerate().skip(3).filter(|(i, b)| **b == Some(id(*i as u8)));
         assert_eq!(placed.count(), lens.len() - 3, "{got:?}");
     }
