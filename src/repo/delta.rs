@@ -58,8 +58,8 @@ const LENGTH_SLACK: u32 = 256;
 /// changes by more than 256 bytes: with 1 MiB chunks the alignment of the bench dump was
 /// lost after the rows inserted into another table (an hourly backup found locality bases
 /// for 3 to 52 of its 99 new chunks; 83 with the snap and slack at 1/128 of the shortest
-/// chunk, benches/RESULTS.md, "A megabyte per chunk"). At the default chunker (32 KiB
-/// least) both stay 256 bytes.
+/// chunk, benches/RESULTS.md, "A megabyte per chunk"). Both stay 256 bytes where the
+/// shortest old chunk is 32 KiB, the default chunker's least.
 const SLACK_SHARE: u32 = 128;
 
 /// The chunk sequence of the previous snapshot of a name (or of a file's previous version),
@@ -115,7 +115,7 @@ impl Lengths {
         let cut = &lens[..lens.len().saturating_sub(1)];
         let shortest = cut.iter().copied().min().unwrap_or(0);
         let longest = cut.iter().copied().max().unwrap_or(0);
-        let slack = LENGTH_SLACK.max(shortest / SLACK_SHARE).max(1);
+        let slack = LENGTH_SLACK.max(shortest / SLACK_SHARE);
         let mut by_length: HashMap<u32, Vec<u32>> = HashMap::new();
         for (k, l) in lens.iter().enumerate().skip(2) {
             by_length.entry(l / slack).or_default().push(k as u32);
