@@ -46,11 +46,18 @@ impl ChunkerParams {
 
     /// The parameters for the files of tree snapshots: each size scaled so that the average
     /// is `TREE_AVG` (×16 for the 16 KiB average of older repositories, ×4 for 64 KiB, ×2 for
-    /// today's 128 KiB), clamped to the limits (min <= 1 MiB, avg <= 4 MiB, max <= 16 MiB). Data
-    /// files of a database compress far better in larger chunks, and their week-to-week
-    /// changes are scattered over whole files anyway (benches/RESULTS.md, "File trees").
+    /// 128 KiB, ÷4 for today's 1 MiB), clamped to the limits (min <= 1 MiB, avg <= 4 MiB, max
+    /// <= 16 MiB). Data files of a database compress far better in larger chunks than 16 KiB,
+    /// and their week-to-week changes are scattered over whole files anyway (benches/RESULTS.md,
+    /// "File trees"); at a 1 MiB average a tree backup's peak RSS rose by 18 MB for 3% less
+    /// stored ("A megabyte per chunk"), so tree files keep 256 KiB.
     pub fn for_tree_files(&self) -> ChunkerParams {
-        let factor = (TREE_AVG / self.avg).max(1);
+        if self.avg > TREE_AVG {
+            let factor = self.avg / TREE_AVG;
+            let (min, avg, max) = (self.min / factor, self.avg / factor, self.max / factor);
+            return ChunkerParams::new(min as u32, avg as u32, max as u32).unwrap_or(*self);
+        }
+        let factor = TREE_AVG / self.avg;
         let scale = |v: usize, cap: usize| (v * factor).min(cap);
         let (min, avg, max) =
             (scale(self.min, 1 << 20), scale(self.avg, 4 << 20), scale(self.max, 16 << 20));
@@ -58,7 +65,7 @@ impl ChunkerParams {
     }
 
     /// The parameters for catalogs (of trees and server snapshots): each size divided so that
-    /// the average is at most `CATALOG_AVG` (÷2 for today's 128 KiB; never below ÷1). A file
+    /// the average is at most `CATALOG_AVG` (÷16 for today's 1 MiB; never below ÷1). A file
     /// changed in a large tree makes the catalog chunk around its entry new, and catalog
     /// chunks are stored whole: at 256 KiB a one-file change cost 3.4% of the first backup of
     /// 100,000 small files, at 64 KiB under 1%.
@@ -353,12 +360,15 @@ pub(crate) mod tests {
     #[test]
     fn tree_files_and_catalogs_scale_the_repository_sizes() {
         let sizes = |p: ChunkerParams| (p.min >> 10, p.avg >> 10, p.max >> 10);
-        let today = ChunkerParams::new(32 << 10, 128 << 10, 512 << 10).unwrap();
+        let today = ChunkerParams::new(256 << 10, 1 << 20, 4 << 20).unwrap();
         assert_eq!(sizes(today.for_tree_files()), (64, 256, 1024));
         assert_eq!(sizes(today.for_catalogs()), (16, 64, 256));
-        let large = ChunkerParams::new(256 << 10, 1 << 20, 4 << 20).unwrap();
-        assert_eq!(sizes(large.for_tree_files()), (256, 1024, 4096));
+        let large = ChunkerParams::new(1 << 20, 4 << 20, 16 << 20).unwrap();
+        assert_eq!(sizes(large.for_tree_files()), (64, 256, 1024));
         assert_eq!(sizes(large.for_catalogs()), (16, 64, 256));
+        let previous = ChunkerParams::new(32 << 10, 128 << 10, 512 << 10).unwrap();
+        assert_eq!(sizes(previous.for_tree_files()), (64, 256, 1024));
+        assert_eq!(sizes(previous.for_catalogs()), (16, 64, 256));
         let before = ChunkerParams::new(16 << 10, 64 << 10, 256 << 10).unwrap();
         assert_eq!(sizes(before.for_tree_files()), (64, 256, 1024));
         assert_eq!(sizes(before.for_catalogs()), (16, 64, 256), "as such repositories always did");

@@ -1,7 +1,7 @@
 //! The stream writer: the backup pipeline.
 //!
 //! ```text
-//! reader thread:  read → FastCDC → batches ──(bounded channel, 2 batches)──┐
+//! reader thread:  read → FastCDC → batches ──(bounded channel, 1 batch)────┐
 //! pipeline thread: hash batch (rayon) → dedup lookup (cache + this session)│
 //!                  → compress new chunks (rayon) → seal into pack ─────────┘
 //!                  ──(bounded channel, 2 packs)──> uploader task: put packs (2 in flight),
@@ -383,7 +383,10 @@ fn spawn_reader<R: Read + Send + 'static>(
     repo: Arc<Repository>,
     source: R,
 ) -> crossbeam_channel::Receiver<Batch> {
-    let (tx, rx) = crossbeam_channel::bounded::<Batch>(2);
+    // one batch waits while the pipeline works on another and the reader fills a third: with
+    // 1 MiB chunks a batch holds up to 8 MiB, and a second waiting one added 5-6 MB to an
+    // hourly backup's peak RSS at the same speed (benches/RESULTS.md, "A megabyte per chunk")
+    let (tx, rx) = crossbeam_channel::bounded::<Batch>(1);
     std::thread::spawn(move || {
         for batch in Batches::new(source, &repo, repo.chunker) {
             if tx.send(batch).is_err() {

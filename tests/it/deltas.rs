@@ -26,7 +26,8 @@ fn backup(f: &Fixture, data: &[u8]) -> serde_json::Value {
 
 #[test]
 fn changed_rows_are_stored_as_deltas_and_restore_byte_exact() {
-    let f = Fixture::new();
+    // 128 KiB chunks, so that the 8 MB hold dozens (the default's 1 MiB would hold a few)
+    let f = Fixture::with_init(&["--chunk-avg", "131072"]);
     let len = 8_000_000;
     let first = backup(&f, &dump_of(len, 0));
     assert_eq!(first["delta_chunks"], 0, "nothing to be a delta of yet: {first}");
@@ -441,7 +442,8 @@ fn relation_files_changed_in_place_are_stored_as_deltas_against_their_previous_v
 
 #[test]
 fn a_backup_whose_delta_base_is_damaged_stores_that_chunk_whole_and_warns() {
-    let f = Fixture::new();
+    // 128 KiB chunks, so that the 2 MB hold a dozen and most stay clear of the damage
+    let f = Fixture::with_init(&["--chunk-avg", "131072"]);
     let hour1 = noise(2_000_000, 42);
     backup(&f, &hour1);
     // two damaged blobs in the first hour's only pack, a third and two thirds in. (With one,

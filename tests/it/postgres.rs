@@ -180,7 +180,8 @@ fn pg_dump_round_trip_through_the_repository() {
 }
 
 /// Issue 13's measure of deltas with a real dump: 200 rows updated here and there in a
-/// 46 MB `pg_dump -Fc -Z0` add a few hundred kB, not the ~180 changed 128 KiB chunks.
+/// 46 MB `pg_dump -Fc -Z0` add a few hundred kB, not the ~18 changed chunks of about 2.7 MB
+/// (the default's 1 MiB average; ~180 at 128 KiB).
 #[test]
 fn two_hundred_scattered_updates_cost_about_their_own_size() {
     let pg = Pg::start();
@@ -203,7 +204,7 @@ fn two_hundred_scattered_updates_cost_about_their_own_size() {
     let grown = f.repo_bytes("") - before;
     let (new, deltas) =
         (second["new_chunks"].as_u64().unwrap(), second["delta_chunks"].as_u64().unwrap());
-    assert!(new > 50 && deltas * 10 >= new * 9, "most new chunks are deltas: {second}");
+    assert!(new >= 8 && deltas * 10 >= new * 9, "most new chunks are deltas: {second}");
     // everything the second backup wrote: packs, index file, content lists, snapshot
     eprintln!("200 updated rows in a {} byte dump added {grown} bytes", second["bytes_read"]);
     assert!(grown < 400_000, "200 updated rows added {grown} bytes: {second}");
@@ -242,7 +243,7 @@ fn pgbench_transactions_cost_little_more_than_the_rows_they_change() {
     let grown = f.repo_bytes("") - before;
     let (new, deltas) =
         (second["new_chunks"].as_u64().unwrap(), second["delta_chunks"].as_u64().unwrap());
-    assert!(new > 50 && deltas * 3 >= new * 2, "most new chunks are deltas: {second}");
+    assert!(new >= 8 && deltas * 3 >= new * 2, "most new chunks are deltas: {second}");
     eprintln!("2,000 pgbench transactions added {grown} bytes: {second}");
     // measured: 97-181 kB (five repository keys); delta frames without long-distance
     // matching, 233-252 kB
