@@ -1,5 +1,5 @@
 //! How much the chunking of one file depends on the repository's secret chunker key: chunks
-//! the file with `KEYS` random keys (default 200) and the default parameters (128 KiB
+//! the file with `KEYS` random keys (default 200) and the default parameters (1 MiB
 //! average, a quarter and four times that for min and max; `CHUNK_AVG` and `CHUNK_MIN` to
 //! change them) and prints the chunk counts, sorted, with how many chunks are within 1/16 of
 //! the minimum size and the key's number. A measuring tool for benches/RESULTS.md ("Chunk counts by key").
@@ -14,7 +14,7 @@ fn main() {
     let path = std::env::args().nth(1).expect("usage: chunk_keys FILE");
     let data = std::fs::read(&path).expect("read the file");
     let var = |k: &str, d: u32| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let avg = var("CHUNK_AVG", 128 << 10);
+    let avg = var("CHUNK_AVG", 1 << 20);
     let min = var("CHUNK_MIN", avg / 4);
     let params = ChunkerParams::new(min, avg, avg * 4).expect("chunker parameters");
     if let Ok(k) = std::env::var("SHOW").map(|k| k.parse::<u32>().expect("SHOW=key number")) {

@@ -29,9 +29,8 @@ struct Stored {
 
 fn run(files: &[String], max_depth: u32, window: usize, level: i32) {
     let gear = Gear::from_key(&[7; 32]);
-    // CHUNK_AVG (bytes; default the repository default's 128 KiB), min and max at 1/4 and 4×
-    let avg: u32 =
-        std::env::var("CHUNK_AVG").ok().and_then(|v| v.parse().ok()).unwrap_or(128 << 10);
+    // CHUNK_AVG (bytes; default the repository default's 1 MiB), min and max at 1/4 and 4×
+    let avg: u32 = std::env::var("CHUNK_AVG").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 20);
     let params = ChunkerParams::new(avg / 4, avg, avg * 4).unwrap();
     let mut store: HashMap<H, Stored> = HashMap::new();
     let mut prev: Vec<H> = vec![];
@@ -216,9 +215,8 @@ fn decode(store: &HashMap<H, Stored>, id: &H, level: i32, n: &mut usize) -> Vec<
 /// First backup: chunk i is a delta against the last full chunk of its group of `k`.
 fn first(file: &str, k: usize, level: i32) {
     let gear = Gear::from_key(&[7; 32]);
-    // CHUNK_AVG (bytes; default the repository default's 128 KiB), min and max at 1/4 and 4×
-    let avg: u32 =
-        std::env::var("CHUNK_AVG").ok().and_then(|v| v.parse().ok()).unwrap_or(128 << 10);
+    // CHUNK_AVG (bytes; default the repository default's 1 MiB), min and max at 1/4 and 4×
+    let avg: u32 = std::env::var("CHUNK_AVG").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 20);
     let params = ChunkerParams::new(avg / 4, avg, avg * 4).unwrap();
     let data = std::fs::read(file).unwrap();
     let chunks = chunk_slice(&data, &gear, params);
@@ -264,9 +262,8 @@ fn first(file: &str, k: usize, level: i32) {
 /// two-chunk prefix.
 fn resemblance(prev_f: &str, cur_f: &str, level: i32) {
     let gear = Gear::from_key(&[7; 32]);
-    // CHUNK_AVG (bytes; default the repository default's 128 KiB), min and max at 1/4 and 4×
-    let avg: u32 =
-        std::env::var("CHUNK_AVG").ok().and_then(|v| v.parse().ok()).unwrap_or(128 << 10);
+    // CHUNK_AVG (bytes; default the repository default's 1 MiB), min and max at 1/4 and 4×
+    let avg: u32 = std::env::var("CHUNK_AVG").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 20);
     let params = ChunkerParams::new(avg / 4, avg, avg * 4).unwrap();
     let (prev, cur) = (std::fs::read(prev_f).unwrap(), std::fs::read(cur_f).unwrap());
     let a = chunk_slice(&prev, &gear, params);

@@ -11,8 +11,8 @@ fn main() {
 /// such a block, after which they come from per-thread heaps that fragment: resident memory
 /// then grew with the stream size (149 MiB for 4 GiB instead of ~90). A fixed threshold keeps
 /// large buffers in their own mappings, returned to the system when freed. It lies above the
-/// largest chunk of chunkers up to a 1 MiB average (4 MiB; the default's is 512 KiB): chunks,
-/// their compressed frames and the decoded bases of deltas come and go at a high rate, and a
+/// default chunker's largest chunk (4 MiB, at a 1 MiB average): chunks, their compressed
+/// frames and the decoded bases of deltas come and go at a high rate, and a
 /// chunk-sized buffer in a mapping of its own is faulted and zeroed page by page each time
 /// (with 1 MiB chunks and a 1 MiB threshold, half of an hourly backup's CPU and four fifths
 /// of a restore's was system time). Trimming a heap as soon as 128 KiB at its top are free (the
@@ -26,7 +26,7 @@ fn main() {
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        /// The largest chunk at a 1 MiB average (4 MiB), and room beside it.
+        /// The default chunker's largest chunk (4 MiB), and room beside it.
         const MMAP_THRESHOLD: libc::c_int = (4 << 20) + (512 << 10);
         let heaps = std::thread::available_parallelism().map_or(4, |n| n.get().min(4));
         // SAFETY: mallopt only sets allocator parameters; called before any other thread
