@@ -365,7 +365,9 @@ pub async fn run(
                 })
             })
             .collect();
-        let (tx, rx) = crossbeam_channel::bounded::<StreamMsg>(2 * jobs);
+        // a batch waiting per reader, as for a single stream (`repo::writer`): with 1 MiB
+        // chunks a batch holds up to 8 MiB
+        let (tx, rx) = crossbeam_channel::bounded::<StreamMsg>(jobs);
         // `jobs` slots: a reader runs its command only while it holds one
         let (slot_tx, slot_rx) = crossbeam_channel::bounded::<()>(jobs);
         for _ in 0..jobs {

@@ -406,7 +406,7 @@ const LIST_MIN_ENTRIES: usize = 256;
 
 /// Whether a content list of `len` entries ends after the chunk `id`: at a chunk whose
 /// (keyed, uniformly random) id ends in 10 zero bits, once the list holds
-/// `LIST_MIN_ENTRIES`, so about every 1,300 chunks (160 MB of a dump with 128 KiB chunks);
+/// `LIST_MIN_ENTRIES`, so about every 1,300 chunks (1.3 GB of a dump with 1 MiB chunks);
 /// always at `LIST_MAX_ENTRIES`. Boundaries depend only on the ids, so lists before and after
 /// a change are the same lists as in the previous snapshot, and deduplicate. Measured on
 /// hourly dumps (benches/RESULTS.md): lists of ~5,000 entries cost 0.6 MB more per hour than
