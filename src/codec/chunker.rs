@@ -53,9 +53,11 @@ impl ChunkerParams {
     /// stored ("A megabyte per chunk"), so tree files keep 256 KiB.
     pub fn for_tree_files(&self) -> ChunkerParams {
         if self.avg > TREE_AVG {
+            // sizes given by hand may not divide into valid ones: then the default's
             let factor = self.avg / TREE_AVG;
             let (min, avg, max) = (self.min / factor, self.avg / factor, self.max / factor);
-            return ChunkerParams::new(min as u32, avg as u32, max as u32).unwrap_or(*self);
+            return ChunkerParams::new(min as u32, avg as u32, max as u32)
+                .unwrap_or(ChunkerParams { min: TREE_AVG / 4, avg: TREE_AVG, max: TREE_AVG * 4 });
         }
         let factor = TREE_AVG / self.avg;
         let scale = |v: usize, cap: usize| (v * factor).min(cap);
@@ -366,6 +368,9 @@ pub(crate) mod tests {
         let large = ChunkerParams::new(1 << 20, 4 << 20, 16 << 20).unwrap();
         assert_eq!(sizes(large.for_tree_files()), (64, 256, 1024));
         assert_eq!(sizes(large.for_catalogs()), (16, 64, 256));
+        // a hand-picked least that divides into no valid size (odd)
+        let odd = ChunkerParams::new(300_006, 1 << 20, 4 << 20).unwrap();
+        assert_eq!(sizes(odd.for_tree_files()), (64, 256, 1024));
         let previous = ChunkerParams::new(32 << 10, 128 << 10, 512 << 10).unwrap();
         assert_eq!(sizes(previous.for_tree_files()), (64, 256, 1024));
         assert_eq!(sizes(previous.for_catalogs()), (16, 64, 256));

@@ -56,10 +56,12 @@ const SNAP_BYTES: i64 = 256;
 const LENGTH_SLACK: u32 = 256;
 /// Larger chunks hold more rows, and more of them move every hour, so a chunk's length
 /// changes by more than 256 bytes: with 1 MiB chunks the alignment of the bench dump was
-/// lost after the rows inserted into another table (an hourly backup found locality bases
-/// for 3 to 52 of its 99 new chunks; 83 with the snap and slack at 1/128 of the shortest
-/// chunk, benches/RESULTS.md, "A megabyte per chunk"). Both stay 256 bytes where the
-/// shortest old chunk is 32 KiB, the default chunker's least.
+/// lost after the rows inserted into another table (hourly backups with sketch lookups off
+/// made 3 to 53 of their 99-100 new chunks deltas; 83-84 with the snap and slack at 1/128 of
+/// the shortest chunk, benches/RESULTS.md, "A megabyte per chunk"). Both stay 256 bytes
+/// where the shortest old chunk is 32 KiB (the least of the former 128 KiB default); they
+/// are at least 2 KiB at today's default (256 KiB least) and 512 bytes for tree files
+/// (64 KiB least).
 const SLACK_SHARE: u32 = 128;
 
 /// The chunk sequence of the previous snapshot of a name (or of a file's previous version),
@@ -97,7 +99,7 @@ pub struct Predecessor {
 
 /// The old chunks' lengths, for finding a lost alignment.
 struct Lengths {
-    /// Old chunk indexes (from 2: a run of three ends there) by length / `LENGTH_SLACK`.
+    /// Old chunk indexes (from 2: a run of three ends there) by length / `slack`.
     by_length: HashMap<u32, Vec<u32>>,
     /// The shortest and longest old chunk: lengths at the chunker's bounds say nothing.
     shortest: u32,

@@ -421,9 +421,9 @@ impl Default for InitOptions {
             // chunks compress better on their own (the first backup of the bench dumps at
             // 100.4-100.6% of `zstd -3` of the whole stream, 111% at 128 KiB) and mean
             // fewer ids to index, list and look up. With chains four deep, resemblance bases
-            // and locality that follows large chunks, twelve hourly dumps grow no more than at
-            // 128 KiB (benches/RESULTS.md, "A megabyte per chunk"; 128 KiB until then, 64
-            // KiB from delta blobs, 16 KiB before)
+            // and locality that follows large chunks, twelve hourly dumps grow as at 128 KiB
+            // within the spread of chunker keys (benches/RESULTS.md, "A megabyte per chunk";
+            // 128 KiB until then, 64 KiB from delta blobs, 16 KiB before)
             chunk_min: 256 * 1024,
             chunk_avg: 1024 * 1024,
             chunk_max: 4 * 1024 * 1024,
