@@ -3,7 +3,7 @@
 use super::{RepoError, Result};
 use crate::codec::crypto::{FOOTER_COUNTER, MasterKeys, ObjectCipher};
 use crate::format::Id;
-use crate::format::envelope::{CipherKind, Header, MAGIC_PACK};
+use crate::format::envelope::{CipherKind, Header, MAGIC_PACK, TAG_LEN};
 use crate::format::index::{BlobLocation, IndexPack};
 use crate::format::pack::{BlobType, MAX_PACK_BLOBS, PackEntry, encode_footer};
 
@@ -28,6 +28,9 @@ pub struct FinishedPack {
     pub index: IndexPack,
 }
 
+/// Bytes a stream backup's pack may grow past its target ([`PackBuilder::fits`]).
+const PACK_OVERSHOOT: usize = 1 << 20;
+
 /// Builds one pack in memory under a fresh salt; [`PackBuilder::finish`] seals the footer.
 pub struct PackBuilder {
     cipher: ObjectCipher,
@@ -42,7 +45,7 @@ impl PackBuilder {
         let mut salt = [0u8; 32];
         crate::codec::random_bytes(&mut salt).map_err(|e| RepoError::codec("pack salt", e))?;
         let header = Header { magic: MAGIC_PACK, cipher: kind, salt };
-        let mut buf = Vec::with_capacity(target as usize + (1 << 20));
+        let mut buf = Vec::with_capacity(target as usize + PACK_OVERSHOOT);
         buf.extend_from_slice(&header.encode());
         Ok(PackBuilder {
             cipher: ObjectCipher::new(keys, &header),
@@ -56,6 +59,16 @@ impl PackBuilder {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+    /// Whether a blob of `len` bytes (before sealing) still fits: an empty pack takes any
+    /// blob, others at most 1 MiB past `target` (the room the buffer is made with). With
+    /// chunks of up to 4 MiB a pack closed by its last chunk reached 20 MiB: five such packs
+    /// in flight made a backup of random data peak 25-35 MB higher than with 128 KiB chunks,
+    /// and a restore read such a pack in two pieces (benches/RESULTS.md, "A megabyte per
+    /// chunk").
+    pub fn fits(&self, len: usize) -> bool {
+        self.is_empty() || self.buf.len() + len + TAG_LEN <= self.target + PACK_OVERSHOOT
+    }
+
     /// True once the pack holds `target` bytes or [`WRITER_PACK_BLOBS`] blobs: store it and
     /// start another.
     pub fn is_full(&self) -> bool {

@@ -454,6 +454,9 @@ impl Pipeline<'_> {
         base: Option<Id>,
         data: Vec<u8>,
     ) -> Result<()> {
+        if self.packer.as_ref().is_some_and(|p| !p.fits(data.len())) {
+            self.flush_pack()?;
+        }
         let p = match &mut self.packer {
             Some(p) => p,
             None => self.packer.insert(PackBuilder::new(
