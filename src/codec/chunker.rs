@@ -54,10 +54,11 @@ impl ChunkerParams {
     pub fn for_tree_files(&self) -> ChunkerParams {
         if self.avg > TREE_AVG {
             // sizes given by hand may not divide into valid ones: then the default's
-            let factor = self.avg / TREE_AVG;
-            let (min, avg, max) = (self.min / factor, self.avg / factor, self.max / factor);
-            return ChunkerParams::new(min as u32, avg as u32, max as u32)
-                .unwrap_or(ChunkerParams { min: TREE_AVG / 4, avg: TREE_AVG, max: TREE_AVG * 4 });
+            return self.divided(self.avg / TREE_AVG).unwrap_or(ChunkerParams {
+                min: TREE_AVG / 4,
+                avg: TREE_AVG,
+                max: TREE_AVG * 4,
+            });
         }
         let factor = TREE_AVG / self.avg;
         let scale = |v: usize, cap: usize| (v * factor).min(cap);
@@ -72,9 +73,13 @@ impl ChunkerParams {
     /// chunks are stored whole: at 256 KiB a one-file change cost 3.4% of the first backup of
     /// 100,000 small files, at 64 KiB under 1%.
     pub fn for_catalogs(&self) -> ChunkerParams {
-        let factor = (self.avg / CATALOG_AVG).max(1);
+        self.divided((self.avg / CATALOG_AVG).max(1)).unwrap_or(*self)
+    }
+
+    /// Each size divided by `factor`, if the results are valid parameters.
+    fn divided(&self, factor: usize) -> Option<ChunkerParams> {
         let (min, avg, max) = (self.min / factor, self.avg / factor, self.max / factor);
-        ChunkerParams::new(min as u32, avg as u32, max as u32).unwrap_or(*self)
+        ChunkerParams::new(min as u32, avg as u32, max as u32).ok()
     }
 }
 
@@ -83,6 +88,10 @@ pub const TREE_AVG: usize = 256 * 1024;
 
 /// The largest average chunk size of catalogs (when the repository's average is larger).
 pub const CATALOG_AVG: usize = 64 * 1024;
+
+/// Bytes that fill long runs in what this tool stores: zero pages and NUL padding, and the
+/// blank padding of `char(n)` columns and fixed-width text.
+const PADDING_BYTES: [u8; 2] = [0x00, 0x20];
 
 /// The secret gear tables (the plain one and the one shifted left by one bit, which the
 /// v2020 two-bytes-at-a-time loop needs).
@@ -108,13 +117,7 @@ impl Gear {
         }
         Gear { gear, gear_ls }
     }
-}
 
-/// Bytes that fill long runs in what this tool stores: zero pages and NUL padding, and the
-/// blank padding of `char(n)` columns and fixed-width text.
-const PADDING_BYTES: [u8; 2] = [0x00, 0x20];
-
-impl Gear {
     /// Whether long runs of a padding byte can hold cut points. Inside a run of byte `b` the
     /// rolling hash's bit `k` settles, after `k + 1` bytes of the run, to that bit of
     /// `-gear[b]`. If the lowest bit a cut mask tests is 0 there, every position deep in a
